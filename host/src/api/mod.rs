@@ -1,0 +1,147 @@
+//! The HTTP API: the only module that knows HTTP and JSON.
+
+mod error;
+mod records;
+mod topics;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+pub use error::ApiError;
+
+use crate::log::Log;
+
+/// Bounds on what one request may ask of the server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request body accepted (413 above).
+    pub max_body_bytes: usize,
+    /// Produce bytes being appended at once across all requests (429 above).
+    pub max_inflight_produce_bytes: usize,
+    /// Records in one produce request.
+    pub max_records_per_request: usize,
+    /// Longest long-poll wait a consumer may ask for.
+    pub max_wait_ms: u64,
+    /// Most records one consume request returns.
+    pub max_records_per_fetch: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 16 << 20,
+            max_inflight_produce_bytes: 256 << 20,
+            max_records_per_request: 100_000,
+            max_wait_ms: 30_000,
+            max_records_per_fetch: 10_000,
+        }
+    }
+}
+
+/// What every handler can reach.
+#[derive(Debug)]
+pub struct AppState {
+    pub log: Arc<Log>,
+    pub limits: Limits,
+    /// Permits are KiB of produce bodies in flight.
+    produce_budget: Semaphore,
+    /// Cancelled at shutdown so long polls and streams end and the server can drain.
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    pub fn new(log: Arc<Log>, limits: Limits, shutdown: CancellationToken) -> Arc<Self> {
+        let kib = (limits.max_inflight_produce_bytes / 1024).max(1);
+        Arc::new(AppState {
+            log,
+            produce_budget: Semaphore::new(kib),
+            limits,
+            shutdown,
+        })
+    }
+
+    fn max_wait(&self, wait_ms: Option<u64>) -> Duration {
+        Duration::from_millis(wait_ms.unwrap_or(0).min(self.limits.max_wait_ms))
+    }
+}
+
+pub type State = axum::extract::State<Arc<AppState>>;
+
+/// The whole HTTP API.
+pub fn router(state: Arc<AppState>) -> Router {
+    let body_limit = state.limits.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(health))
+        .route("/v1/topics", post(topics::create).get(topics::list))
+        .route(
+            "/v1/topics/{topic}",
+            get(topics::describe).delete(topics::delete),
+        )
+        .route("/v1/topics/{topic}/records", post(records::produce))
+        .route(
+            "/v1/topics/{topic}/partitions/{partition}/records",
+            get(records::consume),
+        )
+        .route("/v1/topics/{topic}/stream", get(records::stream))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn health() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this endpoint",
+    )
+}
+
+/// Parses JSON with an error that says where and what went wrong.
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::bad_request(
+            "request body is empty; expected JSON",
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        let code = if e.is_data() {
+            "invalid_field"
+        } else {
+            "invalid_json"
+        };
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            code,
+            format!("invalid request body: {e}"),
+        )
+    })
+}
+
+/// Runs blocking log work off the reactor.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, crate::log::LogError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("blocking task failed: {e}")))?
+        .map_err(ApiError::from)
+}

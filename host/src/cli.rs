@@ -1,0 +1,376 @@
+//! The `sluice` command line: `serve`, `demo`, and client commands over the HTTP API.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Value, json};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "A streaming log that runs WebAssembly transforms"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Start a throwaway server, push sample events through it and print them.
+    Demo,
+    /// Create, list, describe and delete topics.
+    #[command(subcommand)]
+    Topic(TopicCmd),
+    /// Append one record per stdin line to a topic.
+    Produce(ProduceArgs),
+    /// Print a topic's records.
+    Consume(ConsumeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Where topics are stored.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP listen address.
+    #[arg(long)]
+    pub http: Option<String>,
+    /// TOML config file (flags override it).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Allow binding a non-loopback address without authentication.
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct Server {
+    /// The server's HTTP address.
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub server: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopicCmd {
+    /// Create a topic.
+    Create {
+        name: String,
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
+        #[arg(long)]
+        retention_ms: Option<i64>,
+        #[arg(long)]
+        retention_bytes: Option<u64>,
+        /// delete | compact
+        #[arg(long, default_value = "delete")]
+        cleanup: String,
+        /// every_batch | interval | os
+        #[arg(long)]
+        flush: Option<String>,
+        #[command(flatten)]
+        server: Server,
+    },
+    /// List topics.
+    List {
+        #[command(flatten)]
+        server: Server,
+    },
+    /// Show a topic's partitions and settings.
+    Describe {
+        name: String,
+        #[command(flatten)]
+        server: Server,
+    },
+    /// Delete a topic and its data.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        server: Server,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    pub topic: String,
+    /// Key for every record (default: none, round-robin partitions).
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Partition for every record (default: by key or round-robin).
+    #[arg(long)]
+    pub partition: Option<u32>,
+    #[command(flatten)]
+    pub server: Server,
+}
+
+#[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    pub topic: String,
+    /// earliest | latest
+    #[arg(long, default_value = "earliest")]
+    pub from: String,
+    /// Keep waiting for new records.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Read one partition only.
+    #[arg(long)]
+    pub partition: Option<u32>,
+    /// Print whole records as JSON instead of values.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub server: Server,
+}
+
+/// A thin JSON client for the HTTP API with errors that quote the server's message.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(base: &str) -> Self {
+        Client {
+            base: base.trim_end_matches('/').to_string(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the server at {}", self.base))?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        let body: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        if !status.is_success() {
+            let msg = body["error"]["message"]
+                .as_str()
+                .map_or_else(|| body.to_string(), str::to_owned);
+            bail!("{status}: {msg}");
+        }
+        Ok(body)
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(self.http.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.send(self.http.post(format!("{}{path}", self.base)).json(body))
+            .await
+    }
+
+    pub async fn post_ndjson(&self, path: &str, body: String) -> anyhow::Result<Value> {
+        self.send(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .header("content-type", "application/x-ndjson")
+                .body(body),
+        )
+        .await
+    }
+
+    pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(self.http.delete(format!("{}{path}", self.base)))
+            .await
+    }
+}
+
+pub async fn topic(cmd: TopicCmd) -> anyhow::Result<()> {
+    match cmd {
+        TopicCmd::Create {
+            name,
+            partitions,
+            retention_ms,
+            retention_bytes,
+            cleanup,
+            flush,
+            server,
+        } => {
+            let mut body = json!({"name": name, "partitions": partitions, "cleanup": cleanup,
+                "retention_ms": retention_ms, "retention_bytes": retention_bytes});
+            if let Some(f) = flush {
+                body["flush"] = json!(f);
+            }
+            Client::new(&server.server)
+                .post("/v1/topics", &body)
+                .await?;
+            println!("created topic {name} with {partitions} partition(s)");
+        }
+        TopicCmd::List { server } => {
+            let v = Client::new(&server.server).get("/v1/topics").await?;
+            println!("{:<40} PARTITIONS", "TOPIC");
+            for t in v["topics"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<40} {}",
+                    t["name"].as_str().unwrap_or(""),
+                    t["partitions"]
+                );
+            }
+        }
+        TopicCmd::Describe { name, server } => {
+            let v = Client::new(&server.server)
+                .get(&format!("/v1/topics/{name}"))
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        TopicCmd::Delete { name, server } => {
+            Client::new(&server.server)
+                .delete(&format!("/v1/topics/{name}"))
+                .await?;
+            println!("deleted topic {name}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.server.server);
+    let path = format!("/v1/topics/{}/records", args.topic);
+    let interactive = std::io::stdin().is_terminal();
+    let mut pending = String::new();
+    let mut count = 0usize;
+    let mut sent = 0usize;
+    let mut lines = std::io::stdin().lock().lines();
+    loop {
+        let line = lines.next().transpose()?;
+        if let Some(line) = &line {
+            let mut rec = json!({"value": line, "key": args.key});
+            if let Some(p) = args.partition {
+                rec["partition"] = json!(p);
+            }
+            pending.push_str(&rec.to_string());
+            pending.push('\n');
+            count += 1;
+        }
+        // Send per line when a person types, in batches of 1,000 when piped.
+        let flush = line.is_none() || interactive || count == 1000;
+        if flush && count > 0 {
+            client
+                .post_ndjson(&path, std::mem::take(&mut pending))
+                .await?;
+            sent += count;
+            count = 0;
+            if !interactive {
+                eprint!("\rproduced {sent} records");
+            }
+        }
+        if line.is_none() {
+            break;
+        }
+    }
+    eprintln!("\rproduced {sent} records to {}", args.topic);
+    Ok(())
+}
+
+fn print_record(r: &Value, as_json: bool, out: &mut impl Write) -> std::io::Result<()> {
+    if as_json {
+        writeln!(out, "{r}")
+    } else if let Some(v) = r["value"].as_str() {
+        writeln!(out, "{v}")
+    } else {
+        writeln!(out, "{}", r.get("value_base64").unwrap_or(&Value::Null))
+    }
+}
+
+pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.server.server);
+    let topic = client.get(&format!("/v1/topics/{}", args.topic)).await?;
+    let partitions: Vec<(u64, u64, u64)> = topic["partitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            (
+                p["partition"].as_u64().unwrap_or(0),
+                p["start_offset"].as_u64().unwrap_or(0),
+                p["end_offset"].as_u64().unwrap_or(0),
+            )
+        })
+        .filter(|(id, _, _)| args.partition.is_none_or(|p| u64::from(p) == *id))
+        .collect();
+    if partitions.is_empty() {
+        bail!("topic {} has no partition {:?}", args.topic, args.partition);
+    }
+    let latest = match args.from.as_str() {
+        "earliest" => false,
+        "latest" => true,
+        other => bail!("--from must be earliest or latest, not {other}"),
+    };
+    if args.follow && args.partition.is_none() {
+        return follow_stream(&args, latest).await;
+    }
+    let mut stdout = std::io::stdout().lock();
+    // Positions per partition; without --follow, stop at the end seen at start.
+    let mut pos: Vec<(u64, u64, u64)> = partitions
+        .iter()
+        .map(|&(id, start, end)| (id, if latest { end } else { start }, end))
+        .collect();
+    let wait = if args.follow { 1000 } else { 0 };
+    loop {
+        for (id, offset, end) in pos.iter_mut() {
+            if !args.follow && *offset >= *end {
+                continue;
+            }
+            let v = client
+                .get(&format!(
+                    "/v1/topics/{}/partitions/{id}/records?offset={offset}&max=1000&wait_ms={wait}",
+                    args.topic
+                ))
+                .await?;
+            for r in v["records"].as_array().into_iter().flatten() {
+                print_record(r, args.json, &mut stdout)?;
+            }
+            *offset = v["next_offset"].as_u64().unwrap_or(*offset);
+        }
+        stdout.flush()?;
+        if !args.follow && pos.iter().all(|(_, o, e)| o >= e) {
+            return Ok(());
+        }
+    }
+}
+
+/// Follows every partition at once through the server-sent events stream.
+async fn follow_stream(args: &ConsumeArgs, latest: bool) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    let from = if latest { "latest" } else { "earliest" };
+    let url = format!(
+        "{}/v1/topics/{}/stream?from={from}",
+        args.server.server.trim_end_matches('/'),
+        args.topic
+    );
+    let resp = reqwest::get(&url).await?.error_for_status()?;
+    let mut body = resp.bytes_stream();
+    let mut buf = Vec::new();
+    let mut stdout = std::io::stdout();
+    while let Some(chunk) = body.next().await {
+        buf.extend_from_slice(&chunk?);
+        while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=nl).collect();
+            if let Some(data) = line.strip_prefix(b"data: ") {
+                let rec: Value = serde_json::from_slice(data.trim_ascii_end())?;
+                print_record(&rec, args.json, &mut stdout.lock())?;
+            }
+        }
+        stdout.flush()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,85 @@
+//! The server's settings: command-line flags over the optional TOML file over defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::api::Limits;
+
+/// The TOML file. Every key is optional; flags given on the command line win.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub http: Option<String>,
+    pub kafka: Option<String>,
+    pub advertise: Option<String>,
+    pub insecure: bool,
+    pub limits: Limits,
+    pub log: LogSettings,
+    pub auth: AuthConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// How often retention limits are enforced.
+    pub retention_check_ms: u64,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            retention_check_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub identities: Vec<Identity>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    pub name: String,
+    pub role: String,
+    #[serde(default)]
+    pub topics: Vec<String>,
+    pub token_sha256: String,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("invalid config {}: {e}", path.display()))
+    }
+}
+
+/// Everything `server::run` needs, resolved.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub http: SocketAddr,
+    pub insecure: bool,
+    pub limits: Limits,
+    pub log: LogSettings,
+}
+
+impl ServerConfig {
+    /// Refuses to expose an unauthenticated server beyond this machine.
+    pub fn check_exposure(&self) -> anyhow::Result<()> {
+        if !self.http.ip().is_loopback() && !self.insecure {
+            anyhow::bail!(
+                "refusing to bind {} (not loopback) without authentication; \
+                 bind 127.0.0.1 or pass --insecure",
+                self.http
+            );
+        }
+        Ok(())
+    }
+}

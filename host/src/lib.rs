@@ -1,0 +1,17 @@
+//! Sluice: a durable partitioned log that runs sandboxed WebAssembly transforms over every
+//! record, with an HTTP API and the Kafka wire protocol.
+//!
+//! # Layout
+//! - [`log`]: storage — topics, partitions, segments of Kafka v2 record batches.
+//! - [`api`]: the HTTP API (the only module that knows HTTP/JSON).
+//! - [`server`]: wires the pieces together and runs them until shutdown.
+//! - [`cli`]: the `sluice` command line, a client of the HTTP API.
+//! - [`config`]: the server's settings (flags and the TOML file).
+//! - [`demo`]: `sluice demo`, the main job end to end.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod log;
+pub mod server;

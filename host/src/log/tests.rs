@@ -1,0 +1,324 @@
+use super::batch::{self, NewRecord};
+use super::*;
+use bytes::Bytes;
+use std::io::Write;
+
+fn recs(n: usize, tag: &str) -> Vec<NewRecord> {
+    (0..n)
+        .map(|i| NewRecord {
+            key: None,
+            value: Some(Bytes::from(format!("{tag}-{i}"))),
+            headers: vec![],
+            timestamp: None,
+        })
+        .collect()
+}
+
+fn values(p: &Partition, from: u64) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut off = from;
+    loop {
+        let r = p.read(off, 4096).unwrap();
+        if r.data.is_empty() {
+            return out;
+        }
+        for (_, b) in batch::split(r.data).unwrap() {
+            for rec in batch::decode(&b).unwrap() {
+                if rec.offset as u64 >= off {
+                    out.push(String::from_utf8(rec.value.unwrap().to_vec()).unwrap());
+                }
+            }
+        }
+        off = r.next_offset;
+    }
+}
+
+fn small_segments() -> TopicConfig {
+    TopicConfig {
+        segment_bytes: 2048,
+        ..TopicConfig::default()
+    }
+}
+
+#[test]
+fn murmur2_matches_kafka() {
+    // Vectors from Kafka's UtilsTest.testMurmur2.
+    assert_eq!(murmur2(b"21"), -973932308);
+    assert_eq!(murmur2(b"foobar"), -790332482);
+    assert_eq!(murmur2(b"a-little-bit-long-string"), -985981536);
+    assert_eq!(murmur2(b"a-little-bit-longer-string"), -1486304829);
+    assert_eq!(
+        murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8"),
+        -58897971
+    );
+    assert_eq!(murmur2(b"abc"), 479470107);
+}
+
+#[test]
+fn topic_names_follow_kafka_rules() {
+    for bad in ["", ".", "..", "../x", "a/b", "a b", "é", &"x".repeat(250)] {
+        assert!(validate_topic_name(bad).is_err(), "{bad:?} accepted");
+    }
+    for good in ["a", "user_activity.events-1", &"x".repeat(249)] {
+        validate_topic_name(good).unwrap();
+    }
+}
+
+#[test]
+fn append_read_roll_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = Log::open(dir.path()).unwrap();
+        let t = log.create_topic("t", small_segments()).unwrap();
+        let p = &t.partitions[0];
+        for i in 0..50 {
+            let a = p
+                .append(batch::build(&recs(3, &format!("b{i}")), 1000 + i))
+                .unwrap();
+            assert_eq!(a.base_offset, i as u64 * 3);
+        }
+        assert!(p.segment_count() >= 2, "segments should roll");
+        assert_eq!(p.high_watermark(), 150);
+        assert_eq!(values(p, 0).len(), 150);
+        assert_eq!(values(p, 100)[0], "b33-1");
+        log.close();
+    }
+    let log = Log::open(dir.path()).unwrap();
+    let p = log.topic("t").unwrap().partitions[0].clone();
+    assert_eq!(p.high_watermark(), 150);
+    assert_eq!(values(&p, 0).len(), 150);
+    let a = p.append(batch::build(&recs(1, "more"), 5000)).unwrap();
+    assert_eq!(a.base_offset, 150);
+    // timestamps: batch i has timestamp 1000+i
+    assert_eq!(p.offset_for_timestamp(1010).unwrap(), Some(30));
+    assert_eq!(p.offset_for_timestamp(0).unwrap(), Some(0));
+    assert_eq!(p.offset_for_timestamp(6000).unwrap(), None);
+}
+
+fn active_segment_path(p: &Partition) -> std::path::PathBuf {
+    let mut logs: Vec<_> = std::fs::read_dir(p.dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    logs.pop().unwrap()
+}
+
+#[test]
+fn garbage_tail_is_truncated_on_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = {
+        let log = Log::open(dir.path()).unwrap();
+        let t = log.create_topic("t", TopicConfig::default()).unwrap();
+        for i in 0..5 {
+            t.partitions[0]
+                .append(batch::build(&recs(2, &format!("x{i}")), 1))
+                .unwrap();
+        }
+        active_segment_path(&t.partitions[0])
+    };
+    let good_len = std::fs::metadata(&path).unwrap().len();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(&[0xab; 777])
+        .unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    let p = log.topic("t").unwrap().partitions[0].clone();
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), good_len);
+    assert_eq!(p.high_watermark(), 10);
+    assert_eq!(values(&p, 0).len(), 10);
+    assert_eq!(
+        p.append(batch::build(&recs(1, "y"), 1))
+            .unwrap()
+            .base_offset,
+        10
+    );
+}
+
+#[test]
+fn torn_batch_is_truncated_on_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, len_before_last) = {
+        let log = Log::open(dir.path()).unwrap();
+        let t = log.create_topic("t", TopicConfig::default()).unwrap();
+        let p = &t.partitions[0];
+        for i in 0..4 {
+            p.append(batch::build(&recs(2, &format!("x{i}")), 1))
+                .unwrap();
+        }
+        let path = active_segment_path(p);
+        let before = std::fs::metadata(&path).unwrap().len();
+        p.append(batch::build(&recs(5, "last"), 1)).unwrap();
+        (path, before)
+    };
+    let full = std::fs::metadata(&path).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(len_before_last + (full - len_before_last) / 2)
+        .unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    let p = log.topic("t").unwrap().partitions[0].clone();
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), len_before_last);
+    assert_eq!(p.high_watermark(), 8);
+    assert_eq!(values(&p, 0).len(), 8);
+}
+
+#[test]
+fn crc_damage_in_the_middle_is_reported_not_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = {
+        let log = Log::open(dir.path()).unwrap();
+        let t = log.create_topic("t", TopicConfig::default()).unwrap();
+        for i in 0..3 {
+            t.partitions[0]
+                .append(batch::build(&recs(2, &format!("x{i}")), 1))
+                .unwrap();
+        }
+        active_segment_path(&t.partitions[0])
+    };
+    // Flip a byte inside the value of the second batch.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let first = batch::BatchHeader::parse(&bytes).unwrap().size;
+    let second = batch::BatchHeader::parse(&bytes[first..]).unwrap().size;
+    bytes[first + second - 2] ^= 0x55;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let log = Log::open(dir.path()).unwrap();
+    let p = log.topic("t").unwrap().partitions[0].clone();
+    // Nothing after the damage is lost.
+    assert_eq!(p.high_watermark(), 6);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), bytes.len() as u64);
+    // Reading the damaged batch is an error naming the offset; the others still read.
+    let err = p.read(2, 1 << 20).unwrap_err();
+    assert!(matches!(err, LogError::Corrupt { offset: 2, .. }), "{err}");
+    let r = p.read(0, 1 << 20).unwrap();
+    assert_eq!(r.next_offset, 2, "a read stops before the damaged batch");
+    assert_eq!(values(&p, 4), vec!["x2-0", "x2-1"]);
+}
+
+#[test]
+fn bad_index_files_are_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = Log::open(dir.path()).unwrap();
+        let t = log.create_topic("t", small_segments()).unwrap();
+        for i in 0..40 {
+            t.partitions[0]
+                .append(batch::build(&recs(3, &format!("b{i}")), 1))
+                .unwrap();
+        }
+        log.close();
+    }
+    let pdir = dir.path().join("topics/t/0");
+    for e in std::fs::read_dir(&pdir).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_some_and(|e| e == "index") {
+            std::fs::write(&path, [0u8, 0, 0, 0, 0xff, 0xff, 0, 0]).unwrap();
+        }
+    }
+    let log = Log::open(dir.path()).unwrap();
+    let p = log.topic("t").unwrap().partitions[0].clone();
+    assert_eq!(values(&p, 0).len(), 120);
+    assert_eq!(values(&p, 61)[0], "b20-1");
+}
+
+#[test]
+fn retention_by_size_and_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    let t = log
+        .create_topic(
+            "size",
+            TopicConfig {
+                retention_bytes: Some(4096),
+                ..small_segments()
+            },
+        )
+        .unwrap();
+    let p = &t.partitions[0];
+    for i in 0..60 {
+        p.append(batch::build(&recs(3, &format!("b{i}")), 1))
+            .unwrap();
+    }
+    let before = p.stats();
+    assert!(p.apply_retention(now_ms()) > 0);
+    let after = p.stats();
+    assert!(after.size_bytes <= 4096 + 2048, "{after:?}");
+    assert!(after.start_offset > 0);
+    assert_eq!(after.end_offset, before.end_offset);
+    let err = p.read(0, 100).unwrap_err();
+    assert!(matches!(err, LogError::OffsetOutOfRange { .. }), "{err}");
+    assert!(err.to_string().contains("out of range"));
+    assert!(!values(p, after.start_offset).is_empty());
+
+    let t = log
+        .create_topic(
+            "time",
+            TopicConfig {
+                retention_ms: Some(60_000),
+                ..small_segments()
+            },
+        )
+        .unwrap();
+    let p = &t.partitions[0];
+    let old = now_ms() - 3_600_000;
+    for i in 0..30 {
+        let mut r = recs(3, &format!("o{i}"));
+        r.iter_mut().for_each(|r| r.timestamp = Some(old));
+        p.append(batch::build(&r, old)).unwrap();
+    }
+    for i in 0..30 {
+        p.append(batch::build(&recs(3, &format!("n{i}")), now_ms()))
+            .unwrap();
+    }
+    p.apply_retention(now_ms());
+    let v = values(p, p.start_offset());
+    assert!(
+        v.iter().all(|s| !s.starts_with('o') || v.len() > 90),
+        "old segments left"
+    );
+    assert!(p.start_offset() >= 60, "start {}", p.start_offset());
+    assert_eq!(v.last().unwrap(), "n29-2");
+}
+
+#[test]
+fn concurrent_appends_share_fsyncs_and_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    let t = log.create_topic("t", TopicConfig::default()).unwrap();
+    let p = t.partitions[0].clone();
+    std::thread::scope(|s| {
+        for w in 0..4 {
+            let p = p.clone();
+            s.spawn(move || {
+                for i in 0..50 {
+                    p.append(batch::build(&recs(2, &format!("w{w}-{i}")), 1))
+                        .unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(p.high_watermark(), 400);
+    assert_eq!(values(&p, 0).len(), 400);
+}
+
+#[test]
+fn deleted_topic_is_gone_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = Log::open(dir.path()).unwrap();
+        log.create_topic("gone", TopicConfig::default()).unwrap();
+        log.create_topic("kept", TopicConfig::default()).unwrap();
+        log.delete_topic("gone").unwrap();
+        assert!(matches!(
+            log.create_topic("kept", TopicConfig::default()),
+            Err(LogError::TopicExists(_))
+        ));
+    }
+    let log = Log::open(dir.path()).unwrap();
+    assert!(log.topic("gone").is_err());
+    assert!(log.topic("kept").is_ok());
+    assert!(!dir.path().join("topics/gone").exists());
+}

@@ -1,0 +1,56 @@
+//! The `sluice` binary: parses the command line and hands over to the library.
+
+use clap::Parser;
+use sluice::cli::{Cli, Command};
+use sluice::config::{FileConfig, ServerConfig};
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,tower_http=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Demo => sluice::demo::run().await,
+            Command::Topic(cmd) => sluice::cli::topic(cmd).await,
+            Command::Produce(args) => sluice::cli::produce(args).await,
+            Command::Consume(args) => sluice::cli::consume(args).await,
+        }
+    })
+}
+
+async fn serve(args: sluice::cli::ServeArgs) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let http = args
+        .http
+        .or(file.http)
+        .unwrap_or_else(|| "127.0.0.1:8080".into());
+    let http: std::net::SocketAddr = tokio::net::lookup_host(&http)
+        .await?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("--http {http} resolves to no address"))?;
+    let config = ServerConfig {
+        data_dir: args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| "sluice-data".into()),
+        http,
+        insecure: args.insecure || file.insecure,
+        limits: file.limits,
+        log: file.log,
+    };
+    config.check_exposure()?;
+    let listener = tokio::net::TcpListener::bind(config.http)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot bind {}: {e}", config.http))?;
+    sluice::server::run(config, listener, sluice::server::shutdown_signal()).await
+}

@@ -1,0 +1,6 @@
+//! End-to-end tests against the real `sluice` binary.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+mod log_http;
+mod recovery;
