@@ -17,12 +17,19 @@ const BATCHES: usize = 1500;
 fn sample_batch(seed: usize) -> bytes::BytesMut {
     let recs: Vec<NewRecord> = (0..PER_BATCH)
         .map(|i| {
-            let mut v = format!("{{\"user_id\":\"u-{}\",\"event\":\"view\",\"n\":{}", i % 97, seed * PER_BATCH + i);
+            let mut v = format!(
+                "{{\"user_id\":\"u-{}\",\"event\":\"view\",\"n\":{}",
+                i % 97,
+                seed * PER_BATCH + i
+            );
             while v.len() < RECORD - 1 {
                 v.push('x');
             }
             v.push('}');
-            NewRecord { value: Some(Bytes::from(v)), ..Default::default() }
+            NewRecord {
+                value: Some(Bytes::from(v)),
+                ..Default::default()
+            }
         })
         .collect();
     batch::build(&recs, 1_700_000_000_000)
@@ -58,10 +65,23 @@ fn raw_fdatasync(dir: &std::path::Path, chunk: &[u8]) -> f64 {
     )
 }
 
-fn append(dir: &std::path::Path, name: &str, flush: FlushPolicy, writers: usize, batches: &[bytes::BytesMut]) -> f64 {
+fn append(
+    dir: &std::path::Path,
+    name: &str,
+    flush: FlushPolicy,
+    writers: usize,
+    batches: &[bytes::BytesMut],
+) -> f64 {
     let log = Log::open(dir.join(name)).unwrap();
     let t = log
-        .create_topic(name, TopicConfig { flush, flush_interval_ms: 100, ..TopicConfig::default() })
+        .create_topic(
+            name,
+            TopicConfig {
+                flush,
+                flush_interval_ms: 100,
+                ..TopicConfig::default()
+            },
+        )
         .unwrap();
     let p = t.partitions[0].clone();
     let start = Instant::now();
@@ -79,7 +99,10 @@ fn append(dir: &std::path::Path, name: &str, flush: FlushPolicy, writers: usize,
     let took = start.elapsed();
     let bytes: usize = batches.iter().map(|b| b.len()).sum();
     report(
-        &format!("append {name} ({writers} writer{})", if writers > 1 { "s" } else { "" }),
+        &format!(
+            "append {name} ({writers} writer{})",
+            if writers > 1 { "s" } else { "" }
+        ),
         batches.len() * PER_BATCH,
         bytes,
         took,
@@ -96,7 +119,12 @@ fn scan(dir: &std::path::Path) {
         bytes += r.data.len();
         off = r.next_offset;
     }
-    report("read scan (whole batches, CRC checked)", off as usize, bytes, start.elapsed());
+    report(
+        "read scan (whole batches, CRC checked)",
+        off as usize,
+        bytes,
+        start.elapsed(),
+    );
     let start = Instant::now();
     let (mut off, mut n) = (0, 0usize);
     while off < p.high_watermark() {
@@ -123,8 +151,20 @@ fn main() {
         dir.path().display()
     );
     let raw = raw_fdatasync(dir.path(), &batches[0]);
-    let every = append(dir.path(), "every_batch", FlushPolicy::EveryBatch, 1, &batches);
-    append(dir.path(), "every_batch4", FlushPolicy::EveryBatch, 4, &batches);
+    let every = append(
+        dir.path(),
+        "every_batch",
+        FlushPolicy::EveryBatch,
+        1,
+        &batches,
+    );
+    append(
+        dir.path(),
+        "every_batch4",
+        FlushPolicy::EveryBatch,
+        4,
+        &batches,
+    );
     let interval = append(dir.path(), "interval", FlushPolicy::Interval, 1, &batches);
     append(dir.path(), "os", FlushPolicy::Os, 1, &batches);
     println!(

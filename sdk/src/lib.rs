@@ -1,6 +1,498 @@
-//! The Sluice plugin SDK.
+//! Write Sluice transforms: one function from a record to an outcome.
 //!
-//! For now it carries the record codec shared by the host and plugins; the transform
-//! authoring API arrives with the plugin contract.
+//! ```
+//! use sluice_sdk::{Error, Outcome, Record};
+//!
+//! /// Upper-cases every value; drops records without one.
+//! fn shout(record: &Record) -> Result<Outcome, Error> {
+//!     let Some(text) = record.value_str() else {
+//!         return Ok(Outcome::drop());
+//!     };
+//!     Ok(Outcome::emit(record.to_owned().with_value(text.to_uppercase())))
+//! }
+//!
+//! sluice_sdk::export_transform!(shout);
+//!
+//! // Test it natively with plain `cargo test`:
+//! let out = sluice_sdk::testing::Harness::new(shout).run_values(&["hi", "there"]);
+//! assert_eq!(out[0].values(), ["HI"]);
+//! ```
+//!
+//! Build the plugin with `cargo build --release --target wasm32-wasip2`; the `.wasm` in
+//! `target/wasm32-wasip2/release/` is a component ready for `sluice plugin push`.
+//!
+//! With per-instance state built once from the deployment's config:
+//!
+//! ```
+//! use sluice_sdk::{Error, Outcome, Record};
+//!
+//! struct Settings { field: String }
+//!
+//! fn setup() -> Result<Settings, Error> {
+//!     Ok(Settings { field: sluice_sdk::config("field").unwrap_or_else(|| "id".into()) })
+//! }
+//!
+//! fn has_field(s: &Settings, record: &Record) -> Result<Outcome, Error> {
+//!     let v = record.json()?;
+//!     Ok(if v.get(&s.field).is_some() { Outcome::keep() } else { Outcome::drop() })
+//! }
+//!
+//! sluice_sdk::export_transform!(has_field, init = setup);
+//! ```
+//!
+//! A transform that returns `Err` rejects the record: it goes to the deployment's
+//! dead-letter topic with the error as the reason. A panic traps the instance; the host finds
+//! the record that caused it and dead-letters it too.
 
 pub mod codec;
+pub mod entries;
+mod host;
+pub mod json;
+pub mod testing;
+
+use std::fmt;
+
+pub use host::{Level, config, log, lookup, outputs};
+
+#[cfg(target_arch = "wasm32")]
+#[doc(hidden)]
+pub mod __bindings {
+    wit_bindgen::generate!({
+        world: "transform",
+        path: "../wit",
+        pub_export_macro: true,
+        export_macro_name: "__export_transform_world",
+        default_bindings_module: "::sluice_sdk::__bindings",
+    });
+}
+
+/// Where a batch comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BatchContext {
+    pub topic: String,
+    pub partition: u32,
+    pub base_offset: i64,
+    pub base_timestamp: i64,
+    pub record_count: u32,
+}
+
+/// An error from a transform. Returned from the transform function, it rejects the record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error(String);
+
+impl Error {
+    pub fn new(message: impl Into<String>) -> Self {
+        Error(message.into())
+    }
+
+    pub fn message(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<String> for Error {
+    fn from(s: String) -> Self {
+        Error(s)
+    }
+}
+
+impl From<&str> for Error {
+    fn from(s: &str) -> Self {
+        Error(s.to_owned())
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error(format!("invalid JSON: {e}"))
+    }
+}
+
+/// One input record, borrowed from the batch (nothing is copied to read it).
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    view: codec::RecordView<'a>,
+    raw: &'a [u8],
+    ctx: &'a BatchContext,
+}
+
+impl<'a> Record<'a> {
+    pub fn key(&self) -> Option<&'a [u8]> {
+        self.view.key
+    }
+
+    pub fn key_str(&self) -> Option<&'a str> {
+        self.view.key.and_then(|k| std::str::from_utf8(k).ok())
+    }
+
+    pub fn value(&self) -> Option<&'a [u8]> {
+        self.view.value
+    }
+
+    /// The value as text, if it is valid UTF-8.
+    pub fn value_str(&self) -> Option<&'a str> {
+        self.view.value.and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// The value parsed as JSON.
+    pub fn json(&self) -> Result<serde_json::Value, Error> {
+        Ok(serde_json::from_slice(self.view.value.unwrap_or(b"null"))?)
+    }
+
+    pub fn headers(&self) -> impl Iterator<Item = (&'a str, Option<&'a [u8]>)> + 'a {
+        self.view.headers().map(|h| (h.key_str(), h.value))
+    }
+
+    pub fn header(&self, key: &str) -> Option<&'a [u8]> {
+        self.view.header(key).and_then(|h| h.value)
+    }
+
+    /// Milliseconds since the epoch.
+    pub fn timestamp(&self) -> i64 {
+        self.ctx.base_timestamp + self.view.timestamp_delta
+    }
+
+    /// The record's offset in its partition.
+    pub fn offset(&self) -> i64 {
+        self.ctx.base_offset + i64::from(self.view.offset_delta)
+    }
+
+    pub fn topic(&self) -> &'a str {
+        &self.ctx.topic
+    }
+
+    pub fn partition(&self) -> u32 {
+        self.ctx.partition
+    }
+
+    /// An owned copy to modify and emit.
+    pub fn to_owned(&self) -> OutRecord {
+        OutRecord {
+            key: self.key().map(<[u8]>::to_vec),
+            value: self.value().map(<[u8]>::to_vec),
+            headers: self
+                .headers()
+                .map(|(k, v)| (k.to_owned(), v.map(<[u8]>::to_vec)))
+                .collect(),
+            timestamp: Some(self.timestamp()),
+        }
+    }
+}
+
+/// A record to emit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutRecord {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    /// Milliseconds since the epoch; `None` keeps the input's timestamp.
+    pub timestamp: Option<i64>,
+}
+
+impl OutRecord {
+    pub fn new(value: impl Into<Vec<u8>>) -> Self {
+        OutRecord {
+            value: Some(value.into()),
+            ..Default::default()
+        }
+    }
+
+    pub fn with_value(mut self, value: impl Into<Vec<u8>>) -> Self {
+        self.value = Some(value.into());
+        self
+    }
+
+    /// Sets the value to the JSON text of `v`.
+    pub fn with_json(mut self, v: &serde_json::Value) -> Self {
+        self.value = Some(v.to_string().into_bytes());
+        self
+    }
+
+    pub fn with_key(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Adds a header (or replaces one with the same key).
+    pub fn with_header(mut self, key: &str, value: impl Into<Vec<u8>>) -> Self {
+        self.headers.retain(|(k, _)| k != key);
+        self.headers.push((key.to_owned(), Some(value.into())));
+        self
+    }
+}
+
+/// Which output an emitted record goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// The first declared output.
+    Default,
+    /// An output topic by name; it must be one the deployment declared.
+    Named(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Emission {
+    /// The input record, byte for byte.
+    Input(Target),
+    Record(Target, OutRecord),
+}
+
+/// What happens to one input record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome(OutcomeKind);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum OutcomeKind {
+    Drop,
+    Reject(String),
+    Emit(Vec<Emission>),
+}
+
+impl Outcome {
+    /// Pass the input record on unchanged to the default output (no copy is made of it
+    /// until it is written to the output buffer).
+    pub fn keep() -> Self {
+        Outcome(OutcomeKind::Emit(vec![Emission::Input(Target::Default)]))
+    }
+
+    /// Pass the input record on unchanged to a named output.
+    pub fn keep_to(output: &str) -> Self {
+        Outcome(OutcomeKind::Emit(vec![Emission::Input(Target::Named(
+            output.into(),
+        ))]))
+    }
+
+    /// Emit a record to the default output.
+    pub fn emit(record: OutRecord) -> Self {
+        Outcome(OutcomeKind::Emit(vec![Emission::Record(
+            Target::Default,
+            record,
+        )]))
+    }
+
+    /// Emit a record to a named output.
+    pub fn emit_to(output: &str, record: OutRecord) -> Self {
+        Outcome(OutcomeKind::Emit(vec![Emission::Record(
+            Target::Named(output.into()),
+            record,
+        )]))
+    }
+
+    /// Also emit another record (fan-out).
+    pub fn and_emit(mut self, target: Target, record: OutRecord) -> Self {
+        match &mut self.0 {
+            OutcomeKind::Emit(v) => v.push(Emission::Record(target, record)),
+            _ => self.0 = OutcomeKind::Emit(vec![Emission::Record(target, record)]),
+        }
+        self
+    }
+
+    /// Drop the record: nothing is emitted and nothing is dead-lettered.
+    pub fn drop() -> Self {
+        Outcome(OutcomeKind::Drop)
+    }
+
+    /// Send the record to the dead-letter topic with a reason.
+    pub fn reject(reason: impl Into<String>) -> Self {
+        Outcome(OutcomeKind::Reject(reason.into()))
+    }
+}
+
+/// Runs a transform over one batch, writing output entries into `out`. This is the code
+/// the wasm export and the native test harness both run.
+pub fn run_batch<F>(
+    ctx: &BatchContext,
+    records: &[u8],
+    out: &mut Vec<u8>,
+    outputs: &dyn Fn() -> Vec<String>,
+    mut f: F,
+) -> Result<(), String>
+where
+    F: FnMut(&Record<'_>) -> Result<Outcome, Error>,
+{
+    let mut r = codec::Reader::new(records);
+    let mut names: Option<Vec<String>> = None;
+    let mut resolve = |t: &Target| -> Result<u32, String> {
+        match t {
+            Target::Default => Ok(0),
+            Target::Named(n) => {
+                let names = names.get_or_insert_with(outputs);
+                names
+                    .iter()
+                    .position(|x| x == n)
+                    .map(|i| i as u32)
+                    .ok_or_else(|| {
+                        format!("output {n:?} is not one of the deployment's outputs {names:?}")
+                    })
+            }
+        }
+    };
+    for i in 0..ctx.record_count {
+        let start = r.position();
+        let view = codec::RecordView::read(&mut r)
+            .map_err(|e| format!("input record {i} does not decode: {e}"))?;
+        let raw = &records[start..r.position()];
+        let rec = Record { view, raw, ctx };
+        match f(&rec) {
+            Ok(Outcome(OutcomeKind::Drop)) => {}
+            Ok(Outcome(OutcomeKind::Reject(reason))) => entries::put_reject(out, i, &reason),
+            Err(e) => entries::put_reject(out, i, e.message()),
+            Ok(Outcome(OutcomeKind::Emit(emissions))) => {
+                for em in emissions {
+                    match em {
+                        Emission::Input(t) => match resolve(&t) {
+                            Ok(o) => entries::put_emit_raw(out, i, o, rec.raw),
+                            Err(e) => entries::put_reject(out, i, &e),
+                        },
+                        Emission::Record(t, rec_out) => match resolve(&t) {
+                            Ok(o) => entries::put_emit(
+                                out,
+                                i,
+                                o,
+                                rec_out
+                                    .timestamp
+                                    .map_or(view.timestamp_delta, |ts| ts - ctx.base_timestamp),
+                                rec_out.key.as_deref(),
+                                rec_out.value.as_deref(),
+                                rec_out
+                                    .headers
+                                    .iter()
+                                    .map(|(k, v)| (k.as_bytes(), v.as_deref())),
+                            ),
+                            Err(e) => entries::put_reject(out, i, &e),
+                        },
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[doc(hidden)]
+pub mod __rt {
+    //! Glue the export macro expands to; not part of the API.
+    use super::*;
+    use std::any::Any;
+    use std::cell::RefCell;
+
+    thread_local! {
+        static STATE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+    }
+
+    pub fn init<S: 'static>(init: fn() -> Result<S, Error>) -> Result<(), String> {
+        let s = init().map_err(|e| e.0)?;
+        STATE.with(|st| *st.borrow_mut() = Some(Box::new(s)));
+        Ok(())
+    }
+
+    pub fn process<S: 'static>(
+        ctx: BatchContext,
+        records: Vec<u8>,
+        f: fn(&S, &Record<'_>) -> Result<Outcome, Error>,
+    ) -> Result<Vec<u8>, String> {
+        STATE.with(|st| {
+            let st = st.borrow();
+            let s = st
+                .as_ref()
+                .and_then(|b| b.downcast_ref::<S>())
+                .ok_or("process called before init")?;
+            let mut out = Vec::with_capacity(records.len() + records.len() / 8 + 64);
+            run_batch(&ctx, &records, &mut out, &outputs, |r| f(s, r))?;
+            Ok(out)
+        })
+    }
+
+    pub fn no_init() -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+/// Exports a transform function as the plugin's entry point.
+///
+/// `export_transform!(f)` takes `fn f(&Record) -> Result<Outcome, Error>`;
+/// `export_transform!(f, init = g)` takes `fn g() -> Result<S, Error>` (run once per instance,
+/// with access to `config`) and `fn f(&S, &Record) -> Result<Outcome, Error>`.
+#[macro_export]
+macro_rules! export_transform {
+    ($f:path) => {
+        const _: () = {
+            const __SLUICE_TRANSFORM: for<'a, 'b> fn(
+                &'a $crate::Record<'b>,
+            ) -> ::core::result::Result<
+                $crate::Outcome,
+                $crate::Error,
+            > = $f;
+            fn __sluice_stateless(
+                _: &(),
+                r: &$crate::Record<'_>,
+            ) -> ::core::result::Result<$crate::Outcome, $crate::Error> {
+                __SLUICE_TRANSFORM(r)
+            }
+            $crate::__export_impl!(__sluice_stateless, $crate::__rt::no_init);
+        };
+    };
+    ($f:path, init = $init:path) => {
+        const _: () = {
+            $crate::__export_impl!($f, $init);
+        };
+    };
+}
+
+#[doc(hidden)]
+#[cfg(target_arch = "wasm32")]
+#[macro_export]
+macro_rules! __export_impl {
+    ($f:path, $init:path) => {
+        struct __SluicePlugin;
+        impl $crate::__bindings::Guest for __SluicePlugin {
+            fn init() -> ::core::result::Result<(), ::std::string::String> {
+                $crate::__rt::init($init)
+            }
+            fn process(
+                ctx: $crate::__bindings::BatchContext,
+                records: ::std::vec::Vec<u8>,
+            ) -> ::core::result::Result<::std::vec::Vec<u8>, ::std::string::String> {
+                let ctx = $crate::BatchContext {
+                    topic: ctx.topic,
+                    partition: ctx.partition,
+                    base_offset: ctx.base_offset,
+                    base_timestamp: ctx.base_timestamp,
+                    record_count: ctx.record_count,
+                };
+                $crate::__rt::process(ctx, records, $f)
+            }
+        }
+        $crate::__bindings::__export_transform_world!(__SluicePlugin with_types_in $crate::__bindings);
+    };
+}
+
+#[doc(hidden)]
+#[cfg(not(target_arch = "wasm32"))]
+#[macro_export]
+macro_rules! __export_impl {
+    ($f:path, $init:path) => {
+        // Natively there is nothing to export; check the signatures so mistakes show in
+        // `cargo test` as well as in the wasm build.
+        fn __sluice_check<S: 'static>(
+            _: fn() -> ::core::result::Result<S, $crate::Error>,
+            _: for<'a, 'b, 'c> fn(
+                &'a S,
+                &'b $crate::Record<'c>,
+            ) -> ::core::result::Result<$crate::Outcome, $crate::Error>,
+        ) {
+        }
+        #[allow(dead_code)]
+        fn __sluice_use() {
+            __sluice_check($init, $f);
+        }
+    };
+}
