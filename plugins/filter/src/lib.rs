@@ -121,7 +121,7 @@ impl Filter {
             Op::Prefix => json::text(found).starts_with(self.value.as_str()),
             Op::In => {
                 let t = json::text(found);
-                self.list.iter().any(|x| *x == t)
+                self.list.contains(&t)
             }
         }
     }
