@@ -14,4 +14,6 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod log;
+pub mod plugins;
+pub mod runtime;
 pub mod server;

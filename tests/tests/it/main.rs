@@ -4,3 +4,4 @@
 mod common;
 mod log_http;
 mod recovery;
+mod runtime;

@@ -1,0 +1,6 @@
+//! Builds the example plugins for wasm32-wasip2 so the binary can embed them (`sluice demo`).
+include!("build_wasm.rs");
+
+fn main() {
+    build_wasm(&["mask", "filter", "enrich", "route"], "example_plugins.rs");
+}

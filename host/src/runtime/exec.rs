@@ -1,0 +1,382 @@
+//! Batch execution: one component call per batch, and bisection to isolate poison records
+//! when a call traps or breaks a limit.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sluice_sdk::codec::{Reader, RecordView};
+use sluice_sdk::entries::{Entries, Entry};
+use wasmtime::{Store, Trap};
+
+use super::bindings::{Transform, sluice::transform::types::BatchContext};
+use super::sandbox::HostState;
+use super::{Compiled, EPOCH_TICK, InstanceConfig, Runtime, RuntimeError};
+
+/// The records section of a batch and where it comes from.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchInput<'a> {
+    pub topic: &'a str,
+    pub partition: u32,
+    pub base_offset: i64,
+    pub base_timestamp: i64,
+    /// `count` records in the Kafka v2 record layout, deltas relative to the bases above.
+    pub records: &'a [u8],
+    pub count: u32,
+}
+
+/// A record a plugin emitted, sharing the call's output buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Emitted {
+    /// Index into the deployment's outputs.
+    pub output: u32,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<(String, Option<Bytes>)>,
+    pub timestamp: i64,
+}
+
+/// What became of one input record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordResult {
+    Dropped,
+    Emitted(Vec<Emitted>),
+    /// The plugin rejected it (or emitted to an undeclared output).
+    Rejected(String),
+    /// It made the plugin trap or break a limit, alone in its call.
+    Failed(String),
+}
+
+/// The results of one batch, one per input record, and what it cost.
+#[derive(Debug, Clone, Default)]
+pub struct BatchOutput {
+    pub results: Vec<RecordResult>,
+    pub fuel_used: u64,
+    /// Calls that trapped or broke a limit (each costs a fresh instance).
+    pub traps: u32,
+    pub calls: u32,
+}
+
+struct Instance {
+    store: Store<HostState>,
+    bindings: Transform,
+    batches: u64,
+}
+
+/// Runs one plugin version for one partition, with a reusable instance.
+pub struct Executor {
+    rt: Arc<Runtime>,
+    compiled: Arc<Compiled>,
+    cfg: Arc<InstanceConfig>,
+    partition: u32,
+    instance: Option<Instance>,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("plugin", &self.cfg.plugin)
+            .field("version", &self.cfg.version)
+            .field("partition", &self.partition)
+            .finish()
+    }
+}
+
+/// Fuel for `init`: generous, since setup (compiling patterns, parsing config) is one-off.
+const INIT_FUEL: u64 = 5_000_000_000;
+
+/// What a failed call means to the operator.
+fn describe_trap(
+    e: &wasmtime::Error,
+    cfg: &InstanceConfig,
+    records: u32,
+    panic: Option<&str>,
+) -> String {
+    let limits = &cfg.limits;
+    let base = match e.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => format!(
+            "fuel exhausted: limit {} per record ({} for this call of {records} record(s))",
+            limits.fuel_per_record,
+            limits.fuel_per_record.saturating_mul(u64::from(records))
+        ),
+        Some(Trap::Interrupt) => format!("timed out: limit {} ms per call", limits.timeout_ms),
+        Some(Trap::StackOverflow) => "stack overflow (call stack limit 1 MiB)".to_string(),
+        Some(Trap::UnreachableCodeReached) => "trap: unreachable code (the plugin panicked)".into(),
+        Some(t) => format!("trap: {t}"),
+        None => {
+            let msg = format!("{e:#}");
+            if msg.contains("grow") || msg.contains("memory") {
+                format!("memory limit of {} bytes exceeded", limits.memory_bytes)
+            } else {
+                msg
+            }
+        }
+    };
+    match panic {
+        Some(p) => format!("{base}: {p}"),
+        None => base,
+    }
+}
+
+impl Executor {
+    pub(super) fn new(
+        rt: Arc<Runtime>,
+        compiled: Arc<Compiled>,
+        cfg: Arc<InstanceConfig>,
+        partition: u32,
+    ) -> Result<Executor, RuntimeError> {
+        let mut ex = Executor {
+            rt,
+            compiled,
+            cfg,
+            partition,
+            instance: None,
+        };
+        ex.instance = Some(ex.instantiate()?);
+        Ok(ex)
+    }
+
+    pub fn config(&self) -> &InstanceConfig {
+        &self.cfg
+    }
+
+    fn deadline_ticks(&self) -> u64 {
+        self.cfg.limits.timeout_ms / EPOCH_TICK.as_millis() as u64 + 1
+    }
+
+    fn instantiate(&self) -> Result<Instance, RuntimeError> {
+        let mut store = Store::new(
+            self.rt.engine(),
+            HostState::new(self.cfg.clone(), self.partition),
+        );
+        store.limiter(|s| &mut s.limits);
+        store
+            .set_fuel(INIT_FUEL)
+            .map_err(|e| RuntimeError::Instantiate(format!("{e:#}")))?;
+        store.set_epoch_deadline(self.deadline_ticks());
+        let bindings = self
+            .compiled
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| RuntimeError::Instantiate(describe_trap(&e, &self.cfg, 0, None)))?;
+        let r = bindings.call_init(&mut store);
+        let panic = store.data_mut().end_call();
+        match r {
+            Ok(Ok(())) => Ok(Instance {
+                store,
+                bindings,
+                batches: 0,
+            }),
+            Ok(Err(msg)) => Err(RuntimeError::Init(msg)),
+            Err(e) => Err(RuntimeError::Init(describe_trap(
+                &e,
+                &self.cfg,
+                0,
+                panic.as_deref(),
+            ))),
+        }
+    }
+
+    /// Runs a batch. Records that make the plugin trap or break a limit are found by
+    /// re-running smaller slices on fresh instances, and come back as `Failed`.
+    pub fn run(&mut self, input: &BatchInput<'_>) -> BatchOutput {
+        let n = input.count as usize;
+        let mut out = BatchOutput {
+            results: vec![RecordResult::Dropped; n],
+            ..Default::default()
+        };
+        if n == 0 {
+            return out;
+        }
+        let mut bounds: Option<Vec<usize>> = None;
+        self.run_range(input, 0, n, &mut bounds, &mut out);
+        out
+    }
+
+    fn run_range(
+        &mut self,
+        input: &BatchInput<'_>,
+        lo: usize,
+        hi: usize,
+        bounds: &mut Option<Vec<usize>>,
+        out: &mut BatchOutput,
+    ) {
+        let bytes = if lo == 0 && hi == input.count as usize {
+            input.records
+        } else {
+            let b = bounds.get_or_insert_with(|| record_bounds(input.records, input.count));
+            match (b.get(lo), b.get(hi)) {
+                (Some(&s), Some(&e)) => &input.records[s..e],
+                _ => {
+                    for r in &mut out.results[lo..hi] {
+                        *r = RecordResult::Failed("record does not decode".into());
+                    }
+                    return;
+                }
+            }
+        };
+        match self.call(input, lo, (hi - lo) as u32, bytes, out) {
+            Ok(()) => {}
+            Err(reason) if hi - lo == 1 => out.results[lo] = RecordResult::Failed(reason),
+            Err(_) => {
+                let mid = lo + (hi - lo) / 2;
+                self.run_range(input, lo, mid, bounds, out);
+                self.run_range(input, mid, hi, bounds, out);
+            }
+        }
+    }
+
+    /// One component call over `count` records starting at input index `first`.
+    fn call(
+        &mut self,
+        input: &BatchInput<'_>,
+        first: usize,
+        count: u32,
+        bytes: &[u8],
+        out: &mut BatchOutput,
+    ) -> Result<(), String> {
+        out.calls += 1;
+        if self.instance.is_none() {
+            match self.instantiate() {
+                Ok(i) => self.instance = Some(i),
+                Err(e) => {
+                    out.traps += 1;
+                    return Err(e.to_string());
+                }
+            }
+        }
+        let ticks = self.deadline_ticks();
+        let Some(inst) = self.instance.as_mut() else {
+            return Err("no instance".into());
+        };
+        let budget = self
+            .cfg
+            .limits
+            .fuel_per_record
+            .saturating_mul(u64::from(count));
+        let store = &mut inst.store;
+        store.set_fuel(budget).map_err(|e| format!("{e:#}"))?;
+        store.set_epoch_deadline(ticks);
+        store.set_hostcall_fuel(self.cfg.limits.max_output_bytes.saturating_add(1024));
+        store.data_mut().offset = Some(input.base_offset);
+        let ctx = BatchContext {
+            topic: input.topic.to_string(),
+            partition: input.partition,
+            base_offset: input.base_offset,
+            base_timestamp: input.base_timestamp,
+            record_count: count,
+        };
+        let r = inst.bindings.call_process(&mut *store, &ctx, bytes);
+        out.fuel_used += budget.saturating_sub(store.get_fuel().unwrap_or(0));
+        let panic = store.data_mut().end_call();
+        inst.batches += 1;
+        let result = match r {
+            Ok(Ok(buf)) => {
+                if buf.len() > self.cfg.limits.max_output_bytes {
+                    out.traps += 1;
+                    Err(format!(
+                        "output of {} bytes exceeds the limit of {} bytes per batch",
+                        buf.len(),
+                        self.cfg.limits.max_output_bytes
+                    ))
+                } else {
+                    self.collect(Bytes::from(buf), input.base_timestamp, first, count, out)
+                }
+            }
+            // The plugin refused the batch; its instance is still sound.
+            Ok(Err(msg)) => Err(format!("plugin failed the batch: {msg}")),
+            Err(e) => {
+                // A trapped store refuses every later call: start over with a new one.
+                self.instance = None;
+                out.traps += 1;
+                Err(describe_trap(&e, &self.cfg, count, panic.as_deref()))
+            }
+        };
+        if self
+            .instance
+            .as_ref()
+            .is_some_and(|i| i.batches >= self.cfg.recycle_after)
+        {
+            self.instance = None;
+        }
+        result
+    }
+
+    /// Turns output entries into per-record results.
+    fn collect(
+        &self,
+        buf: Bytes,
+        base_ts: i64,
+        first: usize,
+        count: u32,
+        out: &mut BatchOutput,
+    ) -> Result<(), String> {
+        let outputs = self.cfg.outputs.len() as u32;
+        let max_per = self.cfg.limits.max_outputs_per_record as usize;
+        let mut results: Vec<RecordResult> = vec![RecordResult::Dropped; count as usize];
+        for e in Entries::new(&buf, count) {
+            match e.map_err(|e| e.to_string())? {
+                Entry::Reject { input, reason } => {
+                    results[input as usize] = RecordResult::Rejected(reason.to_string());
+                }
+                Entry::Emit {
+                    input,
+                    output,
+                    record,
+                } => {
+                    let slot = &mut results[input as usize];
+                    if matches!(slot, RecordResult::Rejected(_) | RecordResult::Failed(_)) {
+                        continue;
+                    }
+                    if output >= outputs {
+                        *slot = RecordResult::Rejected(format!(
+                            "emitted to output {output}, but the deployment declares {outputs} output(s)"
+                        ));
+                        continue;
+                    }
+                    let em = emitted(&buf, &record, output, base_ts);
+                    match slot {
+                        RecordResult::Emitted(v) if v.len() >= max_per => {
+                            *slot = RecordResult::Failed(format!(
+                                "emitted more than {max_per} records for one input (max_outputs_per_record)"
+                            ));
+                        }
+                        RecordResult::Emitted(v) => v.push(em),
+                        _ => *slot = RecordResult::Emitted(vec![em]),
+                    }
+                }
+            }
+        }
+        for (i, r) in results.into_iter().enumerate() {
+            out.results[first + i] = r;
+        }
+        Ok(())
+    }
+}
+
+fn emitted(buf: &Bytes, r: &RecordView<'_>, output: u32, base_ts: i64) -> Emitted {
+    let slice = |s: &[u8]| buf.slice_ref(s);
+    Emitted {
+        output,
+        key: r.key.map(slice),
+        value: r.value.map(slice),
+        headers: r
+            .headers()
+            .map(|h| (h.key_str().to_owned(), h.value.map(slice)))
+            .collect(),
+        timestamp: base_ts + r.timestamp_delta,
+    }
+}
+
+/// Byte offsets where each record starts, plus the end: `count + 1` entries.
+fn record_bounds(records: &[u8], count: u32) -> Vec<usize> {
+    let mut r = Reader::new(records);
+    let mut bounds = Vec::with_capacity(count as usize + 1);
+    bounds.push(0);
+    for _ in 0..count {
+        if RecordView::read(&mut r).is_err() {
+            break;
+        }
+        bounds.push(r.position());
+    }
+    bounds
+}

@@ -1,0 +1,6 @@
+//! Builds the misbehaving fixture plugins for wasm32-wasip2 and names them for the tests.
+include!("../host/build_wasm.rs");
+
+fn main() {
+    build_wasm(&["misbehave", "net-probe", "other-world"], "fixtures.rs");
+}

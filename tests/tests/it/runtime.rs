@@ -1,0 +1,380 @@
+//! The plugin runtime: example plugins' case tables through the compiled components, and
+//! misbehaving plugins contained.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sluice::runtime::{
+    BatchInput, Executor, InstanceConfig, Limits, LogLine, LogSink, RecordResult, Runtime, Tables,
+};
+use sluice_sdk::testing::{Emitted, Suite, TestOutcome, TestRecord, encode_batch, load_suites};
+use sluice_tests::fixtures;
+
+struct MapTables(HashMap<String, HashMap<Vec<u8>, Vec<u8>>>);
+
+impl Tables for MapTables {
+    fn lookup(&self, table: &str, key: &[u8]) -> Option<Vec<u8>> {
+        self.0.get(table).and_then(|t| t.get(key)).cloned()
+    }
+}
+
+#[derive(Default)]
+struct Logs(Mutex<Vec<LogLine>>);
+
+impl LogSink for Logs {
+    fn log(&self, line: LogLine) {
+        self.0.lock().unwrap().push(line);
+    }
+}
+
+/// One runtime per test process, its compiled-code cache kept between runs.
+fn runtime() -> ((), Arc<Runtime>) {
+    static RT: std::sync::OnceLock<Arc<Runtime>> = std::sync::OnceLock::new();
+    let rt = RT.get_or_init(|| {
+        Runtime::new(&std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache"))
+            .unwrap()
+    });
+    ((), rt.clone())
+}
+
+fn config(
+    plugin: &str,
+    config: &[(&str, &str)],
+    outputs: &[&str],
+    limits: Limits,
+    logs: Arc<Logs>,
+) -> Arc<InstanceConfig> {
+    Arc::new(InstanceConfig {
+        plugin: plugin.into(),
+        version: 1,
+        config: config
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        outputs: outputs.iter().map(|s| s.to_string()).collect(),
+        limits,
+        tables: Arc::new(MapTables(HashMap::new())),
+        logs,
+        recycle_after: 1000,
+    })
+}
+
+fn run(ex: &mut Executor, records: &[TestRecord]) -> Vec<RecordResult> {
+    let (ctx, bytes) = encode_batch(records);
+    ex.run(&BatchInput {
+        topic: "in",
+        partition: 0,
+        base_offset: 100,
+        base_timestamp: ctx.base_timestamp,
+        records: &bytes,
+        count: ctx.record_count,
+    })
+    .results
+}
+
+fn to_outcome(r: &RecordResult, outputs: &[String], timestamp: i64) -> TestOutcome {
+    match r {
+        RecordResult::Dropped => TestOutcome::Dropped,
+        RecordResult::Rejected(reason) => TestOutcome::Rejected(reason.clone()),
+        RecordResult::Failed(reason) => panic!("record failed: {reason}"),
+        RecordResult::Emitted(v) => TestOutcome::Emitted(
+            v.iter()
+                .map(|e| Emitted {
+                    output: outputs[e.output as usize].clone(),
+                    key: e.key.as_ref().map(|b| b.to_vec()),
+                    value: e.value.as_ref().map(|b| b.to_vec()),
+                    headers: e
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.as_ref().map(|b| b.to_vec())))
+                        .collect(),
+                    timestamp: timestamp.max(e.timestamp),
+                })
+                .collect(),
+        ),
+    }
+}
+
+fn run_table(rt: &Arc<Runtime>, name: &str, component: &[u8], table: &str) {
+    let compiled = rt.compile(component).unwrap();
+    for suite in load_suites(table) {
+        let Suite {
+            config: cfg,
+            outputs,
+            ..
+        } = suite.clone();
+        let env = suite.env();
+        let outputs = if outputs.is_empty() {
+            vec!["output".to_string()]
+        } else {
+            outputs
+        };
+        let ic = Arc::new(InstanceConfig {
+            plugin: name.into(),
+            version: 1,
+            config: cfg.into_iter().collect::<BTreeMap<_, _>>(),
+            outputs: outputs.clone(),
+            limits: Limits::default(),
+            tables: Arc::new(MapTables(env.tables)),
+            logs: Arc::new(Logs::default()),
+            recycle_after: 1000,
+        });
+        let mut ex = rt.executor(compiled.clone(), ic, 0).unwrap();
+        let records = suite.records();
+        let got: Vec<TestOutcome> = run(&mut ex, &records)
+            .iter()
+            .map(|r| to_outcome(r, &outputs, records[0].timestamp))
+            .collect();
+        suite
+            .check(&got)
+            .unwrap_or_else(|e| panic!("{name} through the runtime: {e}"));
+    }
+}
+
+#[test]
+fn example_plugins_pass_their_case_tables_as_components() {
+    let (_d, rt) = runtime();
+    run_table(
+        &rt,
+        "mask",
+        sluice::plugins::MASK,
+        include_str!("../../../plugins/mask/cases.json"),
+    );
+    run_table(
+        &rt,
+        "filter",
+        sluice::plugins::FILTER,
+        include_str!("../../../plugins/filter/cases.json"),
+    );
+    run_table(
+        &rt,
+        "enrich",
+        sluice::plugins::ENRICH,
+        include_str!("../../../plugins/enrich/cases.json"),
+    );
+    run_table(
+        &rt,
+        "route",
+        sluice::plugins::ROUTE,
+        include_str!("../../../plugins/route/cases.json"),
+    );
+}
+
+fn poison_batch() -> Vec<TestRecord> {
+    ["a", "b", "POISON-1", "c", "d", "e", "f", "g"]
+        .iter()
+        .map(|v| TestRecord::value(*v))
+        .collect()
+}
+
+/// Runs `mode` over a batch with one poison record; everything else must flow.
+fn contained(mode: &str, limits: Limits, expect: &str) {
+    let (_d, rt) = runtime();
+    let compiled = rt.compile(fixtures::MISBEHAVE).unwrap();
+    let logs = Arc::new(Logs::default());
+    let mut ex = rt
+        .executor(
+            compiled,
+            config("misbehave", &[("mode", mode)], &["out"], limits, logs),
+            3,
+        )
+        .unwrap();
+    let start = Instant::now();
+    let results = run(&mut ex, &poison_batch());
+    let took = start.elapsed();
+    for (i, r) in results.iter().enumerate() {
+        if i == 2 {
+            match r {
+                RecordResult::Failed(reason) => {
+                    assert!(reason.contains(expect), "{mode}: {reason}")
+                }
+                other => panic!("{mode}: poison record gave {other:?}"),
+            }
+        } else {
+            assert!(
+                matches!(r, RecordResult::Emitted(v) if v.len() == 1),
+                "{mode}: record {i}: {r:?}"
+            );
+        }
+    }
+    assert!(took < Duration::from_secs(30), "{mode} took {took:?}");
+    // The executor keeps working on a fresh instance.
+    let again = run(&mut ex, &[TestRecord::value("fine")]);
+    assert!(
+        matches!(&again[0], RecordResult::Emitted(_)),
+        "{mode}: {again:?}"
+    );
+}
+
+#[test]
+fn infinite_loop_is_stopped_by_fuel() {
+    contained(
+        "loop",
+        Limits {
+            fuel_per_record: 1_000_000,
+            ..Limits::default()
+        },
+        "fuel exhausted",
+    );
+}
+
+#[test]
+fn infinite_loop_is_stopped_by_the_wall_clock() {
+    let limits = Limits {
+        fuel_per_record: u64::MAX / 64,
+        timeout_ms: 100,
+        ..Limits::default()
+    };
+    contained("loop", limits, "timed out");
+}
+
+#[test]
+fn memory_hog_hits_the_memory_limit() {
+    let limits = Limits {
+        memory_bytes: 16 << 20,
+        fuel_per_record: u64::MAX / 64,
+        ..Limits::default()
+    };
+    contained("memhog", limits, "memory limit of 16777216 bytes");
+}
+
+#[test]
+fn unbounded_recursion_overflows_the_stack() {
+    contained(
+        "recurse",
+        Limits {
+            fuel_per_record: u64::MAX / 64,
+            ..Limits::default()
+        },
+        "stack overflow",
+    );
+}
+
+#[test]
+fn panic_on_a_marker_record_is_isolated_with_its_message() {
+    contained("panic", Limits::default(), "poison record POISON-1");
+}
+
+#[test]
+fn output_flood_hits_the_per_record_limit() {
+    contained("flood", Limits::default(), "emitted more than 100 records");
+}
+
+#[test]
+fn failing_init_is_reported() {
+    let (_d, rt) = runtime();
+    let compiled = rt.compile(fixtures::MISBEHAVE).unwrap();
+    let cfg = config(
+        "misbehave",
+        &[("mode", "fail_init")],
+        &["out"],
+        Limits::default(),
+        Arc::default(),
+    );
+    let e = rt.executor(compiled, cfg, 0).unwrap_err();
+    assert!(e.to_string().contains("refusing to start"), "{e}");
+}
+
+#[test]
+fn wasi_probe_sees_no_files_env_or_args() {
+    let (_d, rt) = runtime();
+    let compiled = rt.compile(fixtures::MISBEHAVE).unwrap();
+    let cfg = config(
+        "misbehave",
+        &[("mode", "probe")],
+        &["out"],
+        Limits::default(),
+        Arc::default(),
+    );
+    let mut ex = rt.executor(compiled, cfg, 0).unwrap();
+    let r = run(&mut ex, &[TestRecord::value("x")]);
+    let RecordResult::Emitted(v) = &r[0] else {
+        panic!("{r:?}")
+    };
+    let report: serde_json::Value = serde_json::from_slice(v[0].value.as_ref().unwrap()).unwrap();
+    assert!(
+        report["file"].as_str().unwrap().starts_with("error"),
+        "{report}"
+    );
+    assert!(
+        report["dir"].as_str().unwrap().starts_with("error"),
+        "{report}"
+    );
+    assert_eq!(report["env"], serde_json::json!([]), "{report}");
+    assert_eq!(report["args"], serde_json::json!([]), "{report}");
+    // Clocks are allowed: wall-clock time is real.
+    assert!(
+        report["clock_secs"].as_u64().unwrap() > 1_700_000_000,
+        "{report}"
+    );
+}
+
+#[test]
+fn plugin_logs_and_stdout_become_tagged_log_lines() {
+    let (_d, rt) = runtime();
+    let compiled = rt.compile(fixtures::MISBEHAVE).unwrap();
+    let logs = Arc::new(Logs::default());
+    let cfg = config(
+        "misbehave",
+        &[("mode", "log")],
+        &["out"],
+        Limits::default(),
+        logs.clone(),
+    );
+    let mut ex = rt.executor(compiled, cfg, 7).unwrap();
+    run(&mut ex, &[TestRecord::value("hello")]);
+    let lines = logs.0.lock().unwrap().clone();
+    let info = lines
+        .iter()
+        .find(|l| l.level == "info")
+        .expect("log import line");
+    assert_eq!(
+        (info.message.as_str(), info.partition, info.offset),
+        ("saw hello", 7, Some(100))
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.level == "stdout" && l.message == "stdout hello"),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn uploads_that_are_not_transform_components_are_refused_with_reasons() {
+    let (_d, rt) = runtime();
+    let e = rt.compile(b"definitely not wasm").unwrap_err().to_string();
+    assert!(e.contains("not a WebAssembly component"), "{e}");
+    let e = rt.compile(b"\0asm\x01\0\0\0").unwrap_err().to_string();
+    assert!(e.contains("core WebAssembly module"), "{e}");
+    let e = rt.compile(fixtures::OTHER_WORLD).unwrap_err().to_string();
+    assert!(
+        e.contains("does not implement the sluice:transform/transform world"),
+        "{e}"
+    );
+    let e = rt.compile(fixtures::NET_PROBE).unwrap_err().to_string();
+    assert!(e.contains("imports wasi:sockets/"), "{e}");
+}
+
+#[test]
+fn compiled_components_are_cached_across_runtimes() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = Instant::now();
+    let a = Runtime::new(dir.path())
+        .unwrap()
+        .compile(sluice::plugins::MASK)
+        .unwrap();
+    let cold = t.elapsed();
+    let cached: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(cached.len(), 1, "one artifact in the cache");
+    let t = Instant::now();
+    let b = Runtime::new(dir.path())
+        .unwrap()
+        .compile(sluice::plugins::MASK)
+        .unwrap();
+    let warm = t.elapsed();
+    assert_eq!(a.digest, b.digest);
+    assert!(a.digest.starts_with("sha256:"));
+    eprintln!("mask compile: cold {cold:?}, cached {warm:?}");
+}
