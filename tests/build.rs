@@ -2,5 +2,8 @@
 include!("../host/build_wasm.rs");
 
 fn main() {
-    build_wasm(&["misbehave", "net-probe", "other-world"], "fixtures.rs");
+    build_wasm(
+        &["misbehave", "identity", "net-probe", "other-world"],
+        "fixtures.rs",
+    );
 }

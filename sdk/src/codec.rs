@@ -72,12 +72,14 @@ impl<'a> Reader<'a> {
         self.pos >= self.buf.len()
     }
 
+    #[inline]
     pub fn u8(&mut self) -> Result<u8, CodecError> {
         let b = *self.buf.get(self.pos).ok_or(CodecError::Truncated)?;
         self.pos += 1;
         Ok(b)
     }
 
+    #[inline]
     pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
         let end = self.pos.checked_add(n).ok_or(CodecError::BadLength)?;
         let s = self.buf.get(self.pos..end).ok_or(CodecError::Truncated)?;
@@ -98,7 +100,20 @@ impl<'a> Reader<'a> {
     }
 
     /// An unsigned LEB128 varint of at most 64 bits.
+    #[inline]
     pub fn uvarint(&mut self) -> Result<u64, CodecError> {
+        // Most lengths and deltas fit one byte.
+        if let Some(&b) = self.buf.get(self.pos)
+            && b < 0x80
+        {
+            self.pos += 1;
+            return Ok(u64::from(b));
+        }
+        self.uvarint_slow()
+    }
+
+    #[cold]
+    fn uvarint_slow(&mut self) -> Result<u64, CodecError> {
         let mut value: u64 = 0;
         for i in 0..10 {
             let b = self.u8()?;
@@ -114,12 +129,14 @@ impl<'a> Reader<'a> {
     }
 
     /// A zigzag varlong (Kafka `varlong`).
+    #[inline]
     pub fn varlong(&mut self) -> Result<i64, CodecError> {
         let u = self.uvarint()?;
         Ok(((u >> 1) as i64) ^ -((u & 1) as i64))
     }
 
     /// A zigzag varint (Kafka `varint`), which must fit 32 bits.
+    #[inline]
     pub fn varint(&mut self) -> Result<i32, CodecError> {
         let v = self.varlong()?;
         i32::try_from(v).map_err(|_| CodecError::BadVarint)
@@ -136,6 +153,7 @@ impl<'a> Reader<'a> {
 }
 
 /// Appends an unsigned LEB128 varint.
+#[inline]
 pub fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
@@ -212,6 +230,7 @@ pub struct RecordView<'a> {
 
 impl<'a> RecordView<'a> {
     /// Reads one record from the reader, checking every length against the input.
+    #[inline]
     pub fn read(r: &mut Reader<'a>) -> Result<Self, CodecError> {
         let len = r.varint()?;
         if len < 0 {
@@ -229,14 +248,16 @@ impl<'a> RecordView<'a> {
             return Err(CodecError::BadLength);
         }
         let headers_start = b.position();
-        for _ in 0..count {
-            match b.varint()? {
-                n if n < 0 => return Err(CodecError::BadLength),
-                n => {
-                    b.bytes(n as usize)?;
+        if count > 0 {
+            for _ in 0..count {
+                match b.varint()? {
+                    n if n < 0 => return Err(CodecError::BadLength),
+                    n => {
+                        b.bytes(n as usize)?;
+                    }
                 }
+                b.nullable_bytes()?;
             }
-            b.nullable_bytes()?;
         }
         if !b.is_empty() {
             return Err(CodecError::LengthMismatch);
@@ -253,7 +274,7 @@ impl<'a> RecordView<'a> {
     }
 
     /// The headers, in order (validated when the record was read).
-    pub fn headers(&self) -> impl Iterator<Item = HeaderView<'a>> + 'a {
+    pub fn headers(&self) -> impl Iterator<Item = HeaderView<'a>> + use<'a> {
         let mut r = Reader::new(self.headers_raw);
         (0..self.header_count).filter_map(move |_| {
             let key = r.nullable_bytes().ok()??;
@@ -270,6 +291,18 @@ impl<'a> RecordView<'a> {
     pub fn header_count(&self) -> usize {
         self.header_count as usize
     }
+}
+
+/// Reads the next record's bytes (length prefix included) without decoding its fields.
+#[inline]
+pub fn next_raw<'a>(r: &mut Reader<'a>) -> Result<&'a [u8], CodecError> {
+    let start = r.pos;
+    let len = r.varint()?;
+    if len < 0 {
+        return Err(CodecError::BadLength);
+    }
+    r.bytes(len as usize)?;
+    Ok(&r.buf[start..r.pos])
 }
 
 /// Iterates over `count` records in a records section.

@@ -1,15 +1,27 @@
 //! The output of one `process` call: entries that answer input records (see `wit/`).
 //!
 //! ```text
-//! entry := kind u8 (0 emit, 1 reject) | input uvarint |
+//! entry := kind u8 (0 emit, 1 reject, 2 pass) | input uvarint |
 //!          emit:   output uvarint | record (v2 layout)
 //!          reject: reasonLength uvarint | reason bytes
+//!          pass:   output uvarint  (the input record, unchanged)
 //! ```
 
 use crate::codec::{self, CodecError, Reader, RecordView};
 
+/// An emitted record's bytes (v2 layout, length prefix included), decoded on demand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawRecord<'a>(pub &'a [u8]);
+
+impl<'a> RawRecord<'a> {
+    pub fn view(&self) -> Result<RecordView<'a>, CodecError> {
+        RecordView::read(&mut Reader::new(self.0))
+    }
+}
+
 pub const EMIT: u8 = 0;
 pub const REJECT: u8 = 1;
+pub const PASS: u8 = 2;
 
 /// One decoded entry, borrowing from the output buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,18 +29,25 @@ pub enum Entry<'a> {
     Emit {
         input: u32,
         output: u32,
-        record: RecordView<'a>,
+        record: RawRecord<'a>,
     },
     Reject {
         input: u32,
         reason: &'a str,
+    },
+    /// The input record goes to `output` unchanged.
+    Pass {
+        input: u32,
+        output: u32,
     },
 }
 
 impl Entry<'_> {
     pub fn input(&self) -> u32 {
         match self {
-            Entry::Emit { input, .. } | Entry::Reject { input, .. } => *input,
+            Entry::Emit { input, .. } | Entry::Reject { input, .. } | Entry::Pass { input, .. } => {
+                *input
+            }
         }
     }
 }
@@ -109,12 +128,16 @@ impl<'a> Entries<'a> {
         match kind {
             EMIT => {
                 let output = u32::try_from(self.r.uvarint()?).map_err(|_| CodecError::BadVarint)?;
-                let record = RecordView::read(&mut self.r)?;
+                let record = RawRecord(codec::next_raw(&mut self.r)?);
                 Ok(Entry::Emit {
                     input,
                     output,
                     record,
                 })
+            }
+            PASS => {
+                let output = u32::try_from(self.r.uvarint()?).map_err(|_| CodecError::BadVarint)?;
+                Ok(Entry::Pass { input, output })
             }
             REJECT => {
                 let len = usize::try_from(self.r.uvarint()?).map_err(|_| CodecError::BadLength)?;
@@ -140,9 +163,19 @@ impl<'a> Iterator for Entries<'a> {
     }
 }
 
-/// Appends an emit entry whose record bytes are already in v2 layout (e.g. an input record
-/// passed through unchanged).
+/// Appends a pass entry: the input record goes to `output` unchanged, without its bytes
+/// crossing the boundary a second time.
+#[inline]
+pub fn put_pass(out: &mut Vec<u8>, input: u32, output: u32) {
+    out.push(PASS);
+    codec::put_uvarint(out, u64::from(input));
+    codec::put_uvarint(out, u64::from(output));
+}
+
+/// Appends an emit entry whose record bytes are already in v2 layout.
+#[inline]
 pub fn put_emit_raw(out: &mut Vec<u8>, input: u32, output: u32, record: &[u8]) {
+    out.reserve(record.len() + 11);
     out.push(EMIT);
     codec::put_uvarint(out, u64::from(input));
     codec::put_uvarint(out, u64::from(output));
@@ -193,7 +226,7 @@ mod tests {
         put_reject(&mut out, 2, "bad");
         let es: Vec<_> = Entries::new(&out, 3).collect::<Result<_, _>>().unwrap();
         assert!(
-            matches!(es[0], Entry::Emit { input: 0, output: 1, record } if record.value == Some(&b"v"[..]))
+            matches!(es[0], Entry::Emit { input: 0, output: 1, record } if record.view().unwrap().value == Some(&b"v"[..]))
         );
         assert_eq!(
             es[1],

@@ -116,53 +116,72 @@ impl From<serde_json::Error> for Error {
     }
 }
 
-/// One input record, borrowed from the batch (nothing is copied to read it).
-#[derive(Debug, Clone, Copy)]
+/// One input record, borrowed from the batch. Nothing is copied to read it, and its fields
+/// are decoded only when first asked for, so a transform that passes records through
+/// unchanged never decodes them.
+#[derive(Debug, Clone)]
 pub struct Record<'a> {
-    view: codec::RecordView<'a>,
     raw: &'a [u8],
+    view: std::cell::OnceCell<Option<codec::RecordView<'a>>>,
     ctx: &'a BatchContext,
 }
 
 impl<'a> Record<'a> {
+    /// The decoded fields; `None` if the record's bytes are malformed.
+    fn view(&self) -> Option<&codec::RecordView<'a>> {
+        self.view
+            .get_or_init(|| codec::RecordView::read(&mut codec::Reader::new(self.raw)).ok())
+            .as_ref()
+    }
+
     pub fn key(&self) -> Option<&'a [u8]> {
-        self.view.key
+        self.view().and_then(|v| v.key)
     }
 
     pub fn key_str(&self) -> Option<&'a str> {
-        self.view.key.and_then(|k| std::str::from_utf8(k).ok())
+        self.key().and_then(|k| std::str::from_utf8(k).ok())
     }
 
     pub fn value(&self) -> Option<&'a [u8]> {
-        self.view.value
+        self.view().and_then(|v| v.value)
     }
 
     /// The value as text, if it is valid UTF-8.
     pub fn value_str(&self) -> Option<&'a str> {
-        self.view.value.and_then(|v| std::str::from_utf8(v).ok())
+        self.value().and_then(|v| std::str::from_utf8(v).ok())
     }
 
     /// The value parsed as JSON.
     pub fn json(&self) -> Result<serde_json::Value, Error> {
-        Ok(serde_json::from_slice(self.view.value.unwrap_or(b"null"))?)
+        Ok(serde_json::from_slice(self.value().unwrap_or(b"null"))?)
     }
 
     pub fn headers(&self) -> impl Iterator<Item = (&'a str, Option<&'a [u8]>)> + 'a {
-        self.view.headers().map(|h| (h.key_str(), h.value))
+        self.view()
+            .copied()
+            .into_iter()
+            .flat_map(|v| v.headers())
+            .map(|h| (h.key_str(), h.value))
     }
 
     pub fn header(&self, key: &str) -> Option<&'a [u8]> {
-        self.view.header(key).and_then(|h| h.value)
+        self.view()
+            .and_then(|v| v.header(key))
+            .and_then(|h| h.value)
+    }
+
+    fn timestamp_delta(&self) -> i64 {
+        self.view().map_or(0, |v| v.timestamp_delta)
     }
 
     /// Milliseconds since the epoch.
     pub fn timestamp(&self) -> i64 {
-        self.ctx.base_timestamp + self.view.timestamp_delta
+        self.ctx.base_timestamp + self.timestamp_delta()
     }
 
     /// The record's offset in its partition.
     pub fn offset(&self) -> i64 {
-        self.ctx.base_offset + i64::from(self.view.offset_delta)
+        self.ctx.base_offset + self.view().map_or(0, |v| i64::from(v.offset_delta))
     }
 
     pub fn topic(&self) -> &'a str {
@@ -253,45 +272,49 @@ pub struct Outcome(OutcomeKind);
 enum OutcomeKind {
     Drop,
     Reject(String),
-    Emit(Vec<Emission>),
+    /// One emission (the common case, without a heap allocation for the list).
+    One(Emission),
+    Many(Vec<Emission>),
 }
 
 impl Outcome {
     /// Pass the input record on unchanged to the default output (no copy is made of it
     /// until it is written to the output buffer).
     pub fn keep() -> Self {
-        Outcome(OutcomeKind::Emit(vec![Emission::Input(Target::Default)]))
+        Outcome(OutcomeKind::One(Emission::Input(Target::Default)))
     }
 
     /// Pass the input record on unchanged to a named output.
     pub fn keep_to(output: &str) -> Self {
-        Outcome(OutcomeKind::Emit(vec![Emission::Input(Target::Named(
+        Outcome(OutcomeKind::One(Emission::Input(Target::Named(
             output.into(),
-        ))]))
+        ))))
     }
 
     /// Emit a record to the default output.
     pub fn emit(record: OutRecord) -> Self {
-        Outcome(OutcomeKind::Emit(vec![Emission::Record(
-            Target::Default,
-            record,
-        )]))
+        Outcome(OutcomeKind::One(Emission::Record(Target::Default, record)))
     }
 
     /// Emit a record to a named output.
     pub fn emit_to(output: &str, record: OutRecord) -> Self {
-        Outcome(OutcomeKind::Emit(vec![Emission::Record(
+        Outcome(OutcomeKind::One(Emission::Record(
             Target::Named(output.into()),
             record,
-        )]))
+        )))
     }
 
     /// Also emit another record (fan-out).
     pub fn and_emit(mut self, target: Target, record: OutRecord) -> Self {
-        match &mut self.0 {
-            OutcomeKind::Emit(v) => v.push(Emission::Record(target, record)),
-            _ => self.0 = OutcomeKind::Emit(vec![Emission::Record(target, record)]),
-        }
+        let new = Emission::Record(target, record);
+        self.0 = match std::mem::replace(&mut self.0, OutcomeKind::Drop) {
+            OutcomeKind::Many(mut v) => {
+                v.push(new);
+                OutcomeKind::Many(v)
+            }
+            OutcomeKind::One(first) => OutcomeKind::Many(vec![first, new]),
+            OutcomeKind::Drop | OutcomeKind::Reject(_) => OutcomeKind::One(new),
+        };
         self
     }
 
@@ -336,45 +359,62 @@ where
         }
     };
     for i in 0..ctx.record_count {
-        let start = r.position();
-        let view = codec::RecordView::read(&mut r)
+        let raw = codec::next_raw(&mut r)
             .map_err(|e| format!("input record {i} does not decode: {e}"))?;
-        let raw = &records[start..r.position()];
-        let rec = Record { view, raw, ctx };
+        let rec = Record {
+            raw,
+            view: std::cell::OnceCell::new(),
+            ctx,
+        };
         match f(&rec) {
             Ok(Outcome(OutcomeKind::Drop)) => {}
             Ok(Outcome(OutcomeKind::Reject(reason))) => entries::put_reject(out, i, &reason),
             Err(e) => entries::put_reject(out, i, e.message()),
-            Ok(Outcome(OutcomeKind::Emit(emissions))) => {
+            // The pass-through fast path: no target lookup, no decoding.
+            Ok(Outcome(OutcomeKind::One(Emission::Input(Target::Default)))) => {
+                entries::put_pass(out, i, 0)
+            }
+            Ok(Outcome(OutcomeKind::One(em))) => emit_one(out, i, em, &rec, ctx, &mut resolve),
+            Ok(Outcome(OutcomeKind::Many(emissions))) => {
                 for em in emissions {
-                    match em {
-                        Emission::Input(t) => match resolve(&t) {
-                            Ok(o) => entries::put_emit_raw(out, i, o, rec.raw),
-                            Err(e) => entries::put_reject(out, i, &e),
-                        },
-                        Emission::Record(t, rec_out) => match resolve(&t) {
-                            Ok(o) => entries::put_emit(
-                                out,
-                                i,
-                                o,
-                                rec_out
-                                    .timestamp
-                                    .map_or(view.timestamp_delta, |ts| ts - ctx.base_timestamp),
-                                rec_out.key.as_deref(),
-                                rec_out.value.as_deref(),
-                                rec_out
-                                    .headers
-                                    .iter()
-                                    .map(|(k, v)| (k.as_bytes(), v.as_deref())),
-                            ),
-                            Err(e) => entries::put_reject(out, i, &e),
-                        },
-                    }
+                    emit_one(out, i, em, &rec, ctx, &mut resolve);
                 }
             }
         }
     }
     Ok(())
+}
+
+fn emit_one(
+    out: &mut Vec<u8>,
+    i: u32,
+    em: Emission,
+    rec: &Record<'_>,
+    ctx: &BatchContext,
+    resolve: &mut dyn FnMut(&Target) -> Result<u32, String>,
+) {
+    let (target, new) = match em {
+        Emission::Input(t) => (t, None),
+        Emission::Record(t, r) => (t, Some(r)),
+    };
+    let output = match resolve(&target) {
+        Ok(o) => o,
+        Err(e) => return entries::put_reject(out, i, &e),
+    };
+    match new {
+        // Unchanged input: the host already has its bytes.
+        None => entries::put_pass(out, i, output),
+        Some(r) => entries::put_emit(
+            out,
+            i,
+            output,
+            r.timestamp
+                .map_or_else(|| rec.timestamp_delta(), |ts| ts - ctx.base_timestamp),
+            r.key.as_deref(),
+            r.value.as_deref(),
+            r.headers.iter().map(|(k, v)| (k.as_bytes(), v.as_deref())),
+        ),
+    }
 }
 
 #[doc(hidden)]

@@ -160,12 +160,28 @@ pub fn encode_batch(records: &[TestRecord]) -> (BatchContext, Vec<u8>) {
 /// Decodes output entries into one outcome per input record.
 pub fn decode_outcomes(
     ctx: &BatchContext,
+    input: &[u8],
     out: &[u8],
     outputs: &[String],
 ) -> Result<Vec<TestOutcome>, String> {
+    let mut inputs = Vec::with_capacity(ctx.record_count as usize);
+    let mut r = codec::Reader::new(input);
+    for _ in 0..ctx.record_count {
+        inputs.push(codec::next_raw(&mut r).map_err(|e| e.to_string())?);
+    }
     let mut res = vec![TestOutcome::Dropped; ctx.record_count as usize];
     for e in Entries::new(out, ctx.record_count) {
-        match e.map_err(|e| e.to_string())? {
+        let e = e.map_err(|e| e.to_string())?;
+        let e = match e {
+            Entry::Pass { input, output } => Entry::Emit {
+                input,
+                output,
+                record: crate::entries::RawRecord(inputs[input as usize]),
+            },
+            other => other,
+        };
+        match e {
+            Entry::Pass { .. } => unreachable!("mapped above"),
             Entry::Reject { input, reason } => {
                 res[input as usize] = TestOutcome::Rejected(reason.into())
             }
@@ -174,6 +190,7 @@ pub fn decode_outcomes(
                 output,
                 record,
             } => {
+                let record = record.view().map_err(|e| e.to_string())?;
                 let name = outputs
                     .get(output as usize)
                     .cloned()
@@ -264,7 +281,7 @@ impl<S: 'static> Harness<S> {
         run_batch(&ctx, &input, &mut out, &crate::outputs, |r| {
             (self.f)(&state, r)
         })?;
-        decode_outcomes(&ctx, &out, &outputs)
+        decode_outcomes(&ctx, &input, &out, &outputs)
     }
 
     /// Like `try_run`, panicking on an init or batch error.

@@ -13,26 +13,40 @@ use super::sandbox::HostState;
 use super::{Compiled, EPOCH_TICK, InstanceConfig, Runtime, RuntimeError};
 
 /// The records section of a batch and where it comes from.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct BatchInput<'a> {
     pub topic: &'a str,
     pub partition: u32,
     pub base_offset: i64,
     pub base_timestamp: i64,
     /// `count` records in the Kafka v2 record layout, deltas relative to the bases above.
-    pub records: &'a [u8],
+    pub records: Bytes,
     pub count: u32,
 }
 
-/// A record a plugin emitted, sharing the call's output buffer.
+/// A record a plugin emitted: its bytes in the v2 record layout (length prefix included),
+/// sharing the call's output buffer, decoded only when asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Emitted {
+    /// Index of the input record in the batch.
+    pub input: u32,
     /// Index into the deployment's outputs.
     pub output: u32,
-    pub key: Option<Bytes>,
-    pub value: Option<Bytes>,
-    pub headers: Vec<(String, Option<Bytes>)>,
-    pub timestamp: i64,
+    pub raw: Bytes,
+    /// The batch's base timestamp (the record's timestamp delta is relative to it).
+    pub base_timestamp: i64,
+}
+
+impl Emitted {
+    /// The record's fields. The plugin wrote these bytes, so they are untrusted: decoding
+    /// checks every length.
+    pub fn view(&self) -> Result<RecordView<'_>, sluice_sdk::codec::CodecError> {
+        RecordView::read(&mut Reader::new(&self.raw))
+    }
+
+    pub fn timestamp(&self) -> i64 {
+        self.base_timestamp + self.view().map_or(0, |v| v.timestamp_delta)
+    }
 }
 
 /// What became of one input record.
@@ -46,14 +60,38 @@ pub enum RecordResult {
     Failed(String),
 }
 
-/// The results of one batch, one per input record, and what it cost.
+/// The results of one batch and what it cost. Emitted records are in input order; inputs
+/// that are neither emitted, rejected nor failed were dropped. Kept flat (no allocation per
+/// input record) because this is the hot path.
 #[derive(Debug, Clone, Default)]
 pub struct BatchOutput {
-    pub results: Vec<RecordResult>,
+    pub emitted: Vec<Emitted>,
+    pub rejected: Vec<(u32, String)>,
+    pub failed: Vec<(u32, String)>,
     pub fuel_used: u64,
     /// Calls that trapped or broke a limit (each costs a fresh instance).
     pub traps: u32,
     pub calls: u32,
+}
+
+impl BatchOutput {
+    /// One result per input record (convenient, allocates per record).
+    pub fn per_record(&self, count: usize) -> Vec<RecordResult> {
+        let mut v = vec![RecordResult::Dropped; count];
+        for e in &self.emitted {
+            match &mut v[e.input as usize] {
+                RecordResult::Emitted(list) => list.push(e.clone()),
+                slot => *slot = RecordResult::Emitted(vec![e.clone()]),
+            }
+        }
+        for (i, r) in &self.rejected {
+            v[*i as usize] = RecordResult::Rejected(r.clone());
+        }
+        for (i, r) in &self.failed {
+            v[*i as usize] = RecordResult::Failed(r.clone());
+        }
+        v
+    }
 }
 
 struct Instance {
@@ -149,9 +187,11 @@ impl Executor {
             HostState::new(self.cfg.clone(), self.partition),
         );
         store.limiter(|s| &mut s.limits);
-        store
-            .set_fuel(INIT_FUEL)
-            .map_err(|e| RuntimeError::Instantiate(format!("{e:#}")))?;
+        if self.rt.meters_fuel() {
+            store
+                .set_fuel(INIT_FUEL)
+                .map_err(|e| RuntimeError::Instantiate(format!("{e:#}")))?;
+        }
         store.set_epoch_deadline(self.deadline_ticks());
         let bindings = self
             .compiled
@@ -180,10 +220,7 @@ impl Executor {
     /// re-running smaller slices on fresh instances, and come back as `Failed`.
     pub fn run(&mut self, input: &BatchInput<'_>) -> BatchOutput {
         let n = input.count as usize;
-        let mut out = BatchOutput {
-            results: vec![RecordResult::Dropped; n],
-            ..Default::default()
-        };
+        let mut out = BatchOutput::default();
         if n == 0 {
             return out;
         }
@@ -201,22 +238,22 @@ impl Executor {
         out: &mut BatchOutput,
     ) {
         let bytes = if lo == 0 && hi == input.count as usize {
-            input.records
+            &input.records[..]
         } else {
-            let b = bounds.get_or_insert_with(|| record_bounds(input.records, input.count));
+            let b = bounds.get_or_insert_with(|| record_bounds(&input.records, input.count));
             match (b.get(lo), b.get(hi)) {
                 (Some(&s), Some(&e)) => &input.records[s..e],
                 _ => {
-                    for r in &mut out.results[lo..hi] {
-                        *r = RecordResult::Failed("record does not decode".into());
+                    for i in lo..hi {
+                        out.failed.push((i as u32, "record does not decode".into()));
                     }
                     return;
                 }
             }
         };
-        match self.call(input, lo, (hi - lo) as u32, bytes, out) {
+        match self.call(input, lo, (hi - lo) as u32, bytes, bounds, out) {
             Ok(()) => {}
-            Err(reason) if hi - lo == 1 => out.results[lo] = RecordResult::Failed(reason),
+            Err(reason) if hi - lo == 1 => out.failed.push((lo as u32, reason)),
             Err(_) => {
                 let mid = lo + (hi - lo) / 2;
                 self.run_range(input, lo, mid, bounds, out);
@@ -232,6 +269,7 @@ impl Executor {
         first: usize,
         count: u32,
         bytes: &[u8],
+        bounds: &mut Option<Vec<usize>>,
         out: &mut BatchOutput,
     ) -> Result<(), String> {
         out.calls += 1;
@@ -254,7 +292,10 @@ impl Executor {
             .fuel_per_record
             .saturating_mul(u64::from(count));
         let store = &mut inst.store;
-        store.set_fuel(budget).map_err(|e| format!("{e:#}"))?;
+        let metered = self.rt.meters_fuel();
+        if metered {
+            store.set_fuel(budget).map_err(|e| format!("{e:#}"))?;
+        }
         store.set_epoch_deadline(ticks);
         store.set_hostcall_fuel(self.cfg.limits.max_output_bytes.saturating_add(1024));
         store.data_mut().offset = Some(input.base_offset);
@@ -266,7 +307,9 @@ impl Executor {
             record_count: count,
         };
         let r = inst.bindings.call_process(&mut *store, &ctx, bytes);
-        out.fuel_used += budget.saturating_sub(store.get_fuel().unwrap_or(0));
+        if metered {
+            out.fuel_used += budget.saturating_sub(store.get_fuel().unwrap_or(0));
+        }
         let panic = store.data_mut().end_call();
         inst.batches += 1;
         let result = match r {
@@ -279,7 +322,7 @@ impl Executor {
                         self.cfg.limits.max_output_bytes
                     ))
                 } else {
-                    self.collect(Bytes::from(buf), input.base_timestamp, first, count, out)
+                    self.collect(Bytes::from(buf), input, bounds, first, count, out)
                 }
             }
             // The plugin refused the batch; its instance is still sound.
@@ -301,69 +344,89 @@ impl Executor {
         result
     }
 
-    /// Turns output entries into per-record results.
+    /// Turns output entries into results, appended to `out` only if the whole output is
+    /// valid (a malformed output fails the call and its records are retried).
     fn collect(
         &self,
         buf: Bytes,
-        base_ts: i64,
+        input: &BatchInput<'_>,
+        bounds: &mut Option<Vec<usize>>,
         first: usize,
         count: u32,
         out: &mut BatchOutput,
     ) -> Result<(), String> {
+        let base_ts = input.base_timestamp;
         let outputs = self.cfg.outputs.len() as u32;
         let max_per = self.cfg.limits.max_outputs_per_record as usize;
-        let mut results: Vec<RecordResult> = vec![RecordResult::Dropped; count as usize];
+        let mut emitted = Vec::with_capacity(count as usize);
+        let mut rejected = Vec::new();
+        let mut failed = Vec::new();
+        // Emits of the current input so far, and whether it was rejected or failed.
+        let (mut cur, mut cur_emits, mut cur_done) = (u32::MAX, 0usize, false);
+        let mut cur_start = 0usize;
         for e in Entries::new(&buf, count) {
-            match e.map_err(|e| e.to_string())? {
-                Entry::Reject { input, reason } => {
-                    results[input as usize] = RecordResult::Rejected(reason.to_string());
+            let e = e.map_err(|e| e.to_string())?;
+            let idx = e.input();
+            if idx != cur {
+                (cur, cur_emits, cur_done, cur_start) = (idx, 0, false, emitted.len());
+            }
+            if cur_done {
+                continue;
+            }
+            let abs = first as u32 + idx;
+            match e {
+                Entry::Reject { reason, .. } => {
+                    emitted.truncate(cur_start);
+                    rejected.push((abs, reason.to_string()));
+                    cur_done = true;
                 }
-                Entry::Emit {
-                    input,
-                    output,
-                    record,
-                } => {
-                    let slot = &mut results[input as usize];
-                    if matches!(slot, RecordResult::Rejected(_) | RecordResult::Failed(_)) {
-                        continue;
-                    }
-                    if output >= outputs {
-                        *slot = RecordResult::Rejected(format!(
-                            "emitted to output {output}, but the deployment declares {outputs} output(s)"
-                        ));
-                        continue;
-                    }
-                    let em = emitted(&buf, &record, output, base_ts);
-                    match slot {
-                        RecordResult::Emitted(v) if v.len() >= max_per => {
-                            *slot = RecordResult::Failed(format!(
-                                "emitted more than {max_per} records for one input (max_outputs_per_record)"
-                            ));
-                        }
-                        RecordResult::Emitted(v) => v.push(em),
-                        _ => *slot = RecordResult::Emitted(vec![em]),
-                    }
+                Entry::Emit { output, .. } | Entry::Pass { output, .. } if output >= outputs => {
+                    emitted.truncate(cur_start);
+                    rejected.push((
+                        abs,
+                        format!("emitted to output {output}, but the deployment declares {outputs} output(s)"),
+                    ));
+                    cur_done = true;
+                }
+                Entry::Emit { .. } | Entry::Pass { .. } if cur_emits >= max_per => {
+                    emitted.truncate(cur_start);
+                    failed.push((
+                        abs,
+                        format!("emitted more than {max_per} records for one input (max_outputs_per_record)"),
+                    ));
+                    cur_done = true;
+                }
+                Entry::Pass { output, .. } => {
+                    let b =
+                        bounds.get_or_insert_with(|| record_bounds(&input.records, input.count));
+                    let (Some(&s), Some(&e)) = (b.get(abs as usize), b.get(abs as usize + 1))
+                    else {
+                        return Err(format!("pass entry for input {abs}, which does not decode"));
+                    };
+                    cur_emits += 1;
+                    emitted.push(Emitted {
+                        input: abs,
+                        output,
+                        raw: input.records.slice(s..e),
+                        base_timestamp: base_ts,
+                    });
+                }
+                Entry::Emit { output, record, .. } => {
+                    // Decoded (and checked) by whoever uses it.
+                    cur_emits += 1;
+                    emitted.push(Emitted {
+                        input: abs,
+                        output,
+                        raw: buf.slice_ref(record.0),
+                        base_timestamp: base_ts,
+                    });
                 }
             }
         }
-        for (i, r) in results.into_iter().enumerate() {
-            out.results[first + i] = r;
-        }
+        out.emitted.append(&mut emitted);
+        out.rejected.append(&mut rejected);
+        out.failed.append(&mut failed);
         Ok(())
-    }
-}
-
-fn emitted(buf: &Bytes, r: &RecordView<'_>, output: u32, base_ts: i64) -> Emitted {
-    let slice = |s: &[u8]| buf.slice_ref(s);
-    Emitted {
-        output,
-        key: r.key.map(slice),
-        value: r.value.map(slice),
-        headers: r
-            .headers()
-            .map(|h| (h.key_str().to_owned(), h.value.map(slice)))
-            .collect(),
-        timestamp: base_ts + r.timestamp_delta,
     }
 }
 
@@ -373,7 +436,7 @@ fn record_bounds(records: &[u8], count: u32) -> Vec<usize> {
     let mut bounds = Vec::with_capacity(count as usize + 1);
     bounds.push(0);
     for _ in 0..count {
-        if RecordView::read(&mut r).is_err() {
+        if sluice_sdk::codec::next_raw(&mut r).is_err() {
             break;
         }
         bounds.push(r.position());

@@ -156,6 +156,7 @@ pub struct Runtime {
     cache_dir: PathBuf,
     compat: String,
     pub max_plugin_bytes: usize,
+    fuel: bool,
     stop: Arc<AtomicBool>,
 }
 
@@ -194,6 +195,12 @@ impl Runtime {
     /// Builds the engine (fuel, epochs, pooling, no component-model concurrency) and starts
     /// the epoch ticker. Compiled artifacts are cached under `cache_dir`.
     pub fn new(cache_dir: &Path) -> Result<Arc<Runtime>, RuntimeError> {
+        Self::with_fuel(cache_dir, true)
+    }
+
+    /// Like `new`; without fuel metering when `fuel` is false (for measuring its cost:
+    /// CPU is then bounded by the wall-clock deadline alone).
+    pub fn with_fuel(cache_dir: &Path, fuel: bool) -> Result<Arc<Runtime>, RuntimeError> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(512)
             .total_core_instances(4096)
@@ -208,7 +215,7 @@ impl Runtime {
             .wasm_component_model(true)
             // On by default, it makes every sync component call ~3x slower.
             .concurrency_support(false)
-            .consume_fuel(true)
+            .consume_fuel(fuel)
             .epoch_interruption(true)
             .max_wasm_stack(1 << 20)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
@@ -246,12 +253,17 @@ impl Runtime {
             cache_dir: cache_dir.to_path_buf(),
             compat,
             max_plugin_bytes: 32 << 20,
+            fuel,
             stop,
         }))
     }
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    pub fn meters_fuel(&self) -> bool {
+        self.fuel
     }
 
     /// Validates and compiles uploaded bytes, or loads them from the cache when this engine

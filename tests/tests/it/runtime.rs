@@ -67,10 +67,10 @@ fn run(ex: &mut Executor, records: &[TestRecord]) -> Vec<RecordResult> {
         partition: 0,
         base_offset: 100,
         base_timestamp: ctx.base_timestamp,
-        records: &bytes,
+        records: bytes::Bytes::from(bytes.clone()),
         count: ctx.record_count,
     })
-    .results
+    .per_record(records.len())
 }
 
 fn to_outcome(r: &RecordResult, outputs: &[String], timestamp: i64) -> TestOutcome {
@@ -80,16 +80,18 @@ fn to_outcome(r: &RecordResult, outputs: &[String], timestamp: i64) -> TestOutco
         RecordResult::Failed(reason) => panic!("record failed: {reason}"),
         RecordResult::Emitted(v) => TestOutcome::Emitted(
             v.iter()
-                .map(|e| Emitted {
-                    output: outputs[e.output as usize].clone(),
-                    key: e.key.as_ref().map(|b| b.to_vec()),
-                    value: e.value.as_ref().map(|b| b.to_vec()),
-                    headers: e
-                        .headers
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.as_ref().map(|b| b.to_vec())))
-                        .collect(),
-                    timestamp: timestamp.max(e.timestamp),
+                .map(|e| {
+                    let r = e.view().unwrap();
+                    Emitted {
+                        output: outputs[e.output as usize].clone(),
+                        key: r.key.map(<[u8]>::to_vec),
+                        value: r.value.map(<[u8]>::to_vec),
+                        headers: r
+                            .headers()
+                            .map(|h| (h.key_str().to_owned(), h.value.map(<[u8]>::to_vec)))
+                            .collect(),
+                        timestamp: timestamp.max(e.timestamp()),
+                    }
                 })
                 .collect(),
         ),
@@ -292,7 +294,8 @@ fn wasi_probe_sees_no_files_env_or_args() {
     let RecordResult::Emitted(v) = &r[0] else {
         panic!("{r:?}")
     };
-    let report: serde_json::Value = serde_json::from_slice(v[0].value.as_ref().unwrap()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_slice(v[0].view().unwrap().value.unwrap()).unwrap();
     assert!(
         report["file"].as_str().unwrap().starts_with("error"),
         "{report}"

@@ -1,0 +1,163 @@
+//! Plugin runtime benchmarks: `mask` as a component vs the same code natively, the identity
+//! plugin's rate and per-record boundary cost, fuel metering on vs off, instantiation, and
+//! cold compile vs cached load. Run: `cargo bench -p sluice-tests --bench runtime`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice::runtime::{
+    BatchInput, Executor, InstanceConfig, Limits, NoTables, RecordResult, Runtime, TracingLogs,
+};
+use sluice_sdk::testing::{TestRecord, encode_batch};
+
+const BATCH: usize = 1000;
+
+fn records() -> Vec<TestRecord> {
+    (0..BATCH)
+        .map(|i| {
+            let mut v = format!(
+                "{{\"user_id\":\"u-{}\",\"action\":\"login\",\"password\":\"hunter{i}\",\"email\":\"user{i}@example.com\",\"n\":{i}",
+                i % 97
+            );
+            while v.len() < 149 {
+                v.push(' ');
+            }
+            v.push('}');
+            TestRecord::value(v)
+        })
+        .collect()
+}
+
+fn cfg(plugin: &str, config: &[(&str, &str)]) -> Arc<InstanceConfig> {
+    Arc::new(InstanceConfig {
+        plugin: plugin.into(),
+        version: 1,
+        config: config
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>(),
+        outputs: vec!["out".into()],
+        limits: Limits::default(),
+        tables: Arc::new(NoTables),
+        logs: Arc::new(TracingLogs),
+        recycle_after: u64::MAX,
+    })
+}
+
+/// Runs batches for about `secs`; returns records/s.
+fn rate(ex: &mut Executor, bytes: &[u8], base_ts: i64, secs: f64) -> (f64, u64) {
+    let input = BatchInput {
+        topic: "bench",
+        partition: 0,
+        base_offset: 0,
+        base_timestamp: base_ts,
+        records: bytes::Bytes::copy_from_slice(bytes),
+        count: BATCH as u32,
+    };
+    let check = ex.run(&input);
+    assert!(
+        check
+            .per_record(BATCH)
+            .iter()
+            .all(|r| matches!(r, RecordResult::Emitted(_)))
+    );
+    let start = Instant::now();
+    let (mut n, mut fuel) = (0u64, 0u64);
+    while start.elapsed().as_secs_f64() < secs {
+        let out = ex.run(&input);
+        fuel += out.fuel_used;
+        n += BATCH as u64;
+    }
+    (n as f64 / start.elapsed().as_secs_f64(), fuel / n.max(1))
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let recs = records();
+    let (ctx, bytes) = encode_batch(&recs);
+    println!(
+        "batches of {BATCH} records, {} bytes per record on average",
+        bytes.len() / BATCH
+    );
+
+    // Native: the same mask code and the same SDK batch plumbing, compiled for the host.
+    let masker = mask::Masker::from_config(|_| None).unwrap();
+    let mut out = Vec::new();
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < Duration::from_secs(3) {
+        out.clear();
+        sluice_sdk::run_batch(&ctx, &bytes, &mut out, &Vec::new, |r| {
+            mask::mask(&masker, r)
+        })
+        .unwrap();
+        n += BATCH as u64;
+    }
+    let native = n as f64 / start.elapsed().as_secs_f64();
+
+    let rt = Runtime::new(dir.path()).unwrap();
+    let t = Instant::now();
+    let mask_c = rt.compile(sluice::plugins::MASK).unwrap();
+    let cold = t.elapsed();
+    let rt2 = Runtime::new(dir.path()).unwrap();
+    let t = Instant::now();
+    rt2.compile(sluice::plugins::MASK).unwrap();
+    let cached = t.elapsed();
+
+    let mut ex = rt.executor(mask_c.clone(), cfg("mask", &[]), 0).unwrap();
+    let (wasm, mask_fuel) = rate(&mut ex, &bytes, ctx.base_timestamp, 3.0);
+    println!("mask native (same SDK batch path)     {native:>12.0} records/s");
+    println!(
+        "mask wasm component                   {wasm:>12.0} records/s  = {:.0}% of native, {mask_fuel} fuel/record",
+        wasm / native * 100.0
+    );
+
+    let id_c = rt.compile(sluice_tests::fixtures::IDENTITY).unwrap();
+    let mut ex = rt.executor(id_c.clone(), cfg("identity", &[]), 0).unwrap();
+    let (id, id_fuel) = rate(&mut ex, &bytes, ctx.base_timestamp, 3.0);
+    println!(
+        "identity wasm component               {id:>12.0} records/s  = {:.1} ns/record, {id_fuel} fuel/record",
+        1e9 / id
+    );
+
+    let rt_nofuel = Runtime::with_fuel(&dir.path().join("nofuel"), false).unwrap();
+    let mask_nf = rt_nofuel.compile(sluice::plugins::MASK).unwrap();
+    let mut ex = rt_nofuel.executor(mask_nf, cfg("mask", &[]), 0).unwrap();
+    let (wasm_nf, _) = rate(&mut ex, &bytes, ctx.base_timestamp, 3.0);
+    let id_nf = rt_nofuel.compile(sluice_tests::fixtures::IDENTITY).unwrap();
+    let mut ex = rt_nofuel.executor(id_nf, cfg("identity", &[]), 0).unwrap();
+    let (id_nofuel, _) = rate(&mut ex, &bytes, ctx.base_timestamp, 3.0);
+    println!(
+        "fuel metering overhead: mask {:.1}% ({wasm_nf:.0} records/s without), identity {:.1}% ({id_nofuel:.0} records/s without)",
+        (wasm_nf / wasm - 1.0) * 100.0,
+        (id_nofuel / id - 1.0) * 100.0
+    );
+
+    let n = 200;
+    let t = Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(rt.executor(id_c.clone(), cfg("identity", &[]), 0).unwrap());
+    }
+    println!(
+        "instantiate from InstancePre + init:  {:.1} µs (identity), {:.1} µs (mask, compiles its patterns in init)",
+        t.elapsed().as_secs_f64() * 1e6 / n as f64,
+        {
+            let t = Instant::now();
+            for _ in 0..20 {
+                std::hint::black_box(rt.executor(mask_c.clone(), cfg("mask", &[]), 0).unwrap());
+            }
+            t.elapsed().as_secs_f64() * 1e6 / 20.0
+        }
+    );
+    println!(
+        "mask ({} KiB): cold compile {:.0} ms, cached load {:.1} ms",
+        sluice::plugins::MASK.len() / 1024,
+        cold.as_secs_f64() * 1e3,
+        cached.as_secs_f64() * 1e3
+    );
+}
