@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod log;
+pub mod pipeline;
 pub mod plugins;
 pub mod runtime;
 pub mod server;

@@ -11,6 +11,10 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, AppState};
 use crate::config::ServerConfig;
 use crate::log::Log;
+use crate::pipeline::Pipelines;
+use crate::pipeline::plugins::PluginStore;
+use crate::pipeline::tables::TableRegistry;
+use crate::runtime::Runtime;
 
 /// Serves until `shutdown` completes, then drains requests and flushes the log.
 pub async fn run(
@@ -25,8 +29,27 @@ pub async fn run(
         Duration::from_millis(config.log.retention_check_ms.max(10)),
         stop.clone(),
     );
+    let data = config.data_dir.clone();
+    let (log2, stop2) = (log.clone(), stop.clone());
+    let pipelines = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let runtime = Runtime::new(&data.join("plugin-cache"))?;
+        let plugins = Arc::new(PluginStore::open(&data.join("plugins"), runtime)?);
+        let tables = TableRegistry::new(log2.clone(), stop2);
+        Ok(Pipelines::open(
+            log2,
+            plugins,
+            tables,
+            data.join("transforms"),
+        )?)
+    })
+    .await??;
     let token = CancellationToken::new();
-    let state = AppState::new(log.clone(), config.limits.clone(), token.clone());
+    let state = AppState::new(
+        log.clone(),
+        pipelines.clone(),
+        config.limits.clone(),
+        token.clone(),
+    );
     let app = api::router(state);
     let addr = http.local_addr()?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "http listening");
@@ -40,8 +63,10 @@ pub async fn run(
             serve_token.cancel();
         })
         .await?;
-    stop.store(true, Ordering::Release);
     let _ = tokio::task::spawn_blocking(move || {
+        // Transforms finish their current batch first, then the log flushes.
+        pipelines.shutdown();
+        stop.store(true, Ordering::Release);
         let _ = maint.join();
         log.close();
     })

@@ -3,6 +3,7 @@
 mod error;
 mod records;
 mod topics;
+mod transforms;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 pub use error::ApiError;
 
 use crate::log::Log;
+use crate::pipeline::Pipelines;
 
 /// Bounds on what one request may ask of the server.
 #[derive(Debug, Clone, Deserialize)]
@@ -51,6 +53,7 @@ impl Default for Limits {
 #[derive(Debug)]
 pub struct AppState {
     pub log: Arc<Log>,
+    pub pipelines: Arc<Pipelines>,
     pub limits: Limits,
     /// Permits are KiB of produce bodies in flight.
     produce_budget: Semaphore,
@@ -59,10 +62,16 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(log: Arc<Log>, limits: Limits, shutdown: CancellationToken) -> Arc<Self> {
+    pub fn new(
+        log: Arc<Log>,
+        pipelines: Arc<Pipelines>,
+        limits: Limits,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
         let kib = (limits.max_inflight_produce_bytes / 1024).max(1);
         Arc::new(AppState {
             log,
+            pipelines,
             produce_budget: Semaphore::new(kib),
             limits,
             shutdown,
@@ -79,6 +88,7 @@ pub type State = axum::extract::State<Arc<AppState>>;
 /// The whole HTTP API.
 pub fn router(state: Arc<AppState>) -> Router {
     let body_limit = state.limits.max_body_bytes;
+    let plugin_limit = state.pipelines.plugins.runtime().max_plugin_bytes + 1;
     Router::new()
         .route("/healthz", get(health))
         .route("/v1/topics", post(topics::create).get(topics::list))
@@ -92,6 +102,25 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(records::consume),
         )
         .route("/v1/topics/{topic}/stream", get(records::stream))
+        .route("/v1/topics/{topic}/keys/{key}", get(transforms::table_key))
+        .route("/v1/plugins", get(transforms::list_plugins))
+        .route(
+            "/v1/plugins/{name}",
+            put(transforms::upload_plugin)
+                .layer(DefaultBodyLimit::max(plugin_limit))
+                .get(transforms::get_plugin)
+                .delete(transforms::delete_plugin),
+        )
+        .route("/v1/transforms", get(transforms::list_transforms))
+        .route(
+            "/v1/transforms/{name}",
+            put(transforms::put_transform)
+                .get(transforms::get_transform)
+                .delete(transforms::delete_transform),
+        )
+        .route("/v1/transforms/{name}/pause", post(transforms::pause))
+        .route("/v1/transforms/{name}/resume", post(transforms::resume))
+        .route("/v1/transforms/{name}/logs", get(transforms::logs))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -1,0 +1,470 @@
+//! One partition of one transform: read a batch, run the plugin once, append the outputs,
+//! move the position — on a thread of its own, since both the log and wasm block.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use sluice_sdk::codec::Records;
+
+use super::{Counters, HistoryEntry, Transform};
+use crate::log::batch::{self, NewRecord, StoredRecord};
+use crate::log::{LogError, Partition, Topic, partition_for_key};
+use crate::runtime::{BatchInput, Executor};
+
+/// Header that names the input record an output came from: `transform:partition:offset:k`
+/// (k counts the outputs of one input). Recovery reads it back to skip outputs that were
+/// already written before a crash.
+pub const SOURCE_HEADER: &str = "sluice-src";
+/// Header naming the plugin version that produced an output.
+pub const VERSION_HEADER: &str = "sluice-version";
+
+/// What one partition task shares with the control plane.
+#[derive(Debug)]
+pub struct TaskShared {
+    pub partition: u32,
+    pub position: AtomicU64,
+    pub version: AtomicU32,
+    pub stop: AtomicBool,
+    /// A ready executor of another version, taken at the next batch boundary.
+    pub pending: Mutex<Option<(u32, Executor)>>,
+}
+
+/// Where a partition task stands, written after every batch it completes.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub position: u64,
+    /// End offsets of the output and dead-letter partitions when the checkpoint was written.
+    pub output_ends: BTreeMap<String, u64>,
+}
+
+/// Everything a task thread needs.
+pub struct TaskCtx {
+    pub t: Arc<Transform>,
+    pub input: Arc<Partition>,
+    pub outputs: Vec<Arc<Topic>>,
+    pub dlq: Arc<Topic>,
+    pub shared: Arc<TaskShared>,
+    pub executor: Executor,
+    pub checkpoint: Option<Checkpoint>,
+    pub start_latest: bool,
+}
+
+fn key_of(topic: &str, p: u32) -> String {
+    format!("{topic}/{p}")
+}
+
+/// Appends records to one partition per batch.
+type Pending = BTreeMap<(usize, u32), Vec<NewRecord>>;
+
+impl TaskCtx {
+    fn checkpoint_path(&self) -> std::path::PathBuf {
+        self.t.dir.join(format!("p{}.json", self.shared.partition))
+    }
+
+    fn all_outputs(&self) -> impl Iterator<Item = &Arc<Topic>> {
+        self.outputs.iter().chain(std::iter::once(&self.dlq))
+    }
+
+    fn write_checkpoint(&self, position: u64) {
+        let mut ends = BTreeMap::new();
+        for t in self.all_outputs() {
+            for p in &t.partitions {
+                ends.insert(key_of(&t.name, p.id), p.high_watermark());
+            }
+        }
+        let cp = Checkpoint {
+            position,
+            output_ends: ends,
+        };
+        // No fsync: the checkpoint is a hint. After a power loss an older one is found, and
+        // recovery scans the outputs written since, so nothing is doubled or skipped.
+        let path = self.checkpoint_path();
+        let tmp = path.with_extension("tmp");
+        let ok = serde_json::to_vec(&cp)
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(&tmp, b))
+            .and_then(|_| std::fs::rename(&tmp, &path));
+        if let Err(e) = ok {
+            tracing::warn!(transform = %self.t.name, error = %e, "checkpoint write failed");
+        }
+    }
+
+    /// Finds where to resume and which outputs already exist: every output written after
+    /// the last checkpoint names its source in a header.
+    fn recover(&mut self, rt: &tokio::runtime::Runtime) -> (u64, HashSet<(String, u64, u32)>) {
+        let me = format!("{}:{}:", self.t.name, self.shared.partition);
+        let (mut position, ends) = match &self.checkpoint {
+            Some(cp) => (cp.position, cp.output_ends.clone()),
+            None => {
+                let p = if self.start_latest {
+                    self.input.high_watermark()
+                } else {
+                    self.input.start_offset()
+                };
+                (p, BTreeMap::new())
+            }
+        };
+        let mut seen = HashSet::new();
+        for t in self.all_outputs() {
+            for p in &t.partitions {
+                let k = key_of(&t.name, p.id);
+                let mut off = ends.get(&k).copied().unwrap_or(0).max(p.start_offset());
+                while off < p.high_watermark() {
+                    let Ok(r) = p.read(off, 1 << 20) else { break };
+                    if r.data.is_empty() {
+                        break;
+                    }
+                    for (_, b) in batch::split(r.data).unwrap_or_default() {
+                        for rec in batch::decode(&b).unwrap_or_default() {
+                            let src = rec.headers.iter().find(|(h, _)| h == SOURCE_HEADER);
+                            let Some((_, Some(v))) = src else { continue };
+                            let Some(rest) = std::str::from_utf8(v)
+                                .ok()
+                                .and_then(|s| s.strip_prefix(&me))
+                            else {
+                                continue;
+                            };
+                            let mut it = rest.split(':');
+                            if let (Some(Ok(o)), Some(Ok(n))) = (
+                                it.next().map(str::parse::<u64>),
+                                it.next().map(str::parse::<u32>),
+                            ) {
+                                seen.insert((k.clone(), o, n));
+                            }
+                        }
+                    }
+                    off = r.next_offset;
+                }
+            }
+        }
+        if self.checkpoint.is_none() {
+            // Record a `latest` start now, so a restart does not skip what arrives meanwhile.
+            self.write_checkpoint(position);
+        }
+        if let Some(max) = seen.iter().map(|(_, o, _)| *o).max() {
+            tracing::info!(transform = %self.t.name, partition = self.shared.partition, resume = position,
+                outputs_after_checkpoint = seen.len(), max_source = max, "recovered");
+        }
+        let _ = rt;
+        position = position.max(self.input.start_offset());
+        (position, seen)
+    }
+
+    pub fn run(mut self) {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                self.t.fail(format!("cannot start task: {e}"));
+                return;
+            }
+        };
+        let (mut position, mut seen) = self.recover(&rt);
+        let dedup_until = seen.iter().map(|(_, o, _)| *o).max();
+        self.shared.position.store(position, Ordering::Release);
+        let part = self.shared.partition;
+        while !self.shared.stop.load(Ordering::Acquire) {
+            let swap = self
+                .shared
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some((version, ex)) = swap {
+                self.executor = ex;
+                self.shared.version.store(version, Ordering::Release);
+                self.t.record_history(HistoryEntry {
+                    version,
+                    partition: part,
+                    from_offset: position,
+                });
+                tracing::info!(transform = %self.t.name, partition = part, version, from_offset = position, "plugin version activated");
+            }
+            if self.t.paused.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            let read = match self.input.read(position, 1 << 20) {
+                Ok(r) => r,
+                Err(LogError::OffsetOutOfRange { start, .. }) if position < start => {
+                    tracing::warn!(transform = %self.t.name, partition = part, from = position, to = start,
+                        "input deleted by retention before it was processed; skipping ahead");
+                    position = start;
+                    continue;
+                }
+                Err(e) => {
+                    self.t
+                        .fail(format!("reading {}/{part}: {e}", self.input.topic));
+                    std::thread::sleep(Duration::from_millis(500));
+                    continue;
+                }
+            };
+            if read.data.is_empty() {
+                let _ = rt.block_on(self.input.wait_for(position, Duration::from_millis(100)));
+                continue;
+            }
+            match self.process(read.data, position, &mut seen) {
+                Ok(()) => {
+                    position = read.next_offset;
+                    self.shared.position.store(position, Ordering::Release);
+                    self.write_checkpoint(position);
+                    if dedup_until.is_some_and(|d| position > d) && !seen.is_empty() {
+                        seen.clear();
+                    }
+                }
+                Err(e) => {
+                    // Nothing moved: the same batch is retried after a pause.
+                    self.t.fail(e);
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+        }
+    }
+
+    /// Runs the plugin over the batches read and appends the results. Returns an error
+    /// only when appending failed (the position then stays, and the batch is retried).
+    fn process(
+        &mut self,
+        data: Bytes,
+        position: u64,
+        seen: &mut HashSet<(String, u64, u32)>,
+    ) -> Result<(), String> {
+        let batches = batch::split(data).map_err(|e| e.to_string())?;
+        let mut pending: Pending = BTreeMap::new();
+        let version = self.shared.version.load(Ordering::Acquire);
+        let version_bytes = Bytes::from(version.to_string());
+        let part = self.shared.partition;
+        let (mut ins, mut outs, mut rejected, mut failed) = (0u64, 0u64, 0u64, 0u64);
+        for (h, raw) in batches {
+            if h.is_control() || (h.last_offset() as u64) < position {
+                continue;
+            }
+            let section = batch::records_section(&raw, &h).map_err(|e| e.to_string())?;
+            let input = BatchInput {
+                topic: &self.input.topic,
+                partition: part,
+                base_offset: h.base_offset,
+                base_timestamp: h.base_timestamp,
+                records: section.clone(),
+                count: h.record_count as u32,
+            };
+            let out = self.executor.run(&input);
+            self.t
+                .counters
+                .fuel
+                .fetch_add(out.fuel_used, Ordering::Relaxed);
+            self.t
+                .counters
+                .traps
+                .fetch_add(u64::from(out.traps), Ordering::Relaxed);
+            // Offsets of the inputs by index (dense unless the batch was compacted).
+            let offsets: Vec<u64> = if h.record_count as u64 == h.offset_count() {
+                (0..h.record_count as u64)
+                    .map(|i| h.base_offset as u64 + i)
+                    .collect()
+            } else {
+                Records::new(&section, h.record_count as usize)
+                    .map(|r| {
+                        r.map_or(u64::MAX, |r| {
+                            (h.base_offset + i64::from(r.offset_delta)) as u64
+                        })
+                    })
+                    .collect()
+            };
+            let skip = |i: u32| offsets.get(i as usize).is_none_or(|o| *o < position);
+            ins += offsets.iter().filter(|o| **o >= position).count() as u64;
+            let mut k_of: HashMap<u32, u32> = HashMap::new();
+            for e in &out.emitted {
+                if skip(e.input) {
+                    continue;
+                }
+                let src_off = offsets[e.input as usize];
+                let k = {
+                    let c = k_of.entry(e.input).or_insert(0);
+                    *c += 1;
+                    *c - 1
+                };
+                let Some(topic) = self.outputs.get(e.output as usize) else {
+                    continue;
+                };
+                let view = match e.view() {
+                    Ok(v) => v,
+                    Err(err) => {
+                        failed += 1;
+                        self.dead_letter(
+                            &mut pending,
+                            &section,
+                            &h,
+                            e.input,
+                            src_off,
+                            &format!("malformed output: {err}"),
+                            seen,
+                        );
+                        continue;
+                    }
+                };
+                let n = topic.partitions.len() as u32;
+                let p = match view.key {
+                    Some(key) => partition_for_key(key, n),
+                    None => part % n,
+                };
+                if seen.contains(&(key_of(&topic.name, p), src_off, k)) {
+                    continue;
+                }
+                let slice = |s: &[u8]| e.raw.slice_ref(s);
+                let mut headers: Vec<(String, Option<Bytes>)> = view
+                    .headers()
+                    .filter(|hv| {
+                        hv.key != SOURCE_HEADER.as_bytes() && hv.key != VERSION_HEADER.as_bytes()
+                    })
+                    .map(|hv| (hv.key_str().to_owned(), hv.value.map(slice)))
+                    .collect();
+                headers.push((
+                    SOURCE_HEADER.into(),
+                    Some(Bytes::from(format!("{}:{part}:{src_off}:{k}", self.t.name))),
+                ));
+                headers.push((VERSION_HEADER.into(), Some(version_bytes.clone())));
+                pending
+                    .entry((e.output as usize, p))
+                    .or_default()
+                    .push(NewRecord {
+                        key: view.key.map(slice),
+                        value: view.value.map(slice),
+                        headers,
+                        timestamp: Some(e.base_timestamp + view.timestamp_delta),
+                    });
+                outs += 1;
+            }
+            for (i, reason) in out.rejected.iter().map(|(i, r)| (*i, r)) {
+                if !skip(i) {
+                    rejected += 1;
+                    self.dead_letter(
+                        &mut pending,
+                        &section,
+                        &h,
+                        i,
+                        offsets[i as usize],
+                        reason,
+                        seen,
+                    );
+                }
+            }
+            for (i, reason) in out.failed.iter().map(|(i, r)| (*i, r)) {
+                if !skip(i) {
+                    failed += 1;
+                    self.t
+                        .set_last_error(format!("offset {}: {reason}", offsets[i as usize]));
+                    self.dead_letter(
+                        &mut pending,
+                        &section,
+                        &h,
+                        i,
+                        offsets[i as usize],
+                        reason,
+                        seen,
+                    );
+                }
+            }
+        }
+        // Outputs first, dead letters last (slot = outputs.len()); each append is durable per
+        // its topic's flush policy before the position moves.
+        for ((slot, p), recs) in pending {
+            let topic = if slot < self.outputs.len() {
+                &self.outputs[slot]
+            } else {
+                &self.dlq
+            };
+            let Some(partition) = topic.partitions.get(p as usize) else {
+                continue;
+            };
+            partition
+                .append(batch::build(&recs, crate::log::now_ms()))
+                .map_err(|e| format!("appending to {}/{p}: {e}", topic.name))?;
+        }
+        let c = &self.t.counters;
+        c.records_in.fetch_add(ins, Ordering::Relaxed);
+        c.records_out.fetch_add(outs, Ordering::Relaxed);
+        c.rejected.fetch_add(rejected, Ordering::Relaxed);
+        c.failed.fetch_add(failed, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Queues the original record for the dead-letter topic with why and where it failed.
+    #[allow(clippy::too_many_arguments)]
+    fn dead_letter(
+        &self,
+        pending: &mut Pending,
+        section: &Bytes,
+        h: &batch::BatchHeader,
+        i: u32,
+        offset: u64,
+        reason: &str,
+        seen: &HashSet<(String, u64, u32)>,
+    ) {
+        let part = self.shared.partition;
+        let p = part % self.dlq.partitions.len().max(1) as u32;
+        if seen.contains(&(key_of(&self.dlq.name, p), offset, 0)) {
+            return;
+        }
+        let original: Option<StoredRecord> = Records::new(section, h.record_count as usize)
+            .nth(i as usize)
+            .and_then(|r| r.ok())
+            .map(|r| StoredRecord {
+                offset: offset as i64,
+                timestamp: h.base_timestamp + r.timestamp_delta,
+                key: r.key.map(|k| section.slice_ref(k)),
+                value: r.value.map(|v| section.slice_ref(v)),
+                headers: r
+                    .headers()
+                    .map(|hv| {
+                        (
+                            hv.key_str().to_owned(),
+                            hv.value.map(|v| section.slice_ref(v)),
+                        )
+                    })
+                    .collect(),
+            });
+        let Some(orig) = original else { return };
+        let mut headers = orig.headers;
+        let version = self.shared.version.load(Ordering::Acquire);
+        for (k, v) in [
+            ("sluice-error", reason.to_string()),
+            ("sluice-source-topic", self.input.topic.clone()),
+            ("sluice-source-partition", part.to_string()),
+            ("sluice-source-offset", offset.to_string()),
+            ("sluice-plugin", self.t.spec().plugin.clone()),
+            (VERSION_HEADER, version.to_string()),
+            (SOURCE_HEADER, format!("{}:{part}:{offset}:0", self.t.name)),
+        ] {
+            headers.push((k.to_string(), Some(Bytes::from(v))));
+        }
+        pending
+            .entry((self.outputs.len(), p))
+            .or_default()
+            .push(NewRecord {
+                key: orig.key,
+                value: orig.value,
+                headers,
+                timestamp: Some(orig.timestamp),
+            });
+    }
+}
+
+impl Counters {
+    pub fn snapshot(&self) -> serde_json::Value {
+        serde_json::json!({
+            "records_in": self.records_in.load(Ordering::Relaxed),
+            "records_out": self.records_out.load(Ordering::Relaxed),
+            "rejected": self.rejected.load(Ordering::Relaxed),
+            "failed": self.failed.load(Ordering::Relaxed),
+            "traps": self.traps.load(Ordering::Relaxed),
+            "fuel": self.fuel.load(Ordering::Relaxed),
+        })
+    }
+}
