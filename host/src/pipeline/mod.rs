@@ -164,6 +164,8 @@ pub struct Transform {
     last_error: Mutex<Option<String>>,
     pub logs: Arc<LogRing>,
     tasks: Mutex<Vec<TaskHandle>>,
+    /// Partition tasks record history concurrently; one writer at a time for the file.
+    persist_lock: Mutex<()>,
 }
 
 impl std::fmt::Debug for Transform {
@@ -197,6 +199,7 @@ impl Transform {
     }
 
     fn persist(&self) {
+        let _g = self.persist_lock.lock().unwrap_or_else(|p| p.into_inner());
         let p = Persisted {
             spec: self.spec(),
             paused: self.paused.load(Ordering::Acquire),
@@ -480,6 +483,7 @@ impl Pipelines {
             last_error: Mutex::new(None),
             logs: Arc::default(),
             tasks: Mutex::new(Vec::new()),
+            persist_lock: Mutex::new(()),
         });
         let cfg = self.instance_config(&t, &spec, version);
         // Instantiate (and init) every partition's executor before starting any task, so a

@@ -3,5 +3,6 @@
 
 mod common;
 mod log_http;
+mod pipeline;
 mod recovery;
 mod runtime;

@@ -1,0 +1,295 @@
+//! Transform pipelines over real HTTP against the real binary.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sluice_tests::fixtures;
+
+use crate::common::{Server, http};
+
+fn upload(s: &Server, name: &str, bytes: &[u8]) -> Value {
+    let r = http().put(s.url(&format!("/v1/plugins/{name}"))).body(bytes.to_vec()).send().unwrap();
+    assert_eq!(r.status(), 201);
+    r.json().unwrap()
+}
+
+fn deploy(s: &Server, name: &str, spec: Value) -> reqwest::blocking::Response {
+    http().put(s.url(&format!("/v1/transforms/{name}"))).json(&spec).send().unwrap()
+}
+
+fn deploy_ok(s: &Server, name: &str, spec: Value) -> Value {
+    let r = deploy(s, name, spec);
+    let status = r.status();
+    let body: Value = r.json().unwrap();
+    assert!(status == 201 || status == 200, "{status}: {body}");
+    body
+}
+
+fn status(s: &Server, name: &str) -> Value {
+    http().get(s.url(&format!("/v1/transforms/{name}"))).send().unwrap().json().unwrap()
+}
+
+/// Every record of every partition of a topic.
+fn all(s: &Server, topic: &str) -> Vec<Value> {
+    let n = s.describe(topic)["partitions"].as_array().unwrap().len() as u32;
+    (0..n).flat_map(|p| s.read_all(topic, p, 0)).collect()
+}
+
+/// Waits until a topic holds `n` records.
+fn wait_for_count(s: &Server, topic: &str, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let recs = all(s, topic);
+        if recs.len() >= n {
+            return recs;
+        }
+        assert!(Instant::now() < deadline, "{topic} has {} of {n} records", recs.len());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn values(recs: &[Value]) -> Vec<String> {
+    let mut v: Vec<String> = recs.iter().map(|r| r["value"].as_str().unwrap_or("").to_string()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn mask_filter_enrich_and_route_end_to_end() {
+    let s = Server::start();
+    for (t, p) in [("ev", 2), ("masked", 2), ("logins", 1), ("enriched", 1), ("alerts", 1), ("events", 1)] {
+        s.create_topic(json!({"name": t, "partitions": p}));
+    }
+    s.create_topic(json!({"name": "users", "cleanup": "compact"}));
+    for (n, b) in sluice::plugins::examples() {
+        upload(&s, n, b);
+    }
+    deploy_ok(&s, "mask", json!({"plugin": "mask", "input": "ev", "outputs": ["masked"]}));
+    deploy_ok(&s, "logins", json!({"plugin": "filter", "input": "masked", "outputs": ["logins"],
+        "config": {"field": "action", "value": "login"}}));
+    deploy_ok(&s, "enrich", json!({"plugin": "enrich", "input": "logins", "outputs": ["enriched"],
+        "config": {"table": "users"}}));
+    deploy_ok(&s, "route", json!({"plugin": "route", "input": "masked", "outputs": ["events", "alerts"],
+        "config": {"field": "level", "routes": "error=alerts", "default": "events"}}));
+    s.produce("users", vec![json!({"key": "u-1", "value": {"name": "Ann", "country": "DE"}})]);
+    s.produce(
+        "ev",
+        vec![
+            json!({"key": "u-1", "value": {"user_id": "u-1", "action": "login", "password": "hunter2", "level": "info"}}),
+            json!({"key": "u-2", "value": {"user_id": "u-2", "action": "view", "msg": "mail a@b.io", "level": "error"}}),
+        ],
+    );
+    let masked = wait_for_count(&s, "masked", 2);
+    let text = values(&masked).join("\n");
+    assert!(!text.contains("hunter2") && text.contains("********") && !text.contains("a@b.io"), "{text}");
+    let enriched = wait_for_count(&s, "enriched", 1);
+    let e: Value = serde_json::from_str(enriched[0]["value"].as_str().unwrap()).unwrap();
+    assert_eq!((e["name"].as_str(), e["password"].as_str()), (Some("Ann"), Some("********")));
+    assert_eq!(enriched[0]["key"], "u-1", "keys are kept");
+    assert_eq!(wait_for_count(&s, "alerts", 1).len(), 1);
+    assert_eq!(wait_for_count(&s, "events", 1).len(), 1);
+    // Table updates are visible to the next lookups.
+    s.produce("users", vec![json!({"key": "u-3", "value": {"name": "Cy"}})]);
+    let v: Value = http().get(s.url("/v1/topics/users/keys/u-3")).send().unwrap().json().unwrap();
+    assert_eq!(v["value"], json!({"name": "Cy"}).to_string());
+    s.produce("ev", vec![json!({"key": "u-3", "value": {"user_id": "u-3", "action": "login"}})]);
+    let enriched = wait_for_count(&s, "enriched", 2);
+    assert!(values(&enriched).iter().any(|v| v.contains("\"Cy\"")), "{enriched:?}");
+    let st = status(&s, "logins");
+    assert_eq!(st["counters"]["records_in"], 3);
+    assert_eq!(st["counters"]["records_out"], 2);
+}
+
+#[test]
+fn rejected_and_poison_records_go_to_the_dead_letter_topic_with_headers() {
+    let s = Server::start();
+    for t in ["in", "out", "in2", "out2"] {
+        s.create_topic(json!({"name": t, "partitions": 1}));
+    }
+    upload(&s, "mis", fixtures::MISBEHAVE);
+    deploy_ok(&s, "rej", json!({"plugin": "mis", "input": "in", "outputs": ["out"], "config": {"mode": "reject"}}));
+    deploy_ok(&s, "trap", json!({"plugin": "mis", "input": "in2", "outputs": ["out2"], "config": {"mode": "panic"},
+        "dead_letter": "poison"}));
+    let recs: Vec<Value> = ["a", "REJECT-1", "b", "REJECT-2"].iter().map(|v| json!({"key": "k", "value": v})).collect();
+    s.produce("in", recs);
+    let recs: Vec<Value> = ["x", "POISON-7", "y", "z"].iter().map(|v| json!({"value": v})).collect();
+    s.produce("in2", recs);
+    assert_eq!(values(&wait_for_count(&s, "out", 2)), ["a", "b"]);
+    let dlq = wait_for_count(&s, "in.dlq", 2);
+    assert_eq!(values(&dlq), ["REJECT-1", "REJECT-2"]);
+    let h = &dlq[0]["headers"];
+    assert_eq!(dlq[0]["key"], "k", "dead letters keep the original key");
+    assert!(h["sluice-error"].as_str().unwrap().starts_with("rejected REJECT"), "{h}");
+    assert_eq!((h["sluice-source-topic"].as_str(), h["sluice-source-partition"].as_str()), (Some("in"), Some("0")));
+    assert_eq!(h["sluice-source-offset"], "1");
+    assert_eq!((h["sluice-plugin"].as_str(), h["sluice-version"].as_str()), (Some("mis"), Some("1")));
+
+    assert_eq!(values(&wait_for_count(&s, "out2", 3)), ["x", "y", "z"]);
+    let poison = wait_for_count(&s, "poison", 1);
+    assert_eq!(poison[0]["value"], "POISON-7");
+    assert!(poison[0]["headers"]["sluice-error"].as_str().unwrap().contains("panicked"), "{poison:?}");
+    let st = status(&s, "trap");
+    assert_eq!(st["counters"]["failed"], 1);
+    assert!(st["counters"]["traps"].as_u64().unwrap() >= 1);
+    assert!(st["last_error"].as_str().unwrap().contains("offset 1"), "{st}");
+    assert_eq!(status(&s, "rej")["counters"]["rejected"], 2);
+}
+
+/// Produces `n` sequence numbers in small batches until done or stopped.
+fn produce_sequence(s: &Server, topic: &str, n: usize, batch: usize, pause_ms: u64) -> std::thread::JoinHandle<()> {
+    let url = s.url(&format!("/v1/topics/{topic}/records"));
+    std::thread::spawn(move || {
+        let c = http();
+        for start in (0..n).step_by(batch) {
+            let recs: Vec<Value> = (start..(start + batch).min(n)).map(|i| json!({"value": format!("{i}")})).collect();
+            let r = c.post(&url).json(&json!({ "records": recs })).send().unwrap();
+            assert_eq!(r.status(), 200);
+            std::thread::sleep(Duration::from_millis(pause_ms));
+        }
+    })
+}
+
+fn assert_exactly_once(recs: &[Value], n: usize) {
+    let mut seen = HashSet::new();
+    for r in recs {
+        let v = r["value"].as_str().unwrap().to_string();
+        assert!(seen.insert(v.clone()), "{v} appears twice");
+    }
+    for i in 0..n {
+        assert!(seen.contains(&i.to_string()), "{i} is missing");
+    }
+    assert_eq!(recs.len(), n);
+}
+
+#[test]
+fn hot_swap_under_load_loses_and_doubles_nothing() {
+    let s = Server::start();
+    s.create_topic(json!({"name": "seq", "partitions": 2}));
+    s.create_topic(json!({"name": "seq.out", "partitions": 2}));
+    upload(&s, "id", fixtures::IDENTITY);
+    upload(&s, "id", fixtures::MISBEHAVE);
+    deploy_ok(&s, "swap", json!({"plugin": "id", "version": 1, "input": "seq", "outputs": ["seq.out"]}));
+    const N: usize = 3000;
+    let producer = produce_sequence(&s, "seq", N, 20, 5);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(deploy_ok(&s, "swap", json!({"plugin": "id", "version": 2, "input": "seq", "outputs": ["seq.out"]}))["version_selector"], 2);
+    std::thread::sleep(Duration::from_millis(300));
+    deploy_ok(&s, "swap", json!({"plugin": "id", "version": 1, "input": "seq", "outputs": ["seq.out"]}));
+    producer.join().unwrap();
+    let out = wait_for_count(&s, "seq.out", N);
+    assert_exactly_once(&out, N);
+    let versions: HashMap<String, usize> = out.iter().fold(HashMap::new(), |mut m, r| {
+        *m.entry(r["headers"]["sluice-version"].as_str().unwrap().to_string()).or_default() += 1;
+        m
+    });
+    assert!(versions.contains_key("1") && versions.contains_key("2"), "{versions:?}");
+    let st = status(&s, "swap");
+    let hist: Vec<u64> = st["history"].as_array().unwrap().iter().map(|h| h["version"].as_u64().unwrap()).collect();
+    assert_eq!(hist, [1, 1, 2, 2, 1, 1], "{st}");
+    // The versions took over at increasing offsets, per partition.
+    for p in 0..2 {
+        let offs: Vec<u64> = st["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h["partition"] == p)
+            .map(|h| h["from_offset"].as_u64().unwrap())
+            .collect();
+        assert!(offs.windows(2).all(|w| w[0] <= w[1]), "{offs:?}");
+    }
+    // A version that fails init is not activated; the old one keeps running.
+    upload(&s, "id", fixtures::MISBEHAVE);
+    let r = deploy(&s, "swap", json!({"plugin": "id", "version": 3, "input": "seq", "outputs": ["seq.out"],
+        "config": {"mode": "fail_init"}}));
+    assert_eq!(r.status(), 400);
+    assert!(r.text().unwrap().contains("refusing to start"));
+    let st = status(&s, "swap");
+    assert_eq!(st["version"], 1);
+    assert!(st["last_error"].as_str().unwrap().contains("not activated"), "{st}");
+}
+
+#[test]
+fn sigkill_during_a_pipeline_then_restart_completes_without_duplicates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = Server::start_in(tmp.path(), &[]);
+    s.create_topic(json!({"name": "src", "partitions": 2}));
+    s.create_topic(json!({"name": "dst", "partitions": 3}));
+    upload(&s, "mask", sluice::plugins::MASK);
+    deploy_ok(&s, "m", json!({"plugin": "mask", "input": "src", "outputs": ["dst"]}));
+    const N: usize = 20_000;
+    for start in (0..N).step_by(2000) {
+        let recs: Vec<Value> = (start..start + 2000).map(|i| json!({"key": format!("k{}", i % 50), "value": format!("{i}")})).collect();
+        s.produce("src", recs);
+    }
+    // Kill while the transform is still working through the backlog.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while all(&s, "dst").is_empty() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    s.kill9();
+    let s = Server::start_in(tmp.path(), &[]);
+    let out = wait_for_count(&s, "dst", N);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_exactly_once(&all(&s, "dst"), N);
+    let _ = out;
+}
+
+#[test]
+fn pause_holds_output_while_lag_grows_and_resume_catches_up() {
+    let s = Server::start();
+    s.create_topic(json!({"name": "pin"}));
+    s.create_topic(json!({"name": "pout"}));
+    upload(&s, "id", fixtures::IDENTITY);
+    deploy_ok(&s, "p", json!({"plugin": "id", "input": "pin", "outputs": ["pout"]}));
+    s.produce("pin", vec![json!({"value": "0"})]);
+    wait_for_count(&s, "pout", 1);
+    let r = http().post(s.url("/v1/transforms/p/pause")).send().unwrap();
+    assert_eq!(r.json::<Value>().unwrap()["status"], "paused");
+    s.produce("pin", (1..11).map(|i| json!({"value": format!("{i}")})).collect());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(all(&s, "pout").len(), 1);
+    assert_eq!(status(&s, "p")["partitions"][0]["lag"], 10);
+    http().post(s.url("/v1/transforms/p/resume")).send().unwrap();
+    assert_exactly_once(&wait_for_count(&s, "pout", 11), 11);
+    assert_eq!(status(&s, "p")["status"], "running");
+}
+
+#[test]
+fn deployment_errors_name_what_is_wrong() {
+    let s = Server::start();
+    s.create_topic(json!({"name": "a"}));
+    s.create_topic(json!({"name": "b"}));
+    upload(&s, "id", fixtures::IDENTITY);
+    let r = deploy(&s, "x", json!({"plugin": "id", "input": "nope", "outputs": ["b"]}));
+    assert_eq!(r.status(), 400);
+    assert!(r.text().unwrap().contains("nope"));
+    let r = deploy(&s, "x", json!({"plugin": "id", "input": "a", "outputs": ["missing-out"]}));
+    assert_eq!(r.status(), 400);
+    assert!(r.text().unwrap().contains("missing-out"));
+    let r = deploy(&s, "x", json!({"plugin": "ghost", "input": "a", "outputs": ["b"]}));
+    assert_eq!(r.status(), 404);
+    assert!(r.text().unwrap().contains("ghost"));
+    let r = deploy(&s, "x", json!({"plugin": "id", "version": 9, "input": "a", "outputs": ["b"]}));
+    assert_eq!(r.status(), 404);
+    let r = deploy(&s, "x", json!({"plugin": "id", "input": "a", "outputs": ["b"], "limits": {"memory_bytes": 1}}));
+    assert_eq!(r.status(), 400);
+    let r = deploy(&s, "x", json!({"plugin": "id", "input": "a", "outputs": ["b"], "bogus": 1}));
+    assert_eq!(r.status(), 400);
+    deploy_ok(&s, "x", json!({"plugin": "id", "input": "a", "outputs": ["b"]}));
+    let r = http().delete(s.url("/v1/plugins/id")).send().unwrap();
+    assert_eq!(r.status(), 409);
+    assert!(r.text().unwrap().contains("x"));
+    let r = http().put(s.url("/v1/plugins/bad")).body(b"\0asm\x01\0\0\0".to_vec()).send().unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().unwrap().contains("core WebAssembly module"));
+    let r = http().put(s.url("/v1/plugins/net")).body(fixtures::NET_PROBE.to_vec()).send().unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().unwrap().contains("wasi:sockets"));
+    assert_eq!(http().delete(s.url("/v1/transforms/x")).send().unwrap().status(), 204);
+    assert_eq!(http().delete(s.url("/v1/plugins/id")).send().unwrap().status(), 204);
+    let _ = Arc::new(AtomicBool::new(false)).load(Ordering::Relaxed);
+}
