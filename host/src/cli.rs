@@ -31,6 +31,95 @@ pub enum Command {
     Produce(ProduceArgs),
     /// Print a topic's records.
     Consume(ConsumeArgs),
+    /// Upload, list and scaffold plugins.
+    #[command(subcommand)]
+    Plugin(PluginCmd),
+    /// Deploy and manage transforms.
+    #[command(subcommand)]
+    Transform(TransformCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCmd {
+    /// Upload a component as the next version of a plugin.
+    Push {
+        name: String,
+        file: PathBuf,
+        #[command(flatten)]
+        server: Server,
+    },
+    /// List plugins and their versions.
+    List {
+        #[command(flatten)]
+        server: Server,
+    },
+    /// Create a new plugin crate that builds with `cargo build --target wasm32-wasip2`.
+    New {
+        name: String,
+        /// Path of the Sluice SDK crate (default: the one this binary was built from).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TransformCmd {
+    /// Create or update a deployment (an update with another version is a hot swap).
+    Deploy {
+        name: String,
+        #[arg(long)]
+        plugin: String,
+        /// A version number or `latest` (follows new uploads).
+        #[arg(long, default_value = "latest")]
+        version: String,
+        #[arg(long)]
+        input: String,
+        /// Output topic (repeat for several; the first is the default).
+        #[arg(long = "output", required = true)]
+        outputs: Vec<String>,
+        #[arg(long)]
+        dead_letter: Option<String>,
+        /// Plugin config entries, `key=value` (repeatable).
+        #[arg(long = "config")]
+        config: Vec<String>,
+        /// earliest | latest (first deployment only).
+        #[arg(long, default_value = "earliest")]
+        start: String,
+        #[command(flatten)]
+        server: Server,
+    },
+    List {
+        #[command(flatten)]
+        server: Server,
+    },
+    Status {
+        name: String,
+        #[command(flatten)]
+        server: Server,
+    },
+    /// Print the plugin's log lines (`-f` to keep following).
+    Logs {
+        name: String,
+        #[arg(long, short = 'f')]
+        follow: bool,
+        #[command(flatten)]
+        server: Server,
+    },
+    Pause {
+        name: String,
+        #[command(flatten)]
+        server: Server,
+    },
+    Resume {
+        name: String,
+        #[command(flatten)]
+        server: Server,
+    },
+    Delete {
+        name: String,
+        #[command(flatten)]
+        server: Server,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -47,6 +136,9 @@ pub struct ServeArgs {
     /// Allow binding a non-loopback address without authentication.
     #[arg(long)]
     pub insecure: bool,
+    /// Watch this directory: writing `NAME.wasm` there uploads a new version of plugin NAME.
+    #[arg(long)]
+    pub plugins_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -183,6 +275,21 @@ impl Client {
             self.http
                 .post(format!("{}{path}", self.base))
                 .header("content-type", "application/x-ndjson")
+                .body(body),
+        )
+        .await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.send(self.http.put(format!("{}{path}", self.base)).json(body))
+            .await
+    }
+
+    pub async fn put_bytes(&self, path: &str, body: Vec<u8>) -> anyhow::Result<Value> {
+        self.send(
+            self.http
+                .put(format!("{}{path}", self.base))
+                .header("content-type", "application/wasm")
                 .body(body),
         )
         .await
@@ -371,6 +478,231 @@ async fn follow_stream(args: &ConsumeArgs, latest: bool) -> anyhow::Result<()> {
             }
         }
         stdout.flush()?;
+    }
+    Ok(())
+}
+
+pub async fn plugin(cmd: PluginCmd) -> anyhow::Result<()> {
+    match cmd {
+        PluginCmd::Push { name, file, server } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            eprintln!(
+                "uploading {} ({} KiB), validating and compiling…",
+                file.display(),
+                bytes.len() / 1024
+            );
+            let v = Client::new(&server.server)
+                .put_bytes(&format!("/v1/plugins/{name}"), bytes)
+                .await?;
+            println!(
+                "plugin {name} version {} ({})",
+                v["version"],
+                v["digest"].as_str().unwrap_or("")
+            );
+        }
+        PluginCmd::List { server } => {
+            let v = Client::new(&server.server).get("/v1/plugins").await?;
+            println!("{:<30} {:>8} {:>8}  DIGEST", "PLUGIN", "VERSIONS", "LATEST");
+            for p in v["plugins"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<30} {:>8} {:>8}  {}",
+                    p["name"].as_str().unwrap_or(""),
+                    p["versions"],
+                    p["latest"]["version"],
+                    p["latest"]["digest"].as_str().unwrap_or("")
+                );
+            }
+        }
+        PluginCmd::New { name, sdk } => scaffold(&name, sdk)?,
+    }
+    Ok(())
+}
+
+/// Writes a plugin crate: Cargo.toml, a one-function transform and a native test.
+fn scaffold(name: &str, sdk: Option<PathBuf>) -> anyhow::Result<()> {
+    if !crate::pipeline::plugins::valid_name(name) || name.contains('.') {
+        bail!("plugin name {name:?}: use letters, digits, '-' and '_'");
+    }
+    let dir = PathBuf::from(name);
+    if dir.exists() {
+        bail!("{} already exists", dir.display());
+    }
+    let sdk = sdk.unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../sdk")));
+    let sdk = std::fs::canonicalize(&sdk)
+        .with_context(|| format!("SDK not found at {}; pass --sdk", sdk.display()))?;
+    std::fs::create_dir_all(dir.join("src"))?;
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[lib]\ncrate-type = [\"cdylib\", \"rlib\"]\n\n\
+             [dependencies]\nsluice-sdk = {{ path = {sdk:?} }}\nserde_json = \"1\"\n\n\
+             # A crate of its own, not a member of an enclosing workspace.\n[workspace]\n",
+            sdk = sdk.display().to_string()
+        ),
+    )?;
+    std::fs::write(
+        dir.join("src/lib.rs"),
+        r#"//! A Sluice transform. Build: `cargo build --release --target wasm32-wasip2`, then
+//! `sluice plugin push NAME target/wasm32-wasip2/release/NAME.wasm`.
+
+use sluice_sdk::{Error, Outcome, Record};
+
+/// Upper-cases text values; drops empty ones; rejects binary ones.
+pub fn transform(record: &Record) -> Result<Outcome, Error> {
+    match record.value_str() {
+        Some("") => Ok(Outcome::drop()),
+        Some(text) => Ok(Outcome::emit(record.to_owned().with_value(text.to_uppercase()))),
+        None => Err(Error::new("value is not UTF-8 text")),
+    }
+}
+
+sluice_sdk::export_transform!(transform);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_sdk::testing::{Harness, TestOutcome, TestRecord};
+
+    #[test]
+    fn upper_cases_and_drops_empty_values() {
+        let out = Harness::new(transform).run(&[TestRecord::value("hello"), TestRecord::value("")]);
+        assert_eq!(out[0].values(), ["HELLO"]);
+        assert_eq!(out[1], TestOutcome::Dropped);
+    }
+}
+"#,
+    )?;
+    println!("created plugin crate {name}/");
+    println!("  test:   cd {name} && cargo test");
+    println!("  build:  cargo build --release --target wasm32-wasip2");
+    println!(
+        "  deploy: sluice plugin push {name} target/wasm32-wasip2/release/{}.wasm",
+        name.replace('-', "_")
+    );
+    Ok(())
+}
+
+pub async fn transform(cmd: TransformCmd) -> anyhow::Result<()> {
+    match cmd {
+        TransformCmd::Deploy {
+            name,
+            plugin,
+            version,
+            input,
+            outputs,
+            dead_letter,
+            config,
+            start,
+            server,
+        } => {
+            let version = match version.as_str() {
+                "latest" => json!("latest"),
+                v => json!(
+                    v.parse::<u32>()
+                        .with_context(|| format!("--version {v}: a number or latest"))?
+                ),
+            };
+            let mut cfg = serde_json::Map::new();
+            for kv in config {
+                let (k, v) = kv
+                    .split_once('=')
+                    .with_context(|| format!("--config {kv}: expected key=value"))?;
+                cfg.insert(k.to_string(), json!(v));
+            }
+            let mut spec = json!({"plugin": plugin, "version": version, "input": input, "outputs": outputs,
+                "config": cfg, "start": start});
+            if let Some(d) = dead_letter {
+                spec["dead_letter"] = json!(d);
+            }
+            eprintln!("deploying {name} (instantiating the plugin for every partition)…");
+            let st = Client::new(&server.server)
+                .put(&format!("/v1/transforms/{name}"), &spec)
+                .await?;
+            println!(
+                "transform {name}: {} {} v{}",
+                st["status"].as_str().unwrap_or(""),
+                st["plugin"].as_str().unwrap_or(""),
+                st["version"]
+            );
+        }
+        TransformCmd::List { server } => {
+            let v = Client::new(&server.server).get("/v1/transforms").await?;
+            println!(
+                "{:<24} {:<8} {:<16} {:>7} {:<24} LAG",
+                "TRANSFORM", "STATUS", "PLUGIN", "VERSION", "INPUT"
+            );
+            for t in v["transforms"].as_array().into_iter().flatten() {
+                let lag: u64 = t["partitions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p["lag"].as_u64())
+                    .sum();
+                println!(
+                    "{:<24} {:<8} {:<16} {:>7} {:<24} {lag}",
+                    t["name"].as_str().unwrap_or(""),
+                    t["status"].as_str().unwrap_or(""),
+                    t["plugin"].as_str().unwrap_or(""),
+                    t["version"],
+                    t["input"].as_str().unwrap_or("")
+                );
+            }
+        }
+        TransformCmd::Status { name, server } => {
+            let v = Client::new(&server.server)
+                .get(&format!("/v1/transforms/{name}"))
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        TransformCmd::Logs {
+            name,
+            follow,
+            server,
+        } => {
+            let c = Client::new(&server.server);
+            let mut next = 0u64;
+            loop {
+                let v = c.get(&format!("/v1/transforms/{name}/logs")).await?;
+                for l in v["lines"].as_array().into_iter().flatten() {
+                    let seq = l["seq"].as_u64().unwrap_or(0);
+                    if seq < next {
+                        continue;
+                    }
+                    next = seq + 1;
+                    println!(
+                        "v{} p{} @{} {:<6} {}",
+                        l["version"],
+                        l["partition"],
+                        l["offset"],
+                        l["level"].as_str().unwrap_or(""),
+                        l["message"].as_str().unwrap_or("")
+                    );
+                }
+                if !follow {
+                    return Ok(());
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+        TransformCmd::Pause { name, server } => {
+            Client::new(&server.server)
+                .post(&format!("/v1/transforms/{name}/pause"), &json!({}))
+                .await?;
+            println!("paused {name}");
+        }
+        TransformCmd::Resume { name, server } => {
+            Client::new(&server.server)
+                .post(&format!("/v1/transforms/{name}/resume"), &json!({}))
+                .await?;
+            println!("resumed {name}");
+        }
+        TransformCmd::Delete { name, server } => {
+            Client::new(&server.server)
+                .delete(&format!("/v1/transforms/{name}"))
+                .await?;
+            println!("deleted {name}");
+        }
     }
     Ok(())
 }

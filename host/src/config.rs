@@ -16,6 +16,7 @@ pub struct FileConfig {
     pub kafka: Option<String>,
     pub advertise: Option<String>,
     pub insecure: bool,
+    pub plugins_dir: Option<PathBuf>,
     pub limits: Limits,
     pub log: LogSettings,
     pub auth: AuthConfig,
@@ -66,6 +67,7 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub http: SocketAddr,
     pub insecure: bool,
+    pub plugins_dir: Option<PathBuf>,
     pub limits: Limits,
     pub log: LogSettings,
 }

@@ -1,19 +1,28 @@
-//! `sluice demo`: the main job on the embedded default, end to end in one command.
+//! `sluice demo`: the main job on the embedded default, end to end in one command — push
+//! user-activity events with passwords and user ids, mask them, enrich them from a `users`
+//! table, and print the results as they arrive, with a dead-letter example.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::cli::Client;
 use crate::config::ServerConfig;
 
+const USERS: [(&str, &str, &str); 4] = [
+    ("u-1001", "Ada", "pro"),
+    ("u-1002", "Brook", "free"),
+    ("u-1003", "Chen", "pro"),
+    ("u-1004", "Dara", "team"),
+];
+
 /// Sample user-activity events of the kind Sluice is built to clean up.
 pub fn sample_events() -> Vec<Value> {
-    let users = ["u-1001", "u-1002", "u-1003", "u-1004"];
     let actions = ["login", "view_item", "add_to_cart", "checkout", "logout"];
     (0..12)
         .map(|i| {
-            let user = users[i % users.len()];
+            let user = USERS[i % USERS.len()].0;
             json!({
                 "user_id": user,
                 "action": actions[i % actions.len()],
@@ -25,8 +34,7 @@ pub fn sample_events() -> Vec<Value> {
         .collect()
 }
 
-/// Starts a server in a temporary directory, pushes sample events, prints them as they
-/// arrive on the other side, and stops.
+/// Starts a server in a temporary directory, runs the pipeline, prints what comes out.
 pub async fn run() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -35,6 +43,7 @@ pub async fn run() -> anyhow::Result<()> {
         data_dir: dir.path().to_path_buf(),
         http: addr,
         insecure: false,
+        plugins_dir: None,
         limits: Default::default(),
         log: Default::default(),
     };
@@ -42,61 +51,174 @@ pub async fn run() -> anyhow::Result<()> {
     let server = tokio::spawn(crate::server::run(config, listener, async {
         let _ = stop_rx.await;
     }));
-    let client = Client::new(&format!("http://{addr}"));
-    wait_healthy(&client).await?;
-
-    let topic = "user_activity_events";
-    client
-        .post("/v1/topics", &json!({"name": topic, "partitions": 3}))
-        .await?;
+    let c = Client::new(&format!("http://{addr}"));
+    wait_healthy(&c).await?;
     println!(
-        "created topic {topic} (3 partitions) in {}",
+        "sluice demo: server on http://{addr}, data in {}",
         dir.path().display()
     );
-    let events = sample_events();
-    let records: Vec<Value> = events
-        .iter()
-        .map(|e| json!({"key": e["user_id"], "value": e}))
-        .collect();
-    let resp = client
-        .post(
-            &format!("/v1/topics/{topic}/records"),
-            &json!({ "records": records }),
+
+    for (name, partitions, cleanup) in [
+        ("user_activity_events", 3, "delete"),
+        ("masked_events", 3, "delete"),
+        ("enriched_events", 3, "delete"),
+        ("users", 1, "compact"),
+    ] {
+        c.post(
+            "/v1/topics",
+            &json!({"name": name, "partitions": partitions, "cleanup": cleanup}),
         )
         .await?;
+    }
     println!(
-        "produced {} events",
-        resp["offsets"].as_array().map_or(0, Vec::len)
+        "topics: user_activity_events → [mask] → masked_events → [enrich ⋈ users] → enriched_events"
     );
+    let users: Vec<Value> = USERS
+        .iter()
+        .map(|(id, name, plan)| json!({"key": id, "value": {"name": name, "plan": plan}}))
+        .collect();
+    c.post("/v1/topics/users/records", &json!({ "records": users }))
+        .await?;
+    println!("table users: {} rows", USERS.len());
 
-    let mut seen = 0;
-    for p in 0..3 {
-        let v = client
-            .get(&format!(
-                "/v1/topics/{topic}/partitions/{p}/records?offset=0&max=100"
-            ))
+    for (name, bytes) in [
+        ("mask", crate::plugins::MASK),
+        ("enrich", crate::plugins::ENRICH),
+    ] {
+        let v = c
+            .put_bytes(&format!("/v1/plugins/{name}"), bytes.to_vec())
             .await?;
-        for r in v["records"].as_array().into_iter().flatten() {
+        println!(
+            "plugin {name} v{} uploaded ({} KiB, {})",
+            v["version"],
+            bytes.len() / 1024,
+            short(&v["digest"])
+        );
+    }
+    c.put(
+        "/v1/transforms/mask-events",
+        &json!({"plugin": "mask", "input": "user_activity_events", "outputs": ["masked_events"]}),
+    )
+    .await?;
+    c.put(
+        "/v1/transforms/enrich-events",
+        &json!({"plugin": "enrich", "input": "masked_events", "outputs": ["enriched_events"],
+                "config": {"table": "users", "key_field": "user_id", "into": "user", "on_missing": "reject"}}),
+    )
+    .await?;
+    println!("transforms deployed: mask-events, enrich-events\n");
+
+    // Follow the output before producing, then push events a few at a time.
+    let url = format!("http://{addr}/v1/topics/enriched_events/stream?from=earliest");
+    let mut stream = reqwest::get(&url).await?.error_for_status()?.bytes_stream();
+    let mut events = sample_events();
+    events.push(json!({"user_id": "u-9999", "action": "login", "message": "Password: letmein"}));
+    let expected = events.len() - 1;
+    let producer = {
+        let c = c.clone();
+        tokio::spawn(async move {
+            for chunk in events.chunks(4) {
+                let recs: Vec<Value> = chunk
+                    .iter()
+                    .map(|e| json!({"key": e["user_id"], "value": e}))
+                    .collect();
+                if let Err(e) = c
+                    .post(
+                        "/v1/topics/user_activity_events/records",
+                        &json!({ "records": recs }),
+                    )
+                    .await
+                {
+                    eprintln!("produce failed: {e}");
+                }
+                println!("→ pushed {} events", chunk.len());
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+        })
+    };
+    let mut buf = Vec::new();
+    let mut seen = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen < expected && Instant::now() < deadline {
+        let Ok(Some(chunk)) = tokio::time::timeout(Duration::from_secs(5), stream.next()).await
+        else {
+            break;
+        };
+        buf.extend_from_slice(&chunk?);
+        while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=nl).collect();
+            let Some(data) = line.strip_prefix(b"data: ") else {
+                continue;
+            };
+            let rec: Value = serde_json::from_slice(data.trim_ascii_end())?;
+            let v: Value =
+                serde_json::from_str(rec["value"].as_str().unwrap_or("{}")).unwrap_or_default();
             seen += 1;
             println!(
-                "  [p{p}@{}] key={} {}",
-                r["offset"],
-                r["key"],
-                r["value"].as_str().unwrap_or("")
+                "← enriched_events[p{}@{}] {} {:<11} {:<34} {:<22} user={}",
+                rec["partition"],
+                rec["offset"],
+                v["user_id"].as_str().unwrap_or(""),
+                v["action"].as_str().unwrap_or(""),
+                v["message"].as_str().unwrap_or(""),
+                v["email"].as_str().unwrap_or(""),
+                v["user"]
             );
         }
     }
-    println!("read back {seen} of {} events", events.len());
+    producer.await?;
+    println!();
+    let dlq = c
+        .get("/v1/topics/masked_events.dlq/partitions/0/records?offset=0&wait_ms=3000")
+        .await?;
+    let mut dlq_records: Vec<Value> = dlq["records"].as_array().cloned().unwrap_or_default();
+    for p in 1..3 {
+        let more = c
+            .get(&format!(
+                "/v1/topics/masked_events.dlq/partitions/{p}/records?offset=0"
+            ))
+            .await?;
+        dlq_records.extend(more["records"].as_array().cloned().unwrap_or_default());
+    }
+    for r in &dlq_records {
+        println!(
+            "✗ masked_events.dlq: {} — reason: {} (from {}/{}@{})",
+            r["value"].as_str().unwrap_or(""),
+            r["headers"]["sluice-error"].as_str().unwrap_or(""),
+            r["headers"]["sluice-source-topic"].as_str().unwrap_or(""),
+            r["headers"]["sluice-source-partition"]
+                .as_str()
+                .unwrap_or(""),
+            r["headers"]["sluice-source-offset"].as_str().unwrap_or("")
+        );
+    }
+    for t in ["mask-events", "enrich-events"] {
+        let st = c.get(&format!("/v1/transforms/{t}")).await?;
+        println!(
+            "transform {t}: {} v{} counters {}",
+            st["status"].as_str().unwrap_or(""),
+            st["version"],
+            st["counters"]
+        );
+    }
     let _ = stop_tx.send(());
     server.await??;
-    if seen != events.len() {
-        anyhow::bail!("demo read back {seen} events, expected {}", events.len());
+    if seen != expected || dlq_records.len() != 1 {
+        anyhow::bail!(
+            "demo saw {seen} of {expected} enriched events and {} dead letters (expected 1)",
+            dlq_records.len()
+        );
     }
+    println!("\ndemo complete: {seen} events masked and enriched, 1 dead-lettered");
     Ok(())
 }
 
+fn short(digest: &Value) -> String {
+    digest.as_str().unwrap_or("").chars().take(19).collect()
+}
+
 async fn wait_healthy(client: &Client) -> anyhow::Result<()> {
-    for _ in 0..100 {
+    for _ in 0..200 {
         if client.get("/healthz").await.is_ok() {
             return Ok(());
         }

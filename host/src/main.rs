@@ -5,14 +5,19 @@ use sluice::cli::{Cli, Command};
 use sluice::config::{FileConfig, ServerConfig};
 
 fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // The demo prints its own story; the server's info lines would drown it.
+    let default_filter = match cli.command {
+        Command::Demo => "warn",
+        _ => "info,tower_http=warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,tower_http=warn".into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         match cli.command {
@@ -21,6 +26,8 @@ fn main() -> anyhow::Result<()> {
             Command::Topic(cmd) => sluice::cli::topic(cmd).await,
             Command::Produce(args) => sluice::cli::produce(args).await,
             Command::Consume(args) => sluice::cli::consume(args).await,
+            Command::Plugin(cmd) => sluice::cli::plugin(cmd).await,
+            Command::Transform(cmd) => sluice::cli::transform(cmd).await,
         }
     })
 }
@@ -45,6 +52,7 @@ async fn serve(args: sluice::cli::ServeArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| "sluice-data".into()),
         http,
         insecure: args.insecure || file.insecure,
+        plugins_dir: args.plugins_dir.or(file.plugins_dir),
         limits: file.limits,
         log: file.log,
     };

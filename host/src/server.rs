@@ -50,6 +50,9 @@ pub async fn run(
         config.limits.clone(),
         token.clone(),
     );
+    if let Some(dir) = config.plugins_dir.clone() {
+        tokio::spawn(watch_plugins_dir(dir, pipelines.clone(), token.clone()));
+    }
     let app = api::router(state);
     let addr = http.local_addr()?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "http listening");
@@ -91,5 +94,79 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+    }
+}
+
+/// Polls a directory for `NAME.wasm` files; a new or changed file (once its size has
+/// settled) becomes the next version of plugin NAME, and `latest` deployments swap to it.
+async fn watch_plugins_dir(
+    dir: std::path::PathBuf,
+    pipelines: Arc<Pipelines>,
+    stop: CancellationToken,
+) {
+    use std::collections::HashMap;
+    tracing::info!(dir = %dir.display(), "watching plugins directory");
+    // path -> (size, modified) last seen, and whether that state was uploaded.
+    let mut seen: HashMap<std::path::PathBuf, ((u64, std::time::SystemTime), bool)> =
+        HashMap::new();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+            _ = stop.cancelled() => return,
+        }
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.extension().is_none_or(|x| x != "wasm") {
+                continue;
+            }
+            let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else {
+                continue;
+            };
+            let Ok(meta) = e.metadata() else { continue };
+            let state = (meta.len(), meta.modified().unwrap_or(std::time::UNIX_EPOCH));
+            let entry = seen.entry(path.clone()).or_insert((state, false));
+            if entry.0 != state {
+                *entry = (state, false); // still being written: wait for it to settle
+                continue;
+            }
+            if entry.1 {
+                continue;
+            }
+            entry.1 = true;
+            let p = pipelines.clone();
+            let result = tokio::task::spawn_blocking(move || -> Result<Option<u32>, String> {
+                let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
+                let digest = format!(
+                    "sha256:{}",
+                    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes))
+                );
+                let same = p
+                    .plugins
+                    .versions(&name)
+                    .ok()
+                    .and_then(|v| v.last().cloned())
+                    .is_some_and(|v| v.digest == digest);
+                if same {
+                    return Ok(None);
+                }
+                let v = p.plugins.upload(&name, &bytes).map_err(|e| e.to_string())?;
+                p.plugin_uploaded(&name, v.version);
+                Ok(Some(v.version))
+            })
+            .await;
+            match result {
+                Ok(Ok(Some(v))) => {
+                    tracing::info!(file = %e.path().display(), version = v, "plugin loaded from directory")
+                }
+                Ok(Ok(None)) => {}
+                Ok(Err(err)) => {
+                    tracing::warn!(file = %e.path().display(), error = %err, "plugin file refused")
+                }
+                Err(err) => tracing::error!(error = %err, "plugin watcher task failed"),
+            }
+        }
     }
 }

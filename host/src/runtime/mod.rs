@@ -78,7 +78,9 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            fuel_per_record: 5_000_000,
+            // ~10-50 ms of CPU: far above what real transforms use per record (mask: ~60k),
+            // small enough that a runaway record is cut off quickly.
+            fuel_per_record: 50_000_000,
             memory_bytes: 64 << 20,
             timeout_ms: 5_000,
             max_outputs_per_record: 100,

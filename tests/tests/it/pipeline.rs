@@ -11,13 +11,21 @@ use sluice_tests::fixtures;
 use crate::common::{Server, http};
 
 fn upload(s: &Server, name: &str, bytes: &[u8]) -> Value {
-    let r = http().put(s.url(&format!("/v1/plugins/{name}"))).body(bytes.to_vec()).send().unwrap();
+    let r = http()
+        .put(s.url(&format!("/v1/plugins/{name}")))
+        .body(bytes.to_vec())
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 201);
     r.json().unwrap()
 }
 
 fn deploy(s: &Server, name: &str, spec: Value) -> reqwest::blocking::Response {
-    http().put(s.url(&format!("/v1/transforms/{name}"))).json(&spec).send().unwrap()
+    http()
+        .put(s.url(&format!("/v1/transforms/{name}")))
+        .json(&spec)
+        .send()
+        .unwrap()
 }
 
 fn deploy_ok(s: &Server, name: &str, spec: Value) -> Value {
@@ -29,7 +37,12 @@ fn deploy_ok(s: &Server, name: &str, spec: Value) -> Value {
 }
 
 fn status(s: &Server, name: &str) -> Value {
-    http().get(s.url(&format!("/v1/transforms/{name}"))).send().unwrap().json().unwrap()
+    http()
+        .get(s.url(&format!("/v1/transforms/{name}")))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
 }
 
 /// Every record of every partition of a topic.
@@ -46,13 +59,20 @@ fn wait_for_count(s: &Server, topic: &str, n: usize) -> Vec<Value> {
         if recs.len() >= n {
             return recs;
         }
-        assert!(Instant::now() < deadline, "{topic} has {} of {n} records", recs.len());
+        assert!(
+            Instant::now() < deadline,
+            "{topic} has {} of {n} records",
+            recs.len()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 fn values(recs: &[Value]) -> Vec<String> {
-    let mut v: Vec<String> = recs.iter().map(|r| r["value"].as_str().unwrap_or("").to_string()).collect();
+    let mut v: Vec<String> = recs
+        .iter()
+        .map(|r| r["value"].as_str().unwrap_or("").to_string())
+        .collect();
     v.sort();
     v
 }
@@ -60,21 +80,47 @@ fn values(recs: &[Value]) -> Vec<String> {
 #[test]
 fn mask_filter_enrich_and_route_end_to_end() {
     let s = Server::start();
-    for (t, p) in [("ev", 2), ("masked", 2), ("logins", 1), ("enriched", 1), ("alerts", 1), ("events", 1)] {
+    for (t, p) in [
+        ("ev", 2),
+        ("masked", 2),
+        ("logins", 1),
+        ("enriched", 1),
+        ("alerts", 1),
+        ("events", 1),
+    ] {
         s.create_topic(json!({"name": t, "partitions": p}));
     }
     s.create_topic(json!({"name": "users", "cleanup": "compact"}));
     for (n, b) in sluice::plugins::examples() {
         upload(&s, n, b);
     }
-    deploy_ok(&s, "mask", json!({"plugin": "mask", "input": "ev", "outputs": ["masked"]}));
-    deploy_ok(&s, "logins", json!({"plugin": "filter", "input": "masked", "outputs": ["logins"],
-        "config": {"field": "action", "value": "login"}}));
-    deploy_ok(&s, "enrich", json!({"plugin": "enrich", "input": "logins", "outputs": ["enriched"],
-        "config": {"table": "users"}}));
-    deploy_ok(&s, "route", json!({"plugin": "route", "input": "masked", "outputs": ["events", "alerts"],
-        "config": {"field": "level", "routes": "error=alerts", "default": "events"}}));
-    s.produce("users", vec![json!({"key": "u-1", "value": {"name": "Ann", "country": "DE"}})]);
+    deploy_ok(
+        &s,
+        "mask",
+        json!({"plugin": "mask", "input": "ev", "outputs": ["masked"]}),
+    );
+    deploy_ok(
+        &s,
+        "logins",
+        json!({"plugin": "filter", "input": "masked", "outputs": ["logins"],
+        "config": {"field": "action", "value": "login"}}),
+    );
+    deploy_ok(
+        &s,
+        "enrich",
+        json!({"plugin": "enrich", "input": "logins", "outputs": ["enriched"],
+        "config": {"table": "users"}}),
+    );
+    deploy_ok(
+        &s,
+        "route",
+        json!({"plugin": "route", "input": "masked", "outputs": ["events", "alerts"],
+        "config": {"field": "level", "routes": "error=alerts", "default": "events"}}),
+    );
+    s.produce(
+        "users",
+        vec![json!({"key": "u-1", "value": {"name": "Ann", "country": "DE"}})],
+    );
     s.produce(
         "ev",
         vec![
@@ -84,20 +130,40 @@ fn mask_filter_enrich_and_route_end_to_end() {
     );
     let masked = wait_for_count(&s, "masked", 2);
     let text = values(&masked).join("\n");
-    assert!(!text.contains("hunter2") && text.contains("********") && !text.contains("a@b.io"), "{text}");
+    assert!(
+        !text.contains("hunter2") && text.contains("********") && !text.contains("a@b.io"),
+        "{text}"
+    );
     let enriched = wait_for_count(&s, "enriched", 1);
     let e: Value = serde_json::from_str(enriched[0]["value"].as_str().unwrap()).unwrap();
-    assert_eq!((e["name"].as_str(), e["password"].as_str()), (Some("Ann"), Some("********")));
+    assert_eq!(
+        (e["name"].as_str(), e["password"].as_str()),
+        (Some("Ann"), Some("********"))
+    );
     assert_eq!(enriched[0]["key"], "u-1", "keys are kept");
     assert_eq!(wait_for_count(&s, "alerts", 1).len(), 1);
     assert_eq!(wait_for_count(&s, "events", 1).len(), 1);
     // Table updates are visible to the next lookups.
-    s.produce("users", vec![json!({"key": "u-3", "value": {"name": "Cy"}})]);
-    let v: Value = http().get(s.url("/v1/topics/users/keys/u-3")).send().unwrap().json().unwrap();
+    s.produce(
+        "users",
+        vec![json!({"key": "u-3", "value": {"name": "Cy"}})],
+    );
+    let v: Value = http()
+        .get(s.url("/v1/topics/users/keys/u-3"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     assert_eq!(v["value"], json!({"name": "Cy"}).to_string());
-    s.produce("ev", vec![json!({"key": "u-3", "value": {"user_id": "u-3", "action": "login"}})]);
+    s.produce(
+        "ev",
+        vec![json!({"key": "u-3", "value": {"user_id": "u-3", "action": "login"}})],
+    );
     let enriched = wait_for_count(&s, "enriched", 2);
-    assert!(values(&enriched).iter().any(|v| v.contains("\"Cy\"")), "{enriched:?}");
+    assert!(
+        values(&enriched).iter().any(|v| v.contains("\"Cy\"")),
+        "{enriched:?}"
+    );
     let st = status(&s, "logins");
     assert_eq!(st["counters"]["records_in"], 3);
     assert_eq!(st["counters"]["records_out"], 2);
@@ -110,42 +176,92 @@ fn rejected_and_poison_records_go_to_the_dead_letter_topic_with_headers() {
         s.create_topic(json!({"name": t, "partitions": 1}));
     }
     upload(&s, "mis", fixtures::MISBEHAVE);
-    deploy_ok(&s, "rej", json!({"plugin": "mis", "input": "in", "outputs": ["out"], "config": {"mode": "reject"}}));
-    deploy_ok(&s, "trap", json!({"plugin": "mis", "input": "in2", "outputs": ["out2"], "config": {"mode": "panic"},
-        "dead_letter": "poison"}));
-    let recs: Vec<Value> = ["a", "REJECT-1", "b", "REJECT-2"].iter().map(|v| json!({"key": "k", "value": v})).collect();
+    deploy_ok(
+        &s,
+        "rej",
+        json!({"plugin": "mis", "input": "in", "outputs": ["out"], "config": {"mode": "reject"}}),
+    );
+    deploy_ok(
+        &s,
+        "trap",
+        json!({"plugin": "mis", "input": "in2", "outputs": ["out2"], "config": {"mode": "panic"},
+        "dead_letter": "poison"}),
+    );
+    let recs: Vec<Value> = ["a", "REJECT-1", "b", "REJECT-2"]
+        .iter()
+        .map(|v| json!({"key": "k", "value": v}))
+        .collect();
     s.produce("in", recs);
-    let recs: Vec<Value> = ["x", "POISON-7", "y", "z"].iter().map(|v| json!({"value": v})).collect();
+    let recs: Vec<Value> = ["x", "POISON-7", "y", "z"]
+        .iter()
+        .map(|v| json!({"value": v}))
+        .collect();
     s.produce("in2", recs);
     assert_eq!(values(&wait_for_count(&s, "out", 2)), ["a", "b"]);
     let dlq = wait_for_count(&s, "in.dlq", 2);
     assert_eq!(values(&dlq), ["REJECT-1", "REJECT-2"]);
     let h = &dlq[0]["headers"];
     assert_eq!(dlq[0]["key"], "k", "dead letters keep the original key");
-    assert!(h["sluice-error"].as_str().unwrap().starts_with("rejected REJECT"), "{h}");
-    assert_eq!((h["sluice-source-topic"].as_str(), h["sluice-source-partition"].as_str()), (Some("in"), Some("0")));
+    assert!(
+        h["sluice-error"]
+            .as_str()
+            .unwrap()
+            .starts_with("rejected REJECT"),
+        "{h}"
+    );
+    assert_eq!(
+        (
+            h["sluice-source-topic"].as_str(),
+            h["sluice-source-partition"].as_str()
+        ),
+        (Some("in"), Some("0"))
+    );
     assert_eq!(h["sluice-source-offset"], "1");
-    assert_eq!((h["sluice-plugin"].as_str(), h["sluice-version"].as_str()), (Some("mis"), Some("1")));
+    assert_eq!(
+        (h["sluice-plugin"].as_str(), h["sluice-version"].as_str()),
+        (Some("mis"), Some("1"))
+    );
 
     assert_eq!(values(&wait_for_count(&s, "out2", 3)), ["x", "y", "z"]);
     let poison = wait_for_count(&s, "poison", 1);
     assert_eq!(poison[0]["value"], "POISON-7");
-    assert!(poison[0]["headers"]["sluice-error"].as_str().unwrap().contains("panicked"), "{poison:?}");
+    assert!(
+        poison[0]["headers"]["sluice-error"]
+            .as_str()
+            .unwrap()
+            .contains("panicked"),
+        "{poison:?}"
+    );
     let st = status(&s, "trap");
     assert_eq!(st["counters"]["failed"], 1);
     assert!(st["counters"]["traps"].as_u64().unwrap() >= 1);
-    assert!(st["last_error"].as_str().unwrap().contains("offset 1"), "{st}");
+    assert!(
+        st["last_error"].as_str().unwrap().contains("offset 1"),
+        "{st}"
+    );
     assert_eq!(status(&s, "rej")["counters"]["rejected"], 2);
 }
 
 /// Produces `n` sequence numbers in small batches until done or stopped.
-fn produce_sequence(s: &Server, topic: &str, n: usize, batch: usize, pause_ms: u64) -> std::thread::JoinHandle<()> {
+fn produce_sequence(
+    s: &Server,
+    topic: &str,
+    n: usize,
+    batch: usize,
+    pause_ms: u64,
+) -> std::thread::JoinHandle<()> {
     let url = s.url(&format!("/v1/topics/{topic}/records"));
     std::thread::spawn(move || {
         let c = http();
         for start in (0..n).step_by(batch) {
-            let recs: Vec<Value> = (start..(start + batch).min(n)).map(|i| json!({"value": format!("{i}")})).collect();
-            let r = c.post(&url).json(&json!({ "records": recs })).send().unwrap();
+            let recs: Vec<Value> = (start..(start + batch).min(n))
+                .map(|i| json!({"value": format!("{i}")}))
+                .collect();
+            let r = c
+                .post(&url)
+                .json(&json!({ "records": recs }))
+                .send()
+                .unwrap();
             assert_eq!(r.status(), 200);
             std::thread::sleep(Duration::from_millis(pause_ms));
         }
@@ -171,23 +287,47 @@ fn hot_swap_under_load_loses_and_doubles_nothing() {
     s.create_topic(json!({"name": "seq.out", "partitions": 2}));
     upload(&s, "id", fixtures::IDENTITY);
     upload(&s, "id", fixtures::MISBEHAVE);
-    deploy_ok(&s, "swap", json!({"plugin": "id", "version": 1, "input": "seq", "outputs": ["seq.out"]}));
+    deploy_ok(
+        &s,
+        "swap",
+        json!({"plugin": "id", "version": 1, "input": "seq", "outputs": ["seq.out"]}),
+    );
     const N: usize = 3000;
     let producer = produce_sequence(&s, "seq", N, 20, 5);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(deploy_ok(&s, "swap", json!({"plugin": "id", "version": 2, "input": "seq", "outputs": ["seq.out"]}))["version_selector"], 2);
+    assert_eq!(
+        deploy_ok(
+            &s,
+            "swap",
+            json!({"plugin": "id", "version": 2, "input": "seq", "outputs": ["seq.out"]})
+        )["version_selector"],
+        2
+    );
     std::thread::sleep(Duration::from_millis(300));
-    deploy_ok(&s, "swap", json!({"plugin": "id", "version": 1, "input": "seq", "outputs": ["seq.out"]}));
+    deploy_ok(
+        &s,
+        "swap",
+        json!({"plugin": "id", "version": 1, "input": "seq", "outputs": ["seq.out"]}),
+    );
     producer.join().unwrap();
     let out = wait_for_count(&s, "seq.out", N);
     assert_exactly_once(&out, N);
     let versions: HashMap<String, usize> = out.iter().fold(HashMap::new(), |mut m, r| {
-        *m.entry(r["headers"]["sluice-version"].as_str().unwrap().to_string()).or_default() += 1;
+        *m.entry(r["headers"]["sluice-version"].as_str().unwrap().to_string())
+            .or_default() += 1;
         m
     });
-    assert!(versions.contains_key("1") && versions.contains_key("2"), "{versions:?}");
+    assert!(
+        versions.contains_key("1") && versions.contains_key("2"),
+        "{versions:?}"
+    );
     let st = status(&s, "swap");
-    let hist: Vec<u64> = st["history"].as_array().unwrap().iter().map(|h| h["version"].as_u64().unwrap()).collect();
+    let hist: Vec<u64> = st["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["version"].as_u64().unwrap())
+        .collect();
     assert_eq!(hist, [1, 1, 2, 2, 1, 1], "{st}");
     // The versions took over at increasing offsets, per partition.
     for p in 0..2 {
@@ -202,13 +342,20 @@ fn hot_swap_under_load_loses_and_doubles_nothing() {
     }
     // A version that fails init is not activated; the old one keeps running.
     upload(&s, "id", fixtures::MISBEHAVE);
-    let r = deploy(&s, "swap", json!({"plugin": "id", "version": 3, "input": "seq", "outputs": ["seq.out"],
-        "config": {"mode": "fail_init"}}));
+    let r = deploy(
+        &s,
+        "swap",
+        json!({"plugin": "id", "version": 3, "input": "seq", "outputs": ["seq.out"],
+        "config": {"mode": "fail_init"}}),
+    );
     assert_eq!(r.status(), 400);
     assert!(r.text().unwrap().contains("refusing to start"));
     let st = status(&s, "swap");
     assert_eq!(st["version"], 1);
-    assert!(st["last_error"].as_str().unwrap().contains("not activated"), "{st}");
+    assert!(
+        st["last_error"].as_str().unwrap().contains("not activated"),
+        "{st}"
+    );
 }
 
 #[test]
@@ -218,10 +365,16 @@ fn sigkill_during_a_pipeline_then_restart_completes_without_duplicates() {
     s.create_topic(json!({"name": "src", "partitions": 2}));
     s.create_topic(json!({"name": "dst", "partitions": 3}));
     upload(&s, "mask", sluice::plugins::MASK);
-    deploy_ok(&s, "m", json!({"plugin": "mask", "input": "src", "outputs": ["dst"]}));
+    deploy_ok(
+        &s,
+        "m",
+        json!({"plugin": "mask", "input": "src", "outputs": ["dst"]}),
+    );
     const N: usize = 20_000;
     for start in (0..N).step_by(2000) {
-        let recs: Vec<Value> = (start..start + 2000).map(|i| json!({"key": format!("k{}", i % 50), "value": format!("{i}")})).collect();
+        let recs: Vec<Value> = (start..start + 2000)
+            .map(|i| json!({"key": format!("k{}", i % 50), "value": format!("{i}")}))
+            .collect();
         s.produce("src", recs);
     }
     // Kill while the transform is still working through the backlog.
@@ -244,16 +397,26 @@ fn pause_holds_output_while_lag_grows_and_resume_catches_up() {
     s.create_topic(json!({"name": "pin"}));
     s.create_topic(json!({"name": "pout"}));
     upload(&s, "id", fixtures::IDENTITY);
-    deploy_ok(&s, "p", json!({"plugin": "id", "input": "pin", "outputs": ["pout"]}));
+    deploy_ok(
+        &s,
+        "p",
+        json!({"plugin": "id", "input": "pin", "outputs": ["pout"]}),
+    );
     s.produce("pin", vec![json!({"value": "0"})]);
     wait_for_count(&s, "pout", 1);
     let r = http().post(s.url("/v1/transforms/p/pause")).send().unwrap();
     assert_eq!(r.json::<Value>().unwrap()["status"], "paused");
-    s.produce("pin", (1..11).map(|i| json!({"value": format!("{i}")})).collect());
+    s.produce(
+        "pin",
+        (1..11).map(|i| json!({"value": format!("{i}")})).collect(),
+    );
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(all(&s, "pout").len(), 1);
     assert_eq!(status(&s, "p")["partitions"][0]["lag"], 10);
-    http().post(s.url("/v1/transforms/p/resume")).send().unwrap();
+    http()
+        .post(s.url("/v1/transforms/p/resume"))
+        .send()
+        .unwrap();
     assert_exactly_once(&wait_for_count(&s, "pout", 11), 11);
     assert_eq!(status(&s, "p")["status"], "running");
 }
@@ -264,32 +427,129 @@ fn deployment_errors_name_what_is_wrong() {
     s.create_topic(json!({"name": "a"}));
     s.create_topic(json!({"name": "b"}));
     upload(&s, "id", fixtures::IDENTITY);
-    let r = deploy(&s, "x", json!({"plugin": "id", "input": "nope", "outputs": ["b"]}));
+    let r = deploy(
+        &s,
+        "x",
+        json!({"plugin": "id", "input": "nope", "outputs": ["b"]}),
+    );
     assert_eq!(r.status(), 400);
     assert!(r.text().unwrap().contains("nope"));
-    let r = deploy(&s, "x", json!({"plugin": "id", "input": "a", "outputs": ["missing-out"]}));
+    let r = deploy(
+        &s,
+        "x",
+        json!({"plugin": "id", "input": "a", "outputs": ["missing-out"]}),
+    );
     assert_eq!(r.status(), 400);
     assert!(r.text().unwrap().contains("missing-out"));
-    let r = deploy(&s, "x", json!({"plugin": "ghost", "input": "a", "outputs": ["b"]}));
+    let r = deploy(
+        &s,
+        "x",
+        json!({"plugin": "ghost", "input": "a", "outputs": ["b"]}),
+    );
     assert_eq!(r.status(), 404);
     assert!(r.text().unwrap().contains("ghost"));
-    let r = deploy(&s, "x", json!({"plugin": "id", "version": 9, "input": "a", "outputs": ["b"]}));
+    let r = deploy(
+        &s,
+        "x",
+        json!({"plugin": "id", "version": 9, "input": "a", "outputs": ["b"]}),
+    );
     assert_eq!(r.status(), 404);
-    let r = deploy(&s, "x", json!({"plugin": "id", "input": "a", "outputs": ["b"], "limits": {"memory_bytes": 1}}));
+    let r = deploy(
+        &s,
+        "x",
+        json!({"plugin": "id", "input": "a", "outputs": ["b"], "limits": {"memory_bytes": 1}}),
+    );
     assert_eq!(r.status(), 400);
-    let r = deploy(&s, "x", json!({"plugin": "id", "input": "a", "outputs": ["b"], "bogus": 1}));
+    let r = deploy(
+        &s,
+        "x",
+        json!({"plugin": "id", "input": "a", "outputs": ["b"], "bogus": 1}),
+    );
     assert_eq!(r.status(), 400);
-    deploy_ok(&s, "x", json!({"plugin": "id", "input": "a", "outputs": ["b"]}));
+    deploy_ok(
+        &s,
+        "x",
+        json!({"plugin": "id", "input": "a", "outputs": ["b"]}),
+    );
     let r = http().delete(s.url("/v1/plugins/id")).send().unwrap();
     assert_eq!(r.status(), 409);
     assert!(r.text().unwrap().contains("x"));
-    let r = http().put(s.url("/v1/plugins/bad")).body(b"\0asm\x01\0\0\0".to_vec()).send().unwrap();
+    let r = http()
+        .put(s.url("/v1/plugins/bad"))
+        .body(b"\0asm\x01\0\0\0".to_vec())
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 400);
     assert!(r.text().unwrap().contains("core WebAssembly module"));
-    let r = http().put(s.url("/v1/plugins/net")).body(fixtures::NET_PROBE.to_vec()).send().unwrap();
+    let r = http()
+        .put(s.url("/v1/plugins/net"))
+        .body(fixtures::NET_PROBE.to_vec())
+        .send()
+        .unwrap();
     assert_eq!(r.status(), 400);
     assert!(r.text().unwrap().contains("wasi:sockets"));
-    assert_eq!(http().delete(s.url("/v1/transforms/x")).send().unwrap().status(), 204);
-    assert_eq!(http().delete(s.url("/v1/plugins/id")).send().unwrap().status(), 204);
+    assert_eq!(
+        http()
+            .delete(s.url("/v1/transforms/x"))
+            .send()
+            .unwrap()
+            .status(),
+        204
+    );
+    assert_eq!(
+        http()
+            .delete(s.url("/v1/plugins/id"))
+            .send()
+            .unwrap()
+            .status(),
+        204
+    );
     let _ = Arc::new(AtomicBool::new(false)).load(Ordering::Relaxed);
+}
+
+#[test]
+fn plugins_directory_uploads_new_versions_and_latest_deployments_follow() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pdir = tmp.path().join("plugins");
+    std::fs::create_dir_all(&pdir).unwrap();
+    let s = Server::start_in(
+        &tmp.path().join("data"),
+        &["--plugins-dir", pdir.to_str().unwrap()],
+    );
+    s.create_topic(json!({"name": "din"}));
+    s.create_topic(json!({"name": "dout"}));
+    std::fs::write(pdir.join("dev.wasm"), fixtures::IDENTITY).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http()
+        .get(s.url("/v1/plugins/dev"))
+        .send()
+        .unwrap()
+        .status()
+        != 200
+    {
+        assert!(Instant::now() < deadline, "plugin file not picked up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    deploy_ok(
+        &s,
+        "dev",
+        json!({"plugin": "dev", "input": "din", "outputs": ["dout"]}),
+    );
+    s.produce("din", vec![json!({"value": "one"})]);
+    wait_for_count(&s, "dout", 1);
+    // The author rebuilds: the new file becomes version 2 and the deployment swaps to it.
+    std::fs::write(pdir.join("dev.wasm"), fixtures::MISBEHAVE).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status(&s, "dev")["version"] != 2 {
+        assert!(
+            Instant::now() < deadline,
+            "deployment did not follow the new version: {}",
+            status(&s, "dev")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    s.produce("din", vec![json!({"value": "two"})]);
+    let out = wait_for_count(&s, "dout", 2);
+    let v2 = out.iter().find(|r| r["value"] == "two").unwrap();
+    assert_eq!(v2["headers"]["sluice-version"], "2");
 }
