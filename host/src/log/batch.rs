@@ -213,6 +213,27 @@ pub fn finish_header(buf: &mut [u8], count: usize, base_ts: i64, max_ts: i64) {
     buf[17..21].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// Builds an uncompressed batch from an encoded records section with explicit offsets and
+/// timestamps (compaction keeps a batch's offset span while dropping records from it).
+pub fn build_section(
+    section: &[u8],
+    count: usize,
+    base_offset: i64,
+    last_offset_delta: i32,
+    base_ts: i64,
+    max_ts: i64,
+) -> BytesMut {
+    let mut buf = Vec::with_capacity(HEADER_LEN + section.len());
+    buf.resize(HEADER_LEN, 0);
+    buf.extend_from_slice(section);
+    finish_header(&mut buf, count, base_ts, max_ts);
+    buf[0..8].copy_from_slice(&base_offset.to_be_bytes());
+    buf[23..27].copy_from_slice(&last_offset_delta.to_be_bytes());
+    let crc = crc32c::crc32c(&buf[CRC_START..]);
+    buf[17..21].copy_from_slice(&crc.to_be_bytes());
+    BytesMut::from(&buf[..])
+}
+
 /// A record read back from the log, with absolute offset and timestamp.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredRecord {

@@ -91,6 +91,9 @@ pub struct TopicConfig {
     pub flush_interval_ms: u64,
     pub segment_bytes: u64,
     pub segment_ms: u64,
+    /// Compacted topics: how long a tombstone (null value) is kept after compaction
+    /// reaches it, so readers behind get to see the delete.
+    pub tombstone_retention_ms: u64,
 }
 
 impl Default for TopicConfig {
@@ -104,6 +107,7 @@ impl Default for TopicConfig {
             flush_interval_ms: 1000,
             segment_bytes: 1 << 30,
             segment_ms: 7 * 24 * 3600 * 1000,
+            tombstone_retention_ms: 24 * 3600 * 1000,
         }
     }
 }
@@ -415,6 +419,17 @@ impl Log {
                 }
                 if retention {
                     p.apply_retention(now);
+                    if t.config.cleanup == Cleanup::Compact {
+                        match p.compact(now) {
+                            Ok(0) => {}
+                            Ok(n) => {
+                                tracing::info!(topic = %t.name, partition = p.id, segments = n, "compacted")
+                            }
+                            Err(e) => {
+                                tracing::error!(topic = %t.name, partition = p.id, error = %e, "compaction failed")
+                            }
+                        }
+                    }
                 }
             }
         }

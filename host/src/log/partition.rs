@@ -512,6 +512,104 @@ impl Partition {
         deleted.len()
     }
 
+    /// Compaction of a `compact` topic: rewrites each sealed segment keeping, per key, only
+    /// the latest record (and tombstones younger than `tombstone_retention_ms`). Offsets are
+    /// kept (batches keep their offset span), so positions held by readers stay valid.
+    /// Returns the number of segments rewritten.
+    pub fn compact(&self, now: i64) -> Result<usize, LogError> {
+        let active_base = lock(&self.writer).active.base;
+        let hw = self.high_watermark();
+        // Pass 1: the latest offset of every key.
+        let mut latest: std::collections::HashMap<Bytes, u64> = std::collections::HashMap::new();
+        let mut off = self.start_offset();
+        while off < hw {
+            let r = self.read(off, 4 << 20)?;
+            if r.data.is_empty() {
+                break;
+            }
+            for (_, b) in batch::split(r.data)? {
+                for rec in batch::decode(&b)? {
+                    if let Some(k) = rec.key {
+                        latest.insert(k, rec.offset as u64);
+                    }
+                }
+            }
+            off = r.next_offset;
+        }
+        let grace = self.config.tombstone_retention_ms as i64;
+        let keep = |rec: &batch::StoredRecord| match &rec.key {
+            None => true,
+            Some(k) => {
+                latest.get(k) == Some(&(rec.offset as u64))
+                    && (rec.value.is_some() || rec.timestamp >= now - grace)
+            }
+        };
+        // Pass 2: rewrite sealed segments that hold anything to drop.
+        let sealed: Vec<Arc<Segment>> = self
+            .segments_read()
+            .values()
+            .filter(|s| s.base < active_base)
+            .cloned()
+            .collect();
+        let mut rewritten = 0;
+        for seg in sealed {
+            let data = Bytes::from(
+                seg.read_at(0, seg.size() as usize)
+                    .map_err(|e| self.io_err(e))?,
+            );
+            let batches = batch::split(data).map_err(|e| self.corrupt(seg.base, e))?;
+            let mut out = Vec::new();
+            let mut dropped = 0usize;
+            for (h, b) in &batches {
+                let recs = batch::decode(b).map_err(|e| self.corrupt(h.base_offset as u64, e))?;
+                let kept: Vec<&batch::StoredRecord> = recs.iter().filter(|r| keep(r)).collect();
+                dropped += recs.len() - kept.len();
+                if kept.is_empty() {
+                    continue;
+                }
+                let mut section = Vec::new();
+                for r in &kept {
+                    sluice_sdk::codec::put_record(
+                        &mut section,
+                        r.timestamp - h.base_timestamp,
+                        (r.offset - h.base_offset) as i32,
+                        r.key.as_deref(),
+                        r.value.as_deref(),
+                        r.headers.iter().map(|(k, v)| (k.as_bytes(), v.as_deref())),
+                    );
+                }
+                out.extend_from_slice(&batch::build_section(
+                    &section,
+                    kept.len(),
+                    h.base_offset,
+                    h.last_offset_delta,
+                    h.base_timestamp,
+                    h.max_timestamp,
+                ));
+            }
+            if dropped == 0 {
+                continue;
+            }
+            let path = seg.path().to_path_buf();
+            let tmp = path.with_extension("cleaned");
+            {
+                let mut f = std::fs::File::create(&tmp).map_err(|e| self.io_err(e))?;
+                std::io::Write::write_all(&mut f, &out).map_err(|e| self.io_err(e))?;
+                f.sync_all().map_err(|e| self.io_err(e))?;
+            }
+            for ext in ["index", "timeindex"] {
+                let _ = std::fs::remove_file(self.dir.join(segment::file_name(seg.base, ext)));
+            }
+            std::fs::rename(&tmp, &path).map_err(|e| self.io_err(e))?;
+            segment::sync_dir(&self.dir).map_err(|e| self.io_err(e))?;
+            let (fresh, _) = Segment::open(&self.dir, seg.base, false, now)?;
+            let _ = fresh.write_indexes();
+            self.segments_write().insert(seg.base, Arc::new(fresh));
+            rewritten += 1;
+        }
+        Ok(rewritten)
+    }
+
     /// Marks the partition deleted and wakes every waiting reader.
     pub fn mark_deleted(&self) {
         self.deleted.store(true, Ordering::Release);

@@ -322,3 +322,70 @@ fn deleted_topic_is_gone_after_restart() {
     assert!(log.topic("kept").is_ok());
     assert!(!dir.path().join("topics/gone").exists());
 }
+
+#[test]
+fn compaction_keeps_the_latest_value_per_key_and_drops_old_tombstones() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path()).unwrap();
+    let t = log
+        .create_topic(
+            "table",
+            TopicConfig {
+                cleanup: Cleanup::Compact,
+                segment_bytes: 1024,
+                tombstone_retention_ms: 0,
+                ..TopicConfig::default()
+            },
+        )
+        .unwrap();
+    let p = &t.partitions[0];
+    let rec = |k: &str, v: Option<&str>| NewRecord {
+        key: Some(Bytes::from(k.to_string())),
+        value: v.map(|v| Bytes::from(v.to_string())),
+        headers: vec![],
+        timestamp: Some(1),
+    };
+    for round in 0..20 {
+        let recs: Vec<_> = (0..4)
+            .map(|k| rec(&format!("k{k}"), Some(&format!("v{round}"))))
+            .collect();
+        p.append(batch::build(&recs, 1)).unwrap();
+    }
+    p.append(batch::build(&[rec("k1", None)], 1)).unwrap();
+    for round in 0..10 {
+        p.append(batch::build(&[rec("k9", Some(&format!("w{round}")))], 1))
+            .unwrap();
+    }
+    let before = p.stats();
+    assert!(p.compact(now_ms()).unwrap() > 0);
+    let after = p.stats();
+    assert!(after.size_bytes < before.size_bytes, "{before:?} {after:?}");
+    assert_eq!(after.end_offset, before.end_offset, "offsets are kept");
+    // Latest value per key (the active segment is left as it is).
+    let mut latest = std::collections::HashMap::new();
+    let mut off = p.start_offset();
+    let mut offsets = Vec::new();
+    while off < p.high_watermark() {
+        let r = p.read(off, 4096).unwrap();
+        for (_, b) in batch::split(r.data).unwrap() {
+            for r in batch::decode(&b).unwrap() {
+                offsets.push(r.offset);
+                latest.insert(r.key.clone().unwrap(), r.value.clone());
+            }
+        }
+        off = r.next_offset;
+    }
+    assert!(offsets.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(latest[&Bytes::from("k0")], Some(Bytes::from("v19")));
+    assert_eq!(latest[&Bytes::from("k9")], Some(Bytes::from("w9")));
+    assert!(latest.get(&Bytes::from("k1")).is_none_or(|v| v.is_none()));
+    // Reads from an offset that compaction removed continue at the next record.
+    let r = p.read(1, 4096).unwrap();
+    assert!(r.next_offset > 1);
+    // Survives a restart.
+    drop(t);
+    drop(log);
+    let log = Log::open(dir.path()).unwrap();
+    let p = log.topic("table").unwrap().partitions[0].clone();
+    assert_eq!(p.high_watermark(), before.end_offset);
+}

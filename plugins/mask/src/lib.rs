@@ -18,6 +18,8 @@ use sluice_sdk::{Error, Outcome, Record};
 const DEFAULT_FIELDS: &str = "password,passwd,pwd,secret,token,api_key,apikey,access_key,private_key,authorization,credential";
 
 pub struct Masker {
+    /// Field name → is it a secret; field names repeat from record to record.
+    secret_names: std::cell::RefCell<std::collections::HashMap<String, bool>>,
     mask_char: char,
     mask_length: Option<usize>,
     names: Vec<String>,
@@ -111,6 +113,7 @@ impl Masker {
             .transpose()
             .map_err(|e| Error::new(e.to_string()))?;
         Ok(Masker {
+            secret_names: Default::default(),
             mask_char,
             mask_length,
             names,
@@ -127,14 +130,52 @@ impl Masker {
     }
 
     fn is_secret_name(&self, name: &str) -> bool {
+        if let Some(&known) = self.secret_names.borrow().get(name) {
+            return known;
+        }
         let n = normalize(name);
-        self.names.iter().any(|s| n.contains(s.as_str()))
+        let secret = self.names.iter().any(|s| n.contains(s.as_str()));
+        let mut cache = self.secret_names.borrow_mut();
+        if cache.len() < 4096 {
+            cache.insert(name.to_owned(), secret);
+        }
+        secret
+    }
+
+    /// Replaces every match of `re` in `text` by `f(match)`; `None` when there is none.
+    /// (`find_iter` needs no capture groups, so the regex stays on its DFA engines.)
+    fn replace_matches(
+        &self,
+        re: &Regex,
+        text: &str,
+        mut f: impl FnMut(&str) -> Option<String>,
+    ) -> Option<String> {
+        let mut out = String::new();
+        let mut last = 0;
+        let mut changed = false;
+        for m in re.find_iter(text) {
+            if let Some(rep) = f(m.as_str()) {
+                out.push_str(&text[last..m.start()]);
+                out.push_str(&rep);
+                last = m.end();
+                changed = true;
+            }
+        }
+        changed.then(|| {
+            out.push_str(&text[last..]);
+            out
+        })
     }
 
     /// Masks secrets in text; `None` when nothing changed.
     pub fn mask_text(&self, text: &str) -> Option<String> {
         let mut cur = std::borrow::Cow::Borrowed(text);
+        // Cheap byte checks first: most strings cannot match a detector at all.
+        let bytes = text.as_bytes();
+        let has_pair_sep = bytes.iter().any(|b| matches!(b, b':' | b'='));
+        let digits = bytes.iter().filter(|b| b.is_ascii_digit()).count();
         if let Some(re) = &self.pairs
+            && has_pair_sep
             && re.is_match(&cur)
         {
             let s = re.replace_all(&cur, |c: &Captures| {
@@ -150,44 +191,43 @@ impl Masker {
         }
         if let Some(re) = &self.email
             && cur.contains('@')
+            && let Some(s) = self.replace_matches(re, &cur, |m| {
+                let at = m.find('@').unwrap_or(0);
+                Some(format!(
+                    "{}{}",
+                    self.mask(m[..at].chars().count()),
+                    &m[at..]
+                ))
+            })
         {
-            let s = re.replace_all(&cur, |c: &Captures| {
-                let whole = &c[0];
-                let at = whole.find('@').unwrap_or(0);
-                format!("{}{}", self.mask(whole[..at].chars().count()), &whole[at..])
-            });
-            if let std::borrow::Cow::Owned(s) = s {
-                cur = std::borrow::Cow::Owned(s);
-            }
+            cur = std::borrow::Cow::Owned(s);
         }
-        if let Some(re) = &self.card {
-            let mut changed = false;
-            let s = re.replace_all(&cur, |c: &Captures| {
-                let m = &c[0];
+        if let Some(re) = self.card.as_ref().filter(|_| digits >= 13)
+            && let Some(s) = self.replace_matches(re, &cur, |m| {
                 if !luhn(m) {
-                    return m.to_string();
+                    return None;
                 }
-                changed = true;
                 let digits = m.chars().filter(char::is_ascii_digit).count();
                 let mut seen = 0;
-                m.chars()
-                    .map(|ch| {
-                        if ch.is_ascii_digit() {
-                            seen += 1;
-                            if seen <= digits - 4 {
-                                self.mask_char
+                Some(
+                    m.chars()
+                        .map(|ch| {
+                            if ch.is_ascii_digit() {
+                                seen += 1;
+                                if seen <= digits - 4 {
+                                    self.mask_char
+                                } else {
+                                    ch
+                                }
                             } else {
                                 ch
                             }
-                        } else {
-                            ch
-                        }
-                    })
-                    .collect()
-            });
-            if changed {
-                cur = std::borrow::Cow::Owned(s.into_owned());
-            }
+                        })
+                        .collect(),
+                )
+            })
+        {
+            cur = std::borrow::Cow::Owned(s);
         }
         match cur {
             std::borrow::Cow::Borrowed(_) => None,
