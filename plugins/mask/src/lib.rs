@@ -270,12 +270,133 @@ impl Masker {
     pub fn mask_value(&self, value: &[u8]) -> Option<Vec<u8>> {
         let first = value.iter().find(|b| !b.is_ascii_whitespace());
         if matches!(first, Some(b'{' | b'['))
-            && let Ok(mut v) = serde_json::from_slice::<Value>(value)
+            && serde_json::from_slice::<serde::de::IgnoredAny>(value).is_ok()
         {
+            let text = std::str::from_utf8(value).ok()?;
+            // Strings with escapes are rare; for them, mask on the parsed document.
+            if !text.contains('\\') {
+                return self.mask_json_text(text).map(String::into_bytes);
+            }
+            let mut v: Value = serde_json::from_slice(value).ok()?;
             return self.mask_json(&mut v).then(|| v.to_string().into_bytes());
         }
         let text = std::str::from_utf8(value).ok()?;
         self.mask_text(text).map(String::into_bytes)
+    }
+
+    /// Masks valid JSON without escapes in one pass over its text: no document is built,
+    /// and everything not masked is copied as it was (field order, spacing, numbers).
+    fn mask_json_text(&self, src: &str) -> Option<String> {
+        let b = src.as_bytes();
+        let mut out = String::with_capacity(src.len() + 16);
+        let mut last = 0; // bytes before this are in `out` or replaced
+        let mut changed = false;
+        // Per nesting level: are we in an object, and is the next string a key?
+        let mut stack: Vec<(bool, bool)> = Vec::new();
+        let mut secret_value = false;
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b'{' | b'[' if secret_value => {
+                    let end = skip_value(b, i);
+                    out.push_str(&src[last..i]);
+                    out.push('"');
+                    out.push_str(&self.mask(end - i));
+                    out.push('"');
+                    (last, i, secret_value, changed) = (end, end, false, true);
+                    continue;
+                }
+                b'{' => stack.push((true, true)),
+                b'[' => stack.push((false, false)),
+                b'}' | b']' => {
+                    stack.pop();
+                }
+                b',' => {
+                    if let Some(top) = stack.last_mut() {
+                        top.1 = top.0;
+                    }
+                }
+                b'"' => {
+                    let end = i + 1 + b[i + 1..].iter().position(|c| *c == b'"')?;
+                    let content = &src[i + 1..end];
+                    let is_key = stack.last().is_some_and(|t| t.0 && t.1);
+                    if is_key {
+                        secret_value = self.json && self.is_secret_name(content);
+                        if let Some(top) = stack.last_mut() {
+                            top.1 = false;
+                        }
+                    } else if secret_value {
+                        out.push_str(&src[last..i + 1]);
+                        out.push_str(&self.mask(content.chars().count()));
+                        (last, secret_value, changed) = (end, false, true);
+                    } else if let Some(m) = self.mask_text(content) {
+                        out.push_str(&src[last..i + 1]);
+                        out.push_str(&m);
+                        (last, changed) = (end, true);
+                    }
+                    i = end + 1;
+                    continue;
+                }
+                c if secret_value && (c == b'-' || c.is_ascii_alphanumeric()) => {
+                    // A number, true, false or null under a secret name (null stays null).
+                    let end = skip_value(b, i);
+                    if &src[i..end] != "null" {
+                        out.push_str(&src[last..i]);
+                        out.push('"');
+                        out.push_str(&self.mask(end - i));
+                        out.push('"');
+                        (last, changed) = (end, true);
+                    }
+                    secret_value = false;
+                    i = end;
+                    continue;
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        changed.then(|| {
+            out.push_str(&src[last..]);
+            out
+        })
+    }
+}
+
+/// The end of the JSON value starting at `i` (valid JSON without escapes).
+fn skip_value(b: &[u8], i: usize) -> usize {
+    match b[i] {
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut j = i;
+            while j < b.len() {
+                match b[j] {
+                    b'"' => {
+                        j += 1;
+                        while j < b.len() && b[j] != b'"' {
+                            j += 1;
+                        }
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return j + 1;
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+            b.len()
+        }
+        _ => {
+            let mut j = i;
+            while j < b.len() && !matches!(b[j], b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t')
+            {
+                j += 1;
+            }
+            j
+        }
     }
 }
 
