@@ -1,7 +1,7 @@
 //! One partition of one transform: read a batch, run the plugin once, append the outputs,
 //! move the position — on a thread of its own, since both the log and wasm block.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -279,33 +279,25 @@ impl TaskCtx {
             };
             let skip = |i: u32| offsets.get(i as usize).is_none_or(|o| *o < position);
             ins += offsets.iter().filter(|o| **o >= position).count() as u64;
-            let mut k_of: HashMap<u32, u32> = HashMap::new();
+            // Outputs come in input order: count the outputs of the current input.
+            let (mut cur_input, mut k) = (u32::MAX, 0u32);
+            let mut src = String::with_capacity(64);
             for e in &out.emitted {
                 if skip(e.input) {
                     continue;
                 }
                 let src_off = offsets[e.input as usize];
-                let k = {
-                    let c = k_of.entry(e.input).or_insert(0);
-                    *c += 1;
-                    *c - 1
-                };
-                let Some(topic) = self.outputs.get(e.output as usize) else {
-                    continue;
-                };
+                if e.input == cur_input {
+                    k += 1;
+                } else {
+                    (cur_input, k) = (e.input, 0);
+                }
+                let Some(topic) = self.outputs.get(e.output as usize) else { continue };
                 let view = match e.view() {
                     Ok(v) => v,
                     Err(err) => {
                         failed += 1;
-                        self.dead_letter(
-                            &mut pending,
-                            &section,
-                            &h,
-                            e.input,
-                            src_off,
-                            &format!("malformed output: {err}"),
-                            seen,
-                        );
+                        self.dead_letter(&mut pending, &section, &h, e.input, src_off, &format!("malformed output: {err}"), seen);
                         continue;
                     }
                 };
@@ -314,31 +306,29 @@ impl TaskCtx {
                     Some(key) => partition_for_key(key, n),
                     None => part % n,
                 };
-                if seen.contains(&(key_of(&topic.name, p), src_off, k)) {
+                if !seen.is_empty() && seen.contains(&(key_of(&topic.name, p), src_off, k)) {
                     continue;
                 }
                 let slice = |s: &[u8]| e.raw.slice_ref(s);
-                let mut headers: Vec<(String, Option<Bytes>)> = view
-                    .headers()
-                    .filter(|hv| {
-                        hv.key != SOURCE_HEADER.as_bytes() && hv.key != VERSION_HEADER.as_bytes()
-                    })
-                    .map(|hv| (hv.key_str().to_owned(), hv.value.map(slice)))
-                    .collect();
-                headers.push((
-                    SOURCE_HEADER.into(),
-                    Some(Bytes::from(format!("{}:{part}:{src_off}:{k}", self.t.name))),
-                ));
+                let mut headers: Vec<(String, Option<Bytes>)> = Vec::with_capacity(view.header_count() + 2);
+                headers.extend(
+                    view.headers()
+                        .filter(|hv| hv.key != SOURCE_HEADER.as_bytes() && hv.key != VERSION_HEADER.as_bytes())
+                        .map(|hv| (hv.key_str().to_owned(), hv.value.map(slice))),
+                );
+                src.clear();
+                {
+                    use std::fmt::Write;
+                    let _ = write!(src, "{}:{part}:{src_off}:{k}", self.t.name);
+                }
+                headers.push((SOURCE_HEADER.into(), Some(Bytes::copy_from_slice(src.as_bytes()))));
                 headers.push((VERSION_HEADER.into(), Some(version_bytes.clone())));
-                pending
-                    .entry((e.output as usize, p))
-                    .or_default()
-                    .push(NewRecord {
-                        key: view.key.map(slice),
-                        value: view.value.map(slice),
-                        headers,
-                        timestamp: Some(e.base_timestamp + view.timestamp_delta),
-                    });
+                pending.entry((e.output as usize, p)).or_default().push(NewRecord {
+                    key: view.key.map(slice),
+                    value: view.value.map(slice),
+                    headers,
+                    timestamp: Some(e.base_timestamp + view.timestamp_delta),
+                });
                 outs += 1;
             }
             for (i, reason) in out.rejected.iter().map(|(i, r)| (*i, r)) {
