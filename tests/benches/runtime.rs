@@ -110,6 +110,12 @@ fn main() {
     let cached = t.elapsed();
 
     let mut ex = rt.executor(mask_c.clone(), cfg("mask", &[]), 0).unwrap();
+    if std::env::var("SLUICE_BENCH_ONLY").as_deref() == Ok("mask") {
+        // For profiling the component alone: `SLUICE_WASM_PROFILE=perfmap perf record ...`.
+        let (r, _) = rate(&mut ex, &bytes, ctx.base_timestamp, 8.0);
+        println!("mask wasm component {r:.0} records/s");
+        return;
+    }
     let (wasm, mask_fuel) = rate(&mut ex, &bytes, ctx.base_timestamp, 3.0);
     println!("mask native (same SDK batch path)     {native:>12.0} records/s");
     println!(
