@@ -130,6 +130,12 @@ pub struct ServeArgs {
     /// HTTP listen address.
     #[arg(long)]
     pub http: Option<String>,
+    /// Kafka protocol listen address (`off` to disable).
+    #[arg(long)]
+    pub kafka: Option<String>,
+    /// Host:port given to Kafka clients (default: the Kafka listen address).
+    #[arg(long)]
+    pub advertise: Option<String>,
     /// TOML config file (flags override it).
     #[arg(long)]
     pub config: Option<PathBuf>,

@@ -70,6 +70,10 @@ pub struct ServerConfig {
     pub plugins_dir: Option<PathBuf>,
     pub limits: Limits,
     pub log: LogSettings,
+    /// Kafka listener address, if any.
+    pub kafka: Option<SocketAddr>,
+    /// Host:port given to Kafka clients.
+    pub advertise: Option<String>,
 }
 
 impl ServerConfig {
@@ -80,6 +84,14 @@ impl ServerConfig {
                 "refusing to bind {} (not loopback) without authentication; \
                  bind 127.0.0.1 or pass --insecure",
                 self.http
+            );
+        }
+        if let Some(k) = self.kafka
+            && !k.ip().is_loopback()
+            && !self.insecure
+        {
+            anyhow::bail!(
+                "refusing to bind Kafka on {k} (not loopback) without authentication; pass --insecure"
             );
         }
         Ok(())

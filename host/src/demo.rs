@@ -46,9 +46,11 @@ pub async fn run() -> anyhow::Result<()> {
         plugins_dir: None,
         limits: Default::default(),
         log: Default::default(),
+        kafka: None,
+        advertise: None,
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(crate::server::run(config, listener, async {
+    let server = tokio::spawn(crate::server::run(config, listener, None, async {
         let _ = stop_rx.await;
     }));
     let c = Client::new(&format!("http://{addr}"));

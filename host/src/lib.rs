@@ -4,6 +4,9 @@
 //! # Layout
 //! - [`log`]: storage — topics, partitions, segments of Kafka v2 record batches.
 //! - [`api`]: the HTTP API (the only module that knows HTTP/JSON).
+//! - [`kafka`]: the Kafka wire protocol in front of the log.
+//! - [`runtime`]: wasmtime — validation, sandbox, limits, batch execution.
+//! - [`pipeline`]: transforms between topics, the plugin store and lookup tables.
 //! - [`server`]: wires the pieces together and runs them until shutdown.
 //! - [`cli`]: the `sluice` command line, a client of the HTTP API.
 //! - [`config`]: the server's settings (flags and the TOML file).
@@ -13,6 +16,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod kafka;
 pub mod log;
 pub mod pipeline;
 pub mod plugins;

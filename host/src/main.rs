@@ -55,10 +55,39 @@ async fn serve(args: sluice::cli::ServeArgs) -> anyhow::Result<()> {
         plugins_dir: args.plugins_dir.or(file.plugins_dir),
         limits: file.limits,
         log: file.log,
+        kafka: None,
+        advertise: args.advertise.or(file.advertise),
     };
+    let kafka = args
+        .kafka
+        .or(file.kafka)
+        .unwrap_or_else(|| "127.0.0.1:9092".into());
+    let mut config = config;
+    if kafka != "off" {
+        config.kafka = Some(
+            tokio::net::lookup_host(&kafka)
+                .await?
+                .next()
+                .ok_or_else(|| anyhow::anyhow!("--kafka {kafka} resolves to no address"))?,
+        );
+    }
     config.check_exposure()?;
     let listener = tokio::net::TcpListener::bind(config.http)
         .await
         .map_err(|e| anyhow::anyhow!("cannot bind {}: {e}", config.http))?;
-    sluice::server::run(config, listener, sluice::server::shutdown_signal()).await
+    let kafka_listener = match config.kafka {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot bind Kafka listener {addr}: {e}"))?,
+        ),
+        None => None,
+    };
+    sluice::server::run(
+        config,
+        listener,
+        kafka_listener,
+        sluice::server::shutdown_signal(),
+    )
+    .await
 }

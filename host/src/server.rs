@@ -20,6 +20,7 @@ use crate::runtime::Runtime;
 pub async fn run(
     config: ServerConfig,
     http: TcpListener,
+    kafka: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let dir = config.data_dir.clone();
@@ -50,6 +51,35 @@ pub async fn run(
         config.limits.clone(),
         token.clone(),
     );
+    let kafka_task = match kafka {
+        Some(listener) => {
+            let addr = listener.local_addr()?;
+            let advertise = match &config.advertise {
+                Some(a) => {
+                    let (h, p) = a
+                        .rsplit_once(':')
+                        .ok_or_else(|| anyhow::anyhow!("--advertise {a}: expected HOST:PORT"))?;
+                    (h.to_string(), p.parse::<i32>()?)
+                }
+                None => (addr.ip().to_string(), i32::from(addr.port())),
+            };
+            let cfg = crate::kafka::KafkaConfig {
+                advertise,
+                auto_create: true,
+                default_partitions: 1,
+            };
+            tracing::info!(%addr, "kafka listening");
+            println!("sluice: listening kafka={addr}");
+            let t = token.clone();
+            Some(tokio::spawn(crate::kafka::run(
+                listener,
+                log.clone(),
+                cfg,
+                async move { t.cancelled().await },
+            )))
+        }
+        None => None,
+    };
     if let Some(dir) = config.plugins_dir.clone() {
         tokio::spawn(watch_plugins_dir(dir, pipelines.clone(), token.clone()));
     }
@@ -66,6 +96,9 @@ pub async fn run(
             serve_token.cancel();
         })
         .await?;
+    if let Some(k) = kafka_task {
+        let _ = k.await;
+    }
     let _ = tokio::task::spawn_blocking(move || {
         // Transforms finish their current batch first, then the log flushes.
         pipelines.shutdown();

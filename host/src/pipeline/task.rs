@@ -292,12 +292,22 @@ impl TaskCtx {
                 } else {
                     (cur_input, k) = (e.input, 0);
                 }
-                let Some(topic) = self.outputs.get(e.output as usize) else { continue };
+                let Some(topic) = self.outputs.get(e.output as usize) else {
+                    continue;
+                };
                 let view = match e.view() {
                     Ok(v) => v,
                     Err(err) => {
                         failed += 1;
-                        self.dead_letter(&mut pending, &section, &h, e.input, src_off, &format!("malformed output: {err}"), seen);
+                        self.dead_letter(
+                            &mut pending,
+                            &section,
+                            &h,
+                            e.input,
+                            src_off,
+                            &format!("malformed output: {err}"),
+                            seen,
+                        );
                         continue;
                     }
                 };
@@ -310,10 +320,14 @@ impl TaskCtx {
                     continue;
                 }
                 let slice = |s: &[u8]| e.raw.slice_ref(s);
-                let mut headers: Vec<(String, Option<Bytes>)> = Vec::with_capacity(view.header_count() + 2);
+                let mut headers: Vec<(String, Option<Bytes>)> =
+                    Vec::with_capacity(view.header_count() + 2);
                 headers.extend(
                     view.headers()
-                        .filter(|hv| hv.key != SOURCE_HEADER.as_bytes() && hv.key != VERSION_HEADER.as_bytes())
+                        .filter(|hv| {
+                            hv.key != SOURCE_HEADER.as_bytes()
+                                && hv.key != VERSION_HEADER.as_bytes()
+                        })
                         .map(|hv| (hv.key_str().to_owned(), hv.value.map(slice))),
                 );
                 src.clear();
@@ -321,14 +335,20 @@ impl TaskCtx {
                     use std::fmt::Write;
                     let _ = write!(src, "{}:{part}:{src_off}:{k}", self.t.name);
                 }
-                headers.push((SOURCE_HEADER.into(), Some(Bytes::copy_from_slice(src.as_bytes()))));
+                headers.push((
+                    SOURCE_HEADER.into(),
+                    Some(Bytes::copy_from_slice(src.as_bytes())),
+                ));
                 headers.push((VERSION_HEADER.into(), Some(version_bytes.clone())));
-                pending.entry((e.output as usize, p)).or_default().push(NewRecord {
-                    key: view.key.map(slice),
-                    value: view.value.map(slice),
-                    headers,
-                    timestamp: Some(e.base_timestamp + view.timestamp_delta),
-                });
+                pending
+                    .entry((e.output as usize, p))
+                    .or_default()
+                    .push(NewRecord {
+                        key: view.key.map(slice),
+                        value: view.value.map(slice),
+                        headers,
+                        timestamp: Some(e.base_timestamp + view.timestamp_delta),
+                    });
                 outs += 1;
             }
             for (i, reason) in out.rejected.iter().map(|(i, r)| (*i, r)) {

@@ -23,6 +23,8 @@ pub fn sluice_bin() -> PathBuf {
 pub struct Server {
     pub child: Child,
     pub base: String,
+    /// The Kafka listener's address.
+    pub kafka: Option<String>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -38,7 +40,14 @@ impl Server {
     /// A server on an existing data dir (restarts), with extra `serve` arguments.
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(sluice_bin())
-            .args(["serve", "--http", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "serve",
+                "--http",
+                "127.0.0.1:0",
+                "--kafka",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(data_dir)
             .args(extra)
             .env("RUST_LOG", "warn")
@@ -49,12 +58,16 @@ impl Server {
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let deadline = Instant::now() + Duration::from_secs(30);
+        let mut kafka = None;
         let addr = loop {
             assert!(Instant::now() < deadline, "server did not start");
             let line = lines
                 .next()
                 .expect("server exited before listening")
                 .unwrap();
+            if let Some(rest) = line.strip_prefix("sluice: listening kafka=") {
+                kafka = Some(rest.trim().to_string());
+            }
             if let Some(rest) = line.strip_prefix("sluice: listening http=") {
                 break rest.trim().to_string();
             }
@@ -64,6 +77,7 @@ impl Server {
         Server {
             child,
             base: format!("http://{addr}"),
+            kafka,
             _tmp: None,
         }
     }

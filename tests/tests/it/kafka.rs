@@ -1,0 +1,146 @@
+//! The Kafka listener with a real client (kafka-python) and with malformed frames.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::common::Server;
+
+fn script() -> String {
+    format!(
+        "{}/kafka/kafka_python_roundtrip.py",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+#[test]
+fn kafka_python_produces_and_consumes_and_interoperates_with_http() {
+    let s = Server::start();
+    let kafka = s.kafka.clone().expect("kafka listener");
+    s.create_topic(json!({"name": "user_activity_events", "partitions": 3}));
+    s.create_topic(json!({"name": "from_http", "partitions": 2}));
+    let http_values = ["plain text", "{\"a\":1}", "ünïcödé"];
+    s.produce(
+        "from_http",
+        http_values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| json!({"key": format!("k{i}"), "value": v, "headers": {"h": "x"}}))
+            .collect(),
+    );
+    let out = Command::new("python3")
+        .args([
+            &script(),
+            &kafka,
+            "user_activity_events",
+            "500",
+            "from_http",
+        ])
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "kafka-python failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("500 produced and consumed"), "{stdout}");
+    // Kafka → HTTP: every record readable, on the partition murmur2 picks for its key.
+    let mut n = 0;
+    for p in 0..3 {
+        for r in s.read_all("user_activity_events", p, 0) {
+            let key = r["key"].as_str().unwrap();
+            assert_eq!(
+                sluice::log::partition_for_key(key.as_bytes(), 3),
+                p,
+                "{key}"
+            );
+            let v: Value = serde_json::from_str(r["value"].as_str().unwrap()).unwrap();
+            assert_eq!(v["user_id"], key);
+            n += 1;
+        }
+    }
+    assert_eq!(n, 500);
+    // HTTP → Kafka: byte-identical keys, values and headers.
+    let got: Vec<Value> = stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(got.len(), http_values.len(), "{stdout}");
+    for (i, v) in http_values.iter().enumerate() {
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let rec = got
+            .iter()
+            .find(|r| r["key"] == hex(format!("k{i}").as_bytes()))
+            .expect("record");
+        assert_eq!(rec["value"], hex(v.as_bytes()));
+        assert_eq!(rec["headers"], json!([["h", hex(b"x")]]));
+    }
+}
+
+/// A v0 ApiVersions request with correlation id 7.
+fn api_versions_frame() -> Vec<u8> {
+    let mut body = vec![0, 18, 0, 0, 0, 0, 0, 7, 0xff, 0xff];
+    let mut f = (body.len() as i32).to_be_bytes().to_vec();
+    f.append(&mut body);
+    f
+}
+
+fn closed_by_server(addr: &str, bytes: &[u8]) -> bool {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = c.write_all(bytes);
+    let _ = c.shutdown(std::net::Shutdown::Write);
+    let mut buf = [0u8; 64];
+    matches!(c.read(&mut buf), Ok(0) | Err(_))
+}
+
+#[test]
+fn malformed_frames_close_only_their_connection() {
+    let s = Server::start();
+    let addr = s.kafka.clone().unwrap();
+    let mut good = TcpStream::connect(&addr).unwrap();
+    good.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let cases: Vec<Vec<u8>> = vec![
+        vec![0, 0],                        // short length
+        (-5i32).to_be_bytes().to_vec(),    // negative length
+        (i32::MAX).to_be_bytes().to_vec(), // ~2 GB length
+        [
+            &12i32.to_be_bytes()[..],
+            &[0x7f, 0x7f, 0, 0, 0, 0, 0, 1, 0xff, 0xff, 0, 0],
+        ]
+        .concat(), // unknown api key
+        [&40i32.to_be_bytes()[..], &[0, 3, 0, 9, 0, 0, 0, 1]].concat(), // truncated body
+        [
+            &10i32.to_be_bytes()[..],
+            &[0, 3, 0, 9, 0, 0, 0, 1, 0xff, 0xff],
+        ]
+        .concat(), // metadata with no body
+    ];
+    for c in &cases {
+        assert!(closed_by_server(&addr, c), "{c:?} was not refused");
+    }
+    // The listener still serves, including a connection opened before the garbage.
+    good.write_all(&api_versions_frame()).unwrap();
+    let mut len = [0u8; 4];
+    good.read_exact(&mut len).unwrap();
+    let mut resp = vec![0u8; i32::from_be_bytes(len) as usize];
+    good.read_exact(&mut resp).unwrap();
+    assert_eq!(&resp[..4], &7i32.to_be_bytes(), "correlation id");
+    assert_eq!(&resp[4..6], &[0, 0], "no error");
+    assert_eq!(http_ok(&s), 200);
+}
+
+fn http_ok(s: &Server) -> u16 {
+    crate::common::http()
+        .get(s.url("/healthz"))
+        .send()
+        .unwrap()
+        .status()
+        .as_u16()
+}
