@@ -67,6 +67,7 @@ pub async fn run(
                 advertise,
                 auto_create: true,
                 default_partitions: 1,
+                groups_dir: config.data_dir.join("kafka-groups"),
             };
             tracing::info!(%addr, "kafka listening");
             println!("sluice: listening kafka={addr}");

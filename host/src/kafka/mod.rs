@@ -2,9 +2,11 @@
 //! the same topics as the HTTP API. Framing and bounds are ours; the `kafka-protocol` crate
 //! decodes requests and encodes responses.
 //!
-//! Served so far: ApiVersions, Metadata, Produce, Fetch, ListOffsets, InitProducerId.
-//! Consumer groups (FindCoordinator, Join/Sync/Heartbeat/Leave, OffsetCommit/Fetch) are not
-//! advertised yet, so clients read with explicitly assigned partitions.
+//! Served: ApiVersions, Metadata, Produce, Fetch, ListOffsets, InitProducerId, and consumer
+//! groups (FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit,
+//! OffsetFetch, ListGroups, DescribeGroups) through [`groups::Coordinator`].
+
+pub mod groups;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,18 +15,35 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, BrokerId, FetchRequest, FetchResponse, InitProducerIdResponse,
     ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest,
     ProduceResponse, ProducerId, RequestHeader, RequestKind, ResponseHeader, TopicName,
+};
+use kafka_protocol::messages::{
+    DescribeGroupsResponse, FindCoordinatorResponse, GroupId, HeartbeatResponse, JoinGroupResponse,
+    LeaveGroupResponse, ListGroupsResponse, OffsetCommitResponse, OffsetFetchRequest,
+    OffsetFetchResponse, SyncGroupResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -54,6 +73,15 @@ const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Metadata, 0, 12),
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 7),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 4),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DescribeGroups, 0, 5),
 ];
 
 fn supported(key: ApiKey, version: i16) -> bool {
@@ -70,10 +98,13 @@ pub struct KafkaConfig {
     /// Create unknown topics on Metadata or Produce.
     pub auto_create: bool,
     pub default_partitions: u32,
+    /// Where committed offsets of consumer groups are kept.
+    pub groups_dir: std::path::PathBuf,
 }
 
 struct Broker {
     log: Arc<Log>,
+    groups: groups::Coordinator,
     cfg: KafkaConfig,
     next_producer_id: AtomicI64,
     shutdown: CancellationToken,
@@ -87,13 +118,28 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let token = CancellationToken::new();
+    let coordinator = match groups::Coordinator::open(cfg.groups_dir.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "kafka group offsets unreadable; kafka listener not started");
+            return;
+        }
+    };
     let broker = Arc::new(Broker {
         log,
+        groups: coordinator,
         cfg,
         next_producer_id: AtomicI64::new(crate::log::now_ms()),
         shutdown: token.clone(),
     });
     tokio::pin!(shutdown);
+    let ticker = broker.clone();
+    tokio::spawn(async move {
+        while !ticker.shutdown.is_cancelled() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            ticker.groups.tick();
+        }
+    });
     loop {
         tokio::select! {
             _ = &mut shutdown => { token.cancel(); return; }
@@ -102,7 +148,12 @@ pub async fn run(
                 let b = broker.clone();
                 tokio::spawn(async move {
                     if let Err(e) = b.serve(stream).await {
-                        tracing::debug!(%peer, error = %e, "kafka connection closed");
+                        // A client hanging up is routine; anything else is worth a look.
+                        if e.downcast_ref::<std::io::Error>().is_some() {
+                            tracing::debug!(%peer, error = %e, "kafka connection closed");
+                        } else {
+                            tracing::warn!(%peer, error = %format!("{e:#}"), "kafka connection closed on error");
+                        }
                     }
                 });
             }
@@ -172,19 +223,19 @@ impl Broker {
                     write_response(&mut stream, correlation, 0, &body, version).await?;
                 }
                 RequestKind::Metadata(r) => {
-                    let body = self.clone().metadata(r).await;
+                    let body = self.clone().metadata(r, version).await;
                     write_response(&mut stream, correlation, resp_header, &body, version).await?;
                 }
                 RequestKind::Produce(r) => {
                     let acks = r.acks;
-                    let body = self.clone().produce(r).await;
+                    let body = self.clone().produce(r, version).await;
                     if acks != 0 {
                         write_response(&mut stream, correlation, resp_header, &body, version)
                             .await?;
                     }
                 }
                 RequestKind::Fetch(r) => {
-                    let body = self.clone().fetch(r).await;
+                    let body = self.clone().fetch(r, version).await;
                     write_response(&mut stream, correlation, resp_header, &body, version).await?;
                 }
                 RequestKind::ListOffsets(r) => {
@@ -198,9 +249,315 @@ impl Broker {
                         .with_producer_epoch(0);
                     write_response(&mut stream, correlation, resp_header, &body, version).await?;
                 }
+                RequestKind::FindCoordinator(r) => {
+                    let (host, port) = (
+                        StrBytes::from_string(self.cfg.advertise.0.clone()),
+                        self.cfg.advertise.1,
+                    );
+                    // Fields exist only in some versions; the codec refuses others that are set.
+                    let mut body = FindCoordinatorResponse::default();
+                    if version < 4 {
+                        body = body
+                            .with_node_id(BrokerId(0))
+                            .with_host(host.clone())
+                            .with_port(port);
+                    } else {
+                        body = body.with_coordinators(
+                            r.coordinator_keys
+                                .into_iter()
+                                .map(|k| {
+                                    Coordinator::default()
+                                        .with_key(k)
+                                        .with_node_id(BrokerId(0))
+                                        .with_host(host.clone())
+                                        .with_port(port)
+                                })
+                                .collect(),
+                        );
+                    }
+                    write_response(&mut stream, correlation, resp_header, &body, version).await?;
+                }
+                RequestKind::JoinGroup(r) => {
+                    let client = header
+                        .client_id
+                        .as_ref()
+                        .map(|c| c.to_string())
+                        .unwrap_or_else(|| "client".into());
+                    let rebalance = if version >= 1 {
+                        r.rebalance_timeout_ms
+                    } else {
+                        r.session_timeout_ms
+                    };
+                    let res = self
+                        .groups
+                        .join(
+                            &r.group_id.0,
+                            &r.member_id,
+                            &client,
+                            &r.protocol_type,
+                            r.protocols
+                                .into_iter()
+                                .map(|p| (p.name.to_string(), p.metadata))
+                                .collect(),
+                            Duration::from_millis(
+                                u64::try_from(r.session_timeout_ms).unwrap_or(10_000),
+                            ),
+                            Duration::from_millis(u64::try_from(rebalance).unwrap_or(10_000)),
+                        )
+                        .await;
+                    let mut body = JoinGroupResponse::default();
+                    if version >= 7 {
+                        body =
+                            body.with_protocol_type(Some(StrBytes::from_string(res.protocol_type)));
+                    }
+                    let body = body
+                        .with_error_code(res.error)
+                        .with_generation_id(res.generation)
+                        .with_protocol_name(Some(StrBytes::from_string(
+                            res.protocol.unwrap_or_default(),
+                        )))
+                        .with_leader(StrBytes::from_string(res.leader))
+                        .with_member_id(StrBytes::from_string(res.member_id))
+                        .with_members(
+                            res.members
+                                .into_iter()
+                                .map(|(id, md)| {
+                                    JoinGroupResponseMember::default()
+                                        .with_member_id(StrBytes::from_string(id))
+                                        .with_metadata(md)
+                                })
+                                .collect(),
+                        );
+                    write_response(&mut stream, correlation, resp_header, &body, version).await?;
+                }
+                RequestKind::SyncGroup(r) => {
+                    let assignments = r
+                        .assignments
+                        .into_iter()
+                        .map(|a| (a.member_id.to_string(), a.assignment))
+                        .collect();
+                    let res = self
+                        .groups
+                        .sync(&r.group_id.0, r.generation_id, &r.member_id, assignments)
+                        .await;
+                    let mut body = SyncGroupResponse::default()
+                        .with_error_code(res.error)
+                        .with_assignment(res.assignment);
+                    if version >= 5 {
+                        body = body
+                            .with_protocol_type(r.protocol_type)
+                            .with_protocol_name(r.protocol_name);
+                    }
+                    write_response(&mut stream, correlation, resp_header, &body, version).await?;
+                }
+                RequestKind::Heartbeat(r) => {
+                    let e = self
+                        .groups
+                        .heartbeat(&r.group_id.0, r.generation_id, &r.member_id);
+                    let body = HeartbeatResponse::default().with_error_code(e);
+                    write_response(&mut stream, correlation, resp_header, &body, version).await?;
+                }
+                RequestKind::LeaveGroup(r) => {
+                    let ids: Vec<String> = if version >= 3 {
+                        r.members.iter().map(|m| m.member_id.to_string()).collect()
+                    } else {
+                        vec![r.member_id.to_string()]
+                    };
+                    let codes = self.groups.leave(&r.group_id.0, &ids);
+                    let mut body = LeaveGroupResponse::default();
+                    if version >= 3 {
+                        body = body.with_members(
+                            ids.iter()
+                                .zip(&codes)
+                                .map(|(id, c)| {
+                                    MemberResponse::default()
+                                        .with_member_id(StrBytes::from_string(id.clone()))
+                                        .with_error_code(*c)
+                                })
+                                .collect(),
+                        );
+                    } else {
+                        body = body.with_error_code(codes.first().copied().unwrap_or(0));
+                    }
+                    write_response(&mut stream, correlation, resp_header, &body, version).await?;
+                }
+                RequestKind::OffsetCommit(r) => {
+                    let offsets: Vec<(String, i32, i64, Option<String>)> = r
+                        .topics
+                        .iter()
+                        .flat_map(|t| {
+                            t.partitions.iter().map(|p| {
+                                (
+                                    t.name.0.to_string(),
+                                    p.partition_index,
+                                    p.committed_offset,
+                                    p.committed_metadata.as_ref().map(|m| m.to_string()),
+                                )
+                            })
+                        })
+                        .collect();
+                    let b = self.clone();
+                    let (g, generation, member) = (
+                        r.group_id.0.to_string(),
+                        r.generation_id_or_member_epoch,
+                        r.member_id.to_string(),
+                    );
+                    let e = tokio::task::spawn_blocking(move || {
+                        b.groups.commit(&g, generation, &member, &offsets)
+                    })
+                    .await
+                    .unwrap_or(code::UNKNOWN_SERVER_ERROR);
+                    let body = OffsetCommitResponse::default().with_topics(
+                        r.topics
+                            .iter()
+                            .map(|t| {
+                                OffsetCommitResponseTopic::default()
+                                    .with_name(t.name.clone())
+                                    .with_partitions(
+                                        t.partitions
+                                            .iter()
+                                            .map(|p| {
+                                                OffsetCommitResponsePartition::default()
+                                                    .with_partition_index(p.partition_index)
+                                                    .with_error_code(e)
+                                            })
+                                            .collect(),
+                                    )
+                            })
+                            .collect(),
+                    );
+                    write_response(&mut stream, correlation, resp_header, &body, version).await?;
+                }
+                RequestKind::OffsetFetch(r) => {
+                    let body = self.offset_fetch(r, version);
+                    write_response(&mut stream, correlation, resp_header, &body, version).await?;
+                }
+                RequestKind::ListGroups(_) => {
+                    let body = ListGroupsResponse::default().with_groups(
+                        self.groups
+                            .list()
+                            .into_iter()
+                            .map(|(g, pt, st)| {
+                                let l = ListedGroup::default()
+                                    .with_group_id(GroupId(StrBytes::from_string(g)))
+                                    .with_protocol_type(StrBytes::from_string(pt));
+                                if version >= 4 {
+                                    l.with_group_state(StrBytes::from_static_str(st))
+                                } else {
+                                    l
+                                }
+                            })
+                            .collect(),
+                    );
+                    write_response(&mut stream, correlation, resp_header, &body, version).await?;
+                }
+                RequestKind::DescribeGroups(r) => {
+                    let groups = r
+                        .groups
+                        .into_iter()
+                        .map(|g| match self.groups.describe(&g.0) {
+                            None => DescribedGroup::default()
+                                .with_group_id(g)
+                                .with_group_state(StrBytes::from_static_str("Dead")),
+                            Some((state, pt, proto, members)) => DescribedGroup::default()
+                                .with_group_id(g)
+                                .with_group_state(StrBytes::from_static_str(state))
+                                .with_protocol_type(StrBytes::from_string(pt))
+                                .with_protocol_data(StrBytes::from_string(proto))
+                                .with_members(
+                                    members
+                                        .into_iter()
+                                        .map(|(id, client, md, a)| {
+                                            DescribedGroupMember::default()
+                                                .with_member_id(StrBytes::from_string(id))
+                                                .with_client_id(StrBytes::from_string(client))
+                                                .with_member_metadata(md)
+                                                .with_member_assignment(a)
+                                        })
+                                        .collect(),
+                                ),
+                        })
+                        .collect();
+                    let body = DescribeGroupsResponse::default().with_groups(groups);
+                    write_response(&mut stream, correlation, resp_header, &body, version).await?;
+                }
                 other => anyhow::bail!("unhandled request {other:?}"),
             }
         }
+    }
+
+    fn offset_fetch(&self, r: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
+        let partition = |g: &str, t: &str, p: i32| {
+            let (o, md) = self.groups.committed(g, t, p).unwrap_or((-1, None));
+            (o, md.map(StrBytes::from_string))
+        };
+        if version >= 8 {
+            let groups = r
+                .groups
+                .into_iter()
+                .map(|g| {
+                    let gid = g.group_id.0.to_string();
+                    let topics: Vec<(String, Vec<i32>)> = match g.topics {
+                        Some(ts) => ts
+                            .into_iter()
+                            .map(|t| (t.name.0.to_string(), t.partition_indexes))
+                            .collect(),
+                        None => group_by_topic(self.groups.committed_all(&gid)),
+                    };
+                    OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id)
+                        .with_topics(
+                            topics
+                                .into_iter()
+                                .map(|(t, ps)| {
+                                    OffsetFetchResponseTopics::default()
+                                        .with_name(name(&t))
+                                        .with_partitions(
+                                            ps.into_iter()
+                                                .map(|p| {
+                                                    let (o, md) = partition(&gid, &t, p);
+                                                    OffsetFetchResponsePartitions::default()
+                                                        .with_partition_index(p)
+                                                        .with_committed_offset(o)
+                                                        .with_metadata(md)
+                                                })
+                                                .collect(),
+                                        )
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            return OffsetFetchResponse::default().with_groups(groups);
+        }
+        let gid = r.group_id.0.to_string();
+        let topics: Vec<(String, Vec<i32>)> = match r.topics {
+            Some(ts) => ts
+                .into_iter()
+                .map(|t| (t.name.0.to_string(), t.partition_indexes))
+                .collect(),
+            None => group_by_topic(self.groups.committed_all(&gid)),
+        };
+        OffsetFetchResponse::default().with_topics(
+            topics
+                .into_iter()
+                .map(|(t, ps)| {
+                    OffsetFetchResponseTopic::default()
+                        .with_name(name(&t))
+                        .with_partitions(
+                            ps.into_iter()
+                                .map(|p| {
+                                    let (o, md) = partition(&gid, &t, p);
+                                    OffsetFetchResponsePartition::default()
+                                        .with_partition_index(p)
+                                        .with_committed_offset(o)
+                                        .with_metadata(md)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        )
     }
 
     fn api_versions(&self, error: i16) -> ApiVersionsResponse {
@@ -236,7 +593,7 @@ impl Broker {
         }
     }
 
-    async fn metadata(self: Arc<Self>, r: MetadataRequest) -> MetadataResponse {
+    async fn metadata(self: Arc<Self>, r: MetadataRequest, version: i16) -> MetadataResponse {
         let b = self.clone();
         tokio::task::spawn_blocking(move || {
             let topics: Vec<(String, Result<Arc<Topic>, LogError>)> = match &r.topics {
@@ -259,44 +616,42 @@ impl Broker {
                 .with_node_id(BrokerId(0))
                 .with_host(StrBytes::from_string(b.cfg.advertise.0.clone()))
                 .with_port(b.cfg.advertise.1);
-            MetadataResponse::default()
-                .with_brokers(vec![broker])
-                .with_cluster_id(Some(StrBytes::from_static_str("sluice")))
-                .with_controller_id(BrokerId(0))
-                .with_topics(
-                    topics
-                        .into_iter()
-                        .map(|(n, t)| match t {
-                            Ok(t) => MetadataResponseTopic::default()
-                                .with_name(Some(name(&n)))
-                                .with_partitions(
-                                    (0..t.partitions.len() as i32)
-                                        .map(|p| {
-                                            MetadataResponsePartition::default()
-                                                .with_partition_index(p)
-                                                .with_leader_id(BrokerId(0))
-                                                .with_replica_nodes(vec![BrokerId(0)])
-                                                .with_isr_nodes(vec![BrokerId(0)])
-                                        })
-                                        .collect(),
-                                ),
-                            Err(LogError::InvalidTopicName { .. }) => {
-                                MetadataResponseTopic::default()
-                                    .with_name(Some(name(&n)))
-                                    .with_error_code(code::INVALID_TOPIC_EXCEPTION)
-                            }
-                            Err(_) => MetadataResponseTopic::default()
-                                .with_name(Some(name(&n)))
-                                .with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION),
-                        })
-                        .collect(),
-                )
+            let mut resp = MetadataResponse::default().with_brokers(vec![broker]);
+            if version >= 2 {
+                resp = resp.with_cluster_id(Some(StrBytes::from_static_str("sluice")));
+            }
+            resp.with_topics(
+                topics
+                    .into_iter()
+                    .map(|(n, t)| match t {
+                        Ok(t) => MetadataResponseTopic::default()
+                            .with_name(Some(name(&n)))
+                            .with_partitions(
+                                (0..t.partitions.len() as i32)
+                                    .map(|p| {
+                                        MetadataResponsePartition::default()
+                                            .with_partition_index(p)
+                                            .with_leader_id(BrokerId(0))
+                                            .with_replica_nodes(vec![BrokerId(0)])
+                                            .with_isr_nodes(vec![BrokerId(0)])
+                                    })
+                                    .collect(),
+                            ),
+                        Err(LogError::InvalidTopicName { .. }) => MetadataResponseTopic::default()
+                            .with_name(Some(name(&n)))
+                            .with_error_code(code::INVALID_TOPIC_EXCEPTION),
+                        Err(_) => MetadataResponseTopic::default()
+                            .with_name(Some(name(&n)))
+                            .with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION),
+                    })
+                    .collect(),
+            )
         })
         .await
         .unwrap_or_default()
     }
 
-    async fn produce(self: Arc<Self>, r: ProduceRequest) -> ProduceResponse {
+    async fn produce(self: Arc<Self>, r: ProduceRequest, version: i16) -> ProduceResponse {
         let b = self.clone();
         tokio::task::spawn_blocking(move || {
             let responses = r
@@ -328,10 +683,11 @@ impl Broker {
                                     .with_error_message(Some(StrBytes::from_string(e)));
                             }
                             match part.append(BytesMut::from(&records[..])) {
-                                Ok(a) => resp
+                                Ok(a) if version >= 5 => resp
                                     .with_base_offset(a.base_offset as i64)
                                     .with_log_append_time_ms(-1)
                                     .with_log_start_offset(part.start_offset() as i64),
+                                Ok(a) => resp.with_base_offset(a.base_offset as i64).with_log_append_time_ms(-1),
                                 Err(LogError::InvalidBatch(e)) => resp
                                     .with_error_code(code::CORRUPT_MESSAGE)
                                     .with_error_message(Some(StrBytes::from_string(e.to_string()))),
@@ -354,6 +710,7 @@ impl Broker {
     fn fetch_once(
         &self,
         r: &FetchRequest,
+        version: i16,
     ) -> (FetchResponse, usize, Vec<tokio::sync::watch::Receiver<u64>>) {
         let mut total = 0usize;
         let mut watches = Vec::new();
@@ -377,11 +734,13 @@ impl Broker {
                         };
                         watches.push(part.subscribe());
                         let hw = part.high_watermark() as i64;
-                        let resp = resp
+                        let mut resp = resp
                             .with_high_watermark(hw)
                             .with_last_stable_offset(hw)
-                            .with_log_start_offset(part.start_offset() as i64)
                             .with_aborted_transactions(Some(Vec::new()));
+                        if version >= 5 {
+                            resp = resp.with_log_start_offset(part.start_offset() as i64);
+                        }
                         let room = max_total.saturating_sub(total);
                         let max = usize::try_from(fp.partition_max_bytes)
                             .unwrap_or(0)
@@ -411,14 +770,14 @@ impl Broker {
         )
     }
 
-    async fn fetch(self: Arc<Self>, r: FetchRequest) -> FetchResponse {
+    async fn fetch(self: Arc<Self>, r: FetchRequest, version: i16) -> FetchResponse {
         let deadline = Instant::now()
             + Duration::from_millis(u64::try_from(r.max_wait_ms).unwrap_or(0).min(30_000));
         let r = Arc::new(r);
         loop {
             let (b, req) = (self.clone(), r.clone());
             let Ok((resp, total, mut watches)) =
-                tokio::task::spawn_blocking(move || b.fetch_once(&req)).await
+                tokio::task::spawn_blocking(move || b.fetch_once(&req, version)).await
             else {
                 return FetchResponse::default().with_error_code(code::UNKNOWN_SERVER_ERROR);
             };
@@ -489,6 +848,14 @@ impl Broker {
         .await
         .unwrap_or_default()
     }
+}
+
+fn group_by_topic(committed: Vec<(String, i32, i64, Option<String>)>) -> Vec<(String, Vec<i32>)> {
+    let mut m: std::collections::BTreeMap<String, Vec<i32>> = std::collections::BTreeMap::new();
+    for (t, p, _, _) in committed {
+        m.entry(t).or_default().push(p);
+    }
+    m.into_iter().collect()
 }
 
 /// Checks that every record of every batch decodes and fits its batch's offset span.
