@@ -50,5 +50,20 @@ elif cmd == "group-read":
     c.close()
     for v in got:
         print(v)
+elif cmd == "admin":
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
+    a = KafkaAdminClient(bootstrap_servers=bootstrap)
+    a.create_topics([NewTopic("admin_made", num_partitions=4, replication_factor=1,
+                              topic_configs={"retention.ms": "3600000", "cleanup.policy": "compact"})])
+    try:
+        a.create_topics([NewTopic("admin_made", num_partitions=1, replication_factor=1)])
+        print("duplicate create accepted")
+    except Exception as e:  # TopicAlreadyExistsError
+        print("duplicate refused:", type(e).__name__)
+    res = a.describe_configs([ConfigResource(ConfigResourceType.TOPIC, "admin_made")])
+    print("configs:", repr(res)[:3000])
+    a.delete_topics(["admin_made"])
+    print("deleted")
+    a.close()
 else:
     sys.exit(f"unknown command {cmd}")

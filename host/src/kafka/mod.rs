@@ -7,6 +7,7 @@
 //! OffsetFetch, ListGroups, DescribeGroups) through [`groups::Coordinator`].
 
 pub mod groups;
+mod idempotence;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,6 +16,11 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -41,6 +47,10 @@ use kafka_protocol::messages::{
     ProduceResponse, ProducerId, RequestHeader, RequestKind, ResponseHeader, TopicName,
 };
 use kafka_protocol::messages::{
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    DescribeConfigsRequest, DescribeConfigsResponse,
+};
+use kafka_protocol::messages::{
     DescribeGroupsResponse, FindCoordinatorResponse, GroupId, HeartbeatResponse, JoinGroupResponse,
     LeaveGroupResponse, ListGroupsResponse, OffsetCommitResponse, OffsetFetchRequest,
     OffsetFetchResponse, SyncGroupResponse,
@@ -63,6 +73,10 @@ mod code {
     pub const UNKNOWN_SERVER_ERROR: i16 = -1;
     pub const UNSUPPORTED_VERSION: i16 = 35;
     pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
+    pub const TOPIC_ALREADY_EXISTS: i16 = 36;
+    pub const INVALID_PARTITIONS: i16 = 37;
+    pub const INVALID_CONFIG: i16 = 40;
+    pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
 }
 
 /// The versions served, per API key.
@@ -82,6 +96,9 @@ const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetFetch, 1, 8),
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::CreateTopics, 2, 5),
+    (ApiKey::DeleteTopics, 1, 5),
+    (ApiKey::DescribeConfigs, 1, 4),
 ];
 
 fn supported(key: ApiKey, version: i16) -> bool {
@@ -104,6 +121,7 @@ pub struct KafkaConfig {
 
 struct Broker {
     log: Arc<Log>,
+    producers: idempotence::Producers,
     groups: groups::Coordinator,
     cfg: KafkaConfig,
     next_producer_id: AtomicI64,
@@ -127,6 +145,7 @@ pub async fn run(
     };
     let broker = Arc::new(Broker {
         log,
+        producers: Default::default(),
         groups: coordinator,
         cfg,
         next_producer_id: AtomicI64::new(crate::log::now_ms()),
@@ -481,6 +500,22 @@ impl Broker {
                     let body = DescribeGroupsResponse::default().with_groups(groups);
                     write_response(&mut stream, correlation, resp_header, &body, version).await?;
                 }
+                RequestKind::CreateTopics(r) => {
+                    let b = self.clone();
+                    let body =
+                        tokio::task::spawn_blocking(move || b.create_topics(r, version)).await?;
+                    write_response(&mut stream, correlation, resp_header, &body, version).await?;
+                }
+                RequestKind::DeleteTopics(r) => {
+                    let b = self.clone();
+                    let body =
+                        tokio::task::spawn_blocking(move || b.delete_topics(r, version)).await?;
+                    write_response(&mut stream, correlation, resp_header, &body, version).await?;
+                }
+                RequestKind::DescribeConfigs(r) => {
+                    let body = self.describe_configs(r);
+                    write_response(&mut stream, correlation, resp_header, &body, version).await?;
+                }
                 other => anyhow::bail!("unhandled request {other:?}"),
             }
         }
@@ -560,6 +595,164 @@ impl Broker {
         )
     }
 
+    fn create_topics(&self, r: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+        let topics = r
+            .topics
+            .into_iter()
+            .map(|t| {
+                let res = CreatableTopicResult::default().with_name(t.name.clone());
+                let fail = |code: i16, msg: String| {
+                    let res = res.clone().with_error_code(code);
+                    if version >= 1 {
+                        res.with_error_message(Some(StrBytes::from_string(msg)))
+                    } else {
+                        res
+                    }
+                };
+                let mut config = TopicConfig {
+                    partitions: if t.num_partitions < 0 {
+                        self.cfg.default_partitions
+                    } else {
+                        t.num_partitions as u32
+                    },
+                    ..TopicConfig::default()
+                };
+                for c in &t.configs {
+                    let v = c.value.as_ref().map(|v| v.to_string()).unwrap_or_default();
+                    let bad = || {
+                        fail(
+                            code::INVALID_CONFIG,
+                            format!("invalid value {v:?} for {}", c.name),
+                        )
+                    };
+                    match &*c.name {
+                        "retention.ms" => match v.parse::<i64>() {
+                            Ok(-1) => config.retention_ms = None,
+                            Ok(n) => config.retention_ms = Some(n),
+                            Err(_) => return bad(),
+                        },
+                        "retention.bytes" => match v.parse::<i64>() {
+                            Ok(-1) => config.retention_bytes = None,
+                            Ok(n) if n > 0 => config.retention_bytes = Some(n as u64),
+                            _ => return bad(),
+                        },
+                        "segment.bytes" => match v.parse() {
+                            Ok(n) => config.segment_bytes = n,
+                            Err(_) => return bad(),
+                        },
+                        "segment.ms" => match v.parse() {
+                            Ok(n) => config.segment_ms = n,
+                            Err(_) => return bad(),
+                        },
+                        "cleanup.policy" => match v.as_str() {
+                            "delete" => config.cleanup = crate::log::Cleanup::Delete,
+                            "compact" => config.cleanup = crate::log::Cleanup::Compact,
+                            _ => return bad(),
+                        },
+                        _ => {} // other Kafka settings have no meaning here
+                    }
+                }
+                if let Err(e) = crate::log::validate_topic_name(&t.name.0) {
+                    return fail(code::INVALID_TOPIC_EXCEPTION, e.to_string());
+                }
+                if let Err(e) = config.validate() {
+                    return fail(code::INVALID_PARTITIONS, e.to_string());
+                }
+                if r.validate_only {
+                    return if self.log.topic(&t.name.0).is_ok() {
+                        fail(
+                            code::TOPIC_ALREADY_EXISTS,
+                            format!("topic {} already exists", &*t.name.0),
+                        )
+                    } else {
+                        res
+                    };
+                }
+                match self.log.create_topic(&t.name.0, config) {
+                    Ok(_) => res,
+                    Err(LogError::TopicExists(n)) => fail(
+                        code::TOPIC_ALREADY_EXISTS,
+                        format!("topic {n} already exists"),
+                    ),
+                    Err(e) => fail(code::INVALID_CONFIG, e.to_string()),
+                }
+            })
+            .collect();
+        CreateTopicsResponse::default().with_topics(topics)
+    }
+
+    fn delete_topics(&self, r: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
+        let names: Vec<TopicName> = if version >= 6 {
+            r.topics.into_iter().filter_map(|t| t.name).collect()
+        } else {
+            r.topic_names
+        };
+        let responses = names
+            .into_iter()
+            .map(|n| {
+                let res = DeletableTopicResult::default().with_name(Some(n.clone()));
+                match self.log.delete_topic(&n.0) {
+                    Ok(()) => res,
+                    Err(_) => res.with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION),
+                }
+            })
+            .collect();
+        DeleteTopicsResponse::default().with_responses(responses)
+    }
+
+    fn describe_configs(&self, r: DescribeConfigsRequest) -> DescribeConfigsResponse {
+        const TOPIC: i8 = 2;
+        let results = r
+            .resources
+            .into_iter()
+            .map(|res| {
+                let out = DescribeConfigsResult::default()
+                    .with_resource_type(res.resource_type)
+                    .with_resource_name(res.resource_name.clone());
+                if res.resource_type != TOPIC {
+                    return out;
+                }
+                let Ok(t) = self.log.topic(&res.resource_name) else {
+                    return out.with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION);
+                };
+                let c = &t.config;
+                let entries = [
+                    (
+                        "cleanup.policy",
+                        match c.cleanup {
+                            crate::log::Cleanup::Delete => "delete".to_string(),
+                            crate::log::Cleanup::Compact => "compact".to_string(),
+                        },
+                    ),
+                    (
+                        "retention.ms",
+                        c.retention_ms.map_or("-1".into(), |v| v.to_string()),
+                    ),
+                    (
+                        "retention.bytes",
+                        c.retention_bytes.map_or("-1".into(), |v| v.to_string()),
+                    ),
+                    ("segment.bytes", c.segment_bytes.to_string()),
+                    ("segment.ms", c.segment_ms.to_string()),
+                ];
+                let wanted = res.configuration_keys.as_ref();
+                out.with_configs(
+                    entries
+                        .into_iter()
+                        .filter(|(k, _)| wanted.is_none_or(|w| w.iter().any(|x| &**x == *k)))
+                        .map(|(k, v)| {
+                            DescribeConfigsResourceResult::default()
+                                .with_name(StrBytes::from_static_str(k))
+                                .with_value(Some(StrBytes::from_string(v)))
+                                .with_config_source(1)
+                        })
+                        .collect(),
+                )
+            })
+            .collect();
+        DescribeConfigsResponse::default().with_results(results)
+    }
+
     fn api_versions(&self, error: i16) -> ApiVersionsResponse {
         ApiVersionsResponse::default()
             .with_error_code(error)
@@ -617,6 +810,9 @@ impl Broker {
                 .with_host(StrBytes::from_string(b.cfg.advertise.0.clone()))
                 .with_port(b.cfg.advertise.1);
             let mut resp = MetadataResponse::default().with_brokers(vec![broker]);
+            if version >= 1 {
+                resp = resp.with_controller_id(BrokerId(0));
+            }
             if version >= 2 {
                 resp = resp.with_cluster_id(Some(StrBytes::from_static_str("sluice")));
             }
@@ -682,7 +878,30 @@ impl Broker {
                                     .with_error_code(code::CORRUPT_MESSAGE)
                                     .with_error_message(Some(StrBytes::from_string(e)));
                             }
-                            match part.append(BytesMut::from(&records[..])) {
+                            // Idempotent producers: one batch per request and partition.
+                            let header = crate::log::batch::BatchHeader::parse(&records).ok();
+                            let idem = header.filter(|h| h.producer_id >= 0 && h.base_sequence >= 0);
+                            let slot = idem.map(|h| b.producers.slot(h.producer_id, &topic_name, pd.index));
+                            let mut guard = slot.as_ref().map(|s| s.lock().unwrap_or_else(|p| p.into_inner()));
+                            if let (Some(h), Some(last)) = (idem, guard.as_deref()) {
+                                match idempotence::decide(last, h.producer_epoch, h.base_sequence, h.record_count) {
+                                    idempotence::Decision::Append => {}
+                                    idempotence::Decision::Duplicate(base) => {
+                                        return resp.with_base_offset(base).with_log_append_time_ms(-1);
+                                    }
+                                    idempotence::Decision::OutOfOrder { expected, got } => {
+                                        return resp.with_error_code(code::OUT_OF_ORDER_SEQUENCE_NUMBER).with_error_message(
+                                            Some(StrBytes::from_string(format!("expected sequence {expected}, got {got}"))),
+                                        );
+                                    }
+                                }
+                            }
+                            let appended = part.append(BytesMut::from(&records[..]));
+                            if let (Some(h), Some(last), Ok(a)) = (idem, guard.as_deref_mut(), &appended) {
+                                idempotence::record(last, h.producer_epoch, h.base_sequence, h.record_count, a.base_offset as i64);
+                            }
+                            drop(guard);
+                            match appended {
                                 Ok(a) if version >= 5 => resp
                                     .with_base_offset(a.base_offset as i64)
                                     .with_log_append_time_ms(-1)

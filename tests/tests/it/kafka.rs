@@ -299,3 +299,24 @@ fn kcat_lists_produces_and_consumes() {
     want.sort();
     assert_eq!(got, want);
 }
+
+#[test]
+fn kafka_admin_creates_describes_and_deletes_topics() {
+    let s = Server::start();
+    let k = s.kafka.clone().unwrap();
+    let out = groups_script(&["admin", &k]).join("\n");
+    assert!(
+        out.contains("duplicate refused: TopicAlreadyExistsError"),
+        "{out}"
+    );
+    assert!(
+        out.contains("retention.ms") && out.contains("3600000") && out.contains("compact"),
+        "{out}"
+    );
+    assert!(out.contains("deleted"), "{out}");
+    let r = crate::common::http()
+        .get(s.url("/v1/topics/admin_made"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 404, "deleted over Kafka, gone over HTTP");
+}
