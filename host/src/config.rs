@@ -20,6 +20,26 @@ pub struct FileConfig {
     pub limits: Limits,
     pub log: LogSettings,
     pub auth: AuthConfig,
+    pub kafka_settings: KafkaSettings,
+}
+
+/// `[kafka_settings]` in the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaSettings {
+    /// Create unknown topics when a Kafka client produces to or asks metadata for them.
+    pub auto_create_topics: bool,
+    /// Partitions of auto-created topics.
+    pub default_partitions: u32,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        KafkaSettings {
+            auto_create_topics: true,
+            default_partitions: 1,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -74,6 +94,7 @@ pub struct ServerConfig {
     pub kafka: Option<SocketAddr>,
     /// Host:port given to Kafka clients.
     pub advertise: Option<String>,
+    pub kafka_settings: KafkaSettings,
 }
 
 impl ServerConfig {

@@ -48,6 +48,7 @@ pub async fn run() -> anyhow::Result<()> {
         log: Default::default(),
         kafka: None,
         advertise: None,
+        kafka_settings: Default::default(),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(crate::server::run(config, listener, None, async {

@@ -57,6 +57,7 @@ async fn serve(args: sluice::cli::ServeArgs) -> anyhow::Result<()> {
         log: file.log,
         kafka: None,
         advertise: args.advertise.or(file.advertise),
+        kafka_settings: file.kafka_settings.clone(),
     };
     let kafka = args
         .kafka

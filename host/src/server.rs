@@ -65,8 +65,8 @@ pub async fn run(
             };
             let cfg = crate::kafka::KafkaConfig {
                 advertise,
-                auto_create: true,
-                default_partitions: 1,
+                auto_create: config.kafka_settings.auto_create_topics,
+                default_partitions: config.kafka_settings.default_partitions.max(1),
                 groups_dir: config.data_dir.join("kafka-groups"),
             };
             tracing::info!(%addr, "kafka listening");
