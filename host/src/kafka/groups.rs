@@ -125,6 +125,18 @@ impl Group {
         }
     }
 
+    fn assignment_of(&self, member_id: &str) -> SyncResult {
+        let assignment = self
+            .members
+            .get(member_id)
+            .map(|m| m.assignment.clone())
+            .unwrap_or_default();
+        SyncResult {
+            error: code::NONE,
+            assignment,
+        }
+    }
+
     fn all_joined(&self) -> bool {
         self.members.values().all(|m| m.joined)
     }
@@ -348,17 +360,7 @@ impl Coordinator {
                 State::PreparingRebalance | State::Empty => {
                     return fail(code::REBALANCE_IN_PROGRESS);
                 }
-                State::Stable => {
-                    let a = g
-                        .members
-                        .get(member_id)
-                        .map(|m| m.assignment.clone())
-                        .unwrap_or_default();
-                    return SyncResult {
-                        error: code::NONE,
-                        assignment: a,
-                    };
-                }
+                State::Stable => return g.assignment_of(member_id),
                 State::CompletingRebalance => {}
             }
             if g.leader.as_deref() == Some(member_id) {
@@ -376,15 +378,7 @@ impl Coordinator {
                         });
                     }
                 }
-                let a = g
-                    .members
-                    .get(member_id)
-                    .map(|m| m.assignment.clone())
-                    .unwrap_or_default();
-                return SyncResult {
-                    error: code::NONE,
-                    assignment: a,
-                };
+                return g.assignment_of(member_id);
             }
             let (tx, rx) = oneshot::channel();
             if let Some(m) = g.members.get_mut(member_id) {

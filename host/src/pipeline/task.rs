@@ -351,35 +351,30 @@ impl TaskCtx {
                     });
                 outs += 1;
             }
-            for (i, reason) in out.rejected.iter().map(|(i, r)| (*i, r)) {
-                if !skip(i) {
-                    rejected += 1;
-                    self.dead_letter(
-                        &mut pending,
-                        &section,
-                        &h,
-                        i,
-                        offsets[i as usize],
-                        reason,
-                        seen,
-                    );
+            // Rejected and failed inputs both go to the dead-letter topic; failures also
+            // show as the transform's last error.
+            let rejects = out.rejected.iter().map(|(i, r)| (*i, r, false));
+            let failures = out.failed.iter().map(|(i, r)| (*i, r, true));
+            for (i, reason, trapped) in rejects.chain(failures) {
+                if skip(i) {
+                    continue;
                 }
-            }
-            for (i, reason) in out.failed.iter().map(|(i, r)| (*i, r)) {
-                if !skip(i) {
+                if trapped {
                     failed += 1;
                     self.t
                         .set_last_error(format!("offset {}: {reason}", offsets[i as usize]));
-                    self.dead_letter(
-                        &mut pending,
-                        &section,
-                        &h,
-                        i,
-                        offsets[i as usize],
-                        reason,
-                        seen,
-                    );
+                } else {
+                    rejected += 1;
                 }
+                self.dead_letter(
+                    &mut pending,
+                    &section,
+                    &h,
+                    i,
+                    offsets[i as usize],
+                    reason,
+                    seen,
+                );
             }
         }
         // Outputs first, dead letters last (slot = outputs.len()); each append is durable per
