@@ -263,6 +263,43 @@ fn librdkafka_compressed_idempotent_producer_and_a_two_member_group() {
     // The lz4 batches are stored as sent and read back over HTTP too.
     let total: usize = (0..6).map(|p| s.read_all("six", p, 0).len()).sum();
     assert_eq!(total, 3000);
+    // A transform reads the compressed batches like any others (decompressed for the plugin).
+    s.create_topic(json!({"name": "six.out", "partitions": 2}));
+    let c = crate::common::http();
+    let r = c
+        .put(s.url("/v1/plugins/id"))
+        .body(sluice_tests::fixtures::IDENTITY.to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = c
+        .put(s.url("/v1/transforms/copy"))
+        .json(&json!({"plugin": "id", "input": "six", "outputs": ["six.out"]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let out: Vec<Value> = (0..2).flat_map(|p| s.read_all("six.out", p, 0)).collect();
+        if out.len() >= 3000 {
+            let seqs: std::collections::HashSet<u64> = out
+                .iter()
+                .map(|r| {
+                    serde_json::from_str::<Value>(r["value"].as_str().unwrap()).unwrap()["seq"]
+                        .as_u64()
+                        .unwrap()
+                })
+                .collect();
+            assert_eq!((out.len(), seqs.len()), (3000, 3000));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of 3000 transformed",
+            out.len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
