@@ -34,6 +34,8 @@ elif cmd == "group-read":
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         consumer_timeout_ms=3000,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
     )
     got = []
     deadline = time.time() + 20

@@ -448,8 +448,19 @@ impl Coordinator {
         for (name, g) in groups.iter_mut() {
             match g.state {
                 State::PreparingRebalance => {
+                    // A member that is neither waiting in a join nor heard from within its
+                    // session timeout is gone (a crashed client); do not wait for it.
+                    let before = g.members.len();
+                    g.members.retain(|_, m| {
+                        m.join_tx.is_some() || now.duration_since(m.last_seen) < m.session_timeout
+                    });
+                    if g.members.len() < before {
+                        tracing::info!(group = %name, expired = before - g.members.len(), "members' sessions expired during a rebalance");
+                    }
                     if g.rebalance_deadline.is_some_and(|d| now >= d) {
                         tracing::info!(group = %name, "rebalance deadline passed; dropping members that did not rejoin");
+                        g.complete_join();
+                    } else if g.all_joined() {
                         g.complete_join();
                     }
                 }

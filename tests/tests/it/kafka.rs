@@ -357,3 +357,33 @@ fn kafka_admin_creates_describes_and_deletes_topics() {
         .unwrap();
     assert_eq!(r.status(), 404, "deleted over Kafka, gone over HTTP");
 }
+
+#[test]
+fn a_crashed_group_member_expires_and_the_survivor_takes_its_partitions() {
+    let s = Server::start();
+    let k = s.kafka.clone().unwrap();
+    s.create_topic(json!({"name": "crash_g", "partitions": 2}));
+    groups_script(&["produce", &k, "crash_g", "100"]);
+    let script = format!(
+        "{}/kafka/kafka_python_groups.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    // Member A joins and reads without committing, then dies without leaving the group.
+    let mut a = Command::new("python3")
+        .args([&script, "group-read", &k, "crash_g", "gx", "1000000"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    a.kill().unwrap();
+    a.wait().unwrap();
+    // B joins; A's session times out during the rebalance and B gets every partition.
+    let t = std::time::Instant::now();
+    let got = groups_script(&["group-read", &k, "crash_g", "gx", "100"]);
+    assert_eq!(got.len(), 100, "{got:?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(40),
+        "took {:?}",
+        t.elapsed()
+    );
+}
