@@ -102,12 +102,17 @@ impl<'a> Reader<'a> {
     /// An unsigned LEB128 varint of at most 64 bits.
     #[inline]
     pub fn uvarint(&mut self) -> Result<u64, CodecError> {
-        // Most lengths and deltas fit one byte.
-        if let Some(&b) = self.buf.get(self.pos)
-            && b < 0x80
-        {
-            self.pos += 1;
-            return Ok(u64::from(b));
+        // Most deltas fit one byte and most record lengths two.
+        match self.buf.get(self.pos..self.pos + 2) {
+            Some(&[b0, _]) if b0 < 0x80 => {
+                self.pos += 1;
+                return Ok(u64::from(b0));
+            }
+            Some(&[b0, b1]) if b1 < 0x80 => {
+                self.pos += 2;
+                return Ok(u64::from(b0 & 0x7f) | (u64::from(b1) << 7));
+            }
+            _ => {}
         }
         self.uvarint_slow()
     }
