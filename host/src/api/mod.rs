@@ -1,6 +1,7 @@
 //! The HTTP API: the only module that knows HTTP and JSON.
 
 mod error;
+mod metrics;
 mod records;
 mod topics;
 mod transforms;
@@ -91,6 +92,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let plugin_limit = state.pipelines.plugins.runtime().max_plugin_bytes + 1;
     Router::new()
         .route("/healthz", get(health))
+        .route("/metrics", get(metrics::metrics))
         .route("/v1/topics", post(topics::create).get(topics::list))
         .route(
             "/v1/topics/{topic}",

@@ -553,3 +553,46 @@ fn plugins_directory_uploads_new_versions_and_latest_deployments_follow() {
     let v2 = out.iter().find(|r| r["value"] == "two").unwrap();
     assert_eq!(v2["headers"]["sluice-version"], "2");
 }
+
+#[test]
+fn metrics_expose_partitions_and_transform_counters() {
+    let s = Server::start();
+    s.create_topic(json!({"name": "min", "partitions": 2}));
+    s.create_topic(json!({"name": "mout"}));
+    upload(&s, "mis", fixtures::MISBEHAVE);
+    deploy_ok(
+        &s,
+        "mt",
+        json!({"plugin": "mis", "input": "min", "outputs": ["mout"], "config": {"mode": "reject"}}),
+    );
+    let recs: Vec<Value> = ["a", "b", "REJECT-1", "c"]
+        .iter()
+        .map(|v| json!({"value": v, "partition": 0}))
+        .collect();
+    s.produce("min", recs);
+    wait_for_count(&s, "mout", 3);
+    wait_for_count(&s, "min.dlq", 1);
+    let r = http().get(s.url("/metrics")).send().unwrap();
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = r.text().unwrap();
+    for line in [
+        "sluice_partition_end_offset{topic=\"min\",partition=\"0\"} 4",
+        "sluice_partition_end_offset{topic=\"mout\",partition=\"0\"} 3",
+        "sluice_transform_records_in_total{transform=\"mt\"} 4",
+        "sluice_transform_records_out_total{transform=\"mt\"} 3",
+        "sluice_transform_rejected_total{transform=\"mt\"} 1",
+        "sluice_transform_lag{transform=\"mt\",partition=\"0\"} 0",
+        "# TYPE sluice_transform_records_in_total counter",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+    assert!(text.contains("process_resident_memory_bytes "));
+}
