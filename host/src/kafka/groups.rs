@@ -72,6 +72,17 @@ struct Member {
     assignment: Bytes,
 }
 
+impl Member {
+    /// This member's metadata for the chosen protocol.
+    fn metadata_for(&self, protocol: Option<&String>) -> Bytes {
+        self.protocols
+            .iter()
+            .find(|(n, _)| Some(n) == protocol)
+            .map(|(_, b)| b.clone())
+            .unwrap_or_default()
+    }
+}
+
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct Offsets {
     /// "topic/partition" → (offset, metadata)
@@ -173,14 +184,7 @@ impl Group {
         let metadata: Vec<(String, Bytes)> = self
             .members
             .iter()
-            .map(|(id, m)| {
-                let md = m
-                    .protocols
-                    .iter()
-                    .find(|(n, _)| Some(n) == protocol.as_ref())
-                    .map(|(_, b)| b.clone());
-                (id.clone(), md.unwrap_or_default())
-            })
+            .map(|(id, m)| (id.clone(), m.metadata_for(protocol.as_ref())))
             .collect();
         let (generation, ptype) = (self.generation, self.protocol_type.clone());
         for (id, m) in self.members.iter_mut() {
@@ -577,17 +581,8 @@ impl Coordinator {
             .members
             .iter()
             .map(|(id, m)| {
-                let md = m
-                    .protocols
-                    .iter()
-                    .find(|(n, _)| Some(n) == g.protocol.as_ref())
-                    .map(|(_, b)| b.clone());
-                (
-                    id.clone(),
-                    m.client_id.clone(),
-                    md.unwrap_or_default(),
-                    m.assignment.clone(),
-                )
+                let md = m.metadata_for(g.protocol.as_ref());
+                (id.clone(), m.client_id.clone(), md, m.assignment.clone())
             })
             .collect();
         Some((
