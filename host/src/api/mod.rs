@@ -168,11 +168,11 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
 }
 
 /// Runs blocking log work off the reactor.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, crate::log::LogError> + Send + 'static,
+async fn blocking<T: Send + 'static, E: Into<ApiError> + Send + 'static>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError::internal(format!("blocking task failed: {e}")))?
-        .map_err(ApiError::from)
+        .map_err(Into::into)
 }

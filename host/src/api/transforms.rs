@@ -13,7 +13,7 @@ use futures::Stream;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, State, parse_json};
+use super::{ApiError, State, blocking, parse_json};
 use crate::pipeline::plugins::PluginError;
 use crate::pipeline::{PipelineError, TransformSpec};
 use crate::runtime::RuntimeError;
@@ -66,15 +66,6 @@ impl From<PipelineError> for ApiError {
             }
         }
     }
-}
-
-async fn blocking<T: Send + 'static, E: Into<ApiError> + Send + 'static>(
-    f: impl FnOnce() -> Result<T, E> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal(format!("blocking task failed: {e}")))?
-        .map_err(Into::into)
 }
 
 pub async fn upload_plugin(
