@@ -37,6 +37,46 @@ pub enum Command {
     /// Deploy and manage transforms.
     #[command(subcommand)]
     Transform(TransformCmd),
+    /// Deploy and manage connectors (http-pull sources, http/postgres sinks).
+    #[command(subcommand)]
+    Connector(ConnectorCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConnectorCmd {
+    /// Create or replace a connector from a JSON spec (see the README).
+    Deploy {
+        name: String,
+        /// The spec file (`-` for stdin).
+        #[arg(long)]
+        file: PathBuf,
+        #[command(flatten)]
+        server: Server,
+    },
+    List {
+        #[command(flatten)]
+        server: Server,
+    },
+    Status {
+        name: String,
+        #[command(flatten)]
+        server: Server,
+    },
+    Pause {
+        name: String,
+        #[command(flatten)]
+        server: Server,
+    },
+    Resume {
+        name: String,
+        #[command(flatten)]
+        server: Server,
+    },
+    Delete {
+        name: String,
+        #[command(flatten)]
+        server: Server,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -706,6 +746,73 @@ pub async fn transform(cmd: TransformCmd) -> anyhow::Result<()> {
         TransformCmd::Delete { name, server } => {
             Client::new(&server.server)
                 .delete(&format!("/v1/transforms/{name}"))
+                .await?;
+            println!("deleted {name}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn connector(cmd: ConnectorCmd) -> anyhow::Result<()> {
+    match cmd {
+        ConnectorCmd::Deploy { name, file, server } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?
+            };
+            let spec: Value = serde_json::from_str(&text)
+                .with_context(|| format!("{}: not JSON", file.display()))?;
+            let st = Client::new(&server.server)
+                .put(&format!("/v1/connectors/{name}"), &spec)
+                .await?;
+            println!(
+                "connector {name}: {} {} on {}",
+                st["kind"].as_str().unwrap_or(""),
+                st["status"].as_str().unwrap_or(""),
+                st["topic"].as_str().unwrap_or("")
+            );
+        }
+        ConnectorCmd::List { server } => {
+            let v = Client::new(&server.server).get("/v1/connectors").await?;
+            println!(
+                "{:<24} {:<14} {:<8} {:<24} {:>10} {:>8}",
+                "CONNECTOR", "KIND", "STATUS", "TOPIC", "RECORDS", "LAG"
+            );
+            for c in v["connectors"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<24} {:<14} {:<8} {:<24} {:>10} {:>8}",
+                    c["name"].as_str().unwrap_or(""),
+                    c["kind"].as_str().unwrap_or(""),
+                    c["status"].as_str().unwrap_or(""),
+                    c["topic"].as_str().unwrap_or(""),
+                    c["records"],
+                    c.get("lag").map_or("-".to_string(), |l| l.to_string())
+                );
+            }
+        }
+        ConnectorCmd::Status { name, server } => {
+            let v = Client::new(&server.server)
+                .get(&format!("/v1/connectors/{name}"))
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        ConnectorCmd::Pause { name, server } => {
+            Client::new(&server.server)
+                .post(&format!("/v1/connectors/{name}/pause"), &json!({}))
+                .await?;
+            println!("paused {name}");
+        }
+        ConnectorCmd::Resume { name, server } => {
+            Client::new(&server.server)
+                .post(&format!("/v1/connectors/{name}/resume"), &json!({}))
+                .await?;
+            println!("resumed {name}");
+        }
+        ConnectorCmd::Delete { name, server } => {
+            Client::new(&server.server)
+                .delete(&format!("/v1/connectors/{name}"))
                 .await?;
             println!("deleted {name}");
         }

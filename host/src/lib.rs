@@ -7,6 +7,7 @@
 //! - [`kafka`]: the Kafka wire protocol in front of the log.
 //! - [`runtime`]: wasmtime — validation, sandbox, limits, batch execution.
 //! - [`pipeline`]: transforms between topics, the plugin store and lookup tables.
+//! - [`connect`]: connectors — `http-pull` sources and `http-sink` / `postgres-sink` sinks.
 //! - [`server`]: wires the pieces together and runs them until shutdown.
 //! - [`cli`]: the `sluice` command line, a client of the HTTP API.
 //! - [`config`]: the server's settings (flags and the TOML file).
@@ -15,6 +16,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod connect;
 pub mod demo;
 pub mod kafka;
 pub mod log;

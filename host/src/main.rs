@@ -28,6 +28,7 @@ fn main() -> anyhow::Result<()> {
             Command::Consume(args) => sluice::cli::consume(args).await,
             Command::Plugin(cmd) => sluice::cli::plugin(cmd).await,
             Command::Transform(cmd) => sluice::cli::transform(cmd).await,
+            Command::Connector(cmd) => sluice::cli::connector(cmd).await,
         }
     })
 }

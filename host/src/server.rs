@@ -44,10 +44,13 @@ pub async fn run(
         )?)
     })
     .await??;
+    let connectors =
+        crate::connect::Connectors::open(log.clone(), config.data_dir.join("connectors"))?;
     let token = CancellationToken::new();
     let state = AppState::new(
         log.clone(),
         pipelines.clone(),
+        connectors.clone(),
         config.limits.clone(),
         token.clone(),
     );
@@ -100,6 +103,8 @@ pub async fn run(
     if let Some(k) = kafka_task {
         let _ = k.await;
     }
+    // Connectors finish their current request or transaction before the log closes.
+    connectors.shutdown().await;
     let _ = tokio::task::spawn_blocking(move || {
         // Transforms finish their current batch first, then the log flushes.
         pipelines.shutdown();

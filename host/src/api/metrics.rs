@@ -48,6 +48,71 @@ fn process(out: &mut String) {
     }
 }
 
+/// Connector counters, health and sink lag.
+fn connectors(out: &mut String, state: &super::AppState) {
+    let statuses: Vec<_> = state
+        .connectors
+        .list()
+        .iter()
+        .map(|c| state.connectors.status(c))
+        .collect();
+    for (key, help) in [
+        (
+            "records",
+            "Records imported (sources) or delivered (sinks).",
+        ),
+        (
+            "dead_letters",
+            "Records the store refused, sent to the dead-letter topic.",
+        ),
+        ("failures", "Failed attempts (retried with backoff)."),
+        ("requests", "Successful requests or transactions."),
+    ] {
+        let name = format!("sluice_connector_{key}_total");
+        family(out, &name, "counter", help);
+        for st in &statuses {
+            let _ = writeln!(
+                out,
+                "{name}{{connector=\"{}\",kind=\"{}\"}} {}",
+                st["name"].as_str().unwrap_or(""),
+                st["kind"].as_str().unwrap_or(""),
+                st[key].as_u64().unwrap_or(0)
+            );
+        }
+    }
+    family(
+        out,
+        "sluice_connector_up",
+        "gauge",
+        "1 while the connector's last attempt succeeded and it is not paused.",
+    );
+    for st in &statuses {
+        let _ = writeln!(
+            out,
+            "sluice_connector_up{{connector=\"{}\"}} {}",
+            st["name"].as_str().unwrap_or(""),
+            u8::from(st["status"] == "running")
+        );
+    }
+    family(
+        out,
+        "sluice_connector_lag",
+        "gauge",
+        "Records of the topic a sink has not delivered yet, per partition.",
+    );
+    for st in &statuses {
+        for p in st["partitions"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                out,
+                "sluice_connector_lag{{connector=\"{}\",partition=\"{}\"}} {}",
+                st["name"].as_str().unwrap_or(""),
+                p["partition"],
+                p["lag"].as_u64().unwrap_or(0)
+            );
+        }
+    }
+}
+
 pub async fn metrics(state: State) -> impl IntoResponse {
     let mut out = String::with_capacity(4096);
     let topics = state.log.topics();
@@ -142,6 +207,7 @@ pub async fn metrics(state: State) -> impl IntoResponse {
             st["name"].as_str().unwrap_or("")
         );
     }
+    connectors(&mut out, &state);
     process(&mut out);
     (
         [(

@@ -1,5 +1,6 @@
 //! The HTTP API: the only module that knows HTTP and JSON.
 
+mod connectors;
 mod error;
 mod metrics;
 mod records;
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
 
+use crate::connect::Connectors;
 use crate::log::Log;
 use crate::pipeline::Pipelines;
 
@@ -55,6 +57,7 @@ impl Default for Limits {
 pub struct AppState {
     pub log: Arc<Log>,
     pub pipelines: Arc<Pipelines>,
+    pub connectors: Arc<Connectors>,
     pub limits: Limits,
     /// Permits are KiB of produce bodies in flight.
     produce_budget: Semaphore,
@@ -66,6 +69,7 @@ impl AppState {
     pub fn new(
         log: Arc<Log>,
         pipelines: Arc<Pipelines>,
+        connectors: Arc<Connectors>,
         limits: Limits,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
@@ -73,6 +77,7 @@ impl AppState {
         Arc::new(AppState {
             log,
             pipelines,
+            connectors,
             produce_budget: Semaphore::new(kib),
             limits,
             shutdown,
@@ -123,6 +128,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/transforms/{name}/pause", post(transforms::pause))
         .route("/v1/transforms/{name}/resume", post(transforms::resume))
         .route("/v1/transforms/{name}/logs", get(transforms::logs))
+        .route("/v1/connectors", get(connectors::list))
+        .route(
+            "/v1/connectors/{name}",
+            put(connectors::put)
+                .get(connectors::get)
+                .delete(connectors::delete),
+        )
+        .route("/v1/connectors/{name}/pause", post(connectors::pause))
+        .route("/v1/connectors/{name}/resume", post(connectors::resume))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -258,44 +258,6 @@ pub struct ConsumeQuery {
     wait_ms: Option<u64>,
 }
 
-/// Reads up to `max` records at or after `offset` from what is already there.
-fn read_records(
-    part: &Partition,
-    offset: u64,
-    max: usize,
-) -> Result<(Vec<StoredRecord>, u64, u64), crate::log::LogError> {
-    let mut out = Vec::new();
-    let mut next = offset;
-    let mut hw = part.high_watermark();
-    while out.len() < max {
-        let r = match part.read(next, 1 << 20) {
-            Ok(r) => r,
-            // Serve what was read; the error shows on the next request, at its offset.
-            Err(_) if !out.is_empty() => break,
-            Err(e) => return Err(e),
-        };
-        hw = r.high_watermark;
-        if r.data.is_empty() {
-            break;
-        }
-        for (_, b) in batch::split(r.data)? {
-            for rec in batch::decode(&b)? {
-                if (rec.offset as u64) < next {
-                    continue;
-                }
-                if out.len() == max {
-                    return Ok((out, next, hw));
-                }
-                next = rec.offset as u64 + 1;
-                out.push(rec);
-            }
-        }
-        // Every record of this read was taken: continue after it (skips compaction gaps).
-        next = r.next_offset;
-    }
-    Ok((out, next, hw))
-}
-
 pub async fn consume(
     state: State,
     path: Result<Path<(String, String)>, PathRejection>,
@@ -318,7 +280,7 @@ pub async fn consume(
         .unwrap_or(500)
         .clamp(1, state.limits.max_records_per_fetch);
     let wait = state.max_wait(q.wait_ms);
-    let read = |part: Arc<Partition>| blocking(move || read_records(&part, offset, max));
+    let read = |part: Arc<Partition>| blocking(move || part.read_records(offset, max));
     let (mut recs, mut next, mut hw) = read(part.clone()).await?;
     if recs.is_empty() && !wait.is_zero() && offset >= hw {
         tokio::select! {
@@ -368,7 +330,7 @@ pub async fn stream(
         tokio::spawn(async move {
             loop {
                 let p = part.clone();
-                let read = blocking(move || read_records(&p, offset, 1000)).await;
+                let read = blocking(move || p.read_records(offset, 1000)).await;
                 let (recs, next) = match read {
                     Ok((r, n, _)) => (r, n),
                     Err(e) => {

@@ -349,6 +349,45 @@ impl Partition {
         Ok(empty(hw))
     }
 
+    /// Reads up to `max` records at or after `offset` from what is already there; returns
+    /// them with the next offset to read and the high watermark.
+    pub fn read_records(
+        &self,
+        offset: u64,
+        max: usize,
+    ) -> Result<(Vec<batch::StoredRecord>, u64, u64), LogError> {
+        let mut out = Vec::new();
+        let mut next = offset;
+        let mut hw = self.high_watermark();
+        while out.len() < max {
+            let r = match self.read(next, 1 << 20) {
+                Ok(r) => r,
+                // Serve what was read; the error shows on the next request, at its offset.
+                Err(_) if !out.is_empty() => break,
+                Err(e) => return Err(e),
+            };
+            hw = r.high_watermark;
+            if r.data.is_empty() {
+                break;
+            }
+            for (_, b) in batch::split(r.data)? {
+                for rec in batch::decode(&b)? {
+                    if (rec.offset as u64) < next {
+                        continue;
+                    }
+                    if out.len() == max {
+                        return Ok((out, next, hw));
+                    }
+                    next = rec.offset as u64 + 1;
+                    out.push(rec);
+                }
+            }
+            // Every record of this read was taken: continue after it (skips compaction gaps).
+            next = r.next_offset;
+        }
+        Ok((out, next, hw))
+    }
+
     fn corrupt(&self, offset: u64, e: batch::BatchError) -> LogError {
         LogError::Corrupt {
             topic: self.topic.clone(),

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+mod connectors;
 mod kafka;
 mod log_http;
 mod pipeline;

@@ -10,7 +10,7 @@ use sluice_tests::fixtures;
 
 use crate::common::{Server, http};
 
-fn upload(s: &Server, name: &str, bytes: &[u8]) -> Value {
+pub(crate) fn upload(s: &Server, name: &str, bytes: &[u8]) -> Value {
     let r = http()
         .put(s.url(&format!("/v1/plugins/{name}")))
         .body(bytes.to_vec())
@@ -28,7 +28,7 @@ fn deploy(s: &Server, name: &str, spec: Value) -> reqwest::blocking::Response {
         .unwrap()
 }
 
-fn deploy_ok(s: &Server, name: &str, spec: Value) -> Value {
+pub(crate) fn deploy_ok(s: &Server, name: &str, spec: Value) -> Value {
     let r = deploy(s, name, spec);
     let status = r.status();
     let body: Value = r.json().unwrap();
@@ -46,13 +46,13 @@ fn status(s: &Server, name: &str) -> Value {
 }
 
 /// Every record of every partition of a topic.
-fn all(s: &Server, topic: &str) -> Vec<Value> {
+pub(crate) fn all(s: &Server, topic: &str) -> Vec<Value> {
     let n = s.describe(topic)["partitions"].as_array().unwrap().len() as u32;
     (0..n).flat_map(|p| s.read_all(topic, p, 0)).collect()
 }
 
 /// Waits until a topic holds `n` records.
-fn wait_for_count(s: &Server, topic: &str, n: usize) -> Vec<Value> {
+pub(crate) fn wait_for_count(s: &Server, topic: &str, n: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let recs = all(s, topic);
