@@ -4,12 +4,14 @@
 //! `json_populate_recordset(NULL::table, …)`, so any column type PostgreSQL can read from
 //! JSON works without the sink knowing the schema.
 //!
-//! Modes: `append` inserts one row per record; `upsert` keeps the latest value per key
-//! (`INSERT … ON CONFLICT (key) DO UPDATE`) and a tombstone deletes the key's row.
+//! Modes: `append` copies one row per record into the table; `upsert` copies the batch's
+//! latest row per key into a session staging table and merges it with
+//! `INSERT … SELECT … ON CONFLICT (key) DO UPDATE`; a tombstone deletes the key's row.
 
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 
+use futures::SinkExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio_postgres::error::SqlState;
@@ -109,13 +111,14 @@ const POSITIONS_DDL: &str = "CREATE TABLE IF NOT EXISTS sluice_sink_positions (
 
 /// Statements prepared on a connection once the table is there.
 struct Prepared {
-    write: Statement,
+    /// Upsert only: staged rows into the table.
+    merge: Option<Statement>,
     delete: Option<Statement>,
     position: Statement,
 }
 
 /// The last operation on one key within a batch: its place, the row (none = delete), the key.
-type KeyOp = (usize, Option<Map<String, Value>>, Value);
+type KeyOp = (usize, Option<Vec<Value>>, Value);
 
 /// An open connection and, once the table is there, the sink's statements on it.
 struct Conn {
@@ -123,14 +126,27 @@ struct Conn {
     prepared: Option<Prepared>,
 }
 
+/// The SQL of one sink, built once from its spec.
+struct Sql {
+    /// `COPY … FROM STDIN` into the table (append) or the session's staging table (upsert).
+    copy: String,
+    /// Upsert: creates the staging table of the session.
+    stage: Option<String>,
+    merge: Option<String>,
+    delete: Option<String>,
+}
+
 pub struct PgSink {
     spec: PostgresSinkSpec,
     connector: String,
     partition: u32,
     conn: Option<Conn>,
-    write_sql: String,
-    delete_sql: Option<String>,
+    sql: Sql,
+    /// Column names in the order of `spec.columns` (and of every row).
+    columns: Vec<String>,
 }
+
+const STAGE: &str = "sluice_stage";
 
 impl PgSink {
     pub fn new(env: &TaskEnv, spec: &PostgresSinkSpec, partition: u32) -> PgSink {
@@ -142,10 +158,12 @@ impl PgSink {
             .map(|c| ident(c).unwrap_or_default())
             .collect();
         let list = cols.join(", ");
-        let mut write_sql = format!(
-            "INSERT INTO {table} ({list}) SELECT {list} FROM json_populate_recordset(NULL::{table}, $1::json)"
-        );
-        let mut delete_sql = None;
+        let mut sql = Sql {
+            copy: format!("COPY {table} ({list}) FROM STDIN"),
+            stage: None,
+            merge: None,
+            delete: None,
+        };
         if let (Mode::Upsert, Some(k)) = (spec.mode, &spec.key_column) {
             let key = ident(k).unwrap_or_default();
             let sets: Vec<String> = cols
@@ -153,15 +171,19 @@ impl PgSink {
                 .filter(|c| **c != key)
                 .map(|c| format!("{c} = EXCLUDED.{c}"))
                 .collect();
-            if sets.is_empty() {
-                write_sql.push_str(&format!(" ON CONFLICT ({key}) DO NOTHING"));
+            let action = if sets.is_empty() {
+                "DO NOTHING".to_string()
             } else {
-                write_sql.push_str(&format!(
-                    " ON CONFLICT ({key}) DO UPDATE SET {}",
-                    sets.join(", ")
-                ));
-            }
-            delete_sql = Some(format!(
+                format!("DO UPDATE SET {}", sets.join(", "))
+            };
+            sql.copy = format!("COPY {STAGE} ({list}) FROM STDIN");
+            sql.stage = Some(format!(
+                "CREATE TEMP TABLE IF NOT EXISTS {STAGE} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+            ));
+            sql.merge = Some(format!(
+                "INSERT INTO {table} ({list}) SELECT {list} FROM {STAGE} ON CONFLICT ({key}) {action}"
+            ));
+            sql.delete = Some(format!(
                 "DELETE FROM {table} t USING json_populate_recordset(NULL::{table}, $1::json) d WHERE t.{key} = d.{key}"
             ));
         }
@@ -170,8 +192,8 @@ impl PgSink {
             connector: env.name.clone(),
             partition,
             conn: None,
-            write_sql,
-            delete_sql,
+            sql,
+            columns: spec.columns.keys().cloned().collect(),
         }
     }
 
@@ -187,7 +209,16 @@ impl PgSink {
                         tracing::debug!(connector = %name, error = %e, "postgres connection ended");
                     }
                 });
-                client.batch_execute(POSITIONS_DDL).await?;
+                // Sinks starting together race on CREATE TABLE IF NOT EXISTS; the loser's
+                // error only says that the table is there now.
+                if let Err(e) = client.batch_execute(POSITIONS_DDL).await
+                    && !matches!(
+                        e.code(),
+                        Some(&SqlState::UNIQUE_VIOLATION) | Some(&SqlState::DUPLICATE_TABLE)
+                    )
+                {
+                    return Err(e);
+                }
                 Ok(self.conn.insert(Conn {
                     client,
                     prepared: None,
@@ -196,14 +227,14 @@ impl PgSink {
         }
     }
 
-    /// The row of one record: column → JSON value. A tombstone has no row.
-    fn row(&self, r: &StoredRecord) -> Result<Option<Map<String, Value>>, String> {
+    /// The row of one record, one value per column; a tombstone has no row.
+    fn row(&self, r: &StoredRecord) -> Result<Option<Vec<Value>>, String> {
         let Some(value) = r.value.as_deref() else {
             return Ok(None);
         };
         let doc = value_json(Some(value));
-        let mut row = Map::new();
-        for (col, src) in &self.spec.columns {
+        let mut row = Vec::with_capacity(self.columns.len());
+        for src in self.spec.columns.values() {
             let v = match src.as_str() {
                 "$key" => r.key.as_deref().map_or(Value::Null, |k| {
                     Value::String(String::from_utf8_lossy(k).into_owned())
@@ -223,15 +254,19 @@ impl PgSink {
                     json_path(&doc, path).cloned().unwrap_or(Value::Null)
                 }
             };
-            row.insert(col.clone(), v);
+            row.push(v);
         }
         Ok(Some(row))
     }
 
-    /// The key of a record for upsert: the key column's value, or the record key.
-    fn key_of(&self, r: &StoredRecord, row: Option<&Map<String, Value>>) -> Option<Value> {
+    fn key_index(&self) -> Option<usize> {
         let k = self.spec.key_column.as_ref()?;
-        match row.and_then(|row| row.get(k)) {
+        self.columns.iter().position(|c| c == k)
+    }
+
+    /// The key of a record for upsert: the key column's value, or the record key.
+    fn key_of(&self, r: &StoredRecord, row: Option<&Vec<Value>>) -> Option<Value> {
+        match row.and_then(|row| row.get(self.key_index()?)) {
             Some(v) if !v.is_null() => Some(v.clone()),
             _ => r
                 .key
@@ -240,19 +275,20 @@ impl PgSink {
         }
     }
 
-    /// Rows to write and keys to delete for a batch.
-    fn plan(&self, records: &[StoredRecord]) -> Result<(Vec<Value>, Vec<Value>), String> {
+    /// COPY text of the rows to write, and the keys to delete, for a batch.
+    fn plan(&self, records: &[StoredRecord]) -> Result<(Vec<u8>, Vec<Value>), String> {
+        let mut copy = Vec::with_capacity(records.len() * 160);
         if self.spec.mode == Mode::Append {
-            let mut rows = Vec::with_capacity(records.len());
             for r in records {
                 if let Some(row) = self.row(r)? {
-                    rows.push(Value::Object(row));
+                    copy_row(&mut copy, &row);
                 }
             }
-            return Ok((rows, Vec::new()));
+            return Ok((copy, Vec::new()));
         }
         // Upsert: the last record per key wins within the batch, as it would across batches.
         let key_col = self.spec.key_column.clone().unwrap_or_default();
+        let key_idx = self.key_index();
         let mut last: HashMap<String, KeyOp> = HashMap::new();
         for (i, r) in records.iter().enumerate() {
             let row = self.row(r)?;
@@ -266,13 +302,14 @@ impl PgSink {
         }
         let mut ops: Vec<KeyOp> = last.into_values().collect();
         ops.sort_by_key(|(i, _, _)| *i);
-        let mut rows = Vec::new();
         let mut deletes = Vec::new();
         for (_, row, key) in ops {
             match row {
                 Some(mut row) => {
-                    row.insert(key_col.clone(), key);
-                    rows.push(Value::Object(row));
+                    if let Some(k) = key_idx.and_then(|k| row.get_mut(k)) {
+                        *k = key;
+                    }
+                    copy_row(&mut copy, &row);
                 }
                 None => {
                     let mut d = Map::new();
@@ -281,51 +318,112 @@ impl PgSink {
                 }
             }
         }
-        Ok((rows, deletes))
+        Ok((copy, deletes))
     }
 
+    /// One transaction: deletes, the rows, the position. Failures to connect or prepare are
+    /// retried; what the data statements refuse is classified (see [`classify`]).
     async fn write(
         &mut self,
-        rows: Vec<Value>,
+        copy: Vec<u8>,
         deletes: Vec<Value>,
         next: u64,
-    ) -> Result<(), tokio_postgres::Error> {
+    ) -> Result<(), Failure> {
         let connector = self.connector.clone();
         let topic = self.spec.topic.clone();
         let partition = self.partition as i32;
-        let (write_sql, delete_sql) = (self.write_sql.clone(), self.delete_sql.clone());
-        let conn = self.conn().await?;
+        let copy_sql = self.sql.copy.clone();
+        let (stage, merge, delete) = (
+            self.sql.stage.clone(),
+            self.sql.merge.clone(),
+            self.sql.delete.clone(),
+        );
+        let retry = |e: tokio_postgres::Error| Failure::Retry(describe(&e));
+        let conn = self.conn().await.map_err(retry)?;
         // Prepared once per connection; fails (and is retried) while the table is missing.
         let prepared = match conn.prepared.take() {
             Some(p) => p,
-            None => prepare(&conn.client, &write_sql, delete_sql.as_deref()).await?,
+            None => {
+                if let Some(stage) = &stage {
+                    conn.client.batch_execute(stage).await.map_err(retry)?;
+                }
+                prepare(&conn.client, merge.as_deref(), delete.as_deref())
+                    .await
+                    .map_err(retry)?
+            }
         };
         let st = conn.prepared.insert(prepared);
-        let tx = conn.client.transaction().await?;
+        let tx = conn.client.transaction().await.map_err(retry)?;
         if !deletes.is_empty()
             && let Some(d) = &st.delete
         {
-            tx.execute(d, &[&Value::Array(deletes)]).await?;
+            tx.execute(d, &[&Value::Array(deletes)])
+                .await
+                .map_err(classify)?;
         }
-        if !rows.is_empty() {
-            tx.execute(&st.write, &[&Value::Array(rows)]).await?;
+        if !copy.is_empty() {
+            let sink = tx
+                .copy_in::<_, bytes::Bytes>(copy_sql.as_str())
+                .await
+                .map_err(retry)?;
+            futures::pin_mut!(sink);
+            sink.send(bytes::Bytes::from(copy))
+                .await
+                .map_err(classify)?;
+            sink.finish().await.map_err(classify)?;
+            if let Some(m) = &st.merge {
+                tx.execute(m, &[]).await.map_err(classify)?;
+            }
         }
         tx.execute(
             &st.position,
             &[&connector, &topic, &partition, &(next as i64)],
         )
-        .await?;
-        tx.commit().await
+        .await
+        .map_err(retry)?;
+        tx.commit().await.map_err(classify)
+    }
+}
+
+/// One row in COPY text format: tab-separated, `\N` for null, backslash escapes.
+fn copy_row(out: &mut Vec<u8>, row: &[Value]) {
+    for (i, v) in row.iter().enumerate() {
+        if i > 0 {
+            out.push(b'\t');
+        }
+        match v {
+            Value::Null => out.extend_from_slice(b"\\N"),
+            Value::String(s) => copy_text(out, s),
+            Value::Number(n) => out.extend_from_slice(n.to_string().as_bytes()),
+            Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+            other => copy_text(out, &other.to_string()),
+        }
+    }
+    out.push(b'\n');
+}
+
+fn copy_text(out: &mut Vec<u8>, s: &str) {
+    for &b in s.as_bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            _ => out.push(b),
+        }
     }
 }
 
 async fn prepare(
     client: &Client,
-    write_sql: &str,
-    delete_sql: Option<&str>,
+    merge: Option<&str>,
+    delete: Option<&str>,
 ) -> Result<Prepared, tokio_postgres::Error> {
-    let write = client.prepare(write_sql).await?;
-    let delete = match delete_sql {
+    let merge = match merge {
+        Some(sql) => Some(client.prepare(sql).await?),
+        None => None,
+    };
+    let delete = match delete {
         Some(sql) => Some(client.prepare(sql).await?),
         None => None,
     };
@@ -338,7 +436,7 @@ async fn prepare(
         )
         .await?;
     Ok(Prepared {
-        write,
+        merge,
         delete,
         position,
     })
@@ -347,6 +445,9 @@ async fn prepare(
 /// Data the table refuses (bad type, constraint) is the record's fault; everything else
 /// (connection, missing table, permissions, contention) is retried.
 fn classify(e: tokio_postgres::Error) -> Failure {
+    if e.is_closed() {
+        return Failure::Retry(describe(&e));
+    }
     let msg = describe(&e);
     match e.code() {
         Some(code) if is_data_error(code) => Failure::Reject(msg),
@@ -392,20 +493,20 @@ impl Sink for PgSink {
 
     async fn deliver(&mut self, records: &[StoredRecord], next: u64) -> Result<(), Failure> {
         let (rows, deletes) = self.plan(records).map_err(Failure::Reject)?;
-        self.write(rows, deletes, next).await.map_err(|e| {
-            let f = classify(e);
+        self.write(rows, deletes, next).await.inspect_err(|f| {
             if matches!(f, Failure::Retry(_)) {
                 // Start from a fresh connection next time.
                 self.conn = None;
             }
-            f
         })
     }
 
     async fn store_position(&mut self, next: u64) -> Result<(), String> {
-        self.write(Vec::new(), Vec::new(), next).await.map_err(|e| {
+        self.write(Vec::new(), Vec::new(), next).await.map_err(|f| {
             self.conn = None;
-            describe(&e)
+            match f {
+                Failure::Retry(e) | Failure::Reject(e) => e,
+            }
         })
     }
 }
