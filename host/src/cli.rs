@@ -275,17 +275,26 @@ pub struct ConsumeArgs {
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    token: Option<String>,
 }
 
 impl Client {
     pub fn new(base: &str) -> Self {
+        crate::tls::install_provider();
         Client {
+            // A server with identities wants `Authorization: Bearer`; the token comes from
+            // the environment so it never shows in `ps` or shell history.
+            token: std::env::var("SLUICE_TOKEN").ok().filter(|t| !t.is_empty()),
             base: base.trim_end_matches('/').to_string(),
             http: reqwest::Client::new(),
         }
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let req = match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
         let resp = req
             .send()
             .await
@@ -301,6 +310,9 @@ impl Client {
             let msg = body["error"]["message"]
                 .as_str()
                 .map_or_else(|| body.to_string(), str::to_owned);
+            if status == reqwest::StatusCode::UNAUTHORIZED {
+                bail!("{status}: {msg} (set SLUICE_TOKEN to your token)");
+            }
             bail!("{status}: {msg}");
         }
         Ok(body)

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::api::Limits;
+use crate::auth::AuthConfig;
 
 /// The TOML file. Every key is optional; flags given on the command line win.
 #[derive(Debug, Default, Deserialize)]
@@ -21,6 +22,7 @@ pub struct FileConfig {
     pub log: LogSettings,
     pub auth: AuthConfig,
     pub kafka_settings: KafkaSettings,
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 /// `[kafka_settings]` in the config file.
@@ -57,22 +59,6 @@ impl Default for LogSettings {
     }
 }
 
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuthConfig {
-    pub identities: Vec<Identity>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Identity {
-    pub name: String,
-    pub role: String,
-    #[serde(default)]
-    pub topics: Vec<String>,
-    pub token_sha256: String,
-}
-
 impl FileConfig {
     pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
         let text = std::fs::read_to_string(path)
@@ -95,11 +81,18 @@ pub struct ServerConfig {
     /// Host:port given to Kafka clients.
     pub advertise: Option<String>,
     pub kafka_settings: KafkaSettings,
+    /// Identities; none = open (loopback only unless `insecure`).
+    pub auth: Option<std::sync::Arc<crate::auth::Auth>>,
+    /// Certificate and key; both listeners speak TLS when set.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 impl ServerConfig {
     /// Refuses to expose an unauthenticated server beyond this machine.
     pub fn check_exposure(&self) -> anyhow::Result<()> {
+        if self.auth.is_some() {
+            return Ok(());
+        }
         if !self.http.ip().is_loopback() && !self.insecure {
             anyhow::bail!(
                 "refusing to bind {} (not loopback) without authentication; \

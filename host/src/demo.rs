@@ -49,6 +49,8 @@ pub async fn run() -> anyhow::Result<()> {
         kafka: None,
         advertise: None,
         kafka_settings: Default::default(),
+        auth: None,
+        tls: None,
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(crate::server::run(config, listener, None, async {

@@ -5,6 +5,7 @@ use sluice::cli::{Cli, Command};
 use sluice::config::{FileConfig, ServerConfig};
 
 fn main() -> anyhow::Result<()> {
+    sluice::tls::install_provider();
     let cli = Cli::parse();
     // The demo prints its own story; the server's info lines would drown it.
     let default_filter = match cli.command {
@@ -59,6 +60,8 @@ async fn serve(args: sluice::cli::ServeArgs) -> anyhow::Result<()> {
         kafka: None,
         advertise: args.advertise.or(file.advertise),
         kafka_settings: file.kafka_settings.clone(),
+        auth: sluice::auth::Auth::from_config(&file.auth)?,
+        tls: file.tls.clone(),
     };
     let kafka = args
         .kafka

@@ -51,9 +51,14 @@ pub async fn run(
         log.clone(),
         pipelines.clone(),
         connectors.clone(),
+        config.auth.clone(),
         config.limits.clone(),
         token.clone(),
     );
+    let tls = match &config.tls {
+        Some(files) => Some(crate::tls::acceptor(files)?),
+        None => None,
+    };
     let kafka_task = match kafka {
         Some(listener) => {
             let addr = listener.local_addr()?;
@@ -71,6 +76,8 @@ pub async fn run(
                 auto_create: config.kafka_settings.auto_create_topics,
                 default_partitions: config.kafka_settings.default_partitions.max(1),
                 groups_dir: config.data_dir.join("kafka-groups"),
+                auth: config.auth.clone(),
+                tls: tls.clone(),
             };
             tracing::info!(%addr, "kafka listening");
             println!("sluice: listening kafka={addr}");
@@ -93,13 +100,24 @@ pub async fn run(
     // Machine-readable line for scripts and tests that bind port 0.
     println!("sluice: listening http={addr}");
     let serve_token = token.clone();
-    axum::serve(http, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down");
-            serve_token.cancel();
-        })
-        .await?;
+    let drained = async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        serve_token.cancel();
+    };
+    match tls {
+        Some(acceptor) => {
+            let listener = crate::tls::TlsListener::new(http, acceptor)?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(drained)
+                .await?
+        }
+        None => {
+            axum::serve(http, app)
+                .with_graceful_shutdown(drained)
+                .await?
+        }
+    }
     if let Some(k) = kafka_task {
         let _ = k.await;
     }

@@ -1,5 +1,6 @@
 //! The HTTP API: the only module that knows HTTP and JSON.
 
+mod access;
 mod connectors;
 mod error;
 mod metrics;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub log: Arc<Log>,
     pub pipelines: Arc<Pipelines>,
     pub connectors: Arc<Connectors>,
+    /// Identities; none = every request is allowed (loopback-only server).
+    pub auth: Option<Arc<crate::auth::Auth>>,
     pub limits: Limits,
     /// Permits are KiB of produce bodies in flight.
     produce_budget: Semaphore,
@@ -70,6 +73,7 @@ impl AppState {
         log: Arc<Log>,
         pipelines: Arc<Pipelines>,
         connectors: Arc<Connectors>,
+        auth: Option<Arc<crate::auth::Auth>>,
         limits: Limits,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
@@ -78,6 +82,7 @@ impl AppState {
             log,
             pipelines,
             connectors,
+            auth,
             produce_budget: Semaphore::new(kib),
             limits,
             shutdown,
@@ -140,6 +145,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::authorize,
+        ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }

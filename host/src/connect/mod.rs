@@ -317,6 +317,8 @@ impl Connectors {
     /// Opens the connector state and starts every persisted connector. Call inside tokio.
     pub fn open(log: Arc<Log>, dir: PathBuf) -> Result<Arc<Connectors>, ConnectorError> {
         std::fs::create_dir_all(&dir)?;
+        // reqwest uses the process-wide rustls provider (https sources and sinks).
+        crate::tls::install_provider();
         let http = reqwest::Client::builder()
             .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
             .build()

@@ -48,7 +48,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::messages::{
     CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    DescribeConfigsRequest, DescribeConfigsResponse,
+    DescribeConfigsRequest, DescribeConfigsResponse, SaslAuthenticateResponse,
+    SaslHandshakeResponse,
 };
 use kafka_protocol::messages::{
     DescribeGroupsResponse, FindCoordinatorResponse, GroupId, HeartbeatResponse, JoinGroupResponse,
@@ -56,10 +57,11 @@ use kafka_protocol::messages::{
     OffsetFetchResponse, SyncGroupResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{Action, Auth, Principal};
 use crate::log::{Log, LogError, Topic, TopicConfig};
 
 /// Largest request frame accepted; a bigger length closes the connection.
@@ -77,6 +79,10 @@ mod code {
     pub const INVALID_PARTITIONS: i16 = 37;
     pub const INVALID_CONFIG: i16 = 40;
     pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+    pub const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+    pub const GROUP_AUTHORIZATION_FAILED: i16 = 30;
+    pub const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
+    pub const SASL_AUTHENTICATION_FAILED: i16 = 58;
 }
 
 /// The versions served, per API key.
@@ -99,6 +105,8 @@ const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 5),
     (ApiKey::DeleteTopics, 1, 5),
     (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 fn supported(key: ApiKey, version: i16) -> bool {
@@ -108,7 +116,7 @@ fn supported(key: ApiKey, version: i16) -> bool {
 }
 
 /// Settings of the Kafka listener.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct KafkaConfig {
     /// Host and port given to clients in Metadata.
     pub advertise: (String, i32),
@@ -117,6 +125,21 @@ pub struct KafkaConfig {
     pub default_partitions: u32,
     /// Where committed offsets of consumer groups are kept.
     pub groups_dir: std::path::PathBuf,
+    /// Identities; when set, clients must authenticate with SASL/PLAIN first.
+    pub auth: Option<Arc<Auth>>,
+    /// When set, connections speak TLS.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("advertise", &self.advertise)
+            .field("auto_create", &self.auto_create)
+            .field("auth", &self.auth.is_some())
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 struct Broker {
@@ -164,11 +187,23 @@ pub async fn run(
             _ = &mut shutdown => { token.cancel(); return; }
             accepted = listener.accept() => {
                 let Ok((stream, peer)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
                 let b = broker.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = b.serve(stream).await {
-                        // A client hanging up is routine; anything else is worth a look.
-                        if e.downcast_ref::<std::io::Error>().is_some() {
+                    let served = match b.cfg.tls.clone() {
+                        None => b.serve(stream).await,
+                        Some(acceptor) => {
+                            match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                                Ok(Ok(tls)) => b.serve(tls).await,
+                                Ok(Err(e)) => Err(anyhow::Error::from(e).context("TLS handshake")),
+                                Err(_) => Err(anyhow::anyhow!("TLS handshake timed out")),
+                            }
+                        }
+                    };
+                    if let Err(e) = served {
+                        // A client hanging up or failing to log in is routine; anything else
+                        // is worth a look.
+                        if e.downcast_ref::<std::io::Error>().is_some() || e.to_string().starts_with("SASL") {
                             tracing::debug!(%peer, error = %e, "kafka connection closed");
                         } else {
                             tracing::warn!(%peer, error = %format!("{e:#}"), "kafka connection closed on error");
@@ -185,8 +220,49 @@ fn name(s: &str) -> TopicName {
 }
 
 impl Broker {
-    async fn serve(self: Arc<Self>, mut stream: TcpStream) -> anyhow::Result<()> {
-        stream.set_nodelay(true)?;
+    /// May this connection's identity do `action`? Always when auth is off.
+    fn allowed(&self, who: &Option<Arc<Principal>>, action: &Action) -> bool {
+        match (&self.cfg.auth, who) {
+            (None, _) => true,
+            (Some(_), Some(p)) => p.allows(action),
+            (Some(_), None) => false,
+        }
+    }
+
+    /// SASL/PLAIN `authzid NUL user NUL password`: Ok(None) when auth is off (anyone may).
+    fn sasl_plain(&self, bytes: &[u8]) -> Result<Option<Arc<Principal>>, String> {
+        let Some(auth) = &self.cfg.auth else {
+            return Ok(None);
+        };
+        let parts: Vec<&[u8]> = bytes.split(|b| *b == 0).collect();
+        let [_, user, password] = parts.as_slice() else {
+            return Err("malformed SASL/PLAIN message".into());
+        };
+        let (Ok(user), Ok(password)) = (std::str::from_utf8(user), std::str::from_utf8(password))
+        else {
+            return Err("SASL/PLAIN user and password must be UTF-8".into());
+        };
+        match auth.authenticate_plain(user, password) {
+            Some(p) => {
+                tracing::debug!(identity = %p.name, "kafka client authenticated");
+                Ok(Some(p))
+            }
+            None => {
+                tracing::info!(user, "kafka SASL/PLAIN authentication failed");
+                Err(format!("authentication failed for user {user}"))
+            }
+        }
+    }
+
+    async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
+        self: Arc<Self>,
+        mut stream: S,
+    ) -> anyhow::Result<()> {
+        // The identity of this connection once SASL succeeded.
+        let mut who: Option<Arc<Principal>> = None;
+        let mut authenticated = self.cfg.auth.is_none();
+        // After a v0 SaslHandshake the next frame is the bare SASL token.
+        let mut raw_sasl = false;
         loop {
             let mut len = [0u8; 4];
             tokio::select! {
@@ -200,6 +276,18 @@ impl Broker {
             }
             let mut frame = vec![0u8; len as usize];
             stream.read_exact(&mut frame).await?;
+            if raw_sasl {
+                raw_sasl = false;
+                match self.sasl_plain(&frame) {
+                    Ok(p) => {
+                        who = p;
+                        authenticated = true;
+                        stream.write_all(&0i32.to_be_bytes()).await?;
+                        continue;
+                    }
+                    Err(e) => anyhow::bail!("SASL: {e}"),
+                }
+            }
             let mut buf = Bytes::from(frame);
             let key = i16::from_be_bytes([buf[0], buf[1]]);
             let version = i16::from_be_bytes([buf[2], buf[3]]);
@@ -235,30 +323,194 @@ impl Broker {
             let (header, request) = decoded?;
             let correlation = header.correlation_id;
             let resp_header = api.response_header_version(version);
+            if !authenticated
+                && !matches!(
+                    api,
+                    ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+                )
+            {
+                tracing::info!(
+                    ?api,
+                    "kafka request before SASL authentication; closing connection"
+                );
+                anyhow::bail!("{api:?} before SASL authentication");
+            }
+            let group_ok = self.allowed(&who, &Action::Group);
             match request {
+                RequestKind::SaslHandshake(r) => {
+                    let plain = r.mechanism.as_str() == "PLAIN";
+                    let body = SaslHandshakeResponse::default()
+                        .with_error_code(if plain {
+                            code::NONE
+                        } else {
+                            code::UNSUPPORTED_SASL_MECHANISM
+                        })
+                        .with_mechanisms(vec![StrBytes::from_static_str("PLAIN")]);
+                    write_response(&mut stream, correlation, resp_header, &body, version).await?;
+                    raw_sasl = plain && version == 0;
+                }
+                RequestKind::SaslAuthenticate(_) if authenticated && who.is_some() => {
+                    anyhow::bail!("SASL: already authenticated");
+                }
+                RequestKind::SaslAuthenticate(r) => match self.sasl_plain(&r.auth_bytes) {
+                    Ok(p) => {
+                        who = p;
+                        authenticated = true;
+                        let body = SaslAuthenticateResponse::default();
+                        write_response(&mut stream, correlation, resp_header, &body, version)
+                            .await?;
+                    }
+                    Err(e) => {
+                        let body = SaslAuthenticateResponse::default()
+                            .with_error_code(code::SASL_AUTHENTICATION_FAILED)
+                            .with_error_message(Some(StrBytes::from_string(e.clone())));
+                        write_response(&mut stream, correlation, resp_header, &body, version)
+                            .await?;
+                        anyhow::bail!("SASL: {e}");
+                    }
+                },
+                RequestKind::SyncGroup(_)
+                | RequestKind::Heartbeat(_)
+                | RequestKind::LeaveGroup(_)
+                | RequestKind::OffsetCommit(_)
+                | RequestKind::OffsetFetch(_)
+                | RequestKind::ListGroups(_)
+                | RequestKind::DescribeGroups(_)
+                    if !group_ok =>
+                {
+                    tracing::info!(
+                        ?api,
+                        "consumer group request not allowed for this identity; closing connection"
+                    );
+                    anyhow::bail!("{api:?}: not allowed");
+                }
+                RequestKind::JoinGroup(_) if !group_ok => {
+                    let body = JoinGroupResponse::default()
+                        .with_error_code(code::GROUP_AUTHORIZATION_FAILED);
+                    write_response(&mut stream, correlation, resp_header, &body, version).await?;
+                }
+                RequestKind::FindCoordinator(r) if !group_ok => {
+                    let mut body = FindCoordinatorResponse::default();
+                    if version < 4 {
+                        body = body.with_error_code(code::GROUP_AUTHORIZATION_FAILED);
+                    } else {
+                        body = body.with_coordinators(
+                            r.coordinator_keys
+                                .into_iter()
+                                .map(|k| {
+                                    Coordinator::default()
+                                        .with_key(k)
+                                        .with_error_code(code::GROUP_AUTHORIZATION_FAILED)
+                                })
+                                .collect(),
+                        );
+                    }
+                    write_response(&mut stream, correlation, resp_header, &body, version).await?;
+                }
                 RequestKind::ApiVersions(_) => {
                     let body = self.api_versions(code::NONE);
                     // The ApiVersions response header is always v0.
                     write_response(&mut stream, correlation, 0, &body, version).await?;
                 }
-                RequestKind::Metadata(r) => {
-                    let body = self.clone().metadata(r, version).await;
+                RequestKind::Metadata(mut r) => {
+                    let asked_all = r.topics.is_none();
+                    if let Some(list) = &r.topics {
+                        // Auto-creation is for identities that may produce to every name asked.
+                        let may_create = list.iter().all(|t| {
+                            t.name.as_ref().is_some_and(|n| {
+                                self.allowed(&who, &Action::Produce(n.0.to_string()))
+                            })
+                        });
+                        r.allow_auto_topic_creation &= may_create;
+                    }
+                    let mut body = self.clone().metadata(r, version).await;
+                    body.topics.retain_mut(|t| {
+                        let n = t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
+                        if self.allowed(&who, &Action::Describe(n)) {
+                            return true;
+                        }
+                        t.error_code = code::TOPIC_AUTHORIZATION_FAILED;
+                        t.partitions.clear();
+                        !asked_all
+                    });
                     write_response(&mut stream, correlation, resp_header, &body, version).await?;
                 }
-                RequestKind::Produce(r) => {
+                RequestKind::Produce(mut r) => {
                     let acks = r.acks;
-                    let body = self.clone().produce(r, version).await;
+                    let (ok, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut r.topic_data)
+                        .into_iter()
+                        .partition(|td| {
+                            self.allowed(&who, &Action::Produce(td.name.0.to_string()))
+                        });
+                    r.topic_data = ok;
+                    let mut body = self.clone().produce(r, version).await;
+                    for td in denied {
+                        body.responses.push(
+                            TopicProduceResponse::default()
+                                .with_name(td.name)
+                                .with_partition_responses(
+                                    td.partition_data
+                                        .iter()
+                                        .map(|pd| {
+                                            PartitionProduceResponse::default()
+                                                .with_index(pd.index)
+                                                .with_error_code(code::TOPIC_AUTHORIZATION_FAILED)
+                                        })
+                                        .collect(),
+                                ),
+                        );
+                    }
                     if acks != 0 {
                         write_response(&mut stream, correlation, resp_header, &body, version)
                             .await?;
                     }
                 }
-                RequestKind::Fetch(r) => {
-                    let body = self.clone().fetch(r, version).await;
+                RequestKind::Fetch(mut r) => {
+                    let (ok, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut r.topics)
+                        .into_iter()
+                        .partition(|t| self.allowed(&who, &Action::Consume(t.topic.0.to_string())));
+                    r.topics = ok;
+                    let mut body = self.clone().fetch(r, version).await;
+                    for t in denied {
+                        body.responses.push(
+                            FetchableTopicResponse::default()
+                                .with_topic(t.topic)
+                                .with_partitions(
+                                    t.partitions
+                                        .iter()
+                                        .map(|p| {
+                                            PartitionData::default()
+                                                .with_partition_index(p.partition)
+                                                .with_error_code(code::TOPIC_AUTHORIZATION_FAILED)
+                                        })
+                                        .collect(),
+                                ),
+                        );
+                    }
                     write_response(&mut stream, correlation, resp_header, &body, version).await?;
                 }
-                RequestKind::ListOffsets(r) => {
-                    let body = self.clone().list_offsets(r).await;
+                RequestKind::ListOffsets(mut r) => {
+                    let (ok, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut r.topics)
+                        .into_iter()
+                        .partition(|t| self.allowed(&who, &Action::Describe(t.name.0.to_string())));
+                    r.topics = ok;
+                    let mut body = self.clone().list_offsets(r).await;
+                    for t in denied {
+                        body.topics.push(
+                            ListOffsetsTopicResponse::default()
+                                .with_name(t.name)
+                                .with_partitions(
+                                    t.partitions
+                                        .iter()
+                                        .map(|p| {
+                                            ListOffsetsPartitionResponse::default()
+                                                .with_partition_index(p.partition_index)
+                                                .with_error_code(code::TOPIC_AUTHORIZATION_FAILED)
+                                        })
+                                        .collect(),
+                                ),
+                        );
+                    }
                     write_response(&mut stream, correlation, resp_header, &body, version).await?;
                 }
                 RequestKind::InitProducerId(_) => {
@@ -498,6 +750,43 @@ impl Broker {
                         })
                         .collect();
                     let body = DescribeGroupsResponse::default().with_groups(groups);
+                    write_response(&mut stream, correlation, resp_header, &body, version).await?;
+                }
+                RequestKind::CreateTopics(r) if !self.allowed(&who, &Action::Admin) => {
+                    let topics = r
+                        .topics
+                        .into_iter()
+                        .map(|t| {
+                            let res = CreatableTopicResult::default()
+                                .with_name(t.name)
+                                .with_error_code(code::TOPIC_AUTHORIZATION_FAILED);
+                            if version >= 1 {
+                                res.with_error_message(Some(StrBytes::from_static_str(
+                                    "creating topics needs the admin role",
+                                )))
+                            } else {
+                                res
+                            }
+                        })
+                        .collect();
+                    let body = CreateTopicsResponse::default().with_topics(topics);
+                    write_response(&mut stream, correlation, resp_header, &body, version).await?;
+                }
+                RequestKind::DeleteTopics(r) if !self.allowed(&who, &Action::Admin) => {
+                    let names: Vec<TopicName> = if version >= 6 {
+                        r.topics.into_iter().filter_map(|t| t.name).collect()
+                    } else {
+                        r.topic_names
+                    };
+                    let responses = names
+                        .into_iter()
+                        .map(|n| {
+                            DeletableTopicResult::default()
+                                .with_name(Some(n))
+                                .with_error_code(code::TOPIC_AUTHORIZATION_FAILED)
+                        })
+                        .collect();
+                    let body = DeleteTopicsResponse::default().with_responses(responses);
                     write_response(&mut stream, correlation, resp_header, &body, version).await?;
                 }
                 RequestKind::CreateTopics(r) => {
@@ -1098,8 +1387,8 @@ fn validate_records(data: &Bytes) -> Result<(), String> {
     Ok(())
 }
 
-async fn write_response<T: Encodable>(
-    stream: &mut TcpStream,
+async fn write_response<T: Encodable, S: AsyncWrite + Unpin>(
+    stream: &mut S,
     correlation: i32,
     header_version: i16,
     body: &T,

@@ -8,3 +8,4 @@ mod log_http;
 mod pipeline;
 mod recovery;
 mod runtime;
+mod security;

@@ -1,0 +1,313 @@
+//! Identities, roles and TLS over the real listeners: an auth matrix over HTTPS and Kafka
+//! SASL/PLAIN over TLS (confluent-kafka), with a self-signed certificate from rcgen.
+
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use crate::common::Server;
+
+const TOKENS: [(&str, &str, &str, &str); 4] = [
+    ("ops", "admin", "", "ops-token-1"),
+    ("ingest", "producer", "[\"user_*\"]", "ingest-token-2"),
+    ("reader", "consumer", "[\"user_*\"]", "reader-token-3"),
+    ("watch", "viewer", "", "watch-token-4"),
+];
+
+/// Who (none, `bad` token, or an identity), method, path, body, expected status.
+type Case<'a> = (Option<&'a str>, &'a str, &'a str, Option<Value>, u16);
+
+fn sha256_hex(s: &str) -> String {
+    sluice::auth::hash_token(s)
+}
+
+/// A data dir with a config naming the four identities and a self-signed certificate.
+fn secure_setup(dir: &std::path::Path) -> (std::path::PathBuf, String) {
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let cert_pem = ck.cert.pem();
+    std::fs::write(dir.join("cert.pem"), &cert_pem).unwrap();
+    std::fs::write(dir.join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
+    let mut cfg = format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        dir.join("cert.pem").display(),
+        dir.join("key.pem").display()
+    );
+    for (name, role, topics, token) in TOKENS {
+        cfg.push_str(&format!(
+            "\n[[auth.identities]]\nname = \"{name}\"\nrole = \"{role}\"\ntoken_sha256 = \"{}\"\n",
+            sha256_hex(token)
+        ));
+        if !topics.is_empty() {
+            cfg.push_str(&format!("topics = {topics}\n"));
+        }
+    }
+    let path = dir.join("sluice.toml");
+    std::fs::write(&path, cfg).unwrap();
+    (path, cert_pem)
+}
+
+fn https_client(cert_pem: &str) -> reqwest::blocking::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    let der = rustls::pki_types::CertificateDer::from(rcgen_pem_to_der(cert_pem));
+    roots.add(der).unwrap();
+    let tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    reqwest::blocking::Client::builder()
+        .use_preconfigured_tls(tls)
+        .build()
+        .unwrap()
+}
+
+fn rcgen_pem_to_der(pem: &str) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+        .unwrap()
+        .to_vec()
+}
+
+#[test]
+fn roles_decide_over_https_and_kafka_sasl_ssl() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (config, cert_pem) = secure_setup(tmp.path());
+    let data = tmp.path().join("data");
+    let s = Server::start_in(&data, &["--config", config.to_str().unwrap()]);
+    let base = s.base.replace("http://", "https://");
+    let c = https_client(&cert_pem);
+    let token = |who: &str| TOKENS.iter().find(|t| t.0 == who).unwrap().3;
+    let call = |who: Option<&str>, method: &str, path: &str, body: Option<Value>| -> (u16, Value) {
+        let mut req = c.request(method.parse().unwrap(), format!("{base}{path}"));
+        if let Some(w) = who {
+            req = req.bearer_auth(if w == "bad" { "wrong" } else { token(w) });
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    };
+    // Set-up as admin.
+    for t in ["user_events", "secret_events"] {
+        let (st, b) = call(
+            Some("ops"),
+            "POST",
+            "/v1/topics",
+            Some(json!({"name": t, "partitions": 2})),
+        );
+        assert_eq!(st, 201, "{b}");
+    }
+    let rec = json!({"records": [{"key": "k", "value": "v"}]});
+    let matrix: Vec<Case> = vec![
+        (None, "GET", "/healthz", None, 200),
+        (None, "GET", "/v1/topics", None, 401),
+        (Some("bad"), "GET", "/v1/topics", None, 401),
+        (
+            None,
+            "POST",
+            "/v1/topics/user_events/records",
+            Some(rec.clone()),
+            401,
+        ),
+        // admin
+        (
+            Some("ops"),
+            "POST",
+            "/v1/topics/secret_events/records",
+            Some(rec.clone()),
+            200,
+        ),
+        (
+            Some("ops"),
+            "GET",
+            "/v1/topics/secret_events/partitions/0/records",
+            None,
+            200,
+        ),
+        (Some("ops"), "GET", "/metrics", None, 200),
+        (Some("ops"), "GET", "/v1/transforms", None, 200),
+        // producer
+        (
+            Some("ingest"),
+            "POST",
+            "/v1/topics/user_events/records",
+            Some(rec.clone()),
+            200,
+        ),
+        (
+            Some("ingest"),
+            "POST",
+            "/v1/topics/secret_events/records",
+            Some(rec.clone()),
+            403,
+        ),
+        (
+            Some("ingest"),
+            "GET",
+            "/v1/topics/user_events/partitions/0/records",
+            None,
+            403,
+        ),
+        (Some("ingest"), "GET", "/v1/topics/user_events", None, 200),
+        (
+            Some("ingest"),
+            "POST",
+            "/v1/topics",
+            Some(json!({"name": "x"})),
+            403,
+        ),
+        (Some("ingest"), "GET", "/metrics", None, 403),
+        (
+            Some("ingest"),
+            "PUT",
+            "/v1/connectors/c",
+            Some(json!({})),
+            403,
+        ),
+        // consumer
+        (
+            Some("reader"),
+            "GET",
+            "/v1/topics/user_events/partitions/0/records",
+            None,
+            200,
+        ),
+        (
+            Some("reader"),
+            "GET",
+            "/v1/topics/secret_events/partitions/0/records",
+            None,
+            403,
+        ),
+        (
+            Some("reader"),
+            "POST",
+            "/v1/topics/user_events/records",
+            Some(rec.clone()),
+            403,
+        ),
+        (
+            Some("reader"),
+            "DELETE",
+            "/v1/topics/user_events",
+            None,
+            403,
+        ),
+        // viewer
+        (Some("watch"), "GET", "/v1/topics", None, 200),
+        (Some("watch"), "GET", "/v1/topics/secret_events", None, 200),
+        (Some("watch"), "GET", "/metrics", None, 200),
+        (Some("watch"), "GET", "/v1/plugins", None, 200),
+        (
+            Some("watch"),
+            "GET",
+            "/v1/topics/user_events/partitions/0/records",
+            None,
+            403,
+        ),
+        (
+            Some("watch"),
+            "POST",
+            "/v1/topics/user_events/records",
+            Some(rec.clone()),
+            403,
+        ),
+        (Some("watch"), "DELETE", "/v1/topics/user_events", None, 403),
+        (Some("watch"), "PUT", "/v1/plugins/p", Some(json!({})), 403),
+    ];
+    for (who, method, path, body, want) in matrix {
+        let (st, b) = call(who, method, path, body);
+        assert_eq!(st, want, "{who:?} {method} {path}: {b}");
+        match want {
+            401 => assert_eq!(b["error"]["code"], "unauthorized", "{b}"),
+            403 => {
+                assert_eq!(b["error"]["code"], "forbidden", "{b}");
+                assert!(
+                    b["error"]["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains(who.unwrap())
+                );
+            }
+            _ => {}
+        }
+    }
+    // Plain HTTP to the TLS port gets no answer.
+    assert!(crate::common::http().get(s.url("/healthz")).send().is_err());
+
+    // Kafka: SASL/PLAIN over TLS with the same identities.
+    let kafka = s.kafka.clone().unwrap();
+    let base_cfg = json!({"security.protocol": "SASL_SSL",
+        "ssl.ca.location": tmp.path().join("cert.pem")});
+    let out = Command::new("python3")
+        .args([
+            &format!("{}/kafka/confluent_secure.py", env!("CARGO_MANIFEST_DIR")),
+            &kafka,
+            &base_cfg.to_string(),
+            token("ingest"),
+            token("reader"),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(v["producer_allowed"]["delivered"], 5, "{v}");
+    assert_eq!(v["producer_denied_topic"]["delivered"], 0, "{v}");
+    assert!(
+        v["producer_denied_topic"]["errors"]
+            .to_string()
+            .to_lowercase()
+            .contains("authorization"),
+        "{v}"
+    );
+    assert_eq!(v["wrong_password"]["delivered"], 0, "{v}");
+    assert!(
+        v["wrong_password"]["client_errors"]
+            .to_string()
+            .to_lowercase()
+            .contains("auth"),
+        "{v}"
+    );
+    assert!(
+        v["consumer_allowed"]["consumed"].as_u64().unwrap() >= 5,
+        "{v}"
+    );
+    assert_eq!(v["producer_as_consumer"]["consumed"], 0, "{v}");
+    assert!(
+        v["producer_as_consumer"]["errors"]
+            .to_string()
+            .to_lowercase()
+            .contains("authorization"),
+        "{v}"
+    );
+}
+
+#[test]
+fn without_identities_a_public_address_is_refused_unless_insecure() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(crate::common::sluice_bin())
+        .args([
+            "serve",
+            "--http",
+            "0.0.0.0:0",
+            "--kafka",
+            "off",
+            "--data-dir",
+        ])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--insecure"));
+}
