@@ -10,6 +10,7 @@
 //! - [`pipeline`]: transforms between topics, the plugin store and lookup tables.
 //! - [`connect`]: connectors — `http-pull` sources and `http-sink` / `postgres-sink` sinks.
 //! - [`server`]: wires the pieces together and runs them until shutdown.
+//! - [`telemetry`]: latency histograms of HTTP, Kafka and transform batches.
 //! - [`tls`]: rustls for the HTTP and Kafka listeners.
 //! - [`cli`]: the `sluice` command line, a client of the HTTP API.
 //! - [`config`]: the server's settings (flags and the TOML file).
@@ -27,4 +28,5 @@ pub mod pipeline;
 pub mod plugins;
 pub mod runtime;
 pub mod server;
+pub mod telemetry;
 pub mod tls;

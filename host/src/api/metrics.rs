@@ -208,6 +208,7 @@ pub async fn metrics(state: State) -> impl IntoResponse {
         );
     }
     connectors(&mut out, &state);
+    crate::telemetry::telemetry().encode(&mut out);
     process(&mut out);
     (
         [(

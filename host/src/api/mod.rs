@@ -142,6 +142,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/connectors/{name}/pause", post(connectors::pause))
         .route("/v1/connectors/{name}/resume", post(connectors::resume))
+        .route_layer(axum::middleware::from_fn(observe))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -151,6 +152,25 @@ pub fn router(state: Arc<AppState>) -> Router {
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Counts and times every routed request by its route template.
+async fn observe(
+    route: Option<axum::extract::MatchedPath>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let method = req.method().as_str().to_string();
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let route = route.as_ref().map_or("unmatched", |r| r.as_str());
+    crate::telemetry::telemetry().http_request(
+        &method,
+        route,
+        resp.status().as_u16(),
+        started.elapsed(),
+    );
+    resp
 }
 
 async fn health() -> axum::Json<serde_json::Value> {

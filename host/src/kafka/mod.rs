@@ -215,6 +215,33 @@ pub async fn run(
     }
 }
 
+/// The API's name as Kafka spells it, for metrics labels.
+fn api_name(api: ApiKey) -> &'static str {
+    match api {
+        ApiKey::Produce => "Produce",
+        ApiKey::Fetch => "Fetch",
+        ApiKey::ListOffsets => "ListOffsets",
+        ApiKey::Metadata => "Metadata",
+        ApiKey::ApiVersions => "ApiVersions",
+        ApiKey::InitProducerId => "InitProducerId",
+        ApiKey::FindCoordinator => "FindCoordinator",
+        ApiKey::JoinGroup => "JoinGroup",
+        ApiKey::SyncGroup => "SyncGroup",
+        ApiKey::Heartbeat => "Heartbeat",
+        ApiKey::LeaveGroup => "LeaveGroup",
+        ApiKey::OffsetCommit => "OffsetCommit",
+        ApiKey::OffsetFetch => "OffsetFetch",
+        ApiKey::ListGroups => "ListGroups",
+        ApiKey::DescribeGroups => "DescribeGroups",
+        ApiKey::CreateTopics => "CreateTopics",
+        ApiKey::DeleteTopics => "DeleteTopics",
+        ApiKey::DescribeConfigs => "DescribeConfigs",
+        ApiKey::SaslHandshake => "SaslHandshake",
+        ApiKey::SaslAuthenticate => "SaslAuthenticate",
+        _ => "other",
+    }
+}
+
 fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
 }
@@ -336,6 +363,7 @@ impl Broker {
                 anyhow::bail!("{api:?} before SASL authentication");
             }
             let group_ok = self.allowed(&who, &Action::Group);
+            let started = Instant::now();
             match request {
                 RequestKind::SaslHandshake(r) => {
                     let plain = r.mechanism.as_str() == "PLAIN";
@@ -807,6 +835,7 @@ impl Broker {
                 }
                 other => anyhow::bail!("unhandled request {other:?}"),
             }
+            crate::telemetry::telemetry().kafka_request(api_name(api), started.elapsed());
         }
     }
 

@@ -209,8 +209,10 @@ impl TaskCtx {
                 let _ = rt.block_on(self.input.wait_for(position, Duration::from_millis(100)));
                 continue;
             }
+            let started = std::time::Instant::now();
             match self.process(read.data, position, &mut seen) {
                 Ok(()) => {
+                    crate::telemetry::telemetry().transform_batch(&self.t.name, started.elapsed());
                     position = read.next_offset;
                     self.shared.position.store(position, Ordering::Release);
                     self.write_checkpoint(position);

@@ -335,6 +335,25 @@ fn kcat_lists_produces_and_consumes() {
     let mut want = lines.clone();
     want.sort();
     assert_eq!(got, want);
+    // Every request kcat made is counted and timed per API.
+    let metrics = crate::common::http()
+        .get(s.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    for api in ["Metadata", "Produce", "Fetch"] {
+        let count: u64 = metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "sluice_kafka_request_duration_seconds_count{{api=\"{api}\"}} "
+                ))
+            })
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        assert!(count >= 1, "no {api} requests counted:\n{metrics}");
+    }
 }
 
 #[test]

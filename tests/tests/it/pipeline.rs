@@ -595,4 +595,26 @@ fn metrics_expose_partitions_and_transform_counters() {
         );
     }
     assert!(text.contains("process_resident_memory_bytes "));
+    // Latency histograms: one produce request, one batch of the one partition with data.
+    for line in [
+        "sluice_http_request_duration_seconds_count{method=\"POST\",route=\"/v1/topics/{topic}/records\",status=\"200\"} 1",
+        "sluice_http_request_duration_seconds_count{method=\"PUT\",route=\"/v1/transforms/{name}\",status=\"201\"} 1",
+        "# TYPE sluice_transform_batch_duration_seconds histogram",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+    let batches: u64 = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("sluice_transform_batch_duration_seconds_count{transform=\"mt\"} ")
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        (1..=4).contains(&batches),
+        "{batches} batches for 4 records in one produce"
+    );
 }
