@@ -217,7 +217,8 @@ pub async fn logs(
             .iter()
             .map(|(s, l)| line_json(*s, l))
             .collect();
-        return Ok(Json(json!({ "lines": lines })).into_response());
+        let dropped = t.logs.dropped.load(std::sync::atomic::Ordering::Relaxed);
+        return Ok(Json(json!({ "lines": lines, "dropped": dropped })).into_response());
     }
     let shutdown = state.shutdown.clone();
     let stream = async_stream(t, shutdown);

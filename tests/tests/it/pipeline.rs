@@ -618,3 +618,78 @@ fn metrics_expose_partitions_and_transform_counters() {
         "{batches} batches for 4 records in one produce"
     );
 }
+
+#[test]
+fn plugin_logs_are_tagged_followable_and_rate_limited() {
+    let s = Server::start();
+    s.create_topic(json!({"name": "lin", "partitions": 1}));
+    s.create_topic(json!({"name": "lout"}));
+    upload(&s, "mis", fixtures::MISBEHAVE);
+    deploy_ok(
+        &s,
+        "chatty",
+        json!({"plugin": "mis", "input": "lin", "outputs": ["lout"], "config": {"mode": "log"}}),
+    );
+    // Follow first (server-sent events), then produce.
+    let mut follow = http()
+        .get(s.url("/v1/transforms/chatty/logs?follow=true"))
+        .send()
+        .unwrap();
+    assert_eq!(follow.status(), 200);
+    s.produce("lin", vec![json!({"value": "first"})]);
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&buf).contains("saw first") {
+        let n = std::io::Read::read(&mut follow, &mut chunk).unwrap();
+        assert!(n > 0, "stream ended");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    drop(follow);
+    let logs = |s: &Server| -> Value {
+        http()
+            .get(s.url("/v1/transforms/chatty/logs"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    let v = logs(&s);
+    let lines = v["lines"].as_array().unwrap();
+    let saw = lines.iter().find(|l| l["message"] == "saw first").unwrap();
+    assert_eq!(
+        (
+            saw["version"].as_u64(),
+            saw["partition"].as_u64(),
+            saw["offset"].as_u64()
+        ),
+        (Some(1), Some(0), Some(0))
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"].as_str().unwrap().contains("stdout first")),
+        "{v}"
+    );
+    // A flood: 40 batches of 100 records, each call logging its limit of 100 lines at once;
+    // the transform's rate limit (100 lines/s, burst 500) keeps a bounded share.
+    for b in 0..40 {
+        s.produce(
+            "lin",
+            (0..100)
+                .map(|i| json!({"value": format!("r{b}-{i}")}))
+                .collect(),
+        );
+    }
+    wait_for_count(&s, "lout", 4001);
+    let v = logs(&s);
+    let dropped = v["dropped"].as_u64().unwrap();
+    assert!(dropped > 1000, "{dropped} dropped: {v}");
+    let lines = v["lines"].as_array().unwrap();
+    assert!(lines.len() <= 1000);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"].as_str().unwrap().contains("log lines dropped")),
+        "the drop is reported in the log itself"
+    );
+}
