@@ -32,6 +32,17 @@ impl From<ConnectorError> for ApiError {
     }
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/connectors/{name}",
+    tag = "connectors",
+    params(("name" = String, Path)),
+    request_body = super::openapi::ConnectorSpecDoc,
+    responses(
+        (status = 201, description = "created", body = super::openapi::StatusDoc), (status = 200, description = "replaced", body = super::openapi::StatusDoc),
+        (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody)
+    )
+)]
 pub async fn put(
     state: State,
     name: Result<Path<String>, PathRejection>,
@@ -49,6 +60,14 @@ pub async fn put(
     Ok((status, Json(state.connectors.status(&c))))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/connectors",
+    tag = "connectors",
+    responses(
+        (status = 200, description = "status of every connector", body = super::openapi::StatusDoc)
+    )
+)]
 pub async fn list(state: State) -> Json<Value> {
     let all: Vec<Value> = state
         .connectors
@@ -59,6 +78,17 @@ pub async fn list(state: State) -> Json<Value> {
     Json(json!({ "connectors": all }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/connectors/{name}",
+    tag = "connectors",
+    params(("name" = String, Path)),
+    responses(
+        (status = 200, description = "status (secrets redacted)", body = super::openapi::StatusDoc),
+        (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody),
+        (status = 404, description = "unknown connector", body = super::openapi::ErrorBody)
+    )
+)]
 pub async fn get(
     state: State,
     name: Result<Path<String>, PathRejection>,
@@ -67,6 +97,17 @@ pub async fn get(
     Ok(Json(state.connectors.status(&c)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/connectors/{name}",
+    tag = "connectors",
+    params(("name" = String, Path)),
+    responses(
+        (status = 200, description = "deleted", body = super::openapi::StatusDoc),
+        (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody),
+        (status = 404, description = "unknown connector", body = super::openapi::ErrorBody)
+    )
+)]
 pub async fn delete(
     state: State,
     name: Result<Path<String>, PathRejection>,
@@ -82,6 +123,17 @@ async fn set_paused(state: State, name: String, paused: bool) -> Result<Json<Val
     Ok(Json(state.connectors.status(&c)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/connectors/{name}/pause",
+    tag = "connectors",
+    params(("name" = String, Path)),
+    responses(
+        (status = 200, description = "paused", body = super::openapi::StatusDoc),
+        (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody),
+        (status = 404, description = "unknown connector", body = super::openapi::ErrorBody)
+    )
+)]
 pub async fn pause(
     state: State,
     name: Result<Path<String>, PathRejection>,
@@ -89,6 +141,17 @@ pub async fn pause(
     set_paused(state, name?.0, true).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/connectors/{name}/resume",
+    tag = "connectors",
+    params(("name" = String, Path)),
+    responses(
+        (status = 200, description = "resumed", body = super::openapi::StatusDoc),
+        (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody),
+        (status = 404, description = "unknown connector", body = super::openapi::ErrorBody)
+    )
+)]
 pub async fn resume(
     state: State,
     name: Result<Path<String>, PathRejection>,

@@ -113,6 +113,13 @@ fn connectors(out: &mut String, state: &super::AppState) {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    responses(
+        (status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)
+    )
+)]
 pub async fn metrics(state: State) -> impl IntoResponse {
     let mut out = String::with_capacity(4096);
     let topics = state.log.topics();

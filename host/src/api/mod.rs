@@ -4,6 +4,7 @@ mod access;
 mod connectors;
 mod error;
 mod metrics;
+mod openapi;
 mod records;
 mod topics;
 mod transforms;
@@ -102,6 +103,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let plugin_limit = state.pipelines.plugins.runtime().max_plugin_bytes + 1;
     Router::new()
         .route("/healthz", get(health))
+        .route("/openapi.json", get(openapi::openapi))
         .route("/metrics", get(metrics::metrics))
         .route("/v1/topics", post(topics::create).get(topics::list))
         .route(
@@ -173,6 +175,13 @@ async fn observe(
     resp
 }
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    responses(
+        (status = 200, description = "the server is up", body = openapi::Health)
+    )
+)]
 async fn health() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({"status": "ok"}))
 }

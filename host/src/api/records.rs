@@ -117,6 +117,20 @@ fn parse_produce(headers: &HeaderMap, body: &[u8]) -> Result<Vec<InRecord>, ApiE
         .collect()
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/topics/{topic}/records",
+    tag = "records",
+    params(("topic" = String, Path, description = "topic name")),
+    request_body(content((super::openapi::ProduceRequest = "application/json"), (String = "application/x-ndjson"))),
+    responses(
+        (status = 200, description = "durable per the topic's flush policy", body = super::openapi::ProduceResult),
+        (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody),
+        (status = 404, description = "unknown topic", body = super::openapi::ErrorBody),
+        (status = 413, description = "body or record count over the limit", body = super::openapi::ErrorBody),
+        (status = 429, description = "too much produce data in flight", body = super::openapi::ErrorBody)
+    )
+)]
 pub async fn produce(
     state: State,
     topic: Result<Path<String>, PathRejection>,
@@ -258,6 +272,18 @@ pub struct ConsumeQuery {
     wait_ms: Option<u64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/topics/{topic}/partitions/{partition}/records",
+    tag = "records",
+    params(("topic" = String, Path, description = "topic name"), ("partition" = u32, Path), ("offset" = Option<u64>, Query), ("max" = Option<u32>, Query, minimum = 1), ("wait_ms" = Option<u64>, Query, description = "wait up to this long for data (capped by the server)")),
+    responses(
+        (status = 200, description = "records from offset (long poll with wait_ms)", body = super::openapi::ConsumeResult),
+        (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody),
+        (status = 404, description = "unknown topic or partition", body = super::openapi::ErrorBody),
+        (status = 416, description = "offset outside the partition", body = super::openapi::ErrorBody)
+    )
+)]
 pub async fn consume(
     state: State,
     path: Result<Path<(String, String)>, PathRejection>,
@@ -302,6 +328,17 @@ pub struct StreamQuery {
     from: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/topics/{topic}/stream",
+    tag = "records",
+    params(("topic" = String, Path, description = "topic name"), ("from" = Option<String>, Query, description = "earliest | latest")),
+    responses(
+        (status = 200, description = "server-sent events, one per record", content_type = "text/event-stream", body = String),
+        (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody),
+        (status = 404, description = "unknown topic", body = super::openapi::ErrorBody)
+    )
+)]
 pub async fn stream(
     state: State,
     topic: Result<Path<String>, PathRejection>,

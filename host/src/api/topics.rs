@@ -26,6 +26,17 @@ fn describe_json(t: &Topic) -> Value {
     v
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/topics",
+    tag = "topics",
+    request_body = super::openapi::CreateTopic,
+    responses(
+        (status = 201, description = "created", body = super::openapi::TopicDescription),
+        (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody),
+        (status = 409, description = "topic exists", body = super::openapi::ErrorBody)
+    )
+)]
 pub async fn create(
     state: State,
     body: Result<Bytes, BytesRejection>,
@@ -44,6 +55,14 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(describe_json(&t))))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/topics",
+    tag = "topics",
+    responses(
+        (status = 200, description = "all topics", body = super::openapi::TopicList)
+    )
+)]
 pub async fn list(state: State) -> Json<Value> {
     let topics: Vec<Value> = state
         .log
@@ -54,6 +73,17 @@ pub async fn list(state: State) -> Json<Value> {
     Json(json!({ "topics": topics }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/topics/{topic}",
+    tag = "topics",
+    params(("topic" = String, Path, description = "topic name")),
+    responses(
+        (status = 200, description = "settings and partitions", body = super::openapi::TopicDescription),
+        (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody),
+        (status = 404, description = "unknown topic", body = super::openapi::ErrorBody)
+    )
+)]
 pub async fn describe(
     state: State,
     topic: Result<Path<String>, PathRejection>,
@@ -62,6 +92,17 @@ pub async fn describe(
     Ok(Json(describe_json(&t)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/topics/{topic}",
+    tag = "topics",
+    params(("topic" = String, Path, description = "topic name")),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody),
+        (status = 404, description = "unknown topic", body = super::openapi::ErrorBody)
+    )
+)]
 pub async fn delete(
     state: State,
     topic: Result<Path<String>, PathRejection>,

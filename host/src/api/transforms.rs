@@ -68,6 +68,18 @@ impl From<PipelineError> for ApiError {
     }
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/plugins/{name}",
+    tag = "plugins",
+    params(("name" = String, Path)),
+    request_body(content((Vec<u8> = "application/wasm"), (Vec<u8> = "application/octet-stream"))),
+    responses(
+        (status = 201, description = "the new version", body = super::openapi::UploadedPlugin),
+        (status = 400, description = "not a valid component of the transform world", body = super::openapi::ErrorBody),
+        (status = 413, description = "over the upload limit", body = super::openapi::ErrorBody)
+    )
+)]
 pub async fn upload_plugin(
     state: State,
     name: Result<Path<String>, PathRejection>,
@@ -90,6 +102,14 @@ pub async fn upload_plugin(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/plugins",
+    tag = "plugins",
+    responses(
+        (status = 200, description = "plugins and their latest versions", body = super::openapi::StatusDoc)
+    )
+)]
 pub async fn list_plugins(state: State) -> Json<Value> {
     let plugins: Vec<Value> = state
         .pipelines
@@ -104,6 +124,17 @@ pub async fn list_plugins(state: State) -> Json<Value> {
     Json(json!({ "plugins": plugins }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/plugins/{name}",
+    tag = "plugins",
+    params(("name" = String, Path)),
+    responses(
+        (status = 200, description = "versions and users", body = super::openapi::StatusDoc),
+        (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody),
+        (status = 404, description = "unknown plugin", body = super::openapi::ErrorBody)
+    )
+)]
 pub async fn get_plugin(
     state: State,
     name: Result<Path<String>, PathRejection>,
@@ -116,6 +147,18 @@ pub async fn get_plugin(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/plugins/{name}",
+    tag = "plugins",
+    params(("name" = String, Path)),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody),
+        (status = 404, description = "unknown plugin", body = super::openapi::ErrorBody),
+        (status = 409, description = "in use by a transform", body = super::openapi::ErrorBody)
+    )
+)]
 pub async fn delete_plugin(
     state: State,
     name: Result<Path<String>, PathRejection>,
@@ -126,6 +169,18 @@ pub async fn delete_plugin(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/transforms/{name}",
+    tag = "transforms",
+    params(("name" = String, Path)),
+    request_body = super::openapi::TransformSpecDoc,
+    responses(
+        (status = 201, description = "deployed", body = super::openapi::StatusDoc), (status = 200, description = "updated (swap or rollback)", body = super::openapi::StatusDoc),
+        (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody),
+        (status = 404, description = "unknown plugin or version", body = super::openapi::ErrorBody)
+    )
+)]
 pub async fn put_transform(
     state: State,
     name: Result<Path<String>, PathRejection>,
@@ -145,6 +200,14 @@ pub async fn put_transform(
     Ok((status, Json(state.pipelines.status(&t))))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/transforms",
+    tag = "transforms",
+    responses(
+        (status = 200, description = "status of every transform", body = super::openapi::StatusDoc)
+    )
+)]
 pub async fn list_transforms(state: State) -> Json<Value> {
     let list: Vec<Value> = state
         .pipelines
@@ -155,6 +218,17 @@ pub async fn list_transforms(state: State) -> Json<Value> {
     Json(json!({ "transforms": list }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/transforms/{name}",
+    tag = "transforms",
+    params(("name" = String, Path)),
+    responses(
+        (status = 200, description = "status", body = super::openapi::StatusDoc),
+        (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody),
+        (status = 404, description = "unknown transform", body = super::openapi::ErrorBody)
+    )
+)]
 pub async fn get_transform(
     state: State,
     name: Result<Path<String>, PathRejection>,
@@ -163,6 +237,17 @@ pub async fn get_transform(
     Ok(Json(state.pipelines.status(&t)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/transforms/{name}",
+    tag = "transforms",
+    params(("name" = String, Path)),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody),
+        (status = 404, description = "unknown transform", body = super::openapi::ErrorBody)
+    )
+)]
 pub async fn delete_transform(
     state: State,
     name: Result<Path<String>, PathRejection>,
@@ -173,6 +258,17 @@ pub async fn delete_transform(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/transforms/{name}/pause",
+    tag = "transforms",
+    params(("name" = String, Path)),
+    responses(
+        (status = 200, description = "paused", body = super::openapi::StatusDoc),
+        (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody),
+        (status = 404, description = "unknown transform", body = super::openapi::ErrorBody)
+    )
+)]
 pub async fn pause(
     state: State,
     name: Result<Path<String>, PathRejection>,
@@ -183,6 +279,17 @@ pub async fn pause(
     Ok(Json(state.pipelines.status(&t)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/transforms/{name}/resume",
+    tag = "transforms",
+    params(("name" = String, Path)),
+    responses(
+        (status = 200, description = "resumed", body = super::openapi::StatusDoc),
+        (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody),
+        (status = 404, description = "unknown transform", body = super::openapi::ErrorBody)
+    )
+)]
 pub async fn resume(
     state: State,
     name: Result<Path<String>, PathRejection>,
@@ -203,6 +310,16 @@ fn line_json(seq: u64, l: &crate::runtime::LogLine) -> Value {
            "partition": l.partition, "offset": l.offset})
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/transforms/{name}/logs",
+    params(("name" = String, Path), ("follow" = Option<bool>, Query)),
+    responses(
+        (status = 200, description = "recent plugin log lines, or server-sent events with follow=true", body = super::openapi::StatusDoc),
+        (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody),
+        (status = 404, description = "unknown transform", body = super::openapi::ErrorBody)
+    )
+)]
 pub async fn logs(
     state: State,
     name: Result<Path<String>, PathRejection>,
@@ -258,6 +375,16 @@ fn async_stream(
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/topics/{topic}/keys/{key}",
+    params(("topic" = String, Path, description = "topic name"), ("key" = String, Path)),
+    responses(
+        (status = 200, description = "the latest value of a key of a compacted topic", body = super::openapi::TableValue),
+        (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody),
+        (status = 404, description = "unknown table or key", body = super::openapi::ErrorBody)
+    )
+)]
 pub async fn table_key(
     state: State,
     path: Result<Path<(String, String)>, PathRejection>,
