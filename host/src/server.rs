@@ -32,8 +32,12 @@ pub async fn run(
     );
     let data = config.data_dir.clone();
     let (log2, stop2) = (log.clone(), stop.clone());
+    let max_plugin_bytes = config.limits.max_plugin_bytes;
     let pipelines = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let runtime = Runtime::new(&data.join("plugin-cache"))?;
+        let mut runtime = Runtime::new(&data.join("plugin-cache"))?;
+        Arc::get_mut(&mut runtime)
+            .ok_or_else(|| anyhow::anyhow!("the new runtime is shared before it is configured"))?
+            .max_plugin_bytes = max_plugin_bytes;
         let plugins = Arc::new(PluginStore::open(&data.join("plugins"), runtime)?);
         let tables = TableRegistry::new(log2.clone(), stop2);
         Ok(Pipelines::open(
@@ -78,6 +82,7 @@ pub async fn run(
                 groups_dir: config.data_dir.join("kafka-groups"),
                 auth: config.auth.clone(),
                 tls: tls.clone(),
+                max_connections: config.limits.max_kafka_connections.max(1),
             };
             tracing::info!(%addr, "kafka listening");
             println!("sluice: listening kafka={addr}");
@@ -105,15 +110,16 @@ pub async fn run(
         tracing::info!("shutting down");
         serve_token.cancel();
     };
+    let max_conns = config.limits.max_connections.max(1);
     match tls {
         Some(acceptor) => {
             let listener = crate::tls::TlsListener::new(http, acceptor)?;
-            axum::serve(listener, app)
+            axum::serve(crate::tls::Limited::new(listener, max_conns), app)
                 .with_graceful_shutdown(drained)
                 .await?
         }
         None => {
-            axum::serve(http, app)
+            axum::serve(crate::tls::Limited::new(http, max_conns), app)
                 .with_graceful_shutdown(drained)
                 .await?
         }

@@ -40,6 +40,12 @@ pub struct Limits {
     pub max_wait_ms: u64,
     /// Most records one consume request returns.
     pub max_records_per_fetch: usize,
+    /// Largest plugin component accepted by `PUT /v1/plugins/{name}` (413 above).
+    pub max_plugin_bytes: usize,
+    /// Open HTTP connections; one more is answered 503 and closed.
+    pub max_connections: usize,
+    /// Open Kafka connections; one more is closed at once.
+    pub max_kafka_connections: usize,
 }
 
 impl Default for Limits {
@@ -50,6 +56,9 @@ impl Default for Limits {
             max_records_per_request: 100_000,
             max_wait_ms: 30_000,
             max_records_per_fetch: 10_000,
+            max_plugin_bytes: 32 << 20,
+            max_connections: 1024,
+            max_kafka_connections: 1024,
         }
     }
 }

@@ -86,7 +86,18 @@ pub async fn upload_plugin(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let name = name?.0;
-    let body = body?;
+    let limit = state.pipelines.plugins.runtime().max_plugin_bytes;
+    let body = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "plugin_too_large",
+                format!("the component is larger than the {limit}-byte plugin limit"),
+            )
+        } else {
+            r.into()
+        }
+    })?;
     let p = state.pipelines.clone();
     let n = name.clone();
     let v = blocking(move || p.plugins.upload(&n, &body)).await?;

@@ -129,6 +129,8 @@ pub struct KafkaConfig {
     pub auth: Option<Arc<Auth>>,
     /// When set, connections speak TLS.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Open connections; more are closed at once.
+    pub max_connections: usize,
 }
 
 impl std::fmt::Debug for KafkaConfig {
@@ -175,6 +177,7 @@ pub async fn run(
         shutdown: token.clone(),
     });
     tokio::pin!(shutdown);
+    let connections = Arc::new(tokio::sync::Semaphore::new(broker.cfg.max_connections));
     let ticker = broker.clone();
     tokio::spawn(async move {
         while !ticker.shutdown.is_cancelled() {
@@ -187,9 +190,15 @@ pub async fn run(
             _ = &mut shutdown => { token.cancel(); return; }
             accepted = listener.accept() => {
                 let Ok((stream, peer)) = accepted else { continue };
+                let Ok(permit) = connections.clone().try_acquire_owned() else {
+                    tracing::warn!(%peer, limit = broker.cfg.max_connections, "kafka connection limit reached; closing the new connection");
+                    drop(stream);
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let b = broker.clone();
                 tokio::spawn(async move {
+                    let _permit = permit;
                     let served = match b.cfg.tls.clone() {
                         None => b.serve(stream).await,
                         Some(acceptor) => {

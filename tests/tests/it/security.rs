@@ -3,6 +3,8 @@
 
 use std::process::Command;
 
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 
 use crate::common::Server;
@@ -310,4 +312,131 @@ fn without_identities_a_public_address_is_refused_unless_insecure() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--insecure"));
+}
+
+#[test]
+fn configured_limits_answer_with_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("sluice.toml");
+    std::fs::write(
+        &cfg,
+        "[limits]\nmax_connections = 3\nmax_plugin_bytes = 1000\nmax_records_per_request = 5\nmax_body_bytes = 4096\n",
+    )
+    .unwrap();
+    let s = Server::start_in(
+        &tmp.path().join("data"),
+        &["--config", cfg.to_str().unwrap()],
+    );
+    s.create_topic(json!({"name": "t"}));
+    let c = crate::common::http();
+    let check = |r: reqwest::blocking::Response, status: u16, code: &str| {
+        assert_eq!(r.status().as_u16(), status);
+        let b: Value = r.json().unwrap();
+        assert_eq!(b["error"]["code"], code, "{b}");
+    };
+    check(
+        c.put(s.url("/v1/plugins/big"))
+            .body(vec![0u8; 2000])
+            .send()
+            .unwrap(),
+        413,
+        "plugin_too_large",
+    );
+    let six: Vec<Value> = (0..6).map(|i| json!({"value": i})).collect();
+    check(
+        c.post(s.url("/v1/topics/t/records"))
+            .json(&json!({"records": six}))
+            .send()
+            .unwrap(),
+        413,
+        "too_many_records",
+    );
+    check(
+        c.post(s.url("/v1/topics/t/records"))
+            .json(&json!({"records": [{"value": "x".repeat(5000)}]}))
+            .send()
+            .unwrap(),
+        413,
+        "body_too_large",
+    );
+    // Three idle connections take every place; the next one hears why it is turned away.
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let idle: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let fresh = reqwest::blocking::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    check(
+        fresh.get(s.url("/healthz")).send().unwrap(),
+        503,
+        "too_many_connections",
+    );
+    drop(idle);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(fresh.get(s.url("/healthz")).send().unwrap().status(), 200);
+}
+
+#[test]
+fn graceful_shutdown_under_load_keeps_every_acknowledged_record() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = Server::start_in(tmp.path(), &[]);
+    s.create_topic(json!({"name": "load", "partitions": 3}));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut producers = Vec::new();
+    for w in 0..4 {
+        let (url, stop) = (s.url("/v1/topics/load/records"), stop.clone());
+        producers.push(std::thread::spawn(move || {
+            let c = crate::common::http();
+            let mut acked: Vec<(u64, u64, String)> = Vec::new();
+            for b in 0.. {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let values: Vec<String> = (0..50).map(|i| format!("w{w}-b{b}-{i}")).collect();
+                let body = json!({"records": values.iter().map(|v| json!({"key": v, "value": v})).collect::<Vec<_>>()});
+                let Ok(r) = c.post(&url).json(&body).send() else { break };
+                if r.status() != 200 {
+                    break;
+                }
+                let Ok(v) = r.json::<Value>() else { break };
+                for (o, val) in v["offsets"].as_array().unwrap().iter().zip(values) {
+                    acked.push((o["partition"].as_u64().unwrap(), o["offset"].as_u64().unwrap(), val));
+                }
+            }
+            acked
+        }));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    s.stop(); // SIGTERM while the producers are busy; must exit 0
+    stop.store(true, Ordering::Relaxed);
+    let acked: Vec<(u64, u64, String)> = producers
+        .into_iter()
+        .flat_map(|p| p.join().unwrap())
+        .collect();
+    assert!(
+        acked.len() > 1000,
+        "only {} records acknowledged",
+        acked.len()
+    );
+    let s = Server::start_in(tmp.path(), &[]);
+    let mut stored = std::collections::HashMap::new();
+    for p in 0..3u64 {
+        for r in s.read_all("load", p as u32, 0) {
+            stored.insert(
+                (p, r["offset"].as_u64().unwrap()),
+                r["value"].as_str().unwrap().to_string(),
+            );
+        }
+    }
+    for (p, o, v) in &acked {
+        assert_eq!(
+            stored.get(&(*p, *o)),
+            Some(v),
+            "acknowledged record {p}/{o} lost"
+        );
+    }
 }
