@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::sink::{Failure, Sink};
-use super::{BatchSpec, SinkStart, TaskEnv, redact_url};
+use super::{BatchSpec, SinkStart, TaskEnv, http_error, redact_url};
 use crate::log::batch::StoredRecord;
 
 /// How a batch is laid out in the request body.
@@ -222,11 +222,7 @@ impl Sink for HttpSink {
             .send()
             .await
             .map_err(|e| {
-                Failure::Retry(format!(
-                    "POST {}: {}",
-                    redact_url(&self.url),
-                    e.without_url()
-                ))
+                Failure::Retry(format!("POST {}: {}", redact_url(&self.url), http_error(e)))
             })?;
         let status = resp.status();
         if status.is_success() {

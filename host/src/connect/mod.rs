@@ -269,6 +269,20 @@ impl TaskEnv {
     }
 }
 
+/// An HTTP client error with its causes ("error sending request: connection refused"),
+/// without the URL (it may carry credentials; callers name the redacted URL themselves).
+pub(crate) fn http_error(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
 /// The value at a dotted path (`a.b.c`) of a JSON document.
 pub(crate) fn json_path<'a>(doc: &'a Value, path: &str) -> Option<&'a Value> {
     path.split('.').try_fold(doc, |v, part| match v {

@@ -21,7 +21,7 @@ use reqwest::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{TaskEnv, backoff, json_path, redact_url};
+use super::{TaskEnv, backoff, http_error, json_path, redact_url};
 use crate::log::batch::{self, NewRecord};
 use crate::log::{Topic, now_ms};
 
@@ -287,7 +287,7 @@ impl Puller {
         let mut resp = req
             .send()
             .await
-            .map_err(|e| format!("GET {url}: {}", e.without_url()))?;
+            .map_err(|e| format!("GET {url}: {}", http_error(e)))?;
         let status = resp.status();
         if status == StatusCode::NOT_MODIFIED {
             return Ok(0);
@@ -317,7 +317,7 @@ impl Puller {
         while let Some(chunk) = resp
             .chunk()
             .await
-            .map_err(|e| format!("GET {url}: {}", e.without_url()))?
+            .map_err(|e| format!("GET {url}: {}", http_error(e)))?
         {
             if body.len() + chunk.len() > self.spec.max_bytes {
                 return Err(format!(
