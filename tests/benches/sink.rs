@@ -31,23 +31,6 @@ fn value(i: usize) -> String {
     v
 }
 
-fn dsn() -> String {
-    if let Ok(d) = std::env::var("SLUICE_TEST_PG_DSN") {
-        return d;
-    }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/test-postgres");
-    let out = std::process::Command::new(script)
-        .arg("ensure")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 fn database(base: &str) -> String {
     let mut admin = postgres::Client::connect(base, postgres::NoTls).unwrap();
     admin
@@ -185,7 +168,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000);
-    let dsn = database(&dsn());
+    let dsn = database(&sluice_tests::test_postgres_dsn());
     let values: Vec<String> = (0..n).map(value).collect();
     println!("{n} rows of {} bytes of JSON", values[0].len());
     let copy_rate = copy(&dsn, &values);

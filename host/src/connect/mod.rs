@@ -447,28 +447,14 @@ impl Connectors {
                 let dlq = self.dead_letter_topic(&s.dead_letter_topic(), &topic)?;
                 for p in &topic.partitions {
                     let sink = http_sink::HttpSink::new(&env, &s, p.id);
-                    tasks.push(self.rt.spawn(sink::run(
-                        env.clone(),
-                        sink,
-                        p.clone(),
-                        dlq.clone(),
-                        s.batch.clone(),
-                        s.start,
-                    )));
+                    tasks.push(self.spawn_sink(&env, sink, p, &dlq, &s.batch, s.start));
                 }
             }
             ConnectorSpec::PostgresSink(s) => {
                 let dlq = self.dead_letter_topic(&s.dead_letter_topic(), &topic)?;
                 for p in &topic.partitions {
                     let sink = postgres::PgSink::new(&env, &s, p.id);
-                    tasks.push(self.rt.spawn(sink::run(
-                        env.clone(),
-                        sink,
-                        p.clone(),
-                        dlq.clone(),
-                        s.batch.clone(),
-                        s.start,
-                    )));
+                    tasks.push(self.spawn_sink(&env, sink, p, &dlq, &s.batch, s.start));
                 }
             }
         }
@@ -478,6 +464,26 @@ impl Connectors {
             .unwrap_or_else(|p| p.into_inner())
             .insert(name.to_string(), c);
         Ok(())
+    }
+
+    /// One partition's sink loop.
+    fn spawn_sink<S: sink::Sink>(
+        &self,
+        env: &TaskEnv,
+        sink: S,
+        part: &Arc<crate::log::Partition>,
+        dlq: &Arc<crate::log::Topic>,
+        batch: &BatchSpec,
+        start: SinkStart,
+    ) -> JoinHandle<()> {
+        self.rt.spawn(sink::run(
+            env.clone(),
+            sink,
+            part.clone(),
+            dlq.clone(),
+            batch.clone(),
+            start,
+        ))
     }
 
     fn dead_letter_topic(

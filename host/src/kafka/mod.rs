@@ -224,6 +224,15 @@ pub async fn run(
     }
 }
 
+/// The topics a DeleteTopics request names (by name before v6, in `topics` since).
+fn deleted_names(r: DeleteTopicsRequest, version: i16) -> Vec<TopicName> {
+    if version >= 6 {
+        r.topics.into_iter().filter_map(|t| t.name).collect()
+    } else {
+        r.topic_names
+    }
+}
+
 /// The API's name as Kafka spells it, for metrics labels.
 fn api_name(api: ApiKey) -> &'static str {
     match api {
@@ -810,12 +819,7 @@ impl Broker {
                     write_response(&mut stream, correlation, resp_header, &body, version).await?;
                 }
                 RequestKind::DeleteTopics(r) if !self.allowed(&who, &Action::Admin) => {
-                    let names: Vec<TopicName> = if version >= 6 {
-                        r.topics.into_iter().filter_map(|t| t.name).collect()
-                    } else {
-                        r.topic_names
-                    };
-                    let responses = names
+                    let responses = deleted_names(r, version)
                         .into_iter()
                         .map(|n| {
                             DeletableTopicResult::default()
@@ -1009,12 +1013,7 @@ impl Broker {
     }
 
     fn delete_topics(&self, r: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
-        let names: Vec<TopicName> = if version >= 6 {
-            r.topics.into_iter().filter_map(|t| t.name).collect()
-        } else {
-            r.topic_names
-        };
-        let responses = names
+        let responses = deleted_names(r, version)
             .into_iter()
             .map(|n| {
                 let res = DeletableTopicResult::default().with_name(Some(n.clone()));

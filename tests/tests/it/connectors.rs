@@ -520,22 +520,7 @@ fn http_sink_retries_outages_dead_letters_a_refused_record_and_keeps_order() {
 /// A fresh database on the test PostgreSQL server.
 fn pg_database() -> (String, postgres::Client) {
     static DSN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let base = DSN.get_or_init(|| match std::env::var("SLUICE_TEST_PG_DSN") {
-        Ok(d) => d,
-        Err(_) => {
-            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/test-postgres");
-            let out = std::process::Command::new(script)
-                .arg("ensure")
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "scripts/test-postgres: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8(out.stdout).unwrap().trim().to_string()
-        }
-    });
+    let base = DSN.get_or_init(sluice_tests::test_postgres_dsn);
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let db = format!(
         "t_{}_{}",
