@@ -111,6 +111,13 @@ fn main() {
     rt2.compile(sluice::plugins::MASK).unwrap();
     let cached = t.elapsed();
 
+    if std::env::var("SLUICE_BENCH_ONLY").as_deref() == Ok("identity") {
+        let id_c = rt.compile(sluice_tests::fixtures::IDENTITY).unwrap();
+        let mut ex = rt.executor(id_c, cfg("identity", &[]), 0).unwrap();
+        let (r, _) = rate(&mut ex, &bytes, ctx.base_timestamp, 8.0);
+        println!("identity wasm component {r:.0} records/s");
+        return;
+    }
     let mut ex = rt.executor(mask_c.clone(), cfg("mask", &[]), 0).unwrap();
     if std::env::var("SLUICE_BENCH_ONLY").as_deref() == Ok("mask") {
         // For profiling the component alone: `SLUICE_WASM_PROFILE=perfmap perf record ...`.

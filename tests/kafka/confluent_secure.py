@@ -5,7 +5,7 @@ import json
 import sys
 import time
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 bootstrap, base, producer_token, consumer_token = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], sys.argv[4]
 
@@ -49,7 +49,20 @@ def consume(user, password, topic, want, group):
     return {"consumed": len(got), "errors": sorted(set(errors))}
 
 
+def commit(user, password, topic):
+    c = Consumer(conf(user, password, **{"group.id": "committers"}))
+    try:
+        c.commit(offsets=[TopicPartition(topic, 0, 1)], asynchronous=False)
+        return "ok"
+    except KafkaException as e:
+        return str(e)
+    finally:
+        c.close()
+
+
 print(json.dumps({
+    "consumer_commit_allowed": commit("reader", consumer_token, "user_events"),
+    "consumer_commit_denied": commit("reader", consumer_token, "secret_events"),
     "producer_allowed": produce("ingest", producer_token, "user_events", 5),
     "producer_denied_topic": produce("ingest", producer_token, "secret_events", 1),
     "wrong_password": produce("ingest", "not-the-token", "user_events", 1),

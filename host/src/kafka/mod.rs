@@ -415,20 +415,80 @@ impl Broker {
                         anyhow::bail!("SASL: {e}");
                     }
                 },
-                RequestKind::SyncGroup(_)
-                | RequestKind::Heartbeat(_)
-                | RequestKind::LeaveGroup(_)
-                | RequestKind::OffsetCommit(_)
-                | RequestKind::OffsetFetch(_)
-                | RequestKind::ListGroups(_)
-                | RequestKind::DescribeGroups(_)
-                    if !group_ok =>
-                {
-                    tracing::info!(
-                        ?api,
-                        "consumer group request not allowed for this identity; closing connection"
+                RequestKind::SyncGroup(_) if !group_ok => {
+                    let body = SyncGroupResponse::default()
+                        .with_error_code(code::GROUP_AUTHORIZATION_FAILED);
+                    write_response(&mut stream, correlation, resp_header, &body, version).await?;
+                }
+                RequestKind::Heartbeat(_) if !group_ok => {
+                    let body = HeartbeatResponse::default()
+                        .with_error_code(code::GROUP_AUTHORIZATION_FAILED);
+                    write_response(&mut stream, correlation, resp_header, &body, version).await?;
+                }
+                RequestKind::LeaveGroup(_) if !group_ok => {
+                    let body = LeaveGroupResponse::default()
+                        .with_error_code(code::GROUP_AUTHORIZATION_FAILED);
+                    write_response(&mut stream, correlation, resp_header, &body, version).await?;
+                }
+                RequestKind::ListGroups(_) if !group_ok => {
+                    let body = ListGroupsResponse::default()
+                        .with_error_code(code::GROUP_AUTHORIZATION_FAILED);
+                    write_response(&mut stream, correlation, resp_header, &body, version).await?;
+                }
+                RequestKind::DescribeGroups(r) if !group_ok => {
+                    let groups = r
+                        .groups
+                        .into_iter()
+                        .map(|g| {
+                            DescribedGroup::default()
+                                .with_group_id(g)
+                                .with_error_code(code::GROUP_AUTHORIZATION_FAILED)
+                        })
+                        .collect();
+                    let body = DescribeGroupsResponse::default().with_groups(groups);
+                    write_response(&mut stream, correlation, resp_header, &body, version).await?;
+                }
+                RequestKind::OffsetFetch(r) if !group_ok => {
+                    let mut body = OffsetFetchResponse::default();
+                    if version >= 8 {
+                        body = body.with_groups(
+                            r.groups
+                                .into_iter()
+                                .map(|g| {
+                                    OffsetFetchResponseGroup::default()
+                                        .with_group_id(g.group_id)
+                                        .with_error_code(code::GROUP_AUTHORIZATION_FAILED)
+                                })
+                                .collect(),
+                        );
+                    } else {
+                        body = body.with_error_code(code::GROUP_AUTHORIZATION_FAILED);
+                    }
+                    write_response(&mut stream, correlation, resp_header, &body, version).await?;
+                }
+                RequestKind::OffsetCommit(r) if !group_ok => {
+                    let body = OffsetCommitResponse::default().with_topics(
+                        r.topics
+                            .iter()
+                            .map(|t| {
+                                OffsetCommitResponseTopic::default()
+                                    .with_name(t.name.clone())
+                                    .with_partitions(
+                                        t.partitions
+                                            .iter()
+                                            .map(|p| {
+                                                OffsetCommitResponsePartition::default()
+                                                    .with_partition_index(p.partition_index)
+                                                    .with_error_code(
+                                                        code::GROUP_AUTHORIZATION_FAILED,
+                                                    )
+                                            })
+                                            .collect(),
+                                    )
+                            })
+                            .collect(),
                     );
-                    anyhow::bail!("{api:?}: not allowed");
+                    write_response(&mut stream, correlation, resp_header, &body, version).await?;
                 }
                 RequestKind::JoinGroup(_) if !group_ok => {
                     let body = JoinGroupResponse::default()
@@ -699,9 +759,13 @@ impl Broker {
                     write_response(&mut stream, correlation, resp_header, &body, version).await?;
                 }
                 RequestKind::OffsetCommit(r) => {
+                    // Like Kafka: partitions of topics the identity may not read are refused,
+                    // the others are committed.
+                    let may = |t: &TopicName| self.allowed(&who, &Action::Consume(t.0.to_string()));
                     let offsets: Vec<(String, i32, i64, Option<String>)> = r
                         .topics
                         .iter()
+                        .filter(|t| may(&t.name))
                         .flat_map(|t| {
                             t.partitions.iter().map(|p| {
                                 (
@@ -728,6 +792,11 @@ impl Broker {
                         r.topics
                             .iter()
                             .map(|t| {
+                                let e = if may(&t.name) {
+                                    e
+                                } else {
+                                    code::TOPIC_AUTHORIZATION_FAILED
+                                };
                                 OffsetCommitResponseTopic::default()
                                     .with_name(t.name.clone())
                                     .with_partitions(

@@ -286,6 +286,15 @@ fn roles_decide_over_https_and_kafka_sasl_ssl() {
         "{v}"
     );
     assert_eq!(v["producer_as_consumer"]["consumed"], 0, "{v}");
+    assert_eq!(v["consumer_commit_allowed"], "ok", "{v}");
+    assert!(
+        v["consumer_commit_denied"]
+            .as_str()
+            .unwrap()
+            .to_uppercase()
+            .contains("TOPIC_AUTHORIZATION_FAILED"),
+        "{v}"
+    );
     assert!(
         v["producer_as_consumer"]["errors"]
             .to_string()
