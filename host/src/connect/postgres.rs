@@ -488,7 +488,13 @@ impl Sink for PgSink {
             )
             .await
             .map_err(|e| describe(&e))?;
-        Ok(row.map(|r| r.get::<_, i64>(0).max(0) as u64))
+        match row {
+            None => Ok(None),
+            Some(r) => r
+                .try_get::<_, i64>(0)
+                .map(|n| Some(n.max(0) as u64))
+                .map_err(|e| format!("sluice_sink_positions.next_offset: {e}")),
+        }
     }
 
     async fn deliver(&mut self, records: &[StoredRecord], next: u64) -> Result<(), Failure> {
