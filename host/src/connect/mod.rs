@@ -170,8 +170,14 @@ impl Health {
             .unwrap_or_else(|p| p.into_inner()) = e;
     }
 
+    /// A request or transaction succeeded.
     pub fn ok(&self) {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        self.recovered();
+    }
+
+    /// The last failure is over (without a request of its own to count).
+    pub fn recovered(&self) {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 

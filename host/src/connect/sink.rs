@@ -61,7 +61,7 @@ pub async fn run<S: Sink>(
             }
         }
     };
-    env.health.ok();
+    env.health.recovered();
     let mut pos = stored.unwrap_or(match start {
         SinkStart::Earliest => part.start_offset(),
         SinkStart::Latest => part.high_watermark(),

@@ -42,14 +42,27 @@ impl TableRegistry {
     /// The table for a compacted topic, loading it on first use (waits up to 10 s for the
     /// initial load so the first lookups see what is already in the topic).
     fn table(&self, name: &str) -> Result<Arc<Table>, LogError> {
-        if let Some(t) = self
+        let known = self
             .tables
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(name)
-        {
-            return Ok(t.clone());
+            .cloned();
+        // Every caller waits for the initial load, not only the one that started it: a
+        // lookup from another partition task must not see a half-loaded table.
+        let table = match known {
+            Some(t) => t,
+            None => self.open(name)?,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while table.ready.load(Ordering::Acquire) < table.partitions && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
         }
+        Ok(table)
+    }
+
+    /// Registers a table and starts its followers (or returns the one registered meanwhile).
+    fn open(&self, name: &str) -> Result<Arc<Table>, LogError> {
         let topic = self.log.topic(name)?;
         if topic.config.cleanup != Cleanup::Compact {
             return Err(LogError::InvalidConfig(format!(
@@ -74,10 +87,6 @@ impl TableRegistry {
             }
             t
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while table.ready.load(Ordering::Acquire) < table.partitions && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(2));
-        }
         Ok(table)
     }
 

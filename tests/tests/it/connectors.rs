@@ -773,10 +773,18 @@ fn pull_and_push_through_mask_and_enrich_into_postgres() {
     let rows = pg
         .query("SELECT user_id, action, password, name, country, doc::text FROM activity ORDER BY action", &[])
         .unwrap();
-    let got: Vec<(String, String, Option<String>, String, String)> = rows
+    type Row = (
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
+    let got: Vec<Row> = rows
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
         .collect();
+    let docs: Vec<String> = rows.iter().map(|r| r.get(5)).collect();
     assert_eq!(
         got,
         vec![
@@ -784,26 +792,26 @@ fn pull_and_push_through_mask_and_enrich_into_postgres() {
                 "u-2".into(),
                 "buy".into(),
                 Some("********".into()),
-                "Bo".into(),
-                "SE".into()
+                Some("Bo".into()),
+                Some("SE".into())
             ),
             (
                 "u-1".into(),
                 "login".into(),
                 Some("********".into()),
-                "Ann".into(),
-                "DE".into()
+                Some("Ann".into()),
+                Some("DE".into())
             ),
             (
                 "u-2".into(),
                 "logout".into(),
                 None,
-                "Bo".into(),
-                "SE".into()
+                Some("Bo".into()),
+                Some("SE".into())
             ),
-        ]
+        ],
+        "{docs:#?}"
     );
-    let docs: Vec<String> = rows.iter().map(|r| r.get(5)).collect();
     let all_docs = docs.join(" ");
     assert!(
         !all_docs.contains("hunter2")
