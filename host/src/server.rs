@@ -48,8 +48,9 @@ pub async fn run(
         )?)
     })
     .await??;
+    let (log3, dir) = (log.clone(), config.data_dir.join("connectors"));
     let connectors =
-        crate::connect::Connectors::open(log.clone(), config.data_dir.join("connectors"))?;
+        tokio::task::spawn_blocking(move || crate::connect::Connectors::open(log3, dir)).await??;
     let token = CancellationToken::new();
     let state = AppState::new(
         log.clone(),

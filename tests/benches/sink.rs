@@ -128,7 +128,11 @@ fn sink(dsn: &str, values: &[String], mode: &str, partitions: u32, batch: usize)
     }
     let spec: ConnectorSpec = serde_json::from_value(spec).unwrap();
     let rate = rt.block_on(async {
-        let connectors = Connectors::open(log.clone(), dir.path().join("connectors")).unwrap();
+        let (l, d) = (log.clone(), dir.path().join("connectors"));
+        let connectors = tokio::task::spawn_blocking(move || Connectors::open(l, d))
+            .await
+            .unwrap()
+            .unwrap();
         let t = Instant::now();
         connectors.deploy(&table, spec).await.unwrap();
         loop {

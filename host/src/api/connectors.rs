@@ -118,7 +118,7 @@ pub async fn delete(
 }
 
 async fn set_paused(state: State, name: String, paused: bool) -> Result<Json<Value>, ApiError> {
-    state.connectors.set_paused(&name, paused)?;
+    state.connectors.set_paused(&name, paused).await?;
     let c = state.connectors.get(&name)?;
     Ok(Json(state.connectors.status(&c)))
 }

@@ -334,7 +334,8 @@ fn valid_name(name: &str) -> bool {
 }
 
 impl Connectors {
-    /// Opens the connector state and starts every persisted connector. Call inside tokio.
+    /// Opens the connector state and starts every persisted connector. Blocking (file
+    /// reads, topic creation); call it from a blocking thread of the tokio runtime.
     pub fn open(log: Arc<Log>, dir: PathBuf) -> Result<Arc<Connectors>, ConnectorError> {
         std::fs::create_dir_all(&dir)?;
         // reqwest uses the process-wide rustls provider (https sources and sinks).
@@ -383,7 +384,11 @@ impl Connectors {
 
     /// Creates or replaces a connector. Returns whether it was created. A replaced connector
     /// keeps its cursor/positions when its kind and topic stay the same.
-    pub async fn deploy(&self, name: &str, spec: ConnectorSpec) -> Result<bool, ConnectorError> {
+    pub async fn deploy(
+        self: &Arc<Self>,
+        name: &str,
+        spec: ConnectorSpec,
+    ) -> Result<bool, ConnectorError> {
         let _g = self.control.lock().await;
         self.validate(name, &spec)?;
         let (created, paused, created_ms) = match self.get(name) {
@@ -406,7 +411,11 @@ impl Connectors {
             }
             Err(_) => (true, false, now_ms()),
         };
-        self.start(name, spec, paused, created_ms)?;
+        // Creating the dead-letter topic and writing the spec fsync: off the reactor.
+        let (this, n) = (self.clone(), name.to_string());
+        tokio::task::spawn_blocking(move || this.start(&n, spec, paused, created_ms))
+            .await
+            .map_err(std::io::Error::other)??;
         tracing::info!(connector = name, created, "connector deployed");
         Ok(created)
     }
@@ -538,10 +547,12 @@ impl Connectors {
         v
     }
 
-    pub fn set_paused(&self, name: &str, paused: bool) -> Result<(), ConnectorError> {
+    pub async fn set_paused(&self, name: &str, paused: bool) -> Result<(), ConnectorError> {
         let c = self.get(name)?;
         c.paused.send_replace(paused);
-        c.persist()
+        tokio::task::spawn_blocking(move || c.persist())
+            .await
+            .map_err(std::io::Error::other)?
     }
 
     /// Stops a connector and forgets it with its cursor and positions.
