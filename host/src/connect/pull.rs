@@ -29,7 +29,7 @@ use crate::log::{Topic, now_ms};
 pub const PULL_HEADER: &str = "sluice-pull";
 
 /// How the response body holds records.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum PullFormat {
     Named(NamedFormat),
@@ -37,6 +37,34 @@ pub enum PullFormat {
     Field {
         array_field: String,
     },
+}
+
+impl<'de> Deserialize<'de> for PullFormat {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Untagged enums only say "did not match any variant"; name what is accepted.
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Field {
+            array_field: String,
+        }
+        let v = Value::deserialize(d)?;
+        let wanted = "expected \"ndjson\", \"json-array\" or {\"array_field\": \"path\"}";
+        match v {
+            Value::String(s) => match s.as_str() {
+                "ndjson" => Ok(PullFormat::Named(NamedFormat::Ndjson)),
+                "json-array" => Ok(PullFormat::Named(NamedFormat::JsonArray)),
+                other => Err(serde::de::Error::custom(format!(
+                    "unknown format {other:?}: {wanted}"
+                ))),
+            },
+            Value::Object(_) => serde_json::from_value::<Field>(v)
+                .map(|f| PullFormat::Field {
+                    array_field: f.array_field,
+                })
+                .map_err(|e| serde::de::Error::custom(format!("format: {e}; {wanted}"))),
+            _ => Err(serde::de::Error::custom(format!("format: {wanted}"))),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -536,6 +564,8 @@ mod tests {
         let a: PullFormat = serde_json::from_str("\"json-array\"").unwrap();
         assert_eq!(a, PullFormat::Named(NamedFormat::JsonArray));
         let b: PullFormat = serde_json::from_str("{\"array_field\":\"items\"}").unwrap();
+        let e = serde_json::from_str::<PullFormat>("\"csv\"").unwrap_err();
+        assert!(e.to_string().contains("unknown format \"csv\""), "{e}");
         assert_eq!(
             b,
             PullFormat::Field {

@@ -328,6 +328,11 @@ fn connector_requests_with_bad_input_get_clear_errors() {
             "nope",
         ),
         (
+            json!({"kind": "http-pull", "topic": "t", "url": "http://x/", "format": "csv"}),
+            "invalid_field",
+            "csv",
+        ),
+        (
             json!({"kind": "http-pull", "topic": "t", "url": "file:///etc/passwd"}),
             "invalid_connector",
             "scheme",
