@@ -825,3 +825,60 @@ fn pull_and_push_through_mask_and_enrich_into_postgres() {
         "{all_docs}"
     );
 }
+
+#[test]
+fn the_cli_deploys_lists_pauses_and_deletes_connectors() {
+    let received = Arc::new(Mutex::new(0usize));
+    let r2 = received.clone();
+    let receiver = Endpoint::start(move |req| {
+        let batch: Vec<Value> = serde_json::from_str(&req.body).unwrap_or_default();
+        *r2.lock().unwrap() += batch.len();
+        (200, "ok".into(), vec![])
+    });
+    let s = Server::start();
+    s.create_topic(json!({"name": "cli_events"}));
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("hook.json");
+    std::fs::write(
+        &spec,
+        json!({"kind": "http-sink", "topic": "cli_events", "url": receiver.url,
+               "headers": {"Authorization": "Bearer cli-secret"}, "batch": {"linger_ms": 5}})
+        .to_string(),
+    )
+    .unwrap();
+    let run = |args: &[&str]| -> String {
+        let out = std::process::Command::new(crate::common::sluice_bin())
+            .args(args)
+            .args(["--server", &s.base])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let out = run(&[
+        "connector",
+        "deploy",
+        "hook",
+        "--file",
+        spec.to_str().unwrap(),
+    ]);
+    assert!(out.contains("connector hook: http-sink"), "{out}");
+    assert!(run(&["connector", "list"]).contains("hook"));
+    s.produce(
+        "cli_events",
+        vec![json!({"value": {"n": 1}}), json!({"value": {"n": 2}})],
+    );
+    wait_until("delivery", 20, || *received.lock().unwrap() == 2);
+    let status: Value = serde_json::from_str(&run(&["connector", "status", "hook"])).unwrap();
+    assert_eq!(status["records"], 2, "{status}");
+    assert_eq!(status["spec"]["headers"]["Authorization"], "***");
+    assert!(run(&["connector", "pause", "hook"]).contains("paused hook"));
+    assert_eq!(connector(&s, "hook")["status"], "paused");
+    assert!(run(&["connector", "resume", "hook"]).contains("resumed hook"));
+    assert!(run(&["connector", "delete", "hook"]).contains("deleted hook"));
+    assert!(!run(&["connector", "list"]).contains("hook"));
+}
