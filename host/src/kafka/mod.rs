@@ -382,6 +382,14 @@ impl Broker {
             }
             let group_ok = self.allowed(&who, &Action::Group);
             let started = Instant::now();
+            // A group request from an identity without group rights: the API's own error.
+            macro_rules! group_denied {
+                ($response:ty) => {{
+                    let body =
+                        <$response>::default().with_error_code(code::GROUP_AUTHORIZATION_FAILED);
+                    write_response(&mut stream, correlation, resp_header, &body, version).await?;
+                }};
+            }
             match request {
                 RequestKind::SaslHandshake(r) => {
                     let plain = r.mechanism.as_str() == "PLAIN";
@@ -415,26 +423,10 @@ impl Broker {
                         anyhow::bail!("SASL: {e}");
                     }
                 },
-                RequestKind::SyncGroup(_) if !group_ok => {
-                    let body = SyncGroupResponse::default()
-                        .with_error_code(code::GROUP_AUTHORIZATION_FAILED);
-                    write_response(&mut stream, correlation, resp_header, &body, version).await?;
-                }
-                RequestKind::Heartbeat(_) if !group_ok => {
-                    let body = HeartbeatResponse::default()
-                        .with_error_code(code::GROUP_AUTHORIZATION_FAILED);
-                    write_response(&mut stream, correlation, resp_header, &body, version).await?;
-                }
-                RequestKind::LeaveGroup(_) if !group_ok => {
-                    let body = LeaveGroupResponse::default()
-                        .with_error_code(code::GROUP_AUTHORIZATION_FAILED);
-                    write_response(&mut stream, correlation, resp_header, &body, version).await?;
-                }
-                RequestKind::ListGroups(_) if !group_ok => {
-                    let body = ListGroupsResponse::default()
-                        .with_error_code(code::GROUP_AUTHORIZATION_FAILED);
-                    write_response(&mut stream, correlation, resp_header, &body, version).await?;
-                }
+                RequestKind::SyncGroup(_) if !group_ok => group_denied!(SyncGroupResponse),
+                RequestKind::Heartbeat(_) if !group_ok => group_denied!(HeartbeatResponse),
+                RequestKind::LeaveGroup(_) if !group_ok => group_denied!(LeaveGroupResponse),
+                RequestKind::ListGroups(_) if !group_ok => group_denied!(ListGroupsResponse),
                 RequestKind::DescribeGroups(r) if !group_ok => {
                     let groups = r
                         .groups
