@@ -377,6 +377,28 @@ pub fn put_record<'h>(
     }
 }
 
+/// Appends `rec` in v2 layout with `value` in place of its own: its headers are copied as
+/// they are encoded, not decoded and written again.
+pub fn put_record_with_value(out: &mut Vec<u8>, rec: &RecordView<'_>, value: Option<&[u8]>) {
+    let count = i64::from(rec.header_count);
+    let body_len = 1
+        + varlong_len(rec.timestamp_delta)
+        + 1 // offset delta 0: the host ignores it
+        + nullable_len(rec.key)
+        + nullable_len(value)
+        + varlong_len(count)
+        + rec.headers_raw.len();
+    out.reserve(body_len + 5);
+    put_varlong(out, body_len as i64);
+    out.push(0);
+    put_varlong(out, rec.timestamp_delta);
+    put_varint(out, 0);
+    put_nullable(out, rec.key);
+    put_nullable(out, value);
+    put_varlong(out, count);
+    out.extend_from_slice(rec.headers_raw);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -199,6 +199,20 @@ pub fn put_emit<'h>(
     codec::put_record(out, timestamp_delta, 0, key, value, headers);
 }
 
+/// Appends an emit entry: the input record `rec` with another value.
+pub fn put_emit_with_value(
+    out: &mut Vec<u8>,
+    input: u32,
+    output: u32,
+    rec: &codec::RecordView<'_>,
+    value: Option<&[u8]>,
+) {
+    out.push(EMIT);
+    codec::put_uvarint(out, u64::from(input));
+    codec::put_uvarint(out, u64::from(output));
+    codec::put_record_with_value(out, rec, value);
+}
+
 /// Appends a reject entry.
 pub fn put_reject(out: &mut Vec<u8>, input: u32, reason: &str) {
     out.push(REJECT);

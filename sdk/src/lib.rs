@@ -261,6 +261,8 @@ pub enum Target {
 enum Emission {
     /// The input record, byte for byte.
     Input(Target),
+    /// The input record's key, headers and timestamp with a new value.
+    InputValue(Target, Vec<u8>),
     Record(Target, OutRecord),
 }
 
@@ -289,6 +291,16 @@ impl Outcome {
         Outcome(OutcomeKind::One(Emission::Input(Target::Named(
             output.into(),
         ))))
+    }
+
+    /// Emit the input record with a new value (key, headers and timestamp kept) to the
+    /// default output: `Outcome::emit(record.to_owned().with_value(v))` without copying
+    /// the rest of the record first.
+    pub fn keep_with_value(value: impl Into<Vec<u8>>) -> Self {
+        Outcome(OutcomeKind::One(Emission::InputValue(
+            Target::Default,
+            value.into(),
+        )))
     }
 
     /// Emit a record to the default output.
@@ -393,18 +405,21 @@ fn emit_one(
     ctx: &BatchContext,
     resolve: &mut dyn FnMut(&Target) -> Result<u32, String>,
 ) {
-    let (target, new) = match em {
-        Emission::Input(t) => (t, None),
-        Emission::Record(t, r) => (t, Some(r)),
+    let target = match &em {
+        Emission::Input(t) | Emission::InputValue(t, _) | Emission::Record(t, _) => t,
     };
-    let output = match resolve(&target) {
+    let output = match resolve(target) {
         Ok(o) => o,
         Err(e) => return entries::put_reject(out, i, &e),
     };
-    match new {
+    match em {
         // Unchanged input: the host already has its bytes.
-        None => entries::put_pass(out, i, output),
-        Some(r) => entries::put_emit(
+        Emission::Input(_) => entries::put_pass(out, i, output),
+        Emission::InputValue(_, value) => match rec.view() {
+            Some(view) => entries::put_emit_with_value(out, i, output, view, Some(&value)),
+            None => entries::put_reject(out, i, "the input record does not decode"),
+        },
+        Emission::Record(_, r) => entries::put_emit(
             out,
             i,
             output,

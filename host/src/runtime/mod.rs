@@ -221,9 +221,16 @@ impl Runtime {
             .epoch_interruption(true)
             .max_wasm_stack(1 << 20)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        // `SLUICE_WASM_PROFILE=perfmap` lets `perf` name the functions of JIT-compiled plugins.
-        if std::env::var("SLUICE_WASM_PROFILE").as_deref() == Ok("perfmap") {
-            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        // `SLUICE_WASM_PROFILE=perfmap` lets `perf` name the functions of JIT-compiled
+        // plugins; `jitdump` also gives it their code, for `perf inject --jit` + annotate.
+        match std::env::var("SLUICE_WASM_PROFILE").as_deref() {
+            Ok("perfmap") => {
+                config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+            }
+            Ok("jitdump") => {
+                config.profiler(wasmtime::ProfilingStrategy::JitDump);
+            }
+            _ => {}
         }
         let engine =
             Engine::new(&config).map_err(|e| RuntimeError::Instantiate(format!("{e:#}")))?;
