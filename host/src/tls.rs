@@ -12,7 +12,7 @@ use serde::Deserialize;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
@@ -215,8 +215,34 @@ where
                     let resp = over_limit_response(self.max);
                     tokio::spawn(async move {
                         let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                            // Answer the request, not the connection: read its head first
+                            // (a client may take a response that comes before its request
+                            // for a protocol error), then reply, then read what else it
+                            // sent (closing with unread data resets the connection, and
+                            // the client may lose the answer).
+                            let mut head = Vec::new();
+                            let mut chunk = [0u8; 4096];
+                            let read_head = async {
+                                while head.len() < 16 << 10
+                                    && !head.windows(4).any(|w| w == b"\r\n\r\n")
+                                {
+                                    match io.read(&mut chunk).await {
+                                        Ok(0) | Err(_) => break,
+                                        Ok(n) => head.extend_from_slice(&chunk[..n]),
+                                    }
+                                }
+                            };
+                            let _ =
+                                tokio::time::timeout(Duration::from_millis(500), read_head).await;
                             let _ = io.write_all(resp.as_bytes()).await;
                             let _ = io.shutdown().await;
+                            let mut left = 64usize << 10;
+                            while left > 0 {
+                                match io.read(&mut chunk).await {
+                                    Ok(0) | Err(_) => break,
+                                    Ok(n) => left = left.saturating_sub(n),
+                                }
+                            }
                         })
                         .await;
                     });

@@ -279,7 +279,7 @@ impl<'a> RecordView<'a> {
     }
 
     /// The headers, in order (validated when the record was read).
-    pub fn headers(&self) -> impl Iterator<Item = HeaderView<'a>> + use<'a> {
+    pub fn headers(&self) -> impl Iterator<Item = HeaderView<'a>> + Clone + use<'a> {
         let mut r = Reader::new(self.headers_raw);
         (0..self.header_count).filter_map(move |_| {
             let key = r.nullable_bytes().ok()??;

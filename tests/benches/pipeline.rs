@@ -272,6 +272,11 @@ fn main() {
     let rt_dir = tempfile::tempdir().unwrap();
     let rt = Runtime::new(rt_dir.path()).unwrap();
     let _ = rt;
+    // `SLUICE_BENCH_ONLY=identity|mask`: that throughput line alone (for profiling).
+    if let Ok(plugin) = std::env::var("SLUICE_BENCH_ONLY") {
+        throughput(&plugin, 1_000_000);
+        return;
+    }
     throughput("identity", 1_000_000);
     throughput("mask", 200_000);
     latency("mask", false);

@@ -163,34 +163,94 @@ pub struct NewRecord {
 
 /// Encodes records as one uncompressed v2 batch with base offset 0 (the log assigns it).
 pub fn build<'a>(records: impl IntoIterator<Item = &'a NewRecord>, now_ms: i64) -> BytesMut {
-    let records: Vec<&NewRecord> = records.into_iter().collect();
-    let ts = |r: &NewRecord| r.timestamp.unwrap_or(now_ms);
-    let base_ts = records.iter().map(|r| ts(r)).min().unwrap_or(now_ms);
-    let max_ts = records.iter().map(|r| ts(r)).max().unwrap_or(now_ms);
-    let mut buf = Vec::with_capacity(
-        HEADER_LEN
-            + records
-                .iter()
-                .map(|r| {
-                    r.value.as_ref().map_or(0, |v| v.len())
-                        + r.key.as_ref().map_or(0, |k| k.len())
-                        + 24
-                })
-                .sum::<usize>(),
-    );
-    buf.resize(HEADER_LEN, 0);
-    for (i, r) in records.iter().enumerate() {
+    let mut b = Builder::new();
+    for r in records {
+        b.push_record(r, now_ms);
+    }
+    b.finish()
+}
+
+/// Builds one uncompressed v2 batch record by record, encoding each straight into the
+/// batch (base offset 0: the log assigns offsets). The base timestamp is the first
+/// record's; later records may have negative deltas, which the format allows.
+#[derive(Debug)]
+pub struct Builder {
+    buf: Vec<u8>,
+    count: usize,
+    base_ts: i64,
+    max_ts: i64,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Builder {
+    pub fn new() -> Builder {
+        let mut buf = Vec::with_capacity(16 << 10);
+        buf.resize(HEADER_LEN, 0);
+        Builder {
+            buf,
+            count: 0,
+            base_ts: 0,
+            max_ts: i64::MIN,
+        }
+    }
+
+    /// Appends a record; `headers` are written in order.
+    pub fn push<'h>(
+        &mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: impl Iterator<Item = (&'h [u8], Option<&'h [u8]>)> + Clone,
+    ) {
+        if self.count == 0 {
+            self.base_ts = timestamp;
+        }
+        self.max_ts = self.max_ts.max(timestamp);
         codec::put_record(
-            &mut buf,
-            ts(r) - base_ts,
-            i as i32,
+            &mut self.buf,
+            timestamp.wrapping_sub(self.base_ts),
+            self.count as i32,
+            key,
+            value,
+            headers,
+        );
+        self.count += 1;
+    }
+
+    /// Appends a `NewRecord` (no timestamp = `now_ms`).
+    pub fn push_record(&mut self, r: &NewRecord, now_ms: i64) {
+        self.push(
+            r.timestamp.unwrap_or(now_ms),
             r.key.as_deref(),
             r.value.as_deref(),
             r.headers.iter().map(|(k, v)| (k.as_bytes(), v.as_deref())),
         );
     }
-    finish_header(&mut buf, records.len(), base_ts, max_ts);
-    BytesMut::from(&buf[..])
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The batch, ready to append.
+    pub fn finish(mut self) -> BytesMut {
+        let now = crate::log::now_ms();
+        let (base, max) = if self.count == 0 {
+            (now, now)
+        } else {
+            (self.base_ts, self.max_ts)
+        };
+        finish_header(&mut self.buf, self.count, base, max);
+        BytesMut::from(Bytes::from(self.buf))
+    }
 }
 
 /// Fills the header of an uncompressed batch whose records follow byte 61.
@@ -231,7 +291,7 @@ pub fn build_section(
     buf[23..27].copy_from_slice(&last_offset_delta.to_be_bytes());
     let crc = crc32c::crc32c(&buf[CRC_START..]);
     buf[17..21].copy_from_slice(&crc.to_be_bytes());
-    BytesMut::from(&buf[..])
+    BytesMut::from(Bytes::from(buf))
 }
 
 /// A record read back from the log, with absolute offset and timestamp.

@@ -58,7 +58,7 @@ fn key_of(topic: &str, p: u32) -> String {
 }
 
 /// Appends records to one partition per batch.
-type Pending = BTreeMap<(usize, u32), Vec<NewRecord>>;
+type Pending = BTreeMap<(usize, u32), batch::Builder>;
 
 impl TaskCtx {
     fn checkpoint_path(&self) -> std::path::PathBuf {
@@ -240,8 +240,12 @@ impl TaskCtx {
         let batches = batch::split(data).map_err(|e| e.to_string())?;
         let mut pending: Pending = BTreeMap::new();
         let version = self.shared.version.load(Ordering::Acquire);
-        let version_bytes = Bytes::from(version.to_string());
+        let mut version_buf = itoa::Buffer::new();
+        let version_bytes = version_buf.format(version).as_bytes();
         let part = self.shared.partition;
+        // `sluice-src` values: "<transform>:<partition>:<source offset>:<output index>".
+        let src_prefix = format!("{}:{part}:", self.t.name);
+        let mut src = Vec::with_capacity(src_prefix.len() + 32);
         let (mut ins, mut outs, mut rejected, mut failed) = (0u64, 0u64, 0u64, 0u64);
         for (h, raw) in batches {
             if h.is_control() || (h.last_offset() as u64) < position {
@@ -283,7 +287,6 @@ impl TaskCtx {
             ins += offsets.iter().filter(|o| **o >= position).count() as u64;
             // Outputs come in input order: count the outputs of the current input.
             let (mut cur_input, mut k) = (u32::MAX, 0u32);
-            let mut src = String::with_capacity(64);
             for e in &out.emitted {
                 if skip(e.input) {
                     continue;
@@ -297,7 +300,7 @@ impl TaskCtx {
                 let Some(topic) = self.outputs.get(e.output as usize) else {
                     continue;
                 };
-                let view = match e.view() {
+                let view = match out.view(e) {
                     Ok(v) => v,
                     Err(err) => {
                         failed += 1;
@@ -321,36 +324,28 @@ impl TaskCtx {
                 if !seen.is_empty() && seen.contains(&(key_of(&topic.name, p), src_off, k)) {
                     continue;
                 }
-                let slice = |s: &[u8]| e.raw.slice_ref(s);
-                let mut headers: Vec<(String, Option<Bytes>)> =
-                    Vec::with_capacity(view.header_count() + 2);
-                headers.extend(
-                    view.headers()
-                        .filter(|hv| {
-                            hv.key != SOURCE_HEADER.as_bytes()
-                                && hv.key != VERSION_HEADER.as_bytes()
-                        })
-                        .map(|hv| (hv.key_str().to_owned(), hv.value.map(slice))),
-                );
                 src.clear();
-                {
-                    use std::fmt::Write;
-                    let _ = write!(src, "{}:{part}:{src_off}:{k}", self.t.name);
-                }
-                headers.push((
-                    SOURCE_HEADER.into(),
-                    Some(Bytes::copy_from_slice(src.as_bytes())),
-                ));
-                headers.push((VERSION_HEADER.into(), Some(version_bytes.clone())));
-                pending
-                    .entry((e.output as usize, p))
-                    .or_default()
-                    .push(NewRecord {
-                        key: view.key.map(slice),
-                        value: view.value.map(slice),
-                        headers,
-                        timestamp: Some(e.base_timestamp + view.timestamp_delta),
-                    });
+                src.extend_from_slice(src_prefix.as_bytes());
+                src.extend_from_slice(itoa::Buffer::new().format(src_off).as_bytes());
+                src.push(b':');
+                src.extend_from_slice(itoa::Buffer::new().format(k).as_bytes());
+                // The plugin's headers, minus any it set under our names, then ours.
+                let theirs = view
+                    .headers()
+                    .filter(|hv| {
+                        hv.key != SOURCE_HEADER.as_bytes() && hv.key != VERSION_HEADER.as_bytes()
+                    })
+                    .map(|hv| (hv.key, hv.value));
+                let ours = [
+                    (SOURCE_HEADER.as_bytes(), Some(&src[..])),
+                    (VERSION_HEADER.as_bytes(), Some(version_bytes)),
+                ];
+                pending.entry((e.output as usize, p)).or_default().push(
+                    out.base_timestamp().saturating_add(view.timestamp_delta),
+                    view.key,
+                    view.value,
+                    theirs.chain(ours),
+                );
                 outs += 1;
             }
             // Rejected and failed inputs both go to the dead-letter topic; failures also
@@ -381,7 +376,7 @@ impl TaskCtx {
         }
         // Outputs first, dead letters last (slot = outputs.len()); each append is durable per
         // its topic's flush policy before the position moves.
-        for ((slot, p), recs) in pending {
+        for ((slot, p), built) in pending {
             let topic = if slot < self.outputs.len() {
                 &self.outputs[slot]
             } else {
@@ -391,7 +386,7 @@ impl TaskCtx {
                 continue;
             };
             partition
-                .append(batch::build(&recs, crate::log::now_ms()))
+                .append(built.finish())
                 .map_err(|e| format!("appending to {}/{p}: {e}", topic.name))?;
         }
         let c = &self.t.counters;
@@ -454,12 +449,15 @@ impl TaskCtx {
         pending
             .entry((self.outputs.len(), p))
             .or_default()
-            .push(NewRecord {
-                key: orig.key,
-                value: orig.value,
-                headers,
-                timestamp: Some(orig.timestamp),
-            });
+            .push_record(
+                &NewRecord {
+                    key: orig.key,
+                    value: orig.value,
+                    headers,
+                    timestamp: Some(orig.timestamp),
+                },
+                orig.timestamp,
+            );
     }
 }
 

@@ -24,20 +24,31 @@ pub struct BatchInput<'a> {
     pub count: u32,
 }
 
-/// A record a plugin emitted: its bytes in the v2 record layout (length prefix included),
-/// sharing the call's output buffer, decoded only when asked.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A record a plugin emitted: where its bytes (v2 record layout, length prefix included)
+/// are in the batch output's buffers: no copy and no reference count per record. Read it
+/// with `BatchOutput::record` and `BatchOutput::view`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Emitted {
     /// Index of the input record in the batch.
     pub input: u32,
     /// Index into the deployment's outputs.
+    pub output: u32,
+    buffer: u32,
+    start: u32,
+    end: u32,
+}
+
+/// An emitted record with its own handle on its bytes (see `BatchOutput::per_record`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmittedRecord {
+    pub input: u32,
     pub output: u32,
     pub raw: Bytes,
     /// The batch's base timestamp (the record's timestamp delta is relative to it).
     pub base_timestamp: i64,
 }
 
-impl Emitted {
+impl EmittedRecord {
     /// The record's fields. The plugin wrote these bytes, so they are untrusted: decoding
     /// checks every length.
     pub fn view(&self) -> Result<RecordView<'_>, sluice_sdk::codec::CodecError> {
@@ -53,7 +64,7 @@ impl Emitted {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecordResult {
     Dropped,
-    Emitted(Vec<Emitted>),
+    Emitted(Vec<EmittedRecord>),
     /// The plugin rejected it (or emitted to an undeclared output).
     Rejected(String),
     /// It made the plugin trap or break a limit, alone in its call.
@@ -72,16 +83,52 @@ pub struct BatchOutput {
     /// Calls that trapped or broke a limit (each costs a fresh instance).
     pub traps: u32,
     pub calls: u32,
+    /// What emitted records point into: the input records, then each call's output.
+    buffers: Vec<Bytes>,
+    base_timestamp: i64,
 }
 
 impl BatchOutput {
+    /// The bytes of an emitted record (v2 layout, length prefix included).
+    pub fn record(&self, e: &Emitted) -> &[u8] {
+        self.buffers
+            .get(e.buffer as usize)
+            .and_then(|b| b.get(e.start as usize..e.end as usize))
+            .unwrap_or_default()
+    }
+
+    /// The same bytes as a `Bytes` sharing the buffer.
+    pub fn record_bytes(&self, e: &Emitted) -> Bytes {
+        self.buffers
+            .get(e.buffer as usize)
+            .and_then(|b| b.get(e.start as usize..e.end as usize).map(|_| b))
+            .map_or_else(Bytes::new, |b| b.slice(e.start as usize..e.end as usize))
+    }
+
+    /// An emitted record's fields. The plugin wrote these bytes, so they are untrusted:
+    /// decoding checks every length.
+    pub fn view(&self, e: &Emitted) -> Result<RecordView<'_>, sluice_sdk::codec::CodecError> {
+        RecordView::read(&mut Reader::new(self.record(e)))
+    }
+
+    /// The batch's base timestamp (emitted timestamp deltas are relative to it).
+    pub fn base_timestamp(&self) -> i64 {
+        self.base_timestamp
+    }
+
     /// One result per input record (convenient, allocates per record).
     pub fn per_record(&self, count: usize) -> Vec<RecordResult> {
         let mut v = vec![RecordResult::Dropped; count];
         for e in &self.emitted {
+            let rec = EmittedRecord {
+                input: e.input,
+                output: e.output,
+                raw: self.record_bytes(e),
+                base_timestamp: self.base_timestamp,
+            };
             match &mut v[e.input as usize] {
-                RecordResult::Emitted(list) => list.push(e.clone()),
-                slot => *slot = RecordResult::Emitted(vec![e.clone()]),
+                RecordResult::Emitted(list) => list.push(rec),
+                slot => *slot = RecordResult::Emitted(vec![rec]),
             }
         }
         for (i, r) in &self.rejected {
@@ -220,7 +267,12 @@ impl Executor {
     /// re-running smaller slices on fresh instances, and come back as `Failed`.
     pub fn run(&mut self, input: &BatchInput<'_>) -> BatchOutput {
         let n = input.count as usize;
-        let mut out = BatchOutput::default();
+        let mut out = BatchOutput {
+            // Buffer 0: pass entries point into the input.
+            buffers: vec![input.records.clone()],
+            base_timestamp: input.base_timestamp,
+            ..BatchOutput::default()
+        };
         if n == 0 {
             return out;
         }
@@ -355,8 +407,12 @@ impl Executor {
         count: u32,
         out: &mut BatchOutput,
     ) -> Result<(), String> {
-        let base_ts = input.base_timestamp;
         let outputs = self.cfg.outputs.len() as u32;
+        // Positions are u32: an input or output section past 4 GiB is refused.
+        if buf.len() > u32::MAX as usize || input.records.len() > u32::MAX as usize {
+            return Err("batch larger than 4 GiB".into());
+        }
+        let buffer = out.buffers.len() as u32;
         let max_per = self.cfg.limits.max_outputs_per_record as usize;
         let mut emitted = Vec::with_capacity(count as usize);
         let mut rejected = Vec::new();
@@ -407,27 +463,38 @@ impl Executor {
                     emitted.push(Emitted {
                         input: abs,
                         output,
-                        raw: input.records.slice(s..e),
-                        base_timestamp: base_ts,
+                        buffer: 0,
+                        start: s as u32,
+                        end: e as u32,
                     });
                 }
                 Entry::Emit { output, record, .. } => {
                     // Decoded (and checked) by whoever uses it.
                     cur_emits += 1;
+                    let start = offset_in(&buf, record.0)
+                        .ok_or("emitted record outside the output buffer")?;
                     emitted.push(Emitted {
                         input: abs,
                         output,
-                        raw: buf.slice_ref(record.0),
-                        base_timestamp: base_ts,
+                        buffer,
+                        start: start as u32,
+                        end: (start + record.0.len()) as u32,
                     });
                 }
             }
         }
+        out.buffers.push(buf);
         out.emitted.append(&mut emitted);
         out.rejected.append(&mut rejected);
         out.failed.append(&mut failed);
         Ok(())
     }
+}
+
+/// Where `part`, a subslice of `whole`, starts in it.
+fn offset_in(whole: &[u8], part: &[u8]) -> Option<usize> {
+    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    (start + part.len() <= whole.len()).then_some(start)
 }
 
 /// Byte offsets where each record starts, plus the end: `count + 1` entries.

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-pub use exec::{BatchInput, BatchOutput, Emitted, Executor, RecordResult};
+pub use exec::{BatchInput, BatchOutput, Emitted, EmittedRecord, Executor, RecordResult};
 pub use sandbox::{LogLine, LogSink, NoTables, Tables, TracingLogs};
 
 use sandbox::HostState;
