@@ -60,37 +60,138 @@ fn key_of(topic: &str, p: u32) -> String {
 /// Appends records to one partition per batch.
 type Pending = BTreeMap<(usize, u32), batch::Builder>;
 
-impl TaskCtx {
-    fn checkpoint_path(&self) -> std::path::PathBuf {
-        self.t.dir.join(format!("p{}.json", self.shared.partition))
+/// Outputs of one read, built and waiting to be appended.
+struct Staged {
+    pending: Pending,
+    /// The input position once these are durable.
+    next_position: u64,
+    counts: [u64; 4], // in, out, rejected, failed
+    started: std::time::Instant,
+}
+
+enum ToAppender {
+    Batch(Staged),
+    /// The task has started over after a failure: append again.
+    Resume,
+}
+
+enum Appended {
+    Committed,
+    Failed(String),
+    /// Dropped unappended after an earlier failure.
+    Discarded,
+}
+
+/// Appends what the task built, in order, on a thread of its own, so that the task runs
+/// the plugin over the next read while this one is written and synced. Moves the
+/// position only when the outputs are durable.
+struct Appender {
+    t: Arc<Transform>,
+    outputs: Vec<Arc<Topic>>,
+    dlq: Arc<Topic>,
+    shared: Arc<TaskShared>,
+}
+
+impl Appender {
+    fn run(
+        self,
+        rx: std::sync::mpsc::Receiver<ToAppender>,
+        done: std::sync::mpsc::Sender<Appended>,
+    ) {
+        let mut broken = false;
+        for msg in rx {
+            let answer = match msg {
+                ToAppender::Resume => {
+                    broken = false;
+                    continue;
+                }
+                ToAppender::Batch(_) if broken => Appended::Discarded,
+                ToAppender::Batch(staged) => match self.commit(staged) {
+                    Ok(()) => Appended::Committed,
+                    Err(e) => {
+                        broken = true;
+                        Appended::Failed(e)
+                    }
+                },
+            };
+            if done.send(answer).is_err() {
+                return;
+            }
+        }
     }
 
+    fn commit(&self, staged: Staged) -> Result<(), String> {
+        // Outputs first, dead letters last (slot = outputs.len()); each append is durable
+        // per its topic's flush policy before the position moves.
+        for ((slot, p), built) in staged.pending {
+            let topic = self.outputs.get(slot).unwrap_or(&self.dlq);
+            let Some(partition) = topic.partitions.get(p as usize) else {
+                continue;
+            };
+            partition
+                .append(built.finish())
+                .map_err(|e| format!("appending to {}/{p}: {e}", topic.name))?;
+        }
+        self.shared
+            .position
+            .store(staged.next_position, Ordering::Release);
+        write_checkpoint(
+            &self.t,
+            self.shared.partition,
+            self.outputs.iter().chain(std::iter::once(&self.dlq)),
+            staged.next_position,
+        );
+        let c = &self.t.counters;
+        let [ins, outs, rejected, failed] = staged.counts;
+        c.records_in.fetch_add(ins, Ordering::Relaxed);
+        c.records_out.fetch_add(outs, Ordering::Relaxed);
+        c.rejected.fetch_add(rejected, Ordering::Relaxed);
+        c.failed.fetch_add(failed, Ordering::Relaxed);
+        crate::telemetry::telemetry().transform_batch(&self.t.name, staged.started.elapsed());
+        Ok(())
+    }
+}
+
+fn checkpoint_path(t: &Transform, partition: u32) -> std::path::PathBuf {
+    t.dir.join(format!("p{partition}.json"))
+}
+
+fn write_checkpoint<'a>(
+    t: &Transform,
+    partition: u32,
+    outputs: impl Iterator<Item = &'a Arc<Topic>>,
+    position: u64,
+) {
+    let mut ends = BTreeMap::new();
+    for topic in outputs {
+        for p in &topic.partitions {
+            ends.insert(key_of(&topic.name, p.id), p.high_watermark());
+        }
+    }
+    let cp = Checkpoint {
+        position,
+        output_ends: ends,
+    };
+    // No fsync: the checkpoint is a hint. After a power loss an older one is found, and
+    // recovery scans the outputs written since, so nothing is doubled or skipped.
+    let path = checkpoint_path(t, partition);
+    let tmp = path.with_extension("tmp");
+    let ok = serde_json::to_vec(&cp)
+        .map_err(std::io::Error::other)
+        .and_then(|b| std::fs::write(&tmp, b))
+        .and_then(|_| std::fs::rename(&tmp, &path));
+    if let Err(e) = ok {
+        tracing::warn!(transform = %t.name, error = %e, "checkpoint write failed");
+    }
+}
+
+impl TaskCtx {
     fn all_outputs(&self) -> impl Iterator<Item = &Arc<Topic>> {
         self.outputs.iter().chain(std::iter::once(&self.dlq))
     }
 
     fn write_checkpoint(&self, position: u64) {
-        let mut ends = BTreeMap::new();
-        for t in self.all_outputs() {
-            for p in &t.partitions {
-                ends.insert(key_of(&t.name, p.id), p.high_watermark());
-            }
-        }
-        let cp = Checkpoint {
-            position,
-            output_ends: ends,
-        };
-        // No fsync: the checkpoint is a hint. After a power loss an older one is found, and
-        // recovery scans the outputs written since, so nothing is doubled or skipped.
-        let path = self.checkpoint_path();
-        let tmp = path.with_extension("tmp");
-        let ok = serde_json::to_vec(&cp)
-            .map_err(std::io::Error::other)
-            .and_then(|b| std::fs::write(&tmp, b))
-            .and_then(|_| std::fs::rename(&tmp, &path));
-        if let Err(e) = ok {
-            tracing::warn!(transform = %self.t.name, error = %e, "checkpoint write failed");
-        }
+        write_checkpoint(&self.t, self.shared.partition, self.all_outputs(), position);
     }
 
     /// Finds where to resume and which outputs already exist: every output written after
@@ -166,10 +267,60 @@ impl TaskCtx {
             }
         };
         let (mut position, mut seen) = self.recover(&rt);
-        let dedup_until = seen.iter().map(|(_, o, _)| *o).max();
+        let mut dedup_until = seen.iter().map(|(_, o, _)| *o).max();
         self.shared.position.store(position, Ordering::Release);
         let part = self.shared.partition;
+        // One read is appended while the next runs through the plugin.
+        let (work, work_rx) = std::sync::mpsc::sync_channel::<ToAppender>(1);
+        let (done_tx, done) = std::sync::mpsc::channel::<Appended>();
+        let appender = Appender {
+            t: self.t.clone(),
+            outputs: self.outputs.clone(),
+            dlq: self.dlq.clone(),
+            shared: self.shared.clone(),
+        };
+        let appender = match std::thread::Builder::new()
+            .name(format!("sluice-append-{}-{part}", self.t.name))
+            .spawn(move || appender.run(work_rx, done_tx))
+        {
+            Ok(h) => h,
+            Err(e) => {
+                self.t.fail(format!("cannot start task: {e}"));
+                return;
+            }
+        };
+        let mut in_flight = 0usize;
         while !self.shared.stop.load(Ordering::Acquire) {
+            let mut failure = None;
+            while let Ok(a) = done.try_recv() {
+                in_flight -= 1;
+                if let Appended::Failed(e) = a {
+                    failure.get_or_insert(e);
+                }
+            }
+            if let Some(e) = failure {
+                // Wait out what is in flight (dropped unappended), then start over from
+                // what is durable, as after a crash: an append that failed half way may
+                // have left records behind, and recovery finds them by their headers.
+                while in_flight > 0 && done.recv().is_ok() {
+                    in_flight -= 1;
+                }
+                self.t.fail(e);
+                std::thread::sleep(Duration::from_millis(500));
+                if let Some(cp) = std::fs::read(checkpoint_path(&self.t, part))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Checkpoint>(&b).ok())
+                {
+                    self.checkpoint = Some(cp);
+                }
+                (position, seen) = self.recover(&rt);
+                dedup_until = seen.iter().map(|(_, o, _)| *o).max();
+                self.shared.position.store(position, Ordering::Release);
+                if work.send(ToAppender::Resume).is_err() {
+                    break;
+                }
+                continue;
+            }
             let swap = self
                 .shared
                 .pending
@@ -209,13 +360,13 @@ impl TaskCtx {
                 let _ = rt.block_on(self.input.wait_for(position, Duration::from_millis(100)));
                 continue;
             }
-            let started = std::time::Instant::now();
-            match self.process(read.data, position, &mut seen) {
-                Ok(()) => {
-                    crate::telemetry::telemetry().transform_batch(&self.t.name, started.elapsed());
+            match self.process(read.data, position, read.next_offset, &mut seen) {
+                Ok(staged) => {
+                    if work.send(ToAppender::Batch(staged)).is_err() {
+                        break;
+                    }
+                    in_flight += 1;
                     position = read.next_offset;
-                    self.shared.position.store(position, Ordering::Release);
-                    self.write_checkpoint(position);
                     if dedup_until.is_some_and(|d| position > d) && !seen.is_empty() {
                         seen.clear();
                     }
@@ -227,16 +378,20 @@ impl TaskCtx {
                 }
             }
         }
+        // What was handed over is appended before the task ends.
+        drop(work);
+        let _ = appender.join();
     }
 
-    /// Runs the plugin over the batches read and appends the results. Returns an error
-    /// only when appending failed (the position then stays, and the batch is retried).
+    /// Runs the plugin over the batches read and builds the output batches.
     fn process(
         &mut self,
         data: Bytes,
         position: u64,
+        next_position: u64,
         seen: &mut HashSet<(String, u64, u32)>,
-    ) -> Result<(), String> {
+    ) -> Result<Staged, String> {
+        let started = std::time::Instant::now();
         let batches = batch::split(data).map_err(|e| e.to_string())?;
         let mut pending: Pending = BTreeMap::new();
         let version = self.shared.version.load(Ordering::Acquire);
@@ -374,27 +529,12 @@ impl TaskCtx {
                 );
             }
         }
-        // Outputs first, dead letters last (slot = outputs.len()); each append is durable per
-        // its topic's flush policy before the position moves.
-        for ((slot, p), built) in pending {
-            let topic = if slot < self.outputs.len() {
-                &self.outputs[slot]
-            } else {
-                &self.dlq
-            };
-            let Some(partition) = topic.partitions.get(p as usize) else {
-                continue;
-            };
-            partition
-                .append(built.finish())
-                .map_err(|e| format!("appending to {}/{p}: {e}", topic.name))?;
-        }
-        let c = &self.t.counters;
-        c.records_in.fetch_add(ins, Ordering::Relaxed);
-        c.records_out.fetch_add(outs, Ordering::Relaxed);
-        c.rejected.fetch_add(rejected, Ordering::Relaxed);
-        c.failed.fetch_add(failed, Ordering::Relaxed);
-        Ok(())
+        Ok(Staged {
+            pending,
+            next_position,
+            counts: [ins, outs, rejected, failed],
+            started,
+        })
     }
 
     /// Queues the original record for the dead-letter topic with why and where it failed.

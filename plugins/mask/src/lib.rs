@@ -691,6 +691,7 @@ mod lanes {
 /// class; `Fallback` for escapes, control characters, invalid UTF-8 and a missing end.
 /// Eight bytes at a time: in WebAssembly every loop iteration pays for fuel and epoch
 /// checks, so fewer iterations matter more than fewer instructions.
+#[inline(always)]
 fn scan_string(b: &[u8], from: usize) -> Result<(usize, StringClass), Fallback> {
     use lanes::*;
     let mut class = StringClass::default();
