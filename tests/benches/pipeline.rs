@@ -272,10 +272,19 @@ fn main() {
     let rt_dir = tempfile::tempdir().unwrap();
     let rt = Runtime::new(rt_dir.path()).unwrap();
     let _ = rt;
-    // `SLUICE_BENCH_ONLY=identity|mask`: that throughput line alone (for profiling).
-    if let Ok(plugin) = std::env::var("SLUICE_BENCH_ONLY") {
-        throughput(&plugin, 1_000_000);
-        return;
+    // `SLUICE_BENCH_ONLY=identity|mask`: that throughput line alone (for profiling);
+    // `latency`: the two latency lines.
+    match std::env::var("SLUICE_BENCH_ONLY").as_deref() {
+        Ok("latency") => {
+            latency("mask", false);
+            latency("identity", true);
+            return;
+        }
+        Ok(plugin) => {
+            throughput(plugin, 1_000_000);
+            return;
+        }
+        Err(_) => {}
     }
     throughput("identity", 1_000_000);
     throughput("mask", 200_000);

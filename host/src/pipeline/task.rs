@@ -60,14 +60,34 @@ fn key_of(topic: &str, p: u32) -> String {
 /// Appends records to one partition per batch.
 type Pending = BTreeMap<(usize, u32), batch::Builder>;
 
-/// Outputs of one read, built and waiting to be appended.
+/// Outputs of one or more reads, built and waiting to be appended.
 struct Staged {
-    pending: Pending,
+    /// Per output (or dead-letter) partition, one batch per read.
+    batches: BTreeMap<(usize, u32), Vec<batch::Builder>>,
     /// The input position once these are durable.
     next_position: u64,
     counts: [u64; 4], // in, out, rejected, failed
+    /// Input bytes behind these outputs.
+    input_bytes: usize,
     started: std::time::Instant,
 }
+
+impl Staged {
+    /// Adds the outputs of the next read.
+    fn merge(&mut self, next: Staged) {
+        for (k, mut v) in next.batches {
+            self.batches.entry(k).or_default().append(&mut v);
+        }
+        self.next_position = next.next_position;
+        for (a, b) in self.counts.iter_mut().zip(next.counts) {
+            *a += b;
+        }
+        self.input_bytes += next.input_bytes;
+    }
+}
+
+/// Input bytes staged while the appender is busy before the task waits for it.
+const STAGE_LIMIT: usize = 1 << 20;
 
 enum ToAppender {
     Batch(Staged),
@@ -123,13 +143,21 @@ impl Appender {
     fn commit(&self, staged: Staged) -> Result<(), String> {
         // Outputs first, dead letters last (slot = outputs.len()); each append is durable
         // per its topic's flush policy before the position moves.
-        for ((slot, p), built) in staged.pending {
+        for ((slot, p), builders) in staged.batches {
             let topic = self.outputs.get(slot).unwrap_or(&self.dlq);
             let Some(partition) = topic.partitions.get(p as usize) else {
                 continue;
             };
+            // Several batches for one partition go in one append: one write, one sync.
+            let mut batches = builders.into_iter().map(batch::Builder::finish);
+            let Some(mut data) = batches.next() else {
+                continue;
+            };
+            for more in batches {
+                data.extend_from_slice(&more);
+            }
             partition
-                .append(built.finish())
+                .append(data)
                 .map_err(|e| format!("appending to {}/{p}: {e}", topic.name))?;
         }
         self.shared
@@ -289,22 +317,37 @@ impl TaskCtx {
                 return;
             }
         };
-        let mut in_flight = 0usize;
+        // One append at a time is in flight. While it is, further reads are staged (and
+        // appended together next, with one sync per partition), up to STAGE_LIMIT.
+        let mut in_flight = false;
+        let mut staged: Option<Staged> = None;
+        let mut idle = false; // the last read found nothing new
+        // Small handovers (the task is caught up) are waited for at once: reading ahead
+        // then only adds latency.
+        let mut wait_now = false;
         while !self.shared.stop.load(Ordering::Acquire) {
             let mut failure = None;
-            while let Ok(a) = done.try_recv() {
-                in_flight -= 1;
+            loop {
+                let full = wait_now
+                    || staged
+                        .as_ref()
+                        .is_some_and(|s| idle || s.input_bytes >= STAGE_LIMIT);
+                let answer = if in_flight && full {
+                    done.recv().ok()
+                } else {
+                    done.try_recv().ok()
+                };
+                let Some(a) = answer else { break };
+                (in_flight, wait_now) = (false, false);
                 if let Appended::Failed(e) = a {
-                    failure.get_or_insert(e);
+                    failure = Some(e);
                 }
             }
             if let Some(e) = failure {
-                // Wait out what is in flight (dropped unappended), then start over from
-                // what is durable, as after a crash: an append that failed half way may
-                // have left records behind, and recovery finds them by their headers.
-                while in_flight > 0 && done.recv().is_ok() {
-                    in_flight -= 1;
-                }
+                // Start over from what is durable, as after a crash: an append that failed
+                // half way may have left records behind, and recovery finds them by their
+                // headers. What was staged is dropped and read again.
+                staged = None;
                 self.t.fail(e);
                 std::thread::sleep(Duration::from_millis(500));
                 if let Some(cp) = std::fs::read(checkpoint_path(&self.t, part))
@@ -320,6 +363,17 @@ impl TaskCtx {
                     break;
                 }
                 continue;
+            }
+            if !in_flight && let Some(s) = staged.take() {
+                let small = s.input_bytes < STAGE_LIMIT / 4;
+                if work.send(ToAppender::Batch(s)).is_err() {
+                    break;
+                }
+                in_flight = true;
+                if small {
+                    wait_now = true;
+                    continue;
+                }
             }
             let swap = self
                 .shared
@@ -356,16 +410,20 @@ impl TaskCtx {
                     continue;
                 }
             };
-            if read.data.is_empty() {
-                let _ = rt.block_on(self.input.wait_for(position, Duration::from_millis(100)));
+            idle = read.data.is_empty();
+            if idle {
+                // With outputs staged, wait for the appender (top of the loop) instead.
+                if staged.is_none() {
+                    let _ = rt.block_on(self.input.wait_for(position, Duration::from_millis(100)));
+                }
                 continue;
             }
             match self.process(read.data, position, read.next_offset, &mut seen) {
-                Ok(staged) => {
-                    if work.send(ToAppender::Batch(staged)).is_err() {
-                        break;
+                Ok(next) => {
+                    match staged.as_mut() {
+                        Some(s) => s.merge(next),
+                        None => staged = Some(next),
                     }
-                    in_flight += 1;
                     position = read.next_offset;
                     if dedup_until.is_some_and(|d| position > d) && !seen.is_empty() {
                         seen.clear();
@@ -378,7 +436,13 @@ impl TaskCtx {
                 }
             }
         }
-        // What was handed over is appended before the task ends.
+        // What was read and run is appended before the task ends.
+        if let Some(s) = staged.take() {
+            if in_flight {
+                let _ = done.recv();
+            }
+            let _ = work.send(ToAppender::Batch(s));
+        }
         drop(work);
         let _ = appender.join();
     }
@@ -392,6 +456,7 @@ impl TaskCtx {
         seen: &mut HashSet<(String, u64, u32)>,
     ) -> Result<Staged, String> {
         let started = std::time::Instant::now();
+        let input_bytes = data.len();
         let batches = batch::split(data).map_err(|e| e.to_string())?;
         let mut pending: Pending = BTreeMap::new();
         let version = self.shared.version.load(Ordering::Acquire);
@@ -530,9 +595,10 @@ impl TaskCtx {
             }
         }
         Ok(Staged {
-            pending,
+            batches: pending.into_iter().map(|(k, b)| (k, vec![b])).collect(),
             next_position,
             counts: [ins, outs, rejected, failed],
+            input_bytes,
             started,
         })
     }
