@@ -501,6 +501,7 @@ mod tests {
             Some("two") => Ok(Outcome::emit(OutRecord::new("a"))
                 .and_emit(Target::Named("side".into()), OutRecord::new("b"))),
             Some("nowhere") => Ok(Outcome::keep_to("missing")),
+            Some(v) if v.starts_with("same ") => Ok(Outcome::keep_with_value(&v.as_bytes()[5..])),
             Some(v) => Ok(Outcome::emit(
                 r.to_owned()
                     .with_value(v.to_uppercase())
@@ -543,6 +544,35 @@ mod tests {
         );
         assert!(matches!(&out[5], TestOutcome::Rejected(r) if r.contains("missing")));
         assert_eq!(out[6], TestOutcome::Rejected("no value".into()));
+    }
+
+    #[test]
+    fn keep_with_value_keeps_key_headers_and_timestamp() {
+        let mut input = TestRecord::value("same new")
+            .with_key("k1")
+            .with_header("a", "1")
+            .with_header("b", "");
+        input.headers.push(("c".into(), None));
+        input.timestamp = 1_700_000_000_123;
+        let older = TestRecord {
+            timestamp: 1_700_000_000_000,
+            ..TestRecord::value("first")
+        };
+        let out = Harness::new(upper).run(&[older, input]);
+        let TestOutcome::Emitted(e) = &out[1] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(e[0].value_str(), "new");
+        assert_eq!(e[0].key.as_deref(), Some(&b"k1"[..]));
+        assert_eq!(
+            e[0].headers,
+            [
+                ("a".to_string(), Some(b"1".to_vec())),
+                ("b".to_string(), Some(Vec::new())),
+                ("c".to_string(), None)
+            ]
+        );
+        assert_eq!(e[0].timestamp, 1_700_000_000_123);
     }
 
     #[test]

@@ -43,6 +43,7 @@ fn batch_of(start: usize, n: usize) -> bytes::BytesMut {
 struct Env {
     _dir: tempfile::TempDir,
     log: Arc<Log>,
+    plugins: Arc<PluginStore>,
     pipelines: Arc<Pipelines>,
 }
 
@@ -60,11 +61,17 @@ fn env() -> Env {
         .upload("identity", sluice_tests::fixtures::IDENTITY)
         .unwrap();
     let tables = TableRegistry::new(log.clone(), Arc::new(AtomicBool::new(false)));
-    let pipelines =
-        Pipelines::open(log.clone(), plugins, tables, dir.path().join("transforms")).unwrap();
+    let pipelines = Pipelines::open(
+        log.clone(),
+        plugins.clone(),
+        tables,
+        dir.path().join("transforms"),
+    )
+    .unwrap();
     Env {
         _dir: dir,
         log,
+        plugins,
         pipelines,
     }
 }
@@ -135,6 +142,7 @@ fn throughput(plugin: &str, n: usize) {
         .unwrap();
     let log_rate = fill(&e.log, "logonly", n);
     fill(&e.log, "in", n);
+    let runtime_rate = runtime_only(&e, plugin, "in");
     let start = Instant::now();
     e.pipelines
         .deploy("t", spec(plugin, None, "in", "out"))
@@ -144,10 +152,47 @@ fn throughput(plugin: &str, n: usize) {
     }
     let rate = n as f64 / start.elapsed().as_secs_f64();
     println!(
-        "{plugin:<9} end to end, 2 partitions, every_batch fsync: {rate:>11.0} records/s   (log-only append {log_rate:.0}/s: {:.0}%)",
+        "{plugin:<9} end to end, 2 partitions, every_batch fsync: {rate:>11.0} records/s   (log-only append {log_rate:.0}/s: {:.0}%; runtime only, one core: {runtime_rate:.0}/s)",
         rate / log_rate * 100.0
     );
     e.pipelines.shutdown();
+}
+
+/// The plugin alone over partition 0 of `topic`, on this thread: records/s.
+fn runtime_only(e: &Env, plugin: &str, topic: &str) -> f64 {
+    use sluice::runtime::{BatchInput, InstanceConfig, Limits, NoTables, TracingLogs};
+    let version = e.plugins.latest(plugin).unwrap();
+    let compiled = e.plugins.compiled(plugin, version).unwrap();
+    let cfg = Arc::new(InstanceConfig {
+        plugin: plugin.into(),
+        version,
+        config: Default::default(),
+        outputs: vec!["out".into()],
+        limits: Limits::default(),
+        tables: Arc::new(NoTables),
+        logs: Arc::new(TracingLogs),
+        recycle_after: u64::MAX,
+    });
+    let mut ex = e.plugins.runtime().executor(compiled, cfg, 0).unwrap();
+    let p = e.log.topic(topic).unwrap().partitions[0].clone();
+    let (mut off, mut n) = (0u64, 0u64);
+    let start = Instant::now();
+    while off < p.high_watermark() {
+        let r = p.read(off, 1 << 20).unwrap();
+        for (h, raw) in batch::split(r.data).unwrap() {
+            let out = ex.run(&BatchInput {
+                topic,
+                partition: 0,
+                base_offset: h.base_offset,
+                base_timestamp: h.base_timestamp,
+                records: batch::records_section(&raw, &h).unwrap(),
+                count: h.record_count as u32,
+            });
+            n += out.emitted.len() as u64;
+        }
+        off = r.next_offset;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
 }
 
 fn percentile(v: &mut [f64], p: f64) -> f64 {
