@@ -422,6 +422,48 @@ fn pause_holds_output_while_lag_grows_and_resume_catches_up() {
 }
 
 #[test]
+fn failing_appends_are_reported_and_move_nothing() {
+    let s = Server::start();
+    s.create_topic(json!({"name": "ain"}));
+    s.create_topic(json!({"name": "aout"}));
+    upload(&s, "id", fixtures::IDENTITY);
+    deploy_ok(
+        &s,
+        "a",
+        json!({"plugin": "id", "input": "ain", "outputs": ["aout"]}),
+    );
+    s.produce("ain", vec![json!({"value": "0"})]);
+    wait_for_count(&s, "aout", 1);
+    // The output goes away under the running transform: every append now fails.
+    let r = http().delete(s.url("/v1/topics/aout")).send().unwrap();
+    assert_eq!(r.status(), 204);
+    s.produce(
+        "ain",
+        (1..6).map(|i| json!({"value": format!("{i}")})).collect(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let st = loop {
+        let st = status(&s, "a");
+        if st["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("appending to aout/0"))
+        {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "no append error in {st}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Nothing counted as done: the five records wait as lag, retried after each pause.
+    assert_eq!(st["partitions"][0]["lag"], 5, "{st}");
+    assert_eq!(st["counters"]["records_out"], 1, "{st}");
+    std::thread::sleep(Duration::from_millis(1200));
+    let st = status(&s, "a");
+    assert_eq!(st["partitions"][0]["lag"], 5, "{st}");
+    let r = http().get(s.url("/healthz")).send().unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[test]
 fn deployment_errors_name_what_is_wrong() {
     let s = Server::start();
     s.create_topic(json!({"name": "a"}));
