@@ -99,10 +99,11 @@ impl BatchOutput {
 
     /// The same bytes as a `Bytes` sharing the buffer.
     pub fn record_bytes(&self, e: &Emitted) -> Bytes {
-        self.buffers
-            .get(e.buffer as usize)
-            .and_then(|b| b.get(e.start as usize..e.end as usize).map(|_| b))
-            .map_or_else(Bytes::new, |b| b.slice(e.start as usize..e.end as usize))
+        let range = e.start as usize..e.end as usize;
+        match self.buffers.get(e.buffer as usize) {
+            Some(b) if range.start <= range.end && range.end <= b.len() => b.slice(range),
+            _ => Bytes::new(),
+        }
     }
 
     /// An emitted record's fields. The plugin wrote these bytes, so they are untrusted:

@@ -391,19 +391,26 @@ fn sigkill_during_a_pipeline_then_restart_completes_without_duplicates() {
     let _ = out;
 }
 
-#[test]
-fn pause_holds_output_while_lag_grows_and_resume_catches_up() {
+/// A server running transform `name` (identity, `input` → `output`) that has already
+/// carried one record through.
+fn running_identity(name: &str, input: &str, output: &str) -> Server {
     let s = Server::start();
-    s.create_topic(json!({"name": "pin"}));
-    s.create_topic(json!({"name": "pout"}));
+    s.create_topic(json!({ "name": input }));
+    s.create_topic(json!({ "name": output }));
     upload(&s, "id", fixtures::IDENTITY);
     deploy_ok(
         &s,
-        "p",
-        json!({"plugin": "id", "input": "pin", "outputs": ["pout"]}),
+        name,
+        json!({"plugin": "id", "input": input, "outputs": [output]}),
     );
-    s.produce("pin", vec![json!({"value": "0"})]);
-    wait_for_count(&s, "pout", 1);
+    s.produce(input, vec![json!({"value": "0"})]);
+    wait_for_count(&s, output, 1);
+    s
+}
+
+#[test]
+fn pause_holds_output_while_lag_grows_and_resume_catches_up() {
+    let s = running_identity("p", "pin", "pout");
     let r = http().post(s.url("/v1/transforms/p/pause")).send().unwrap();
     assert_eq!(r.json::<Value>().unwrap()["status"], "paused");
     s.produce(
@@ -423,17 +430,7 @@ fn pause_holds_output_while_lag_grows_and_resume_catches_up() {
 
 #[test]
 fn failing_appends_are_reported_and_move_nothing() {
-    let s = Server::start();
-    s.create_topic(json!({"name": "ain"}));
-    s.create_topic(json!({"name": "aout"}));
-    upload(&s, "id", fixtures::IDENTITY);
-    deploy_ok(
-        &s,
-        "a",
-        json!({"plugin": "id", "input": "ain", "outputs": ["aout"]}),
-    );
-    s.produce("ain", vec![json!({"value": "0"})]);
-    wait_for_count(&s, "aout", 1);
+    let s = running_identity("a", "ain", "aout");
     // The output goes away under the running transform: every append now fails.
     let r = http().delete(s.url("/v1/topics/aout")).send().unwrap();
     assert_eq!(r.status(), 204);
