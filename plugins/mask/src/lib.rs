@@ -161,14 +161,12 @@ impl Masker {
         })
     }
 
-    fn mask(&self, original_len: usize) -> String {
-        let n = self.mask_length.unwrap_or(original_len);
-        if self.mask_char.is_ascii() {
-            // One allocation and a fill, not a char at a time.
-            let mut buf = [0u8; 4];
-            return self.mask_char.encode_utf8(&mut buf).repeat(n);
-        }
-        std::iter::repeat_n(self.mask_char, n).collect()
+    /// The mask for a secret of `chars` characters, as a string (`push_mask` decides it).
+    fn mask(&self, chars: usize) -> String {
+        let mut out = Vec::new();
+        self.push_mask(&mut out, chars);
+        // `push_mask` writes whole UTF-8 characters.
+        String::from_utf8(out).unwrap_or_default()
     }
 
     /// Appends the mask for a secret of `chars` characters.
