@@ -3,7 +3,13 @@ include!("../host/build_wasm.rs");
 
 fn main() {
     build_wasm(
-        &["misbehave", "identity", "net-probe", "other-world"],
+        &[
+            "misbehave",
+            "hostile",
+            "identity",
+            "net-probe",
+            "other-world",
+        ],
         "fixtures.rs",
     );
 }

@@ -108,6 +108,7 @@ pub async fn run() -> anyhow::Result<()> {
     c.put(
         "/v1/transforms/enrich-events",
         &json!({"plugin": "enrich", "input": "masked_events", "outputs": ["enriched_events"],
+                "tables": ["users"],
                 "config": {"table": "users", "key_field": "user_id", "into": "user", "on_missing": "reject"}}),
     )
     .await?;

@@ -14,6 +14,7 @@
 //! - [`tls`]: rustls for the HTTP and Kafka listeners.
 //! - [`cli`]: the `sluice` command line, a client of the HTTP API.
 //! - [`config`]: the server's settings (flags and the TOML file).
+//! - [`fs`]: file-system helpers (the data directory's lock).
 //! - [`demo`]: `sluice demo`, the main job end to end.
 
 pub mod api;
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod connect;
 pub mod demo;
+pub mod fs;
 pub mod kafka;
 pub mod log;
 pub mod pipeline;

@@ -23,6 +23,8 @@ pub async fn run(
     kafka: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // One server per data directory, for as long as this one runs.
+    let lock = crate::fs::DataDirLock::acquire(&config.data_dir)?;
     let dir = config.data_dir.clone();
     let log = tokio::task::spawn_blocking(move || Log::open(dir)).await??;
     let stop = Arc::new(AtomicBool::new(false));
@@ -106,10 +108,13 @@ pub async fn run(
     // Machine-readable line for scripts and tests that bind port 0.
     println!("sluice: listening http={addr}");
     let serve_token = token.clone();
+    let stopping = pipelines.clone();
     let drained = async move {
         shutdown.await;
         tracing::info!("shutting down");
         serve_token.cancel();
+        // Plugin calls and instance setups in progress end now, not at their deadlines.
+        stopping.begin_shutdown();
     };
     let max_conns = config.limits.max_connections.max(1);
     match tls {
@@ -139,6 +144,7 @@ pub async fn run(
     })
     .await;
     tracing::info!("stopped; log flushed");
+    drop(lock);
     Ok(())
 }
 

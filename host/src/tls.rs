@@ -214,7 +214,7 @@ where
                 Err(_) => {
                     let resp = over_limit_response(self.max);
                     tokio::spawn(async move {
-                        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                        let _ = tokio::time::timeout(crate::api::linger::LINGER_TIME, async {
                             // Answer the request, not the connection: read its head first
                             // (a client may take a response that comes before its request
                             // for a protocol error), then reply, then read what else it
@@ -236,7 +236,8 @@ where
                                 tokio::time::timeout(Duration::from_millis(500), read_head).await;
                             let _ = io.write_all(resp.as_bytes()).await;
                             let _ = io.shutdown().await;
-                            let mut left = 64usize << 10;
+                            // Read what else it sent (bounded), as after any early answer.
+                            let mut left = crate::api::linger::LINGER_BYTES;
                             while left > 0 {
                                 match io.read(&mut chunk).await {
                                     Ok(0) | Err(_) => break,

@@ -170,6 +170,7 @@ fn runtime_only(e: &Env, plugin: &str, topic: &str) -> f64 {
         outputs: vec!["out".into()],
         limits: Limits::default(),
         tables: Arc::new(NoTables),
+        tables_allowed: Vec::new(),
         logs: Arc::new(TracingLogs),
         recycle_after: u64::MAX,
     });

@@ -41,6 +41,7 @@ fn cfg(plugin: &str, config: &[(&str, &str)]) -> Arc<InstanceConfig> {
         outputs: vec!["out".into()],
         limits: Limits::default(),
         tables: Arc::new(NoTables),
+        tables_allowed: Vec::new(),
         logs: Arc::new(TracingLogs),
         recycle_after: u64::MAX,
     })

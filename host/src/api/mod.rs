@@ -3,6 +3,7 @@
 mod access;
 mod connectors;
 mod error;
+pub mod linger;
 mod metrics;
 mod openapi;
 mod records;
@@ -162,6 +163,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             access::authorize,
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(linger::linger))
         .with_state(state)
 }
 

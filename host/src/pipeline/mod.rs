@@ -7,9 +7,9 @@ pub mod plugins;
 pub mod tables;
 mod task;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
@@ -18,8 +18,8 @@ use serde_json::{Value, json};
 pub use task::{SOURCE_HEADER, VERSION_HEADER};
 
 use crate::log::segment::write_file;
-use crate::log::{Log, LogError, TopicConfig};
-use crate::runtime::{InstanceConfig, Limits, LogLine, LogSink};
+use crate::log::{Log, LogError, TopicConfig, validate_topic_name};
+use crate::runtime::{Compiled, Executor, InstanceConfig, Interrupt, Limits, LogLine, LogSink};
 use plugins::{PluginError, PluginStore};
 use tables::TableRegistry;
 use task::{Checkpoint, TaskCtx, TaskShared};
@@ -85,6 +85,14 @@ pub struct TransformSpec {
     pub limits: Limits,
     #[serde(default)]
     pub start: Start,
+    /// Lookup tables the plugin may read (`lookup` of any other finds nothing).
+    #[serde(default)]
+    pub tables: Vec<String>,
+    /// Lets this deployment close a cycle of transforms (its outputs or dead letters reach
+    /// its input again through other deployments). Refused without it: a loop amplifies
+    /// forever.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_cycles: bool,
 }
 
 impl TransformSpec {
@@ -282,6 +290,16 @@ impl Transform {
             .first()
             .map_or(0, |(t, _)| t.version.load(Ordering::Acquire))
     }
+
+    /// Shared states of the partition tasks.
+    fn task_states(&self) -> Vec<Arc<TaskShared>> {
+        self.tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(s, _)| s.clone())
+            .collect()
+    }
 }
 
 /// Why a deployment request was refused.
@@ -308,14 +326,23 @@ pub enum PipelineError {
 }
 
 /// All transforms of the server.
+///
+/// Locking: each deployment name has its own lock, held for the whole of a deploy, swap or
+/// delete of that name (these wait on plugin `init` and on partition tasks); `control` is
+/// held only for checks across deployments (cycles, plugin use) and never while waiting on
+/// a plugin or a task, so one transform's slow operation never delays another's.
 pub struct Pipelines {
     log: Arc<Log>,
     pub plugins: Arc<PluginStore>,
     pub tables: Arc<TableRegistry>,
     dir: PathBuf,
     transforms: RwLock<HashMap<String, Arc<Transform>>>,
-    /// Serialises deploy/swap/delete so two requests never race on one transform.
+    /// Deployments being created: they count in cycle checks and plugin use.
+    reserved: Mutex<HashMap<String, TransformSpec>>,
     control: Mutex<()>,
+    names: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Interrupts instances being built (instantiate + `init`) at shutdown.
+    building: Arc<Interrupt>,
 }
 
 impl std::fmt::Debug for Pipelines {
@@ -339,7 +366,10 @@ impl Pipelines {
             tables,
             dir: dir.clone(),
             transforms: RwLock::default(),
+            reserved: Mutex::default(),
             control: Mutex::new(()),
+            names: Mutex::default(),
+            building: Arc::default(),
         });
         for entry in std::fs::read_dir(&dir)
             .map_err(|e| PipelineError::Runtime(e.to_string()))?
@@ -360,6 +390,60 @@ impl Pipelines {
         Ok(p)
     }
 
+    /// The lock of one deployment name.
+    fn name_lock(&self, name: &str) -> Arc<Mutex<()>> {
+        self.names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Ready executors of `compiled` for `partitions`, instantiated and `init`-ed in
+    /// parallel (each `init` is bounded by `init_timeout_ms`), or the first error.
+    fn build_executors(
+        &self,
+        compiled: &Arc<Compiled>,
+        cfg: &Arc<InstanceConfig>,
+        partitions: &[u32],
+    ) -> Result<Vec<Executor>, crate::runtime::RuntimeError> {
+        let rt = self.plugins.runtime();
+        let mut ready = Vec::with_capacity(partitions.len());
+        // A few at a time: `init` may be CPU-heavy, and there are two cores.
+        for group in partitions.chunks(4) {
+            let built: Vec<_> = std::thread::scope(|s| {
+                let handles: Vec<_> = group
+                    .iter()
+                    .map(|&p| {
+                        s.spawn(move || {
+                            rt.executor_with_interrupt(
+                                compiled.clone(),
+                                cfg.clone(),
+                                p,
+                                self.building.clone(),
+                            )
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(crate::runtime::RuntimeError::Instantiate(
+                                "instance setup panicked".into(),
+                            ))
+                        })
+                    })
+                    .collect()
+            });
+            for b in built {
+                ready.push(b?);
+            }
+        }
+        Ok(ready)
+    }
+
     fn instance_config(
         &self,
         t: &Transform,
@@ -373,6 +457,7 @@ impl Pipelines {
             outputs: spec.outputs.clone(),
             limits: spec.limits.clone(),
             tables: self.tables.clone(),
+            tables_allowed: spec.tables.clone(),
             logs: t.logs.clone(),
             recycle_after: 100_000,
         })
@@ -421,20 +506,112 @@ impl Pipelines {
                 )));
             }
         }
+        let dlq = spec.dead_letter_topic();
+        if dlq == spec.input {
+            return Err(PipelineError::Invalid(format!(
+                "dead_letter {dlq} is the input topic: rejected records would be processed again"
+            )));
+        }
+        if spec.outputs.contains(&dlq) {
+            return Err(PipelineError::Invalid(format!(
+                "dead_letter {dlq} is also an output: dead letters and outputs must be apart"
+            )));
+        }
+        if validate_topic_name(&dlq).is_err() {
+            return Err(PipelineError::Invalid(format!(
+                "dead_letter {dlq:?} is not a valid topic name"
+            )));
+        }
+        for table in &spec.tables {
+            if validate_topic_name(table).is_err() {
+                return Err(PipelineError::Invalid(format!(
+                    "tables: {table:?} is not a valid topic name"
+                )));
+            }
+        }
         spec.limits.validate().map_err(PipelineError::Invalid)?;
         self.plugins.versions(&spec.plugin)?;
         Ok(())
     }
 
-    /// Creates or updates a deployment. Returns whether it was created. Blocking.
+    /// Refuses a new deployment whose outputs or dead letters would reach its input again
+    /// through the deployments that exist (or are being created), unless it opts in.
+    fn check_cycles(&self, name: &str, spec: &TransformSpec) -> Result<(), PipelineError> {
+        if spec.allow_cycles {
+            return Ok(());
+        }
+        // Topic -> (transform, topics it writes).
+        let mut edges: HashMap<String, Vec<(String, Vec<String>)>> = HashMap::new();
+        let mut add = |n: &str, s: &TransformSpec| {
+            let mut to = s.outputs.clone();
+            to.push(s.dead_letter_topic());
+            edges
+                .entry(s.input.clone())
+                .or_default()
+                .push((n.to_string(), to));
+        };
+        for t in self.list() {
+            if t.name != name {
+                add(&t.name, &t.spec());
+            }
+        }
+        for (n, s) in self
+            .reserved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            if n != name {
+                add(n, s);
+            }
+        }
+        add(name, spec);
+        // Depth-first from the input: a path back to it is a cycle; name it.
+        let mut stack: Vec<(String, Vec<String>)> = vec![(spec.input.clone(), vec![])];
+        let mut visited = HashSet::new();
+        while let Some((topic, path)) = stack.pop() {
+            for (via, to) in edges.get(&topic).into_iter().flatten() {
+                for next in to {
+                    let mut p = path.clone();
+                    p.push(format!("{topic} -[{via}]-> {next}"));
+                    if *next == spec.input {
+                        return Err(PipelineError::Invalid(format!(
+                            "deploying {name} would make a cycle: {}; set \"allow_cycles\": true if it is meant",
+                            p.join(", ")
+                        )));
+                    }
+                    if visited.insert(next.clone()) {
+                        stack.push((next.clone(), p));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates or updates a deployment. Returns whether it was created. Blocking; waits
+    /// only for operations on the same name.
     pub fn deploy(&self, name: &str, spec: TransformSpec) -> Result<bool, PipelineError> {
-        let _g = self.control.lock().unwrap_or_else(|p| p.into_inner());
+        let lock = self.name_lock(name);
+        let _n = lock.lock().unwrap_or_else(|p| p.into_inner());
         self.validate(name, &spec)?;
         let existing = self.get(name).ok();
         match existing {
             None => {
-                self.start(name, spec, false, Vec::new())?;
-                Ok(true)
+                {
+                    let _c = self.control.lock().unwrap_or_else(|p| p.into_inner());
+                    self.check_cycles(name, &spec)?;
+                    self.reserved
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(name.to_string(), spec.clone());
+                }
+                let started = self.start(name, spec, false, Vec::new());
+                self.reserved
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(name);
+                started.map(|()| true)
             }
             Some(t) => {
                 let old = t.spec();
@@ -461,7 +638,8 @@ impl Pipelines {
     }
 
     /// Builds ready executors of `version` for every partition, then hands them to the
-    /// tasks, which switch at their next batch boundary. Nothing changes if any fails.
+    /// tasks, which switch at once: a call in progress is interrupted and its batch runs
+    /// again on the new version. Nothing changes if any fails.
     fn swap(
         &self,
         t: &Arc<Transform>,
@@ -470,28 +648,18 @@ impl Pipelines {
     ) -> Result<(), PipelineError> {
         let compiled = self.plugins.compiled(&spec.plugin, version)?;
         let cfg = self.instance_config(t, spec, version);
-        let tasks: Vec<Arc<TaskShared>> = t
-            .tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(s, _)| s.clone())
-            .collect();
-        let mut ready = Vec::new();
-        for s in &tasks {
-            let ex = self
-                .plugins
-                .runtime()
-                .executor(compiled.clone(), cfg.clone(), s.partition)
-                .map_err(|e| {
-                    let msg = format!("version {version} not activated: {e}");
-                    t.set_last_error(msg.clone());
-                    PipelineError::Runtime(msg)
-                })?;
-            ready.push(ex);
-        }
+        let tasks = t.task_states();
+        let partitions: Vec<u32> = tasks.iter().map(|s| s.partition).collect();
+        let ready = self
+            .build_executors(&compiled, &cfg, &partitions)
+            .map_err(|e| {
+                let msg = format!("version {version} not activated: {e}");
+                t.set_last_error(msg.clone());
+                PipelineError::Runtime(msg)
+            })?;
         for (s, ex) in tasks.iter().zip(ready) {
             *s.pending.lock().unwrap_or_else(|p| p.into_inner()) = Some((version, ex));
+            s.interrupt.raise();
         }
         tracing::info!(transform = %t.name, version, "plugin version staged for activation");
         Ok(())
@@ -547,23 +715,18 @@ impl Pipelines {
         let cfg = self.instance_config(&t, &spec, version);
         // Instantiate (and init) every partition's executor before starting any task, so a
         // plugin that cannot start is refused as a whole.
+        let partitions: Vec<u32> = input.partitions.iter().map(|p| p.id).collect();
+        let executors = self
+            .build_executors(&compiled, &cfg, &partitions)
+            .map_err(|e| PipelineError::Runtime(e.to_string()))?;
         let mut ctxs = Vec::new();
-        for p in &input.partitions {
-            let executor = self
-                .plugins
-                .runtime()
-                .executor(compiled.clone(), cfg.clone(), p.id)
-                .map_err(|e| PipelineError::Runtime(e.to_string()))?;
-            let checkpoint: Option<Checkpoint> = std::fs::read(dir.join(format!("p{}.json", p.id)))
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok());
-            let shared = Arc::new(TaskShared {
-                partition: p.id,
-                position: AtomicU64::new(checkpoint.as_ref().map_or(0, |c| c.position)),
-                version: AtomicU32::new(version),
-                stop: AtomicBool::new(false),
-                pending: Mutex::new(None),
-            });
+        for (p, executor) in input.partitions.iter().zip(executors) {
+            let checkpoint: Option<Checkpoint> = task::read_checkpoint(&t, p.id);
+            let shared = Arc::new(TaskShared::new(
+                p.id,
+                checkpoint.as_ref().map_or(0, |c| c.position),
+                version,
+            ));
             ctxs.push(TaskCtx {
                 t: t.clone(),
                 input: p.clone(),
@@ -643,14 +806,22 @@ impl Pipelines {
 
     pub fn set_paused(&self, name: &str, paused: bool) -> Result<(), PipelineError> {
         let t = self.get(name)?;
-        t.paused.store(paused, Ordering::Release);
+        t.paused.store(paused, Ordering::SeqCst);
+        if paused {
+            // A call in progress ends now; its batch runs again on resume.
+            for s in t.task_states() {
+                s.interrupt.raise();
+            }
+        }
         t.persist();
         Ok(())
     }
 
-    /// Stops a transform's tasks and forgets it. Its output topics stay. Blocking.
+    /// Stops a transform's tasks and forgets it. Its output topics stay. Blocking; waits
+    /// only for this transform's tasks (a call in progress is interrupted).
     pub fn delete(&self, name: &str) -> Result<(), PipelineError> {
-        let _g = self.control.lock().unwrap_or_else(|p| p.into_inner());
+        let lock = self.name_lock(name);
+        let _n = lock.lock().unwrap_or_else(|p| p.into_inner());
         let t = self
             .transforms
             .write()
@@ -665,7 +836,7 @@ impl Pipelines {
     fn stop_tasks(t: &Transform) {
         let mut tasks = t.tasks.lock().unwrap_or_else(|p| p.into_inner());
         for (s, _) in tasks.iter() {
-            s.stop.store(true, Ordering::Release);
+            s.stop();
         }
         for (_, h) in tasks.iter_mut() {
             if let Some(h) = h.take() {
@@ -674,8 +845,21 @@ impl Pipelines {
         }
     }
 
-    /// Stops every task (graceful shutdown): each finishes its current batch.
+    /// Tells every task to stop and interrupts calls and instance setups in progress,
+    /// without waiting (the first step of a graceful shutdown).
+    pub fn begin_shutdown(&self) {
+        self.building.raise();
+        for t in self.list() {
+            for s in t.task_states() {
+                s.stop();
+            }
+        }
+    }
+
+    /// Stops every task (graceful shutdown): calls in progress are interrupted (their
+    /// batches run again after the restart), what was already run is appended.
     pub fn shutdown(&self) {
+        self.begin_shutdown();
         for t in self.list() {
             Self::stop_tasks(&t);
         }
@@ -683,8 +867,9 @@ impl Pipelines {
 
     /// A new version of `plugin` was uploaded: swap every deployment that follows `latest`.
     pub fn plugin_uploaded(&self, plugin: &str, version: u32) {
-        let _g = self.control.lock().unwrap_or_else(|p| p.into_inner());
         for t in self.list() {
+            let lock = self.name_lock(&t.name);
+            let _n = lock.lock().unwrap_or_else(|p| p.into_inner());
             let spec = t.spec();
             if spec.plugin == plugin
                 && spec.version == VersionSel::Latest
@@ -697,11 +882,20 @@ impl Pipelines {
 
     /// Transforms that use a plugin (deleting it is refused while there are any).
     pub fn users_of(&self, plugin: &str) -> Vec<String> {
-        self.list()
+        let mut users: Vec<String> = self
+            .list()
             .into_iter()
             .filter(|t| t.spec().plugin == plugin)
             .map(|t| t.name.clone())
-            .collect()
+            .collect();
+        let reserved = self.reserved.lock().unwrap_or_else(|p| p.into_inner());
+        users.extend(
+            reserved
+                .iter()
+                .filter(|(_, s)| s.plugin == plugin)
+                .map(|(n, _)| n.clone()),
+        );
+        users
     }
 
     pub fn delete_plugin(&self, plugin: &str) -> Result<(), PipelineError> {

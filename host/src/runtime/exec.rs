@@ -1,16 +1,18 @@
-//! Batch execution: one component call per batch, and bisection to isolate poison records
-//! when a call traps or breaks a limit.
+//! Batch execution: one component call per batch; when a call traps or breaks a limit, the
+//! records of that call are run one by one to find the poison records, within a time
+//! budget per batch, and the host's interrupt ends any of it within milliseconds.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sluice_sdk::codec::{Reader, RecordView};
 use sluice_sdk::entries::{Entries, Entry};
-use wasmtime::{Store, Trap};
+use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::bindings::{Transform, sluice::transform::types::BatchContext};
-use super::sandbox::HostState;
-use super::{Compiled, EPOCH_TICK, InstanceConfig, Runtime, RuntimeError};
+use super::sandbox::{CallBound, HostState, Interrupt, Stop, bound_str, bound_string};
+use super::{CHECK_TICKS, Compiled, InstanceConfig, Limits, Runtime, RuntimeError};
 
 /// The records section of a batch and where it comes from.
 #[derive(Debug, Clone)]
@@ -71,11 +73,26 @@ pub enum RecordResult {
     Failed(String),
 }
 
+/// Why a run ended before every record of the batch had a verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Early {
+    /// The host raised the executor's interrupt (pause, delete, redeploy, shutdown). The
+    /// run's results must not be used: the batch is run again later.
+    Interrupted,
+    /// The batch spent its time budget isolating failing records; the verdicts of the
+    /// first `done` records are final and the rest are left for the next run.
+    Budget,
+}
+
 /// The results of one batch and what it cost. Emitted records are in input order; inputs
-/// that are neither emitted, rejected nor failed were dropped. Kept flat (no allocation per
-/// input record) because this is the hot path.
+/// among the first `done` that are neither emitted, rejected nor failed were dropped. Kept
+/// flat (no allocation per input record) because this is the hot path.
 #[derive(Debug, Clone, Default)]
 pub struct BatchOutput {
+    /// Records, from the start of the batch, whose verdicts are final.
+    pub done: u32,
+    /// Why `done` is less than the batch's count, if it is.
+    pub early: Option<Early>,
     pub emitted: Vec<Emitted>,
     pub rejected: Vec<(u32, String)>,
     pub failed: Vec<(u32, String)>,
@@ -154,7 +171,12 @@ pub struct Executor {
     compiled: Arc<Compiled>,
     cfg: Arc<InstanceConfig>,
     partition: u32,
+    interrupt: Arc<Interrupt>,
     instance: Option<Instance>,
+    /// Records per call. Whole batches normally; after a failed call it restarts at one
+    /// and doubles with every call that succeeds, so a stream where many records fail
+    /// never pays for a large failing call twice in a row.
+    chunk: usize,
 }
 
 impl std::fmt::Debug for Executor {
@@ -167,40 +189,85 @@ impl std::fmt::Debug for Executor {
     }
 }
 
-/// Fuel for `init`: generous, since setup (compiling patterns, parsing config) is one-off.
-const INIT_FUEL: u64 = 5_000_000_000;
+/// Fuel for instantiation and `init`: generous, since setup (compiling patterns, parsing
+/// config) is one-off.
+pub const INIT_FUEL: u64 = 5_000_000_000;
 
-/// What a failed call means to the operator.
-fn describe_trap(
+/// Most records one call may carry (positions in the batch are `u32`).
+const MAX_CHUNK: usize = u32::MAX as usize;
+
+/// What a failed call was doing, for its message.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    Init,
+    Batch { records: u32 },
+}
+
+/// What a failed call means to the operator. The cause is read from the error's type —
+/// the host's own [`Stop`] (deadline, interrupt, memory and table limits) or wasmtime's
+/// trap code — never guessed from message text.
+fn describe_failure(
     e: &wasmtime::Error,
-    cfg: &InstanceConfig,
-    records: u32,
+    limits: &Limits,
+    phase: Phase,
     panic: Option<&str>,
 ) -> String {
-    let limits = &cfg.limits;
-    let base = match e.downcast_ref::<Trap>() {
-        Some(Trap::OutOfFuel) => format!(
-            "fuel exhausted: limit {} per record ({} for this call of {records} record(s))",
-            limits.fuel_per_record,
-            limits.fuel_per_record.saturating_mul(u64::from(records))
-        ),
-        Some(Trap::Interrupt) => format!("timed out: limit {} ms per call", limits.timeout_ms),
-        Some(Trap::StackOverflow) => "stack overflow (call stack limit 1 MiB)".to_string(),
-        Some(Trap::UnreachableCodeReached) => "trap: unreachable code (the plugin panicked)".into(),
-        Some(t) => format!("trap: {t}"),
-        None => {
-            let msg = format!("{e:#}");
-            if msg.contains("grow") || msg.contains("memory") {
-                format!("memory limit of {} bytes exceeded", limits.memory_bytes)
-            } else {
-                msg
-            }
+    let base = if let Some(stop) = e.downcast_ref::<Stop>() {
+        match (stop, phase) {
+            (Stop::Deadline { limit_ms, blocked }, Phase::Init) => format!(
+                "timed out during init: limit {limit_ms} ms (init_timeout_ms){}",
+                if *blocked {
+                    " (blocked in a WASI call)"
+                } else {
+                    ""
+                }
+            ),
+            _ => stop.to_string(),
         }
+    } else if let Some(trap) = e.downcast_ref::<Trap>() {
+        match (trap, phase) {
+            (Trap::OutOfFuel, Phase::Init) => {
+                format!("fuel exhausted during init: limit {INIT_FUEL}")
+            }
+            (Trap::OutOfFuel, Phase::Batch { records }) => format!(
+                "fuel exhausted: limit {} per record ({} for this call of {records} record(s))",
+                limits.fuel_per_record,
+                limits.fuel_per_record.saturating_mul(u64::from(records))
+            ),
+            (Trap::StackOverflow, _) => "stack overflow (call stack limit 1 MiB)".into(),
+            (Trap::UnreachableCodeReached, _) => {
+                "trap: unreachable code reached (the plugin panicked or aborted)".into()
+            }
+            (Trap::MemoryOutOfBounds, _) => "trap: out-of-bounds memory access".into(),
+            (Trap::TableOutOfBounds, _) => "trap: out-of-bounds table access".into(),
+            (Trap::IndirectCallToNull, _) => "trap: indirect call to a null table entry".into(),
+            (Trap::BadSignature, _) => "trap: indirect call with the wrong signature".into(),
+            (Trap::IntegerOverflow, _) => "trap: integer overflow".into(),
+            (Trap::IntegerDivisionByZero, _) => "trap: integer division by zero".into(),
+            (Trap::BadConversionToInteger, _) => "trap: invalid conversion to integer".into(),
+            (Trap::Interrupt, _) => "trap: interrupted".into(),
+            (t, _) => format!("trap: {t}"),
+        }
+    } else {
+        // Not a trap: the plugin broke the component ABI (a bad `cabi_realloc`, a list or
+        // string out of bounds, a refused host call). Its message names what.
+        format!(
+            "plugin broke the call's contract: {}",
+            bound_str(&e.root_cause().to_string())
+        )
     };
     match panic {
         Some(p) => format!("{base}: {p}"),
         None => base,
     }
+}
+
+/// Why one call failed.
+enum CallError {
+    /// The host's interrupt: not the records' fault; the batch is run again later.
+    Interrupted,
+    /// The records of the call are suspects.
+    Failed(String),
 }
 
 impl Executor {
@@ -209,13 +276,16 @@ impl Executor {
         compiled: Arc<Compiled>,
         cfg: Arc<InstanceConfig>,
         partition: u32,
+        interrupt: Arc<Interrupt>,
     ) -> Result<Executor, RuntimeError> {
         let mut ex = Executor {
             rt,
             compiled,
             cfg,
             partition,
+            interrupt,
             instance: None,
+            chunk: MAX_CHUNK,
         };
         ex.instance = Some(ex.instantiate()?);
         Ok(ex)
@@ -225,27 +295,49 @@ impl Executor {
         &self.cfg
     }
 
-    fn deadline_ticks(&self) -> u64 {
-        self.cfg.limits.timeout_ms / EPOCH_TICK.as_millis() as u64 + 1
+    /// Makes this executor's calls obey `interrupt` from now on (executors are built under
+    /// the deployer's interrupt and run under their partition task's).
+    pub fn set_interrupt(&mut self, interrupt: Arc<Interrupt>) {
+        if let Some(i) = self.instance.as_mut() {
+            i.store.data_mut().interrupt = interrupt.clone();
+        }
+        self.interrupt = interrupt;
     }
 
     fn instantiate(&self) -> Result<Instance, RuntimeError> {
+        let limits = &self.cfg.limits;
         let mut store = Store::new(
             self.rt.engine(),
-            HostState::new(self.cfg.clone(), self.partition),
+            HostState::new(self.cfg.clone(), self.partition, self.interrupt.clone()),
         );
         store.limiter(|s| &mut s.limits);
+        // Wasm checks its deadline and the interrupt every CHECK_TICKS epochs; blocking
+        // WASI calls check both themselves (`sandbox::BoundedPoll`).
+        store.epoch_deadline_callback(|ctx| match ctx.data().should_stop() {
+            Some(stop) => Err(wasmtime::Error::new(stop)),
+            None => Ok(UpdateDeadline::Continue(CHECK_TICKS)),
+        });
         if self.rt.meters_fuel() {
             store
                 .set_fuel(INIT_FUEL)
                 .map_err(|e| RuntimeError::Instantiate(format!("{e:#}")))?;
         }
-        store.set_epoch_deadline(self.deadline_ticks());
-        let bindings = self
-            .compiled
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| RuntimeError::Instantiate(describe_trap(&e, &self.cfg, 0, None)))?;
+        store.data_mut().bound = CallBound::starting_now(limits.init_timeout_ms);
+        store.set_epoch_deadline(CHECK_TICKS);
+        let interrupted =
+            |e: &wasmtime::Error| matches!(e.downcast_ref::<Stop>(), Some(Stop::Interrupted));
+        let bindings = match self.compiled.pre.instantiate(&mut store) {
+            Ok(b) => b,
+            Err(e) if interrupted(&e) => return Err(RuntimeError::Interrupted),
+            Err(e) => {
+                return Err(RuntimeError::Instantiate(describe_failure(
+                    &e,
+                    limits,
+                    Phase::Init,
+                    None,
+                )));
+            }
+        };
         let r = bindings.call_init(&mut store);
         let panic = store.data_mut().end_call();
         match r {
@@ -254,18 +346,22 @@ impl Executor {
                 bindings,
                 batches: 0,
             }),
-            Ok(Err(msg)) => Err(RuntimeError::Init(msg)),
-            Err(e) => Err(RuntimeError::Init(describe_trap(
+            Ok(Err(msg)) => Err(RuntimeError::Init(bound_string(msg))),
+            Err(e) if interrupted(&e) => Err(RuntimeError::Interrupted),
+            Err(e) => Err(RuntimeError::Init(describe_failure(
                 &e,
-                &self.cfg,
-                0,
+                limits,
+                Phase::Init,
                 panic.as_deref(),
             ))),
         }
     }
 
-    /// Runs a batch. Records that make the plugin trap or break a limit are found by
-    /// re-running smaller slices on fresh instances, and come back as `Failed`.
+    /// Runs a batch. When a call fails (trap, limit, malformed output), its records are
+    /// run one at a time, each with its own limits, and the ones that fail alone come back
+    /// as failed. Isolation may take `2 × timeout_ms` per batch; past that the run stops
+    /// with `Early::Budget` after the records done so far (at least one), and the rest are
+    /// the next run's. The interrupt stops it at once with `Early::Interrupted`.
     pub fn run(&mut self, input: &BatchInput<'_>) -> BatchOutput {
         let n = input.count as usize;
         let mut out = BatchOutput {
@@ -274,45 +370,70 @@ impl Executor {
             base_timestamp: input.base_timestamp,
             ..BatchOutput::default()
         };
-        if n == 0 {
-            return out;
-        }
+        let started = Instant::now();
+        let budget = Duration::from_millis(self.cfg.limits.timeout_ms.saturating_mul(2));
         let mut bounds: Option<Vec<usize>> = None;
-        self.run_range(input, 0, n, &mut bounds, &mut out);
+        // Records before `isolate_until` run alone: they were in a call that failed.
+        let (mut i, mut isolate_until) = (0usize, 0usize);
+        while i < n {
+            if self.interrupt.is_raised() {
+                out.early = Some(Early::Interrupted);
+                break;
+            }
+            if i > 0 && started.elapsed() >= budget {
+                out.early = Some(Early::Budget);
+                break;
+            }
+            let k = if i < isolate_until {
+                1
+            } else {
+                self.chunk.min(n - i)
+            };
+            match self.call_range(input, i, i + k, &mut bounds, &mut out) {
+                Ok(()) => {
+                    if i >= isolate_until {
+                        self.chunk = self.chunk.saturating_mul(2).min(MAX_CHUNK);
+                    }
+                    i += k;
+                }
+                Err(CallError::Interrupted) => {
+                    out.early = Some(Early::Interrupted);
+                    break;
+                }
+                Err(CallError::Failed(reason)) => {
+                    self.chunk = 1;
+                    if k == 1 {
+                        out.failed.push((i as u32, reason));
+                        i += 1;
+                    } else {
+                        isolate_until = i + k;
+                    }
+                }
+            }
+        }
+        out.done = i as u32;
         out
     }
 
-    fn run_range(
+    /// One component call over the input records `lo..hi`.
+    fn call_range(
         &mut self,
         input: &BatchInput<'_>,
         lo: usize,
         hi: usize,
         bounds: &mut Option<Vec<usize>>,
         out: &mut BatchOutput,
-    ) {
+    ) -> Result<(), CallError> {
         let bytes = if lo == 0 && hi == input.count as usize {
-            &input.records[..]
+            input.records.clone()
         } else {
             let b = bounds.get_or_insert_with(|| record_bounds(&input.records, input.count));
             match (b.get(lo), b.get(hi)) {
-                (Some(&s), Some(&e)) => &input.records[s..e],
-                _ => {
-                    for i in lo..hi {
-                        out.failed.push((i as u32, "record does not decode".into()));
-                    }
-                    return;
-                }
+                (Some(&s), Some(&e)) => input.records.slice(s..e),
+                _ => return Err(CallError::Failed("record does not decode".into())),
             }
         };
-        match self.call(input, lo, (hi - lo) as u32, bytes, bounds, out) {
-            Ok(()) => {}
-            Err(reason) if hi - lo == 1 => out.failed.push((lo as u32, reason)),
-            Err(_) => {
-                let mid = lo + (hi - lo) / 2;
-                self.run_range(input, lo, mid, bounds, out);
-                self.run_range(input, mid, hi, bounds, out);
-            }
-        }
+        self.call(input, lo, (hi - lo) as u32, &bytes, bounds, out)
     }
 
     /// One component call over `count` records starting at input index `first`.
@@ -324,33 +445,33 @@ impl Executor {
         bytes: &[u8],
         bounds: &mut Option<Vec<usize>>,
         out: &mut BatchOutput,
-    ) -> Result<(), String> {
+    ) -> Result<(), CallError> {
         out.calls += 1;
         if self.instance.is_none() {
             match self.instantiate() {
                 Ok(i) => self.instance = Some(i),
+                Err(RuntimeError::Interrupted) => return Err(CallError::Interrupted),
                 Err(e) => {
                     out.traps += 1;
-                    return Err(e.to_string());
+                    return Err(CallError::Failed(e.to_string()));
                 }
             }
         }
-        let ticks = self.deadline_ticks();
         let Some(inst) = self.instance.as_mut() else {
-            return Err("no instance".into());
+            return Err(CallError::Failed("no instance".into()));
         };
-        let budget = self
-            .cfg
-            .limits
-            .fuel_per_record
-            .saturating_mul(u64::from(count));
+        let limits = &self.cfg.limits;
+        let budget = limits.fuel_per_record.saturating_mul(u64::from(count));
         let store = &mut inst.store;
         let metered = self.rt.meters_fuel();
         if metered {
-            store.set_fuel(budget).map_err(|e| format!("{e:#}"))?;
+            store
+                .set_fuel(budget)
+                .map_err(|e| CallError::Failed(format!("{e:#}")))?;
         }
-        store.set_epoch_deadline(ticks);
-        store.set_hostcall_fuel(self.cfg.limits.max_output_bytes.saturating_add(1024));
+        store.data_mut().bound = CallBound::starting_now(limits.timeout_ms);
+        store.set_epoch_deadline(CHECK_TICKS);
+        store.set_hostcall_fuel(limits.max_output_bytes.saturating_add(1024));
         store.data_mut().offset = Some(input.base_offset);
         let ctx = BatchContext {
             topic: input.topic.to_string(),
@@ -367,24 +488,37 @@ impl Executor {
         inst.batches += 1;
         let result = match r {
             Ok(Ok(buf)) => {
-                if buf.len() > self.cfg.limits.max_output_bytes {
+                if buf.len() > limits.max_output_bytes {
                     out.traps += 1;
-                    Err(format!(
+                    Err(CallError::Failed(format!(
                         "output of {} bytes exceeds the limit of {} bytes per batch",
                         buf.len(),
-                        self.cfg.limits.max_output_bytes
-                    ))
+                        limits.max_output_bytes
+                    )))
                 } else {
                     self.collect(Bytes::from(buf), input, bounds, first, count, out)
+                        .map_err(CallError::Failed)
                 }
             }
             // The plugin refused the batch; its instance is still sound.
-            Ok(Err(msg)) => Err(format!("plugin failed the batch: {msg}")),
+            Ok(Err(msg)) => Err(CallError::Failed(format!(
+                "plugin failed the batch: {}",
+                bound_string(msg)
+            ))),
             Err(e) => {
                 // A trapped store refuses every later call: start over with a new one.
                 self.instance = None;
-                out.traps += 1;
-                Err(describe_trap(&e, &self.cfg, count, panic.as_deref()))
+                if matches!(e.downcast_ref::<Stop>(), Some(Stop::Interrupted)) {
+                    Err(CallError::Interrupted)
+                } else {
+                    out.traps += 1;
+                    Err(CallError::Failed(describe_failure(
+                        &e,
+                        limits,
+                        Phase::Batch { records: count },
+                        panic.as_deref(),
+                    )))
+                }
             }
         };
         if self
@@ -398,7 +532,10 @@ impl Executor {
     }
 
     /// Turns output entries into results, appended to `out` only if the whole output is
-    /// valid (a malformed output fails the call and its records are retried).
+    /// valid (a malformed entry sequence fails the call and its records are retried).
+    /// Each input gets one verdict: its emits, a rejection, or a failure — an input with
+    /// any bad entry (undeclared output, malformed record, too many outputs) fails as a
+    /// whole and none of its emits is kept.
     fn collect(
         &self,
         buf: Bytes,
@@ -418,7 +555,7 @@ impl Executor {
         let mut emitted = Vec::with_capacity(count as usize);
         let mut rejected = Vec::new();
         let mut failed = Vec::new();
-        // Emits of the current input so far, and whether it was rejected or failed.
+        // Emits of the current input so far, and whether it already has its verdict.
         let (mut cur, mut cur_emits, mut cur_done) = (u32::MAX, 0usize, false);
         let mut cur_start = 0usize;
         for e in Entries::new(&buf, count) {
@@ -431,26 +568,32 @@ impl Executor {
                 continue;
             }
             let abs = first as u32 + idx;
+            let mut fail = |emitted: &mut Vec<Emitted>, reason: String| {
+                emitted.truncate(cur_start);
+                failed.push((abs, reason));
+            };
             match e {
                 Entry::Reject { reason, .. } => {
                     emitted.truncate(cur_start);
-                    rejected.push((abs, reason.to_string()));
+                    rejected.push((abs, bound_str(reason)));
                     cur_done = true;
                 }
                 Entry::Emit { output, .. } | Entry::Pass { output, .. } if output >= outputs => {
-                    emitted.truncate(cur_start);
-                    rejected.push((
-                        abs,
-                        format!("emitted to output {output}, but the deployment declares {outputs} output(s)"),
-                    ));
+                    fail(
+                        &mut emitted,
+                        format!(
+                            "malformed output: emitted to output {output}, but the deployment declares {outputs} output(s)"
+                        ),
+                    );
                     cur_done = true;
                 }
                 Entry::Emit { .. } | Entry::Pass { .. } if cur_emits >= max_per => {
-                    emitted.truncate(cur_start);
-                    failed.push((
-                        abs,
-                        format!("emitted more than {max_per} records for one input (max_outputs_per_record)"),
-                    ));
+                    fail(
+                        &mut emitted,
+                        format!(
+                            "emitted more than {max_per} records for one input (max_outputs_per_record)"
+                        ),
+                    );
                     cur_done = true;
                 }
                 Entry::Pass { output, .. } => {
@@ -470,7 +613,11 @@ impl Executor {
                     });
                 }
                 Entry::Emit { output, record, .. } => {
-                    // Decoded (and checked) by whoever uses it.
+                    if let Err(why) = check_record(record.0) {
+                        fail(&mut emitted, format!("malformed output: {why}"));
+                        cur_done = true;
+                        continue;
+                    }
                     cur_emits += 1;
                     let start = offset_in(&buf, record.0)
                         .ok_or("emitted record outside the output buffer")?;
@@ -490,6 +637,18 @@ impl Executor {
         out.failed.append(&mut failed);
         Ok(())
     }
+}
+
+/// Checks an emitted record the way a Kafka consumer will read it: every length within
+/// the record, and header keys in UTF-8.
+fn check_record(raw: &[u8]) -> Result<(), String> {
+    let view = RecordView::read(&mut Reader::new(raw)).map_err(|e| e.to_string())?;
+    for h in view.headers() {
+        if std::str::from_utf8(h.key).is_err() {
+            return Err("a header key is not UTF-8".into());
+        }
+    }
+    Ok(())
 }
 
 /// Where `part`, a subslice of `whole`, starts in it.

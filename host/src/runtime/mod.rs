@@ -18,8 +18,13 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-pub use exec::{BatchInput, BatchOutput, Emitted, EmittedRecord, Executor, RecordResult};
-pub use sandbox::{LogLine, LogSink, NoTables, Tables, TracingLogs};
+pub use exec::{
+    BatchInput, BatchOutput, Early, Emitted, EmittedRecord, Executor, INIT_FUEL, RecordResult,
+};
+pub use sandbox::{
+    CUT_MARKER, Interrupt, LogLine, LogSink, MAX_HOST_STRING, NoTables, Stop, Tables, TracingLogs,
+    bound_str, bound_string,
+};
 
 use sandbox::HostState;
 
@@ -32,8 +37,11 @@ pub mod bindings {
     });
 }
 
-/// How long one epoch tick lasts; wall-clock deadlines are counted in ticks.
+/// How long one epoch tick lasts.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// Running wasm looks at its deadline and the host's interrupt every this many ticks
+/// (the epoch callback), so a call ends within ~10 ms of either.
+const CHECK_TICKS: u64 = 2;
 
 /// Errors of the runtime. Display strings are meant for the operator who uploaded the plugin.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +65,8 @@ pub enum RuntimeError {
     Instantiate(String),
     #[error("compiled-code cache: {0}")]
     Cache(String),
+    #[error("interrupted by the host")]
+    Interrupted,
 }
 
 /// Resource limits of one deployment's instances.
@@ -67,8 +77,10 @@ pub struct Limits {
     pub fuel_per_record: u64,
     /// Linear memory an instance may grow to.
     pub memory_bytes: usize,
-    /// Wall-clock bound on one call (`init` or a batch).
+    /// Wall-clock bound on one `process` call, blocking WASI calls included.
     pub timeout_ms: u64,
+    /// Wall-clock bound on instantiating an instance and its `init` call.
+    pub init_timeout_ms: u64,
     /// Emit entries one input record may produce.
     pub max_outputs_per_record: u32,
     /// Output bytes one batch may return.
@@ -83,6 +95,7 @@ impl Default for Limits {
             fuel_per_record: 50_000_000,
             memory_bytes: 64 << 20,
             timeout_ms: 5_000,
+            init_timeout_ms: 10_000,
             max_outputs_per_record: 100,
             max_output_bytes: 64 << 20,
         }
@@ -103,6 +116,9 @@ impl Limits {
         if self.timeout_ms == 0 || self.timeout_ms > 600_000 {
             return Err("timeout_ms must be 1..=600000".into());
         }
+        if self.init_timeout_ms == 0 || self.init_timeout_ms > 600_000 {
+            return Err("init_timeout_ms must be 1..=600000".into());
+        }
         if self.max_outputs_per_record == 0 || self.max_output_bytes == 0 {
             return Err("output limits must be positive".into());
         }
@@ -119,6 +135,8 @@ pub struct InstanceConfig {
     pub outputs: Vec<String>,
     pub limits: Limits,
     pub tables: Arc<dyn Tables>,
+    /// The tables this deployment declared; `lookup` of any other finds nothing.
+    pub tables_allowed: Vec<String>,
     pub logs: Arc<dyn LogSink>,
     /// Recycle an instance after this many batches (bounds leaks in guest code).
     pub recycle_after: u64,
@@ -235,8 +253,7 @@ impl Runtime {
         let engine =
             Engine::new(&config).map_err(|e| RuntimeError::Instantiate(format!("{e:#}")))?;
         let mut linker = Linker::<HostState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .map_err(|e| RuntimeError::Instantiate(format!("{e:#}")))?;
+        sandbox::link_wasi(&mut linker).map_err(|e| RuntimeError::Instantiate(format!("{e:#}")))?;
         bindings::Transform::add_to_linker::<_, wasmtime::component::HasSelf<HostState>>(
             &mut linker,
             |s| s,
@@ -381,7 +398,19 @@ impl Runtime {
         cfg: Arc<InstanceConfig>,
         partition: u32,
     ) -> Result<Executor, RuntimeError> {
-        Executor::new(self.clone(), compiled, cfg, partition)
+        Executor::new(self.clone(), compiled, cfg, partition, Arc::default())
+    }
+
+    /// Like [`Runtime::executor`], with instantiation and `init` (and later calls, until
+    /// [`Executor::set_interrupt`]) obeying `interrupt`.
+    pub fn executor_with_interrupt(
+        self: &Arc<Self>,
+        compiled: Arc<Compiled>,
+        cfg: Arc<InstanceConfig>,
+        partition: u32,
+        interrupt: Arc<Interrupt>,
+    ) -> Result<Executor, RuntimeError> {
+        Executor::new(self.clone(), compiled, cfg, partition, interrupt)
     }
 }
 

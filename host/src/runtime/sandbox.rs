@@ -1,16 +1,151 @@
-//! The sandbox around one instance: WASI locked down, captured stdio, host imports.
+//! The sandbox around one instance: WASI locked down, captured stdio, host imports, and
+//! the bounds every call runs under (memory and table limits, a wall-clock deadline that
+//! also covers blocking WASI calls, and the host's interrupt).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use wasmtime::StoreLimits;
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
-use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
+use wasmtime_wasi::p2::{DynPollable, OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::InstanceConfig;
 use super::bindings::sluice::transform::host::{self, Level};
+
+/// Longest string a plugin can hand the host (log line, reject reason, init or batch
+/// error); longer ones are cut at a character boundary and end with [`CUT_MARKER`].
+pub const MAX_HOST_STRING: usize = 4096;
+/// What a cut string ends with.
+pub const CUT_MARKER: &str = "…[cut]";
+
+/// Cuts a plugin-supplied string to [`MAX_HOST_STRING`] bytes.
+pub fn bound_string(mut s: String) -> String {
+    if s.len() > MAX_HOST_STRING {
+        let mut cut = MAX_HOST_STRING - CUT_MARKER.len();
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str(CUT_MARKER);
+    }
+    s
+}
+
+/// Like [`bound_string`], for a borrowed string.
+pub fn bound_str(s: &str) -> String {
+    if s.len() > MAX_HOST_STRING {
+        bound_string(s[..s.floor_char_boundary(MAX_HOST_STRING)].to_owned() + " ")
+    } else {
+        s.to_owned()
+    }
+}
+
+/// A flag the control plane raises to stop the call running on a partition task (pause,
+/// delete, redeploy, shutdown). Checked by the epoch callback (every [`super::CHECK_TICKS`])
+/// and by blocking WASI calls, so a runaway call ends within milliseconds.
+#[derive(Debug, Default)]
+pub struct Interrupt(AtomicBool);
+
+impl Interrupt {
+    pub fn raise(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn clear(&self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+
+    pub fn is_raised(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Why the host cut a call short: the error its trap carries, so the cause is read from
+/// the type and never guessed from message text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Stop {
+    #[error("timed out: limit {limit_ms} ms per call{}", if *.blocked { " (blocked in a WASI call)" } else { "" })]
+    Deadline { limit_ms: u64, blocked: bool },
+    #[error("interrupted by the host")]
+    Interrupted,
+    #[error("memory limit of {limit} bytes exceeded (the plugin asked for {desired} bytes)")]
+    Memory { limit: usize, desired: usize },
+    #[error("table limit of {limit} elements exceeded (the plugin asked for {desired})")]
+    Table { limit: usize, desired: usize },
+}
+
+/// Table elements one instance may have (function references; real plugins use hundreds).
+pub const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+/// The store's resource limiter: refusals are traps that carry a [`Stop`].
+#[derive(Debug)]
+pub struct Limiter {
+    memory: usize,
+}
+
+impl wasmtime::ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory {
+            return Err(wasmtime::Error::new(Stop::Memory {
+                limit: self.memory,
+                desired,
+            }));
+        }
+        // Past the module's own declared maximum: `memory.grow` fails as in any engine.
+        Ok(maximum.is_none_or(|m| desired <= m))
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > MAX_TABLE_ELEMENTS {
+            return Err(wasmtime::Error::new(Stop::Table {
+                limit: MAX_TABLE_ELEMENTS,
+                desired,
+            }));
+        }
+        Ok(maximum.is_none_or(|m| desired <= m))
+    }
+
+    fn instances(&self) -> usize {
+        64
+    }
+
+    fn tables(&self) -> usize {
+        32
+    }
+
+    fn memories(&self) -> usize {
+        8
+    }
+}
+
+/// The wall-clock bound of the call in progress.
+#[derive(Debug, Clone, Copy)]
+pub struct CallBound {
+    pub until: Instant,
+    pub limit_ms: u64,
+}
+
+impl CallBound {
+    pub fn starting_now(limit_ms: u64) -> CallBound {
+        CallBound {
+            until: Instant::now() + Duration::from_millis(limit_ms),
+            limit_ms,
+        }
+    }
+}
 
 /// Lookup tables for the `lookup` import (materialised compacted topics).
 pub trait Tables: Send + Sync {
@@ -113,7 +248,9 @@ impl Pollable for Capture {
 pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
-    pub limits: StoreLimits,
+    pub limits: Limiter,
+    pub bound: CallBound,
+    pub interrupt: Arc<Interrupt>,
     pub cfg: Arc<InstanceConfig>,
     pub partition: u32,
     pub offset: Option<i64>,
@@ -124,7 +261,7 @@ pub struct HostState {
 }
 
 impl HostState {
-    pub fn new(cfg: Arc<InstanceConfig>, partition: u32) -> HostState {
+    pub fn new(cfg: Arc<InstanceConfig>, partition: u32, interrupt: Arc<Interrupt>) -> HostState {
         let (stdout, stderr) = (Capture::default(), Capture::default());
         // No preopened directories, no environment, no arguments, no network, stdin closed.
         let wasi = wasmtime_wasi::WasiCtxBuilder::new()
@@ -133,19 +270,18 @@ impl HostState {
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
-            .build();
-        let limits = wasmtime::StoreLimitsBuilder::new()
-            .memory_size(cfg.limits.memory_bytes)
-            .table_elements(100_000)
-            .instances(64)
-            .tables(32)
-            .memories(8)
-            .trap_on_grow_failure(true)
+            // Randomness is generated on the host: a large request is host time the
+            // deadline cannot cut, so keep each one small.
+            .max_random_size(MAX_RANDOM_BYTES)
             .build();
         HostState {
             wasi,
             table: ResourceTable::new(),
-            limits,
+            limits: Limiter {
+                memory: cfg.limits.memory_bytes,
+            },
+            bound: CallBound::starting_now(cfg.limits.init_timeout_ms),
+            interrupt,
             cfg,
             partition,
             offset: None,
@@ -156,6 +292,17 @@ impl HostState {
         }
     }
 
+    /// Why the host would stop the call now, if it would.
+    pub fn should_stop(&self) -> Option<Stop> {
+        if self.interrupt.is_raised() {
+            return Some(Stop::Interrupted);
+        }
+        (Instant::now() >= self.bound.until).then_some(Stop::Deadline {
+            limit_ms: self.bound.limit_ms,
+            blocked: false,
+        })
+    }
+
     fn emit(&mut self, level: &str, message: String) {
         if self.lines >= MAX_LINES_PER_CALL {
             self.dropped += 1;
@@ -164,7 +311,7 @@ impl HostState {
         self.lines += 1;
         self.cfg.logs.log(LogLine {
             level: level.to_owned(),
-            message,
+            message: bound_string(message),
             plugin: self.cfg.plugin.clone(),
             version: self.cfg.version,
             partition: self.partition,
@@ -190,7 +337,7 @@ impl HostState {
                 if level == "stderr" && line.contains("panicked at") {
                     // Rust prints the location line, then the message on the next line.
                     let msg = lines.peek().map_or(line, |m| *m);
-                    panic = Some(format!("panicked: {}", msg.trim()));
+                    panic = Some(bound_string(format!("panicked: {}", msg.trim())));
                 }
                 self.emit(level, line.to_owned());
             }
@@ -218,11 +365,8 @@ impl WasiView for HostState {
     }
 }
 
-/// Longest log message kept (longer ones are cut).
-const MAX_LOG_MESSAGE: usize = 4096;
-
 impl host::Host for HostState {
-    fn log(&mut self, level: Level, mut message: String) -> wasmtime::Result<()> {
+    fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
         let level = match level {
             Level::Trace => "trace",
             Level::Debug => "debug",
@@ -230,14 +374,6 @@ impl host::Host for HostState {
             Level::Warn => "warn",
             Level::Error => "error",
         };
-        if message.len() > MAX_LOG_MESSAGE {
-            let mut cut = MAX_LOG_MESSAGE;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push('…');
-        }
         self.emit(level, message);
         Ok(())
     }
@@ -251,8 +387,130 @@ impl host::Host for HostState {
     }
 
     fn lookup(&mut self, table: String, key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
+        // Only the tables the deployment declares exist for the plugin.
+        if !self.cfg.tables_allowed.contains(&table) {
+            return Ok(None);
+        }
         Ok(self.cfg.tables.lookup(&table, &key))
     }
 }
 
 impl super::bindings::sluice::transform::types::Host for HostState {}
+
+/// Most bytes one `get-random-bytes` call may ask for.
+const MAX_RANDOM_BYTES: u64 = 1 << 20;
+
+/// `wasi:io/poll` with every wait bounded by the call's deadline and the host's interrupt:
+/// a plugin that sleeps (`subscribe-duration` + `block`) or polls a timer traps with
+/// [`Stop::Deadline`] when its call's time is up instead of holding its partition.
+pub struct BoundedPoll<'a> {
+    table: &'a mut ResourceTable,
+    bound: CallBound,
+    interrupt: &'a Interrupt,
+}
+
+struct HasBoundedPoll;
+
+impl HasData for HasBoundedPoll {
+    type Data<'a> = BoundedPoll<'a>;
+}
+
+use wasmtime_wasi_io::bindings::wasi::io::poll::HostPollable as AsyncPollable;
+
+/// How often a blocked WASI call looks at the interrupt.
+const BLOCKED_CHECK: Duration = Duration::from_millis(10);
+
+impl BoundedPoll<'_> {
+    fn wait<F: std::future::Future>(
+        bound: CallBound,
+        interrupt: &Interrupt,
+        fut: F,
+    ) -> wasmtime::Result<F::Output> {
+        wasmtime_wasi::runtime::in_tokio(async move {
+            let mut fut = std::pin::pin!(fut);
+            loop {
+                if interrupt.is_raised() {
+                    return Err(wasmtime::Error::new(Stop::Interrupted));
+                }
+                let now = Instant::now();
+                if now >= bound.until {
+                    return Err(wasmtime::Error::new(Stop::Deadline {
+                        limit_ms: bound.limit_ms,
+                        blocked: true,
+                    }));
+                }
+                let step = (bound.until - now).min(BLOCKED_CHECK);
+                if let Ok(v) = tokio::time::timeout(step, fut.as_mut()).await {
+                    return Ok(v);
+                }
+            }
+        })
+    }
+}
+
+impl wasmtime_wasi::p2::bindings::sync::io::poll::Host for BoundedPoll<'_> {
+    fn poll(&mut self, pollables: Vec<Resource<DynPollable>>) -> wasmtime::Result<Vec<u32>> {
+        use wasmtime_wasi_io::bindings::wasi::io::poll::Host as AsyncPoll;
+        let (bound, interrupt) = (self.bound, self.interrupt);
+        Self::wait(bound, interrupt, AsyncPoll::poll(self.table, pollables))?
+    }
+}
+
+impl wasmtime_wasi::p2::bindings::sync::io::poll::HostPollable for BoundedPoll<'_> {
+    fn ready(&mut self, pollable: Resource<DynPollable>) -> wasmtime::Result<bool> {
+        let (bound, interrupt) = (self.bound, self.interrupt);
+        Self::wait(bound, interrupt, AsyncPollable::ready(self.table, pollable))?
+    }
+
+    fn block(&mut self, pollable: Resource<DynPollable>) -> wasmtime::Result<()> {
+        let (bound, interrupt) = (self.bound, self.interrupt);
+        Self::wait(bound, interrupt, AsyncPollable::block(self.table, pollable))?
+    }
+
+    fn drop(&mut self, pollable: Resource<DynPollable>) -> wasmtime::Result<()> {
+        AsyncPollable::drop(self.table, pollable)
+    }
+}
+
+/// Links the WASI interfaces plugins may use: what `wasmtime_wasi::p2::add_to_linker_sync`
+/// links, minus sockets (never granted) and with `wasi:io/poll` replaced by
+/// [`BoundedPoll`]. Streams cannot block: stdin is closed, stdout/stderr are [`Capture`]s,
+/// and there are no files.
+pub fn link_wasi(l: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    use wasmtime_wasi::cli::{WasiCli, WasiCliView};
+    use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
+    use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView};
+    use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, random, sync};
+    use wasmtime_wasi::random::{WasiRandom, WasiRandomView};
+    clocks::wall_clock::add_to_linker::<_, WasiClocks>(l, HostState::clocks)?;
+    clocks::monotonic_clock::add_to_linker::<_, WasiClocks>(l, HostState::clocks)?;
+    filesystem::preopens::add_to_linker::<_, WasiFilesystem>(l, HostState::filesystem)?;
+    random::random::add_to_linker::<_, WasiRandom>(l, HostState::random)?;
+    random::insecure::add_to_linker::<_, WasiRandom>(l, HostState::random)?;
+    random::insecure_seed::add_to_linker::<_, WasiRandom>(l, HostState::random)?;
+    cli::exit::add_to_linker::<_, WasiCli>(l, HostState::cli)?;
+    cli::environment::add_to_linker::<_, WasiCli>(l, HostState::cli)?;
+    cli::stdin::add_to_linker::<_, WasiCli>(l, HostState::cli)?;
+    cli::stdout::add_to_linker::<_, WasiCli>(l, HostState::cli)?;
+    cli::stderr::add_to_linker::<_, WasiCli>(l, HostState::cli)?;
+    cli::terminal_input::add_to_linker::<_, WasiCli>(l, HostState::cli)?;
+    cli::terminal_output::add_to_linker::<_, WasiCli>(l, HostState::cli)?;
+    cli::terminal_stdin::add_to_linker::<_, WasiCli>(l, HostState::cli)?;
+    cli::terminal_stdout::add_to_linker::<_, WasiCli>(l, HostState::cli)?;
+    cli::terminal_stderr::add_to_linker::<_, WasiCli>(l, HostState::cli)?;
+    sync::filesystem::types::add_to_linker::<_, WasiFilesystem>(l, HostState::filesystem)?;
+    wasmtime_wasi_io::bindings::wasi::io::error::add_to_linker::<_, HasTable>(l, |s| &mut s.table)?;
+    sync::io::streams::add_to_linker::<_, HasTable>(l, |s| &mut s.table)?;
+    sync::io::poll::add_to_linker::<_, HasBoundedPoll>(l, |s| BoundedPoll {
+        table: &mut s.table,
+        bound: s.bound,
+        interrupt: &s.interrupt,
+    })?;
+    Ok(())
+}
+
+struct HasTable;
+
+impl HasData for HasTable {
+    type Data<'a> = &'a mut ResourceTable;
+}

@@ -746,7 +746,7 @@ fn pull_and_push_through_mask_and_enrich_into_postgres() {
         &s,
         "enrich",
         json!({"plugin": "enrich", "input": "masked", "outputs": ["enriched"],
-               "config": {"table": "users"}}),
+               "tables": ["users"], "config": {"table": "users"}}),
     );
     connector_ok(
         &s,

@@ -109,7 +109,7 @@ fn mask_filter_enrich_and_route_end_to_end() {
         &s,
         "enrich",
         json!({"plugin": "enrich", "input": "logins", "outputs": ["enriched"],
-        "config": {"table": "users"}}),
+        "tables": ["users"], "config": {"table": "users"}}),
     );
     deploy_ok(
         &s,
