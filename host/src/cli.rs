@@ -122,6 +122,12 @@ pub enum TransformCmd {
         /// Plugin config entries, `key=value` (repeatable).
         #[arg(long = "config")]
         config: Vec<String>,
+        /// A lookup table the plugin may read (repeatable; none by default).
+        #[arg(long = "table")]
+        tables: Vec<String>,
+        /// Let this deployment close a cycle of transforms.
+        #[arg(long)]
+        allow_cycles: bool,
         /// earliest | latest (first deployment only).
         #[arg(long, default_value = "earliest")]
         start: String,
@@ -651,6 +657,8 @@ pub async fn transform(cmd: TransformCmd) -> anyhow::Result<()> {
             outputs,
             dead_letter,
             config,
+            tables,
+            allow_cycles,
             start,
             server,
         } => {
@@ -669,7 +677,7 @@ pub async fn transform(cmd: TransformCmd) -> anyhow::Result<()> {
                 cfg.insert(k.to_string(), json!(v));
             }
             let mut spec = json!({"plugin": plugin, "version": version, "input": input, "outputs": outputs,
-                "config": cfg, "start": start});
+                "config": cfg, "tables": tables, "start": start, "allow_cycles": allow_cycles});
             if let Some(d) = dead_letter {
                 spec["dead_letter"] = json!(d);
             }

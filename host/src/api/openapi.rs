@@ -183,11 +183,16 @@ pub struct TransformSpecDoc {
     /// Default `<input>.dlq`.
     pub dead_letter: Option<String>,
     pub config: Option<BTreeMap<String, String>>,
-    /// fuel_per_record, memory_bytes, timeout_ms, max_outputs_per_record, max_output_bytes.
+    /// fuel_per_record, memory_bytes, timeout_ms, init_timeout_ms, max_outputs_per_record,
+    /// max_output_bytes.
     #[schema(value_type = Object)]
     pub limits: Option<Value>,
     /// `earliest` or `latest` (first deployment only).
     pub start: Option<String>,
+    /// Lookup tables the plugin may read; `lookup` of any other finds nothing.
+    pub tables: Option<Vec<String>>,
+    /// Let this deployment close a cycle of transforms (refused otherwise).
+    pub allow_cycles: Option<bool>,
 }
 
 /// `PUT /v1/connectors/{name}`: `kind` (`http-pull`, `http-sink`, `postgres-sink`), `topic`

@@ -940,6 +940,8 @@ impl Pipelines {
             "dead_letter": spec.dead_letter_topic(),
             "config": spec.config,
             "limits": spec.limits,
+            "tables": spec.tables,
+            "allow_cycles": spec.allow_cycles,
             "history": *t.history.lock().unwrap_or_else(|p| p.into_inner()),
             "partitions": partitions,
             "counters": t.counters.snapshot(),

@@ -614,13 +614,42 @@ impl TaskCtx {
             }
             let section = batch::records_section(&raw, &h)
                 .map_err(|e| ProcessError::Failed(e.to_string()))?;
+            // Offsets of the inputs by index (dense unless the batch was compacted).
+            let mut offsets: Vec<u64> = if h.record_count as u64 == h.offset_count() {
+                (0..h.record_count as u64)
+                    .map(|i| h.base_offset as u64 + i)
+                    .collect()
+            } else {
+                Records::new(&section, h.record_count as usize)
+                    .map(|r| {
+                        r.map_or(u64::MAX, |r| {
+                            (h.base_offset + i64::from(r.offset_delta)) as u64
+                        })
+                    })
+                    .collect()
+            };
+            // The plugin sees only records at or past the position: a batch that a stopped
+            // run, a crash or an early end left half done goes on where it was left.
+            let first = offsets.iter().take_while(|o| **o < position).count();
+            let section = if first > 0 {
+                let mut r = sluice_sdk::codec::Reader::new(&section);
+                for _ in 0..first {
+                    sluice_sdk::codec::next_raw(&mut r)
+                        .map_err(|e| ProcessError::Failed(e.to_string()))?;
+                }
+                offsets.drain(..first);
+                section.slice(r.position()..)
+            } else {
+                section
+            };
+            let count = offsets.len() as u32;
             let input = BatchInput {
                 topic: &self.input.topic,
                 partition: part,
                 base_offset: h.base_offset,
                 base_timestamp: h.base_timestamp,
                 records: section.clone(),
-                count: h.record_count as u32,
+                count,
             };
             let out = self.executor.run(&input);
             self.t
@@ -634,30 +663,11 @@ impl TaskCtx {
             if out.early == Some(Early::Interrupted) {
                 return Err(ProcessError::Interrupted);
             }
-            // Offsets of the inputs by index (dense unless the batch was compacted).
-            let offsets: Vec<u64> = if h.record_count as u64 == h.offset_count() {
-                (0..h.record_count as u64)
-                    .map(|i| h.base_offset as u64 + i)
-                    .collect()
-            } else {
-                Records::new(&section, h.record_count as usize)
-                    .map(|r| {
-                        r.map_or(u64::MAX, |r| {
-                            (h.base_offset + i64::from(r.offset_delta)) as u64
-                        })
-                    })
-                    .collect()
-            };
             // Records from `done` on were not run (the batch spent its time budget): the
             // position stops at the first of them.
-            let done = out.done as usize;
-            let skip = |i: u32| {
-                i as usize >= done || offsets.get(i as usize).is_none_or(|o| *o < position)
-            };
-            ins += offsets[..done.min(offsets.len())]
-                .iter()
-                .filter(|o| **o >= position)
-                .count() as u64;
+            let done = (out.done as usize).min(offsets.len());
+            let skip = |i: u32| i as usize >= done;
+            ins += done as u64;
             // Outputs come in input order: count the outputs of the current input.
             let (mut cur_input, mut k) = (u32::MAX, 0u32);
             for e in &out.emitted {
@@ -723,9 +733,16 @@ impl TaskCtx {
                 } else {
                     rejected += 1;
                 }
-                self.dead_letter(&mut pending, &section, &h, i, offsets[i as usize], reason);
+                self.dead_letter(
+                    &mut pending,
+                    &section,
+                    (count, h.base_timestamp),
+                    i,
+                    offsets[i as usize],
+                    reason,
+                );
             }
-            if done < h.record_count as usize {
+            if done < count as usize {
                 // Run out of time isolating failures: the rest of this read is the next's.
                 if let Some(&o) = offsets.get(done) {
                     next_position = o;
@@ -747,19 +764,19 @@ impl TaskCtx {
         &self,
         pending: &mut Pending,
         section: &Bytes,
-        h: &batch::BatchHeader,
+        (count, base_timestamp): (u32, i64),
         i: u32,
         offset: u64,
         reason: &str,
     ) {
         let part = self.shared.partition;
         let p = part % self.dlq.partitions.len().max(1) as u32;
-        let original: Option<StoredRecord> = Records::new(section, h.record_count as usize)
+        let original: Option<StoredRecord> = Records::new(section, count as usize)
             .nth(i as usize)
             .and_then(|r| r.ok())
             .map(|r| StoredRecord {
                 offset: offset as i64,
-                timestamp: h.base_timestamp + r.timestamp_delta,
+                timestamp: base_timestamp + r.timestamp_delta,
                 key: r.key.map(|k| section.slice_ref(k)),
                 value: r.value.map(|v| section.slice_ref(v)),
                 headers: r

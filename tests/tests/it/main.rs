@@ -3,6 +3,7 @@
 
 mod common;
 mod connectors;
+mod hostile;
 mod kafka;
 mod log_http;
 mod pipeline;

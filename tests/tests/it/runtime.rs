@@ -394,3 +394,189 @@ fn compiled_components_are_cached_across_runtimes() {
     assert!(a.digest.starts_with("sha256:"));
     eprintln!("mask compile: cold {cold:?}, cached {warm:?}");
 }
+
+/// Runs the hostile plugin's `mode` over `[a, POISON, b]` and returns the poison record's
+/// failure (the others must pass).
+fn hostile_failure(mode: &str, limits: Limits) -> String {
+    let r = hostile_results(mode, limits);
+    assert!(matches!(&r[0], RecordResult::Emitted(_)), "{mode}: {r:?}");
+    assert!(matches!(&r[2], RecordResult::Emitted(_)), "{mode}: {r:?}");
+    match &r[1] {
+        RecordResult::Failed(reason) => reason.clone(),
+        other => panic!("{mode}: {other:?}"),
+    }
+}
+
+/// The hostile plugin's `mode` over `[a, POISON, b]`.
+fn hostile_results(mode: &str, limits: Limits) -> Vec<RecordResult> {
+    let (_d, rt) = runtime();
+    let compiled = rt.compile(fixtures::HOSTILE).unwrap();
+    let cfg = config(
+        "hostile",
+        &[("mode", mode)],
+        &["out"],
+        limits,
+        Arc::default(),
+    );
+    let mut ex = rt.executor(compiled, cfg, 0).unwrap();
+    run(
+        &mut ex,
+        &[
+            TestRecord::value("a"),
+            TestRecord::value("POISON"),
+            TestRecord::value("b"),
+        ],
+    )
+}
+
+#[test]
+fn trap_reasons_name_the_real_cause() {
+    let unlimited = Limits {
+        fuel_per_record: u64::MAX / 64,
+        ..Limits::default()
+    };
+    // Memory errors that are not the memory limit are not reported as it.
+    let e = hostile_failure("oob_read", unlimited.clone());
+    assert_eq!(e, "trap: out-of-bounds memory access");
+    let e = hostile_failure("huge_log", unlimited.clone());
+    assert!(
+        e.starts_with("plugin broke the call's contract:") && !e.contains("memory limit"),
+        "{e}"
+    );
+    let e = hostile_failure("bad_output_ptr", unlimited.clone());
+    assert!(
+        e.starts_with("plugin broke the call's contract:") && !e.contains("memory limit"),
+        "{e}"
+    );
+    let e = hostile_failure(
+        "memhog",
+        Limits {
+            memory_bytes: 16 << 20,
+            ..unlimited.clone()
+        },
+    );
+    assert!(
+        e.starts_with("memory limit of 16777216 bytes exceeded (the plugin asked for "),
+        "{e}"
+    );
+    // Every record burns: the batch's first call had 3 × the budget; alone, each record
+    // has its own, and its own message.
+    let burn = |limits| {
+        hostile_results("burn", limits)
+            .into_iter()
+            .map(|r| match r {
+                RecordResult::Failed(e) => e,
+                other => panic!("{other:?}"),
+            })
+            .collect::<Vec<_>>()
+    };
+    let e = burn(Limits {
+        fuel_per_record: 2_000_000,
+        ..Limits::default()
+    });
+    assert_eq!(
+        e,
+        vec!["fuel exhausted: limit 2000000 per record (2000000 for this call of 1 record(s))"; 3]
+    );
+    let e = burn(Limits {
+        timeout_ms: 50,
+        ..unlimited.clone()
+    });
+    assert_eq!(e, vec!["timed out: limit 50 ms per call"; 3]);
+}
+
+#[test]
+fn init_limits_report_their_own_numbers() {
+    let (_d, rt) = runtime();
+    let compiled = rt.compile(fixtures::HOSTILE).unwrap();
+    let cfg = config(
+        "hostile",
+        &[("mode", "burn_init")],
+        &["out"],
+        Limits::default(),
+        Arc::default(),
+    );
+    let e = rt
+        .executor(compiled.clone(), cfg, 0)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        format!(
+            "plugin init failed: fuel exhausted during init: limit {}",
+            sluice::runtime::INIT_FUEL
+        )
+    );
+    let cfg = config(
+        "hostile",
+        &[("mode", "sleep_init")],
+        &["out"],
+        Limits {
+            init_timeout_ms: 200,
+            ..Limits::default()
+        },
+        Arc::default(),
+    );
+    let e = rt.executor(compiled, cfg, 0).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "plugin init failed: timed out during init: limit 200 ms (init_timeout_ms) (blocked in a WASI call)"
+    );
+}
+
+#[test]
+fn strings_from_plugins_are_cut_to_the_documented_size() {
+    let (_d, rt) = runtime();
+    let compiled = rt.compile(fixtures::HOSTILE).unwrap();
+    let limit = sluice::runtime::MAX_HOST_STRING;
+    let marker = sluice::runtime::CUT_MARKER;
+    // Reject reasons.
+    let cfg = config(
+        "hostile",
+        &[("mode", "huge_reason")],
+        &["out"],
+        Limits::default(),
+        Arc::default(),
+    );
+    let mut ex = rt.executor(compiled.clone(), cfg, 0).unwrap();
+    let r = run(&mut ex, &[TestRecord::value("POISON")]);
+    let RecordResult::Rejected(reason) = &r[0] else {
+        panic!("{r:?}")
+    };
+    assert!(
+        reason.len() <= limit && reason.ends_with(marker),
+        "{}",
+        reason.len()
+    );
+    // Init errors.
+    let cfg = config(
+        "hostile",
+        &[("mode", "huge_init_error")],
+        &["out"],
+        Limits::default(),
+        Arc::default(),
+    );
+    let e = rt
+        .executor(compiled.clone(), cfg, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(e.len() <= limit + 40 && e.ends_with(marker), "{}", e.len());
+    // Log lines.
+    let logs = Arc::new(Logs::default());
+    let cfg = config(
+        "hostile",
+        &[("mode", "huge_log_line")],
+        &["out"],
+        Limits::default(),
+        logs.clone(),
+    );
+    let mut ex = rt.executor(compiled, cfg, 0).unwrap();
+    run(&mut ex, &[TestRecord::value("x")]);
+    let lines = logs.0.lock().unwrap();
+    let line = lines.iter().find(|l| l.level == "info").unwrap();
+    assert!(
+        line.message.len() <= limit && line.message.ends_with(marker),
+        "{}",
+        line.message.len()
+    );
+}

@@ -1,0 +1,253 @@
+//! Hostile plugins, measured: how long `DELETE` and a graceful shutdown (what SIGTERM
+//! starts) take while a runaway plugin burns its whole budget on every record of a large
+//! batch, and the latency of a well-behaved transform alone and next to three runaways.
+//! In process, through `server::run` and real HTTP. Run:
+//! `cargo bench -p sluice-tests --bench hostile`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sluice::config::ServerConfig;
+
+struct Running {
+    base: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    done: std::sync::mpsc::Receiver<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    fn url(&self, p: &str) -> String {
+        format!("{}{p}", self.base)
+    }
+
+    /// Signals shutdown (as SIGTERM does) and returns how long `run` took to return.
+    fn shutdown(mut self) -> Duration {
+        let started = Instant::now();
+        let _ = self.stop.take().unwrap().send(());
+        self.done.recv().unwrap();
+        let took = started.elapsed();
+        self.thread.take().unwrap().join().unwrap();
+        took
+    }
+}
+
+fn start(dir: &std::path::Path) -> Running {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let dir = dir.to_path_buf();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async move {
+            let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addr_tx.send(http.local_addr().unwrap()).unwrap();
+            let config = ServerConfig {
+                data_dir: dir,
+                http: http.local_addr().unwrap(),
+                insecure: false,
+                plugins_dir: None,
+                limits: Default::default(),
+                log: Default::default(),
+                kafka: None,
+                advertise: None,
+                kafka_settings: Default::default(),
+                auth: None,
+                tls: None,
+            };
+            sluice::server::run(config, http, None, async move {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+            done_tx.send(()).unwrap();
+        });
+    });
+    let addr = addr_rx.recv().unwrap();
+    Running {
+        base: format!("http://{addr}"),
+        stop: Some(tx),
+        done,
+        thread: Some(thread),
+    }
+}
+
+fn client() -> reqwest::blocking::Client {
+    sluice::tls::install_provider();
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap()
+}
+
+fn ok(r: reqwest::blocking::Response) -> Value {
+    let status = r.status();
+    let body: Value = r.json().unwrap_or(Value::Null);
+    assert!(status.is_success(), "{status}: {body}");
+    body
+}
+
+fn setup(s: &Running, c: &reqwest::blocking::Client) {
+    c.put(s.url("/v1/plugins/hostile"))
+        .body(sluice_tests::fixtures::HOSTILE.to_vec())
+        .send()
+        .unwrap();
+    c.put(s.url("/v1/plugins/id"))
+        .body(sluice_tests::fixtures::IDENTITY.to_vec())
+        .send()
+        .unwrap();
+}
+
+/// Deploys a runaway transform `name` on its own input with a 1,000-record backlog.
+fn runaway(s: &Running, c: &reqwest::blocking::Client, name: &str, timeout_ms: u64) {
+    let input = format!("{name}.in");
+    for t in [&input, &format!("{name}.out")] {
+        ok(c.post(s.url("/v1/topics"))
+            .json(&json!({ "name": t }))
+            .send()
+            .unwrap());
+    }
+    ok(c.put(s.url(&format!("/v1/transforms/{name}")))
+        .json(&json!({"plugin": "hostile", "input": input, "outputs": [format!("{name}.out")],
+                      "config": {"mode": "burn"},
+                      "limits": {"timeout_ms": timeout_ms, "fuel_per_record": 4_000_000_000_000_000u64}}))
+        .send()
+        .unwrap());
+    let recs: Vec<Value> = (0..1000)
+        .map(|i| json!({ "value": format!("{i}") }))
+        .collect();
+    ok(c.post(s.url(&format!("/v1/topics/{input}/records")))
+        .json(&json!({ "records": recs }))
+        .send()
+        .unwrap());
+}
+
+fn percentiles(v: &mut [f64]) -> (f64, f64, f64) {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let at = |p: f64| v[((v.len() as f64 * p) as usize).min(v.len() - 1)];
+    (at(0.5), at(0.99), at(1.0))
+}
+
+fn delete_and_shutdown(tries: usize) {
+    let c = client();
+    let mut deletes = Vec::new();
+    let mut shutdowns = Vec::new();
+    for i in 0..tries {
+        let dir = tempfile::tempdir().unwrap();
+        let s = start(dir.path());
+        setup(&s, &c);
+        runaway(&s, &c, "burn", 600_000);
+        std::thread::sleep(Duration::from_millis(200));
+        let t = Instant::now();
+        let r = c.delete(s.url("/v1/transforms/burn")).send().unwrap();
+        assert_eq!(r.status(), 204);
+        deletes.push(t.elapsed().as_secs_f64() * 1e3);
+        runaway(&s, &c, &format!("burn{i}"), 600_000);
+        std::thread::sleep(Duration::from_millis(200));
+        shutdowns.push(s.shutdown().as_secs_f64() * 1e3);
+    }
+    let (p50, p99, max) = percentiles(&mut deletes);
+    println!(
+        "DELETE under a runaway plugin ({tries} tries): p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms"
+    );
+    let (p50, p99, max) = percentiles(&mut shutdowns);
+    println!(
+        "graceful shutdown (SIGTERM) under a runaway plugin ({tries} tries): p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms"
+    );
+}
+
+/// Acknowledgement-to-readable latency of an identity transform at 1,000 records/s
+/// (batches of 10 every 10 ms over HTTP), with `hostile` runaway transforms beside it.
+fn calm_latency(hostile: usize) -> (f64, f64) {
+    let c = client();
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path());
+    setup(&s, &c);
+    for t in ["calm", "calm.out"] {
+        ok(c.post(s.url("/v1/topics"))
+            .json(&json!({ "name": t }))
+            .send()
+            .unwrap());
+    }
+    ok(c.put(s.url("/v1/transforms/calm"))
+        .json(&json!({"plugin": "id", "input": "calm", "outputs": ["calm.out"]}))
+        .send()
+        .unwrap());
+    for i in 0..hostile {
+        runaway(&s, &c, &format!("h{i}"), 1000);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    const BATCHES: usize = 400;
+    let stop = Arc::new(AtomicBool::new(false));
+    let acks = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let producer = {
+        let (acks, url, c) = (acks.clone(), s.url("/v1/topics/calm/records"), c.clone());
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            for b in 0..BATCHES {
+                let due = start + Duration::from_millis(b as u64 * 10);
+                if let Some(w) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(w);
+                }
+                let recs: Vec<Value> = (0..10)
+                    .map(|i| json!({ "value": format!("{b}-{i}") }))
+                    .collect();
+                let r: Value = c
+                    .post(&url)
+                    .json(&json!({ "records": recs }))
+                    .send()
+                    .unwrap()
+                    .json()
+                    .unwrap();
+                let last = r["offsets"][9]["offset"].as_u64().unwrap();
+                acks.lock().unwrap().push((last, Instant::now()));
+            }
+        })
+    };
+    // Long-poll the output; batch b is readable once the output's end passes its last.
+    let mut lat = Vec::new();
+    let mut next = 0usize;
+    let mut end = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while next < BATCHES && Instant::now() < deadline {
+        let r: Value = c
+            .get(s.url(&format!(
+                "/v1/topics/calm.out/partitions/0/records?offset={end}&max=10000&wait_ms=1000"
+            )))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let now = Instant::now();
+        end = r["next_offset"].as_u64().unwrap();
+        let acks = acks.lock().unwrap();
+        while next < acks.len() && end > acks[next].0 {
+            lat.push(now.duration_since(acks[next].1).as_secs_f64() * 1e3);
+            next += 1;
+        }
+    }
+    producer.join().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    s.shutdown();
+    let (p50, p99, _) = percentiles(&mut lat);
+    (p50, p99)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    delete_and_shutdown(20);
+    let (a50, a99) = calm_latency(0);
+    let (h50, h99) = calm_latency(3);
+    println!(
+        "well-behaved transform at 1,000 records/s over HTTP: alone p50 {a50:.2} ms, p99 {a99:.2} ms"
+    );
+    println!(
+        "                    next to 3 runaway transforms: p50 {h50:.2} ms, p99 {h99:.2} ms ({:.2}x the p99 alone)",
+        h99 / a99
+    );
+}
