@@ -328,6 +328,22 @@ impl Recovered {
     }
 }
 
+/// Moves the calling thread to `SCHED_IDLE`: it runs only on CPU nobody else wants, and
+/// any other thread that wakes up preempts it at once. (A low nice value is not enough:
+/// the scheduler lets the running thread finish a slice of ~3 ms before a waking one
+/// preempts it, which adds up over the hops of a record through the server.) An
+/// unprivileged thread cannot leave `SCHED_IDLE`, so the caller is a thread of its own.
+#[allow(unsafe_code)]
+fn lowest_cpu_priority() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `sched_setscheduler` only reads `param`, which lives across the call; pid 0
+    // is the calling thread.
+    let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    if r != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "could not move the isolating thread to SCHED_IDLE");
+    }
+}
+
 /// Why `process` produced nothing.
 enum ProcessError {
     /// The executor was interrupted: nothing moves, the read is run again.
@@ -651,7 +667,26 @@ impl TaskCtx {
                 records: section.clone(),
                 count,
             };
-            let out = self.executor.run(&input);
+            let out = if self.executor.isolating() {
+                // A plugin whose calls keep failing runs on a thread of the lowest CPU
+                // priority: a runaway gets only idle CPU, and the transforms that behave
+                // keep their latency. (A thread per run: cheap next to a failing call.)
+                let executor = &mut self.executor;
+                std::thread::scope(|s| {
+                    std::thread::Builder::new()
+                        .name(format!("sluice-{}-{part}-isolating", self.t.name))
+                        .spawn_scoped(s, || {
+                            lowest_cpu_priority();
+                            executor.run(&input)
+                        })
+                        .map_err(|e| e.to_string())?
+                        .join()
+                        .map_err(|_| "the isolating thread panicked".to_string())
+                })
+                .map_err(ProcessError::Failed)?
+            } else {
+                self.executor.run(&input)
+            };
             self.t
                 .counters
                 .fuel

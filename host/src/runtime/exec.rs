@@ -82,6 +82,10 @@ pub enum Early {
     /// The batch spent its time budget isolating failing records; the verdicts of the
     /// first `done` records are final and the rest are left for the next run.
     Budget,
+    /// A call failed and the executor was not isolating: the first `done` records are
+    /// final, and the rest are left for the next run, which isolates (the caller may run
+    /// it where a failing plugin hurts least, see [`Executor::isolating`]).
+    Failed,
 }
 
 /// The results of one batch and what it cost. Emitted records are in input order; inputs
@@ -177,6 +181,11 @@ pub struct Executor {
     /// and doubles with every call that succeeds, so a stream where many records fail
     /// never pays for a large failing call twice in a row.
     chunk: usize,
+    /// Calls that failed in a row. From two on, each call waits its turn in the runtime's
+    /// isolation queue: a plugin that fails on every record gets one call at a time
+    /// among all such plugins of the server, while one that failed on a single record
+    /// (whose neighbours then succeed) never waits.
+    fail_streak: u32,
 }
 
 impl std::fmt::Debug for Executor {
@@ -286,6 +295,7 @@ impl Executor {
             interrupt,
             instance: None,
             chunk: MAX_CHUNK,
+            fail_streak: 0,
         };
         ex.instance = Some(ex.instantiate()?);
         Ok(ex)
@@ -293,6 +303,12 @@ impl Executor {
 
     pub fn config(&self) -> &InstanceConfig {
         &self.cfg
+    }
+
+    /// Whether the executor is isolating failures: a recent call failed, and calls are
+    /// small until enough succeed. A plugin that fails on every record stays so.
+    pub fn isolating(&self) -> bool {
+        self.chunk < MAX_CHUNK
     }
 
     /// Makes this executor's calls obey `interrupt` from now on (executors are built under
@@ -357,11 +373,13 @@ impl Executor {
         }
     }
 
-    /// Runs a batch. When a call fails (trap, limit, malformed output), its records are
-    /// run one at a time, each with its own limits, and the ones that fail alone come back
-    /// as failed. Isolation may take `2 × timeout_ms` per batch; past that the run stops
-    /// with `Early::Budget` after the records done so far (at least one), and the rest are
-    /// the next run's. The interrupt stops it at once with `Early::Interrupted`.
+    /// Runs a batch. When a call fails (trap, limit, malformed output), the run stops with
+    /// `Early::Failed` after the records before it, and the executor starts isolating:
+    /// the next runs call records one at a time, each with its own limits (the ones that
+    /// fail alone come back as failed), and then in calls that double with each success.
+    /// Isolation may take `2 × timeout_ms` per batch; past that the run stops with
+    /// `Early::Budget` after the records done so far (at least one), and the rest are the
+    /// next run's. The interrupt stops it at once with `Early::Interrupted`.
     pub fn run(&mut self, input: &BatchInput<'_>) -> BatchOutput {
         let n = input.count as usize;
         let mut out = BatchOutput {
@@ -389,7 +407,26 @@ impl Executor {
             } else {
                 self.chunk.min(n - i)
             };
-            match self.call_range(input, i, i + k, &mut bounds, &mut out) {
+            let rt = self.rt.clone();
+            let permit = if self.fail_streak >= 2 {
+                match rt.isolation().acquire(&self.interrupt) {
+                    Some(p) => Some(p),
+                    None => {
+                        out.early = Some(Early::Interrupted);
+                        break;
+                    }
+                }
+            } else {
+                None
+            };
+            let result = self.call_range(input, i, i + k, &mut bounds, &mut out);
+            drop(permit);
+            match &result {
+                Ok(()) => self.fail_streak = 0,
+                Err(CallError::Failed(_)) => self.fail_streak = self.fail_streak.saturating_add(1),
+                Err(CallError::Interrupted) => {}
+            }
+            match result {
                 Ok(()) => {
                     if i >= isolate_until {
                         self.chunk = self.chunk.saturating_mul(2).min(MAX_CHUNK);
@@ -401,7 +438,12 @@ impl Executor {
                     break;
                 }
                 Err(CallError::Failed(reason)) => {
+                    let was_isolating = self.isolating();
                     self.chunk = 1;
+                    if !was_isolating && k > 1 {
+                        out.early = Some(Early::Failed);
+                        break;
+                    }
                     if k == 1 {
                         out.failed.push((i as u32, reason));
                         i += 1;

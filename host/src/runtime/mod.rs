@@ -22,8 +22,8 @@ pub use exec::{
     BatchInput, BatchOutput, Early, Emitted, EmittedRecord, Executor, INIT_FUEL, RecordResult,
 };
 pub use sandbox::{
-    CUT_MARKER, Interrupt, LogLine, LogSink, MAX_HOST_STRING, NoTables, Stop, Tables, TracingLogs,
-    bound_str, bound_string,
+    CUT_MARKER, Interrupt, IsolationPermit, IsolationQueue, LogLine, LogSink, MAX_HOST_STRING,
+    NoTables, Stop, Tables, TracingLogs, bound_str, bound_string,
 };
 
 use sandbox::HostState;
@@ -178,6 +178,8 @@ pub struct Runtime {
     pub max_plugin_bytes: usize,
     fuel: bool,
     stop: Arc<AtomicBool>,
+    /// Calls of plugins that keep failing take turns here.
+    isolation: IsolationQueue,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -230,6 +232,7 @@ impl Runtime {
             .max_core_instances_per_component(32)
             .max_memories_per_component(4)
             .max_tables_per_component(8);
+
         let mut config = Config::new();
         config
             .wasm_component_model(true)
@@ -239,6 +242,7 @@ impl Runtime {
             .epoch_interruption(true)
             .max_wasm_stack(1 << 20)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+
         // `SLUICE_WASM_PROFILE=perfmap` lets `perf` name the functions of JIT-compiled
         // plugins; `jitdump` also gives it their code, for `perf inject --jit` + annotate.
         match std::env::var("SLUICE_WASM_PROFILE").as_deref() {
@@ -285,6 +289,7 @@ impl Runtime {
             max_plugin_bytes: 32 << 20,
             fuel,
             stop,
+            isolation: IsolationQueue::default(),
         }))
     }
 
@@ -294,6 +299,11 @@ impl Runtime {
 
     pub fn meters_fuel(&self) -> bool {
         self.fuel
+    }
+
+    /// Where calls of plugins that keep failing take turns.
+    pub fn isolation(&self) -> &IsolationQueue {
+        &self.isolation
     }
 
     /// Validates and compiles uploaded bytes, or loads them from the cache when this engine
