@@ -1,5 +1,5 @@
 //! Builds the misbehaving fixture plugins for wasm32-wasip2 and names them for the tests.
-include!("../host/build_wasm.rs");
+include!("../host/sluice/build_wasm.rs");
 
 fn main() {
     build_wasm(

@@ -76,7 +76,7 @@ fn start(dir: &std::path::Path) -> Running {
 }
 
 fn client() -> reqwest::blocking::Client {
-    sluice::tls::install_provider();
+    sluice_auth::tls::install_provider();
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(120))
         .build()

@@ -9,12 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sluice::log::batch::{self, NewRecord};
-use sluice::log::{Log, TopicConfig};
-use sluice::pipeline::plugins::PluginStore;
-use sluice::pipeline::tables::TableRegistry;
-use sluice::pipeline::{Pipelines, TransformSpec};
-use sluice::runtime::Runtime;
+use sluice_log::batch::{self, NewRecord};
+use sluice_log::{Log, TopicConfig};
+use sluice_pipeline::plugins::PluginStore;
+use sluice_pipeline::tables::TableRegistry;
+use sluice_pipeline::{Pipelines, TransformSpec};
+use sluice_runtime::Runtime;
 
 const PER_BATCH: usize = 1000;
 
@@ -37,7 +37,7 @@ fn batch_of(start: usize, n: usize) -> bytes::BytesMut {
             ..Default::default()
         })
         .collect();
-    batch::build(&recs, sluice::log::now_ms())
+    batch::build(&recs, sluice_log::now_ms())
 }
 
 struct Env {
@@ -160,7 +160,7 @@ fn throughput(plugin: &str, n: usize) {
 
 /// The plugin alone over partition 0 of `topic`, on this thread: records/s.
 fn runtime_only(e: &Env, plugin: &str, topic: &str) -> f64 {
-    use sluice::runtime::{BatchInput, InstanceConfig, Limits, NoTables, TracingLogs};
+    use sluice_runtime::{BatchInput, InstanceConfig, Limits, NoTables, TracingLogs};
     let version = e.plugins.latest(plugin).unwrap();
     let compiled = e.plugins.compiled(plugin, version).unwrap();
     let cfg = Arc::new(InstanceConfig {

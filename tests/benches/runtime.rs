@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice::runtime::{
+use sluice_runtime::{
     BatchInput, Executor, InstanceConfig, Limits, NoTables, RecordResult, Runtime, TracingLogs,
 };
 use sluice_sdk::testing::{TestRecord, encode_batch};
@@ -147,7 +147,14 @@ fn main() {
         1e9 / id
     );
 
-    let rt_nofuel = Runtime::with_fuel(&dir.path().join("nofuel"), false).unwrap();
+    let rt_nofuel = Runtime::with_options(
+        &dir.path().join("nofuel"),
+        sluice_runtime::RuntimeOptions {
+            fuel: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let mask_nf = rt_nofuel.compile(sluice::plugins::MASK).unwrap();
     let mut ex = rt_nofuel.executor(mask_nf, cfg("mask", &[]), 0).unwrap();
     let (wasm_nf, _) = rate(&mut ex, &bytes, ctx.base_timestamp, 3.0);

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sluice::connect::{ConnectorSpec, Connectors};
-use sluice::log::batch::{self, NewRecord};
-use sluice::log::{Log, TopicConfig};
+use sluice_connect::{ConnectorSpec, Connectors};
+use sluice_log::batch::{self, NewRecord};
+use sluice_log::{Log, TopicConfig};
 
 const USERS: usize = 10_000;
 
@@ -114,7 +114,7 @@ fn sink(dsn: &str, values: &[String], mode: &str, partitions: u32, batch: usize)
     for (p, recs) in by_part.iter().enumerate() {
         for chunk in recs.chunks(1000) {
             topic.partitions[p]
-                .append(batch::build(chunk, sluice::log::now_ms()))
+                .append(batch::build(chunk, sluice_log::now_ms()))
                 .unwrap();
         }
     }

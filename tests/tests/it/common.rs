@@ -170,7 +170,7 @@ impl Drop for Server {
 
 pub fn http() -> reqwest::blocking::Client {
     // reqwest is built without a bundled crypto provider; the server uses ring too.
-    sluice::tls::install_provider();
+    sluice_auth::tls::install_provider();
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()

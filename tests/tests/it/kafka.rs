@@ -53,11 +53,7 @@ fn kafka_python_produces_and_consumes_and_interoperates_with_http() {
     for p in 0..3 {
         for r in s.read_all("user_activity_events", p, 0) {
             let key = r["key"].as_str().unwrap();
-            assert_eq!(
-                sluice::log::partition_for_key(key.as_bytes(), 3),
-                p,
-                "{key}"
-            );
+            assert_eq!(sluice_log::partition_for_key(key.as_bytes(), 3), p, "{key}");
             let v: Value = serde_json::from_str(r["value"].as_str().unwrap()).unwrap();
             assert_eq!(v["user_id"], key);
             n += 1;

@@ -80,7 +80,7 @@ fn hundred_thousand_records_round_trip_in_order_on_the_murmur2_partition() {
             last_seq = Some(seq);
             if let Some(key) = r["key"].as_str() {
                 assert_eq!(
-                    sluice::log::partition_for_key(key.as_bytes(), 3),
+                    sluice_log::partition_for_key(key.as_bytes(), 3),
                     p,
                     "key {key}"
                 );
@@ -304,7 +304,7 @@ fn retention_deletes_old_segments_and_reads_below_start_fail_clearly() {
         &["--config", cfg.to_str().unwrap()],
     );
     s.create_topic(json!({"name": "bysize", "segment_bytes": 4096, "retention_bytes": 16384}));
-    let old = sluice::log::now_ms() - 3_600_000;
+    let old = sluice_log::now_ms() - 3_600_000;
     s.create_topic(json!({"name": "bytime", "segment_bytes": 4096, "retention_ms": 600000}));
     for i in 0..40 {
         let recs: Vec<Value> = (0..10)

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sluice::runtime::{
+use sluice_runtime::{
     BatchInput, Executor, InstanceConfig, Limits, LogLine, LogSink, RecordResult, Runtime, Tables,
 };
 use sluice_sdk::testing::{Emitted, Suite, TestOutcome, TestRecord, encode_batch, load_suites};
@@ -77,10 +77,10 @@ fn run(ex: &mut Executor, records: &[TestRecord]) -> Vec<RecordResult> {
             count: ctx.record_count,
         });
         assert!(
-            out.done > 0 || out.early == Some(sluice::runtime::Early::Failed),
+            out.done > 0 || out.early == Some(sluice_runtime::Early::Failed),
             "a run made no progress"
         );
-        assert_ne!(out.early, Some(sluice::runtime::Early::Interrupted));
+        assert_ne!(out.early, Some(sluice_runtime::Early::Interrupted));
         let mut r = out.per_record(rest.len());
         r.truncate(out.done as usize);
         results.extend(r);
@@ -507,7 +507,7 @@ fn init_limits_report_their_own_numbers() {
         e,
         format!(
             "plugin init failed: fuel exhausted during init: limit {}",
-            sluice::runtime::INIT_FUEL
+            sluice_runtime::INIT_FUEL
         )
     );
     let cfg = config(
@@ -531,8 +531,8 @@ fn init_limits_report_their_own_numbers() {
 fn strings_from_plugins_are_cut_to_the_documented_size() {
     let (_d, rt) = runtime();
     let compiled = rt.compile(fixtures::HOSTILE).unwrap();
-    let limit = sluice::runtime::MAX_HOST_STRING;
-    let marker = sluice::runtime::CUT_MARKER;
+    let limit = sluice_runtime::MAX_HOST_STRING;
+    let marker = sluice_runtime::CUT_MARKER;
     // Reject reasons.
     let cfg = config(
         "hostile",

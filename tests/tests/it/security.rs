@@ -20,7 +20,7 @@ const TOKENS: [(&str, &str, &str, &str); 4] = [
 type Case<'a> = (Option<&'a str>, &'a str, &'a str, Option<Value>, u16);
 
 fn sha256_hex(s: &str) -> String {
-    sluice::auth::hash_token(s)
+    sluice_auth::hash_token(s)
 }
 
 /// A data dir with a config naming the four identities and a self-signed certificate.

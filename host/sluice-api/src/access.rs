@@ -1,0 +1,119 @@
+//! Authentication and authorization of every HTTP request (when identities are configured):
+//! `Authorization: Bearer TOKEN` → an identity → may it do what the method and path ask?
+//! 401 without a valid token, 403 when the identity's role does not allow it. Every change
+//! (a non-GET on the admin surface) is logged with the identity that made it.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+
+use super::{ApiError, AppState};
+use sluice_auth::Action;
+
+/// What a request asks for; None = public (health, API description).
+pub fn classify(method: &Method, path: &str) -> Option<Action> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let read = method == Method::GET || method == Method::HEAD;
+    let topic = |t: &str| t.to_string();
+    Some(match segs.as_slice() {
+        ["healthz"] | ["openapi.json"] => return None,
+        ["metrics"] => Action::View,
+        ["v1", "topics"] if read => Action::View,
+        ["v1", "topics", t] if read => Action::Describe(topic(t)),
+        ["v1", "topics", t, "records"] if method == Method::POST => Action::Produce(topic(t)),
+        ["v1", "topics", t, "partitions", _, "records"] if read => Action::Consume(topic(t)),
+        ["v1", "topics", t, "stream"] if read => Action::Consume(topic(t)),
+        ["v1", "topics", t, "keys", _] if read => Action::Consume(topic(t)),
+        ["v1", ..] if read => Action::View,
+        _ => Action::Admin,
+    })
+}
+
+fn bearer(req: &Request) -> Option<&str> {
+    let v = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+pub async fn authorize(
+    State(state): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let Some(action) = classify(&method, &path) else {
+        return next.run(req).await;
+    };
+    let mut identity = "anonymous".to_string();
+    if let Some(auth) = &state.auth {
+        let Some(principal) = bearer(&req).and_then(|t| auth.authenticate(t)) else {
+            let msg = if bearer(&req).is_some() {
+                "the bearer token matches no identity"
+            } else {
+                "this server requires `Authorization: Bearer TOKEN`"
+            };
+            let mut resp =
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", msg).into_response();
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"sluice\""),
+            );
+            return resp;
+        };
+        if !principal.allows(&action) {
+            tracing::info!(identity = %principal.name, role = %principal.role, %method, path, "forbidden");
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                principal.denial(&action),
+            )
+            .into_response();
+        }
+        identity = principal.name.clone();
+        req.extensions_mut().insert(principal);
+    }
+    let resp = next.run(req).await;
+    if action == Action::Admin {
+        tracing::info!(identity, %method, path, status = resp.status().as_u16(), "admin change");
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_map_to_actions() {
+        let c = |m: Method, p: &str| classify(&m, p);
+        assert_eq!(c(Method::GET, "/healthz"), None);
+        assert_eq!(c(Method::POST, "/v1/topics"), Some(Action::Admin));
+        assert_eq!(
+            c(Method::GET, "/v1/topics/a"),
+            Some(Action::Describe("a".into()))
+        );
+        assert_eq!(c(Method::DELETE, "/v1/topics/a"), Some(Action::Admin));
+        assert_eq!(
+            c(Method::POST, "/v1/topics/a/records"),
+            Some(Action::Produce("a".into()))
+        );
+        assert_eq!(
+            c(Method::GET, "/v1/topics/a/partitions/0/records"),
+            Some(Action::Consume("a".into()))
+        );
+        assert_eq!(
+            c(Method::GET, "/v1/topics/a/keys/k"),
+            Some(Action::Consume("a".into()))
+        );
+        assert_eq!(c(Method::GET, "/v1/transforms/x/logs"), Some(Action::View));
+        assert_eq!(c(Method::PUT, "/v1/plugins/x"), Some(Action::Admin));
+        assert_eq!(
+            c(Method::POST, "/v1/connectors/x/pause"),
+            Some(Action::Admin)
+        );
+        assert_eq!(c(Method::GET, "/metrics"), Some(Action::View));
+    }
+}

@@ -1,0 +1,206 @@
+//! The HTTP API: the only module that knows HTTP and JSON.
+
+mod access;
+mod connectors;
+mod error;
+pub mod linger;
+pub mod listener;
+mod metrics;
+mod openapi;
+mod records;
+mod topics;
+mod transforms;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post, put};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+pub use error::ApiError;
+
+use sluice_connect::Connectors;
+use sluice_log::Log;
+use sluice_pipeline::Pipelines;
+
+pub use sluice_config::Limits;
+
+/// What every handler can reach.
+#[derive(Debug)]
+pub struct AppState {
+    pub log: Arc<Log>,
+    pub pipelines: Arc<Pipelines>,
+    pub connectors: Arc<Connectors>,
+    /// Identities; none = every request is allowed (loopback-only server).
+    pub auth: Option<Arc<sluice_auth::Auth>>,
+    pub limits: Limits,
+    /// Permits are KiB of produce bodies in flight.
+    produce_budget: Semaphore,
+    /// Cancelled at shutdown so long polls and streams end and the server can drain.
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    pub fn new(
+        log: Arc<Log>,
+        pipelines: Arc<Pipelines>,
+        connectors: Arc<Connectors>,
+        auth: Option<Arc<sluice_auth::Auth>>,
+        limits: Limits,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        let kib = (limits.max_inflight_produce_bytes / 1024).max(1);
+        Arc::new(AppState {
+            log,
+            pipelines,
+            connectors,
+            auth,
+            produce_budget: Semaphore::new(kib),
+            limits,
+            shutdown,
+        })
+    }
+
+    fn max_wait(&self, wait_ms: Option<u64>) -> Duration {
+        Duration::from_millis(wait_ms.unwrap_or(0).min(self.limits.max_wait_ms))
+    }
+}
+
+pub type State = axum::extract::State<Arc<AppState>>;
+
+/// The whole HTTP API.
+pub fn router(state: Arc<AppState>) -> Router {
+    let body_limit = state.limits.max_body_bytes;
+    let plugin_limit = state.pipelines.plugins.runtime().max_plugin_bytes() + 1;
+    Router::new()
+        .route("/healthz", get(health))
+        .route("/openapi.json", get(openapi::openapi))
+        .route("/metrics", get(metrics::metrics))
+        .route("/v1/topics", post(topics::create).get(topics::list))
+        .route(
+            "/v1/topics/{topic}",
+            get(topics::describe).delete(topics::delete),
+        )
+        .route("/v1/topics/{topic}/records", post(records::produce))
+        .route(
+            "/v1/topics/{topic}/partitions/{partition}/records",
+            get(records::consume),
+        )
+        .route("/v1/topics/{topic}/stream", get(records::stream))
+        .route("/v1/topics/{topic}/keys/{key}", get(transforms::table_key))
+        .route("/v1/plugins", get(transforms::list_plugins))
+        .route(
+            "/v1/plugins/{name}",
+            put(transforms::upload_plugin)
+                .layer(DefaultBodyLimit::max(plugin_limit))
+                .get(transforms::get_plugin)
+                .delete(transforms::delete_plugin),
+        )
+        .route("/v1/transforms", get(transforms::list_transforms))
+        .route(
+            "/v1/transforms/{name}",
+            put(transforms::put_transform)
+                .get(transforms::get_transform)
+                .delete(transforms::delete_transform),
+        )
+        .route("/v1/transforms/{name}/pause", post(transforms::pause))
+        .route("/v1/transforms/{name}/resume", post(transforms::resume))
+        .route("/v1/transforms/{name}/logs", get(transforms::logs))
+        .route("/v1/connectors", get(connectors::list))
+        .route(
+            "/v1/connectors/{name}",
+            put(connectors::put)
+                .get(connectors::get)
+                .delete(connectors::delete),
+        )
+        .route("/v1/connectors/{name}/pause", post(connectors::pause))
+        .route("/v1/connectors/{name}/resume", post(connectors::resume))
+        .route_layer(axum::middleware::from_fn(observe))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::authorize,
+        ))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(linger::linger))
+        .with_state(state)
+}
+
+/// Counts and times every routed request by its route template.
+async fn observe(
+    route: Option<axum::extract::MatchedPath>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let method = req.method().as_str().to_string();
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let route = route.as_ref().map_or("unmatched", |r| r.as_str());
+    sluice_common::telemetry::telemetry().http_request(
+        &method,
+        route,
+        resp.status().as_u16(),
+        started.elapsed(),
+    );
+    resp
+}
+
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    responses(
+        (status = 200, description = "the server is up", body = openapi::Health)
+    )
+)]
+async fn health() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this endpoint",
+    )
+}
+
+/// Parses JSON with an error that says where and what went wrong.
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::bad_request(
+            "request body is empty; expected JSON",
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        let code = if e.is_data() {
+            "invalid_field"
+        } else {
+            "invalid_json"
+        };
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            code,
+            format!("invalid request body: {e}"),
+        )
+    })
+}
+
+/// Runs blocking log work off the reactor.
+async fn blocking<T: Send + 'static, E: Into<ApiError> + Send + 'static>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("blocking task failed: {e}")))?
+        .map_err(Into::into)
+}

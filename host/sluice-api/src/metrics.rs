@@ -1,0 +1,227 @@
+//! `GET /metrics`: Prometheus text exposition of the log, the transforms and the process.
+
+use std::fmt::Write;
+
+use axum::http::header;
+use axum::response::IntoResponse;
+
+use super::State;
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Resident memory and CPU seconds from /proc (Linux).
+fn process(out: &mut String) {
+    let page = 4096u64;
+    if let Ok(statm) = std::fs::read_to_string("/proc/self/statm")
+        && let Some(rss) = statm
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse::<u64>().ok())
+    {
+        family(
+            out,
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+        );
+        let _ = writeln!(out, "process_resident_memory_bytes {}", rss * page);
+    }
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+        // Fields after the command name (which may contain spaces) start after ')'.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if let (Some(u), Some(s)) = (
+            f.get(11).and_then(|v| v.parse::<u64>().ok()),
+            f.get(12).and_then(|v| v.parse::<u64>().ok()),
+        ) {
+            family(
+                out,
+                "process_cpu_seconds_total",
+                "counter",
+                "User and system CPU time in seconds.",
+            );
+            let _ = writeln!(out, "process_cpu_seconds_total {}", (u + s) as f64 / 100.0);
+        }
+    }
+}
+
+/// Connector counters, health and sink lag.
+fn connectors(out: &mut String, state: &super::AppState) {
+    let statuses: Vec<_> = state
+        .connectors
+        .list()
+        .iter()
+        .map(|c| state.connectors.status(c))
+        .collect();
+    for (key, help) in [
+        (
+            "records",
+            "Records imported (sources) or delivered (sinks).",
+        ),
+        (
+            "dead_letters",
+            "Records the store refused, sent to the dead-letter topic.",
+        ),
+        ("failures", "Failed attempts (retried with backoff)."),
+        ("requests", "Successful requests or transactions."),
+    ] {
+        let name = format!("sluice_connector_{key}_total");
+        family(out, &name, "counter", help);
+        for st in &statuses {
+            let _ = writeln!(
+                out,
+                "{name}{{connector=\"{}\",kind=\"{}\"}} {}",
+                st["name"].as_str().unwrap_or(""),
+                st["kind"].as_str().unwrap_or(""),
+                st[key].as_u64().unwrap_or(0)
+            );
+        }
+    }
+    family(
+        out,
+        "sluice_connector_up",
+        "gauge",
+        "1 while the connector's last attempt succeeded and it is not paused.",
+    );
+    for st in &statuses {
+        let _ = writeln!(
+            out,
+            "sluice_connector_up{{connector=\"{}\"}} {}",
+            st["name"].as_str().unwrap_or(""),
+            u8::from(st["status"] == "running")
+        );
+    }
+    family(
+        out,
+        "sluice_connector_lag",
+        "gauge",
+        "Records of the topic a sink has not delivered yet, per partition.",
+    );
+    for st in &statuses {
+        for p in st["partitions"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                out,
+                "sluice_connector_lag{{connector=\"{}\",partition=\"{}\"}} {}",
+                st["name"].as_str().unwrap_or(""),
+                p["partition"],
+                p["lag"].as_u64().unwrap_or(0)
+            );
+        }
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    responses(
+        (status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)
+    )
+)]
+pub async fn metrics(state: State) -> impl IntoResponse {
+    let mut out = String::with_capacity(4096);
+    let topics = state.log.topics();
+    for (name, help, pick) in [
+        (
+            "sluice_partition_end_offset",
+            "Next offset of the partition (high watermark).",
+            0,
+        ),
+        (
+            "sluice_partition_start_offset",
+            "First offset still stored.",
+            1,
+        ),
+        (
+            "sluice_partition_size_bytes",
+            "Bytes of segments on disk.",
+            2,
+        ),
+    ] {
+        family(&mut out, name, "gauge", help);
+        for t in &topics {
+            for p in &t.partitions {
+                let s = p.stats();
+                let v = [s.end_offset, s.start_offset, s.size_bytes][pick];
+                let _ = writeln!(
+                    out,
+                    "{name}{{topic=\"{}\",partition=\"{}\"}} {v}",
+                    t.name, p.id
+                );
+            }
+        }
+    }
+    let transforms = state.pipelines.list();
+    let statuses: Vec<_> = transforms
+        .iter()
+        .map(|t| state.pipelines.status(t))
+        .collect();
+    for (key, help) in [
+        ("records_in", "Input records processed."),
+        ("records_out", "Records emitted to output topics."),
+        (
+            "rejected",
+            "Records rejected by the plugin (dead-lettered).",
+        ),
+        (
+            "failed",
+            "Records that made the plugin trap or break a limit (dead-lettered).",
+        ),
+        ("traps", "Plugin calls that trapped or broke a limit."),
+        ("fuel", "wasmtime fuel consumed."),
+    ] {
+        let name = format!("sluice_transform_{key}_total");
+        family(&mut out, &name, "counter", help);
+        for st in &statuses {
+            let v = st["counters"][key].as_u64().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "{name}{{transform=\"{}\"}} {v}",
+                st["name"].as_str().unwrap_or("")
+            );
+        }
+    }
+    family(
+        &mut out,
+        "sluice_transform_lag",
+        "gauge",
+        "Input records not yet processed, per partition.",
+    );
+    for st in &statuses {
+        for p in st["partitions"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                out,
+                "sluice_transform_lag{{transform=\"{}\",partition=\"{}\"}} {}",
+                st["name"].as_str().unwrap_or(""),
+                p["partition"],
+                p["lag"].as_u64().unwrap_or(0)
+            );
+        }
+    }
+    family(
+        &mut out,
+        "sluice_transform_paused",
+        "gauge",
+        "1 while the transform is paused.",
+    );
+    for st in &statuses {
+        let paused = u8::from(st["status"] == "paused");
+        let _ = writeln!(
+            out,
+            "sluice_transform_paused{{transform=\"{}\"}} {paused}",
+            st["name"].as_str().unwrap_or("")
+        );
+    }
+    connectors(&mut out, &state);
+    sluice_common::telemetry::telemetry().encode(&mut out);
+    process(&mut out);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+}

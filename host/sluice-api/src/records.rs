@@ -1,0 +1,402 @@
+//! Produce and consume endpoints: JSON, NDJSON, long poll and server-sent events.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use futures::Stream;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use tokio_stream::StreamExt as _;
+
+use super::{ApiError, State, blocking, parse_json};
+use sluice_log::batch::{self, NewRecord, StoredRecord};
+use sluice_log::{Partition, now_ms};
+
+/// One record as a producer sends it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InRecord {
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    key_base64: Option<String>,
+    #[serde(default)]
+    value: Option<Value>,
+    #[serde(default)]
+    value_base64: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, Option<String>>,
+    #[serde(default)]
+    partition: Option<i64>,
+    /// Milliseconds since the epoch; default: the time of the request.
+    #[serde(default)]
+    timestamp: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProduceBody {
+    records: Vec<InRecord>,
+}
+
+fn decode_b64(field: &str, i: usize, s: &str) -> Result<bytes::Bytes, ApiError> {
+    B64.decode(s)
+        .map(bytes::Bytes::from)
+        .map_err(|e| ApiError::bad_request(format!("records[{i}].{field}: invalid base64: {e}")))
+}
+
+impl InRecord {
+    fn into_new(self, i: usize) -> Result<(Option<i64>, NewRecord), ApiError> {
+        let key = match (self.key, self.key_base64) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::bad_request(format!(
+                    "records[{i}]: give `key` or `key_base64`, not both"
+                )));
+            }
+            (Some(k), None) => Some(bytes::Bytes::from(k)),
+            (None, Some(b)) => Some(decode_b64("key_base64", i, &b)?),
+            (None, None) => None,
+        };
+        let value = match (self.value, self.value_base64) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::bad_request(format!(
+                    "records[{i}]: give `value` or `value_base64`, not both"
+                )));
+            }
+            (Some(Value::Null), None) | (None, None) => None,
+            (Some(Value::String(s)), None) => Some(bytes::Bytes::from(s)),
+            (Some(v), None) => Some(bytes::Bytes::from(v.to_string())),
+            (None, Some(b)) => Some(decode_b64("value_base64", i, &b)?),
+        };
+        let headers = self
+            .headers
+            .into_iter()
+            .map(|(k, v)| (k, v.map(bytes::Bytes::from)))
+            .collect();
+        Ok((
+            self.partition,
+            NewRecord {
+                key,
+                value,
+                headers,
+                timestamp: self.timestamp,
+            },
+        ))
+    }
+}
+
+fn parse_produce(headers: &HeaderMap, body: &[u8]) -> Result<Vec<InRecord>, ApiError> {
+    let ndjson = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/x-ndjson"));
+    if !ndjson {
+        return Ok(parse_json::<ProduceBody>(body)?.records);
+    }
+    body.split(|b| *b == b'\n')
+        .enumerate()
+        .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
+        .map(|(n, line)| {
+            serde_json::from_slice(line).map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_json",
+                    format!("line {}: {e}", n + 1),
+                )
+            })
+        })
+        .collect()
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/topics/{topic}/records",
+    tag = "records",
+    params(("topic" = String, Path, description = "topic name")),
+    request_body(content((super::openapi::ProduceRequest = "application/json"), (String = "application/x-ndjson"))),
+    responses(
+        (status = 200, description = "durable per the topic's flush policy", body = super::openapi::ProduceResult),
+        (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody),
+        (status = 404, description = "unknown topic", body = super::openapi::ErrorBody),
+        (status = 413, description = "body or record count over the limit", body = super::openapi::ErrorBody),
+        (status = 429, description = "too much produce data in flight", body = super::openapi::ErrorBody)
+    )
+)]
+pub async fn produce(
+    state: State,
+    topic: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let topic = state.log.topic(&topic?.0)?;
+    let body = body?;
+    // Admission: bytes in flight are bounded; past the bound, ask the client to come back.
+    let kib = (body.len() / 1024).max(1) as u32;
+    let _permit = state.produce_budget.try_acquire_many(kib).map_err(|_| {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "over_capacity",
+            "too much produce data in flight; retry later",
+        );
+        e.retry_after = Some(1);
+        e
+    })?;
+    let records = parse_produce(&headers, &body)?;
+    if records.is_empty() {
+        return Err(ApiError::bad_request("no records in request"));
+    }
+    if records.len() > state.limits.max_records_per_request {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_records",
+            format!(
+                "{} records in one request; the limit is {}",
+                records.len(),
+                state.limits.max_records_per_request
+            ),
+        ));
+    }
+    // Route every record, remembering its place in the request.
+    let n = topic.partitions.len() as i64;
+    let mut by_partition: BTreeMap<u32, Vec<(usize, NewRecord)>> = BTreeMap::new();
+    for (i, r) in records.into_iter().enumerate() {
+        let (explicit, rec) = r.into_new(i)?;
+        let p = match explicit {
+            Some(p) if (0..n).contains(&p) => p as u32,
+            Some(p) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "unknown_partition",
+                    format!(
+                        "records[{i}].partition {p}: topic {} has partitions 0..{n}",
+                        topic.name
+                    ),
+                ));
+            }
+            None => topic.pick_partition(rec.key.as_deref()),
+        };
+        by_partition.entry(p).or_default().push((i, rec));
+    }
+    // One batch per partition; partitions append (and fsync) in parallel.
+    let now = now_ms();
+    let mut tasks = Vec::with_capacity(by_partition.len());
+    for (p, recs) in by_partition {
+        let part = topic.partitions[p as usize].clone();
+        tasks.push(async move {
+            let data = batch::build(recs.iter().map(|(_, r)| r), now);
+            let appended = blocking(move || part.append(data)).await?;
+            Ok::<_, ApiError>((
+                p,
+                appended,
+                recs.into_iter().map(|(i, _)| i).collect::<Vec<_>>(),
+            ))
+        });
+    }
+    let mut offsets = Vec::new();
+    for result in futures::future::join_all(tasks).await {
+        let (p, appended, places) = result?;
+        for (k, i) in places.into_iter().enumerate() {
+            offsets.push((i, p, appended.base_offset + k as u64));
+        }
+    }
+    offsets.sort_unstable_by_key(|(i, _, _)| *i);
+    let offsets: Vec<Value> = offsets
+        .into_iter()
+        .map(|(_, p, o)| json!({"partition": p, "offset": o}))
+        .collect();
+    Ok(Json(json!({ "offsets": offsets })))
+}
+
+/// Bytes as JSON: a UTF-8 string under `name`, else base64 under `name_base64`.
+fn put_bytes(o: &mut Map<String, Value>, name: &str, b: &Option<bytes::Bytes>) {
+    match b {
+        None => {
+            o.insert(name.into(), Value::Null);
+        }
+        Some(b) => match std::str::from_utf8(b) {
+            Ok(s) => {
+                o.insert(name.into(), Value::String(s.to_owned()));
+            }
+            Err(_) => {
+                o.insert(format!("{name}_base64"), Value::String(B64.encode(b)));
+            }
+        },
+    }
+}
+
+pub fn record_json(r: &StoredRecord, partition: Option<u32>) -> Value {
+    let mut o = Map::new();
+    if let Some(p) = partition {
+        o.insert("partition".into(), json!(p));
+    }
+    o.insert("offset".into(), json!(r.offset));
+    o.insert("timestamp".into(), json!(r.timestamp));
+    put_bytes(&mut o, "key", &r.key);
+    put_bytes(&mut o, "value", &r.value);
+    let mut headers = Map::new();
+    let mut binary = Map::new();
+    for (k, v) in &r.headers {
+        match v.as_ref().map(|v| std::str::from_utf8(v)) {
+            None => {
+                headers.insert(k.clone(), Value::Null);
+            }
+            Some(Ok(s)) => {
+                headers.insert(k.clone(), Value::String(s.to_owned()));
+            }
+            Some(Err(_)) => {
+                let b = v.as_deref().unwrap_or_default();
+                binary.insert(k.clone(), Value::String(B64.encode(b)));
+            }
+        }
+    }
+    o.insert("headers".into(), Value::Object(headers));
+    if !binary.is_empty() {
+        o.insert("headers_base64".into(), Value::Object(binary));
+    }
+    Value::Object(o)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ConsumeQuery {
+    offset: Option<u64>,
+    max: Option<usize>,
+    wait_ms: Option<u64>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/topics/{topic}/partitions/{partition}/records",
+    tag = "records",
+    params(("topic" = String, Path, description = "topic name"), ("partition" = u32, Path), ("offset" = Option<u64>, Query), ("max" = Option<u32>, Query, minimum = 1), ("wait_ms" = Option<u64>, Query, description = "wait up to this long for data (capped by the server)")),
+    responses(
+        (status = 200, description = "records from offset (long poll with wait_ms)", body = super::openapi::ConsumeResult),
+        (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody),
+        (status = 404, description = "unknown topic or partition", body = super::openapi::ErrorBody),
+        (status = 416, description = "offset outside the partition", body = super::openapi::ErrorBody)
+    )
+)]
+pub async fn consume(
+    state: State,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<ConsumeQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path((topic, partition)) = path?;
+    let Query(q) = query?;
+    let topic = state.log.topic(&topic)?;
+    let p: i64 = partition.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_path",
+            format!("partition {partition:?} is not a number"),
+        )
+    })?;
+    let part = topic.partition(p)?.clone();
+    let offset = q.offset.unwrap_or_else(|| part.start_offset());
+    let max = q
+        .max
+        .unwrap_or(500)
+        .clamp(1, state.limits.max_records_per_fetch);
+    let wait = state.max_wait(q.wait_ms);
+    let read = |part: Arc<Partition>| blocking(move || part.read_records(offset, max));
+    let (mut recs, mut next, mut hw) = read(part.clone()).await?;
+    if recs.is_empty() && !wait.is_zero() && offset >= hw {
+        tokio::select! {
+            r = part.wait_for(offset, wait) => r?,
+            _ = state.shutdown.cancelled() => {}
+        }
+        (recs, next, hw) = read(part.clone()).await?;
+    }
+    let records: Vec<Value> = recs.iter().map(|r| record_json(r, None)).collect();
+    Ok(Json(json!({
+        "records": records,
+        "next_offset": next,
+        "high_watermark": hw,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StreamQuery {
+    from: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/topics/{topic}/stream",
+    tag = "records",
+    params(("topic" = String, Path, description = "topic name"), ("from" = Option<String>, Query, description = "earliest | latest")),
+    responses(
+        (status = 200, description = "server-sent events, one per record", content_type = "text/event-stream", body = String),
+        (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody),
+        (status = 404, description = "unknown topic", body = super::openapi::ErrorBody)
+    )
+)]
+pub async fn stream(
+    state: State,
+    topic: Result<Path<String>, PathRejection>,
+    query: Result<Query<StreamQuery>, QueryRejection>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let topic = state.log.topic(&topic?.0)?;
+    let latest = match query?.0.from.as_deref() {
+        None | Some("earliest") => false,
+        Some("latest") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "from must be earliest or latest, not {other:?}"
+            )));
+        }
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Event>(256);
+    for part in &topic.partitions {
+        let part = part.clone();
+        let tx = tx.clone();
+        let shutdown = state.shutdown.clone();
+        let mut offset = if latest {
+            part.high_watermark()
+        } else {
+            part.start_offset()
+        };
+        tokio::spawn(async move {
+            loop {
+                let p = part.clone();
+                let read = blocking(move || p.read_records(offset, 1000)).await;
+                let (recs, next) = match read {
+                    Ok((r, n, _)) => (r, n),
+                    Err(e) => {
+                        let ev = Event::default().event("error").data(e.message);
+                        let _ = tx.send(ev).await;
+                        return;
+                    }
+                };
+                for r in &recs {
+                    let ev = Event::default()
+                        .id(format!("{}:{}", part.id, r.offset))
+                        .event("record")
+                        .data(record_json(r, Some(part.id)).to_string());
+                    if tx.send(ev).await.is_err() {
+                        return; // client went away
+                    }
+                }
+                offset = next;
+                if recs.is_empty() {
+                    tokio::select! {
+                        r = part.wait_for(offset, std::time::Duration::from_secs(30)) => if r.is_err() { return },
+                        _ = shutdown.cancelled() => return,
+                        _ = tx.closed() => return,
+                    }
+                }
+            }
+        });
+    }
+    drop(tx);
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}

@@ -1,0 +1,169 @@
+//! The server's settings as the TOML file states them, and every limit the layers obey.
+//! Pure data: each layer takes its part (`Limits` for HTTP, `KafkaSettings`, …) from here;
+//! the `sluice` binary merges command-line flags over the file over these defaults.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The TOML file. Every key is optional; flags given on the command line win.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub http: Option<String>,
+    pub kafka: Option<String>,
+    pub advertise: Option<String>,
+    pub insecure: bool,
+    pub plugins_dir: Option<PathBuf>,
+    pub limits: Limits,
+    pub log: LogSettings,
+    pub auth: AuthConfig,
+    pub kafka_settings: KafkaSettings,
+    pub tls: Option<TlsFiles>,
+}
+
+/// `[kafka_settings]` in the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaSettings {
+    /// Create unknown topics when a Kafka client produces to or asks metadata for them.
+    pub auto_create_topics: bool,
+    /// Partitions of auto-created topics.
+    pub default_partitions: u32,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        KafkaSettings {
+            auto_create_topics: true,
+            default_partitions: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// How often retention limits are enforced.
+    pub retention_check_ms: u64,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            retention_check_ms: 30_000,
+        }
+    }
+}
+
+/// Why the config file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// `[auth]` in the config file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub identities: Vec<Identity>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    pub name: String,
+    pub role: Role,
+    /// Glob patterns of topic names (producer/consumer only).
+    #[serde(default)]
+    pub topics: Vec<String>,
+    /// Hex SHA-256 of the bearer token.
+    pub token_sha256: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Producer,
+    Consumer,
+    Viewer,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Admin => "admin",
+            Role::Producer => "producer",
+            Role::Consumer => "consumer",
+            Role::Viewer => "viewer",
+        })
+    }
+}
+
+/// `[tls]` in the config file: PEM files; both listeners then speak TLS only.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Bounds on what one request may ask of the server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request body accepted (413 above).
+    pub max_body_bytes: usize,
+    /// Produce bytes being appended at once across all requests (429 above).
+    pub max_inflight_produce_bytes: usize,
+    /// Records in one produce request.
+    pub max_records_per_request: usize,
+    /// Longest long-poll wait a consumer may ask for.
+    pub max_wait_ms: u64,
+    /// Most records one consume request returns.
+    pub max_records_per_fetch: usize,
+    /// Largest plugin component accepted by `PUT /v1/plugins/{name}` (413 above).
+    pub max_plugin_bytes: usize,
+    /// Open HTTP connections; one more is answered 503 and closed.
+    pub max_connections: usize,
+    /// Open Kafka connections; one more is closed at once.
+    pub max_kafka_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 16 << 20,
+            max_inflight_produce_bytes: 256 << 20,
+            max_records_per_request: 100_000,
+            max_wait_ms: 30_000,
+            max_records_per_fetch: 10_000,
+            max_plugin_bytes: 32 << 20,
+            max_connections: 1024,
+            max_kafka_connections: 1024,
+        }
+    }
+}

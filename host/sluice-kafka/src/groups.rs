@@ -1,0 +1,595 @@
+//! The group coordinator: classic consumer-group membership (join, sync, heartbeat, leave,
+//! session expiry, rebalances) and committed offsets, which are persisted per group so they
+//! survive restarts.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+pub mod code {
+    pub const NONE: i16 = 0;
+    pub const ILLEGAL_GENERATION: i16 = 22;
+    pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
+    pub const UNKNOWN_MEMBER_ID: i16 = 25;
+    pub const REBALANCE_IN_PROGRESS: i16 = 27;
+    pub const INVALID_GROUP_ID: i16 = 24;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Empty,
+    PreparingRebalance,
+    CompletingRebalance,
+    Stable,
+}
+
+impl State {
+    fn name(self) -> &'static str {
+        match self {
+            State::Empty => "Empty",
+            State::PreparingRebalance => "PreparingRebalance",
+            State::CompletingRebalance => "CompletingRebalance",
+            State::Stable => "Stable",
+        }
+    }
+}
+
+/// What a JoinGroup call gets back.
+#[derive(Debug, Clone)]
+pub struct JoinResult {
+    pub error: i16,
+    pub generation: i32,
+    pub protocol: Option<String>,
+    pub protocol_type: String,
+    pub leader: String,
+    pub member_id: String,
+    /// Every member's metadata — for the leader only.
+    pub members: Vec<(String, Bytes)>,
+}
+
+/// What a SyncGroup call gets back.
+#[derive(Debug, Clone)]
+pub struct SyncResult {
+    pub error: i16,
+    pub assignment: Bytes,
+}
+
+#[derive(Debug)]
+struct Member {
+    client_id: String,
+    session_timeout: Duration,
+    rebalance_timeout: Duration,
+    protocols: Vec<(String, Bytes)>,
+    last_seen: Instant,
+    joined: bool,
+    join_tx: Option<oneshot::Sender<JoinResult>>,
+    sync_tx: Option<oneshot::Sender<SyncResult>>,
+    assignment: Bytes,
+}
+
+impl Member {
+    /// This member's metadata for the chosen protocol.
+    fn metadata_for(&self, protocol: Option<&String>) -> Bytes {
+        self.protocols
+            .iter()
+            .find(|(n, _)| Some(n) == protocol)
+            .map(|(_, b)| b.clone())
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct Offsets {
+    /// "topic/partition" → (offset, metadata)
+    committed: BTreeMap<String, (i64, Option<String>)>,
+}
+
+#[derive(Debug)]
+struct Group {
+    state: State,
+    generation: i32,
+    leader: Option<String>,
+    protocol: Option<String>,
+    protocol_type: String,
+    members: BTreeMap<String, Member>,
+    rebalance_deadline: Option<Instant>,
+    offsets: Offsets,
+}
+
+impl Group {
+    fn new(offsets: Offsets) -> Group {
+        Group {
+            state: State::Empty,
+            generation: 0,
+            leader: None,
+            protocol: None,
+            protocol_type: String::new(),
+            members: BTreeMap::new(),
+            rebalance_deadline: None,
+            offsets,
+        }
+    }
+
+    /// Every member must join again; members that do not before the deadline are dropped.
+    fn start_rebalance(&mut self, now: Instant) {
+        let timeout = self
+            .members
+            .values()
+            .map(|m| m.rebalance_timeout)
+            .max()
+            .unwrap_or(Duration::from_secs(10));
+        self.state = State::PreparingRebalance;
+        self.rebalance_deadline = Some(now + timeout);
+        for m in self.members.values_mut() {
+            m.joined = m.join_tx.is_some();
+            if let Some(tx) = m.sync_tx.take() {
+                let _ = tx.send(SyncResult {
+                    error: code::REBALANCE_IN_PROGRESS,
+                    assignment: Bytes::new(),
+                });
+            }
+        }
+    }
+
+    fn assignment_of(&self, member_id: &str) -> SyncResult {
+        let assignment = self
+            .members
+            .get(member_id)
+            .map(|m| m.assignment.clone())
+            .unwrap_or_default();
+        SyncResult {
+            error: code::NONE,
+            assignment,
+        }
+    }
+
+    fn all_joined(&self) -> bool {
+        self.members.values().all(|m| m.joined)
+    }
+
+    /// Ends the join phase: new generation, leader and protocol; answers every join.
+    fn complete_join(&mut self) {
+        self.members.retain(|_, m| m.joined);
+        self.rebalance_deadline = None;
+        if self.members.is_empty() {
+            self.state = State::Empty;
+            self.leader = None;
+            self.generation += 1;
+            return;
+        }
+        self.generation += 1;
+        if self
+            .leader
+            .as_ref()
+            .is_none_or(|l| !self.members.contains_key(l))
+        {
+            self.leader = self.members.keys().next().cloned();
+        }
+        let leader = self.leader.clone().unwrap_or_default();
+        // The first of the leader's protocols that every member supports.
+        let protocol = self.members.get(&leader).and_then(|l| {
+            l.protocols.iter().map(|(n, _)| n.clone()).find(|n| {
+                self.members
+                    .values()
+                    .all(|m| m.protocols.iter().any(|(p, _)| p == n))
+            })
+        });
+        self.protocol = protocol.clone();
+        self.state = State::CompletingRebalance;
+        let metadata: Vec<(String, Bytes)> = self
+            .members
+            .iter()
+            .map(|(id, m)| (id.clone(), m.metadata_for(protocol.as_ref())))
+            .collect();
+        let (generation, ptype) = (self.generation, self.protocol_type.clone());
+        for (id, m) in self.members.iter_mut() {
+            m.joined = false;
+            m.assignment = Bytes::new();
+            if let Some(tx) = m.join_tx.take() {
+                let _ = tx.send(JoinResult {
+                    error: if protocol.is_some() {
+                        code::NONE
+                    } else {
+                        code::INCONSISTENT_GROUP_PROTOCOL
+                    },
+                    generation,
+                    protocol: protocol.clone(),
+                    protocol_type: ptype.clone(),
+                    leader: leader.clone(),
+                    member_id: id.clone(),
+                    members: if *id == leader {
+                        metadata.clone()
+                    } else {
+                        Vec::new()
+                    },
+                });
+            }
+        }
+    }
+}
+
+/// All groups of the server.
+#[derive(Debug)]
+pub struct Coordinator {
+    groups: Mutex<HashMap<String, Group>>,
+    dir: PathBuf,
+    next_member: std::sync::atomic::AtomicU64,
+}
+
+fn file_for(dir: &std::path::Path, group: &str) -> PathBuf {
+    dir.join(format!("{}.json", hex::encode(group.as_bytes())))
+}
+
+impl Coordinator {
+    /// Loads committed offsets from `dir`.
+    pub fn open(dir: PathBuf) -> std::io::Result<Coordinator> {
+        std::fs::create_dir_all(&dir)?;
+        let mut groups = HashMap::new();
+        for e in std::fs::read_dir(&dir)?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(stem) = name.strip_suffix(".json") else {
+                continue;
+            };
+            let Some(group) = hex::decode(stem)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+            else {
+                continue;
+            };
+            let Ok(offsets) = std::fs::read(e.path())
+                .map_err(|_| ())
+                .and_then(|b| serde_json::from_slice::<Offsets>(&b).map_err(|_| ()))
+            else {
+                tracing::warn!(group, "unreadable committed offsets ignored");
+                continue;
+            };
+            groups.insert(group, Group::new(offsets));
+        }
+        Ok(Coordinator {
+            groups: Mutex::new(groups),
+            dir,
+            next_member: Default::default(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Group>> {
+        self.groups.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn join(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        client_id: &str,
+        protocol_type: &str,
+        protocols: Vec<(String, Bytes)>,
+        session_timeout: Duration,
+        rebalance_timeout: Duration,
+    ) -> JoinResult {
+        let err = |e: i16, member_id: &str| JoinResult {
+            error: e,
+            generation: -1,
+            protocol: None,
+            protocol_type: protocol_type.to_string(),
+            leader: String::new(),
+            member_id: member_id.to_string(),
+            members: Vec::new(),
+        };
+        if group_id.is_empty() {
+            return err(code::INVALID_GROUP_ID, member_id);
+        }
+        let rx = {
+            let mut groups = self.lock();
+            let g = groups
+                .entry(group_id.to_string())
+                .or_insert_with(|| Group::new(Offsets::default()));
+            let now = Instant::now();
+            let id = if member_id.is_empty() {
+                let n = self
+                    .next_member
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                format!("{client_id}-{n}-{:x}", sluice_log::now_ms())
+            } else if g.members.contains_key(member_id) {
+                member_id.to_string()
+            } else {
+                return err(code::UNKNOWN_MEMBER_ID, member_id);
+            };
+            if g.members.is_empty() {
+                g.protocol_type = protocol_type.to_string();
+            } else if g.protocol_type != protocol_type {
+                return err(code::INCONSISTENT_GROUP_PROTOCOL, &id);
+            }
+            let (tx, rx) = oneshot::channel();
+            let m = g.members.entry(id.clone()).or_insert_with(|| Member {
+                client_id: client_id.to_string(),
+                session_timeout,
+                rebalance_timeout,
+                protocols: Vec::new(),
+                last_seen: now,
+                joined: false,
+                join_tx: None,
+                sync_tx: None,
+                assignment: Bytes::new(),
+            });
+            m.protocols = protocols;
+            m.session_timeout = session_timeout;
+            m.rebalance_timeout = rebalance_timeout;
+            m.last_seen = now;
+            m.joined = true;
+            m.join_tx = Some(tx);
+            if g.state != State::PreparingRebalance {
+                g.start_rebalance(now);
+            }
+            if g.all_joined() {
+                g.complete_join();
+            }
+            rx
+        };
+        let wait = rebalance_timeout + Duration::from_secs(5);
+        match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(r)) => r,
+            _ => err(code::REBALANCE_IN_PROGRESS, member_id),
+        }
+    }
+
+    pub async fn sync(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        assignments: Vec<(String, Bytes)>,
+    ) -> SyncResult {
+        let fail = |e| SyncResult {
+            error: e,
+            assignment: Bytes::new(),
+        };
+        let rx = {
+            let mut groups = self.lock();
+            let Some(g) = groups.get_mut(group_id) else {
+                return fail(code::UNKNOWN_MEMBER_ID);
+            };
+            if !g.members.contains_key(member_id) {
+                return fail(code::UNKNOWN_MEMBER_ID);
+            }
+            if generation != g.generation {
+                return fail(code::ILLEGAL_GENERATION);
+            }
+            match g.state {
+                State::PreparingRebalance | State::Empty => {
+                    return fail(code::REBALANCE_IN_PROGRESS);
+                }
+                State::Stable => return g.assignment_of(member_id),
+                State::CompletingRebalance => {}
+            }
+            if g.leader.as_deref() == Some(member_id) {
+                for (id, a) in assignments {
+                    if let Some(m) = g.members.get_mut(&id) {
+                        m.assignment = a;
+                    }
+                }
+                g.state = State::Stable;
+                for m in g.members.values_mut() {
+                    if let Some(tx) = m.sync_tx.take() {
+                        let _ = tx.send(SyncResult {
+                            error: code::NONE,
+                            assignment: m.assignment.clone(),
+                        });
+                    }
+                }
+                return g.assignment_of(member_id);
+            }
+            let (tx, rx) = oneshot::channel();
+            if let Some(m) = g.members.get_mut(member_id) {
+                m.sync_tx = Some(tx);
+                m.last_seen = Instant::now();
+            }
+            rx
+        };
+        match tokio::time::timeout(Duration::from_secs(60), rx).await {
+            Ok(Ok(r)) => r,
+            _ => fail(code::REBALANCE_IN_PROGRESS),
+        }
+    }
+
+    pub fn heartbeat(&self, group_id: &str, generation: i32, member_id: &str) -> i16 {
+        let mut groups = self.lock();
+        let Some(g) = groups.get_mut(group_id) else {
+            return code::UNKNOWN_MEMBER_ID;
+        };
+        let state = g.state;
+        let current = g.generation;
+        let Some(m) = g.members.get_mut(member_id) else {
+            return code::UNKNOWN_MEMBER_ID;
+        };
+        m.last_seen = Instant::now();
+        if state == State::PreparingRebalance {
+            return code::REBALANCE_IN_PROGRESS;
+        }
+        if generation != current {
+            return code::ILLEGAL_GENERATION;
+        }
+        code::NONE
+    }
+
+    /// Removes members; the rest rebalance. Returns an error code per member.
+    pub fn leave(&self, group_id: &str, members: &[String]) -> Vec<i16> {
+        let mut groups = self.lock();
+        let Some(g) = groups.get_mut(group_id) else {
+            return vec![code::UNKNOWN_MEMBER_ID; members.len()];
+        };
+        let codes = members
+            .iter()
+            .map(|id| {
+                if g.members.remove(id).is_some() {
+                    code::NONE
+                } else {
+                    code::UNKNOWN_MEMBER_ID
+                }
+            })
+            .collect();
+        if g.members.is_empty() {
+            g.state = State::Empty;
+            g.leader = None;
+        } else {
+            g.start_rebalance(Instant::now());
+            if g.all_joined() {
+                g.complete_join();
+            }
+        }
+        codes
+    }
+
+    /// Expires silent members and ends overdue rebalances. Call periodically.
+    pub fn tick(&self) {
+        let now = Instant::now();
+        let mut groups = self.lock();
+        for (name, g) in groups.iter_mut() {
+            match g.state {
+                State::PreparingRebalance => {
+                    // A member that is neither waiting in a join nor heard from within its
+                    // session timeout is gone (a crashed client); do not wait for it.
+                    let before = g.members.len();
+                    g.members.retain(|_, m| {
+                        m.join_tx.is_some() || now.duration_since(m.last_seen) < m.session_timeout
+                    });
+                    if g.members.len() < before {
+                        tracing::info!(group = %name, expired = before - g.members.len(), "members' sessions expired during a rebalance");
+                    }
+                    if g.rebalance_deadline.is_some_and(|d| now >= d) {
+                        tracing::info!(group = %name, "rebalance deadline passed; dropping members that did not rejoin");
+                        g.complete_join();
+                    } else if g.all_joined() {
+                        g.complete_join();
+                    }
+                }
+                State::Stable | State::CompletingRebalance => {
+                    let before = g.members.len();
+                    g.members.retain(|_, m| {
+                        m.sync_tx.is_some() || now.duration_since(m.last_seen) < m.session_timeout
+                    });
+                    if g.members.len() < before {
+                        tracing::info!(group = %name, expired = before - g.members.len(), "members' sessions expired");
+                        if g.members.is_empty() {
+                            g.state = State::Empty;
+                            g.leader = None;
+                        } else {
+                            g.start_rebalance(now);
+                        }
+                    }
+                }
+                State::Empty => {}
+            }
+        }
+    }
+
+    /// Stores committed offsets durably (fsynced before the commit is acknowledged).
+    pub fn commit(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        offsets: &[(String, i32, i64, Option<String>)],
+    ) -> i16 {
+        let snapshot = {
+            let mut groups = self.lock();
+            let g = groups
+                .entry(group_id.to_string())
+                .or_insert_with(|| Group::new(Offsets::default()));
+            if generation >= 0 {
+                if !g.members.contains_key(member_id) {
+                    return code::UNKNOWN_MEMBER_ID;
+                }
+                if generation != g.generation {
+                    return code::ILLEGAL_GENERATION;
+                }
+            }
+            for (t, p, o, md) in offsets {
+                g.offsets
+                    .committed
+                    .insert(format!("{t}/{p}"), (*o, md.clone()));
+            }
+            g.offsets.clone()
+        };
+        let bytes = serde_json::to_vec(&snapshot).unwrap_or_default();
+        if let Err(e) = sluice_common::fs::write_file(&file_for(&self.dir, group_id), &bytes) {
+            tracing::error!(group = group_id, error = %e, "could not persist committed offsets");
+            return -1;
+        }
+        code::NONE
+    }
+
+    /// The committed offset of a partition, if any.
+    pub fn committed(
+        &self,
+        group_id: &str,
+        topic: &str,
+        partition: i32,
+    ) -> Option<(i64, Option<String>)> {
+        let groups = self.lock();
+        groups
+            .get(group_id)?
+            .offsets
+            .committed
+            .get(&format!("{topic}/{partition}"))
+            .cloned()
+    }
+
+    /// Every committed (topic, partition) of a group.
+    pub fn committed_all(&self, group_id: &str) -> Vec<(String, i32, i64, Option<String>)> {
+        let groups = self.lock();
+        let Some(g) = groups.get(group_id) else {
+            return Vec::new();
+        };
+        g.offsets
+            .committed
+            .iter()
+            .filter_map(|(k, (o, md))| {
+                let (t, p) = k.rsplit_once('/')?;
+                Some((t.to_string(), p.parse().ok()?, *o, md.clone()))
+            })
+            .collect()
+    }
+
+    /// (group, protocol type, state) of every group.
+    pub fn list(&self) -> Vec<(String, String, &'static str)> {
+        self.lock()
+            .iter()
+            .map(|(n, g)| (n.clone(), g.protocol_type.clone(), g.state.name()))
+            .collect()
+    }
+
+    /// State, protocol and members (id, client id, metadata, assignment) of a group.
+    #[allow(clippy::type_complexity)]
+    pub fn describe(
+        &self,
+        group_id: &str,
+    ) -> Option<(
+        &'static str,
+        String,
+        String,
+        Vec<(String, String, Bytes, Bytes)>,
+    )> {
+        let groups = self.lock();
+        let g = groups.get(group_id)?;
+        let members = g
+            .members
+            .iter()
+            .map(|(id, m)| {
+                let md = m.metadata_for(g.protocol.as_ref());
+                (id.clone(), m.client_id.clone(), md, m.assignment.clone())
+            })
+            .collect();
+        Some((
+            g.state.name(),
+            g.protocol_type.clone(),
+            g.protocol.clone().unwrap_or_default(),
+            members,
+        ))
+    }
+}

@@ -1,0 +1,465 @@
+//! The durable, partitioned log: topics → partitions → segments of Kafka v2 batches.
+//!
+//! Nothing here knows HTTP, Kafka requests or plugins; callers hand in batches and get
+//! offsets, or ask for offsets and get batches.
+
+pub mod batch;
+pub mod partition;
+pub mod segment;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use partition::{Appended, Partition, PartitionStats, ReadBatches};
+
+/// Errors of the log. Display strings are fragments meant to be shown to users.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("invalid topic name {name:?}: {reason}")]
+    InvalidTopicName { name: String, reason: &'static str },
+    #[error("topic {0} already exists")]
+    TopicExists(String),
+    #[error("unknown topic {0}")]
+    UnknownTopic(String),
+    #[error("topic {topic} has no partition {partition}")]
+    UnknownPartition { topic: String, partition: i64 },
+    #[error(
+        "offset {offset} is out of range for {topic}/{partition} (valid offsets are {start}..={end})"
+    )]
+    OffsetOutOfRange {
+        topic: String,
+        partition: u32,
+        offset: u64,
+        start: u64,
+        end: u64,
+    },
+    #[error("corrupt data at offset {offset} of {topic}/{partition}: {reason}")]
+    Corrupt {
+        topic: String,
+        partition: u32,
+        offset: u64,
+        reason: String,
+    },
+    #[error("invalid record batch: {0}")]
+    InvalidBatch(#[from] batch::BatchError),
+    #[error("invalid topic config: {0}")]
+    InvalidConfig(String),
+    #[error("topic {0} was deleted")]
+    TopicDeleted(String),
+    #[error("i/o error on {}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// When an append counts as durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FlushPolicy {
+    /// fsync before acknowledging; concurrent appends share one fsync (group commit).
+    #[default]
+    EveryBatch,
+    /// Acknowledge after the write; a background task fsyncs every `flush_interval_ms`.
+    Interval,
+    /// Acknowledge after the write; the OS decides when it reaches the disk.
+    Os,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Cleanup {
+    #[default]
+    Delete,
+    Compact,
+}
+
+/// A topic's settings, persisted in `topic.json` beside its partitions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TopicConfig {
+    pub partitions: u32,
+    pub retention_ms: Option<i64>,
+    pub retention_bytes: Option<u64>,
+    pub cleanup: Cleanup,
+    pub flush: FlushPolicy,
+    pub flush_interval_ms: u64,
+    pub segment_bytes: u64,
+    pub segment_ms: u64,
+    /// Compacted topics: how long a tombstone (null value) is kept after compaction
+    /// reaches it, so readers behind get to see the delete.
+    pub tombstone_retention_ms: u64,
+}
+
+impl Default for TopicConfig {
+    fn default() -> Self {
+        TopicConfig {
+            partitions: 1,
+            retention_ms: None,
+            retention_bytes: None,
+            cleanup: Cleanup::Delete,
+            flush: FlushPolicy::EveryBatch,
+            flush_interval_ms: 1000,
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            tombstone_retention_ms: 24 * 3600 * 1000,
+        }
+    }
+}
+
+pub const MAX_PARTITIONS: u32 = 1024;
+
+impl TopicConfig {
+    pub fn validate(&self) -> Result<(), LogError> {
+        let bad = |m: String| Err(LogError::InvalidConfig(m));
+        if self.partitions == 0 || self.partitions > MAX_PARTITIONS {
+            return bad(format!("partitions must be 1..={MAX_PARTITIONS}"));
+        }
+        if self.retention_ms.is_some_and(|v| v <= 0) {
+            return bad("retention_ms must be positive".into());
+        }
+        if self.retention_bytes == Some(0) {
+            return bad("retention_bytes must be positive".into());
+        }
+        if self.segment_bytes < 1024 || self.segment_bytes > (1 << 31) {
+            return bad("segment_bytes must be 1024..=2147483648".into());
+        }
+        if self.segment_ms == 0 {
+            return bad("segment_ms must be positive".into());
+        }
+        if self.flush_interval_ms == 0 {
+            return bad("flush_interval_ms must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// Kafka's rules: 1–249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), LogError> {
+    let bad = |reason| {
+        Err(LogError::InvalidTopicName {
+            name: name.chars().take(300).collect(),
+            reason,
+        })
+    };
+    if name.is_empty() {
+        return bad("must not be empty");
+    }
+    if name.len() > 249 {
+        return bad("must be at most 249 characters");
+    }
+    if name == "." || name == ".." {
+        return bad("must not be '.' or '..'");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return bad("may contain only ASCII letters, digits, '.', '_' and '-'");
+    }
+    Ok(())
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Kafka's murmur2 hash (`org.apache.kafka.common.utils.Utils.murmur2`).
+pub fn murmur2(data: &[u8]) -> i32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let len = data.len();
+    let mut h: u32 = SEED ^ (len as u32);
+    let chunks = data.chunks_exact(4);
+    let tail = chunks.remainder();
+    for c in chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    match tail.len() {
+        3 => {
+            h ^= u32::from(tail[2]) << 16;
+            h ^= u32::from(tail[1]) << 8;
+            h ^= u32::from(tail[0]);
+            h = h.wrapping_mul(M);
+        }
+        2 => {
+            h ^= u32::from(tail[1]) << 8;
+            h ^= u32::from(tail[0]);
+            h = h.wrapping_mul(M);
+        }
+        1 => {
+            h ^= u32::from(tail[0]);
+            h = h.wrapping_mul(M);
+        }
+        _ => {}
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h as i32
+}
+
+/// The partition Kafka's default partitioner picks for a key.
+pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
+    (murmur2(key) as u32 & 0x7fff_ffff) % partitions.max(1)
+}
+
+/// A topic: its settings and partitions.
+#[derive(Debug)]
+pub struct Topic {
+    pub name: String,
+    pub config: TopicConfig,
+    pub partitions: Vec<Arc<Partition>>,
+    dir: PathBuf,
+    round_robin: std::sync::atomic::AtomicU32,
+}
+
+impl Topic {
+    /// The partition for a record: by key (Kafka's murmur2 partitioner), else round-robin.
+    pub fn pick_partition(&self, key: Option<&[u8]>) -> u32 {
+        let n = self.partitions.len() as u32;
+        match key {
+            Some(k) => partition_for_key(k, n),
+            None => {
+                self.round_robin
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    % n
+            }
+        }
+    }
+
+    pub fn partition(&self, p: i64) -> Result<&Arc<Partition>, LogError> {
+        usize::try_from(p)
+            .ok()
+            .and_then(|i| self.partitions.get(i))
+            .ok_or_else(|| LogError::UnknownPartition {
+                topic: self.name.clone(),
+                partition: p,
+            })
+    }
+}
+
+/// All topics under one data directory.
+#[derive(Debug)]
+pub struct Log {
+    dir: PathBuf,
+    topics: RwLock<HashMap<String, Arc<Topic>>>,
+}
+
+const TOPIC_META: &str = "topic.json";
+
+impl Log {
+    /// Opens the data directory, recovering every topic found in it.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Arc<Log>, LogError> {
+        let dir = dir.as_ref().to_path_buf();
+        let topics_dir = dir.join("topics");
+        let io = |e| LogError::Io {
+            path: topics_dir.clone(),
+            source: e,
+        };
+        std::fs::create_dir_all(&topics_dir).map_err(io)?;
+        let mut topics = HashMap::new();
+        for entry in std::fs::read_dir(&topics_dir).map_err(io)? {
+            let entry = entry.map_err(io)?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if validate_topic_name(&name).is_err() {
+                continue;
+            }
+            let meta = entry.path().join(TOPIC_META);
+            let Ok(text) = std::fs::read(&meta) else {
+                // Created but never finished (crash mid-create): not a topic.
+                tracing::warn!(topic = %name, "topic directory without metadata ignored");
+                continue;
+            };
+            let config: TopicConfig = serde_json::from_slice(&text)
+                .map_err(|e| LogError::InvalidConfig(format!("{}: {e}", meta.display())))?;
+            let topic = Self::open_topic(&entry.path(), &name, config)?;
+            topics.insert(name, Arc::new(topic));
+        }
+        tracing::info!(dir = %dir.display(), topics = topics.len(), "log opened");
+        Ok(Arc::new(Log {
+            dir,
+            topics: RwLock::new(topics),
+        }))
+    }
+
+    fn open_topic(dir: &Path, name: &str, config: TopicConfig) -> Result<Topic, LogError> {
+        let partitions = (0..config.partitions)
+            .map(|p| {
+                Partition::open(name, p, dir.join(p.to_string()), config.clone()).map(Arc::new)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Topic {
+            name: name.to_string(),
+            config,
+            partitions,
+            dir: dir.to_path_buf(),
+            round_robin: Default::default(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn topics_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Topic>>> {
+        self.topics.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Creates a topic; its metadata file is written last, so a crash leaves no half topic.
+    pub fn create_topic(&self, name: &str, config: TopicConfig) -> Result<Arc<Topic>, LogError> {
+        validate_topic_name(name)?;
+        config.validate()?;
+        let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+        if topics.contains_key(name) {
+            return Err(LogError::TopicExists(name.to_string()));
+        }
+        let dir = self.dir.join("topics").join(name);
+        let io = |e| LogError::Io {
+            path: dir.clone(),
+            source: e,
+        };
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(io)?;
+        }
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let topic = Arc::new(Self::open_topic(&dir, name, config.clone())?);
+        let json = serde_json::to_vec_pretty(&config)
+            .map_err(|e| LogError::InvalidConfig(e.to_string()))?;
+        sluice_common::fs::write_file(&dir.join(TOPIC_META), &json).map_err(io)?;
+        sluice_common::fs::sync_dir(&dir).map_err(io)?;
+        sluice_common::fs::sync_dir(&self.dir.join("topics")).map_err(io)?;
+        topics.insert(name.to_string(), topic.clone());
+        tracing::info!(
+            topic = name,
+            partitions = config.partitions,
+            "topic created"
+        );
+        Ok(topic)
+    }
+
+    pub fn topic(&self, name: &str) -> Result<Arc<Topic>, LogError> {
+        self.topics_read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| LogError::UnknownTopic(name.to_string()))
+    }
+
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        let mut v: Vec<_> = self.topics_read().values().cloned().collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Deletes a topic and its files. Readers waiting on it are woken with an error.
+    pub fn delete_topic(&self, name: &str) -> Result<(), LogError> {
+        let topic = self
+            .topics
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)
+            .ok_or_else(|| LogError::UnknownTopic(name.to_string()))?;
+        for p in &topic.partitions {
+            p.mark_deleted();
+        }
+        // Remove the metadata first: a crash halfway leaves a directory that open() ignores.
+        let _ = std::fs::remove_file(topic.dir.join(TOPIC_META));
+        std::fs::remove_dir_all(&topic.dir).map_err(|e| LogError::Io {
+            path: topic.dir.clone(),
+            source: e,
+        })?;
+        tracing::info!(topic = name, "topic deleted");
+        Ok(())
+    }
+
+    /// Flushes every partition and writes index files (graceful shutdown).
+    pub fn close(&self) {
+        for t in self.topics() {
+            for p in &t.partitions {
+                if let Err(e) = p.close() {
+                    tracing::error!(topic = %t.name, partition = p.id, error = %e, "flush on close failed");
+                }
+            }
+        }
+    }
+
+    /// One pass of background upkeep: interval flushes and retention. Blocking.
+    pub fn maintain(
+        &self,
+        now: i64,
+        last_flush: &mut HashMap<(String, u32), i64>,
+        retention: bool,
+    ) {
+        for t in self.topics() {
+            for p in &t.partitions {
+                if t.config.flush == FlushPolicy::Interval {
+                    let key = (t.name.clone(), p.id);
+                    let last = last_flush.entry(key).or_insert(now);
+                    if now - *last >= t.config.flush_interval_ms as i64 {
+                        *last = now;
+                        if let Err(e) = p.flush() {
+                            tracing::error!(topic = %t.name, partition = p.id, error = %e, "interval flush failed");
+                        }
+                    }
+                }
+                if retention {
+                    p.apply_retention(now);
+                    if t.config.cleanup == Cleanup::Compact {
+                        match p.compact(now) {
+                            Ok(0) => {}
+                            Ok(n) => {
+                                tracing::info!(topic = %t.name, partition = p.id, segments = n, "compacted")
+                            }
+                            Err(e) => {
+                                tracing::error!(topic = %t.name, partition = p.id, error = %e, "compaction failed")
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs `maintain` on a dedicated thread until `stop` is set.
+    pub fn spawn_maintenance(
+        self: &Arc<Self>,
+        retention_check: Duration,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+    ) -> std::thread::JoinHandle<()> {
+        let log = self.clone();
+        std::thread::Builder::new()
+            .name("sluice-log-maint".into())
+            .spawn(move || {
+                let mut last_flush = HashMap::new();
+                let mut last_retention = now_ms();
+                while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                    std::thread::sleep(Duration::from_millis(10));
+                    let now = now_ms();
+                    let retention = now - last_retention >= retention_check.as_millis() as i64;
+                    if retention {
+                        last_retention = now;
+                    }
+                    log.maintain(now, &mut last_flush, retention);
+                }
+            })
+            .expect("spawning the log maintenance thread")
+    }
+}
+
+#[cfg(test)]
+mod tests;

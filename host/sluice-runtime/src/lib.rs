@@ -1,0 +1,477 @@
+//! Runs transform plugins: validation, a compiled-artifact cache, sandboxed instances, and
+//! batch execution that isolates poison records.
+//!
+//! Nothing here knows HTTP or topics: callers hand in the records section of a batch and
+//! get one result per record back.
+
+mod exec;
+mod sandbox;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+pub use exec::{
+    BatchInput, BatchOutput, Early, Emitted, EmittedRecord, Executor, INIT_FUEL, RecordResult,
+};
+pub use sandbox::{
+    CUT_MARKER, Interrupt, IsolationPermit, IsolationQueue, LogLine, LogSink, MAX_HOST_STRING,
+    NoTables, Stop, Tables, TracingLogs, bound_str, bound_string,
+};
+
+use sandbox::HostState;
+
+/// Generated bindings of the `transform` world (host side).
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        world: "transform",
+        path: "../../wit",
+        imports: { default: trappable },
+    });
+}
+
+/// How long one epoch tick lasts.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// Running wasm looks at its deadline and the host's interrupt every this many ticks
+/// (the epoch callback), so a call ends within ~10 ms of either.
+const CHECK_TICKS: u64 = 2;
+
+/// Errors of the runtime. Display strings are meant for the operator who uploaded the plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("plugin is {size} bytes; the limit is {limit}")]
+    TooLarge { size: usize, limit: usize },
+    #[error("not a WebAssembly component: {0}")]
+    NotAComponent(String),
+    #[error("invalid component: {0}")]
+    Invalid(String),
+    #[error("component does not implement the sluice:transform/transform world: {0}")]
+    WrongWorld(String),
+    #[error(
+        "component imports {0}, which plugins may not use (allowed: sluice:transform/host and the \
+         WASI cli, io, clocks, random and filesystem interfaces, without files or network)"
+    )]
+    ForbiddenImport(String),
+    #[error("plugin init failed: {0}")]
+    Init(String),
+    #[error("could not start an instance: {0}")]
+    Instantiate(String),
+    #[error("compiled-code cache: {0}")]
+    Cache(String),
+    #[error("interrupted by the host")]
+    Interrupted,
+}
+
+/// Resource limits of one deployment's instances.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// wasmtime fuel per input record; a batch gets this times its record count.
+    pub fuel_per_record: u64,
+    /// Linear memory an instance may grow to.
+    pub memory_bytes: usize,
+    /// Wall-clock bound on one `process` call, blocking WASI calls included.
+    pub timeout_ms: u64,
+    /// Wall-clock bound on instantiating an instance and its `init` call.
+    pub init_timeout_ms: u64,
+    /// Emit entries one input record may produce.
+    pub max_outputs_per_record: u32,
+    /// Output bytes one batch may return.
+    pub max_output_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            // ~10-50 ms of CPU: far above what real transforms use per record (mask: ~60k),
+            // small enough that a runaway record is cut off quickly.
+            fuel_per_record: 50_000_000,
+            memory_bytes: 64 << 20,
+            timeout_ms: 5_000,
+            init_timeout_ms: 10_000,
+            max_outputs_per_record: 100,
+            max_output_bytes: 64 << 20,
+        }
+    }
+}
+
+/// How a runtime is set up.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// Meter fuel (the per-record CPU limit). Off only to measure its cost: CPU is then
+    /// bounded by the wall-clock deadline alone.
+    pub fuel: bool,
+    /// Largest component accepted.
+    pub max_plugin_bytes: usize,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions {
+            fuel: true,
+            max_plugin_bytes: 32 << 20,
+        }
+    }
+}
+
+/// Largest memory limit a deployment may ask for (also the pooling allocator's slot size).
+pub const MAX_MEMORY_BYTES: usize = 1 << 30;
+
+impl Limits {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.fuel_per_record == 0 {
+            return Err("fuel_per_record must be positive".into());
+        }
+        if self.memory_bytes < (1 << 20) || self.memory_bytes > MAX_MEMORY_BYTES {
+            return Err(format!("memory_bytes must be 1 MiB..={MAX_MEMORY_BYTES}"));
+        }
+        if self.timeout_ms == 0 || self.timeout_ms > 600_000 {
+            return Err("timeout_ms must be 1..=600000".into());
+        }
+        if self.init_timeout_ms == 0 || self.init_timeout_ms > 600_000 {
+            return Err("init_timeout_ms must be 1..=600000".into());
+        }
+        if self.max_outputs_per_record == 0 || self.max_output_bytes == 0 {
+            return Err("output limits must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// Everything one deployment's instances share.
+#[derive(Clone)]
+pub struct InstanceConfig {
+    pub plugin: String,
+    pub version: u32,
+    pub config: BTreeMap<String, String>,
+    pub outputs: Vec<String>,
+    pub limits: Limits,
+    pub tables: Arc<dyn Tables>,
+    /// The tables this deployment declared; `lookup` of any other finds nothing.
+    pub tables_allowed: Vec<String>,
+    pub logs: Arc<dyn LogSink>,
+    /// Recycle an instance after this many batches (bounds leaks in guest code).
+    pub recycle_after: u64,
+}
+
+impl std::fmt::Debug for InstanceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstanceConfig")
+            .field("plugin", &self.plugin)
+            .field("version", &self.version)
+            .field("outputs", &self.outputs)
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+/// A validated, compiled plugin, ready to instantiate.
+pub struct Compiled {
+    /// `sha256:<hex>` of the uploaded bytes.
+    pub digest: String,
+    pub size: usize,
+    pre: bindings::TransformPre<HostState>,
+}
+
+impl std::fmt::Debug for Compiled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compiled")
+            .field("digest", &self.digest)
+            .finish()
+    }
+}
+
+/// The wasmtime engine, linker and compiled-code cache of one server.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache_dir: PathBuf,
+    compat: String,
+    max_plugin_bytes: usize,
+    fuel: bool,
+    stop: Arc<AtomicBool>,
+    /// Calls of plugins that keep failing take turns here.
+    isolation: IsolationQueue,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("cache_dir", &self.cache_dir)
+            .finish()
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+/// Interfaces a plugin may import (prefixes of import names).
+const ALLOWED_IMPORTS: &[&str] = &[
+    "sluice:transform/host@",
+    "sluice:transform/types@",
+    "wasi:io/",
+    "wasi:clocks/",
+    "wasi:random/",
+    "wasi:cli/environment@",
+    "wasi:cli/exit@",
+    "wasi:cli/stdin@",
+    "wasi:cli/stdout@",
+    "wasi:cli/stderr@",
+    "wasi:cli/terminal-",
+    "wasi:filesystem/types@",
+    "wasi:filesystem/preopens@",
+];
+
+impl Runtime {
+    /// Builds the engine (fuel, epochs, pooling, no component-model concurrency) and starts
+    /// the epoch ticker. Compiled artifacts are cached under `cache_dir`.
+    pub fn new(cache_dir: &Path) -> Result<Arc<Runtime>, RuntimeError> {
+        Self::with_options(cache_dir, RuntimeOptions::default())
+    }
+
+    /// Like `new`, with the given options.
+    pub fn with_options(
+        cache_dir: &Path,
+        options: RuntimeOptions,
+    ) -> Result<Arc<Runtime>, RuntimeError> {
+        let RuntimeOptions {
+            fuel,
+            max_plugin_bytes,
+        } = options;
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(512)
+            .total_core_instances(4096)
+            .total_memories(1024)
+            .total_tables(2048)
+            .max_memory_size(MAX_MEMORY_BYTES)
+            .max_core_instances_per_component(32)
+            .max_memories_per_component(4)
+            .max_tables_per_component(8);
+
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            // On by default, it makes every sync component call ~3x slower.
+            .concurrency_support(false)
+            .consume_fuel(fuel)
+            .epoch_interruption(true)
+            .max_wasm_stack(1 << 20)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+
+        // `SLUICE_WASM_PROFILE=perfmap` lets `perf` name the functions of JIT-compiled
+        // plugins; `jitdump` also gives it their code, for `perf inject --jit` + annotate.
+        match std::env::var("SLUICE_WASM_PROFILE").as_deref() {
+            Ok("perfmap") => {
+                config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+            }
+            Ok("jitdump") => {
+                config.profiler(wasmtime::ProfilingStrategy::JitDump);
+            }
+            _ => {}
+        }
+        let engine =
+            Engine::new(&config).map_err(|e| RuntimeError::Instantiate(format!("{e:#}")))?;
+        let mut linker = Linker::<HostState>::new(&engine);
+        sandbox::link_wasi(&mut linker).map_err(|e| RuntimeError::Instantiate(format!("{e:#}")))?;
+        bindings::Transform::add_to_linker::<_, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(|e| RuntimeError::Instantiate(format!("{e:#}")))?;
+        std::fs::create_dir_all(cache_dir).map_err(|e| RuntimeError::Cache(e.to_string()))?;
+        let compat = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            engine.precompile_compatibility_hash().hash(&mut h);
+            format!("{:016x}", h.finish())
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ticker_engine, ticker_stop) = (engine.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("sluice-epoch".into())
+            .spawn(move || {
+                while !ticker_stop.load(Ordering::Acquire) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticker_engine.increment_epoch();
+                }
+            })
+            .map_err(|e| RuntimeError::Instantiate(e.to_string()))?;
+        Ok(Arc::new(Runtime {
+            engine,
+            linker,
+            cache_dir: cache_dir.to_path_buf(),
+            compat,
+            max_plugin_bytes,
+            fuel,
+            stop,
+            isolation: IsolationQueue::default(),
+        }))
+    }
+
+    /// Largest component `compile` accepts.
+    pub fn max_plugin_bytes(&self) -> usize {
+        self.max_plugin_bytes
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn meters_fuel(&self) -> bool {
+        self.fuel
+    }
+
+    /// Where calls of plugins that keep failing take turns.
+    pub fn isolation(&self) -> &IsolationQueue {
+        &self.isolation
+    }
+
+    /// Validates and compiles uploaded bytes, or loads them from the cache when this engine
+    /// compiled the same bytes before.
+    pub fn compile(&self, bytes: &[u8]) -> Result<Arc<Compiled>, RuntimeError> {
+        if bytes.len() > self.max_plugin_bytes {
+            return Err(RuntimeError::TooLarge {
+                size: bytes.len(),
+                limit: self.max_plugin_bytes,
+            });
+        }
+        match bytes.get(..8) {
+            Some([0, b'a', b's', b'm', 0x0d, 0, 0x01, 0]) => {}
+            Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {
+                return Err(RuntimeError::NotAComponent(
+                    "this is a core WebAssembly module; build for wasm32-wasip2 to get a component"
+                        .into(),
+                ));
+            }
+            _ => {
+                return Err(RuntimeError::NotAComponent(
+                    "the bytes do not start with the WebAssembly magic number".into(),
+                ));
+            }
+        }
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
+        let cached = self
+            .cache_dir
+            .join(format!("{}-{}.cwasm", &digest[7..], self.compat));
+        let (component, fresh) = match self.load_cached(&cached) {
+            Some(c) => (c, false),
+            None => {
+                let c = Component::new(&self.engine, bytes)
+                    .map_err(|e| RuntimeError::Invalid(format!("{e:#}")))?;
+                (c, true)
+            }
+        };
+        self.check_imports(&component)?;
+        if fresh {
+            let written = component
+                .serialize()
+                .map_err(|e| e.to_string())
+                .and_then(|artifact| {
+                    let tmp = cached.with_extension("tmp");
+                    std::fs::write(&tmp, &artifact)
+                        .and_then(|_| std::fs::rename(&tmp, &cached))
+                        .map_err(|e| e.to_string())
+                });
+            if let Err(e) = written {
+                tracing::warn!(path = %cached.display(), error = %e, "could not cache compiled plugin");
+            }
+        }
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| RuntimeError::WrongWorld(format!("{e:#}")))?;
+        let pre = bindings::TransformPre::new(pre)
+            .map_err(|e| RuntimeError::WrongWorld(format!("{e:#}")))?;
+        Ok(Arc::new(Compiled {
+            digest,
+            size: bytes.len(),
+            pre,
+        }))
+    }
+
+    /// Loads a cached artifact. The cache directory is ours alone and each file is named by
+    /// the digest of its source and the engine's compatibility hash; a file that fails to
+    /// load is removed and recompiled.
+    fn load_cached(&self, path: &Path) -> Option<Component> {
+        if !path.exists() {
+            return None;
+        }
+        // SAFETY: the file was written by `Component::serialize` of an engine with the same
+        // compatibility hash (it is in the name) into a directory only this server writes;
+        // wasmtime still checks its header and version before using it.
+        #[allow(unsafe_code)]
+        match unsafe { Component::deserialize_file(&self.engine, path) } {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "dropping unusable cached plugin");
+                let _ = std::fs::remove_file(path);
+                None
+            }
+        }
+    }
+
+    fn check_imports(&self, c: &Component) -> Result<(), RuntimeError> {
+        let ty = c.component_type();
+        for (name, _) in ty.imports(&self.engine) {
+            if !ALLOWED_IMPORTS.iter().any(|p| name.starts_with(p)) {
+                return Err(RuntimeError::ForbiddenImport(name.to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    /// A ready executor for one partition: instantiated and `init`-ed, so a failing init
+    /// shows here and not on the first batch.
+    pub fn executor(
+        self: &Arc<Self>,
+        compiled: Arc<Compiled>,
+        cfg: Arc<InstanceConfig>,
+        partition: u32,
+    ) -> Result<Executor, RuntimeError> {
+        Executor::new(self.clone(), compiled, cfg, partition, Arc::default())
+    }
+
+    /// Like [`Runtime::executor`], with instantiation and `init` (and later calls, until
+    /// [`Executor::set_interrupt`]) obeying `interrupt`.
+    pub fn executor_with_interrupt(
+        self: &Arc<Self>,
+        compiled: Arc<Compiled>,
+        cfg: Arc<InstanceConfig>,
+        partition: u32,
+        interrupt: Arc<Interrupt>,
+    ) -> Result<Executor, RuntimeError> {
+        Executor::new(self.clone(), compiled, cfg, partition, interrupt)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_non_components_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = Runtime::new(dir.path()).unwrap();
+        let e = rt.compile(b"hello").unwrap_err();
+        assert!(e.to_string().contains("magic"), "{e}");
+        let e = rt.compile(b"\0asm\x01\0\0\0").unwrap_err();
+        assert!(e.to_string().contains("core WebAssembly module"), "{e}");
+        let e = rt.compile(b"\0asm\x0d\0\x01\0garbage").unwrap_err();
+        assert!(matches!(e, RuntimeError::Invalid(_)), "{e}");
+        let big = vec![0u8; rt.max_plugin_bytes() + 1];
+        assert!(matches!(
+            rt.compile(&big),
+            Err(RuntimeError::TooLarge { .. })
+        ));
+    }
+}

@@ -1,0 +1,245 @@
+//! Runs the server: opens the log, serves HTTP, and shuts down gracefully.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServerConfig;
+use sluice_api::AppState;
+use sluice_log::Log;
+use sluice_pipeline::Pipelines;
+use sluice_pipeline::plugins::PluginStore;
+use sluice_pipeline::tables::TableRegistry;
+use sluice_runtime::{Runtime, RuntimeOptions};
+
+/// Serves until `shutdown` completes, then drains requests and flushes the log.
+pub async fn run(
+    config: ServerConfig,
+    http: TcpListener,
+    kafka: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    // One server per data directory, for as long as this one runs.
+    let lock = sluice_common::fs::DataDirLock::acquire(&config.data_dir)?;
+    let dir = config.data_dir.clone();
+    let log = tokio::task::spawn_blocking(move || Log::open(dir)).await??;
+    let stop = Arc::new(AtomicBool::new(false));
+    let maint = log.spawn_maintenance(
+        Duration::from_millis(config.log.retention_check_ms.max(10)),
+        stop.clone(),
+    );
+    let data = config.data_dir.clone();
+    let (log2, stop2) = (log.clone(), stop.clone());
+    let max_plugin_bytes = config.limits.max_plugin_bytes;
+    let pipelines = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let runtime = Runtime::with_options(
+            &data.join("plugin-cache"),
+            RuntimeOptions {
+                max_plugin_bytes,
+                ..RuntimeOptions::default()
+            },
+        )?;
+        let plugins = Arc::new(PluginStore::open(&data.join("plugins"), runtime)?);
+        let tables = TableRegistry::new(log2.clone(), stop2);
+        Ok(Pipelines::open(
+            log2,
+            plugins,
+            tables,
+            data.join("transforms"),
+        )?)
+    })
+    .await??;
+    let (log3, dir) = (log.clone(), config.data_dir.join("connectors"));
+    let connectors =
+        tokio::task::spawn_blocking(move || sluice_connect::Connectors::open(log3, dir)).await??;
+    let token = CancellationToken::new();
+    let state = AppState::new(
+        log.clone(),
+        pipelines.clone(),
+        connectors.clone(),
+        config.auth.clone(),
+        config.limits.clone(),
+        token.clone(),
+    );
+    let tls = match &config.tls {
+        Some(files) => Some(sluice_auth::tls::acceptor(files)?),
+        None => None,
+    };
+    let kafka_task = match kafka {
+        Some(listener) => {
+            let addr = listener.local_addr()?;
+            let advertise = match &config.advertise {
+                Some(a) => {
+                    let (h, p) = a
+                        .rsplit_once(':')
+                        .ok_or_else(|| anyhow::anyhow!("--advertise {a}: expected HOST:PORT"))?;
+                    (h.to_string(), p.parse::<i32>()?)
+                }
+                None => (addr.ip().to_string(), i32::from(addr.port())),
+            };
+            let cfg = sluice_kafka::KafkaConfig {
+                advertise,
+                auto_create: config.kafka_settings.auto_create_topics,
+                default_partitions: config.kafka_settings.default_partitions.max(1),
+                groups_dir: config.data_dir.join("kafka-groups"),
+                auth: config.auth.clone(),
+                tls: tls.clone(),
+                max_connections: config.limits.max_kafka_connections.max(1),
+            };
+            tracing::info!(%addr, "kafka listening");
+            println!("sluice: listening kafka={addr}");
+            let t = token.clone();
+            Some(tokio::spawn(sluice_kafka::run(
+                listener,
+                log.clone(),
+                cfg,
+                async move { t.cancelled().await },
+            )))
+        }
+        None => None,
+    };
+    if let Some(dir) = config.plugins_dir.clone() {
+        tokio::spawn(watch_plugins_dir(dir, pipelines.clone(), token.clone()));
+    }
+    let app = sluice_api::router(state);
+    let addr = http.local_addr()?;
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), "http listening");
+    // Machine-readable line for scripts and tests that bind port 0.
+    println!("sluice: listening http={addr}");
+    let serve_token = token.clone();
+    let stopping = pipelines.clone();
+    let drained = async move {
+        shutdown.await;
+        tracing::info!("shutting down");
+        serve_token.cancel();
+        // Plugin calls and instance setups in progress end now, not at their deadlines.
+        stopping.begin_shutdown();
+    };
+    let max_conns = config.limits.max_connections.max(1);
+    match tls {
+        Some(acceptor) => {
+            let listener = sluice_api::listener::TlsListener::new(http, acceptor)?;
+            axum::serve(sluice_api::listener::Limited::new(listener, max_conns), app)
+                .with_graceful_shutdown(drained)
+                .await?
+        }
+        None => {
+            axum::serve(sluice_api::listener::Limited::new(http, max_conns), app)
+                .with_graceful_shutdown(drained)
+                .await?
+        }
+    }
+    if let Some(k) = kafka_task {
+        let _ = k.await;
+    }
+    // Connectors finish their current request or transaction before the log closes.
+    connectors.shutdown().await;
+    let _ = tokio::task::spawn_blocking(move || {
+        // Transforms finish their current batch first, then the log flushes.
+        pipelines.shutdown();
+        stop.store(true, Ordering::Release);
+        let _ = maint.join();
+        log.close();
+    })
+    .await;
+    tracing::info!("stopped; log flushed");
+    drop(lock);
+    Ok(())
+}
+
+/// Completes on ctrl-c or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// Polls a directory for `NAME.wasm` files; a new or changed file (once its size has
+/// settled) becomes the next version of plugin NAME, and `latest` deployments swap to it.
+async fn watch_plugins_dir(
+    dir: std::path::PathBuf,
+    pipelines: Arc<Pipelines>,
+    stop: CancellationToken,
+) {
+    use std::collections::HashMap;
+    tracing::info!(dir = %dir.display(), "watching plugins directory");
+    // path -> (size, modified) last seen, and whether that state was uploaded.
+    let mut seen: HashMap<std::path::PathBuf, ((u64, std::time::SystemTime), bool)> =
+        HashMap::new();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+            _ = stop.cancelled() => return,
+        }
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.extension().is_none_or(|x| x != "wasm") {
+                continue;
+            }
+            let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else {
+                continue;
+            };
+            let Ok(meta) = e.metadata() else { continue };
+            let state = (meta.len(), meta.modified().unwrap_or(std::time::UNIX_EPOCH));
+            let entry = seen.entry(path.clone()).or_insert((state, false));
+            if entry.0 != state {
+                *entry = (state, false); // still being written: wait for it to settle
+                continue;
+            }
+            if entry.1 {
+                continue;
+            }
+            entry.1 = true;
+            let p = pipelines.clone();
+            let result = tokio::task::spawn_blocking(move || -> Result<Option<u32>, String> {
+                let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
+                let digest = format!(
+                    "sha256:{}",
+                    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes))
+                );
+                let same = p
+                    .plugins
+                    .versions(&name)
+                    .ok()
+                    .and_then(|v| v.last().cloned())
+                    .is_some_and(|v| v.digest == digest);
+                if same {
+                    return Ok(None);
+                }
+                let v = p.plugins.upload(&name, &bytes).map_err(|e| e.to_string())?;
+                p.plugin_uploaded(&name, v.version);
+                Ok(Some(v.version))
+            })
+            .await;
+            match result {
+                Ok(Ok(Some(v))) => {
+                    tracing::info!(file = %e.path().display(), version = v, "plugin loaded from directory")
+                }
+                Ok(Ok(None)) => {}
+                Ok(Err(err)) => {
+                    tracing::warn!(file = %e.path().display(), error = %err, "plugin file refused")
+                }
+                Err(err) => tracing::error!(error = %err, "plugin watcher task failed"),
+            }
+        }
+    }
+}
