@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use sluice_log::{Log, LogError, TopicConfig, now_ms};
+use sluice_log::{Log, LogError, now_ms};
 
 pub use http_sink::HttpSinkSpec;
 pub use postgres::PostgresSinkSpec;
@@ -506,16 +506,7 @@ impl Connectors {
         name: &str,
         source: &sluice_log::Topic,
     ) -> Result<Arc<sluice_log::Topic>, ConnectorError> {
-        match self.log.topic(name) {
-            Ok(t) => Ok(t),
-            Err(_) => Ok(self.log.create_topic(
-                name,
-                TopicConfig {
-                    partitions: source.partitions.len() as u32,
-                    ..TopicConfig::default()
-                },
-            )?),
-        }
+        Ok(sluice_log::dead_letter::topic(&self.log, name, source)?)
     }
 
     async fn stop(&self, c: &Connector) {

@@ -7,10 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
 use super::{BatchSpec, SinkStart, TaskEnv, backoff};
-use sluice_log::batch::{self, NewRecord, StoredRecord};
+use sluice_log::batch::{self, StoredRecord};
+use sluice_log::dead_letter;
 use sluice_log::{LogError, Partition, Topic, now_ms};
 
 /// Why a delivery did not happen.
@@ -246,23 +245,20 @@ async fn dead_letter<S: Sink>(
 ) -> bool {
     tracing::warn!(connector = %env.name, partition = part.id, offset = r.offset, reason,
         "record refused by the store; sent to the dead-letter topic");
-    let mut headers = r.headers.clone();
-    for (k, v) in [
-        ("sluice-error", reason.to_string()),
-        ("sluice-source-topic", part.topic.clone()),
-        ("sluice-source-partition", part.id.to_string()),
-        ("sluice-source-offset", r.offset.to_string()),
-        ("sluice-connector", env.name.clone()),
-    ] {
-        headers.push((k.to_string(), Some(Bytes::from(v))));
-    }
-    let rec = NewRecord {
-        key: r.key.clone(),
-        value: r.value.clone(),
-        headers,
-        timestamp: Some(r.timestamp),
+    let rec = dead_letter::record(
+        r.clone(),
+        reason,
+        &part.topic,
+        part.id,
+        &[("sluice-connector", env.name.clone())],
+    );
+    let Some(target) = dlq
+        .partitions
+        .get(dead_letter::partition_for(part.id, dlq) as usize)
+        .cloned()
+    else {
+        return false;
     };
-    let target = dlq.partitions[part.id as usize % dlq.partitions.len().max(1)].clone();
     let mut attempt = 0;
     loop {
         let data = batch::build(std::iter::once(&rec), now_ms());

@@ -4,6 +4,7 @@
 //! offsets, or ask for offsets and get batches.
 
 pub mod batch;
+pub mod dead_letter;
 pub mod partition;
 pub mod segment;
 

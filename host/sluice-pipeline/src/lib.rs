@@ -3,7 +3,10 @@
 //!
 //! The pipeline calls into the log and the runtime; neither calls back into it.
 
+mod appender;
+pub mod checkpoint;
 pub mod plugins;
+pub mod recover;
 pub mod tables;
 mod task;
 
@@ -15,14 +18,15 @@ use std::sync::{Arc, Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-pub use task::{SOURCE_HEADER, VERSION_HEADER};
+pub use recover::{SOURCE_HEADER, VERSION_HEADER};
 
+use checkpoint::Checkpoint;
 use plugins::{PluginError, PluginStore};
 use sluice_common::fs::write_file;
 use sluice_log::{Log, LogError, TopicConfig, validate_topic_name};
 use sluice_runtime::{Compiled, Executor, InstanceConfig, Interrupt, Limits, LogLine, LogSink};
 use tables::TableRegistry;
-use task::{Checkpoint, TaskCtx, TaskShared};
+use task::{TaskCtx, TaskShared};
 
 /// A version selector: a number, or `"latest"` (follows new uploads).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -99,7 +103,7 @@ impl TransformSpec {
     pub fn dead_letter_topic(&self) -> String {
         self.dead_letter
             .clone()
-            .unwrap_or_else(|| format!("{}.dlq", self.input))
+            .unwrap_or_else(|| sluice_log::dead_letter::transform_topic(&self.input))
     }
 }
 
@@ -721,7 +725,7 @@ impl Pipelines {
             .map_err(|e| PipelineError::Runtime(e.to_string()))?;
         let mut ctxs = Vec::new();
         for (p, executor) in input.partitions.iter().zip(executors) {
-            let checkpoint: Option<Checkpoint> = task::read_checkpoint(&t, p.id);
+            let checkpoint: Option<Checkpoint> = checkpoint::read(&t.dir, p.id);
             let shared = Arc::new(TaskShared::new(
                 p.id,
                 checkpoint.as_ref().map_or(0, |c| c.position),
