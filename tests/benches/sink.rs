@@ -137,7 +137,7 @@ fn sink(dsn: &str, values: &[String], mode: &str, partitions: u32, batch: usize)
         connectors.deploy(&table, spec).await.unwrap();
         loop {
             let c = connectors.get(&table).unwrap();
-            let st = connectors.status(&c);
+            let st = serde_json::to_value(connectors.status(&c)).unwrap();
             if st["partitions"]
                 .as_array()
                 .is_some_and(|p| p.len() == partitions as usize)

@@ -2,9 +2,14 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
+use sluice_connect::ConnectorError;
 use sluice_log::LogError;
+use sluice_pipeline::PipelineError;
+use sluice_pipeline::plugins::PluginError;
+use sluice_runtime::RuntimeError;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -43,9 +48,27 @@ impl ApiError {
     }
 }
 
+/// Every error: a stable code and a message for people.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// e.g. `unknown_topic`, `invalid_json`, `forbidden`.
+    pub code: &'static str,
+    pub message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+            },
+        };
         let mut resp = (self.status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             resp.headers_mut()
@@ -110,5 +133,77 @@ impl From<axum::extract::rejection::QueryRejection> for ApiError {
 impl From<axum::extract::rejection::PathRejection> for ApiError {
     fn from(r: axum::extract::rejection::PathRejection) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_path", r.body_text())
+    }
+}
+
+impl From<PluginError> for ApiError {
+    fn from(e: PluginError) -> Self {
+        let msg = e.to_string();
+        match e {
+            PluginError::Unknown(_) | PluginError::UnknownVersion { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_plugin", msg)
+            }
+            PluginError::BadName(_) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_name", msg),
+            PluginError::Runtime(RuntimeError::TooLarge { .. }) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "plugin_too_large", msg)
+            }
+            PluginError::Runtime(RuntimeError::Init(_)) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "plugin_init_failed", msg)
+            }
+            PluginError::Runtime(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_plugin", msg)
+            }
+            PluginError::Io { .. } => ApiError::internal(msg),
+        }
+    }
+}
+
+impl From<PipelineError> for ApiError {
+    fn from(e: PipelineError) -> Self {
+        let msg = e.to_string();
+        match e {
+            PipelineError::BadName(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_name", msg)
+            }
+            PipelineError::Unknown(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_transform", msg)
+            }
+            PipelineError::Invalid(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_transform", msg)
+            }
+            PipelineError::UnknownInput(_) | PipelineError::UnknownOutput(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "unknown_topic", msg)
+            }
+            PipelineError::PluginInUse { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "plugin_in_use", msg)
+            }
+            PipelineError::Plugin(p) => p.into(),
+            PipelineError::Log(l) => l.into(),
+            PipelineError::Runtime(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "plugin_failed", msg)
+            }
+        }
+    }
+}
+
+impl From<ConnectorError> for ApiError {
+    fn from(e: ConnectorError) -> Self {
+        let msg = e.to_string();
+        match e {
+            ConnectorError::BadName(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_name", msg)
+            }
+            ConnectorError::Unknown(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_connector", msg)
+            }
+            ConnectorError::Invalid(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_connector", msg)
+            }
+            ConnectorError::UnknownTopic(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "unknown_topic", msg)
+            }
+            ConnectorError::Log(l) => l.into(),
+            ConnectorError::Io(_) => ApiError::internal(msg),
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! The HTTP API: the only module that knows HTTP and JSON.
 
 mod access;
-mod connectors;
+mod deployments;
 mod error;
 pub mod linger;
 pub mod listener;
@@ -100,25 +100,37 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .get(transforms::get_plugin)
                 .delete(transforms::delete_plugin),
         )
-        .route("/v1/transforms", get(transforms::list_transforms))
+        .route("/v1/transforms", get(deployments::transforms::list))
         .route(
             "/v1/transforms/{name}",
-            put(transforms::put_transform)
-                .get(transforms::get_transform)
-                .delete(transforms::delete_transform),
+            put(deployments::transforms::put)
+                .get(deployments::transforms::get)
+                .delete(deployments::transforms::delete),
         )
-        .route("/v1/transforms/{name}/pause", post(transforms::pause))
-        .route("/v1/transforms/{name}/resume", post(transforms::resume))
+        .route(
+            "/v1/transforms/{name}/pause",
+            post(deployments::transforms::pause),
+        )
+        .route(
+            "/v1/transforms/{name}/resume",
+            post(deployments::transforms::resume),
+        )
         .route("/v1/transforms/{name}/logs", get(transforms::logs))
-        .route("/v1/connectors", get(connectors::list))
+        .route("/v1/connectors", get(deployments::connectors::list))
         .route(
             "/v1/connectors/{name}",
-            put(connectors::put)
-                .get(connectors::get)
-                .delete(connectors::delete),
+            put(deployments::connectors::put)
+                .get(deployments::connectors::get)
+                .delete(deployments::connectors::delete),
         )
-        .route("/v1/connectors/{name}/pause", post(connectors::pause))
-        .route("/v1/connectors/{name}/resume", post(connectors::resume))
+        .route(
+            "/v1/connectors/{name}/pause",
+            post(deployments::connectors::pause),
+        )
+        .route(
+            "/v1/connectors/{name}/resume",
+            post(deployments::connectors::resume),
+        )
         .route_layer(axum::middleware::from_fn(observe))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -155,11 +167,18 @@ async fn observe(
     get,
     path = "/healthz",
     responses(
-        (status = 200, description = "the server is up", body = openapi::Health)
+        (status = 200, description = "the server is up", body = Health)
     )
 )]
-async fn health() -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({"status": "ok"}))
+async fn health() -> axum::Json<Health> {
+    axum::Json(Health { status: "ok" })
+}
+
+/// `GET /healthz`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: &'static str,
 }
 
 async fn not_found() -> ApiError {

@@ -140,9 +140,13 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Counted<IO> {
 
 /// The JSON 503 a connection over the limit gets before it is closed.
 fn over_limit_response(max: usize) -> String {
-    let body = serde_json::json!({"error": {"code": "too_many_connections",
-        "message": format!("the server has {max} connections open, its limit; retry later")}})
-    .to_string();
+    let body = serde_json::to_string(&crate::error::ErrorBody {
+        error: crate::error::ErrorDetail {
+            code: "too_many_connections",
+            message: format!("the server has {max} connections open, its limit; retry later"),
+        },
+    })
+    .unwrap_or_default();
     format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
         body.len()

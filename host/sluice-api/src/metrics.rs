@@ -54,7 +54,7 @@ fn connectors(out: &mut String, state: &super::AppState) {
         .connectors
         .list()
         .iter()
-        .map(|c| state.connectors.status(c))
+        .map(|c| serde_json::to_value(state.connectors.status(c)).unwrap_or_default())
         .collect();
     for (key, help) in [
         (
@@ -156,7 +156,7 @@ pub async fn metrics(state: State) -> impl IntoResponse {
     let transforms = state.pipelines.list();
     let statuses: Vec<_> = transforms
         .iter()
-        .map(|t| state.pipelines.status(t))
+        .map(|t| serde_json::to_value(state.pipelines.status(t)).unwrap_or_default())
         .collect();
     for (key, help) in [
         ("records_in", "Input records processed."),

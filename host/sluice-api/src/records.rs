@@ -13,28 +13,32 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use futures::Stream;
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tokio_stream::StreamExt as _;
+use utoipa::ToSchema;
 
 use super::{ApiError, State, blocking, parse_json};
 use sluice_log::batch::{self, NewRecord, StoredRecord};
 use sluice_log::{Partition, now_ms};
 
 /// One record as a producer sends it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct InRecord {
+pub struct InRecord {
     #[serde(default)]
     key: Option<String>,
     #[serde(default)]
     key_base64: Option<String>,
+    /// A string is stored as its UTF-8 bytes, any other JSON as its text; null = tombstone.
     #[serde(default)]
+    #[schema(value_type = Object)]
     value: Option<Value>,
     #[serde(default)]
     value_base64: Option<String>,
     #[serde(default)]
     headers: BTreeMap<String, Option<String>>,
+    /// Default: by the key's murmur2 hash, else round robin.
     #[serde(default)]
     partition: Option<i64>,
     /// Milliseconds since the epoch; default: the time of the request.
@@ -42,9 +46,10 @@ struct InRecord {
     timestamp: Option<i64>,
 }
 
-#[derive(Debug, Deserialize)]
+/// `POST …/records` as JSON (NDJSON: one record object per line).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ProduceBody {
+pub struct ProduceBody {
     records: Vec<InRecord>,
 }
 
@@ -122,9 +127,9 @@ fn parse_produce(headers: &HeaderMap, body: &[u8]) -> Result<Vec<InRecord>, ApiE
     path = "/v1/topics/{topic}/records",
     tag = "records",
     params(("topic" = String, Path, description = "topic name")),
-    request_body(content((super::openapi::ProduceRequest = "application/json"), (String = "application/x-ndjson"))),
+    request_body(content((ProduceBody = "application/json"), (String = "application/x-ndjson"))),
     responses(
-        (status = 200, description = "durable per the topic's flush policy", body = super::openapi::ProduceResult),
+        (status = 200, description = "durable per the topic's flush policy", body = ProduceResult),
         (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody),
         (status = 404, description = "unknown topic", body = super::openapi::ErrorBody),
         (status = 413, description = "body or record count over the limit", body = super::openapi::ErrorBody),
@@ -136,7 +141,7 @@ pub async fn produce(
     topic: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ProduceResult>, ApiError> {
     let topic = state.log.topic(&topic?.0)?;
     let body = body?;
     // Admission: bytes in flight are bounded; past the bound, ask the client to come back.
@@ -209,60 +214,101 @@ pub async fn produce(
         }
     }
     offsets.sort_unstable_by_key(|(i, _, _)| *i);
-    let offsets: Vec<Value> = offsets
+    let offsets = offsets
         .into_iter()
-        .map(|(_, p, o)| json!({"partition": p, "offset": o}))
+        .map(|(_, partition, offset)| RecordPosition { partition, offset })
         .collect();
-    Ok(Json(json!({ "offsets": offsets })))
+    Ok(Json(ProduceResult { offsets }))
 }
 
-/// Bytes as JSON: a UTF-8 string under `name`, else base64 under `name_base64`.
-fn put_bytes(o: &mut Map<String, Value>, name: &str, b: &Option<bytes::Bytes>) {
+/// Where a produced record went.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecordPosition {
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// `POST …/records`: one position per record, in request order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProduceResult {
+    pub offsets: Vec<RecordPosition>,
+}
+
+/// A stored record. Bytes that are UTF-8 come as strings; others come base64 under
+/// `*_base64` and the plain field is left out (a missing key or value is null).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecordOut {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<u32>,
+    pub offset: i64,
+    pub timestamp: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub key: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_base64: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub value: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value_base64: Option<String>,
+    pub headers: BTreeMap<String, Option<String>>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers_base64: BTreeMap<String, String>,
+}
+
+/// Optional bytes as (text, base64): `(Some(None), None)` for none.
+fn text_or_base64(b: &Option<bytes::Bytes>) -> (Option<Option<String>>, Option<String>) {
     match b {
-        None => {
-            o.insert(name.into(), Value::Null);
-        }
+        None => (Some(None), None),
         Some(b) => match std::str::from_utf8(b) {
-            Ok(s) => {
-                o.insert(name.into(), Value::String(s.to_owned()));
-            }
-            Err(_) => {
-                o.insert(format!("{name}_base64"), Value::String(B64.encode(b)));
-            }
+            Ok(s) => (Some(Some(s.to_owned())), None),
+            Err(_) => (None, Some(B64.encode(b))),
         },
     }
 }
 
-pub fn record_json(r: &StoredRecord, partition: Option<u32>) -> Value {
-    let mut o = Map::new();
-    if let Some(p) = partition {
-        o.insert("partition".into(), json!(p));
-    }
-    o.insert("offset".into(), json!(r.offset));
-    o.insert("timestamp".into(), json!(r.timestamp));
-    put_bytes(&mut o, "key", &r.key);
-    put_bytes(&mut o, "value", &r.value);
-    let mut headers = Map::new();
-    let mut binary = Map::new();
-    for (k, v) in &r.headers {
-        match v.as_ref().map(|v| std::str::from_utf8(v)) {
-            None => {
-                headers.insert(k.clone(), Value::Null);
-            }
-            Some(Ok(s)) => {
-                headers.insert(k.clone(), Value::String(s.to_owned()));
-            }
-            Some(Err(_)) => {
-                let b = v.as_deref().unwrap_or_default();
-                binary.insert(k.clone(), Value::String(B64.encode(b)));
+impl RecordOut {
+    pub fn of(r: &StoredRecord, partition: Option<u32>) -> RecordOut {
+        let (key, key_base64) = text_or_base64(&r.key);
+        let (value, value_base64) = text_or_base64(&r.value);
+        let mut headers = BTreeMap::new();
+        let mut headers_base64 = BTreeMap::new();
+        for (k, v) in &r.headers {
+            match v.as_ref().map(|v| std::str::from_utf8(v)) {
+                None => {
+                    headers.insert(k.clone(), None);
+                }
+                Some(Ok(s)) => {
+                    headers.insert(k.clone(), Some(s.to_owned()));
+                }
+                Some(Err(_)) => {
+                    let b = v.as_deref().unwrap_or_default();
+                    headers_base64.insert(k.clone(), B64.encode(b));
+                }
             }
         }
+        RecordOut {
+            partition,
+            offset: r.offset,
+            timestamp: r.timestamp,
+            key,
+            key_base64,
+            value,
+            value_base64,
+            headers,
+            headers_base64,
+        }
     }
-    o.insert("headers".into(), Value::Object(headers));
-    if !binary.is_empty() {
-        o.insert("headers_base64".into(), Value::Object(binary));
-    }
-    Value::Object(o)
+}
+
+/// `GET …/records`: records from the offset asked.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConsumeResult {
+    pub records: Vec<RecordOut>,
+    /// Where to read next.
+    pub next_offset: u64,
+    pub high_watermark: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -278,7 +324,7 @@ pub struct ConsumeQuery {
     tag = "records",
     params(("topic" = String, Path, description = "topic name"), ("partition" = u32, Path), ("offset" = Option<u64>, Query), ("max" = Option<u32>, Query, minimum = 1), ("wait_ms" = Option<u64>, Query, description = "wait up to this long for data (capped by the server)")),
     responses(
-        (status = 200, description = "records from offset (long poll with wait_ms)", body = super::openapi::ConsumeResult),
+        (status = 200, description = "records from offset (long poll with wait_ms)", body = ConsumeResult),
         (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody),
         (status = 404, description = "unknown topic or partition", body = super::openapi::ErrorBody),
         (status = 416, description = "offset outside the partition", body = super::openapi::ErrorBody)
@@ -288,7 +334,7 @@ pub async fn consume(
     state: State,
     path: Result<Path<(String, String)>, PathRejection>,
     query: Result<Query<ConsumeQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ConsumeResult>, ApiError> {
     let Path((topic, partition)) = path?;
     let Query(q) = query?;
     let topic = state.log.topic(&topic)?;
@@ -315,12 +361,11 @@ pub async fn consume(
         }
         (recs, next, hw) = read(part.clone()).await?;
     }
-    let records: Vec<Value> = recs.iter().map(|r| record_json(r, None)).collect();
-    Ok(Json(json!({
-        "records": records,
-        "next_offset": next,
-        "high_watermark": hw,
-    })))
+    Ok(Json(ConsumeResult {
+        records: recs.iter().map(|r| RecordOut::of(r, None)).collect(),
+        next_offset: next,
+        high_watermark: hw,
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -380,7 +425,10 @@ pub async fn stream(
                     let ev = Event::default()
                         .id(format!("{}:{}", part.id, r.offset))
                         .event("record")
-                        .data(record_json(r, Some(part.id)).to_string());
+                        .data(
+                            serde_json::to_string(&RecordOut::of(r, Some(part.id)))
+                                .unwrap_or_default(),
+                        );
                     if tx.send(ev).await.is_err() {
                         return; // client went away
                     }

@@ -5,34 +5,80 @@ use axum::body::Bytes;
 use axum::extract::Path;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::{ApiError, State, blocking, parse_json};
-use sluice_log::{Topic, TopicConfig};
+use sluice_log::partition::PartitionStats;
+use sluice_log::{Cleanup, FlushPolicy, Topic, TopicConfig};
 
-fn describe_json(t: &Topic) -> Value {
-    let mut v = serde_json::to_value(&t.config).unwrap_or_else(|_| json!({}));
-    let parts: Vec<Value> = t
-        .partitions
-        .iter()
-        .map(|p| serde_json::to_value(p.stats()).unwrap_or(Value::Null))
-        .collect();
-    if let Some(o) = v.as_object_mut() {
-        o.insert("name".into(), json!(t.name));
-        o.insert("partition_count".into(), json!(t.partitions.len()));
-        o.insert("partitions".into(), Value::Array(parts));
+/// `POST /v1/topics`: a name and optional settings (the settings' defaults apply to the
+/// rest).
+#[derive(ToSchema)]
+#[allow(dead_code)] // describes the request; the handler reads it in two steps
+pub struct CreateTopic {
+    /// 1-249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
+    name: String,
+    #[schema(inline)]
+    #[serde(flatten)]
+    settings: TopicConfig,
+}
+
+/// A topic's settings and partitions.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TopicDescription {
+    pub name: String,
+    pub partition_count: u32,
+    pub partitions: Vec<PartitionStats>,
+    pub retention_ms: Option<i64>,
+    pub retention_bytes: Option<u64>,
+    pub cleanup: Cleanup,
+    pub flush: FlushPolicy,
+    pub flush_interval_ms: u64,
+    pub segment_bytes: u64,
+    pub segment_ms: u64,
+    pub tombstone_retention_ms: u64,
+}
+
+impl TopicDescription {
+    fn of(t: &Topic) -> TopicDescription {
+        let c = &t.config;
+        TopicDescription {
+            name: t.name.clone(),
+            partition_count: t.partitions.len() as u32,
+            partitions: t.partitions.iter().map(|p| p.stats()).collect(),
+            retention_ms: c.retention_ms,
+            retention_bytes: c.retention_bytes,
+            cleanup: c.cleanup,
+            flush: c.flush,
+            flush_interval_ms: c.flush_interval_ms,
+            segment_bytes: c.segment_bytes,
+            segment_ms: c.segment_ms,
+            tombstone_retention_ms: c.tombstone_retention_ms,
+        }
     }
-    v
+}
+
+/// One topic in `GET /v1/topics`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TopicSummary {
+    pub name: String,
+    pub partitions: u32,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TopicList {
+    pub topics: Vec<TopicSummary>,
 }
 
 #[utoipa::path(
     post,
     path = "/v1/topics",
     tag = "topics",
-    request_body = super::openapi::CreateTopic,
+    request_body = CreateTopic,
     responses(
-        (status = 201, description = "created", body = super::openapi::TopicDescription),
+        (status = 201, description = "created", body = TopicDescription),
         (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody),
         (status = 409, description = "topic exists", body = super::openapi::ErrorBody)
     )
@@ -40,7 +86,7 @@ fn describe_json(t: &Topic) -> Value {
 pub async fn create(
     state: State,
     body: Result<Bytes, BytesRejection>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<(StatusCode, Json<TopicDescription>), ApiError> {
     // `name` plus the topic settings; unknown fields are refused so typos do not pass silently.
     let mut fields: serde_json::Map<String, Value> = parse_json(&body?)?;
     let name = match fields.remove("name") {
@@ -52,7 +98,7 @@ pub async fn create(
         .map_err(|e| ApiError::bad_request(format!("invalid topic settings: {e}")))?;
     let log = state.log.clone();
     let t = blocking(move || log.create_topic(&name, config)).await?;
-    Ok((StatusCode::CREATED, Json(describe_json(&t))))
+    Ok((StatusCode::CREATED, Json(TopicDescription::of(&t))))
 }
 
 #[utoipa::path(
@@ -60,17 +106,20 @@ pub async fn create(
     path = "/v1/topics",
     tag = "topics",
     responses(
-        (status = 200, description = "all topics", body = super::openapi::TopicList)
+        (status = 200, description = "all topics", body = TopicList)
     )
 )]
-pub async fn list(state: State) -> Json<Value> {
-    let topics: Vec<Value> = state
+pub async fn list(state: State) -> Json<TopicList> {
+    let topics = state
         .log
         .topics()
         .iter()
-        .map(|t| json!({"name": t.name, "partitions": t.partitions.len()}))
+        .map(|t| TopicSummary {
+            name: t.name.clone(),
+            partitions: t.partitions.len() as u32,
+        })
         .collect();
-    Json(json!({ "topics": topics }))
+    Json(TopicList { topics })
 }
 
 #[utoipa::path(
@@ -79,7 +128,7 @@ pub async fn list(state: State) -> Json<Value> {
     tag = "topics",
     params(("topic" = String, Path, description = "topic name")),
     responses(
-        (status = 200, description = "settings and partitions", body = super::openapi::TopicDescription),
+        (status = 200, description = "settings and partitions", body = TopicDescription),
         (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody),
         (status = 404, description = "unknown topic", body = super::openapi::ErrorBody)
     )
@@ -87,9 +136,9 @@ pub async fn list(state: State) -> Json<Value> {
 pub async fn describe(
     state: State,
     topic: Result<Path<String>, PathRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TopicDescription>, ApiError> {
     let t = state.log.topic(&topic?.0)?;
-    Ok(Json(describe_json(&t)))
+    Ok(Json(TopicDescription::of(&t)))
 }
 
 #[utoipa::path(

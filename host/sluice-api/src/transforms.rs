@@ -1,4 +1,5 @@
-//! Plugin and transform endpoints.
+//! What transforms use: the plugin store, a transform's plugin log lines, and lookup
+//! tables. (Deploying and running transforms: `deployments`.)
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -10,63 +11,12 @@ use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use super::{ApiError, State, blocking, parse_json};
-use sluice_pipeline::plugins::PluginError;
-use sluice_pipeline::{PipelineError, TransformSpec};
-use sluice_runtime::RuntimeError;
+use sluice_pipeline::plugins::PluginVersion;
 
-impl From<PluginError> for ApiError {
-    fn from(e: PluginError) -> Self {
-        let msg = e.to_string();
-        match e {
-            PluginError::Unknown(_) | PluginError::UnknownVersion { .. } => {
-                ApiError::new(StatusCode::NOT_FOUND, "unknown_plugin", msg)
-            }
-            PluginError::BadName(_) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_name", msg),
-            PluginError::Runtime(RuntimeError::TooLarge { .. }) => {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "plugin_too_large", msg)
-            }
-            PluginError::Runtime(RuntimeError::Init(_)) => {
-                ApiError::new(StatusCode::BAD_REQUEST, "plugin_init_failed", msg)
-            }
-            PluginError::Runtime(_) => {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_plugin", msg)
-            }
-            PluginError::Io { .. } => ApiError::internal(msg),
-        }
-    }
-}
-
-impl From<PipelineError> for ApiError {
-    fn from(e: PipelineError) -> Self {
-        let msg = e.to_string();
-        match e {
-            PipelineError::BadName(_) => {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_name", msg)
-            }
-            PipelineError::Unknown(_) => {
-                ApiError::new(StatusCode::NOT_FOUND, "unknown_transform", msg)
-            }
-            PipelineError::Invalid(_) => {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_transform", msg)
-            }
-            PipelineError::UnknownInput(_) | PipelineError::UnknownOutput(_) => {
-                ApiError::new(StatusCode::BAD_REQUEST, "unknown_topic", msg)
-            }
-            PipelineError::PluginInUse { .. } => {
-                ApiError::new(StatusCode::CONFLICT, "plugin_in_use", msg)
-            }
-            PipelineError::Plugin(p) => p.into(),
-            PipelineError::Log(l) => l.into(),
-            PipelineError::Runtime(_) => {
-                ApiError::new(StatusCode::BAD_REQUEST, "plugin_failed", msg)
-            }
-        }
-    }
-}
+use super::{ApiError, State, blocking};
 
 #[utoipa::path(
     put,
@@ -75,7 +25,7 @@ impl From<PipelineError> for ApiError {
     params(("name" = String, Path)),
     request_body(content((Vec<u8> = "application/wasm"), (Vec<u8> = "application/octet-stream"))),
     responses(
-        (status = 201, description = "the new version", body = super::openapi::UploadedPlugin),
+        (status = 201, description = "the new version", body = UploadedPlugin),
         (status = 400, description = "not a valid component of the transform world", body = super::openapi::ErrorBody),
         (status = 413, description = "over the upload limit", body = super::openapi::ErrorBody)
     )
@@ -84,7 +34,7 @@ pub async fn upload_plugin(
     state: State,
     name: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<UploadedPlugin>), ApiError> {
     let name = name?.0;
     let limit = state.pipelines.plugins.runtime().max_plugin_bytes();
     let body = body.map_err(|r| {
@@ -107,10 +57,46 @@ pub async fn upload_plugin(
     let _ = tokio::task::spawn_blocking(move || p.plugin_uploaded(&n, version)).await;
     Ok((
         StatusCode::CREATED,
-        Json(
-            json!({"name": name, "version": v.version, "digest": v.digest, "size_bytes": v.size_bytes}),
-        ),
+        Json(UploadedPlugin {
+            name,
+            version: v.version,
+            digest: v.digest,
+            size_bytes: v.size_bytes,
+        }),
     ))
+}
+
+/// `PUT /v1/plugins/{name}`: the version the upload made.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UploadedPlugin {
+    pub name: String,
+    pub version: u32,
+    /// `sha256:<hex of the uploaded bytes>`.
+    pub digest: String,
+    pub size_bytes: usize,
+}
+
+/// One plugin in `GET /v1/plugins`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PluginSummary {
+    pub name: String,
+    /// How many versions are stored.
+    pub versions: usize,
+    pub latest: Option<PluginVersion>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PluginList {
+    pub plugins: Vec<PluginSummary>,
+}
+
+/// `GET /v1/plugins/{name}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PluginDetail {
+    pub name: String,
+    pub versions: Vec<PluginVersion>,
+    /// Transforms that use it (it cannot be deleted while there are any).
+    pub used_by: Vec<String>,
 }
 
 #[utoipa::path(
@@ -118,21 +104,22 @@ pub async fn upload_plugin(
     path = "/v1/plugins",
     tag = "plugins",
     responses(
-        (status = 200, description = "plugins and their latest versions", body = super::openapi::StatusDoc)
+        (status = 200, description = "plugins and their latest versions", body = PluginList)
     )
 )]
-pub async fn list_plugins(state: State) -> Json<Value> {
-    let plugins: Vec<Value> = state
+pub async fn list_plugins(state: State) -> Json<PluginList> {
+    let plugins = state
         .pipelines
         .plugins
         .list()
         .into_iter()
-        .map(|(name, versions)| {
-            let latest = versions.last().cloned();
-            json!({"name": name, "versions": versions.len(), "latest": latest})
+        .map(|(name, versions)| PluginSummary {
+            name,
+            versions: versions.len(),
+            latest: versions.last().cloned(),
         })
         .collect();
-    Json(json!({ "plugins": plugins }))
+    Json(PluginList { plugins })
 }
 
 #[utoipa::path(
@@ -141,7 +128,7 @@ pub async fn list_plugins(state: State) -> Json<Value> {
     tag = "plugins",
     params(("name" = String, Path)),
     responses(
-        (status = 200, description = "versions and users", body = super::openapi::StatusDoc),
+        (status = 200, description = "versions and users", body = PluginDetail),
         (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody),
         (status = 404, description = "unknown plugin", body = super::openapi::ErrorBody)
     )
@@ -149,13 +136,15 @@ pub async fn list_plugins(state: State) -> Json<Value> {
 pub async fn get_plugin(
     state: State,
     name: Result<Path<String>, PathRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PluginDetail>, ApiError> {
     let name = name?.0;
     let versions = state.pipelines.plugins.versions(&name)?;
     let used_by = state.pipelines.users_of(&name);
-    Ok(Json(
-        json!({"name": name, "versions": versions, "used_by": used_by}),
-    ))
+    Ok(Json(PluginDetail {
+        name,
+        versions,
+        used_by,
+    }))
 }
 
 #[utoipa::path(
@@ -180,145 +169,44 @@ pub async fn delete_plugin(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(
-    put,
-    path = "/v1/transforms/{name}",
-    tag = "transforms",
-    params(("name" = String, Path)),
-    request_body = super::openapi::TransformSpecDoc,
-    responses(
-        (status = 201, description = "deployed", body = super::openapi::StatusDoc), (status = 200, description = "updated (swap or rollback)", body = super::openapi::StatusDoc),
-        (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody),
-        (status = 404, description = "unknown plugin or version", body = super::openapi::ErrorBody)
-    )
-)]
-pub async fn put_transform(
-    state: State,
-    name: Result<Path<String>, PathRejection>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let name = name?.0;
-    let spec: TransformSpec = parse_json(&body?)?;
-    let p = state.pipelines.clone();
-    let n = name.clone();
-    let created = blocking(move || p.deploy(&n, spec)).await?;
-    let t = state.pipelines.get(&name)?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Json(state.pipelines.status(&t))))
-}
-
-#[utoipa::path(
-    get,
-    path = "/v1/transforms",
-    tag = "transforms",
-    responses(
-        (status = 200, description = "status of every transform", body = super::openapi::StatusDoc)
-    )
-)]
-pub async fn list_transforms(state: State) -> Json<Value> {
-    let list: Vec<Value> = state
-        .pipelines
-        .list()
-        .iter()
-        .map(|t| state.pipelines.status(t))
-        .collect();
-    Json(json!({ "transforms": list }))
-}
-
-#[utoipa::path(
-    get,
-    path = "/v1/transforms/{name}",
-    tag = "transforms",
-    params(("name" = String, Path)),
-    responses(
-        (status = 200, description = "status", body = super::openapi::StatusDoc),
-        (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody),
-        (status = 404, description = "unknown transform", body = super::openapi::ErrorBody)
-    )
-)]
-pub async fn get_transform(
-    state: State,
-    name: Result<Path<String>, PathRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let t = state.pipelines.get(&name?.0)?;
-    Ok(Json(state.pipelines.status(&t)))
-}
-
-#[utoipa::path(
-    delete,
-    path = "/v1/transforms/{name}",
-    tag = "transforms",
-    params(("name" = String, Path)),
-    responses(
-        (status = 204, description = "deleted"),
-        (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody),
-        (status = 404, description = "unknown transform", body = super::openapi::ErrorBody)
-    )
-)]
-pub async fn delete_transform(
-    state: State,
-    name: Result<Path<String>, PathRejection>,
-) -> Result<StatusCode, ApiError> {
-    let name = name?.0;
-    let p = state.pipelines.clone();
-    blocking(move || p.delete(&name)).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-#[utoipa::path(
-    post,
-    path = "/v1/transforms/{name}/pause",
-    tag = "transforms",
-    params(("name" = String, Path)),
-    responses(
-        (status = 200, description = "paused", body = super::openapi::StatusDoc),
-        (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody),
-        (status = 404, description = "unknown transform", body = super::openapi::ErrorBody)
-    )
-)]
-pub async fn pause(
-    state: State,
-    name: Result<Path<String>, PathRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let name = name?.0;
-    state.pipelines.set_paused(&name, true)?;
-    let t = state.pipelines.get(&name)?;
-    Ok(Json(state.pipelines.status(&t)))
-}
-
-#[utoipa::path(
-    post,
-    path = "/v1/transforms/{name}/resume",
-    tag = "transforms",
-    params(("name" = String, Path)),
-    responses(
-        (status = 200, description = "resumed", body = super::openapi::StatusDoc),
-        (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody),
-        (status = 404, description = "unknown transform", body = super::openapi::ErrorBody)
-    )
-)]
-pub async fn resume(
-    state: State,
-    name: Result<Path<String>, PathRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let name = name?.0;
-    state.pipelines.set_paused(&name, false)?;
-    let t = state.pipelines.get(&name)?;
-    Ok(Json(state.pipelines.status(&t)))
-}
-
 #[derive(Debug, Deserialize)]
 pub struct LogsQuery {
     follow: Option<bool>,
 }
 
-fn line_json(seq: u64, l: &sluice_runtime::LogLine) -> Value {
-    json!({"seq": seq, "level": l.level, "message": l.message, "version": l.version,
-           "partition": l.partition, "offset": l.offset})
+/// One plugin log line.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LogLineOut {
+    /// Increasing; `follow` resumes after the last seen.
+    pub seq: u64,
+    /// `trace`…`error` from the `log` import, or `stdout`/`stderr`.
+    pub level: String,
+    pub message: String,
+    pub version: u32,
+    pub partition: u32,
+    /// First offset of the batch being processed (none during init).
+    pub offset: Option<i64>,
+}
+
+impl LogLineOut {
+    fn of(seq: u64, l: sluice_runtime::LogLine) -> LogLineOut {
+        LogLineOut {
+            seq,
+            level: l.level,
+            message: l.message,
+            version: l.version,
+            partition: l.partition,
+            offset: l.offset,
+        }
+    }
+}
+
+/// `GET /v1/transforms/{name}/logs`: the last lines kept.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LogLines {
+    pub lines: Vec<LogLineOut>,
+    /// Lines refused by the rate limit since the server started.
+    pub dropped: u64,
 }
 
 #[utoipa::path(
@@ -326,7 +214,7 @@ fn line_json(seq: u64, l: &sluice_runtime::LogLine) -> Value {
     path = "/v1/transforms/{name}/logs",
     params(("name" = String, Path), ("follow" = Option<bool>, Query)),
     responses(
-        (status = 200, description = "recent plugin log lines, or server-sent events with follow=true", body = super::openapi::StatusDoc),
+        (status = 200, description = "recent plugin log lines, or server-sent events with follow=true", body = LogLines),
         (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody),
         (status = 404, description = "unknown transform", body = super::openapi::ErrorBody)
     )
@@ -339,14 +227,14 @@ pub async fn logs(
     use axum::response::IntoResponse;
     let t = state.pipelines.get(&name?.0)?;
     if query?.0.follow != Some(true) {
-        let lines: Vec<Value> = t
+        let lines = t
             .logs
             .since(0)
-            .iter()
-            .map(|(s, l)| line_json(*s, l))
+            .into_iter()
+            .map(|(s, l)| LogLineOut::of(s, l))
             .collect();
         let dropped = t.logs.dropped.load(std::sync::atomic::Ordering::Relaxed);
-        return Ok(Json(json!({ "lines": lines, "dropped": dropped })).into_response());
+        return Ok(Json(LogLines { lines, dropped }).into_response());
     }
     let shutdown = state.shutdown.clone();
     let stream = async_stream(t, shutdown);
@@ -370,9 +258,9 @@ fn async_stream(
                     next = seq + 1;
                     queue.insert(
                         0,
-                        Event::default()
-                            .event("log")
-                            .data(line_json(seq, &l).to_string()),
+                        Event::default().event("log").data(
+                            serde_json::to_string(&LogLineOut::of(seq, l)).unwrap_or_default(),
+                        ),
                     );
                 }
                 if queue.is_empty() {
@@ -391,7 +279,7 @@ fn async_stream(
     path = "/v1/topics/{topic}/keys/{key}",
     params(("topic" = String, Path, description = "topic name"), ("key" = String, Path)),
     responses(
-        (status = 200, description = "the latest value of a key of a compacted topic", body = super::openapi::TableValue),
+        (status = 200, description = "the latest value of a key of a compacted topic", body = TableValue),
         (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody),
         (status = 404, description = "unknown table or key", body = super::openapi::ErrorBody)
     )
@@ -399,7 +287,7 @@ fn async_stream(
 pub async fn table_key(
     state: State,
     path: Result<Path<(String, String)>, PathRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TableValue>, ApiError> {
     let Path((topic, key)) = path?;
     let tables = state.pipelines.tables.clone();
     let k = key.clone();
@@ -411,12 +299,19 @@ pub async fn table_key(
             "unknown_key",
             format!("no key {key:?} in table {topic}"),
         )),
-        Some(v) => {
-            let value = match std::str::from_utf8(&v) {
-                Ok(s) => json!(s),
-                Err(_) => json!(null),
-            };
-            Ok(Json(json!({"topic": topic, "key": key, "value": value})))
-        }
+        Some(v) => Ok(Json(TableValue {
+            topic,
+            key,
+            value: std::str::from_utf8(&v).ok().map(str::to_owned),
+        })),
     }
+}
+
+/// `GET /v1/topics/{topic}/keys/{key}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TableValue {
+    pub topic: String,
+    pub key: String,
+    /// The latest value (UTF-8), null when it is not text.
+    pub value: Option<String>,
 }

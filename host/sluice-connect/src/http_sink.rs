@@ -17,6 +17,7 @@ use super::{BatchSpec, SinkStart, TaskEnv, http_error, redact_url};
 use sluice_log::batch::StoredRecord;
 
 /// How a batch is laid out in the request body.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SinkFormat {
@@ -25,6 +26,7 @@ pub enum SinkFormat {
     Ndjson,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSinkSpec {

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +32,7 @@ pub use postgres::PostgresSinkSpec;
 pub use pull::PullSpec;
 
 /// What `PUT /v1/connectors/{name}` accepts.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum ConnectorSpec {
@@ -114,6 +115,69 @@ pub(crate) fn redact_dsn(dsn: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Whether a connector runs, is paused, or failed its last attempt (and is retrying).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum ConnectorState {
+    Running,
+    Paused,
+    Failed,
+}
+
+/// The last error a connector met, and when.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LastError {
+    pub at_ms: i64,
+    pub message: String,
+}
+
+/// Where a sink stands on one partition of its topic.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SinkPartition {
+    pub partition: u32,
+    pub position: u64,
+    pub lag: u64,
+}
+
+/// What only sources or only sinks have.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(untagged)]
+pub enum ConnectorDetail {
+    Source {
+        /// When the next poll is due (ms since the epoch).
+        next_run_ms: Option<i64>,
+    },
+    Sink {
+        partitions: Vec<SinkPartition>,
+        /// Records not delivered yet, over all partitions.
+        lag: u64,
+    },
+}
+
+/// The status of one connector (`GET /v1/connectors/{name}`), secrets redacted.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConnectorStatus {
+    pub name: String,
+    pub kind: &'static str,
+    pub topic: String,
+    pub status: ConnectorState,
+    /// The spec as deployed, secrets replaced by `***`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub spec: Value,
+    pub records: u64,
+    pub dead_letters: u64,
+    pub failures: u64,
+    pub requests: u64,
+    pub last_error: Option<LastError>,
+    #[serde(flatten)]
+    pub detail: ConnectorDetail,
 }
 
 /// Why a connector request was refused.
@@ -570,8 +634,8 @@ impl Connectors {
         }
     }
 
-    /// The status document of one connector (secrets redacted).
-    pub fn status(&self, c: &Connector) -> Value {
+    /// The status of one connector (secrets redacted).
+    pub fn status(&self, c: &Connector) -> ConnectorStatus {
         let h = &c.health;
         let failing = h
             .last_error
@@ -583,29 +647,19 @@ impl Connectors {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let state = if c.is_paused() {
-            "paused"
+        let status = if c.is_paused() {
+            ConnectorState::Paused
         } else if failing.is_some() {
-            "failed"
+            ConnectorState::Failed
         } else {
-            "running"
+            ConnectorState::Running
         };
-        let mut doc = json!({
-            "name": c.name,
-            "kind": c.spec.kind(),
-            "topic": c.spec.topic(),
-            "status": state,
-            "spec": c.spec.redacted(),
-            "records": h.records.load(Ordering::Relaxed),
-            "dead_letters": h.dead_letters.load(Ordering::Relaxed),
-            "failures": h.failures.load(Ordering::Relaxed),
-            "requests": h.requests.load(Ordering::Relaxed),
-            "last_error": last.map(|(at, e)| json!({"at_ms": at, "message": e})),
-        });
-        match &c.spec {
+        let detail = match &c.spec {
             ConnectorSpec::HttpPull(_) => {
                 let next = h.next_run_ms.load(Ordering::Relaxed);
-                doc["next_run_ms"] = if next > 0 { json!(next) } else { Value::Null };
+                ConnectorDetail::Source {
+                    next_run_ms: (next > 0).then_some(next),
+                }
             }
             ConnectorSpec::HttpSink(_) | ConnectorSpec::PostgresSink(_) => {
                 let topic = self.log.topic(c.spec.topic()).ok();
@@ -614,26 +668,42 @@ impl Connectors {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .clone();
-                let parts: Vec<Value> = positions
+                let partitions: Vec<SinkPartition> = positions
                     .iter()
                     .map(|(p, pos)| {
                         let hw = topic
                             .as_ref()
                             .and_then(|t| t.partitions.get(*p as usize))
                             .map_or(*pos, |x| x.high_watermark());
-                        json!({"partition": p, "position": pos, "lag": hw.saturating_sub(*pos)})
+                        SinkPartition {
+                            partition: *p,
+                            position: *pos,
+                            lag: hw.saturating_sub(*pos),
+                        }
                     })
                     .collect();
-                let lag: u64 = parts.iter().filter_map(|p| p["lag"].as_u64()).sum();
-                doc["partitions"] = json!(parts);
-                doc["lag"] = json!(lag);
+                let lag = partitions.iter().map(|p| p.lag).sum();
+                ConnectorDetail::Sink { partitions, lag }
             }
+        };
+        ConnectorStatus {
+            name: c.name.clone(),
+            kind: c.spec.kind(),
+            topic: c.spec.topic().to_string(),
+            status,
+            spec: serde_json::to_value(c.spec.redacted()).unwrap_or(Value::Null),
+            records: h.records.load(Ordering::Relaxed),
+            dead_letters: h.dead_letters.load(Ordering::Relaxed),
+            failures: h.failures.load(Ordering::Relaxed),
+            requests: h.requests.load(Ordering::Relaxed),
+            last_error: last.map(|(at_ms, message)| LastError { at_ms, message }),
+            detail,
         }
-        doc
     }
 }
 
 /// Where a sink starts when it has no stored position.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SinkStart {
@@ -643,6 +713,7 @@ pub enum SinkStart {
 }
 
 /// How a sink groups records into one request / transaction.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BatchSpec {

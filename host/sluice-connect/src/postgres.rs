@@ -22,6 +22,7 @@ use super::sink::{Failure, Sink};
 use super::{BatchSpec, SinkStart, TaskEnv, json_path};
 use sluice_log::batch::StoredRecord;
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
@@ -30,6 +31,7 @@ pub enum Mode {
     Upsert,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresSinkSpec {

@@ -29,6 +29,7 @@ use sluice_log::{Topic, now_ms};
 pub const PULL_HEADER: &str = "sluice-pull";
 
 /// How the response body holds records.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum PullFormat {
@@ -67,6 +68,7 @@ impl<'de> Deserialize<'de> for PullFormat {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum NamedFormat {
@@ -77,6 +79,7 @@ pub enum NamedFormat {
 }
 
 /// A JSON field of the last imported record, sent back as a query parameter.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CursorSpec {
@@ -89,6 +92,7 @@ pub struct CursorSpec {
     pub initial: Option<String>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PullSpec {

@@ -61,6 +61,7 @@ pub enum LogError {
 
 /// When an append counts as durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum FlushPolicy {
     /// fsync before acknowledging; concurrent appends share one fsync (group commit).
@@ -73,6 +74,7 @@ pub enum FlushPolicy {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Cleanup {
     #[default]
@@ -82,8 +84,10 @@ pub enum Cleanup {
 
 /// A topic's settings, persisted in `topic.json` beside its partitions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(default, deny_unknown_fields)]
 pub struct TopicConfig {
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1024))]
     pub partitions: u32,
     pub retention_ms: Option<i64>,
     pub retention_bytes: Option<u64>,

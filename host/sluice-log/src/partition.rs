@@ -33,6 +33,7 @@ pub struct ReadBatches {
 
 /// Size and offsets of one partition.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PartitionStats {
     pub partition: u32,
     pub start_offset: u64,

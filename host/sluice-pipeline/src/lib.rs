@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 pub use recover::{SOURCE_HEADER, VERSION_HEADER};
 
@@ -64,6 +64,7 @@ impl<'de> Deserialize<'de> for VersionSel {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Start {
@@ -73,11 +74,14 @@ pub enum Start {
 }
 
 /// What `PUT /v1/transforms/{name}` takes.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TransformSpec {
     pub plugin: String,
+    /// A version number or `"latest"` (follows new uploads).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub version: VersionSel,
     pub input: String,
     pub outputs: Vec<String>,
@@ -107,7 +111,68 @@ impl TransformSpec {
     }
 }
 
+/// Whether a deployment's tasks run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    Running,
+    Paused,
+}
+
+/// Where one partition task stands.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PartitionStatus {
+    pub partition: u32,
+    /// The next input offset to process.
+    pub position: u64,
+    /// Input records not processed yet.
+    pub lag: u64,
+    /// The plugin version this partition runs.
+    pub version: u32,
+}
+
+/// Counters of a transform since the server started.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CounterValues {
+    pub records_in: u64,
+    pub records_out: u64,
+    pub rejected: u64,
+    pub failed: u64,
+    pub traps: u64,
+    pub fuel: u64,
+}
+
+/// The status of one transform (`GET /v1/transforms/{name}`).
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TransformStatus {
+    pub name: String,
+    pub status: RunState,
+    pub plugin: String,
+    /// The active version (0 while none is).
+    pub version: u32,
+    /// A version number or `"latest"`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub version_selector: VersionSel,
+    pub input: String,
+    pub outputs: Vec<String>,
+    pub dead_letter: String,
+    pub config: BTreeMap<String, String>,
+    pub limits: Limits,
+    pub tables: Vec<String>,
+    pub allow_cycles: bool,
+    /// Which version took over at which offset of which partition.
+    pub history: Vec<HistoryEntry>,
+    pub partitions: Vec<PartitionStatus>,
+    pub counters: CounterValues,
+    pub last_error: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HistoryEntry {
     pub version: u32,
     pub partition: u32,
@@ -914,42 +979,52 @@ impl Pipelines {
         Ok(self.plugins.delete(plugin)?)
     }
 
-    /// The status document of one transform.
-    pub fn status(&self, t: &Transform) -> Value {
+    /// The status of one transform.
+    pub fn status(&self, t: &Transform) -> TransformStatus {
         let spec = t.spec();
         let input = self.log.topic(&spec.input).ok();
-        let tasks = t.tasks.lock().unwrap_or_else(|p| p.into_inner());
-        let partitions: Vec<Value> = tasks
+        let partitions = t
+            .task_states()
             .iter()
-            .map(|(s, _)| {
-                let pos = s.position.load(Ordering::Acquire);
+            .map(|s| {
+                let position = s.position.load(Ordering::Acquire);
                 let hw = input
                     .as_ref()
                     .and_then(|i| i.partitions.get(s.partition as usize))
-                    .map_or(pos, |p| p.high_watermark());
-                json!({"partition": s.partition, "position": pos, "lag": hw.saturating_sub(pos),
-                       "version": s.version.load(Ordering::Acquire)})
+                    .map_or(position, |p| p.high_watermark());
+                PartitionStatus {
+                    partition: s.partition,
+                    position,
+                    lag: hw.saturating_sub(position),
+                    version: s.version.load(Ordering::Acquire),
+                }
             })
             .collect();
-        drop(tasks);
-        let paused = t.paused.load(Ordering::Acquire);
-        json!({
-            "name": t.name,
-            "status": if paused { "paused" } else { "running" },
-            "plugin": spec.plugin,
-            "version": t.active_version(),
-            "version_selector": spec.version,
-            "input": spec.input,
-            "outputs": spec.outputs,
-            "dead_letter": spec.dead_letter_topic(),
-            "config": spec.config,
-            "limits": spec.limits,
-            "tables": spec.tables,
-            "allow_cycles": spec.allow_cycles,
-            "history": *t.history.lock().unwrap_or_else(|p| p.into_inner()),
-            "partitions": partitions,
-            "counters": t.counters.snapshot(),
-            "last_error": *t.last_error.lock().unwrap_or_else(|p| p.into_inner()),
-        })
+        TransformStatus {
+            name: t.name.clone(),
+            status: if t.paused.load(Ordering::Acquire) {
+                RunState::Paused
+            } else {
+                RunState::Running
+            },
+            version: t.active_version(),
+            dead_letter: spec.dead_letter_topic(),
+            history: t.history.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            partitions,
+            counters: t.counters.values(),
+            last_error: t
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            plugin: spec.plugin,
+            version_selector: spec.version,
+            input: spec.input,
+            outputs: spec.outputs,
+            config: spec.config,
+            limits: spec.limits,
+            tables: spec.tables,
+            allow_cycles: spec.allow_cycles,
+        }
     }
 }

@@ -10,6 +10,7 @@ use sluice_common::fs::write_file;
 use sluice_runtime::{Compiled, Runtime, RuntimeError};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PluginVersion {
     pub version: u32,
     pub digest: String,

@@ -17,7 +17,7 @@ use sluice_sdk::codec::Records;
 use crate::appender::{Appended, Appender, Pending, STAGE_LIMIT, Staged, ToAppender};
 use crate::checkpoint::{self, Checkpoint, CheckpointWriter};
 use crate::recover::{self, Recovered, SOURCE_HEADER, VERSION_HEADER};
-use crate::{Counters, HistoryEntry, Transform};
+use crate::{CounterValues, Counters, HistoryEntry, Transform};
 
 /// What one partition task shares with the control plane.
 #[derive(Debug)]
@@ -631,14 +631,14 @@ fn input_from(raw: &Bytes, h: &BatchHeader, position: u64) -> Result<InputBatch,
 }
 
 impl Counters {
-    pub fn snapshot(&self) -> serde_json::Value {
-        serde_json::json!({
-            "records_in": self.records_in.load(Ordering::Relaxed),
-            "records_out": self.records_out.load(Ordering::Relaxed),
-            "rejected": self.rejected.load(Ordering::Relaxed),
-            "failed": self.failed.load(Ordering::Relaxed),
-            "traps": self.traps.load(Ordering::Relaxed),
-            "fuel": self.fuel.load(Ordering::Relaxed),
-        })
+    pub fn values(&self) -> CounterValues {
+        CounterValues {
+            records_in: self.records_in.load(Ordering::Relaxed),
+            records_out: self.records_out.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            traps: self.traps.load(Ordering::Relaxed),
+            fuel: self.fuel.load(Ordering::Relaxed),
+        }
     }
 }

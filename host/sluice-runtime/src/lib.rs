@@ -70,6 +70,7 @@ pub enum RuntimeError {
 }
 
 /// Resource limits of one deployment's instances.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {

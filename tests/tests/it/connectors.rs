@@ -511,7 +511,7 @@ fn http_sink_retries_outages_dead_letters_a_refused_record_and_keeps_order() {
         received.lock().unwrap().len() == 60
     });
     let r = http().delete(s.url("/v1/connectors/hook")).send().unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(r.status(), 204);
     assert_eq!(
         http()
             .get(s.url("/v1/connectors/hook"))
