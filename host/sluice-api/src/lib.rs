@@ -17,6 +17,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -140,8 +141,36 @@ pub fn router(state: Arc<AppState>) -> Router {
             access::authorize,
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(json_newline))
         .layer(axum::middleware::from_fn(linger::linger))
         .with_state(state)
+}
+
+/// Ends every JSON body with a newline, so `curl` output ends its line in a terminal.
+/// (Streams — server-sent events — are left alone.)
+async fn json_newline(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::body::HttpBody;
+    use axum::http::header;
+    let resp = next.run(req).await;
+    let json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !json || resp.body().size_hint().exact().is_none() {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return ApiError::internal("reading a response body").into_response();
+    };
+    let mut with_newline = Vec::with_capacity(bytes.len() + 1);
+    with_newline.extend_from_slice(&bytes);
+    with_newline.push(b'\n');
+    parts.headers.remove(header::CONTENT_LENGTH);
+    axum::response::Response::from_parts(parts, axum::body::Body::from(with_newline))
 }
 
 /// Counts and times every routed request by its route template.

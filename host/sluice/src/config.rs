@@ -3,7 +3,19 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use sluice_config::{KafkaSettings, Limits, LogSettings, TlsFiles};
+use anyhow::Context;
+use sluice_config::{FileConfig, KafkaSettings, Limits, LogSettings, TlsFiles};
+
+use crate::cli::ServeArgs;
+
+/// The address a name resolves to first.
+async fn resolve(flag: &str, addr: &str) -> anyhow::Result<SocketAddr> {
+    tokio::net::lookup_host(addr)
+        .await
+        .with_context(|| format!("--{flag} {addr}: not an address (expected HOST:PORT)"))?
+        .next()
+        .with_context(|| format!("--{flag} {addr} resolves to no address"))
+}
 
 /// Everything `server::run` needs, resolved.
 #[derive(Debug, Clone)]
@@ -26,6 +38,43 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
+    /// Flags over the config file (when one is given) over the defaults.
+    pub async fn from_flags(args: ServeArgs) -> anyhow::Result<ServerConfig> {
+        let file = match &args.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        let http = args
+            .http
+            .or(file.http)
+            .unwrap_or_else(|| "127.0.0.1:8080".into());
+        let kafka = args
+            .kafka
+            .or(file.kafka)
+            .unwrap_or_else(|| "127.0.0.1:9092".into());
+        let config = ServerConfig {
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| "sluice-data".into()),
+            http: resolve("http", &http).await?,
+            insecure: args.insecure || file.insecure,
+            plugins_dir: args.plugins_dir.or(file.plugins_dir),
+            limits: file.limits,
+            log: file.log,
+            kafka: match kafka.as_str() {
+                "off" => None,
+                addr => Some(resolve("kafka", addr).await?),
+            },
+            advertise: args.advertise.or(file.advertise),
+            kafka_settings: file.kafka_settings,
+            auth: sluice_auth::Auth::from_config(&file.auth)?,
+            tls: file.tls,
+        };
+        config.check_exposure()?;
+        Ok(config)
+    }
+
     /// Refuses to expose an unauthenticated server beyond this machine.
     pub fn check_exposure(&self) -> anyhow::Result<()> {
         if self.auth.is_some() {

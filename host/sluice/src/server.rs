@@ -151,6 +151,30 @@ pub async fn run(
     Ok(())
 }
 
+/// `sluice serve`: binds the listeners (saying what to do when an address is taken) and
+/// runs until ctrl-c or SIGTERM.
+pub async fn serve(args: crate::cli::ServeArgs) -> anyhow::Result<()> {
+    let config = ServerConfig::from_flags(args).await?;
+    let bind = |addr: std::net::SocketAddr, flag: &'static str| async move {
+        TcpListener::bind(addr).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                anyhow::anyhow!(
+                    "cannot listen on {addr}: address in use (another server?) — pass --{flag} \
+                     with another address"
+                )
+            } else {
+                anyhow::anyhow!("cannot listen on {addr} (--{flag}): {e}")
+            }
+        })
+    };
+    let http = bind(config.http, "http").await?;
+    let kafka = match config.kafka {
+        Some(addr) => Some(bind(addr, "kafka").await?),
+        None => None,
+    };
+    run(config, http, kafka, shutdown_signal()).await
+}
+
 /// Completes on ctrl-c or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

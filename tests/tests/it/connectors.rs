@@ -876,9 +876,9 @@ fn the_cli_deploys_lists_pauses_and_deletes_connectors() {
     let status: Value = serde_json::from_str(&run(&["connector", "status", "hook"])).unwrap();
     assert_eq!(status["records"], 2, "{status}");
     assert_eq!(status["spec"]["headers"]["Authorization"], "***");
-    assert!(run(&["connector", "pause", "hook"]).contains("paused hook"));
+    assert!(run(&["connector", "pause", "hook"]).contains("paused connector hook"));
     assert_eq!(connector(&s, "hook")["status"], "paused");
-    assert!(run(&["connector", "resume", "hook"]).contains("resumed hook"));
-    assert!(run(&["connector", "delete", "hook"]).contains("deleted hook"));
+    assert!(run(&["connector", "resume", "hook"]).contains("resumed connector hook"));
+    assert!(run(&["connector", "delete", "hook"]).contains("deleted connector hook"));
     assert!(!run(&["connector", "list"]).contains("hook"));
 }

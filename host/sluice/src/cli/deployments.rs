@@ -1,0 +1,299 @@
+//! `sluice transform …` and `sluice connector …`: each kind deploys its own way; listing,
+//! status, pause, resume and delete are the same verbs over the same API shape.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Subcommand;
+use serde_json::{Value, json};
+
+use super::Client;
+use super::output::{Table, line, note};
+
+/// The verbs every kind of named deployment has.
+#[derive(Debug, Subcommand)]
+pub enum Verb {
+    /// List deployments with their status and lag.
+    List,
+    /// Show one deployment's status (JSON).
+    Status {
+        /// Deployment name.
+        name: String,
+    },
+    /// Stop processing; what arrives meanwhile waits as lag.
+    Pause {
+        /// Deployment name.
+        name: String,
+    },
+    /// Go on after a pause.
+    Resume {
+        /// Deployment name.
+        name: String,
+    },
+    /// Stop and forget a deployment (its topics stay).
+    Delete {
+        /// Deployment name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TransformCmd {
+    /// Create or update a deployment (an update with another version is a hot swap).
+    Deploy {
+        /// Deployment name.
+        name: String,
+        /// Plugin to run.
+        #[arg(long)]
+        plugin: String,
+        /// A version number, or `latest` to follow new uploads.
+        #[arg(long, default_value = "latest")]
+        version: String,
+        /// Input topic.
+        #[arg(long)]
+        input: String,
+        /// Output topic (repeat for several; the first is the default).
+        #[arg(long = "output", required = true)]
+        outputs: Vec<String>,
+        /// Dead-letter topic [default: INPUT.dlq].
+        #[arg(long)]
+        dead_letter: Option<String>,
+        /// Plugin config entry `key=value` (repeatable).
+        #[arg(long = "config")]
+        config: Vec<String>,
+        /// A lookup table the plugin may read (repeatable; none by default).
+        #[arg(long = "table")]
+        tables: Vec<String>,
+        /// Let this deployment close a cycle of transforms.
+        #[arg(long)]
+        allow_cycles: bool,
+        /// `earliest` or `latest`: where a new deployment starts reading.
+        #[arg(long, default_value = "earliest")]
+        start: String,
+    },
+    /// Print the plugin's log lines.
+    Logs {
+        /// Deployment name.
+        name: String,
+        /// Keep printing new lines.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    #[command(flatten)]
+    Verb(Verb),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConnectorCmd {
+    /// Create or replace a connector from a JSON spec (see the README).
+    Deploy {
+        /// Connector name.
+        name: String,
+        /// The spec file (`-` for stdin).
+        #[arg(long)]
+        file: PathBuf,
+    },
+    #[command(flatten)]
+    Verb(Verb),
+}
+
+/// A kind of named deployment, as the CLI shows it.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Transform,
+    Connector,
+}
+
+impl Kind {
+    fn path(self) -> &'static str {
+        match self {
+            Kind::Transform => "/v1/transforms",
+            Kind::Connector => "/v1/connectors",
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            Kind::Transform => "transform",
+            Kind::Connector => "connector",
+        }
+    }
+
+    /// The list view: one row per deployment.
+    fn table(self, v: &Value) -> Table {
+        let s = |x: &Value| x.as_str().unwrap_or("").to_string();
+        let lag = |d: &Value| {
+            let parts = d["partitions"].as_array();
+            match (parts, d.get("lag")) {
+                (_, Some(l)) => l.to_string(),
+                (Some(ps), None) => ps
+                    .iter()
+                    .filter_map(|p| p["lag"].as_u64())
+                    .sum::<u64>()
+                    .to_string(),
+                (None, None) => "-".into(),
+            }
+        };
+        match self {
+            Kind::Transform => {
+                let mut t = Table::new(
+                    &["TRANSFORM", "STATUS", "PLUGIN", "VERSION", "INPUT", "LAG"],
+                    &[false, false, false, true, false, true],
+                );
+                for d in v["transforms"].as_array().into_iter().flatten() {
+                    t.row(vec![
+                        s(&d["name"]),
+                        s(&d["status"]),
+                        s(&d["plugin"]),
+                        d["version"].to_string(),
+                        s(&d["input"]),
+                        lag(d),
+                    ]);
+                }
+                t
+            }
+            Kind::Connector => {
+                let mut t = Table::new(
+                    &["CONNECTOR", "KIND", "STATUS", "TOPIC", "RECORDS", "LAG"],
+                    &[false, false, false, false, true, true],
+                );
+                for d in v["connectors"].as_array().into_iter().flatten() {
+                    t.row(vec![
+                        s(&d["name"]),
+                        s(&d["kind"]),
+                        s(&d["status"]),
+                        s(&d["topic"]),
+                        d["records"].to_string(),
+                        lag(d),
+                    ]);
+                }
+                t
+            }
+        }
+    }
+}
+
+async fn verb(c: &Client, kind: Kind, v: Verb) -> anyhow::Result<()> {
+    let (path, noun) = (kind.path(), kind.noun());
+    match v {
+        Verb::List => kind.table(&c.get(path).await?).print(),
+        Verb::Status { name } => {
+            let st = c.get(&format!("{path}/{name}")).await?;
+            line(serde_json::to_string_pretty(&st)?);
+        }
+        Verb::Pause { name } => {
+            c.post(&format!("{path}/{name}/pause"), &json!({})).await?;
+            line(format!("paused {noun} {name}"));
+        }
+        Verb::Resume { name } => {
+            c.post(&format!("{path}/{name}/resume"), &json!({})).await?;
+            line(format!("resumed {noun} {name}"));
+        }
+        Verb::Delete { name } => {
+            c.delete(&format!("{path}/{name}")).await?;
+            line(format!("deleted {noun} {name}"));
+        }
+    }
+    Ok(())
+}
+
+pub async fn transform(c: &Client, cmd: TransformCmd) -> anyhow::Result<()> {
+    match cmd {
+        TransformCmd::Deploy {
+            name,
+            plugin,
+            version,
+            input,
+            outputs,
+            dead_letter,
+            config,
+            tables,
+            allow_cycles,
+            start,
+        } => {
+            let version = match version.as_str() {
+                "latest" => json!("latest"),
+                v => json!(
+                    v.parse::<u32>()
+                        .with_context(|| format!("--version {v}: a number or latest"))?
+                ),
+            };
+            let mut cfg = serde_json::Map::new();
+            for kv in config {
+                let (k, v) = kv
+                    .split_once('=')
+                    .with_context(|| format!("--config {kv}: expected key=value"))?;
+                cfg.insert(k.to_string(), json!(v));
+            }
+            let mut spec = json!({"plugin": plugin, "version": version, "input": input,
+                "outputs": outputs, "config": cfg, "tables": tables, "start": start,
+                "allow_cycles": allow_cycles});
+            if let Some(d) = dead_letter {
+                spec["dead_letter"] = json!(d);
+            }
+            note(format!(
+                "deploying {name} (instantiating the plugin for every partition)…"
+            ));
+            let st = c.put(&format!("/v1/transforms/{name}"), &spec).await?;
+            line(format!(
+                "transform {name}: {} {} v{}",
+                st["status"].as_str().unwrap_or(""),
+                st["plugin"].as_str().unwrap_or(""),
+                st["version"]
+            ));
+        }
+        TransformCmd::Logs { name, follow } => {
+            let mut next = 0u64;
+            loop {
+                let v = c.get(&format!("/v1/transforms/{name}/logs")).await?;
+                for l in v["lines"].as_array().into_iter().flatten() {
+                    let seq = l["seq"].as_u64().unwrap_or(0);
+                    if seq < next {
+                        continue;
+                    }
+                    next = seq + 1;
+                    let at = l["offset"]
+                        .as_i64()
+                        .map_or_else(|| "init".to_string(), |o| format!("@{o}"));
+                    line(format!(
+                        "v{} p{} {at} {:<6} {}",
+                        l["version"],
+                        l["partition"],
+                        l["level"].as_str().unwrap_or(""),
+                        l["message"].as_str().unwrap_or("")
+                    ));
+                }
+                if !follow {
+                    return Ok(());
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+        TransformCmd::Verb(v) => verb(c, Kind::Transform, v).await?,
+    }
+    Ok(())
+}
+
+pub async fn connector(c: &Client, cmd: ConnectorCmd) -> anyhow::Result<()> {
+    match cmd {
+        ConnectorCmd::Deploy { name, file } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?
+            };
+            let spec: Value = serde_json::from_str(&text)
+                .with_context(|| format!("{}: not JSON", file.display()))?;
+            let st = c.put(&format!("/v1/connectors/{name}"), &spec).await?;
+            line(format!(
+                "connector {name}: {} {} on {}",
+                st["kind"].as_str().unwrap_or(""),
+                st["status"].as_str().unwrap_or(""),
+                st["topic"].as_str().unwrap_or("")
+            ));
+        }
+        ConnectorCmd::Verb(v) => verb(c, Kind::Connector, v).await?,
+    }
+    Ok(())
+}

@@ -1,0 +1,108 @@
+//! The `sluice` command line: `serve`, `demo`, and client commands over the HTTP API.
+//!
+//! `client` talks to the server, `output` prints (closed pipes end quietly, progress only at
+//! a terminal, aligned tables), and one module per command family: `topics`, `records`
+//! (produce/consume), `plugins`, `deployments` (transforms and connectors share their
+//! verbs).
+
+mod client;
+mod deployments;
+mod output;
+mod plugins;
+mod records;
+mod topics;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+pub use client::{Client, server_url};
+pub use deployments::{ConnectorCmd, TransformCmd};
+pub use plugins::PluginCmd;
+pub use records::{ConsumeArgs, ProduceArgs};
+pub use topics::TopicCmd;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "A streaming log that runs WebAssembly transforms",
+    after_help = "Client commands talk to a running server (`sluice serve`) over HTTP."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// The server's HTTP address, for client commands (`http://` is assumed without a
+    /// scheme).
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub server: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Start a throwaway server, push sample events through it and print them.
+    Demo,
+    /// Create, list, describe and delete topics.
+    #[command(subcommand)]
+    Topic(TopicCmd),
+    /// Append one record per stdin line to a topic.
+    Produce(ProduceArgs),
+    /// Print a topic's records.
+    Consume(ConsumeArgs),
+    /// Upload, list and scaffold plugins.
+    #[command(subcommand)]
+    Plugin(PluginCmd),
+    /// Deploy and manage transforms.
+    #[command(subcommand)]
+    Transform(TransformCmd),
+    /// Deploy and manage connectors (http-pull sources, http/postgres sinks).
+    #[command(subcommand)]
+    Connector(ConnectorCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Where topics, plugins and deployments are stored [default: ./sluice-data].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP listen address [default: 127.0.0.1:8080].
+    #[arg(long)]
+    pub http: Option<String>,
+    /// Kafka protocol listen address, or `off` [default: 127.0.0.1:9092].
+    #[arg(long)]
+    pub kafka: Option<String>,
+    /// Host:port given to Kafka clients [default: the Kafka listen address].
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// TOML config file (flags override it).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Allow binding a non-loopback address without authentication.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Watch this directory: writing `NAME.wasm` there uploads a new version of plugin NAME.
+    #[arg(long)]
+    pub plugins_dir: Option<PathBuf>,
+}
+
+/// Runs a client command against the server named by `--server`.
+pub async fn run(command: Command, server: &str) -> anyhow::Result<()> {
+    let c = || server_url(server).map(|u| Client::new(&u));
+    match command {
+        Command::Topic(cmd) => topics::run(&c()?, cmd).await,
+        Command::Produce(args) => records::produce(&c()?, args).await,
+        Command::Consume(args) => records::consume(&c()?, args).await,
+        Command::Plugin(PluginCmd::New { name, sdk }) => plugins::scaffold(&name, sdk),
+        Command::Plugin(cmd) => plugins::run(&c()?, cmd).await,
+        Command::Transform(cmd) => deployments::transform(&c()?, cmd).await,
+        Command::Connector(cmd) => deployments::connector(&c()?, cmd).await,
+        Command::Serve(_) | Command::Demo => Ok(()),
+    }
+}

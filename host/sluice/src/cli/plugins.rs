@@ -1,0 +1,176 @@
+//! `sluice plugin push|list|new`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+
+use super::Client;
+use super::output::{Table, line, note};
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCmd {
+    /// Upload a component as the next version of a plugin. Without FILE, builds the plugin
+    /// crate in the current directory for wasm32-wasip2 and uploads what it built.
+    Push {
+        /// Plugin name.
+        name: String,
+        /// The component (`.wasm`) [default: build the crate here].
+        file: Option<PathBuf>,
+    },
+    /// List plugins and their versions.
+    List,
+    /// Create a new plugin crate (a one-function transform with a native test).
+    New {
+        /// Crate and plugin name: letters, digits, '-' and '_'.
+        name: String,
+        /// Path of the Sluice SDK crate [default: the one this binary was built from].
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+}
+
+pub async fn run(c: &Client, cmd: PluginCmd) -> anyhow::Result<()> {
+    match cmd {
+        PluginCmd::Push { name, file } => {
+            let file = match file {
+                Some(f) => f,
+                None => build_here()?,
+            };
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            note(format!(
+                "uploading {} ({} KiB); the server validates and compiles it…",
+                file.display(),
+                bytes.len() / 1024
+            ));
+            let v = c.put_bytes(&format!("/v1/plugins/{name}"), bytes).await?;
+            line(format!(
+                "plugin {name} version {} ({})",
+                v["version"],
+                v["digest"].as_str().unwrap_or("")
+            ));
+        }
+        PluginCmd::List => {
+            let v = c.get("/v1/plugins").await?;
+            let mut t = Table::new(
+                &["PLUGIN", "VERSIONS", "LATEST", "DIGEST"],
+                &[false, true, true, false],
+            );
+            for p in v["plugins"].as_array().into_iter().flatten() {
+                t.row(vec![
+                    p["name"].as_str().unwrap_or("").to_string(),
+                    p["versions"].to_string(),
+                    p["latest"]["version"].to_string(),
+                    p["latest"]["digest"].as_str().unwrap_or("").to_string(),
+                ]);
+            }
+            t.print();
+        }
+        PluginCmd::New { name, sdk } => scaffold(&name, sdk)?,
+    }
+    Ok(())
+}
+
+/// Builds the crate in the current directory for wasm32-wasip2 (release) and returns the
+/// component cargo reports — wherever `CARGO_TARGET_DIR` puts it.
+fn build_here() -> anyhow::Result<PathBuf> {
+    note("building the plugin crate here: cargo build --release --target wasm32-wasip2");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "--message-format=json-render-diagnostics",
+        ])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running cargo (is this a plugin crate? see `sluice plugin new`)")?;
+    if !out.status.success() {
+        bail!(
+            "cargo build failed (missing target? `rustup target add wasm32-wasip2`); pass the \
+             .wasm file to push instead"
+        );
+    }
+    let built = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact")
+        .flat_map(|m| {
+            m["filenames"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|f| f.as_str().map(PathBuf::from))
+        })
+        .rfind(|p| p.extension().is_some_and(|e| e == "wasm"));
+    let Some(path) = built else {
+        bail!("cargo built no .wasm component here (is the crate a cdylib?)");
+    };
+    note(format!("built {}", path.display()));
+    Ok(path)
+}
+
+/// Writes a plugin crate: Cargo.toml, a one-function transform and a native test.
+pub fn scaffold(name: &str, sdk: Option<PathBuf>) -> anyhow::Result<()> {
+    if !sluice_pipeline::plugins::valid_name(name) || name.contains('.') {
+        bail!("plugin name {name:?}: use letters, digits, '-' and '_'");
+    }
+    let dir = PathBuf::from(name);
+    if dir.exists() {
+        bail!("{} already exists", dir.display());
+    }
+    let sdk = sdk.unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sdk"));
+    let sdk = std::fs::canonicalize(&sdk)
+        .with_context(|| format!("SDK not found at {}; pass --sdk", sdk.display()))?;
+    std::fs::create_dir_all(dir.join("src"))?;
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[lib]\ncrate-type = [\"cdylib\", \"rlib\"]\n\n\
+             [dependencies]\nsluice-sdk = {{ path = {sdk:?} }}\nserde_json = \"1\"\n\n\
+             # A crate of its own, not a member of an enclosing workspace.\n[workspace]\n",
+            sdk = sdk.display().to_string()
+        ),
+    )?;
+    std::fs::write(dir.join("src/lib.rs"), TEMPLATE)?;
+    line(format!("created plugin crate {name}/"));
+    line(format!("  test:        cd {name} && cargo test"));
+    line(format!(
+        "  build+push:  sluice plugin push {name}      (builds for wasm32-wasip2 and uploads)"
+    ));
+    Ok(())
+}
+
+const TEMPLATE: &str = r#"//! A Sluice transform. Test natively with `cargo test`; build and upload with
+//! `sluice plugin push NAME` from this directory.
+
+use sluice_sdk::{Error, Outcome, Record};
+
+/// Upper-cases text values; drops empty ones; rejects binary ones.
+pub fn transform(record: &Record) -> Result<Outcome, Error> {
+    match record.value_str() {
+        Some("") => Ok(Outcome::drop()),
+        Some(text) => Ok(Outcome::keep_with_value(text.to_uppercase())),
+        None => Err(Error::new("value is not UTF-8 text")),
+    }
+}
+
+sluice_sdk::export_transform!(transform);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_sdk::testing::{Harness, TestOutcome, TestRecord};
+
+    #[test]
+    fn upper_cases_and_drops_empty_values() {
+        let out = Harness::new(transform).run(&[TestRecord::value("hello"), TestRecord::value("")]);
+        assert_eq!(out[0].values(), ["HELLO"]);
+        assert_eq!(out[1], TestOutcome::Dropped);
+    }
+}
+"#;

@@ -1,0 +1,84 @@
+//! `sluice topic create|list|describe|delete`.
+
+use clap::Subcommand;
+use serde_json::json;
+
+use super::Client;
+use super::output::{Table, count, line};
+
+#[derive(Debug, Subcommand)]
+pub enum TopicCmd {
+    /// Create a topic.
+    Create {
+        /// Topic name: 1-249 of [a-zA-Z0-9._-].
+        name: String,
+        /// Number of partitions.
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
+        /// Delete data older than this many milliseconds [default: keep].
+        #[arg(long)]
+        retention_ms: Option<i64>,
+        /// Delete the oldest data past this many bytes per partition [default: keep].
+        #[arg(long)]
+        retention_bytes: Option<u64>,
+        /// `delete` (retention) or `compact` (latest value per key; a lookup table).
+        #[arg(long, default_value = "delete")]
+        cleanup: String,
+        /// When an append is durable: `every_batch`, `interval` or `os`.
+        #[arg(long, default_value = "every_batch")]
+        flush: String,
+    },
+    /// List topics.
+    List,
+    /// Show a topic's partitions and settings (JSON).
+    Describe {
+        /// Topic name.
+        name: String,
+    },
+    /// Delete a topic and its data.
+    Delete {
+        /// Topic name.
+        name: String,
+    },
+}
+
+pub async fn run(c: &Client, cmd: TopicCmd) -> anyhow::Result<()> {
+    match cmd {
+        TopicCmd::Create {
+            name,
+            partitions,
+            retention_ms,
+            retention_bytes,
+            cleanup,
+            flush,
+        } => {
+            let body = json!({"name": name, "partitions": partitions, "cleanup": cleanup,
+                "retention_ms": retention_ms, "retention_bytes": retention_bytes, "flush": flush});
+            c.post("/v1/topics", &body).await?;
+            line(format!(
+                "created topic {name} with {}",
+                count(partitions, "partition", "partitions")
+            ));
+        }
+        TopicCmd::List => {
+            let v = c.get("/v1/topics").await?;
+            let mut t = Table::new(&["TOPIC", "PARTITIONS"], &[false, true]);
+            for topic in v["topics"].as_array().into_iter().flatten() {
+                t.row(vec![
+                    topic["name"].as_str().unwrap_or("").to_string(),
+                    topic["partitions"].to_string(),
+                ]);
+            }
+            t.print();
+        }
+        TopicCmd::Describe { name } => {
+            let v = c.get(&format!("/v1/topics/{name}")).await?;
+            line(serde_json::to_string_pretty(&v)?);
+        }
+        TopicCmd::Delete { name } => {
+            c.delete(&format!("/v1/topics/{name}")).await?;
+            line(format!("deleted topic {name}"));
+        }
+    }
+    Ok(())
+}
