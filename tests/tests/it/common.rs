@@ -1,4 +1,7 @@
-//! Starts the real `sluice` binary on `127.0.0.1:0` in a temp dir and talks HTTP to it.
+//! Starts servers on `127.0.0.1:0` in temp dirs and talks HTTP (and Kafka) to them: in this
+//! process (`Server::start`, fast: no process to spawn) or as the real `sluice` binary
+//! (`Server::process`, `Server::start_in`) where a process matters — SIGKILL, SIGTERM,
+//! restarts on a data dir, flags and config files, CPU and metrics of one server.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -7,21 +10,36 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-/// The `sluice` binary next to this test's target directory (built by `cargo build`).
+/// The `sluice` command line, built by cargo together with these tests (never stale).
 pub fn sluice_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir.join("sluice");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it first with `cargo build -p sluice --bin sluice` (scripts/test does)",
-        bin.display()
-    );
-    bin
+    PathBuf::from(env!("CARGO_BIN_EXE_sluice-under-test"))
+}
+
+/// A server in this process: `server::run` on a thread of its own.
+struct InProcess {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl InProcess {
+    /// Graceful shutdown, as SIGTERM does, and wait for it.
+    fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+enum Running {
+    Process(Child),
+    InProcess(InProcess),
 }
 
 pub struct Server {
-    pub child: Child,
+    running: Running,
     pub base: String,
     /// The Kafka listener's address.
     pub kafka: Option<String>,
@@ -29,12 +47,77 @@ pub struct Server {
 }
 
 impl Server {
-    /// A fresh server in its own temp dir.
+    /// A fresh server in its own temp dir, in this process.
     pub fn start() -> Server {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = Server::in_process(tmp.path());
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// A fresh server in its own temp dir, as a process of the real binary.
+    pub fn process() -> Server {
         let tmp = tempfile::tempdir().unwrap();
         let mut s = Server::start_in(tmp.path(), &[]);
         s._tmp = Some(tmp);
         s
+    }
+
+    fn in_process(data_dir: &Path) -> Server {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let dir = data_dir.to_path_buf();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let kafka = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addrs = (http.local_addr().unwrap(), kafka.local_addr().unwrap());
+                let config = sluice::config::ServerConfig {
+                    data_dir: dir,
+                    http: addrs.0,
+                    insecure: false,
+                    plugins_dir: None,
+                    limits: Default::default(),
+                    log: Default::default(),
+                    kafka: Some(addrs.1),
+                    advertise: None,
+                    kafka_settings: Default::default(),
+                    auth: None,
+                    tls: None,
+                };
+                let shutdown = async move {
+                    let _ = stopped.await;
+                };
+                let server = sluice::server::run(config, http, Some(kafka), shutdown);
+                let (run, _) = tokio::join!(server, async move {
+                    let _ = ready_tx.send(addrs);
+                });
+                run.unwrap();
+            });
+        });
+        let (http, kafka) = ready.recv().expect("in-process server did not start");
+        Server {
+            running: Running::InProcess(InProcess {
+                stop: Some(stop),
+                thread: Some(thread),
+            }),
+            base: format!("http://{http}"),
+            kafka: Some(kafka.to_string()),
+            _tmp: None,
+        }
+    }
+
+    /// The server's process id (a process server only).
+    pub fn pid(&self) -> u32 {
+        match &self.running {
+            Running::Process(c) => c.id(),
+            Running::InProcess(_) => panic!("an in-process server has no pid: use Server::process"),
+        }
     }
 
     /// A server on an existing data dir (restarts), with extra `serve` arguments.
@@ -75,7 +158,7 @@ impl Server {
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         Server {
-            child,
+            running: Running::Process(child),
             base: format!("http://{addr}"),
             kafka,
             _tmp: None,
@@ -86,18 +169,27 @@ impl Server {
         format!("{}{path}", self.base)
     }
 
+    /// SIGKILL (a process server only).
     pub fn kill9(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
+        let Running::Process(child) = &mut self.running else {
+            panic!("an in-process server cannot be killed: use Server::process");
+        };
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 
-    /// SIGTERM and wait for a clean exit.
+    /// A graceful shutdown — SIGTERM for a process — and wait for a clean exit.
     pub fn stop(&mut self) {
-        use nix::sys::signal::{Signal, kill};
-        use nix::unistd::Pid;
-        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).unwrap();
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "server exited with {status}");
+        match &mut self.running {
+            Running::Process(child) => {
+                use nix::sys::signal::{Signal, kill};
+                use nix::unistd::Pid;
+                kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+                let status = child.wait().unwrap();
+                assert!(status.success(), "server exited with {status}");
+            }
+            Running::InProcess(s) => s.stop(),
+        }
     }
 
     pub fn create_topic(&self, body: Value) {
@@ -163,8 +255,13 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        match &mut self.running {
+            Running::Process(child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Running::InProcess(s) => s.stop(),
+        }
     }
 }
 

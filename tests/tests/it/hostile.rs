@@ -172,9 +172,10 @@ fn init_that_sleeps_is_refused_at_its_own_deadline_while_other_deploys_go_on() {
 /// A runaway transform (every record burns until stopped, an hour of budget) on `in`,
 /// with a backlog, and a well-behaved one on `calm` → `calm.out`.
 fn runaway(dir: Option<&std::path::Path>) -> Server {
+    // A process: the test reads its CPU time and signals it.
     let s = match dir {
         Some(d) => Server::start_in(d, &[]),
-        None => Server::start(),
+        None => Server::process(),
     };
     s.create_topic(json!({"name": "in"}));
     s.create_topic(json!({"name": "out"}));
@@ -224,9 +225,9 @@ fn a_runaway_transform_stops_at_once_on_pause_delete_redeploy_and_sigterm() {
         .unwrap();
     assert_eq!(r.status(), 200);
     std::thread::sleep(Duration::from_millis(200));
-    let before = cpu_seconds(s.child.id());
+    let before = cpu_seconds(s.pid());
     std::thread::sleep(Duration::from_millis(1000));
-    let used = cpu_seconds(s.child.id()) - before;
+    let used = cpu_seconds(s.pid()) - before;
     assert!(
         used < 0.5,
         "paused, yet the server used {used} s of CPU in 1 s"
@@ -576,7 +577,7 @@ fn a_second_server_on_a_data_dir_is_refused_while_the_first_serves() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("is in use by another sluice server")
-            && err.contains(&format!("pid {}", first.child.id())),
+            && err.contains(&format!("pid {}", first.pid())),
         "{err}"
     );
     let o = first.produce("t", vec![json!({"value": "still here"})]);

@@ -595,7 +595,8 @@ fn plugins_directory_uploads_new_versions_and_latest_deployments_follow() {
 
 #[test]
 fn metrics_expose_partitions_and_transform_counters() {
-    let s = Server::start();
+    // A process of its own: request histograms are process-wide, and this test counts them.
+    let s = Server::process();
     s.create_topic(json!({"name": "min", "partitions": 2}));
     s.create_topic(json!({"name": "mout"}));
     upload(&s, "mis", fixtures::MISBEHAVE);

@@ -106,3 +106,32 @@ pub async fn run(command: Command, server: &str) -> anyhow::Result<()> {
         Command::Serve(_) | Command::Demo => Ok(()),
     }
 }
+
+/// The `sluice` command: parses the command line, sets up logging and runs the command.
+pub fn main() -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    sluice_auth::tls::install_provider();
+    let cli = Cli::parse();
+    // The demo prints its own story, and client commands their results; the server's info
+    // lines are for `serve`.
+    let default_filter = match cli.command {
+        Command::Serve(_) => "info,tower_http=warn",
+        _ => "warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_filter.into()),
+        )
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => crate::server::serve(args).await,
+            Command::Demo => crate::demo::run().await,
+            command => run(command, &cli.server).await,
+        }
+    })
+}
