@@ -22,6 +22,33 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Request types that are composed in the document — the connector kinds under their
+/// `kind` tag, a topic's settings beside its `name` — refuse unknown fields on the server,
+/// but "no other property" in a part of a composition would forbid the other part's
+/// properties and make the composed schema unsatisfiable. Their parts are documented open.
+struct OpenComposed;
+
+const COMPOSED_PARTS: &[&str] = &[
+    "TopicConfig",
+    "PullSpec",
+    "HttpSinkSpec",
+    "PostgresSinkSpec",
+];
+
+impl Modify for OpenComposed {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{RefOr, Schema};
+        let Some(components) = api.components.as_mut() else {
+            return;
+        };
+        for name in COMPOSED_PARTS {
+            if let Some(RefOr::T(Schema::Object(o))) = components.schemas.get_mut(*name) {
+                o.additional_properties = None;
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -30,7 +57,7 @@ impl Modify for BearerAuth {
             With identities configured every endpoint but /healthz and /openapi.json needs \
             `Authorization: Bearer TOKEN` (401 without, 403 when the role does not allow it)."
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &OpenComposed),
     security(("bearer" = [])),
     paths(
         super::health,

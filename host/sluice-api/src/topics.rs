@@ -20,7 +20,6 @@ use sluice_log::{Cleanup, FlushPolicy, Topic, TopicConfig};
 pub struct CreateTopic {
     /// 1-249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
     name: String,
-    #[schema(inline)]
     #[serde(flatten)]
     settings: TopicConfig,
 }

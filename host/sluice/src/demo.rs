@@ -62,7 +62,32 @@ pub async fn run() -> anyhow::Result<()> {
         "sluice demo: server on http://{addr}, data in {}",
         dir.path().display()
     );
+    set_up(&c).await?;
+    let (seen, expected) = push_and_follow(&c).await?;
+    println!();
+    let dead = dead_letters(&c).await?;
+    for t in ["mask-events", "enrich-events"] {
+        let st = c.get(&format!("/v1/transforms/{t}")).await?;
+        println!(
+            "transform {t}: {} v{} counters {}",
+            st["status"].as_str().unwrap_or(""),
+            st["version"],
+            st["counters"]
+        );
+    }
+    let _ = stop_tx.send(());
+    server.await??;
+    if seen != expected || dead != 1 {
+        anyhow::bail!(
+            "demo saw {seen} of {expected} enriched events and {dead} dead letters (expected 1)"
+        );
+    }
+    println!("\ndemo complete: {seen} events masked and enriched, 1 dead-lettered");
+    Ok(())
+}
 
+/// Topics, the users table, the two plugins and their deployments.
+async fn set_up(c: &Client) -> anyhow::Result<()> {
     for (name, partitions, cleanup) in [
         ("user_activity_events", 3, "delete"),
         ("masked_events", 3, "delete"),
@@ -85,7 +110,6 @@ pub async fn run() -> anyhow::Result<()> {
     c.post("/v1/topics/users/records", &json!({ "records": users }))
         .await?;
     println!("table users: {} rows", USERS.len());
-
     for (name, bytes) in [
         ("mask", crate::plugins::MASK),
         ("enrich", crate::plugins::ENRICH),
@@ -113,10 +137,17 @@ pub async fn run() -> anyhow::Result<()> {
     )
     .await?;
     println!("transforms deployed: mask-events, enrich-events\n");
+    Ok(())
+}
 
-    // Follow the output before producing, then push events a few at a time.
-    let url = format!("http://{addr}/v1/topics/enriched_events/stream?from=earliest");
-    let mut stream = reqwest::get(&url).await?.error_for_status()?.bytes_stream();
+/// Follows the output, pushes the events a few at a time, and prints what comes out;
+/// returns (events seen, events expected).
+async fn push_and_follow(c: &Client) -> anyhow::Result<(usize, usize)> {
+    // Follow the output before producing.
+    let mut stream = c
+        .stream("/v1/topics/enriched_events/stream?from=earliest")
+        .await?
+        .bytes_stream();
     let mut events = sample_events();
     events.push(json!({"user_id": "u-9999", "action": "login", "message": "Password: letmein"}));
     let expected = events.len() - 1;
@@ -128,13 +159,8 @@ pub async fn run() -> anyhow::Result<()> {
                     .iter()
                     .map(|e| json!({"key": e["user_id"], "value": e}))
                     .collect();
-                if let Err(e) = c
-                    .post(
-                        "/v1/topics/user_activity_events/records",
-                        &json!({ "records": recs }),
-                    )
-                    .await
-                {
+                let path = "/v1/topics/user_activity_events/records";
+                if let Err(e) = c.post(path, &json!({ "records": recs })).await {
                     eprintln!("produce failed: {e}");
                 }
                 println!("→ pushed {} events", chunk.len());
@@ -173,50 +199,34 @@ pub async fn run() -> anyhow::Result<()> {
         }
     }
     producer.await?;
-    println!();
-    let dlq = c
-        .get("/v1/topics/masked_events.dlq/partitions/0/records?offset=0&wait_ms=3000")
-        .await?;
-    let mut dlq_records: Vec<Value> = dlq["records"].as_array().cloned().unwrap_or_default();
-    for p in 1..3 {
+    Ok((seen, expected))
+}
+
+/// Prints the dead letters and returns how many there are.
+async fn dead_letters(c: &Client) -> anyhow::Result<usize> {
+    let mut dlq_records: Vec<Value> = Vec::new();
+    for p in 0..3 {
+        // The first read waits briefly for the dead letter to arrive.
+        let wait = if p == 0 { 3000 } else { 0 };
         let more = c
             .get(&format!(
-                "/v1/topics/masked_events.dlq/partitions/{p}/records?offset=0"
+                "/v1/topics/masked_events.dlq/partitions/{p}/records?offset=0&wait_ms={wait}"
             ))
             .await?;
         dlq_records.extend(more["records"].as_array().cloned().unwrap_or_default());
     }
     for r in &dlq_records {
+        let h = &r["headers"];
         println!(
             "✗ masked_events.dlq: {} — reason: {} (from {}/{}@{})",
             r["value"].as_str().unwrap_or(""),
-            r["headers"]["sluice-error"].as_str().unwrap_or(""),
-            r["headers"]["sluice-source-topic"].as_str().unwrap_or(""),
-            r["headers"]["sluice-source-partition"]
-                .as_str()
-                .unwrap_or(""),
-            r["headers"]["sluice-source-offset"].as_str().unwrap_or("")
+            h["sluice-error"].as_str().unwrap_or(""),
+            h["sluice-source-topic"].as_str().unwrap_or(""),
+            h["sluice-source-partition"].as_str().unwrap_or(""),
+            h["sluice-source-offset"].as_str().unwrap_or("")
         );
     }
-    for t in ["mask-events", "enrich-events"] {
-        let st = c.get(&format!("/v1/transforms/{t}")).await?;
-        println!(
-            "transform {t}: {} v{} counters {}",
-            st["status"].as_str().unwrap_or(""),
-            st["version"],
-            st["counters"]
-        );
-    }
-    let _ = stop_tx.send(());
-    server.await??;
-    if seen != expected || dlq_records.len() != 1 {
-        anyhow::bail!(
-            "demo saw {seen} of {expected} enriched events and {} dead letters (expected 1)",
-            dlq_records.len()
-        );
-    }
-    println!("\ndemo complete: {seen} events masked and enriched, 1 dead-lettered");
-    Ok(())
+    Ok(dlq_records.len())
 }
 
 fn short(digest: &Value) -> String {
