@@ -50,6 +50,12 @@ fn build_wasm(crates: &[&str], out_file: &str) {
         .map(|p| p.join("wasm-plugins"))
         .unwrap_or_else(|| out_dir.join("wasm-plugins"));
     ensure_wasm_target();
+    // Cargo shows build-script output only on failure; a warning line is visible, so a
+    // first build does not sit silent while the plugins compile.
+    println!(
+        "cargo:warning=building {} for {WASM_TARGET} (first build: a minute or two)",
+        crates.join(", ")
+    );
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&root)
