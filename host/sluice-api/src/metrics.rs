@@ -120,7 +120,21 @@ fn connectors(out: &mut String, state: &super::AppState) {
         (status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)
     )
 )]
-pub async fn metrics(state: State) -> impl IntoResponse {
+pub async fn metrics(state: State) -> Result<impl IntoResponse, super::ApiError> {
+    // It reads /proc and every partition's segments: off the reactor.
+    let state = state.0.clone();
+    let out = super::blocking(move || Ok::<_, super::ApiError>(render(&state))).await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    ))
+}
+
+/// The whole exposition.
+fn render(state: &super::AppState) -> String {
     let mut out = String::with_capacity(4096);
     let topics = state.log.topics();
     for (name, help, pick) in [
@@ -214,14 +228,8 @@ pub async fn metrics(state: State) -> impl IntoResponse {
             st["name"].as_str().unwrap_or("")
         );
     }
-    connectors(&mut out, &state);
+    connectors(&mut out, state);
     sluice_common::telemetry::telemetry().encode(&mut out);
     process(&mut out);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        out,
-    )
+    out
 }
