@@ -9,6 +9,7 @@ fn main() {
             "identity",
             "net-probe",
             "other-world",
+            "state-hostile",
         ],
         "fixtures.rs",
     );

@@ -2,5 +2,16 @@
 include!("build_wasm.rs");
 
 fn main() {
-    build_wasm(&["mask", "filter", "enrich", "route"], "example_plugins.rs");
+    build_wasm(
+        &[
+            "mask",
+            "filter",
+            "enrich",
+            "route",
+            "window-count",
+            "dedupe",
+            "sessionize",
+        ],
+        "example_plugins.rs",
+    );
 }

@@ -33,11 +33,17 @@ pub enum CodecError {
     BadLength,
     /// A record's declared length disagrees with its fields.
     LengthMismatch,
+    /// An operation or kind code that the layout does not define.
+    UnknownCode(u8),
 }
 
 impl fmt::Display for CodecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let CodecError::UnknownCode(c) = self {
+            return write!(f, "unknown operation code {c}");
+        }
         f.write_str(match self {
+            CodecError::UnknownCode(_) => "unknown operation code",
             CodecError::Truncated => "record bytes end inside a field",
             CodecError::BadVarint => "malformed varint",
             CodecError::BadLength => "invalid length field",

@@ -48,32 +48,58 @@ pub mod codec;
 pub mod entries;
 mod host;
 pub mod json;
+pub mod state;
 pub mod testing;
+pub mod window;
 
 use std::fmt;
 
 pub use host::{Level, config, log, lookup, outputs};
+pub use state::timers;
 
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]
 pub mod __bindings {
     wit_bindgen::generate!({
         world: "transform",
-        path: "../wit",
+        path: "../wit/transform.wit",
         pub_export_macro: true,
         export_macro_name: "__export_transform_world",
         default_bindings_module: "::sluice_sdk::__bindings",
     });
 }
 
+/// The watermark of a partition that has seen no event yet.
+pub const NO_WATERMARK: i64 = i64::MIN;
+
 /// Where a batch comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchContext {
     pub topic: String,
     pub partition: u32,
     pub base_offset: i64,
     pub base_timestamp: i64,
     pub record_count: u32,
+    /// The partition's watermark when the batch starts: event times before it are late
+    /// (the host keeps late records from the plugin). [`NO_WATERMARK`] until there is one.
+    pub watermark: i64,
+    /// Event times by record when the deployment reads them from a JSON field; empty when
+    /// a record's event time is its timestamp.
+    pub event_times: Vec<i64>,
+}
+
+impl Default for BatchContext {
+    fn default() -> Self {
+        BatchContext {
+            topic: String::new(),
+            partition: 0,
+            base_offset: 0,
+            base_timestamp: 0,
+            record_count: 0,
+            watermark: NO_WATERMARK,
+            event_times: Vec::new(),
+        }
+    }
 }
 
 /// An error from a transform. Returned from the transform function, it rejects the record.
@@ -124,6 +150,8 @@ pub struct Record<'a> {
     raw: &'a [u8],
     view: std::cell::OnceCell<Option<codec::RecordView<'a>>>,
     ctx: &'a BatchContext,
+    /// Position in the batch.
+    index: u32,
 }
 
 impl<'a> Record<'a> {
@@ -177,6 +205,22 @@ impl<'a> Record<'a> {
     /// Milliseconds since the epoch.
     pub fn timestamp(&self) -> i64 {
         self.ctx.base_timestamp + self.timestamp_delta()
+    }
+
+    /// When the event happened (ms since the epoch): the JSON field the deployment names
+    /// in `event_time.field`, or else the record's timestamp. Watermarks and windows go by
+    /// this time.
+    pub fn event_time(&self) -> i64 {
+        self.ctx
+            .event_times
+            .get(self.index as usize)
+            .copied()
+            .unwrap_or_else(|| self.timestamp())
+    }
+
+    /// The partition's watermark for this batch (see [`BatchContext::watermark`]).
+    pub fn watermark(&self) -> i64 {
+        self.ctx.watermark
     }
 
     /// The record's offset in its partition.
@@ -341,6 +385,99 @@ impl Outcome {
     }
 }
 
+/// A timer that fired: the watermark reached the time it was set for.
+#[derive(Debug, Clone, Copy)]
+pub struct Timer<'a> {
+    key: &'a [u8],
+    at: i64,
+    watermark: i64,
+}
+
+impl<'a> Timer<'a> {
+    /// A timer as the host hands it over (for tests and the window helpers).
+    pub fn new(key: &'a [u8], at: i64, watermark: i64) -> Self {
+        Timer { key, at, watermark }
+    }
+
+    /// The key it was set with.
+    pub fn key(&self) -> &'a [u8] {
+        self.key
+    }
+
+    pub fn key_str(&self) -> Option<&'a str> {
+        std::str::from_utf8(self.key).ok()
+    }
+
+    /// The time it was set for (ms since the epoch).
+    pub fn at(&self) -> i64 {
+        self.at
+    }
+
+    /// The watermark that fired it (at least `at`).
+    pub fn watermark(&self) -> i64 {
+        self.watermark
+    }
+}
+
+/// What an entry answers: an input record, or a fired timer (no record: an emitted
+/// record's timestamp defaults to the timer's time, and there is nothing to pass on).
+enum Source<'r, 'a> {
+    Record(&'r Record<'a>),
+    Timer(&'r Timer<'a>),
+}
+
+/// Resolves output names to indexes (the names are asked for once, on first use).
+struct Resolver<'f> {
+    names: Option<Vec<String>>,
+    outputs: &'f dyn Fn() -> Vec<String>,
+}
+
+impl Resolver<'_> {
+    fn resolve(&mut self, t: &Target) -> Result<u32, String> {
+        match t {
+            Target::Default => Ok(0),
+            Target::Named(n) => {
+                let names = self.names.get_or_insert_with(self.outputs);
+                names
+                    .iter()
+                    .position(|x| x == n)
+                    .map(|i| i as u32)
+                    .ok_or_else(|| {
+                        format!("output {n:?} is not one of the deployment's outputs {names:?}")
+                    })
+            }
+        }
+    }
+}
+
+/// Writes the entries of one answer.
+fn answer(
+    out: &mut Vec<u8>,
+    i: u32,
+    result: Result<Outcome, Error>,
+    src: Source<'_, '_>,
+    ctx: &BatchContext,
+    names: &mut Resolver<'_>,
+) {
+    match result {
+        Ok(Outcome(OutcomeKind::Drop)) => {}
+        Ok(Outcome(OutcomeKind::Reject(reason))) => entries::put_reject(out, i, &reason),
+        Err(e) => entries::put_reject(out, i, e.message()),
+        // The pass-through fast path: no target lookup, no decoding.
+        Ok(Outcome(OutcomeKind::One(Emission::Input(Target::Default))))
+            if matches!(src, Source::Record(_)) =>
+        {
+            entries::put_pass(out, i, 0)
+        }
+        Ok(Outcome(OutcomeKind::One(em))) => emit_one(out, i, em, &src, ctx, names),
+        Ok(Outcome(OutcomeKind::Many(emissions))) => {
+            for em in emissions {
+                emit_one(out, i, em, &src, ctx, names);
+            }
+        }
+    }
+}
+
 /// Runs a transform over one batch, writing output entries into `out`. This is the code
 /// the wasm export and the native test harness both run.
 pub fn run_batch<F>(
@@ -354,21 +491,9 @@ where
     F: FnMut(&Record<'_>) -> Result<Outcome, Error>,
 {
     let mut r = codec::Reader::new(records);
-    let mut names: Option<Vec<String>> = None;
-    let mut resolve = |t: &Target| -> Result<u32, String> {
-        match t {
-            Target::Default => Ok(0),
-            Target::Named(n) => {
-                let names = names.get_or_insert_with(outputs);
-                names
-                    .iter()
-                    .position(|x| x == n)
-                    .map(|i| i as u32)
-                    .ok_or_else(|| {
-                        format!("output {n:?} is not one of the deployment's outputs {names:?}")
-                    })
-            }
-        }
+    let mut names = Resolver {
+        names: None,
+        outputs,
     };
     for i in 0..ctx.record_count {
         let raw = codec::next_raw(&mut r)
@@ -377,22 +502,41 @@ where
             raw,
             view: std::cell::OnceCell::new(),
             ctx,
+            index: i,
         };
-        match f(&rec) {
-            Ok(Outcome(OutcomeKind::Drop)) => {}
-            Ok(Outcome(OutcomeKind::Reject(reason))) => entries::put_reject(out, i, &reason),
-            Err(e) => entries::put_reject(out, i, e.message()),
-            // The pass-through fast path: no target lookup, no decoding.
-            Ok(Outcome(OutcomeKind::One(Emission::Input(Target::Default)))) => {
-                entries::put_pass(out, i, 0)
-            }
-            Ok(Outcome(OutcomeKind::One(em))) => emit_one(out, i, em, &rec, ctx, &mut resolve),
-            Ok(Outcome(OutcomeKind::Many(emissions))) => {
-                for em in emissions {
-                    emit_one(out, i, em, &rec, ctx, &mut resolve);
-                }
-            }
-        }
+        let result = f(&rec);
+        answer(out, i, result, Source::Record(&rec), ctx, &mut names);
+    }
+    Ok(())
+}
+
+/// Runs a timer handler over fired timers (the `on-timers` layout), writing output entries
+/// into `out`.
+pub fn run_timers<F>(
+    ctx: &BatchContext,
+    timers: &[u8],
+    out: &mut Vec<u8>,
+    outputs: &dyn Fn() -> Vec<String>,
+    mut f: F,
+) -> Result<(), String>
+where
+    F: FnMut(&Timer<'_>) -> Result<Outcome, Error>,
+{
+    let mut r = codec::Reader::new(timers);
+    let mut names = Resolver {
+        names: None,
+        outputs,
+    };
+    for i in 0..ctx.record_count {
+        let (at, key) = state::read_timer(&mut r)
+            .map_err(|e| format!("fired timer {i} does not decode: {e}"))?;
+        let timer = Timer {
+            key,
+            at,
+            watermark: ctx.base_timestamp,
+        };
+        let result = f(&timer);
+        answer(out, i, result, Source::Timer(&timer), ctx, &mut names);
     }
     Ok(())
 }
@@ -401,34 +545,43 @@ fn emit_one(
     out: &mut Vec<u8>,
     i: u32,
     em: Emission,
-    rec: &Record<'_>,
+    src: &Source<'_, '_>,
     ctx: &BatchContext,
-    resolve: &mut dyn FnMut(&Target) -> Result<u32, String>,
+    names: &mut Resolver<'_>,
 ) {
     let target = match &em {
         Emission::Input(t) | Emission::InputValue(t, _) | Emission::Record(t, _) => t,
     };
-    let output = match resolve(target) {
+    let output = match names.resolve(target) {
         Ok(o) => o,
         Err(e) => return entries::put_reject(out, i, &e),
     };
-    match em {
+    match (em, src) {
         // Unchanged input: the host already has its bytes.
-        Emission::Input(_) => entries::put_pass(out, i, output),
-        Emission::InputValue(_, value) => match rec.view() {
+        (Emission::Input(_), Source::Record(_)) => entries::put_pass(out, i, output),
+        (Emission::InputValue(_, value), Source::Record(rec)) => match rec.view() {
             Some(view) => entries::put_emit_with_value(out, i, output, view, Some(&value)),
             None => entries::put_reject(out, i, "the input record does not decode"),
         },
-        Emission::Record(_, r) => entries::put_emit(
-            out,
-            i,
-            output,
-            r.timestamp
-                .map_or_else(|| rec.timestamp_delta(), |ts| ts - ctx.base_timestamp),
-            r.key.as_deref(),
-            r.value.as_deref(),
-            r.headers.iter().map(|(k, v)| (k.as_bytes(), v.as_deref())),
-        ),
+        (Emission::Input(_) | Emission::InputValue(..), Source::Timer(_)) => {
+            entries::put_reject(out, i, "a timer has no input record to keep; emit a record")
+        }
+        (Emission::Record(_, r), src) => {
+            let default_delta = match src {
+                Source::Record(rec) => rec.timestamp_delta(),
+                Source::Timer(t) => t.at - ctx.base_timestamp,
+            };
+            entries::put_emit(
+                out,
+                i,
+                output,
+                r.timestamp
+                    .map_or(default_delta, |ts| ts - ctx.base_timestamp),
+                r.key.as_deref(),
+                r.value.as_deref(),
+                r.headers.iter().map(|(k, v)| (k.as_bytes(), v.as_deref())),
+            )
+        }
     }
 }
 
@@ -449,25 +602,64 @@ pub mod __rt {
         Ok(())
     }
 
-    pub fn process<S: 'static>(
-        ctx: BatchContext,
-        records: Vec<u8>,
-        f: fn(&S, &Record<'_>) -> Result<Outcome, Error>,
+    /// Runs `body` with the instance's value, inside one call's state cache: its changes go
+    /// to the host when `body` succeeds and are dropped when it fails.
+    fn call<S: 'static>(
+        body: impl FnOnce(&S, &mut Vec<u8>) -> Result<(), String>,
+        capacity: usize,
     ) -> Result<Vec<u8>, String> {
         STATE.with(|st| {
             let st = st.borrow();
             let s = st
                 .as_ref()
                 .and_then(|b| b.downcast_ref::<S>())
-                .ok_or("process called before init")?;
-            let mut out = Vec::with_capacity(records.len() + records.len() / 8 + 64);
-            run_batch(&ctx, &records, &mut out, &outputs, |r| f(s, r))?;
-            Ok(out)
+                .ok_or("called before init")?;
+            let mut out = Vec::with_capacity(capacity);
+            state::begin_call();
+            match body(s, &mut out) {
+                Ok(()) => {
+                    state::end_call().map_err(|e| e.0)?;
+                    Ok(out)
+                }
+                Err(e) => {
+                    state::discard_call();
+                    Err(e)
+                }
+            }
         })
+    }
+
+    pub fn process<S: 'static>(
+        ctx: BatchContext,
+        records: Vec<u8>,
+        f: fn(&S, &Record<'_>) -> Result<Outcome, Error>,
+    ) -> Result<Vec<u8>, String> {
+        call(
+            |s, out| run_batch(&ctx, &records, out, &outputs, |r| f(s, r)),
+            records.len() + records.len() / 8 + 64,
+        )
+    }
+
+    /// `init` only names the instance type (the timer handler may be generic over it).
+    pub fn on_timers<S: 'static>(
+        _init: fn() -> Result<S, Error>,
+        ctx: BatchContext,
+        timers: Vec<u8>,
+        f: fn(&S, &Timer<'_>) -> Result<Outcome, Error>,
+    ) -> Result<Vec<u8>, String> {
+        call(
+            |s, out| run_timers(&ctx, &timers, out, &outputs, |t| f(s, t)),
+            64 + 64 * ctx.record_count as usize,
+        )
     }
 
     pub fn no_init() -> Result<(), Error> {
         Ok(())
+    }
+
+    /// The timer handler of a transform that sets no timers: fired timers are dropped.
+    pub fn no_timers<S>(_: &S, _: &Timer<'_>) -> Result<Outcome, Error> {
+        Ok(Outcome::drop())
     }
 }
 
@@ -475,7 +667,10 @@ pub mod __rt {
 ///
 /// `export_transform!(f)` takes `fn f(&Record) -> Result<Outcome, Error>`;
 /// `export_transform!(f, init = g)` takes `fn g() -> Result<S, Error>` (run once per instance,
-/// with access to `config`) and `fn f(&S, &Record) -> Result<Outcome, Error>`.
+/// with access to `config`) and `fn f(&S, &Record) -> Result<Outcome, Error>`;
+/// `export_transform!(f, init = g, timers = h)` also takes
+/// `fn h(&S, &Timer) -> Result<Outcome, Error>`, called for each timer that fires (see
+/// [`state::timers`]), whose outcome is emitted like a record's.
 #[macro_export]
 macro_rules! export_transform {
     ($f:path) => {
@@ -492,12 +687,21 @@ macro_rules! export_transform {
             ) -> ::core::result::Result<$crate::Outcome, $crate::Error> {
                 __SLUICE_TRANSFORM(r)
             }
-            $crate::__export_impl!(__sluice_stateless, $crate::__rt::no_init);
+            $crate::__export_impl!(
+                __sluice_stateless,
+                $crate::__rt::no_init,
+                $crate::__rt::no_timers
+            );
         };
     };
     ($f:path, init = $init:path) => {
         const _: () = {
-            $crate::__export_impl!($f, $init);
+            $crate::__export_impl!($f, $init, $crate::__rt::no_timers);
+        };
+    };
+    ($f:path, init = $init:path, timers = $timers:path) => {
+        const _: () = {
+            $crate::__export_impl!($f, $init, $timers);
         };
     };
 }
@@ -506,8 +710,19 @@ macro_rules! export_transform {
 #[cfg(target_arch = "wasm32")]
 #[macro_export]
 macro_rules! __export_impl {
-    ($f:path, $init:path) => {
+    ($f:path, $init:path, $timers:path) => {
         struct __SluicePlugin;
+        fn __sluice_ctx(ctx: $crate::__bindings::BatchContext) -> $crate::BatchContext {
+            $crate::BatchContext {
+                topic: ctx.topic,
+                partition: ctx.partition,
+                base_offset: ctx.base_offset,
+                base_timestamp: ctx.base_timestamp,
+                record_count: ctx.record_count,
+                watermark: ctx.watermark,
+                event_times: ctx.event_times,
+            }
+        }
         impl $crate::__bindings::Guest for __SluicePlugin {
             fn init() -> ::core::result::Result<(), ::std::string::String> {
                 $crate::__rt::init($init)
@@ -516,14 +731,13 @@ macro_rules! __export_impl {
                 ctx: $crate::__bindings::BatchContext,
                 records: ::std::vec::Vec<u8>,
             ) -> ::core::result::Result<::std::vec::Vec<u8>, ::std::string::String> {
-                let ctx = $crate::BatchContext {
-                    topic: ctx.topic,
-                    partition: ctx.partition,
-                    base_offset: ctx.base_offset,
-                    base_timestamp: ctx.base_timestamp,
-                    record_count: ctx.record_count,
-                };
-                $crate::__rt::process(ctx, records, $f)
+                $crate::__rt::process(__sluice_ctx(ctx), records, $f)
+            }
+            fn on_timers(
+                ctx: $crate::__bindings::BatchContext,
+                timers: ::std::vec::Vec<u8>,
+            ) -> ::core::result::Result<::std::vec::Vec<u8>, ::std::string::String> {
+                $crate::__rt::on_timers($init, __sluice_ctx(ctx), timers, $timers)
             }
         }
         $crate::__bindings::__export_transform_world!(__SluicePlugin with_types_in $crate::__bindings);
@@ -534,7 +748,7 @@ macro_rules! __export_impl {
 #[cfg(not(target_arch = "wasm32"))]
 #[macro_export]
 macro_rules! __export_impl {
-    ($f:path, $init:path) => {
+    ($f:path, $init:path, $timers:path) => {
         // Natively there is nothing to export; check the signatures so mistakes show in
         // `cargo test` as well as in the wasm build.
         fn __sluice_check<S: 'static>(
@@ -543,11 +757,15 @@ macro_rules! __export_impl {
                 &'a S,
                 &'b $crate::Record<'c>,
             ) -> ::core::result::Result<$crate::Outcome, $crate::Error>,
+            _: for<'a, 'b, 'c> fn(
+                &'a S,
+                &'b $crate::Timer<'c>,
+            ) -> ::core::result::Result<$crate::Outcome, $crate::Error>,
         ) {
         }
         #[allow(dead_code)]
         fn __sluice_use() {
-            __sluice_check($init, $f);
+            __sluice_check($init, $f, $timers);
         }
     };
 }

@@ -17,13 +17,15 @@
 //! ```
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::entries::{Entries, Entry};
-use crate::{BatchContext, Error, Level, Outcome, Record, codec, run_batch};
+use crate::{
+    BatchContext, Error, Level, NO_WATERMARK, Outcome, Record, Timer, codec, run_batch, run_timers,
+};
 
 /// What the host functions see during a native run.
 #[derive(Debug, Default, Clone)]
@@ -32,6 +34,10 @@ pub struct Env {
     pub tables: HashMap<String, HashMap<Vec<u8>, Vec<u8>>>,
     pub outputs: Vec<String>,
     pub logs: Vec<(Level, String)>,
+    /// Keyed state (of the one partition a test runs).
+    pub state: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// Timers set and not fired: (at, key).
+    pub timers: BTreeSet<(i64, Vec<u8>)>,
 }
 
 thread_local! {
@@ -100,6 +106,9 @@ pub enum TestOutcome {
     Emitted(Vec<Emitted>),
     Rejected(String),
     Dropped,
+    /// Kept from the plugin: its event time was before the watermark (the host sends it
+    /// to the dead-letter topic with `sluice-error: late`).
+    Late,
 }
 
 impl TestOutcome {
@@ -107,6 +116,7 @@ impl TestOutcome {
     pub fn describe(&self) -> String {
         match self {
             TestOutcome::Dropped => "dropped".into(),
+            TestOutcome::Late => "late".into(),
             TestOutcome::Rejected(r) => format!("rejected ({r})"),
             TestOutcome::Emitted(v) => {
                 let parts: Vec<String> = v
@@ -153,6 +163,7 @@ pub fn encode_batch(records: &[TestRecord]) -> (BatchContext, Vec<u8>) {
         base_offset: 0,
         base_timestamp: base_ts,
         record_count: records.len() as u32,
+        ..BatchContext::default()
     };
     (ctx, buf)
 }
@@ -216,12 +227,16 @@ pub fn decode_outcomes(
 }
 
 type Transform<S> = Box<dyn for<'a, 'b> Fn(&'a S, &'b Record<'_>) -> Result<Outcome, Error>>;
+type TimerHandler<S> = Box<dyn for<'a, 'b> Fn(&'a S, &'b Timer<'_>) -> Result<Outcome, Error>>;
 
 /// Runs a transform natively over records.
 pub struct Harness<S> {
     init: Box<dyn Fn() -> Result<S, Error>>,
     f: Transform<S>,
+    on_timer: Option<TimerHandler<S>>,
     env: Env,
+    allowed_lateness: i64,
+    event_time_field: Option<String>,
 }
 
 impl Harness<()> {
@@ -230,7 +245,10 @@ impl Harness<()> {
         Harness {
             init: Box::new(|| Ok(())),
             f: Box::new(move |_, r| f(r)),
+            on_timer: None,
             env: Env::default(),
+            allowed_lateness: 0,
+            event_time_field: None,
         }
     }
 }
@@ -244,8 +262,51 @@ impl<S: 'static> Harness<S> {
         Harness {
             init: Box::new(init),
             f: Box::new(f),
+            on_timer: None,
             env: Env::default(),
+            allowed_lateness: 0,
+            event_time_field: None,
         }
+    }
+
+    /// The timer handler (what `export_transform!(…, timers = h)` names).
+    pub fn timers(
+        mut self,
+        h: for<'a, 'b, 'c> fn(&'a S, &'b Timer<'c>) -> Result<Outcome, Error>,
+    ) -> Self {
+        self.on_timer = Some(Box::new(h));
+        self
+    }
+
+    /// The deployment's `event_time.allowed_lateness_ms` (for [`Harness::stream`]).
+    pub fn allowed_lateness(mut self, ms: i64) -> Self {
+        self.allowed_lateness = ms;
+        self
+    }
+
+    /// The deployment's `event_time.field`: event times come from this JSON field.
+    pub fn event_time_field(mut self, field: &str) -> Self {
+        self.event_time_field = Some(field.into());
+        self
+    }
+
+    /// Starts a stream of batches over one partition, as the host runs a stateful
+    /// deployment: state, timers and the watermark carry over from batch to batch.
+    pub fn stream(&self) -> Result<Stream<'_, S>, String> {
+        let mut env = self.env.clone();
+        if env.outputs.is_empty() {
+            env.outputs.push("output".into());
+        }
+        with_env(|e| *e = env);
+        let inst = (self.init)().map_err(|e| format!("init failed: {e}"))?;
+        Ok(Stream {
+            h: self,
+            inst,
+            env: with_env(std::mem::take),
+            watermark: NO_WATERMARK,
+            max_event_time: NO_WATERMARK,
+            offset: 0,
+        })
     }
 
     pub fn config(mut self, key: &str, value: &str) -> Self {
@@ -278,9 +339,17 @@ impl<S: 'static> Harness<S> {
         let state = (self.init)().map_err(|e| format!("init failed: {e}"))?;
         let (ctx, input) = encode_batch(records);
         let mut out = Vec::new();
-        run_batch(&ctx, &input, &mut out, &crate::outputs, |r| {
+        crate::state::begin_call();
+        let r = run_batch(&ctx, &input, &mut out, &crate::outputs, |r| {
             (self.f)(&state, r)
-        })?;
+        });
+        match r {
+            Ok(()) => crate::state::end_call().map_err(|e| e.to_string())?,
+            Err(e) => {
+                crate::state::discard_call();
+                return Err(e);
+            }
+        }
         decode_outcomes(&ctx, &input, &out, &outputs)
     }
 
@@ -304,12 +373,295 @@ impl<S: 'static> Harness<S> {
     pub fn run_suites(mut self, table_json: &str) {
         for suite in load_suites(table_json) {
             self.env = suite.env();
+            if let Some(stream) = &suite.stream {
+                self.allowed_lateness = stream.allowed_lateness_ms;
+                self.event_time_field = stream.event_time_field.clone();
+                if let Err(e) = self.run_stream_suite(&suite) {
+                    panic!("{e}");
+                }
+                continue;
+            }
             let outcomes = self.run(&suite.records());
             if let Err(e) = suite.check(&outcomes) {
                 panic!("{e}");
             }
         }
     }
+
+    /// A stream suite: each case one batch of one record, then its timers.
+    fn run_stream_suite(&self, suite: &Suite) -> Result<(), String> {
+        let mut stream = self.stream()?;
+        let records = suite.records();
+        let default_output = suite
+            .outputs
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "output".into());
+        for (case, record) in suite.cases.iter().zip(records) {
+            let pushed = stream.push(std::slice::from_ref(&record))?;
+            let mut fired = pushed.fired;
+            if let Some(to) = case.advance_to {
+                fired.extend(stream.advance(to)?);
+            }
+            suite.check_one(case, &pushed.outcomes[0], &default_output)?;
+            let emitted: Vec<&Emitted> = fired
+                .iter()
+                .flat_map(|f| match &f.outcome {
+                    TestOutcome::Emitted(v) => v.iter().collect(),
+                    _ => Vec::new(),
+                })
+                .collect();
+            let described: Vec<String> = emitted.iter().map(|e| e.value_str().to_owned()).collect();
+            if emitted.len() != case.fired.len() {
+                return Err(format!(
+                    "case {:?}: expected {} records from timers, got {described:?}",
+                    case.name,
+                    case.fired.len()
+                ));
+            }
+            for (want, have) in case.fired.iter().zip(emitted) {
+                if let Err(why) = check_emit(want, have, &default_output) {
+                    return Err(format!(
+                        "case {:?}: from timers: {why}; got {described:?}",
+                        case.name
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A timer that fired in a [`Stream`], and what the handler made of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fired {
+    pub at: i64,
+    pub key: Vec<u8>,
+    pub outcome: TestOutcome,
+}
+
+impl Fired {
+    /// The emitted values as text.
+    pub fn values(&self) -> Vec<&str> {
+        self.outcome.values()
+    }
+}
+
+/// What one batch of a [`Stream`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pushed {
+    /// One per input record; late ones are [`TestOutcome::Late`].
+    pub outcomes: Vec<TestOutcome>,
+    /// Timers the batch's watermark fired, in firing order.
+    pub fired: Vec<Fired>,
+}
+
+/// Most rounds of timer firing at one watermark (timers set by the handler at or before
+/// the watermark fire in the next round), as on the host.
+pub const MAX_TIMER_ROUNDS: usize = 100;
+
+/// A stateful run over one simulated partition (see [`Harness::stream`]): event times,
+/// late records, the watermark (max event time − allowed lateness, moved after each batch)
+/// and timers behave as on the host.
+pub struct Stream<'h, S> {
+    h: &'h Harness<S>,
+    inst: S,
+    env: Env,
+    watermark: i64,
+    max_event_time: i64,
+    offset: i64,
+}
+
+impl<S> Stream<'_, S> {
+    /// Runs `f` with this stream's environment installed.
+    fn with<R>(&mut self, f: impl FnOnce(&S) -> R) -> R {
+        with_env(|e| std::mem::swap(e, &mut self.env));
+        let r = f(&self.inst);
+        with_env(|e| std::mem::swap(e, &mut self.env));
+        r
+    }
+
+    /// The watermark now.
+    pub fn watermark(&self) -> i64 {
+        self.watermark
+    }
+
+    /// The value of a state key.
+    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        self.env.state.get(key).map(Vec::as_slice)
+    }
+
+    /// Every state key and value.
+    pub fn state(&self) -> &BTreeMap<Vec<u8>, Vec<u8>> {
+        &self.env.state
+    }
+
+    /// Pending timers: (at, key).
+    pub fn timers(&self) -> Vec<(i64, Vec<u8>)> {
+        self.env.timers.iter().cloned().collect()
+    }
+
+    /// Log lines so far.
+    pub fn logs(&self) -> &[(Level, String)] {
+        &self.env.logs
+    }
+
+    /// One batch: records before the watermark are late (not processed), the rest go
+    /// through the transform; then the watermark moves and due timers fire.
+    pub fn push(&mut self, records: &[TestRecord]) -> Result<Pushed, String> {
+        let field = self.h.event_time_field.clone();
+        let mut times = Vec::with_capacity(records.len());
+        for r in records {
+            times.push(match &field {
+                Some(f) => crate::json::event_time(r.value.as_deref(), f)?,
+                None => r.timestamp,
+            });
+        }
+        let on_time: Vec<usize> = (0..records.len())
+            .filter(|i| times[*i] >= self.watermark)
+            .collect();
+        let batch: Vec<TestRecord> = on_time.iter().map(|i| records[*i].clone()).collect();
+        let (mut ctx, input) = encode_batch(&batch);
+        ctx.base_offset = self.offset;
+        ctx.watermark = self.watermark;
+        if field.is_some() {
+            ctx.event_times = on_time.iter().map(|i| times[*i]).collect();
+        }
+        self.offset += records.len() as i64;
+        let outputs = self.env.outputs.clone();
+        let h = self.h;
+        let out = self.with(|inst| {
+            let mut out = Vec::new();
+            crate::state::begin_call();
+            let r = run_batch(&ctx, &input, &mut out, &crate::outputs, |r| (h.f)(inst, r));
+            match r {
+                Ok(()) => crate::state::end_call().map_err(|e| e.to_string())?,
+                Err(e) => {
+                    crate::state::discard_call();
+                    return Err(e);
+                }
+            }
+            Ok(out)
+        })?;
+        let processed = decode_outcomes(&ctx, &input, &out, &outputs)?;
+        let mut outcomes = vec![TestOutcome::Late; records.len()];
+        for (i, o) in on_time.iter().zip(processed) {
+            outcomes[*i] = o;
+        }
+        if let Some(max) = on_time.iter().map(|i| times[*i]).max() {
+            self.max_event_time = self.max_event_time.max(max);
+        }
+        let fired = if self.max_event_time == NO_WATERMARK {
+            Vec::new()
+        } else {
+            self.advance(self.max_event_time.saturating_sub(self.h.allowed_lateness))?
+        };
+        Ok(Pushed { outcomes, fired })
+    }
+
+    /// Moves the watermark to `to` (if that is later), as the host does for an idle
+    /// partition, and fires the timers due.
+    pub fn advance(&mut self, to: i64) -> Result<Vec<Fired>, String> {
+        self.watermark = self.watermark.max(to);
+        let mut fired = Vec::new();
+        for _ in 0..MAX_TIMER_ROUNDS {
+            let due: Vec<(i64, Vec<u8>)> = self
+                .env
+                .timers
+                .iter()
+                .take_while(|(at, _)| *at <= self.watermark)
+                .cloned()
+                .collect();
+            if due.is_empty() {
+                break;
+            }
+            for t in &due {
+                self.env.timers.remove(t);
+            }
+            let mut list = Vec::new();
+            for (at, key) in &due {
+                crate::state::put_timer(&mut list, *at, key);
+            }
+            let ctx = BatchContext {
+                topic: "test".into(),
+                base_offset: self.offset,
+                base_timestamp: self.watermark,
+                record_count: due.len() as u32,
+                watermark: self.watermark,
+                ..BatchContext::default()
+            };
+            let outputs = self.env.outputs.clone();
+            let h = self.h;
+            let Some(handler) = &h.on_timer else {
+                continue;
+            };
+            let out = self.with(|inst| {
+                let mut out = Vec::new();
+                crate::state::begin_call();
+                let r = run_timers(&ctx, &list, &mut out, &crate::outputs, |t| handler(inst, t));
+                match r {
+                    Ok(()) => crate::state::end_call().map_err(|e| e.to_string())?,
+                    Err(e) => {
+                        crate::state::discard_call();
+                        return Err(e);
+                    }
+                }
+                Ok(out)
+            })?;
+            let outcomes = decode_timer_outcomes(&ctx, &out, &outputs)?;
+            for ((at, key), outcome) in due.into_iter().zip(outcomes) {
+                fired.push(Fired { at, key, outcome });
+            }
+        }
+        Ok(fired)
+    }
+}
+
+/// Decodes the entries `on-timers` returned into one outcome per timer.
+fn decode_timer_outcomes(
+    ctx: &BatchContext,
+    out: &[u8],
+    outputs: &[String],
+) -> Result<Vec<TestOutcome>, String> {
+    // Timers have no input records: a pass entry is an error.
+    let mut res = vec![TestOutcome::Dropped; ctx.record_count as usize];
+    for e in Entries::new(out, ctx.record_count) {
+        match e.map_err(|e| e.to_string())? {
+            Entry::Pass { input, .. } => {
+                return Err(format!(
+                    "timer {input}: a pass entry, but a timer has no record"
+                ));
+            }
+            Entry::Reject { input, reason } => {
+                res[input as usize] = TestOutcome::Rejected(reason.into())
+            }
+            Entry::Emit {
+                input,
+                output,
+                record,
+            } => {
+                let record = record.view().map_err(|e| e.to_string())?;
+                let em = Emitted {
+                    output: outputs
+                        .get(output as usize)
+                        .cloned()
+                        .unwrap_or_else(|| format!("#{output}")),
+                    key: record.key.map(<[u8]>::to_vec),
+                    value: record.value.map(<[u8]>::to_vec),
+                    headers: record
+                        .headers()
+                        .map(|h| (h.key_str().to_owned(), h.value.map(<[u8]>::to_vec)))
+                        .collect(),
+                    timestamp: ctx.base_timestamp + record.timestamp_delta,
+                };
+                match &mut res[input as usize] {
+                    TestOutcome::Emitted(v) => v.push(em),
+                    slot => *slot = TestOutcome::Emitted(vec![em]),
+                }
+            }
+        }
+    }
+    Ok(res)
 }
 
 /// One group of cases sharing config, tables and outputs.
@@ -322,7 +674,21 @@ pub struct Suite {
     pub tables: BTreeMap<String, BTreeMap<String, Value>>,
     #[serde(default)]
     pub outputs: Vec<String>,
+    /// Stateful plugins: the cases are one stream (one batch per case, in order) with
+    /// state, watermark and timers carried over; cases may expect what timers emit.
+    #[serde(default)]
+    pub stream: Option<StreamSettings>,
     pub cases: Vec<Case>,
+}
+
+/// How a stream suite runs (the deployment's event-time settings).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSettings {
+    #[serde(default)]
+    pub allowed_lateness_ms: i64,
+    #[serde(default)]
+    pub event_time_field: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -331,6 +697,13 @@ pub struct Case {
     pub name: String,
     pub input: CaseInput,
     pub expect: Expect,
+    /// Stream suites: what the timers fired after this case emit, in firing order.
+    #[serde(default)]
+    pub fired: Vec<ExpectEmit>,
+    /// Stream suites: then move the watermark to this time (an idle partition), firing
+    /// timers; what they emit is part of `fired`.
+    #[serde(default)]
+    pub advance_to: Option<i64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -342,6 +715,9 @@ pub struct CaseInput {
     pub value: Value,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// The record's timestamp (ms); default 1700000000000.
+    #[serde(default)]
+    pub timestamp: Option<i64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -350,6 +726,8 @@ pub enum Expect {
     Drop,
     Reject(String),
     Emit(Vec<ExpectEmit>),
+    /// Stream suites: before the watermark, kept from the plugin.
+    Late,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -394,7 +772,7 @@ impl Suite {
                 })
                 .collect(),
             outputs: self.outputs.clone(),
-            logs: Vec::new(),
+            ..Env::default()
         }
     }
 
@@ -410,7 +788,7 @@ impl Suite {
                     .iter()
                     .map(|(k, v)| (k.clone(), Some(v.clone().into_bytes())))
                     .collect(),
-                timestamp: 1_700_000_000_000,
+                timestamp: c.input.timestamp.unwrap_or(1_700_000_000_000),
             })
             .collect()
     }
@@ -430,62 +808,81 @@ impl Suite {
             .cloned()
             .unwrap_or_else(|| "output".into());
         for (case, got) in self.cases.iter().zip(outcomes) {
-            let fail = |why: String| {
-                Err(format!(
-                    "case {:?}: {why}; got {}",
-                    case.name,
-                    got.describe()
-                ))
-            };
-            match (&case.expect, got) {
-                (Expect::Drop, TestOutcome::Dropped) => {}
-                (Expect::Reject(part), TestOutcome::Rejected(reason)) => {
-                    if !reason.contains(part.as_str()) {
-                        return fail(format!("reject reason should contain {part:?}"));
-                    }
-                }
-                (Expect::Emit(want), TestOutcome::Emitted(have)) => {
-                    if want.len() != have.len() {
-                        return fail(format!("expected {} records", want.len()));
-                    }
-                    for (w, h) in want.iter().zip(have) {
-                        let value_ok = match &w.value {
-                            Value::String(s) => h.value.as_deref() == Some(s.as_bytes()),
-                            Value::Null => h.value.is_none(),
-                            other => h
-                                .value
-                                .as_deref()
-                                .and_then(|v| serde_json::from_slice::<Value>(v).ok())
-                                .is_some_and(|v| &v == other),
-                        };
-                        if !value_ok {
-                            return fail(format!("expected value {}", w.value));
-                        }
-                        let output = w.output.as_ref().unwrap_or(&default_output);
-                        if &h.output != output {
-                            return fail(format!("expected output {output:?}"));
-                        }
-                        if let Some(k) = &w.key
-                            && h.key.as_deref() != Some(k.as_bytes())
-                        {
-                            return fail(format!("expected key {k:?}"));
-                        }
-                        for (k, v) in &w.headers {
-                            let found = h
-                                .headers
-                                .iter()
-                                .any(|(hk, hv)| hk == k && hv.as_deref() == Some(v.as_bytes()));
-                            if !found {
-                                return fail(format!("expected header {k}={v}"));
-                            }
-                        }
-                    }
-                }
-                (want, _) => return fail(format!("expected {want:?}")),
-            }
+            self.check_one(case, got, &default_output)?;
         }
         Ok(())
     }
+
+    /// Compares one case's outcome with its expectation.
+    fn check_one(
+        &self,
+        case: &Case,
+        got: &TestOutcome,
+        default_output: &str,
+    ) -> Result<(), String> {
+        let fail = |why: String| {
+            Err(format!(
+                "case {:?}: {why}; got {}",
+                case.name,
+                got.describe()
+            ))
+        };
+        match (&case.expect, got) {
+            (Expect::Drop, TestOutcome::Dropped) | (Expect::Late, TestOutcome::Late) => {}
+            (Expect::Reject(part), TestOutcome::Rejected(reason)) => {
+                if !reason.contains(part.as_str()) {
+                    return fail(format!("reject reason should contain {part:?}"));
+                }
+            }
+            (Expect::Emit(want), TestOutcome::Emitted(have)) => {
+                if want.len() != have.len() {
+                    return fail(format!("expected {} records", want.len()));
+                }
+                for (w, h) in want.iter().zip(have) {
+                    if let Err(why) = check_emit(w, h, default_output) {
+                        return fail(why);
+                    }
+                }
+            }
+            (want, _) => return fail(format!("expected {want:?}")),
+        }
+        Ok(())
+    }
+}
+
+/// Compares an emitted record with an expectation.
+fn check_emit(w: &ExpectEmit, h: &Emitted, default_output: &str) -> Result<(), String> {
+    let value_ok = match &w.value {
+        Value::String(s) => h.value.as_deref() == Some(s.as_bytes()),
+        Value::Null => h.value.is_none(),
+        other => h
+            .value
+            .as_deref()
+            .and_then(|v| serde_json::from_slice::<Value>(v).ok())
+            .is_some_and(|v| &v == other),
+    };
+    if !value_ok {
+        return Err(format!("expected value {}", w.value));
+    }
+    let output = w.output.as_deref().unwrap_or(default_output);
+    if h.output != output {
+        return Err(format!("expected output {output:?}"));
+    }
+    if let Some(k) = &w.key
+        && h.key.as_deref() != Some(k.as_bytes())
+    {
+        return Err(format!("expected key {k:?}"));
+    }
+    for (k, v) in &w.headers {
+        let found = h
+            .headers
+            .iter()
+            .any(|(hk, hv)| hk == k && hv.as_deref() == Some(v.as_bytes()));
+        if !found {
+            return Err(format!("expected header {k}={v}"));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -181,14 +181,14 @@ fn runtime_only(e: &Env, plugin: &str, topic: &str) -> f64 {
     while off < p.high_watermark() {
         let r = p.read(off, 1 << 20).unwrap();
         for (h, raw) in batch::split(r.data).unwrap() {
-            let out = ex.run(&BatchInput {
+            let out = ex.run(&BatchInput::records(
                 topic,
-                partition: 0,
-                base_offset: h.base_offset,
-                base_timestamp: h.base_timestamp,
-                records: batch::records_section(&raw, &h).unwrap(),
-                count: h.record_count as u32,
-            });
+                0,
+                h.base_offset,
+                h.base_timestamp,
+                batch::records_section(&raw, &h).unwrap(),
+                h.record_count as u32,
+            ));
             n += out.emitted.len() as u64;
         }
         off = r.next_offset;

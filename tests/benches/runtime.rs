@@ -49,14 +49,14 @@ fn cfg(plugin: &str, config: &[(&str, &str)]) -> Arc<InstanceConfig> {
 
 /// Runs batches for about `secs`; returns records/s.
 fn rate(ex: &mut Executor, bytes: &[u8], base_ts: i64, secs: f64) -> (f64, u64) {
-    let input = BatchInput {
-        topic: "bench",
-        partition: 0,
-        base_offset: 0,
-        base_timestamp: base_ts,
-        records: bytes::Bytes::copy_from_slice(bytes),
-        count: BATCH as u32,
-    };
+    let input = BatchInput::records(
+        "bench",
+        0,
+        0,
+        base_ts,
+        bytes::Bytes::copy_from_slice(bytes),
+        BATCH as u32,
+    );
     let check = ex.run(&input);
     assert!(
         check

@@ -26,6 +26,10 @@ pub fn classify(method: &Method, path: &str) -> Option<Action> {
         ["v1", "topics", t, "partitions", _, "records"] if read => Action::Consume(topic(t)),
         ["v1", "topics", t, "stream"] if read => Action::Consume(topic(t)),
         ["v1", "topics", t, "keys", _] if read => Action::Consume(topic(t)),
+        ["v1", "transforms", _, "state"] if read => Action::ReadState,
+        ["v1", "transforms" | "connectors", _, "pause" | "resume"] if method == Method::POST => {
+            Action::Operate
+        }
         ["v1", ..] if read => Action::View,
         _ => Action::Admin,
     })
@@ -76,7 +80,7 @@ pub async fn authorize(
         req.extensions_mut().insert(principal);
     }
     let resp = next.run(req).await;
-    if action == Action::Admin {
+    if matches!(action, Action::Admin | Action::Operate) {
         tracing::info!(identity, %method, path, status = resp.status().as_u16(), "admin change");
     }
     resp

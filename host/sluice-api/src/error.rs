@@ -86,6 +86,7 @@ impl From<LogError> for ApiError {
                 Self::new(StatusCode::BAD_REQUEST, "invalid_topic_name", msg)
             }
             LogError::TopicExists(_) => Self::new(StatusCode::CONFLICT, "topic_exists", msg),
+            LogError::Owned { .. } => Self::new(StatusCode::CONFLICT, "topic_in_use", msg),
             LogError::UnknownTopic(_) | LogError::TopicDeleted(_) => {
                 Self::new(StatusCode::NOT_FOUND, "unknown_topic", msg)
             }

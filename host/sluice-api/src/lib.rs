@@ -8,6 +8,7 @@ pub mod listener;
 mod metrics;
 mod openapi;
 mod records;
+mod state;
 mod topics;
 mod transforms;
 
@@ -117,6 +118,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(deployments::transforms::resume),
         )
         .route("/v1/transforms/{name}/logs", get(transforms::logs))
+        .route("/v1/transforms/{name}/state", get(state::read))
         .route("/v1/connectors", get(deployments::connectors::list))
         .route(
             "/v1/connectors/{name}",

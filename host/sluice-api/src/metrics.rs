@@ -228,8 +228,83 @@ fn render(state: &super::AppState) -> String {
             st["name"].as_str().unwrap_or("")
         );
     }
+    stateful(&mut out, &statuses);
     connectors(&mut out, state);
     sluice_common::telemetry::telemetry().encode(&mut out);
     process(&mut out);
     out
+}
+
+/// Per-partition series of stateful transforms (partitions without state are skipped).
+fn stateful(out: &mut String, statuses: &[serde_json::Value]) {
+    for (key, name, kind, help) in [
+        (
+            "watermark",
+            "sluice_transform_watermark_ms",
+            "gauge",
+            "Event time (ms) before which records are late.",
+        ),
+        (
+            "max_event_time",
+            "sluice_transform_max_event_time_ms",
+            "gauge",
+            "The largest event time (ms) seen.",
+        ),
+        (
+            "late",
+            "sluice_transform_late_total",
+            "counter",
+            "Records later than the watermark (dead-lettered or sent to the late output).",
+        ),
+        (
+            "state_keys",
+            "sluice_transform_state_keys",
+            "gauge",
+            "Keys held in state.",
+        ),
+        (
+            "state_bytes",
+            "sluice_transform_state_bytes",
+            "gauge",
+            "Bytes of state held (counted against limits.state_bytes).",
+        ),
+        (
+            "timers",
+            "sluice_transform_timers",
+            "gauge",
+            "Pending event-time timers.",
+        ),
+    ] {
+        family(out, name, kind, help);
+        for st in statuses {
+            for p in st["partitions"].as_array().into_iter().flatten() {
+                let Some(v) = p[key].as_i64() else { continue };
+                let _ = writeln!(
+                    out,
+                    "{name}{{transform=\"{}\",partition=\"{}\"}} {v}",
+                    st["name"].as_str().unwrap_or(""),
+                    p["partition"],
+                );
+            }
+        }
+    }
+    family(
+        out,
+        "sluice_transform_state_checkpoint_timestamp_ms",
+        "gauge",
+        "When the partition's state was last committed with its input position (ms).",
+    );
+    for st in statuses {
+        for p in st["partitions"].as_array().into_iter().flatten() {
+            let Some(at) = p["checkpoint"]["at"].as_i64() else {
+                continue;
+            };
+            let _ = writeln!(
+                out,
+                "sluice_transform_state_checkpoint_timestamp_ms{{transform=\"{}\",partition=\"{}\"}} {at}",
+                st["name"].as_str().unwrap_or(""),
+                p["partition"],
+            );
+        }
+    }
 }

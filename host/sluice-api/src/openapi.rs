@@ -8,7 +8,7 @@ use utoipa::{Modify, OpenApi};
 
 pub use crate::error::ErrorBody;
 
-use super::{deployments, records, topics, transforms};
+use super::{deployments, records, state, topics, transforms};
 
 struct BearerAuth;
 
@@ -81,6 +81,7 @@ impl Modify for OpenComposed {
         deployments::transforms::pause,
         deployments::transforms::resume,
         transforms::logs,
+        state::read,
         deployments::connectors::list,
         deployments::connectors::put,
         deployments::connectors::get,

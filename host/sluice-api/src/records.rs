@@ -143,6 +143,7 @@ pub async fn produce(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ProduceResult>, ApiError> {
     let topic = state.log.topic(&topic?.0)?;
+    state.log.check_writable(&topic.name)?;
     let body = body?;
     // Admission: bytes in flight are bounded; past the bound, ask the client to come back.
     let kib = (body.len() / 1024).max(1) as u32;

@@ -2,8 +2,10 @@
 //! topic patterns) and the one decision function used by HTTP and Kafka alike.
 //!
 //! Roles: `admin` may do everything; `viewer` may read the admin surface (topics, plugins,
-//! transforms, connectors, logs, metrics) but no records; `producer` and `consumer` may
-//! describe, and write respectively read, the topics their glob patterns match.
+//! transforms, connectors, logs, metrics) but no records; `operator` may also read the
+//! state of stateful transforms and pause/resume transforms and connectors; `producer` and
+//! `consumer` may describe, and write respectively read, the topics their glob patterns
+//! match.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,6 +37,10 @@ pub enum Action {
     Consume(String),
     /// Join/commit in a consumer group.
     Group,
+    /// Read a stateful transform's state (it holds record contents).
+    ReadState,
+    /// Pause or resume a transform or connector.
+    Operate,
 }
 
 impl Principal {
@@ -45,7 +51,8 @@ impl Principal {
     pub fn allows(&self, action: &Action) -> bool {
         match (self.role, action) {
             (Role::Admin, _) => true,
-            (Role::Viewer, Action::View | Action::Describe(_)) => true,
+            (Role::Viewer | Role::Operator, Action::View | Action::Describe(_)) => true,
+            (Role::Operator, Action::ReadState | Action::Operate) => true,
             (Role::Producer, Action::Produce(t) | Action::Describe(t)) => self.topic_ok(t),
             (Role::Consumer, Action::Consume(t) | Action::Describe(t)) => self.topic_ok(t),
             (Role::Consumer, Action::Group) => true,
@@ -62,6 +69,8 @@ impl Principal {
             Action::Produce(t) => format!("produce to topic {t}"),
             Action::Consume(t) => format!("consume topic {t}"),
             Action::Group => "use consumer groups".to_string(),
+            Action::ReadState => "read transform state".to_string(),
+            Action::Operate => "pause or resume deployments".to_string(),
         };
         format!("identity {} ({}) may not {what}", self.name, self.role)
     }
@@ -99,7 +108,9 @@ impl Auth {
                     "token_sha256 must be 64 hex digits (sha256 of the token)".into(),
                 ));
             };
-            if matches!(id.role, Role::Admin | Role::Viewer) && !id.topics.is_empty() {
+            if matches!(id.role, Role::Admin | Role::Viewer | Role::Operator)
+                && !id.topics.is_empty()
+            {
                 return Err(bad(
                     "topics apply to producer and consumer roles only".into()
                 ));

@@ -109,6 +109,7 @@ pub enum Role {
     Producer,
     Consumer,
     Viewer,
+    Operator,
 }
 
 impl std::fmt::Display for Role {
@@ -118,6 +119,7 @@ impl std::fmt::Display for Role {
             Role::Producer => "producer",
             Role::Consumer => "consumer",
             Role::Viewer => "viewer",
+            Role::Operator => "operator",
         })
     }
 }

@@ -155,6 +155,9 @@ pub async fn delete_topics(
             let res = DeletableTopicResult::default().with_name(Some(n.clone()));
             match b.log.delete_topic(&n.0) {
                 Ok(()) => res,
+                Err(e @ LogError::Owned { .. }) => res
+                    .with_error_code(code::INVALID_TOPIC_EXCEPTION)
+                    .with_error_message(Some(e.to_string().into())),
                 Err(_) => res.with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION),
             }
         });

@@ -136,6 +136,21 @@ pub async fn produce(b: &Arc<Broker>, r: ProduceRequest, version: i16) -> Produc
 
 fn produce_topic(b: &Broker, td: TopicProduceData, version: i16) -> TopicProduceResponse {
     let topic_name = td.name.0.to_string();
+    if b.log.check_writable(&topic_name).is_err() {
+        // As Kafka answers a produce to an internal topic.
+        let partitions = td
+            .partition_data
+            .iter()
+            .map(|pd| {
+                PartitionProduceResponse::default()
+                    .with_index(pd.index)
+                    .with_error_code(code::INVALID_TOPIC_EXCEPTION)
+            })
+            .collect();
+        return TopicProduceResponse::default()
+            .with_name(td.name)
+            .with_partition_responses(partitions);
+    }
     let topic = b.topic(&topic_name, true);
     let partitions = td
         .partition_data

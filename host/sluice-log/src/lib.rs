@@ -51,6 +51,8 @@ pub enum LogError {
     InvalidConfig(String),
     #[error("topic {0} was deleted")]
     TopicDeleted(String),
+    #[error("topic {topic} belongs to {owner}: only the server writes or deletes it")]
+    Owned { topic: String, owner: String },
     #[error("i/o error on {}", path.display())]
     Io {
         path: PathBuf,
@@ -262,6 +264,9 @@ impl Topic {
 pub struct Log {
     dir: PathBuf,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
+    /// Topics the server keeps for a purpose (e.g. a transform's state changelog), with
+    /// who owns them: clients may read them but not produce to or delete them.
+    owners: RwLock<HashMap<String, String>>,
 }
 
 const TOPIC_META: &str = "topic.json";
@@ -300,6 +305,7 @@ impl Log {
         Ok(Arc::new(Log {
             dir,
             topics: RwLock::new(topics),
+            owners: RwLock::default(),
         }))
     }
 
@@ -372,7 +378,37 @@ impl Log {
     }
 
     /// Deletes a topic and its files. Readers waiting on it are woken with an error.
+    /// Marks a topic as kept by `owner` (`None` releases it): [`Log::check_writable`]
+    /// and [`Log::delete_topic`] refuse it until released.
+    pub fn set_owner(&self, topic: &str, owner: Option<&str>) {
+        let mut owners = self.owners.write().unwrap_or_else(|p| p.into_inner());
+        match owner {
+            Some(o) => owners.insert(topic.to_string(), o.to_string()),
+            None => owners.remove(topic),
+        };
+    }
+
+    pub fn owner(&self, topic: &str) -> Option<String> {
+        self.owners
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(topic)
+            .cloned()
+    }
+
+    /// Whether clients may produce to `topic` (owned topics are written by the server only).
+    pub fn check_writable(&self, topic: &str) -> Result<(), LogError> {
+        match self.owner(topic) {
+            None => Ok(()),
+            Some(owner) => Err(LogError::Owned {
+                topic: topic.to_string(),
+                owner,
+            }),
+        }
+    }
+
     pub fn delete_topic(&self, name: &str) -> Result<(), LogError> {
+        self.check_writable(name)?;
         let topic = self
             .topics
             .write()

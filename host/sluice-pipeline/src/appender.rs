@@ -9,15 +9,16 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::Instant;
 
-use sluice_log::Topic;
 use sluice_log::batch;
+use sluice_log::{Partition, Topic};
 
 use crate::Transform;
 use crate::checkpoint::CheckpointWriter;
-use crate::task::TaskShared;
+use crate::state::{self, Commit};
+use crate::task::{StateShared, TaskShared};
 
 /// Output batches being built, by (output slot, partition); slot = outputs.len() is the
-/// dead-letter topic.
+/// dead-letter topic, outputs.len() + 1 the late output.
 pub type Pending = BTreeMap<(usize, u32), batch::Builder>;
 
 /// Input bytes staged while the appender is busy before the task waits for it.
@@ -31,12 +32,30 @@ pub struct Staged {
     pub next_position: u64,
     /// Records in, out, rejected, failed.
     pub counts: [u64; 4],
+    /// Late records among them.
+    pub late: u64,
     /// Input bytes behind these outputs.
     pub input_bytes: usize,
     pub started: Instant,
+    /// Stateful: the state changes of these reads and where they leave the partition,
+    /// committed after the outputs.
+    pub state: Option<Commit>,
 }
 
 impl Staged {
+    /// A commit of state alone (an idle watermark advance).
+    pub fn state_only(commit: Commit) -> Staged {
+        Staged {
+            batches: BTreeMap::new(),
+            next_position: commit.meta.position,
+            counts: [0; 4],
+            late: 0,
+            input_bytes: 0,
+            started: Instant::now(),
+            state: Some(commit),
+        }
+    }
+
     /// Adds the outputs of the next read.
     pub fn merge(&mut self, next: Staged) {
         for (k, mut v) in next.batches {
@@ -46,7 +65,13 @@ impl Staged {
         for (a, b) in self.counts.iter_mut().zip(next.counts) {
             *a += b;
         }
+        self.late += next.late;
         self.input_bytes += next.input_bytes;
+        match (&mut self.state, next.state) {
+            (Some(mine), Some(later)) => mine.merge(later),
+            (mine @ None, later) => *mine = later,
+            (Some(_), None) => {}
+        }
     }
 }
 
@@ -68,6 +93,10 @@ pub struct Appender {
     pub t: Arc<Transform>,
     pub outputs: Vec<Arc<Topic>>,
     pub dlq: Arc<Topic>,
+    /// Stateful: where late records go, if not to the dead-letter topic.
+    pub late: Option<Arc<Topic>>,
+    /// Stateful: the changelog partition and the task's state status.
+    pub changelog: Option<(Arc<Partition>, Arc<StateShared>)>,
     pub shared: Arc<TaskShared>,
     pub checkpoints: CheckpointWriter,
 }
@@ -103,16 +132,25 @@ impl Appender {
             }
         }
         if let Some(position) = committed {
-            let outputs = self.outputs.iter().chain(std::iter::once(&self.dlq));
+            let outputs = self
+                .outputs
+                .iter()
+                .chain(std::iter::once(&self.dlq))
+                .chain(self.late.as_ref());
             self.checkpoints.write(outputs, position, true);
         }
     }
 
     fn commit(&mut self, staged: Staged) -> Result<(), String> {
-        // Outputs first, dead letters last (slot = outputs.len()); each append is durable
-        // per its topic's flush policy before the position moves.
+        // Outputs first, then dead letters and late records (slots outputs.len() and
+        // after), then the state changes; each append is durable per its topic's flush
+        // policy before the next, and the position moves last.
         for ((slot, p), builders) in staged.batches {
-            let topic = self.outputs.get(slot).unwrap_or(&self.dlq);
+            let topic = match self.outputs.get(slot) {
+                Some(t) => t,
+                None if slot == self.outputs.len() => &self.dlq,
+                None => self.late.as_ref().unwrap_or(&self.dlq),
+            };
             let Some(partition) = topic.partitions.get(p as usize) else {
                 continue;
             };
@@ -128,6 +166,21 @@ impl Appender {
                 .append(data)
                 .map_err(|e| format!("appending to {}/{p}: {e}", topic.name))?;
         }
+        if let (Some((changelog, shared)), Some(commit)) = (&self.changelog, &staged.state) {
+            let before = changelog.high_watermark();
+            let end = state::append(changelog, commit)?;
+            shared
+                .since_snapshot
+                .fetch_add(end.saturating_sub(before), Ordering::Relaxed);
+            shared.changelog_end.store(end, Ordering::Relaxed);
+            shared
+                .committed_position
+                .store(commit.meta.position, Ordering::Relaxed);
+            shared
+                .committed_at
+                .store(commit.meta.committed_at, Ordering::Relaxed);
+            shared.late.fetch_add(staged.late, Ordering::Relaxed);
+        }
         self.shared
             .position
             .store(staged.next_position, Ordering::Release);
@@ -137,7 +190,12 @@ impl Appender {
         c.records_out.fetch_add(outs, Ordering::Relaxed);
         c.rejected.fetch_add(rejected, Ordering::Relaxed);
         c.failed.fetch_add(failed, Ordering::Relaxed);
-        let outputs = self.outputs.iter().chain(std::iter::once(&self.dlq));
+        c.late.fetch_add(staged.late, Ordering::Relaxed);
+        let outputs = self
+            .outputs
+            .iter()
+            .chain(std::iter::once(&self.dlq))
+            .chain(self.late.as_ref());
         self.checkpoints.write(outputs, staged.next_position, false);
         sluice_common::telemetry::telemetry()
             .transform_batch(&self.t.name, staged.started.elapsed());

@@ -7,6 +7,7 @@ mod appender;
 pub mod checkpoint;
 pub mod plugins;
 pub mod recover;
+pub mod state;
 pub mod tables;
 mod task;
 
@@ -24,9 +25,12 @@ use checkpoint::Checkpoint;
 use plugins::{PluginError, PluginStore};
 use sluice_common::fs::write_file;
 use sluice_log::{Log, LogError, TopicConfig, validate_topic_name};
+use sluice_runtime::state::{StateBudget, StateStore};
 use sluice_runtime::{Compiled, Executor, InstanceConfig, Interrupt, Limits, LogLine, LogSink};
 use tables::TableRegistry;
-use task::{TaskCtx, TaskShared};
+use task::{StateShared, Stateful, TaskCtx, TaskShared};
+
+pub use task::RestoreInfo;
 
 /// A version selector: a number, or `"latest"` (follows new uploads).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -101,9 +105,74 @@ pub struct TransformSpec {
     /// forever.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_cycles: bool,
+    /// Stateful plugins: where a record's event time comes from (default: its timestamp).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_time: Option<EventTime>,
+    /// Stateful plugins: how far behind the largest event time seen the watermark stays
+    /// (default 5000); a record older than the watermark is late.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_lateness_ms: Option<u64>,
+    /// Stateful plugins: after this long without input, a partition's watermark moves on
+    /// with the clock so that its windows close (default 10000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_ms: Option<u64>,
+    /// Stateful plugins: a topic for late records (default: the dead-letter topic, with
+    /// `sluice-error: late`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_output: Option<String>,
+    /// `"reset"` on a re-PUT: the new version starts with empty state. Not kept.
+    #[serde(default, skip_serializing)]
+    pub state: Option<StateMode>,
+}
+
+/// Where a stateful deployment reads event times.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventTime {
+    /// A JSON field of the record value (a name, dotted path or JSON pointer) holding ms
+    /// since the epoch or an RFC 3339 time; records without it are dead-lettered.
+    pub field: String,
+}
+
+/// What a re-PUT does with the state.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateMode {
+    /// The new version inherits the state (the default).
+    Keep,
+    /// The new version starts with empty state (timers and watermarks too).
+    Reset,
+}
+
+/// Default `allowed_lateness_ms`.
+pub const DEFAULT_ALLOWED_LATENESS_MS: u64 = 5_000;
+/// Default `idle_timeout_ms`.
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 10_000;
+/// Largest `allowed_lateness_ms` and `idle_timeout_ms`.
+pub const MAX_TIME_SETTING_MS: u64 = 365 * 24 * 3600 * 1000;
+
+/// The event-time settings a partition task works with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventTimeSettings {
+    pub field: Option<String>,
+    pub allowed_lateness_ms: i64,
+    pub idle_timeout_ms: u64,
 }
 
 impl TransformSpec {
+    pub fn event_time_settings(&self) -> EventTimeSettings {
+        EventTimeSettings {
+            field: self.event_time.as_ref().map(|e| e.field.clone()),
+            allowed_lateness_ms: self
+                .allowed_lateness_ms
+                .unwrap_or(DEFAULT_ALLOWED_LATENESS_MS)
+                .min(i64::MAX as u64) as i64,
+            idle_timeout_ms: self.idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS),
+        }
+    }
+
     pub fn dead_letter_topic(&self) -> String {
         self.dead_letter
             .clone()
@@ -131,6 +200,44 @@ pub struct PartitionStatus {
     pub lag: u64,
     /// The plugin version this partition runs.
     pub version: u32,
+    /// Stateful deployments: event time and state of the partition.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub state: Option<PartitionState>,
+}
+
+/// Event time and keyed state of one partition of a stateful deployment.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PartitionState {
+    /// Event times before it are late (null until the partition has seen an event).
+    pub watermark: Option<i64>,
+    /// The largest event time seen.
+    pub max_event_time: Option<i64>,
+    /// Late records since the server started.
+    pub late: u64,
+    pub state_keys: u64,
+    /// State held, with a per-entry overhead (what counts against `limits.state_bytes`).
+    pub state_bytes: u64,
+    /// Pending timers, and the earliest one's time.
+    pub timers: u64,
+    pub next_timer: Option<i64>,
+    pub checkpoint: StateCheckpoint,
+    /// How the state was restored when the partition started.
+    pub restore: Option<RestoreInfo>,
+}
+
+/// The last durable commit of a partition's state.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StateCheckpoint {
+    /// The input position the committed state covers.
+    pub position: u64,
+    /// When it was committed (ms since the epoch; null before the first commit).
+    pub at: Option<i64>,
+    /// The changelog's end after it.
+    pub changelog_offset: u64,
+    /// Changelog offset of the last snapshot, if any.
+    pub snapshot_offset: Option<u64>,
 }
 
 /// Counters of a transform since the server started.
@@ -143,6 +250,8 @@ pub struct CounterValues {
     pub failed: u64,
     pub traps: u64,
     pub fuel: u64,
+    /// Records later than the watermark (stateful deployments).
+    pub late: u64,
 }
 
 /// The status of one transform (`GET /v1/transforms/{name}`).
@@ -164,6 +273,15 @@ pub struct TransformStatus {
     pub limits: Limits,
     pub tables: Vec<String>,
     pub allow_cycles: bool,
+    /// The plugin keeps keyed state (it imports `sluice:transform/state`).
+    pub stateful: bool,
+    /// Stateful: the changelog topic of the state.
+    pub state_topic: Option<String>,
+    /// Stateful: the event-time settings in force.
+    pub event_time: Option<EventTime>,
+    pub allowed_lateness_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
+    pub late_output: Option<String>,
     /// Which version took over at which offset of which partition.
     pub history: Vec<HistoryEntry>,
     pub partitions: Vec<PartitionStatus>,
@@ -187,6 +305,7 @@ pub struct Counters {
     pub failed: AtomicU64,
     pub traps: AtomicU64,
     pub fuel: AtomicU64,
+    pub late: AtomicU64,
 }
 
 /// What is persisted per transform.
@@ -302,6 +421,10 @@ pub struct Transform {
     tasks: Mutex<Vec<TaskHandle>>,
     /// Partition tasks record history concurrently; one writer at a time for the file.
     persist_lock: Mutex<()>,
+    /// The state memory of all partitions (stateful plugins).
+    budget: Arc<StateBudget>,
+    /// Whether the running plugin version keeps state.
+    stateful: AtomicBool,
 }
 
 impl std::fmt::Debug for Transform {
@@ -315,6 +438,32 @@ impl std::fmt::Debug for Transform {
 impl Transform {
     pub fn spec(&self) -> TransformSpec {
         self.spec.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The event-time settings of the deployment as they are now (a re-PUT may change
+    /// them).
+    pub fn event_time_settings(&self) -> EventTimeSettings {
+        self.spec
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .event_time_settings()
+    }
+
+    pub fn is_stateful(&self) -> bool {
+        self.stateful.load(Ordering::Acquire)
+    }
+
+    /// The live state of one partition, for the state API.
+    pub fn state_of(&self, partition: u32) -> Option<Arc<Mutex<StateStore>>> {
+        self.task_states()
+            .into_iter()
+            .find(|s| s.partition == partition)
+            .and_then(|s| s.state.as_ref().map(|st| st.store.clone()))
+    }
+
+    /// The partitions of the deployment.
+    pub fn partitions(&self) -> Vec<u32> {
+        self.task_states().iter().map(|s| s.partition).collect()
     }
 
     fn set_last_error(&self, e: String) {
@@ -452,7 +601,13 @@ impl Pipelines {
                 tracing::error!(transform = %name, "unreadable transform state; not started");
                 continue;
             };
-            if let Err(e) = p.start(&name, saved.spec.clone(), saved.paused, saved.history) {
+            if let Err(e) = p.start(
+                &name,
+                saved.spec.clone(),
+                saved.paused,
+                saved.history,
+                false,
+            ) {
                 tracing::error!(transform = %name, error = %e, "transform could not restart");
             }
         }
@@ -599,6 +754,39 @@ impl Pipelines {
             }
         }
         spec.limits.validate().map_err(PipelineError::Invalid)?;
+        if let Some(e) = &spec.event_time
+            && e.field.trim().is_empty()
+        {
+            return Err(PipelineError::Invalid(
+                "event_time.field must name a JSON field".into(),
+            ));
+        }
+        if spec
+            .allowed_lateness_ms
+            .is_some_and(|l| l > MAX_TIME_SETTING_MS)
+        {
+            return Err(PipelineError::Invalid(format!(
+                "allowed_lateness_ms must be at most {MAX_TIME_SETTING_MS} (a year)"
+            )));
+        }
+        if spec
+            .idle_timeout_ms
+            .is_some_and(|l| l == 0 || l > MAX_TIME_SETTING_MS)
+        {
+            return Err(PipelineError::Invalid(format!(
+                "idle_timeout_ms must be 1..={MAX_TIME_SETTING_MS}"
+            )));
+        }
+        if let Some(late) = &spec.late_output {
+            self.log
+                .topic(late)
+                .map_err(|_| PipelineError::UnknownOutput(late.clone()))?;
+            if *late == spec.input || spec.outputs.contains(late) || *late == dlq {
+                return Err(PipelineError::Invalid(format!(
+                    "late_output {late} must be a topic apart from the input, the outputs and the dead-letter topic"
+                )));
+            }
+        }
         self.plugins.versions(&spec.plugin)?;
         Ok(())
     }
@@ -614,6 +802,7 @@ impl Pipelines {
         let mut add = |n: &str, s: &TransformSpec| {
             let mut to = s.outputs.clone();
             to.push(s.dead_letter_topic());
+            to.extend(s.late_output.clone());
             edges
                 .entry(s.input.clone())
                 .or_default()
@@ -675,7 +864,7 @@ impl Pipelines {
                         .unwrap_or_else(|p| p.into_inner())
                         .insert(name.to_string(), spec.clone());
                 }
-                let started = self.start(name, spec, false, Vec::new());
+                let started = self.start(name, spec, false, Vec::new(), true);
                 self.reserved
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -687,18 +876,27 @@ impl Pipelines {
                 if old.input != spec.input
                     || old.outputs != spec.outputs
                     || old.dead_letter_topic() != spec.dead_letter_topic()
+                    || old.late_output != spec.late_output
                 {
                     return Err(PipelineError::Invalid(
-                        "input, outputs and dead_letter of a deployment cannot change; delete it and deploy anew".into(),
+                        "input, outputs, dead_letter and late_output of a deployment cannot change; delete it and deploy anew".into(),
                     ));
                 }
                 // `start` applies to the first deployment only: a re-PUT never rewinds.
+                let reset = spec.state == Some(StateMode::Reset);
                 let spec = TransformSpec {
                     start: old.start,
+                    state: None,
                     ..spec
                 };
                 let version = self.resolve_version(&spec)?;
-                self.swap(&t, &spec, version)?;
+                let compiled = self.plugins.compiled(&spec.plugin, version)?;
+                t.budget.set_limit(spec.limits.state_bytes);
+                if reset || compiled.stateful() != t.is_stateful() {
+                    self.restart(&t, &spec, version, &compiled, reset)?;
+                } else {
+                    self.swap(&t, &spec, version)?;
+                }
                 *t.spec.write().unwrap_or_else(|p| p.into_inner()) = spec;
                 t.persist();
                 Ok(false)
@@ -740,6 +938,85 @@ impl Pipelines {
         spec: TransformSpec,
         paused: bool,
         history: Vec<HistoryEntry>,
+        fresh: bool,
+    ) -> Result<(), PipelineError> {
+        let input = self
+            .log
+            .topic(&spec.input)
+            .map_err(|_| PipelineError::UnknownInput(spec.input.clone()))?;
+        let version = self.resolve_version(&spec)?;
+        let compiled = self.plugins.compiled(&spec.plugin, version)?;
+        let dir = self.dir.join(name);
+        let t = Arc::new(Transform {
+            name: name.to_string(),
+            dir: dir.clone(),
+            spec: RwLock::new(spec.clone()),
+            paused: AtomicBool::new(paused),
+            counters: Counters::default(),
+            history: Mutex::new(history),
+            last_error: Mutex::new(None),
+            logs: Arc::default(),
+            tasks: Mutex::new(Vec::new()),
+            persist_lock: Mutex::new(()),
+            budget: Arc::new(StateBudget::new(spec.limits.state_bytes)),
+            stateful: AtomicBool::new(compiled.stateful()),
+        });
+        let cfg = self.instance_config(&t, &spec, version);
+        // Instantiate (and init) every partition's executor before starting any task, so a
+        // plugin that cannot start is refused as a whole.
+        let partitions: Vec<u32> = input.partitions.iter().map(|p| p.id).collect();
+        let executors = self
+            .build_executors(&compiled, &cfg, &partitions)
+            .map_err(|e| PipelineError::Runtime(e.to_string()))?;
+        if compiled.stateful() {
+            self.state_topic(name, input.partitions.len() as u32, fresh)?;
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| PipelineError::Runtime(e.to_string()))?;
+        self.spawn_tasks(&t, &spec, version, executors)?;
+        self.transforms
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), t);
+        tracing::info!(transform = name, plugin = %spec.plugin, version, input = %spec.input, stateful = compiled.stateful(), "transform started");
+        Ok(())
+    }
+
+    /// The changelog topic of a stateful deployment, created if missing. A new deployment
+    /// (`fresh`) refuses a topic of that name that is already there: it is not its state.
+    fn state_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        fresh: bool,
+    ) -> Result<Arc<sluice_log::Topic>, PipelineError> {
+        let topic = state::topic_name(name);
+        let found = match self.log.topic(&topic) {
+            Ok(_) if fresh => Err(PipelineError::Invalid(format!(
+                "topic {topic} exists, but a stateful deployment named {name} keeps its state there; delete the topic or choose another name"
+            ))),
+            Ok(t) if t.partitions.len() as u32 != partitions => {
+                Err(PipelineError::Invalid(format!(
+                    "state topic {topic} has {} partitions, the input {partitions}",
+                    t.partitions.len()
+                )))
+            }
+            Ok(t) => Ok(t),
+            Err(_) => Ok(self
+                .log
+                .create_topic(&topic, state::topic_config(partitions))?),
+        }?;
+        self.log
+            .set_owner(&topic, Some(&format!("stateful transform {name}")));
+        Ok(found)
+    }
+
+    /// Starts a partition task per executor (one per input partition, in order).
+    fn spawn_tasks(
+        &self,
+        t: &Arc<Transform>,
+        spec: &TransformSpec,
+        version: u32,
+        executors: Vec<Executor>,
     ) -> Result<(), PipelineError> {
         let input = self
             .log
@@ -765,36 +1042,40 @@ impl Pipelines {
                 },
             )?,
         };
-        let version = self.resolve_version(&spec)?;
-        let compiled = self.plugins.compiled(&spec.plugin, version)?;
-        let dir = self.dir.join(name);
-        std::fs::create_dir_all(&dir).map_err(|e| PipelineError::Runtime(e.to_string()))?;
-        let t = Arc::new(Transform {
-            name: name.to_string(),
-            dir: dir.clone(),
-            spec: RwLock::new(spec.clone()),
-            paused: AtomicBool::new(paused),
-            counters: Counters::default(),
-            history: Mutex::new(history),
-            last_error: Mutex::new(None),
-            logs: Arc::default(),
-            tasks: Mutex::new(Vec::new()),
-            persist_lock: Mutex::new(()),
-        });
-        let cfg = self.instance_config(&t, &spec, version);
-        // Instantiate (and init) every partition's executor before starting any task, so a
-        // plugin that cannot start is refused as a whole.
-        let partitions: Vec<u32> = input.partitions.iter().map(|p| p.id).collect();
-        let executors = self
-            .build_executors(&compiled, &cfg, &partitions)
-            .map_err(|e| PipelineError::Runtime(e.to_string()))?;
+        let stateful = t.is_stateful();
+        let (late, changelog) = if stateful {
+            let late = match &spec.late_output {
+                Some(l) => Some(
+                    self.log
+                        .topic(l)
+                        .map_err(|_| PipelineError::UnknownOutput(l.clone()))?,
+                ),
+                None => None,
+            };
+            (
+                late,
+                Some(self.state_topic(&t.name, input.partitions.len() as u32, false)?),
+            )
+        } else {
+            (None, None)
+        };
         let mut ctxs = Vec::new();
         for (p, executor) in input.partitions.iter().zip(executors) {
             let checkpoint: Option<Checkpoint> = checkpoint::read(&t.dir, p.id);
+            let task_state = changelog.as_ref().and_then(|c| {
+                let part = c.partitions.get(p.id as usize)?.clone();
+                let store = Arc::new(Mutex::new(StateStore::new(t.budget.clone())));
+                Some(Stateful {
+                    changelog: part,
+                    late_output: late.clone(),
+                    shared: Arc::new(StateShared::new(store)),
+                })
+            });
             let shared = Arc::new(TaskShared::new(
                 p.id,
                 checkpoint.as_ref().map_or(0, |c| c.position),
                 version,
+                task_state.as_ref().map(|s| s.shared.clone()),
             ));
             ctxs.push(TaskCtx {
                 t: t.clone(),
@@ -805,15 +1086,12 @@ impl Pipelines {
                 executor,
                 checkpoint,
                 start_latest: spec.start == Start::Latest,
+                stateful: task_state,
             });
         }
-        let fresh = t
-            .history
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty();
-        if fresh {
+        {
             let mut h = t.history.lock().unwrap_or_else(|p| p.into_inner());
+            let fresh = h.is_empty();
             for c in &ctxs {
                 let from = c.checkpoint.as_ref().map_or_else(
                     || {
@@ -825,31 +1103,81 @@ impl Pipelines {
                     },
                     |cp| cp.position,
                 );
-                h.push(HistoryEntry {
-                    version,
-                    partition: c.shared.partition,
-                    from_offset: from,
-                });
+                let same = h
+                    .iter()
+                    .rev()
+                    .find(|e| e.partition == c.shared.partition)
+                    .is_some_and(|e| e.version == version);
+                if fresh || !same {
+                    h.push(HistoryEntry {
+                        version,
+                        partition: c.shared.partition,
+                        from_offset: from,
+                    });
+                }
             }
         }
         t.persist();
-        {
-            let mut tasks = t.tasks.lock().unwrap_or_else(|p| p.into_inner());
-            for c in ctxs {
-                let shared = c.shared.clone();
-                let handle = std::thread::Builder::new()
-                    .name(format!("sluice-{name}-{}", shared.partition))
-                    .spawn(move || c.run())
-                    .map_err(|e| PipelineError::Runtime(e.to_string()))?;
-                tasks.push((shared, Some(handle)));
-            }
+        let mut tasks = t.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        for c in ctxs {
+            let shared = c.shared.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("sluice-{}-{}", t.name, shared.partition))
+                .spawn(move || c.run())
+                .map_err(|e| PipelineError::Runtime(e.to_string()))?;
+            tasks.push((shared, Some(handle)));
         }
-        self.transforms
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_string(), t);
-        tracing::info!(transform = name, plugin = %spec.plugin, version, input = %spec.input, "transform started");
         Ok(())
+    }
+
+    /// Restarts a deployment's tasks on `version`: for a reset of its state, or when the
+    /// new version keeps state and the old did not (or the other way round). The new
+    /// executors are ready before the old tasks stop (which commit what they ran); a
+    /// reset or a version without state removes the state (changelog and snapshots).
+    fn restart(
+        &self,
+        t: &Arc<Transform>,
+        spec: &TransformSpec,
+        version: u32,
+        compiled: &Arc<Compiled>,
+        reset: bool,
+    ) -> Result<(), PipelineError> {
+        let cfg = self.instance_config(t, spec, version);
+        let partitions = t.partitions();
+        let executors = self
+            .build_executors(compiled, &cfg, &partitions)
+            .map_err(|e| {
+                let msg = format!("version {version} not activated: {e}");
+                t.set_last_error(msg.clone());
+                PipelineError::Runtime(msg)
+            })?;
+        let was_stateful = t.is_stateful();
+        if compiled.stateful() && !was_stateful {
+            // Refuse a foreign topic of the name before stopping anything.
+            self.state_topic(&t.name, partitions.len() as u32, true)?;
+        }
+        Self::stop_tasks(t);
+        t.tasks.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        if was_stateful && (reset || !compiled.stateful()) {
+            self.remove_state(t, &partitions)?;
+        }
+        t.stateful.store(compiled.stateful(), Ordering::Release);
+        self.spawn_tasks(t, spec, version, executors)?;
+        tracing::info!(transform = %t.name, version, reset, stateful = compiled.stateful(), "transform restarted");
+        Ok(())
+    }
+
+    /// Deletes a deployment's state: its changelog topic and snapshots.
+    fn remove_state(&self, t: &Transform, partitions: &[u32]) -> Result<(), PipelineError> {
+        for p in partitions {
+            state::remove_snapshot(&t.dir, *p);
+        }
+        let topic = state::topic_name(&t.name);
+        self.log.set_owner(&topic, None);
+        match self.log.delete_topic(&topic) {
+            Ok(()) | Err(LogError::UnknownTopic(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub fn get(&self, name: &str) -> Result<Arc<Transform>, PipelineError> {
@@ -898,6 +1226,11 @@ impl Pipelines {
             .remove(name)
             .ok_or_else(|| PipelineError::Unknown(name.to_string()))?;
         Self::stop_tasks(&t);
+        // The state first: a crash half way leaves a deployment without state (which a
+        // second DELETE removes), never state without a deployment.
+        if t.is_stateful() {
+            self.remove_state(&t, &t.partitions())?;
+        }
         std::fs::remove_dir_all(&t.dir).map_err(|e| PipelineError::Runtime(e.to_string()))?;
         Ok(())
     }
@@ -940,10 +1273,21 @@ impl Pipelines {
             let lock = self.name_lock(&t.name);
             let _n = lock.lock().unwrap_or_else(|p| p.into_inner());
             let spec = t.spec();
-            if spec.plugin == plugin
-                && spec.version == VersionSel::Latest
-                && let Err(e) = self.swap(&t, &spec, version)
-            {
+            if spec.plugin != plugin || spec.version != VersionSel::Latest {
+                continue;
+            }
+            let result = self
+                .plugins
+                .compiled(plugin, version)
+                .map_err(PipelineError::from)
+                .and_then(|c| {
+                    if c.stateful() != t.is_stateful() {
+                        self.restart(&t, &spec, version, &c, false)
+                    } else {
+                        self.swap(&t, &spec, version)
+                    }
+                });
+            if let Err(e) = result {
                 tracing::warn!(transform = %t.name, version, error = %e, "new version not activated");
             }
         }
@@ -997,6 +1341,7 @@ impl Pipelines {
                     position,
                     lag: hw.saturating_sub(position),
                     version: s.version.load(Ordering::Acquire),
+                    state: s.state.as_ref().map(|st| partition_state(st)),
                 }
             })
             .collect();
@@ -1025,6 +1370,49 @@ impl Pipelines {
             limits: spec.limits,
             tables: spec.tables,
             allow_cycles: spec.allow_cycles,
+            stateful: t.is_stateful(),
+            state_topic: t.is_stateful().then(|| state::topic_name(&t.name)),
+            allowed_lateness_ms: t.is_stateful().then_some(
+                spec.allowed_lateness_ms
+                    .unwrap_or(DEFAULT_ALLOWED_LATENESS_MS),
+            ),
+            idle_timeout_ms: t
+                .is_stateful()
+                .then_some(spec.idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS)),
+            event_time: spec.event_time,
+            late_output: spec.late_output,
         }
+    }
+}
+
+/// The status of one stateful partition.
+fn partition_state(st: &StateShared) -> PartitionState {
+    let some = |t: i64| (t != sluice_sdk::NO_WATERMARK).then_some(t);
+    let (keys, bytes, timers, next_timer) = {
+        let store = st.lock();
+        (
+            store.keys() as u64,
+            store.bytes(),
+            store.timer_count() as u64,
+            store.next_timer(),
+        )
+    };
+    let at = st.committed_at.load(Ordering::Relaxed);
+    let snap = st.snapshot_offset.load(Ordering::Relaxed);
+    PartitionState {
+        watermark: some(st.watermark.load(Ordering::Relaxed)),
+        max_event_time: some(st.max_event_time.load(Ordering::Relaxed)),
+        late: st.late.load(Ordering::Relaxed),
+        state_keys: keys,
+        state_bytes: bytes,
+        timers,
+        next_timer,
+        checkpoint: StateCheckpoint {
+            position: st.committed_position.load(Ordering::Relaxed),
+            at: (at > 0).then_some(at),
+            changelog_offset: st.changelog_end.load(Ordering::Relaxed),
+            snapshot_offset: (snap != u64::MAX).then_some(snap),
+        },
+        restore: st.restore.lock().unwrap_or_else(|p| p.into_inner()).clone(),
     }
 }

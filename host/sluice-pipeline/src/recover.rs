@@ -1,6 +1,8 @@
 //! Recovery: what a partition task's outputs already hold. Every output carries
 //! `sluice-src: <transform>:<partition>:<input offset>:<k>` (k counts the outputs of one
-//! input; a dead letter is k = 0 in the dead-letter topic). After a crash the task scans
+//! input; a dead letter is k = 0 in the dead-letter topic); an output of a fired timer
+//! carries `<transform>:<partition>:~<position>:<watermark>:<n>:<k>` (n: the timer's place
+//! among those fired at that position and watermark). After a crash the task scans
 //! every output and dead-letter partition from the ends its checkpoint recorded and
 //! collects those slots, wherever they are: a plugin that is not deterministic may send a
 //! re-run's output to another partition than the first run did, so where a re-run would
@@ -28,13 +30,37 @@ pub struct Recovered {
     dead: HashSet<u64>,
     /// Inputs with any output or dead letter found: their first run's verdict stands.
     touched: HashSet<u64>,
+    /// Outputs of fired timers: (position, watermark, n, k).
+    timer_outputs: HashSet<(u64, i64, u32, u32)>,
+    /// Fired timers with a dead letter: (position, watermark, n).
+    timer_dead: HashSet<(u64, i64, u32)>,
     /// The largest input offset found (nothing to skip past it).
     until: Option<u64>,
 }
 
 impl Recovered {
     pub fn is_empty(&self) -> bool {
-        self.touched.is_empty()
+        self.touched.is_empty() && self.timer_outputs.is_empty() && self.timer_dead.is_empty()
+    }
+
+    /// Whether input `offset` was dead-lettered (or sent to the late output).
+    pub fn has_dead_letter(&self, offset: u64) -> bool {
+        self.dead.contains(&offset)
+    }
+
+    /// Whether output `k` of the `n`-th timer fired at (position, watermark) was written.
+    pub fn has_timer_output(&self, position: u64, watermark: i64, n: u32, k: u32) -> bool {
+        self.timer_dead.contains(&(position, watermark, n))
+            || self.timer_outputs.contains(&(position, watermark, n, k))
+    }
+
+    /// Whether that timer was dead-lettered.
+    pub fn has_timer_verdict(&self, position: u64, watermark: i64, n: u32) -> bool {
+        self.timer_dead.contains(&(position, watermark, n))
+            || self
+                .timer_outputs
+                .iter()
+                .any(|(p, w, m, _)| (*p, *w, *m) == (position, watermark, n))
     }
 
     /// Whether output `k` of input `offset` was already written.
@@ -52,37 +78,82 @@ impl Recovered {
         self.until.is_none_or(|u| position > u)
     }
 
-    fn add(&mut self, dead_letter: bool, offset: u64, k: u32) {
-        if dead_letter {
-            self.dead.insert(offset);
-        } else {
-            self.outputs.insert((offset, k));
+    fn add(&mut self, dead_letter: bool, slot: Slot) {
+        match slot {
+            Slot::Input { offset, k } => {
+                if dead_letter {
+                    self.dead.insert(offset);
+                } else {
+                    self.outputs.insert((offset, k));
+                }
+                self.touched.insert(offset);
+                self.until = self.until.max(Some(offset));
+            }
+            Slot::Timer {
+                position,
+                watermark,
+                n,
+                k,
+            } => {
+                if dead_letter {
+                    self.timer_dead.insert((position, watermark, n));
+                } else {
+                    self.timer_outputs.insert((position, watermark, n, k));
+                }
+                self.until = self.until.max(Some(position));
+            }
         }
-        self.touched.insert(offset);
-        self.until = self.until.max(Some(offset));
     }
 }
 
-/// The `(offset, k)` of a `sluice-src` value written by `me` (`"<transform>:<partition>:"`).
-fn parse_source(value: &[u8], me: &str) -> Option<(u64, u32)> {
-    let rest = std::str::from_utf8(value).ok()?.strip_prefix(me)?;
-    let mut it = rest.split(':');
-    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+/// What a `sluice-src` value names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Input {
+        offset: u64,
+        k: u32,
+    },
+    Timer {
+        position: u64,
+        watermark: i64,
+        n: u32,
+        k: u32,
+    },
 }
 
-/// Scans `outputs` and `dead_letters` from `ends` (the checkpoint's) to their ends for
-/// what transform `transform` wrote from input partition `partition`.
+/// The slot of a `sluice-src` value written by `me` (`"<transform>:<partition>:"`).
+fn parse_source(value: &[u8], me: &str) -> Option<Slot> {
+    let rest = std::str::from_utf8(value).ok()?.strip_prefix(me)?;
+    if let Some(timer) = rest.strip_prefix('~') {
+        let mut it = timer.split(':');
+        return Some(Slot::Timer {
+            position: it.next()?.parse().ok()?,
+            watermark: it.next()?.parse().ok()?,
+            n: it.next()?.parse().ok()?,
+            k: it.next()?.parse().ok()?,
+        });
+    }
+    let mut it = rest.split(':');
+    Some(Slot::Input {
+        offset: it.next()?.parse().ok()?,
+        k: it.next()?.parse().ok()?,
+    })
+}
+
+/// Scans `outputs` and the verdict topics (dead letters, late records) from `ends` (the
+/// checkpoint's) to their ends for what transform `transform` wrote from input partition
+/// `partition`.
 pub fn scan(
     transform: &str,
     partition: u32,
     outputs: &[Arc<Topic>],
-    dead_letters: &Arc<Topic>,
+    verdicts: &[Arc<Topic>],
     ends: &BTreeMap<String, u64>,
 ) -> Recovered {
     let me = format!("{transform}:{partition}:");
     let mut found = Recovered::default();
-    for t in outputs.iter().chain(std::iter::once(dead_letters)) {
-        let is_dlq = t.name == dead_letters.name;
+    for t in outputs.iter().chain(verdicts) {
+        let is_dlq = verdicts.iter().any(|v| v.name == t.name);
         for p in &t.partitions {
             let mut off = ends
                 .get(&key_of(&t.name, p.id))
@@ -98,9 +169,9 @@ pub fn scan(
                     for rec in batch::decode(&b).unwrap_or_default() {
                         let src = rec.headers.iter().find(|(h, _)| h == SOURCE_HEADER);
                         if let Some((_, Some(v))) = src
-                            && let Some((o, k)) = parse_source(v, &me)
+                            && let Some(slot) = parse_source(v, &me)
                         {
-                            found.add(is_dlq, o, k);
+                            found.add(is_dlq, slot);
                         }
                     }
                 }
@@ -117,19 +188,41 @@ mod tests {
 
     #[test]
     fn slots_are_matched_wherever_they_are_and_a_dead_letter_is_the_whole_verdict() {
-        assert_eq!(parse_source(b"t:3:41:2", "t:3:"), Some((41, 2)));
+        let input = |offset, k| Some(Slot::Input { offset, k });
+        assert_eq!(parse_source(b"t:3:41:2", "t:3:"), input(41, 2));
         assert_eq!(parse_source(b"t:4:41:2", "t:3:"), None);
         assert_eq!(parse_source(b"other:3:41:2", "t:3:"), None);
         assert_eq!(parse_source(b"t:3:x:2", "t:3:"), None);
+        assert_eq!(
+            parse_source(b"t:3:~50:-7:2:1", "t:3:"),
+            Some(Slot::Timer {
+                position: 50,
+                watermark: -7,
+                n: 2,
+                k: 1
+            })
+        );
         let mut r = Recovered::default();
         assert!(!r.has_output(5, 0) && !r.has_verdict(5) && r.passed(0));
-        r.add(false, 5, 1);
-        r.add(true, 7, 0);
+        r.add(false, Slot::Input { offset: 5, k: 1 });
+        r.add(true, Slot::Input { offset: 7, k: 0 });
+        r.add(
+            false,
+            Slot::Timer {
+                position: 9,
+                watermark: 3,
+                n: 0,
+                k: 1,
+            },
+        );
+        assert!(r.has_timer_output(9, 3, 0, 1) && !r.has_timer_output(9, 3, 0, 0));
+        assert!(r.has_timer_verdict(9, 3, 0) && !r.has_timer_verdict(9, 4, 0));
+        assert!(r.has_dead_letter(7) && !r.has_dead_letter(5));
         assert!(r.has_output(5, 1) && !r.has_output(5, 0) && r.has_verdict(5));
         assert!(
             r.has_output(7, 0) && r.has_output(7, 3),
             "a dead letter covers every slot"
         );
-        assert!(!r.passed(7) && r.passed(8));
+        assert!(!r.passed(9) && r.passed(10));
     }
 }

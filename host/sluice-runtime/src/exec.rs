@@ -2,7 +2,7 @@
 //! records of that call are run one by one to find the poison records, within a time
 //! budget per batch, and the host's interrupt ends any of it within milliseconds.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -10,11 +10,22 @@ use sluice_sdk::codec::{Reader, RecordView};
 use sluice_sdk::entries::{Entries, Entry};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-use super::bindings::{Transform, sluice::transform::types::BatchContext};
 use super::sandbox::{CallBound, HostState, Interrupt, Stop, bound_str, bound_string};
-use super::{CHECK_TICKS, Compiled, InstanceConfig, Limits, Runtime, RuntimeError};
+use super::state::StateStore;
+use super::{CHECK_TICKS, Compiled, InstanceConfig, Limits, Pre, Runtime, RuntimeError};
+use super::{bindings, bindings_v2};
 
-/// The records section of a batch and where it comes from.
+/// What a run calls: `process` over records, or `on-timers` over fired timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CallKind {
+    #[default]
+    Records,
+    /// `records` holds fired timers in the `on-timers` layout; `base_offset` is the input
+    /// position and `base_timestamp` the watermark.
+    Timers,
+}
+
+/// The records section of a batch (or a list of fired timers) and where it comes from.
 #[derive(Debug, Clone)]
 pub struct BatchInput<'a> {
     pub topic: &'a str,
@@ -24,6 +35,35 @@ pub struct BatchInput<'a> {
     /// `count` records in the Kafka v2 record layout, deltas relative to the bases above.
     pub records: Bytes,
     pub count: u32,
+    pub kind: CallKind,
+    /// The partition's watermark (stateful deployments; `i64::MIN` otherwise).
+    pub watermark: i64,
+    /// Event times by record, when they come from a JSON field (else empty).
+    pub event_times: &'a [i64],
+}
+
+impl<'a> BatchInput<'a> {
+    /// Records of a stateless deployment: no watermark, no event times.
+    pub fn records(
+        topic: &'a str,
+        partition: u32,
+        base_offset: i64,
+        base_timestamp: i64,
+        records: Bytes,
+        count: u32,
+    ) -> Self {
+        BatchInput {
+            topic,
+            partition,
+            base_offset,
+            base_timestamp,
+            records,
+            count,
+            kind: CallKind::Records,
+            watermark: i64::MIN,
+            event_times: &[],
+        }
+    }
 }
 
 /// A record a plugin emitted: where its bytes (v2 record layout, length prefix included)
@@ -163,9 +203,15 @@ impl BatchOutput {
     }
 }
 
+/// An instance's exports, in its world.
+enum Bindings {
+    V1(bindings::Transform),
+    V2(bindings_v2::Transform),
+}
+
 struct Instance {
     store: Store<HostState>,
-    bindings: Transform,
+    bindings: Bindings,
     batches: u64,
 }
 
@@ -186,6 +232,9 @@ pub struct Executor {
     /// among all such plugins of the server, while one that failed on a single record
     /// (whose neighbours then succeed) never waits.
     fail_streak: u32,
+    /// The partition's keyed state (stateful deployments): each call's changes are
+    /// undone when the call fails.
+    state: Option<Arc<Mutex<StateStore>>>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -296,6 +345,7 @@ impl Executor {
             instance: None,
             chunk: MAX_CHUNK,
             fail_streak: 0,
+            state: None,
         };
         ex.instance = Some(ex.instantiate()?);
         Ok(ex)
@@ -320,8 +370,23 @@ impl Executor {
         self.interrupt = interrupt;
     }
 
+    /// Gives this executor's calls the partition's keyed state.
+    pub fn set_state(&mut self, state: Arc<Mutex<StateStore>>) {
+        if let Some(i) = self.instance.as_mut() {
+            i.store.data_mut().state = Some(state.clone());
+        }
+        self.state = Some(state);
+    }
+
+    /// The plugin this executor runs.
+    pub fn compiled(&self) -> &Arc<Compiled> {
+        &self.compiled
+    }
+
     fn instantiate(&self) -> Result<Instance, RuntimeError> {
         let limits = &self.cfg.limits;
+        // No state during `init`: state belongs to records, and init runs for every new
+        // instance.
         let mut store = Store::new(
             self.rt.engine(),
             HostState::new(self.cfg.clone(), self.partition, self.interrupt.clone()),
@@ -342,7 +407,11 @@ impl Executor {
         store.set_epoch_deadline(CHECK_TICKS);
         let interrupted =
             |e: &wasmtime::Error| matches!(e.downcast_ref::<Stop>(), Some(Stop::Interrupted));
-        let bindings = match self.compiled.pre.instantiate(&mut store) {
+        let instantiated = match &self.compiled.pre {
+            Pre::V1(pre) => pre.instantiate(&mut store).map(Bindings::V1),
+            Pre::V2(pre) => pre.instantiate(&mut store).map(Bindings::V2),
+        };
+        let bindings = match instantiated {
             Ok(b) => b,
             Err(e) if interrupted(&e) => return Err(RuntimeError::Interrupted),
             Err(e) => {
@@ -354,14 +423,20 @@ impl Executor {
                 )));
             }
         };
-        let r = bindings.call_init(&mut store);
+        let r = match &bindings {
+            Bindings::V1(b) => b.call_init(&mut store),
+            Bindings::V2(b) => b.call_init(&mut store),
+        };
         let panic = store.data_mut().end_call();
         match r {
-            Ok(Ok(())) => Ok(Instance {
-                store,
-                bindings,
-                batches: 0,
-            }),
+            Ok(Ok(())) => {
+                store.data_mut().state = self.state.clone();
+                Ok(Instance {
+                    store,
+                    bindings,
+                    batches: 0,
+                })
+            }
             Ok(Err(msg)) => Err(RuntimeError::Init(bound_string(msg))),
             Err(e) if interrupted(&e) => Err(RuntimeError::Interrupted),
             Err(e) => Err(RuntimeError::Init(describe_failure(
@@ -469,7 +544,7 @@ impl Executor {
         let bytes = if lo == 0 && hi == input.count as usize {
             input.records.clone()
         } else {
-            let b = bounds.get_or_insert_with(|| record_bounds(&input.records, input.count));
+            let b = bounds.get_or_insert_with(|| item_bounds(input));
             match (b.get(lo), b.get(hi)) {
                 (Some(&s), Some(&e)) => input.records.slice(s..e),
                 _ => return Err(CallError::Failed("record does not decode".into())),
@@ -515,14 +590,43 @@ impl Executor {
         store.set_epoch_deadline(CHECK_TICKS);
         store.set_hostcall_fuel(limits.max_output_bytes.saturating_add(1024));
         store.data_mut().offset = Some(input.base_offset);
-        let ctx = BatchContext {
-            topic: input.topic.to_string(),
-            partition: input.partition,
-            base_offset: input.base_offset,
-            base_timestamp: input.base_timestamp,
-            record_count: count,
+        let event_times = input
+            .event_times
+            .get(first..first + count as usize)
+            .unwrap_or_default();
+        if let Some(st) = &self.state {
+            st.lock().unwrap_or_else(|p| p.into_inner()).begin_call();
+        }
+        let r = match (&inst.bindings, input.kind) {
+            (Bindings::V1(b), CallKind::Records) => {
+                let ctx = bindings::sluice::transform::types::BatchContext {
+                    topic: input.topic.to_string(),
+                    partition: input.partition,
+                    base_offset: input.base_offset,
+                    base_timestamp: input.base_timestamp,
+                    record_count: count,
+                };
+                b.call_process(&mut *store, &ctx, bytes)
+            }
+            (Bindings::V1(_), CallKind::Timers) => Ok(Err(
+                "a sluice:transform@0.1.0 plugin has no timers".to_string(),
+            )),
+            (Bindings::V2(b), kind) => {
+                let ctx = bindings_v2::sluice::transform::types::BatchContext {
+                    topic: input.topic.to_string(),
+                    partition: input.partition,
+                    base_offset: input.base_offset,
+                    base_timestamp: input.base_timestamp,
+                    record_count: count,
+                    watermark: input.watermark,
+                    event_times: event_times.to_vec(),
+                };
+                match kind {
+                    CallKind::Records => b.call_process(&mut *store, &ctx, bytes),
+                    CallKind::Timers => b.call_on_timers(&mut *store, &ctx, bytes),
+                }
+            }
         };
-        let r = inst.bindings.call_process(&mut *store, &ctx, bytes);
         if metered {
             out.fuel_used += budget.saturating_sub(store.get_fuel().unwrap_or(0));
         }
@@ -563,6 +667,11 @@ impl Executor {
                 }
             }
         };
+        if let Some(st) = &self.state {
+            st.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .end_call(result.is_ok());
+        }
         if self
             .instance
             .as_ref()
@@ -638,9 +747,16 @@ impl Executor {
                     );
                     cur_done = true;
                 }
+                Entry::Pass { .. } if input.kind == CallKind::Timers => {
+                    fail(
+                        &mut emitted,
+                        "malformed output: a pass entry for a timer, which has no input record"
+                            .into(),
+                    );
+                    cur_done = true;
+                }
                 Entry::Pass { output, .. } => {
-                    let b =
-                        bounds.get_or_insert_with(|| record_bounds(&input.records, input.count));
+                    let b = bounds.get_or_insert_with(|| item_bounds(input));
                     let (Some(&s), Some(&e)) = (b.get(abs as usize), b.get(abs as usize + 1))
                     else {
                         return Err(format!("pass entry for input {abs}, which does not decode"));
@@ -699,13 +815,17 @@ fn offset_in(whole: &[u8], part: &[u8]) -> Option<usize> {
     (start + part.len() <= whole.len()).then_some(start)
 }
 
-/// Byte offsets where each record starts, plus the end: `count + 1` entries.
-fn record_bounds(records: &[u8], count: u32) -> Vec<usize> {
-    let mut r = Reader::new(records);
-    let mut bounds = Vec::with_capacity(count as usize + 1);
+/// Byte offsets where each record (or timer) starts, plus the end: `count + 1` entries.
+fn item_bounds(input: &BatchInput<'_>) -> Vec<usize> {
+    let mut r = Reader::new(&input.records);
+    let mut bounds = Vec::with_capacity(input.count as usize + 1);
     bounds.push(0);
-    for _ in 0..count {
-        if sluice_sdk::codec::next_raw(&mut r).is_err() {
+    for _ in 0..input.count {
+        let next = match input.kind {
+            CallKind::Records => sluice_sdk::codec::next_raw(&mut r).map(|_| ()),
+            CallKind::Timers => sluice_sdk::state::read_timer(&mut r).map(|_| ()),
+        };
+        if next.is_err() {
             break;
         }
         bounds.push(r.position());

@@ -6,6 +6,7 @@
 
 mod exec;
 mod sandbox;
+pub mod state;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,7 +20,8 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use exec::{
-    BatchInput, BatchOutput, Early, Emitted, EmittedRecord, Executor, INIT_FUEL, RecordResult,
+    BatchInput, BatchOutput, CallKind, Early, Emitted, EmittedRecord, Executor, INIT_FUEL,
+    RecordResult,
 };
 pub use sandbox::{
     CUT_MARKER, Interrupt, IsolationPermit, IsolationQueue, LogLine, LogSink, MAX_HOST_STRING,
@@ -28,13 +30,31 @@ pub use sandbox::{
 
 use sandbox::HostState;
 
-/// Generated bindings of the `transform` world (host side).
+/// Generated bindings of the `transform` world, version 0.1 (host side).
 pub mod bindings {
     wasmtime::component::bindgen!({
         world: "transform",
-        path: "../../wit",
+        path: "../../wit/v0.1/transform.wit",
         imports: { default: trappable },
     });
+}
+
+/// Generated bindings of the `transform` world, version 0.2: state, timers, watermarks.
+pub mod bindings_v2 {
+    wasmtime::component::bindgen!({
+        world: "transform",
+        path: "../../wit/transform.wit",
+        imports: { default: trappable },
+    });
+}
+
+/// The plugin-contract version a component was built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum World {
+    /// `sluice:transform@0.1.0`: `process` only.
+    V0_1,
+    /// `sluice:transform@0.2.0`: `process` and `on-timers`, state and timers.
+    V0_2,
 }
 
 /// How long one epoch tick lasts.
@@ -86,6 +106,9 @@ pub struct Limits {
     pub max_outputs_per_record: u32,
     /// Output bytes one batch may return.
     pub max_output_bytes: usize,
+    /// Keyed state the deployment may hold over all its partitions (values and timers,
+    /// with a per-entry overhead); a write past it traps the call.
+    pub state_bytes: u64,
 }
 
 impl Default for Limits {
@@ -99,6 +122,7 @@ impl Default for Limits {
             init_timeout_ms: 10_000,
             max_outputs_per_record: 100,
             max_output_bytes: 64 << 20,
+            state_bytes: 256 << 20,
         }
     }
 }
@@ -124,6 +148,8 @@ impl Default for RuntimeOptions {
 
 /// Largest memory limit a deployment may ask for (also the pooling allocator's slot size).
 pub const MAX_MEMORY_BYTES: usize = 1 << 30;
+/// Largest state limit a deployment may ask for (state is held in memory).
+pub const MAX_STATE_BYTES: u64 = 16 << 30;
 
 impl Limits {
     pub fn validate(&self) -> Result<(), String> {
@@ -141,6 +167,9 @@ impl Limits {
         }
         if self.max_outputs_per_record == 0 || self.max_output_bytes == 0 {
             return Err("output limits must be positive".into());
+        }
+        if self.state_bytes < (1 << 20) || self.state_bytes > MAX_STATE_BYTES {
+            return Err(format!("state_bytes must be 1 MiB..={MAX_STATE_BYTES}"));
         }
         Ok(())
     }
@@ -173,18 +202,42 @@ impl std::fmt::Debug for InstanceConfig {
     }
 }
 
+/// A component ready to instantiate, in the world it was built for.
+pub(crate) enum Pre {
+    V1(bindings::TransformPre<HostState>),
+    V2(bindings_v2::TransformPre<HostState>),
+}
+
 /// A validated, compiled plugin, ready to instantiate.
 pub struct Compiled {
     /// `sha256:<hex>` of the uploaded bytes.
     pub digest: String,
     pub size: usize,
-    pre: bindings::TransformPre<HostState>,
+    pre: Pre,
+    /// It imports the `state` interface: its deployments keep keyed state.
+    stateful: bool,
+}
+
+impl Compiled {
+    pub fn world(&self) -> World {
+        match self.pre {
+            Pre::V1(_) => World::V0_1,
+            Pre::V2(_) => World::V0_2,
+        }
+    }
+
+    /// Whether the plugin uses keyed state or timers (it imports `sluice:transform/state`).
+    pub fn stateful(&self) -> bool {
+        self.stateful
+    }
 }
 
 impl std::fmt::Debug for Compiled {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Compiled")
             .field("digest", &self.digest)
+            .field("world", &self.world())
+            .field("stateful", &self.stateful)
             .finish()
     }
 }
@@ -220,6 +273,7 @@ impl Drop for Runtime {
 const ALLOWED_IMPORTS: &[&str] = &[
     "sluice:transform/host@",
     "sluice:transform/types@",
+    "sluice:transform/state@",
     "wasi:io/",
     "wasi:clocks/",
     "wasi:random/",
@@ -285,6 +339,11 @@ impl Runtime {
         let mut linker = Linker::<HostState>::new(&engine);
         sandbox::link_wasi(&mut linker).map_err(|e| RuntimeError::Instantiate(format!("{e:#}")))?;
         bindings::Transform::add_to_linker::<_, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(|e| RuntimeError::Instantiate(format!("{e:#}")))?;
+        bindings_v2::Transform::add_to_linker::<_, wasmtime::component::HasSelf<HostState>>(
             &mut linker,
             |s| s,
         )
@@ -372,7 +431,7 @@ impl Runtime {
                 (c, true)
             }
         };
-        self.check_imports(&component)?;
+        let stateful = self.check_imports(&component)?;
         if fresh {
             let written = component
                 .serialize()
@@ -391,12 +450,28 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| RuntimeError::WrongWorld(format!("{e:#}")))?;
-        let pre = bindings::TransformPre::new(pre)
-            .map_err(|e| RuntimeError::WrongWorld(format!("{e:#}")))?;
+        // The newest world the component's exports fit; 0.1 components keep working.
+        let pre = match bindings_v2::TransformPre::new(pre.clone()) {
+            Ok(p) => Pre::V2(p),
+            Err(v2) => match bindings::TransformPre::new(pre) {
+                Ok(p) => Pre::V1(p),
+                Err(v1) => {
+                    return Err(RuntimeError::WrongWorld(format!(
+                        "as sluice:transform@0.2.0: {v2:#}; as sluice:transform@0.1.0: {v1:#}"
+                    )));
+                }
+            },
+        };
+        if stateful && matches!(pre, Pre::V1(_)) {
+            return Err(RuntimeError::WrongWorld(
+                "it imports sluice:transform/state but exports the 0.1 world (no on-timers)".into(),
+            ));
+        }
         Ok(Arc::new(Compiled {
             digest,
             size: bytes.len(),
             pre,
+            stateful,
         }))
     }
 
@@ -421,14 +496,17 @@ impl Runtime {
         }
     }
 
-    fn check_imports(&self, c: &Component) -> Result<(), RuntimeError> {
+    /// Refuses imports outside [`ALLOWED_IMPORTS`]; whether the component imports state.
+    fn check_imports(&self, c: &Component) -> Result<bool, RuntimeError> {
         let ty = c.component_type();
+        let mut stateful = false;
         for (name, _) in ty.imports(&self.engine) {
             if !ALLOWED_IMPORTS.iter().any(|p| name.starts_with(p)) {
                 return Err(RuntimeError::ForbiddenImport(name.to_string()));
             }
+            stateful |= name.starts_with("sluice:transform/state@");
         }
-        Ok(())
+        Ok(stateful)
     }
 
     /// A ready executor for one partition: instantiated and `init`-ed, so a failing init

@@ -14,6 +14,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::InstanceConfig;
 use super::bindings::sluice::transform::host::{self, Level};
+use super::bindings_v2::sluice::transform as v2;
+use super::state::StateStore;
 
 /// Longest string a plugin can hand the host (log line, reject reason, init or batch
 /// error); longer ones are cut at a character boundary and end with [`CUT_MARKER`].
@@ -122,6 +124,8 @@ pub enum Stop {
     Memory { limit: usize, desired: usize },
     #[error("table limit of {limit} elements exceeded (the plugin asked for {desired})")]
     Table { limit: usize, desired: usize },
+    #[error("state limit of {limit} bytes exceeded (limits.state_bytes of the deployment)")]
+    StateLimit { limit: u64 },
 }
 
 /// Table elements one instance may have (function references; real plugins use hundreds).
@@ -301,6 +305,8 @@ pub struct HostState {
     pub cfg: Arc<InstanceConfig>,
     pub partition: u32,
     pub offset: Option<i64>,
+    /// The partition's keyed state (stateful deployments).
+    pub state: Option<Arc<Mutex<StateStore>>>,
     stdout: Capture,
     stderr: Capture,
     lines: usize,
@@ -332,6 +338,7 @@ impl HostState {
             cfg,
             partition,
             offset: None,
+            state: None,
             stdout,
             stderr,
             lines: 0,
@@ -443,6 +450,83 @@ impl host::Host for HostState {
 }
 
 impl super::bindings::sluice::transform::types::Host for HostState {}
+
+impl HostState {
+    /// The partition's state, locked for one host call.
+    fn state(&self) -> wasmtime::Result<std::sync::MutexGuard<'_, StateStore>> {
+        let s = self.state.as_ref().ok_or_else(|| {
+            wasmtime::Error::msg(
+                "state is not available here (in init, or the deployment keeps no state)",
+            )
+        })?;
+        Ok(s.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl v2::host::Host for HostState {
+    fn log(&mut self, level: v2::host::Level, message: String) -> wasmtime::Result<()> {
+        use v2::host::Level as L;
+        let level = match level {
+            L::Trace => Level::Trace,
+            L::Debug => Level::Debug,
+            L::Info => Level::Info,
+            L::Warn => Level::Warn,
+            L::Error => Level::Error,
+        };
+        host::Host::log(self, level, message)
+    }
+
+    fn config(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        host::Host::config(self, key)
+    }
+
+    fn outputs(&mut self) -> wasmtime::Result<Vec<String>> {
+        host::Host::outputs(self)
+    }
+
+    fn lookup(&mut self, table: String, key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
+        host::Host::lookup(self, table, key)
+    }
+}
+
+impl v2::types::Host for HostState {}
+
+impl v2::state::Host for HostState {
+    fn get(&mut self, key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(self.state()?.get(&key).map(<[u8]>::to_vec))
+    }
+
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<()> {
+        self.state()?.put(&key, &value)
+    }
+
+    fn delete(&mut self, key: Vec<u8>) -> wasmtime::Result<()> {
+        self.state()?.delete(&key);
+        Ok(())
+    }
+
+    fn scan(
+        &mut self,
+        prefix: Vec<u8>,
+        start_after: Option<Vec<u8>>,
+        limit: u32,
+    ) -> wasmtime::Result<Vec<u8>> {
+        Ok(self.state()?.scan(&prefix, start_after.as_deref(), limit))
+    }
+
+    fn set_timer(&mut self, key: Vec<u8>, at_ms: i64) -> wasmtime::Result<()> {
+        self.state()?.set_timer(&key, at_ms)
+    }
+
+    fn cancel_timer(&mut self, key: Vec<u8>, at_ms: i64) -> wasmtime::Result<()> {
+        self.state()?.cancel_timer(&key, at_ms);
+        Ok(())
+    }
+
+    fn apply(&mut self, ops: Vec<u8>) -> wasmtime::Result<()> {
+        self.state()?.apply(&ops)
+    }
+}
 
 /// Most bytes one `get-random-bytes` call may ask for.
 const MAX_RANDOM_BYTES: u64 = 1 << 20;

@@ -68,14 +68,14 @@ fn run(ex: &mut Executor, records: &[TestRecord]) -> Vec<RecordResult> {
     while results.len() < records.len() {
         let rest = &records[results.len()..];
         let (ctx, bytes) = encode_batch(rest);
-        let out = ex.run(&BatchInput {
-            topic: "in",
-            partition: 0,
-            base_offset: 100,
-            base_timestamp: ctx.base_timestamp,
-            records: bytes::Bytes::from(bytes.clone()),
-            count: ctx.record_count,
-        });
+        let out = ex.run(&BatchInput::records(
+            "in",
+            0,
+            100,
+            ctx.base_timestamp,
+            bytes::Bytes::from(bytes.clone()),
+            ctx.record_count,
+        ));
         assert!(
             out.done > 0 || out.early == Some(sluice_runtime::Early::Failed),
             "a run made no progress"

@@ -1,0 +1,267 @@
+//! `GET /v1/transforms/{name}/state`: what a stateful transform holds, one key or a page
+//! of keys by prefix, as of the last completed read of each partition (a read in progress
+//! may still be undone). Operator and admin roles only: state holds record contents.
+//!
+//! State is scoped per input partition, so a key may be held by several partitions; a key
+//! lookup answers every partition that holds it, a listing walks the partitions in order
+//! and hands back a cursor (`next`) for the following page.
+
+use axum::Json;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query};
+use axum::http::StatusCode;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{ApiError, State};
+
+/// Entries per page unless `limit` says otherwise, and the most one page may hold.
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+
+/// Which state to read: `key` (or `key_base64`) for one key, else a page of the keys that
+/// start with `prefix` (or `prefix_base64`; empty = all), continuing after `after`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct StateQuery {
+    /// One key, as UTF-8.
+    key: Option<String>,
+    /// One key, base64 (binary keys).
+    key_base64: Option<String>,
+    /// List the keys starting with this (UTF-8).
+    prefix: Option<String>,
+    /// List the keys starting with this (base64).
+    prefix_base64: Option<String>,
+    /// Only this input partition.
+    partition: Option<u32>,
+    /// Start a listing at this partition (from a previous page's `next`).
+    from_partition: Option<u32>,
+    /// Resume a listing after this key of its first partition (from a previous page's
+    /// `next`).
+    after: Option<String>,
+    after_base64: Option<String>,
+    /// Entries per page (1..=1000, default 100).
+    limit: Option<usize>,
+}
+
+/// One key of one partition's state.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StateEntry {
+    pub partition: u32,
+    /// The key, when it is printable UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The key in base64, when it is not printable UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_base64: Option<String>,
+    /// How `value` shows the bytes: `json` (the value is a JSON document, shown as
+    /// JSON), `utf8` (text) or `base64`.
+    pub encoding: &'static str,
+    #[schema(value_type = Object)]
+    pub value: serde_json::Value,
+    /// The value's size in bytes.
+    pub bytes: usize,
+}
+
+/// Where the next page starts: pass these as `from_partition` and `after`/`after_base64`
+/// with the same `prefix` (and `partition`, if one was given).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StateCursor {
+    pub from_partition: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after_base64: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatePage {
+    pub transform: String,
+    pub entries: Vec<StateEntry>,
+    /// Set when more entries may follow.
+    pub next: Option<StateCursor>,
+}
+
+fn either(
+    text: Option<String>,
+    b64: Option<String>,
+    name: &str,
+) -> Result<Option<Vec<u8>>, ApiError> {
+    match (text, b64) {
+        (Some(_), Some(_)) => Err(ApiError::bad_request(format!(
+            "give `{name}` or `{name}_base64`, not both"
+        ))),
+        (Some(t), None) => Ok(Some(t.into_bytes())),
+        (None, Some(b)) => B64
+            .decode(b.as_bytes())
+            .map(Some)
+            .map_err(|e| ApiError::bad_request(format!("{name}_base64: invalid base64: {e}"))),
+        (None, None) => Ok(None),
+    }
+}
+
+fn printable(b: &[u8]) -> Option<&str> {
+    std::str::from_utf8(b)
+        .ok()
+        .filter(|s| !s.chars().any(char::is_control))
+}
+
+fn entry(partition: u32, key: &[u8], value: &[u8]) -> StateEntry {
+    let (encoding, shown) = match std::str::from_utf8(value) {
+        Ok(s) => match serde_json::from_str::<serde_json::Value>(s) {
+            Ok(v) => ("json", v),
+            Err(_) => ("utf8", serde_json::Value::String(s.to_owned())),
+        },
+        Err(_) => ("base64", serde_json::Value::String(B64.encode(value))),
+    };
+    let (key, key_base64) = match printable(key) {
+        Some(k) => (Some(k.to_owned()), None),
+        None => (None, Some(B64.encode(key))),
+    };
+    StateEntry {
+        partition,
+        key,
+        key_base64,
+        encoding,
+        value: shown,
+        bytes: value.len(),
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/transforms/{name}/state",
+    params(("name" = String, Path), StateQuery),
+    responses(
+        (status = 200, description = "one key (every partition holding it) or a page of keys", body = StatePage),
+        (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody),
+        (status = 404, description = "unknown transform, partition or key", body = super::openapi::ErrorBody),
+        (status = 409, description = "the transform keeps no state", body = super::openapi::ErrorBody)
+    )
+)]
+pub async fn read(
+    state: State,
+    name: Result<Path<String>, PathRejection>,
+    query: Result<Query<StateQuery>, QueryRejection>,
+) -> Result<Json<StatePage>, ApiError> {
+    let name = name?.0;
+    let q = query?.0;
+    let t = state.pipelines.get(&name)?;
+    if !t.is_stateful() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_stateful",
+            format!("transform {name} runs a plugin that keeps no state"),
+        ));
+    }
+    let key = either(q.key, q.key_base64, "key")?;
+    let prefix = either(q.prefix, q.prefix_base64, "prefix")?;
+    let after = either(q.after, q.after_base64, "after")?;
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit must be 1..={MAX_LIMIT}, not {limit}"
+        )));
+    }
+    if key.is_some() && (prefix.is_some() || after.is_some()) {
+        return Err(ApiError::bad_request(
+            "give `key` for one key or `prefix`/`after` for a listing, not both",
+        ));
+    }
+    let mut partitions = t.partitions();
+    partitions.sort_unstable();
+    for p in [q.partition, q.from_partition].into_iter().flatten() {
+        if !partitions.contains(&p) {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_partition",
+                format!("transform {name} has no partition {p}"),
+            ));
+        }
+    }
+    let first = q.from_partition.or(q.partition).unwrap_or(0);
+
+    if let Some(key) = key {
+        let mut entries = Vec::new();
+        for p in partitions {
+            if q.partition.is_some_and(|only| only != p) {
+                continue;
+            }
+            let Some(store) = t.state_of(p) else { continue };
+            let v = store
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .committed_get(&key);
+            if let Some(v) = v {
+                entries.push(entry(p, &key, &v));
+            }
+        }
+        if entries.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_key",
+                format!("transform {name} holds no state under that key"),
+            ));
+        }
+        return Ok(Json(StatePage {
+            transform: name,
+            entries,
+            next: None,
+        }));
+    }
+
+    // A listing: this partition from `after`, then (unless one partition was asked) the
+    // following partitions from their first key, until the page is full.
+    let prefix = prefix.unwrap_or_default();
+    let mut entries = Vec::new();
+    let mut next = None;
+    let listed: Vec<u32> = partitions
+        .into_iter()
+        .filter(|p| *p >= first && q.partition.is_none_or(|only| only == *p))
+        .collect();
+    for (i, &p) in listed.iter().enumerate() {
+        let Some(store) = t.state_of(p) else { continue };
+        let want = limit - entries.len();
+        let from = if p == first { after.as_deref() } else { None };
+        // One more than needed tells whether the partition has more.
+        let mut page =
+            store
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .page(&prefix, from, want + 1);
+        let more = page.len() > want;
+        page.truncate(want);
+        for (k, v) in &page {
+            entries.push(entry(p, k, v));
+        }
+        if more {
+            let last = page.last().map(|(k, _)| k.as_slice()).unwrap_or_default();
+            let (after, after_base64) = match printable(last) {
+                Some(s) => (Some(s.to_owned()), None),
+                None => (None, Some(B64.encode(last))),
+            };
+            next = Some(StateCursor {
+                from_partition: p,
+                after,
+                after_base64,
+            });
+            break;
+        }
+        if entries.len() == limit {
+            // Full exactly at a partition's end: the next page starts at the next one.
+            next = listed.get(i + 1).map(|&from_partition| StateCursor {
+                from_partition,
+                after: None,
+                after_base64: None,
+            });
+            break;
+        }
+    }
+    Ok(Json(StatePage {
+        transform: name,
+        entries,
+        next,
+    }))
+}
