@@ -307,10 +307,28 @@ struct Cache {
 
 thread_local! {
     static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
+    /// How changes reach the host, set by the first use of state. The call machinery
+    /// reaches the host only through it, so a plugin that never uses state links no
+    /// state import: its component does not import the `state` interface and the host
+    /// runs it as a stateless transform (no changelog, no checkpoints).
+    static APPLY: std::cell::Cell<Option<fn(&[u8])>> = const { std::cell::Cell::new(None) };
 }
 
+/// The cache, for the functions plugins call (marks the plugin as using state).
 fn with_cache<R>(f: impl FnOnce(&mut Cache) -> R) -> R {
+    APPLY.with(|a| a.set(Some(backend::apply)));
+    with_call_cache(f)
+}
+
+/// The cache, for the call machinery (does not link the host's state functions).
+fn with_call_cache<R>(f: impl FnOnce(&mut Cache) -> R) -> R {
     CACHE.with(|c| f(&mut c.borrow_mut()))
+}
+
+fn apply(ops: &[u8]) {
+    if let Some(f) = APPLY.with(std::cell::Cell::get) {
+        f(ops);
+    }
 }
 
 impl Cache {
@@ -361,25 +379,25 @@ impl Cache {
 
 /// Starts a call with an empty cache.
 pub(crate) fn begin_call() {
-    with_cache(|c| *c = Cache::default());
+    with_call_cache(|c| *c = Cache::default());
 }
 
 /// Sends the call's changes to the host and empties the cache.
 pub(crate) fn end_call() -> Result<(), Error> {
-    let ops = with_cache(|c| {
+    let ops = with_call_cache(|c| {
         let ops = c.drain_ops();
         *c = Cache::default();
         ops
     })?;
     if !ops.is_empty() {
-        backend::apply(&ops);
+        apply(&ops);
     }
     Ok(())
 }
 
 /// Forgets the call's changes (the call fails; the host undoes what reached it).
 pub(crate) fn discard_call() {
-    with_cache(|c| *c = Cache::default());
+    with_call_cache(|c| *c = Cache::default());
 }
 
 /// Sends the changes made so far in this call to the host (before a scan, which reads
@@ -387,7 +405,7 @@ pub(crate) fn discard_call() {
 fn flush() -> Result<(), Error> {
     let ops = with_cache(|c| c.drain_ops())?;
     if !ops.is_empty() {
-        backend::apply(&ops);
+        apply(&ops);
     }
     Ok(())
 }

@@ -1005,9 +1005,11 @@ impl TaskCtx {
         let shared = st.shared.clone();
         let source = self.input.clone();
         let mut first = 0u32;
+        let mut rounds_left = true;
         for _ in 0..MAX_TIMER_ROUNDS {
             let (list, count) = shared.lock().take_due(watermark, TIMERS_PER_CALL);
             if count == 0 {
+                rounds_left = false;
                 break;
             }
             let list = Bytes::from(list);
@@ -1041,6 +1043,12 @@ impl TaskCtx {
             self.stage_emitted(out, &answered, &result, done, seen);
             self.stage_timer_dead_letters(out, &timers, &result, done, &answered, seen);
             first += done as u32;
+        }
+        if rounds_left && shared.lock().next_timer().is_some_and(|at| at <= watermark) {
+            // A handler that re-arms timers at or before the watermark would loop for ever.
+            self.t.fail(format!(
+                "timers keep coming due at watermark {watermark}: after {MAX_TIMER_ROUNDS} rounds of on-timers the rest wait until the watermark moves (does a timer handler set timers at or before the watermark?)"
+            ));
         }
         Ok(())
     }

@@ -11,4 +11,5 @@ mod pipeline;
 mod recovery;
 mod runtime;
 mod security;
+mod stateful;
 mod walkthrough;

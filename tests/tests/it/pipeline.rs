@@ -20,7 +20,7 @@ pub(crate) fn upload(s: &Server, name: &str, bytes: &[u8]) -> Value {
     r.json().unwrap()
 }
 
-fn deploy(s: &Server, name: &str, spec: Value) -> reqwest::blocking::Response {
+pub(crate) fn deploy(s: &Server, name: &str, spec: Value) -> reqwest::blocking::Response {
     http()
         .put(s.url(&format!("/v1/transforms/{name}")))
         .json(&spec)
@@ -36,7 +36,7 @@ pub(crate) fn deploy_ok(s: &Server, name: &str, spec: Value) -> Value {
     body
 }
 
-fn status(s: &Server, name: &str) -> Value {
+pub(crate) fn status(s: &Server, name: &str) -> Value {
     http()
         .get(s.url(&format!("/v1/transforms/{name}")))
         .send()

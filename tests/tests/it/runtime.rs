@@ -179,6 +179,34 @@ fn example_plugins_pass_their_case_tables_as_components() {
     );
 }
 
+/// A component built against `sluice:transform@0.1.0` (before state and timers; kept
+/// prebuilt in tests/prebuilt) still runs unchanged, and passes its case table.
+#[test]
+fn components_built_for_the_0_1_contract_keep_working() {
+    let (_d, rt) = runtime();
+    let old = include_bytes!("../../prebuilt/enrich-v0.1.wasm");
+    let compiled = rt.compile(old).unwrap();
+    assert_eq!(compiled.world(), sluice_runtime::World::V0_1);
+    assert!(!compiled.stateful());
+    run_table(
+        &rt,
+        "enrich",
+        old,
+        include_str!("../../../plugins/enrich/cases.json"),
+    );
+    let new = rt.compile(sluice::plugins::ENRICH).unwrap();
+    assert_eq!(new.world(), sluice_runtime::World::V0_2);
+    assert!(
+        !new.stateful(),
+        "state is imported only by plugins that use it"
+    );
+    assert!(
+        rt.compile(sluice::plugins::WINDOW_COUNT)
+            .unwrap()
+            .stateful()
+    );
+}
+
 fn poison_batch() -> Vec<TestRecord> {
     ["a", "b", "POISON-1", "c", "d", "e", "f", "g"]
         .iter()

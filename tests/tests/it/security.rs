@@ -9,11 +9,12 @@ use serde_json::{Value, json};
 
 use crate::common::Server;
 
-const TOKENS: [(&str, &str, &str, &str); 4] = [
+const TOKENS: [(&str, &str, &str, &str); 5] = [
     ("ops", "admin", "", "ops-token-1"),
     ("ingest", "producer", "[\"user_*\"]", "ingest-token-2"),
     ("reader", "consumer", "[\"user_*\"]", "reader-token-3"),
     ("watch", "viewer", "", "watch-token-4"),
+    ("oper", "operator", "", "oper-token-5"),
 ];
 
 /// Who (none, `bad` token, or an identity), method, path, body, expected status.
@@ -222,6 +223,54 @@ fn roles_decide_over_https_and_kafka_sasl_ssl() {
         ),
         (Some("watch"), "DELETE", "/v1/topics/user_events", None, 403),
         (Some("watch"), "PUT", "/v1/plugins/p", Some(json!({})), 403),
+        (
+            Some("watch"),
+            "GET",
+            "/v1/transforms/t/state?key=k",
+            None,
+            403,
+        ),
+        (Some("watch"), "POST", "/v1/transforms/t/pause", None, 403),
+        (
+            Some("reader"),
+            "GET",
+            "/v1/transforms/t/state?key=k",
+            None,
+            403,
+        ),
+        // operator: reads state and pauses/resumes (404: allowed, but no such transform)
+        (
+            Some("oper"),
+            "GET",
+            "/v1/transforms/t/state?key=k",
+            None,
+            404,
+        ),
+        (Some("oper"), "POST", "/v1/transforms/t/pause", None, 404),
+        (Some("oper"), "POST", "/v1/connectors/c/resume", None, 404),
+        (Some("oper"), "GET", "/v1/topics", None, 200),
+        (
+            Some("oper"),
+            "GET",
+            "/v1/topics/user_events/partitions/0/records",
+            None,
+            403,
+        ),
+        (Some("oper"), "DELETE", "/v1/topics/user_events", None, 403),
+        (
+            Some("oper"),
+            "PUT",
+            "/v1/transforms/t",
+            Some(json!({})),
+            403,
+        ),
+        (
+            Some("ops"),
+            "GET",
+            "/v1/transforms/t/state?key=k",
+            None,
+            404,
+        ),
     ];
     for (who, method, path, body, want) in matrix {
         let (st, b) = call(who, method, path, body);
