@@ -10,6 +10,7 @@ fn main() {
             "net-probe",
             "other-world",
             "state-hostile",
+            "state-ops",
         ],
         "fixtures.rs",
     );

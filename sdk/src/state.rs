@@ -305,13 +305,16 @@ struct Cache {
     dirty: bool,
 }
 
+/// Sends encoded operations to the host.
+type ApplyFn = fn(&[u8]);
+
 thread_local! {
     static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
     /// How changes reach the host, set by the first use of state. The call machinery
     /// reaches the host only through it, so a plugin that never uses state links no
     /// state import: its component does not import the `state` interface and the host
     /// runs it as a stateless transform (no changelog, no checkpoints).
-    static APPLY: std::cell::Cell<Option<fn(&[u8])>> = const { std::cell::Cell::new(None) };
+    static APPLY: std::cell::Cell<Option<ApplyFn>> = const { std::cell::Cell::new(None) };
 }
 
 /// The cache, for the functions plugins call (marks the plugin as using state).

@@ -4,16 +4,17 @@
 //! Run: `cargo bench -p sluice-tests --bench pipeline`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::{Env, total_end};
 use sluice_log::batch::{self, NewRecord};
 use sluice_log::{Log, TopicConfig};
-use sluice_pipeline::plugins::PluginStore;
-use sluice_pipeline::tables::TableRegistry;
-use sluice_pipeline::{Pipelines, TransformSpec};
+use sluice_pipeline::TransformSpec;
 use sluice_runtime::Runtime;
 
 const PER_BATCH: usize = 1000;
@@ -40,40 +41,12 @@ fn batch_of(start: usize, n: usize) -> bytes::BytesMut {
     batch::build(&recs, sluice_log::now_ms())
 }
 
-struct Env {
-    _dir: tempfile::TempDir,
-    log: Arc<Log>,
-    plugins: Arc<PluginStore>,
-    pipelines: Arc<Pipelines>,
-}
-
 fn env() -> Env {
-    let base = std::env::var_os("SLUICE_BENCH_DIR").map_or_else(std::env::temp_dir, Into::into);
-    let dir = tempfile::tempdir_in(base).unwrap();
-    let log = Log::open(dir.path().join("data")).unwrap();
-    let rt = Runtime::new(&dir.path().join("cache")).unwrap();
-    let plugins = Arc::new(PluginStore::open(&dir.path().join("plugins"), rt).unwrap());
-    plugins.upload("mask", sluice::plugins::MASK).unwrap();
-    plugins
-        .upload("identity", sluice_tests::fixtures::IDENTITY)
-        .unwrap();
-    plugins
-        .upload("identity", sluice_tests::fixtures::IDENTITY)
-        .unwrap();
-    let tables = TableRegistry::new(log.clone(), Arc::new(AtomicBool::new(false)));
-    let pipelines = Pipelines::open(
-        log.clone(),
-        plugins.clone(),
-        tables,
-        dir.path().join("transforms"),
-    )
-    .unwrap();
-    Env {
-        _dir: dir,
-        log,
-        plugins,
-        pipelines,
-    }
+    common::env(&[
+        ("mask", sluice::plugins::MASK),
+        ("identity", sluice_tests::fixtures::IDENTITY),
+        ("identity", sluice_tests::fixtures::IDENTITY),
+    ])
 }
 
 fn spec(plugin: &str, version: Option<u32>, input: &str, output: &str) -> TransformSpec {
@@ -82,15 +55,6 @@ fn spec(plugin: &str, version: Option<u32>, input: &str, output: &str) -> Transf
         v["version"] = serde_json::json!(n);
     }
     serde_json::from_value(v).unwrap()
-}
-
-fn total_end(log: &Log, topic: &str) -> u64 {
-    log.topic(topic)
-        .unwrap()
-        .partitions
-        .iter()
-        .map(|p| p.high_watermark())
-        .sum()
 }
 
 /// Appends `n` records to `topic` (partitions round-robin, batches of 1,000); records/s.

@@ -116,8 +116,13 @@ mod tests {
         assert_eq!(c(Method::PUT, "/v1/plugins/x"), Some(Action::Admin));
         assert_eq!(
             c(Method::POST, "/v1/connectors/x/pause"),
-            Some(Action::Admin)
+            Some(Action::Operate)
         );
+        assert_eq!(
+            c(Method::GET, "/v1/transforms/x/state"),
+            Some(Action::ReadState)
+        );
+        assert_eq!(c(Method::DELETE, "/v1/transforms/x"), Some(Action::Admin));
         assert_eq!(c(Method::GET, "/metrics"), Some(Action::View));
     }
 }

@@ -1,6 +1,7 @@
 //! `sluice demo`: the main job on the embedded default, end to end in one command — push
 //! user-activity events with passwords and user ids, mask them, enrich them from a `users`
-//! table, and print the results as they arrive, with a dead-letter example.
+//! table, and print the results as they arrive, with a dead-letter example; and count each
+//! user's activity per one-second window of event time with the stateful `window-count`.
 
 use std::time::{Duration, Instant};
 
@@ -66,7 +67,10 @@ pub async fn run() -> anyhow::Result<()> {
     let (seen, expected) = push_and_follow(&c).await?;
     println!();
     let dead = dead_letters(&c).await?;
-    for t in ["mask-events", "enrich-events"] {
+    println!();
+    let counted = window_counts(&c, expected + 1).await?;
+    println!();
+    for t in ["mask-events", "enrich-events", "activity-per-window"] {
         let st = c.get(&format!("/v1/transforms/{t}")).await?;
         println!(
             "transform {t}: {} v{} counters {}",
@@ -77,12 +81,15 @@ pub async fn run() -> anyhow::Result<()> {
     }
     let _ = stop_tx.send(());
     server.await??;
-    if seen != expected || dead != 1 {
+    if seen != expected || dead != 1 || counted != expected + 1 {
         anyhow::bail!(
-            "demo saw {seen} of {expected} enriched events and {dead} dead letters (expected 1)"
+            "demo saw {seen} of {expected} enriched events, {dead} dead letters (expected 1) and {counted} of {} events counted in windows",
+            expected + 1
         );
     }
-    println!("\ndemo complete: {seen} events masked and enriched, 1 dead-lettered");
+    println!(
+        "\ndemo complete: {seen} events masked and enriched, 1 dead-lettered, {counted} counted per user per window"
+    );
     Ok(())
 }
 
@@ -92,6 +99,7 @@ async fn set_up(c: &Client) -> anyhow::Result<()> {
         ("user_activity_events", 3, "delete"),
         ("masked_events", 3, "delete"),
         ("enriched_events", 3, "delete"),
+        ("activity_counts", 3, "delete"),
         ("users", 1, "compact"),
     ] {
         c.post(
@@ -103,6 +111,7 @@ async fn set_up(c: &Client) -> anyhow::Result<()> {
     println!(
         "topics: user_activity_events → [mask] → masked_events → [enrich ⋈ users] → enriched_events"
     );
+    println!("        masked_events → [window-count: per user per 1 s window] → activity_counts");
     let users: Vec<Value> = USERS
         .iter()
         .map(|(id, name, plan)| json!({"key": id, "value": {"name": name, "plan": plan}}))
@@ -113,6 +122,7 @@ async fn set_up(c: &Client) -> anyhow::Result<()> {
     for (name, bytes) in [
         ("mask", crate::plugins::MASK),
         ("enrich", crate::plugins::ENRICH),
+        ("window-count", crate::plugins::WINDOW_COUNT),
     ] {
         let v = c
             .put_bytes(&format!("/v1/plugins/{name}"), bytes.to_vec())
@@ -136,7 +146,15 @@ async fn set_up(c: &Client) -> anyhow::Result<()> {
                 "config": {"table": "users", "key_field": "user_id", "into": "user", "on_missing": "reject"}}),
     )
     .await?;
-    println!("transforms deployed: mask-events, enrich-events\n");
+    // Event time = the record timestamp; a window closes once the watermark (latest event
+    // time less 200 ms of allowed lateness) passes its end, or after 500 ms without input.
+    c.put(
+        "/v1/transforms/activity-per-window",
+        &json!({"plugin": "window-count", "input": "masked_events", "outputs": ["activity_counts"],
+                "config": {"window_ms": "1000"}, "allowed_lateness_ms": 200, "idle_timeout_ms": 500}),
+    )
+    .await?;
+    println!("transforms deployed: mask-events, enrich-events, activity-per-window (stateful)\n");
     Ok(())
 }
 
@@ -227,6 +245,42 @@ async fn dead_letters(c: &Client) -> anyhow::Result<usize> {
         );
     }
     Ok(dlq_records.len())
+}
+
+/// Prints the per-user window counts as the windows close; returns the events counted.
+async fn window_counts(c: &Client, events: usize) -> anyhow::Result<usize> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut next = [0u64; 3];
+    let mut counted = 0;
+    while counted < events && Instant::now() < deadline {
+        for (p, next) in next.iter_mut().enumerate() {
+            let got = c
+                .get(&format!(
+                    "/v1/topics/activity_counts/partitions/{p}/records?offset={next}&wait_ms=200"
+                ))
+                .await?;
+            for r in got["records"].as_array().into_iter().flatten() {
+                let v: Value =
+                    serde_json::from_str(r["value"].as_str().unwrap_or("{}")).unwrap_or_default();
+                counted += v["count"].as_u64().unwrap_or(0) as usize;
+                println!(
+                    "◷ activity_counts: {:<7} window {}–{} UTC: {} event(s)",
+                    v["key"].as_str().unwrap_or(""),
+                    time_of_day(&v["window_start"]),
+                    time_of_day(&v["window_end"]),
+                    v["count"]
+                );
+            }
+            *next = got["next_offset"].as_u64().unwrap_or(*next);
+        }
+    }
+    Ok(counted)
+}
+
+/// `HH:MM:SS` of a time in ms since the epoch (UTC).
+fn time_of_day(ms: &Value) -> String {
+    let s = ms.as_i64().unwrap_or(0).div_euclid(1000).rem_euclid(86_400);
+    format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
 
 fn short(digest: &Value) -> String {

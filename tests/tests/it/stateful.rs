@@ -586,3 +586,25 @@ fn misused_state_and_timers_are_contained() {
     }
     assert_eq!(http().get(s.url("/healthz")).send().unwrap().status(), 200);
 }
+
+/// `sluice demo` (the README's first command) runs the whole story, window counts included.
+#[test]
+fn the_demo_runs_end_to_end_with_per_user_window_counts() {
+    let out = std::process::Command::new(crate::common::sluice_bin())
+        .arg("demo")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("◷ activity_counts: u-1001"), "{stdout}");
+    assert!(
+        stdout
+            .contains("demo complete: 12 events masked and enriched, 1 dead-lettered, 13 counted"),
+        "{stdout}"
+    );
+}

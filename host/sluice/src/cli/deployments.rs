@@ -37,6 +37,8 @@ pub enum Verb {
     },
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum TransformCmd {
     /// Create or update a deployment (an update with another version is a hot swap).
@@ -70,6 +72,41 @@ pub enum TransformCmd {
         /// `earliest` or `latest`: where a new deployment starts reading.
         #[arg(long, default_value = "earliest")]
         start: String,
+        /// Stateful plugins: a JSON field of the value holding the event time
+        /// [default: the record timestamp].
+        #[arg(long)]
+        event_time_field: Option<String>,
+        /// Stateful plugins: how far behind the latest event time a record may be
+        /// [server default: 5000].
+        #[arg(long)]
+        allowed_lateness_ms: Option<u64>,
+        /// Stateful plugins: input silence after which the watermark follows the clock
+        /// [server default: 10000].
+        #[arg(long)]
+        idle_timeout_ms: Option<u64>,
+        /// Stateful plugins: a topic for late records [default: the dead-letter topic].
+        #[arg(long)]
+        late_output: Option<String>,
+        /// Stateful plugins: start this (re)deployment with empty state.
+        #[arg(long)]
+        reset_state: bool,
+    },
+    /// Read a stateful transform's state: one key, or a page of keys by prefix.
+    State {
+        /// Deployment name.
+        name: String,
+        /// One key (every partition holding it).
+        #[arg(long, conflicts_with = "prefix")]
+        key: Option<String>,
+        /// List the keys starting with this [default: all].
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Only this input partition.
+        #[arg(long)]
+        partition: Option<u32>,
+        /// Entries per page.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
     },
     /// Print the plugin's log lines.
     Logs {
@@ -210,6 +247,11 @@ pub async fn transform(c: &Client, cmd: TransformCmd) -> anyhow::Result<()> {
             tables,
             allow_cycles,
             start,
+            event_time_field,
+            allowed_lateness_ms,
+            idle_timeout_ms,
+            late_output,
+            reset_state,
         } => {
             let version = match version.as_str() {
                 "latest" => json!("latest"),
@@ -231,6 +273,21 @@ pub async fn transform(c: &Client, cmd: TransformCmd) -> anyhow::Result<()> {
             if let Some(d) = dead_letter {
                 spec["dead_letter"] = json!(d);
             }
+            if let Some(f) = event_time_field {
+                spec["event_time"] = json!({ "field": f });
+            }
+            if let Some(ms) = allowed_lateness_ms {
+                spec["allowed_lateness_ms"] = json!(ms);
+            }
+            if let Some(ms) = idle_timeout_ms {
+                spec["idle_timeout_ms"] = json!(ms);
+            }
+            if let Some(t) = late_output {
+                spec["late_output"] = json!(t);
+            }
+            if reset_state {
+                spec["state"] = json!("reset");
+            }
             note(format!(
                 "deploying {name} (instantiating the plugin for every partition)…"
             ));
@@ -241,6 +298,35 @@ pub async fn transform(c: &Client, cmd: TransformCmd) -> anyhow::Result<()> {
                 st["plugin"].as_str().unwrap_or(""),
                 st["version"]
             ));
+        }
+        TransformCmd::State {
+            name,
+            key,
+            prefix,
+            partition,
+            limit,
+        } => {
+            let enc = |s: &str| -> String {
+                s.bytes()
+                    .map(|b| match b {
+                        b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                            (b as char).to_string()
+                        }
+                        _ => format!("%{b:02X}"),
+                    })
+                    .collect()
+            };
+            let mut q = format!("limit={limit}");
+            if let Some(k) = key {
+                q = format!("key={}", enc(&k));
+            } else if let Some(p) = prefix {
+                q.push_str(&format!("&prefix={}", enc(&p)));
+            }
+            if let Some(p) = partition {
+                q.push_str(&format!("&partition={p}"));
+            }
+            let v = c.get(&format!("/v1/transforms/{name}/state?{q}")).await?;
+            line(serde_json::to_string_pretty(&v)?);
         }
         TransformCmd::Logs { name, follow } => {
             let mut next = 0u64;
