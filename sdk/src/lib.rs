@@ -40,6 +40,40 @@
 //! sluice_sdk::export_transform!(has_field, init = setup);
 //! ```
 //!
+//! Stateful: keyed state per input partition (`state`), event-time timers (`timers`) and
+//! windows (`window`); the host calls the `timers` function when the watermark passes a
+//! timer, and commits state with the outputs (effectively once, if the plugin is
+//! deterministic). A count per key per minute:
+//!
+//! ```
+//! use sluice_sdk::window::Windows;
+//! use sluice_sdk::{Error, OutRecord, Outcome, Record, Timer};
+//!
+//! fn setup() -> Result<Windows<u64>, Error> { Ok(Windows::tumbling("count", 60_000)) }
+//!
+//! fn count(w: &Windows<u64>, r: &Record) -> Result<Outcome, Error> {
+//!     w.add(r.key().unwrap_or_default(), r.event_time(), |n| *n += 1)?;
+//!     Ok(Outcome::drop())
+//! }
+//!
+//! fn close(w: &Windows<u64>, t: &Timer) -> Result<Outcome, Error> {
+//!     let Some(c) = w.close(t)? else { return Ok(Outcome::drop()) };
+//!     let v = format!("{}={}", c.key_str(), c.value);
+//!     Ok(Outcome::emit(OutRecord::new(v).with_key(c.key)))
+//! }
+//!
+//! sluice_sdk::export_transform!(count, init = setup, timers = close);
+//!
+//! // Natively, with a simulated watermark (allowed lateness 0: it follows the events).
+//! use sluice_sdk::testing::{Harness, TestRecord};
+//! let at = |ts| TestRecord { timestamp: ts, ..TestRecord::value("x").with_key("a") };
+//! let h = Harness::with_init(setup, count).timers(close).allowed_lateness(0);
+//! let mut s = h.stream().unwrap();
+//! s.push(&[at(1_000)]).unwrap();
+//! let p = s.push(&[at(61_000)]).unwrap();
+//! assert_eq!(p.fired[0].values(), ["a=1"]);
+//! ```
+//!
 //! A transform that returns `Err` rejects the record: it goes to the deployment's
 //! dead-letter topic with the error as the reason. A panic traps the instance; the host finds
 //! the record that caused it and dead-letters it too.

@@ -59,7 +59,6 @@ pub struct StateEntry {
     /// How `value` shows the bytes: `json` (the value is a JSON document, shown as
     /// JSON), `utf8` (text) or `base64`.
     pub encoding: &'static str,
-    #[schema(value_type = Object)]
     pub value: serde_json::Value,
     /// The value's size in bytes.
     pub bytes: usize,

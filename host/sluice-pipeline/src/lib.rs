@@ -85,7 +85,7 @@ pub struct TransformSpec {
     pub plugin: String,
     /// A version number or `"latest"` (follows new uploads).
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
     pub version: VersionSel,
     pub input: String,
     pub outputs: Vec<String>,
@@ -264,7 +264,7 @@ pub struct TransformStatus {
     /// The active version (0 while none is).
     pub version: u32,
     /// A version number or `"latest"`.
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
     pub version_selector: VersionSel,
     pub input: String,
     pub outputs: Vec<String>,
