@@ -29,7 +29,6 @@
 use std::any::Any;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -274,32 +273,9 @@ struct Slot {
     dirty: bool,
 }
 
-/// FxHash: keys are hashed many times per call; the map lives for one call only.
-#[derive(Default, Clone, Copy)]
-struct Fx(u64);
-
-impl std::hash::Hasher for Fx {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        const K: u64 = 0x517c_c1b7_2722_0a95;
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
-        }
-        for &b in chunks.remainder() {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
-        }
-    }
-}
-
 #[derive(Default)]
 struct Cache {
-    slots: HashMap<Vec<u8>, Slot, BuildHasherDefault<Fx>>,
+    slots: HashMap<Vec<u8>, Slot, foldhash::fast::FixedState>,
     /// Timer operations, in the order they were made.
     timers: Vec<u8>,
     dirty: bool,
@@ -614,6 +590,19 @@ pub mod timers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Keys that differ only in their last bytes (big-endian counters, a common key
+    /// layout) spread over the map's buckets: a hash whose low bits ignore them made a
+    /// call with 100 k keys quadratic.
+    #[test]
+    fn the_cache_hash_spreads_counter_keys() {
+        use std::hash::BuildHasher;
+        let s = foldhash::fast::FixedState::default();
+        let low: std::collections::HashSet<u64> = (0u64..65_536)
+            .map(|i| s.hash_one(i.to_be_bytes().to_vec()) & 0xffff)
+            .collect();
+        assert!(low.len() > 30_000, "{} distinct low 16 bits", low.len());
+    }
 
     #[test]
     fn ops_round_trip_and_malformed_ops_are_errors() {

@@ -172,18 +172,23 @@ where
     /// Adds an event of `key` at `time`: `f` updates the accumulator of every window it
     /// falls in (starting from `A::default()`); a window's first event sets its timer.
     pub fn add(&self, key: &[u8], time: i64, mut f: impl FnMut(&mut A)) -> Result<(), Error> {
-        for w in self.windows(time) {
-            let k = self.state_key(w.end, key);
+        let mut add_to = |end: i64| -> Result<(), Error> {
+            let k = self.state_key(end, key);
             let fresh = state::update(&k, |acc: &mut Option<A>| {
                 let fresh = acc.is_none();
                 f(acc.get_or_insert_with(A::default));
                 fresh
             })?;
             if fresh {
-                timers::set(&k, w.end);
+                timers::set(&k, end);
             }
+            Ok(())
+        };
+        match self.kind {
+            // One window: no list to build (the per-record path of a windowed count).
+            Kind::Tumbling { size } => add_to(floor_to(time, size).saturating_add(size)),
+            Kind::Hopping { .. } => self.windows(time).iter().try_for_each(|w| add_to(w.end)),
         }
-        Ok(())
     }
 
     /// The accumulator of `key` in the window ending at `end`, if it has events.
