@@ -24,10 +24,14 @@ use kafka_protocol::messages::offset_commit_response::{
 use kafka_protocol::messages::offset_fetch_response::OffsetFetchResponseGroup;
 use kafka_protocol::messages::produce_request::TopicProduceData;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
 use kafka_protocol::messages::{
-    CreateTopicsResponse, DeleteTopicsResponse, DescribeGroupsResponse, FindCoordinatorResponse,
-    HeartbeatResponse, JoinGroupResponse, LeaveGroupResponse, ListGroupsResponse,
-    OffsetCommitResponse, OffsetFetchResponse, RequestKind, ResponseKind, SyncGroupResponse,
+    AddOffsetsToTxnResponse, CreateTopicsResponse, DeleteTopicsResponse, DescribeGroupsResponse,
+    FindCoordinatorResponse, HeartbeatResponse, JoinGroupResponse, LeaveGroupResponse,
+    ListGroupsResponse, OffsetCommitResponse, OffsetFetchResponse, RequestKind, ResponseKind,
+    SyncGroupResponse, TxnOffsetCommitResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -220,6 +224,28 @@ pub fn authorize(access: &Access, request: RequestKind, version: i16) -> Authori
         request if is_group_request(&request) && !access.allows(&Action::Group) => {
             Authorized::Refused(group_refused(request, version))
         }
+        R::AddPartitionsToTxn(r)
+            if r.v3_and_below_topics
+                .iter()
+                .any(|t| !access.allows(&Action::Produce(t.name.0.to_string()))) =>
+        {
+            // All or nothing: the topics the identity may not write are refused, the
+            // others not attempted.
+            let answers = r
+                .v3_and_below_topics
+                .iter()
+                .flat_map(|t| {
+                    let name = t.name.0.to_string();
+                    let e = if access.allows(&Action::Produce(name.clone())) {
+                        code::OPERATION_NOT_ATTEMPTED
+                    } else {
+                        denied_topic()
+                    };
+                    t.partitions.iter().map(move |p| (name.clone(), *p, e))
+                })
+                .collect();
+            Authorized::Refused(crate::txn_api::partitions_response(answers).into())
+        }
         R::OffsetCommit(mut r) => {
             // Like Kafka: partitions of topics the identity may not read are refused, the
             // others are committed.
@@ -266,7 +292,9 @@ fn is_group_request(r: &RequestKind) -> bool {
     use RequestKind as R;
     matches!(
         r,
-        R::FindCoordinator(_)
+        R::AddOffsetsToTxn(_)
+            | R::TxnOffsetCommit(_)
+            | R::FindCoordinator(_)
             | R::JoinGroup(_)
             | R::SyncGroup(_)
             | R::Heartbeat(_)
@@ -283,6 +311,24 @@ fn group_refused(request: RequestKind, version: i16) -> ResponseKind {
     use RequestKind as R;
     let no = code::GROUP_AUTHORIZATION_FAILED;
     match request {
+        R::AddOffsetsToTxn(_) => AddOffsetsToTxnResponse::default()
+            .with_error_code(no)
+            .into(),
+        R::TxnOffsetCommit(r) => {
+            let topics = r.topics.into_iter().map(|t| {
+                let parts = t.partitions.iter().map(|p| {
+                    TxnOffsetCommitResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(no)
+                });
+                TxnOffsetCommitResponseTopic::default()
+                    .with_name(t.name)
+                    .with_partitions(parts.collect())
+            });
+            TxnOffsetCommitResponse::default()
+                .with_topics(topics.collect())
+                .into()
+        }
         R::SyncGroup(_) => SyncGroupResponse::default().with_error_code(no).into(),
         R::Heartbeat(_) => HeartbeatResponse::default().with_error_code(no).into(),
         R::LeaveGroup(_) => LeaveGroupResponse::default().with_error_code(no).into(),

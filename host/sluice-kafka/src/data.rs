@@ -7,7 +7,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
@@ -89,7 +91,12 @@ pub async fn metadata(b: &Arc<Broker>, r: MetadataRequest, version: i16) -> Meta
         resp.with_topics(
             topics
                 .into_iter()
-                .map(|(n, t)| metadata_topic(&n, t))
+                .map(|(n, t)| {
+                    // Topics the server keeps for itself (transaction state, changelogs)
+                    // are internal, as Kafka marks `__consumer_offsets`.
+                    let internal = b.log.owner(&n).is_some();
+                    metadata_topic(&n, t).with_is_internal(internal)
+                })
                 .collect(),
         )
     })
@@ -192,6 +199,22 @@ fn produce_partition(
     }
     // Idempotent producers: one batch per request and partition.
     let header = sluice_log::batch::BatchHeader::parse(&records).ok();
+    if let Some(h) = header.filter(|h| h.is_transactional()) {
+        if h.is_control() {
+            // Markers are the transaction coordinator's to write.
+            return resp
+                .with_error_code(code::INVALID_RECORD)
+                .with_error_message(Some(StrBytes::from_static_str(
+                    "control batches are written by the transaction coordinator only",
+                )));
+        }
+        let e = b
+            .txns
+            .check_produce(h.producer_id, h.producer_epoch, topic, pd.index);
+        if e != code::NONE {
+            return resp.with_error_code(e);
+        }
+    }
     let idem = header.filter(|h| h.producer_id >= 0 && h.base_sequence >= 0);
     let slot = idem.map(|h| b.producers.slot(h.producer_id, topic, pd.index));
     let mut guard = slot
@@ -272,6 +295,7 @@ fn fetch_once(
     let mut total = 0usize;
     let mut watches = Vec::new();
     let max_total = usize::try_from(r.max_bytes).unwrap_or(usize::MAX).max(1);
+    let committed = r.isolation_level == 1;
     let responses = r
         .topics
         .iter()
@@ -291,9 +315,10 @@ fn fetch_once(
                     };
                     watches.push(part.subscribe());
                     let hw = part.high_watermark() as i64;
+                    let lso = part.last_stable_offset() as i64;
                     let mut resp = resp
                         .with_high_watermark(hw)
-                        .with_last_stable_offset(hw)
+                        .with_last_stable_offset(lso)
                         .with_aborted_transactions(Some(Vec::new()));
                     if version >= 5 {
                         resp = resp.with_log_start_offset(part.start_offset() as i64);
@@ -303,12 +328,34 @@ fn fetch_once(
                         .unwrap_or(0)
                         .min(room)
                         .max(1);
+                    let read = |o: u64| {
+                        if committed {
+                            part.read_committed(o, max)
+                        } else {
+                            part.read(o, max)
+                        }
+                    };
                     match u64::try_from(fp.fetch_offset)
                         .map_err(|_| ())
-                        .and_then(|o| part.read(o, max).map_err(|_| ()))
+                        .and_then(|o| read(o).map_err(|_| ()))
                     {
                         Ok(read) => {
                             total += read.data.len();
+                            if committed && !read.data.is_empty() {
+                                // The aborted transactions among these batches, so the
+                                // client skips their records.
+                                let from = u64::try_from(fp.fetch_offset).unwrap_or(0);
+                                let aborted = part
+                                    .aborted_between(from, read.next_offset.saturating_sub(1))
+                                    .into_iter()
+                                    .map(|a| {
+                                        AbortedTransaction::default()
+                                            .with_producer_id(ProducerId(a.producer_id))
+                                            .with_first_offset(a.first as i64)
+                                    })
+                                    .collect();
+                                resp = resp.with_aborted_transactions(Some(aborted));
+                            }
                             resp.with_records(Some(read.data))
                         }
                         Err(()) => resp.with_error_code(code::OFFSET_OUT_OF_RANGE),
@@ -362,6 +409,7 @@ pub async fn fetch(b: &Arc<Broker>, r: FetchRequest, version: i16) -> FetchRespo
 /// ListOffsets: the earliest (-2), latest (-1) or first offset at or after a timestamp.
 pub async fn list_offsets(b: &Arc<Broker>, r: ListOffsetsRequest) -> ListOffsetsResponse {
     let b = b.clone();
+    let committed = r.isolation_level == 1;
     blocking(move || {
         let topics = r
             .topics
@@ -383,6 +431,7 @@ pub async fn list_offsets(b: &Arc<Broker>, r: ListOffsetsRequest) -> ListOffsets
                         };
                         let offset = match p.timestamp {
                             -2 => Some(part.start_offset()),
+                            -1 if committed => Some(part.last_stable_offset()),
                             -1 => Some(part.high_watermark()),
                             ts => match part.offset_for_timestamp(ts) {
                                 Ok(o) => o,

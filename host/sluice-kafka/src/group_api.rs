@@ -217,6 +217,14 @@ pub fn offset_fetch(b: &Broker, r: OffsetFetchRequest, version: i16) -> OffsetFe
         let (o, md) = b.groups.committed(g, t, p).unwrap_or((-1, None));
         (o, md.map(StrBytes::from_string))
     };
+    // KIP-447: a consumer that asks for stable offsets waits while a transaction holds one.
+    let unstable = |g: &str, t: &str, p: i32| {
+        if r.require_stable && b.txns.has_pending_offset(g, t, p) {
+            code::UNSTABLE_OFFSET_COMMIT
+        } else {
+            code::NONE
+        }
+    };
     if version >= 8 {
         let groups = r.groups.into_iter().map(|g| {
             let gid = g.group_id.0.to_string();
@@ -232,6 +240,7 @@ pub fn offset_fetch(b: &Broker, r: OffsetFetchRequest, version: i16) -> OffsetFe
                         .with_partition_index(p)
                         .with_committed_offset(o)
                         .with_metadata(md)
+                        .with_error_code(unstable(&gid, &t, p))
                 });
                 OffsetFetchResponseTopics::default()
                     .with_name(name(&t))
@@ -256,6 +265,7 @@ pub fn offset_fetch(b: &Broker, r: OffsetFetchRequest, version: i16) -> OffsetFe
                 .with_partition_index(p)
                 .with_committed_offset(o)
                 .with_metadata(md)
+                .with_error_code(unstable(&gid, &t, p))
         });
         OffsetFetchResponseTopic::default()
             .with_name(name(&t))

@@ -21,6 +21,8 @@ pub mod error;
 pub mod group_api;
 pub mod groups;
 mod idempotence;
+pub mod txn;
+pub mod txn_api;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -57,6 +59,16 @@ pub mod code {
     pub const GROUP_AUTHORIZATION_FAILED: i16 = 30;
     pub const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
     pub const SASL_AUTHENTICATION_FAILED: i16 = 58;
+    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+    pub const INVALID_TXN_STATE: i16 = 48;
+    pub const INVALID_PRODUCER_ID_MAPPING: i16 = 49;
+    pub const INVALID_TRANSACTION_TIMEOUT: i16 = 50;
+    pub const CONCURRENT_TRANSACTIONS: i16 = 51;
+    pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
+    pub const OPERATION_NOT_ATTEMPTED: i16 = 55;
+    pub const UNSTABLE_OFFSET_COMMIT: i16 = 88;
+    pub const INVALID_RECORD: i16 = 87;
 }
 
 /// The versions served, per API key.
@@ -81,6 +93,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::AddPartitionsToTxn, 0, 3),
+    (ApiKey::AddOffsetsToTxn, 0, 3),
+    (ApiKey::EndTxn, 0, 3),
+    (ApiKey::TxnOffsetCommit, 0, 3),
 ];
 
 /// Whether `version` of `key` is served.
@@ -124,6 +140,7 @@ pub struct Broker {
     pub(crate) log: Arc<Log>,
     pub(crate) producers: idempotence::Producers,
     pub(crate) groups: groups::Coordinator,
+    pub(crate) txns: txn::Transactions,
     pub(crate) cfg: KafkaConfig,
     pub(crate) next_producer_id: AtomicI64,
     pub(crate) shutdown: CancellationToken,
@@ -143,14 +160,21 @@ impl Broker {
         shutdown: CancellationToken,
     ) -> std::io::Result<Arc<Broker>> {
         let groups = groups::Coordinator::open(cfg.groups_dir.clone())?;
-        Ok(Arc::new(Broker {
+        let txns = txn::Transactions::open(log.clone()).map_err(std::io::Error::other)?;
+        let b = Arc::new(Broker {
             log,
             producers: Default::default(),
             groups,
+            txns,
             cfg,
             next_producer_id: AtomicI64::new(sluice_log::now_ms()),
             shutdown,
-        }))
+        });
+        // Ends a crash left half-done are finished; open transactions are aborted.
+        b.txns
+            .recover(&|g, o| txn_api::apply(&b, g, o))
+            .map_err(std::io::Error::other)?;
+        Ok(b)
     }
 }
 
@@ -173,7 +197,11 @@ pub async fn handle(
         RequestKind::Fetch(r) => data::fetch(b, r, version).await.into(),
         RequestKind::ListOffsets(r) => data::list_offsets(b, r).await.into(),
         RequestKind::Metadata(r) => data::metadata(b, r, version).await.into(),
-        RequestKind::InitProducerId(_) => data::init_producer_id(b).into(),
+        RequestKind::InitProducerId(r) => txn_api::init_producer_id(b, r).await.into(),
+        RequestKind::AddPartitionsToTxn(r) => txn_api::add_partitions(b, r, version).await.into(),
+        RequestKind::AddOffsetsToTxn(r) => txn_api::add_offsets(b, r).await.into(),
+        RequestKind::TxnOffsetCommit(r) => txn_api::txn_offset_commit(b, r).await.into(),
+        RequestKind::EndTxn(r) => txn_api::end_txn(b, r).await.into(),
         RequestKind::FindCoordinator(r) => group_api::find_coordinator(b, r, version).into(),
         RequestKind::JoinGroup(r) => group_api::join_group(b, header, r, version).await.into(),
         RequestKind::SyncGroup(r) => group_api::sync_group(b, r, version).await.into(),
@@ -214,9 +242,20 @@ pub async fn run(
     let connections = Arc::new(tokio::sync::Semaphore::new(broker.cfg.max_connections));
     let ticker = broker.clone();
     tokio::spawn(async move {
+        let mut n = 0u64;
         while !ticker.shutdown.is_cancelled() {
             tokio::time::sleep(Duration::from_millis(200)).await;
             ticker.groups.tick();
+            n += 1;
+            if n.is_multiple_of(5) {
+                // Transactions past their timeout are aborted (markers: blocking work).
+                let b = ticker.clone();
+                let _ = blocking(move || {
+                    b.txns
+                        .expire(sluice_log::now_ms(), &|g, o| txn_api::apply(&b, g, o))
+                })
+                .await;
+            }
         }
     });
     loop {

@@ -273,6 +273,26 @@ pub fn finish_header(buf: &mut [u8], count: usize, base_ts: i64, max_ts: i64) {
     buf[17..21].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// A transaction marker: the control batch a coordinator writes to every partition of a
+/// transaction when it ends (`commit` or abort), for `producer_id` at `epoch`.
+pub fn control_batch(producer_id: i64, epoch: i16, commit: bool, now_ms: i64) -> BytesMut {
+    let kind: i16 = if commit { 1 } else { 0 };
+    let mut key = [0u8; 4];
+    key[2..4].copy_from_slice(&kind.to_be_bytes());
+    // Value: version 0, coordinator epoch 0.
+    let value = [0u8; 6];
+    let mut b = Builder::new();
+    b.push(now_ms, Some(&key), Some(&value), std::iter::empty());
+    let mut buf = b.finish();
+    // Transactional (0x10) and control (0x20), the producer's id and epoch, no sequence.
+    buf[21..23].copy_from_slice(&0x30i16.to_be_bytes());
+    buf[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    buf[51..53].copy_from_slice(&epoch.to_be_bytes());
+    let crc = crc32c::crc32c(&buf[CRC_START..]);
+    buf[17..21].copy_from_slice(&crc.to_be_bytes());
+    buf
+}
+
 /// Builds an uncompressed batch from an encoded records section with explicit offsets and
 /// timestamps (compaction keeps a batch's offset span while dropping records from it).
 pub fn build_section(

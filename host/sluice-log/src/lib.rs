@@ -7,6 +7,7 @@ pub mod batch;
 pub mod dead_letter;
 pub mod partition;
 pub mod segment;
+pub mod txn;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use super::batch::{self, BatchHeader};
 use super::segment::{self, Segment};
+use super::txn::TxnIndex;
 use super::{FlushPolicy, LogError, TopicConfig, now_ms};
 
 /// Where an append landed.
@@ -61,6 +62,8 @@ pub struct Partition {
     /// The high watermark: offsets below it are visible to readers.
     hw: watch::Sender<u64>,
     deleted: AtomicBool,
+    /// Open and aborted transactions (the last stable offset, `read_committed` reads).
+    txn: Mutex<TxnIndex>,
 }
 
 impl std::fmt::Debug for Partition {
@@ -131,6 +134,7 @@ impl Partition {
             _ => unreachable!("at least one segment exists"),
         };
         let next = active.next_offset();
+        let txn = TxnIndex::open(&dir, start, next).map_err(io)?;
         let (hw, _) = watch::channel(next);
         Ok(Partition {
             topic: topic.to_string(),
@@ -147,6 +151,7 @@ impl Partition {
             start: AtomicU64::new(start),
             hw,
             deleted: AtomicBool::new(false),
+            txn: Mutex::new(txn),
         })
     }
 
@@ -222,6 +227,11 @@ impl Partition {
                     self.roll(&mut w)?;
                 }
                 w.active.append(bytes, h).map_err(|e| self.io_err(e))?;
+                if h.is_transactional() {
+                    lock(&self.txn)
+                        .observe(bytes, h)
+                        .map_err(|e| self.io_err(e))?;
+                }
                 w.next_offset += h.offset_count();
                 pos += h.size;
             }
@@ -276,6 +286,7 @@ impl Partition {
         };
         // Sealed segments were synced when they rolled; only the active one can be dirty.
         active.sync().map_err(|e| self.io_err(e))?;
+        lock(&self.txn).sync().map_err(|e| self.io_err(e))?;
         self.durable.fetch_max(end, Ordering::AcqRel);
         self.hw.send_if_modified(|hw| {
             let moved = end > *hw;
@@ -313,7 +324,43 @@ impl Partition {
     /// Reads whole batches starting with the one that holds `offset`, up to `max_bytes`
     /// (at least one batch, even a larger one). Offsets at the high watermark read empty.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<ReadBatches, LogError> {
+        self.read_below(offset, max_bytes, self.high_watermark())
+    }
+
+    /// The last stable offset: below it every transaction is decided (committed or
+    /// aborted); `read_committed` readers stop there. The high watermark when no
+    /// transaction is open.
+    pub fn last_stable_offset(&self) -> u64 {
         let hw = self.high_watermark();
+        lock(&self.txn).first_open().map_or(hw, |f| f.min(hw))
+    }
+
+    /// Like [`Partition::read`], but only below the last stable offset (`next_offset`
+    /// and `high_watermark` then tell the LSO). The caller skips aborted batches
+    /// ([`Partition::is_aborted`]) and control batches.
+    pub fn read_committed(&self, offset: u64, max_bytes: usize) -> Result<ReadBatches, LogError> {
+        let hw = self.high_watermark();
+        if offset > hw {
+            return Err(self.out_of_range(offset, self.start_offset(), hw));
+        }
+        let lso = self.last_stable_offset();
+        self.read_below(offset.min(lso), max_bytes, lso)
+    }
+
+    /// Aborted transactions with records in `from..=to` (Fetch's `aborted_transactions`).
+    pub fn aborted_between(&self, from: u64, to: u64) -> Vec<crate::txn::Aborted> {
+        lock(&self.txn).aborted_between(from, to)
+    }
+
+    /// Whether a batch belongs to an aborted transaction (`read_committed` skips it).
+    pub fn is_aborted(&self, h: &batch::BatchHeader) -> bool {
+        h.is_transactional()
+            && !h.is_control()
+            && lock(&self.txn).is_aborted(h.producer_id, h.base_offset as u64)
+    }
+
+    /// Reads whole batches from `offset` that start below `hw`.
+    fn read_below(&self, offset: u64, max_bytes: usize, hw: u64) -> Result<ReadBatches, LogError> {
         let start = self.start_offset();
         if offset < start || offset > hw {
             return Err(self.out_of_range(offset, start, hw));
@@ -350,7 +397,8 @@ impl Partition {
         Ok(empty(hw))
     }
 
-    /// Reads up to `max` records at or after `offset` from what is already there; returns
+    /// Reads up to `max` committed records at or after `offset` from what is already there
+    /// (below the last stable offset, aborted transactions and markers left out); returns
     /// them with the next offset to read and the high watermark.
     pub fn read_records(
         &self,
@@ -361,7 +409,7 @@ impl Partition {
         let mut next = offset;
         let mut hw = self.high_watermark();
         while out.len() < max {
-            let r = match self.read(next, 1 << 20) {
+            let r = match self.read_committed(next, 1 << 20) {
                 Ok(r) => r,
                 // Serve what was read; the error shows on the next request, at its offset.
                 Err(_) if !out.is_empty() => break,
@@ -371,7 +419,10 @@ impl Partition {
             if r.data.is_empty() {
                 break;
             }
-            for (_, b) in batch::split(r.data)? {
+            for (h, b) in batch::split(r.data)? {
+                if self.is_aborted(&h) {
+                    continue;
+                }
                 for rec in batch::decode(&b)? {
                     if (rec.offset as u64) < next {
                         continue;
@@ -497,7 +548,11 @@ impl Partition {
     /// Waits until data past `offset` is visible, the timeout passes, or the topic is deleted.
     pub async fn wait_for(&self, offset: u64, timeout: Duration) -> Result<(), LogError> {
         let mut rx = self.subscribe();
-        let wait = rx.wait_for(|hw| *hw > offset || self.is_deleted());
+        // Past the last stable offset: data inside an open transaction does not count.
+        let wait = rx.wait_for(|hw| {
+            let lso = lock(&self.txn).first_open().map_or(*hw, |f| f.min(*hw));
+            lso > offset || self.is_deleted()
+        });
         let _ = tokio::time::timeout(timeout, wait).await;
         if self.is_deleted() {
             return Err(LogError::TopicDeleted(self.topic.clone()));
@@ -543,6 +598,7 @@ impl Partition {
             }
             if let Some((&first, _)) = map.first_key_value() {
                 self.start.fetch_max(first, Ordering::AcqRel);
+                lock(&self.txn).prune(first);
             }
         }
         for seg in &deleted {
@@ -558,16 +614,21 @@ impl Partition {
     /// Returns the number of segments rewritten.
     pub fn compact(&self, now: i64) -> Result<usize, LogError> {
         let active_base = lock(&self.writer).active.base;
-        let hw = self.high_watermark();
-        // Pass 1: the latest offset of every key.
+        // Only decided data is compacted: records of open transactions stay as they are,
+        // aborted ones go.
+        let lso = self.last_stable_offset();
+        // Pass 1: the latest committed offset of every key.
         let mut latest: std::collections::HashMap<Bytes, u64> = std::collections::HashMap::new();
         let mut off = self.start_offset();
-        while off < hw {
-            let r = self.read(off, 4 << 20)?;
+        while off < lso {
+            let r = self.read_below(off, 4 << 20, lso)?;
             if r.data.is_empty() {
                 break;
             }
-            for (_, b) in batch::split(r.data)? {
+            for (h, b) in batch::split(r.data)? {
+                if self.is_aborted(&h) {
+                    continue;
+                }
                 for rec in batch::decode(&b)? {
                     if let Some(k) = rec.key {
                         latest.insert(k, rec.offset as u64);
@@ -579,6 +640,7 @@ impl Partition {
         let grace = self.config.tombstone_retention_ms as i64;
         let keep = |rec: &batch::StoredRecord| match &rec.key {
             None => true,
+            Some(_) if rec.offset as u64 >= lso => true,
             Some(k) => {
                 latest.get(k) == Some(&(rec.offset as u64))
                     && (rec.value.is_some() || rec.timestamp >= now - grace)
@@ -601,6 +663,14 @@ impl Partition {
             let mut out = Vec::new();
             let mut dropped = 0usize;
             for (h, b) in &batches {
+                if self.is_aborted(h) {
+                    dropped += h.record_count.max(0) as usize;
+                    continue;
+                }
+                if h.last_offset() as u64 >= lso {
+                    out.extend_from_slice(b);
+                    continue;
+                }
                 let recs = batch::decode(b).map_err(|e| self.corrupt(h.base_offset as u64, e))?;
                 let kept: Vec<&batch::StoredRecord> = recs.iter().filter(|r| keep(r)).collect();
                 dropped += recs.len() - kept.len();

@@ -389,3 +389,83 @@ fn compaction_keeps_the_latest_value_per_key_and_drops_old_tombstones() {
     let p = log.topic("table").unwrap().partitions[0].clone();
     assert_eq!(p.high_watermark(), before.end_offset);
 }
+
+/// A transactional batch of `n` records from producer `pid`.
+fn txn_batch(pid: i64, n: usize, tag: &str) -> bytes::BytesMut {
+    let mut b = batch::build(&recs(n, tag), 1000);
+    b[21..23].copy_from_slice(&0x10i16.to_be_bytes());
+    b[43..51].copy_from_slice(&pid.to_be_bytes());
+    b[51..53].copy_from_slice(&0i16.to_be_bytes());
+    b[53..57].copy_from_slice(&0i32.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+fn committed_values(p: &Partition) -> Vec<String> {
+    let (recs, _, _) = p.read_records(0, 10_000).unwrap();
+    recs.into_iter()
+        .map(|r| String::from_utf8(r.value.unwrap().to_vec()).unwrap())
+        .collect()
+}
+
+#[test]
+fn open_transactions_hold_the_lso_and_aborted_ones_stay_hidden_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = Log::open(dir.path()).unwrap();
+        let p = log
+            .create_topic("t", TopicConfig::default())
+            .unwrap()
+            .partitions[0]
+            .clone();
+        p.append(batch::build(&recs(2, "plain"), 1000)).unwrap(); // 0..2
+        p.append(txn_batch(7, 3, "seven")).unwrap(); // 2..5, open
+        p.append(txn_batch(8, 2, "eight")).unwrap(); // 5..7, open
+        p.append(batch::build(&recs(1, "late"), 1000)).unwrap(); // 7
+        assert_eq!((p.high_watermark(), p.last_stable_offset()), (8, 2));
+        assert_eq!(committed_values(&p), ["plain-0", "plain-1"]);
+        // 8 aborts: 7 still holds the LSO.
+        p.append(batch::control_batch(8, 0, false, 1000)).unwrap(); // 8
+        assert_eq!(p.last_stable_offset(), 2);
+        // 7 commits: everything below the end is decided; 8's records stay hidden.
+        p.append(batch::control_batch(7, 0, true, 1000)).unwrap(); // 9
+        assert_eq!(p.last_stable_offset(), 10);
+        let expect = [
+            "plain-0", "plain-1", "seven-0", "seven-1", "seven-2", "late-0",
+        ];
+        assert_eq!(committed_values(&p), expect);
+        let aborted = p.aborted_between(0, 9);
+        assert_eq!(
+            aborted,
+            [txn::Aborted {
+                producer_id: 8,
+                first: 5,
+                last: 8
+            }]
+        );
+        // 9 opens a transaction and the server stops with it open.
+        p.append(txn_batch(9, 1, "nine")).unwrap(); // 10
+        assert_eq!(p.last_stable_offset(), 10);
+        log.close();
+    }
+    let log = Log::open(dir.path()).unwrap();
+    let p = log.topic("t").unwrap().partitions[0].clone();
+    assert_eq!(
+        p.last_stable_offset(),
+        10,
+        "the open transaction survives a restart"
+    );
+    assert!(p.is_aborted(&batch::BatchHeader {
+        producer_id: 8,
+        base_offset: 5,
+        attributes: 0x10,
+        ..batch::BatchHeader::parse(&txn_batch(8, 1, "x")).unwrap()
+    }));
+    p.append(batch::control_batch(9, 0, false, 1000)).unwrap();
+    assert_eq!(p.last_stable_offset(), p.high_watermark());
+    let expect = [
+        "plain-0", "plain-1", "seven-0", "seven-1", "seven-2", "late-0",
+    ];
+    assert_eq!(committed_values(&p), expect, "aborted 8 and 9 stay hidden");
+}

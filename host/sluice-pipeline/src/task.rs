@@ -670,7 +670,8 @@ impl TaskCtx {
     /// Reads from the position and runs the plugin over what it finds, or waits for data.
     fn read_and_run(&mut self, l: &mut Loop) {
         let part = self.shared.partition;
-        let read = match self.input.read(l.position, 1 << 20) {
+        // Committed data only: below the last stable offset, aborted batches skipped.
+        let read = match self.input.read_committed(l.position, 1 << 20) {
             Ok(r) => r,
             Err(LogError::OffsetOutOfRange { start, .. }) if l.position < start => {
                 tracing::warn!(transform = %self.t.name, partition = part, from = l.position, to = start,
@@ -887,7 +888,7 @@ impl TaskCtx {
         // The input's name, held apart from `self` (which runs the batches).
         let source = self.input.clone();
         for (h, raw) in batches {
-            if h.is_control() || (h.last_offset() as u64) < position {
+            if h.is_control() || (h.last_offset() as u64) < position || self.input.is_aborted(&h) {
                 continue;
             }
             let input = input_from(&raw, &h, position).map_err(ProcessError::Failed)?;

@@ -402,3 +402,118 @@ fn a_crashed_group_member_expires_and_the_survivor_takes_its_partitions() {
         t.elapsed()
     );
 }
+
+/// librdkafka's transactional producer and read_committed consumers against the listener:
+/// committed records once, aborted ones never, an open transaction holds readers back, a
+/// zombie is fenced, consume-transform-produce commits its offsets in the transaction; HTTP
+/// consume reads committed data too; a transaction left open by a crash is aborted when
+/// the server restarts.
+#[test]
+fn transactions_commit_abort_fence_and_survive_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut s = Server::start_in(&data, &[]);
+    let k = s.kafka.clone().unwrap();
+    s.create_topic(json!({"name": "tx", "partitions": 3}));
+    s.create_topic(json!({"name": "tx.upper", "partitions": 3}));
+    let script = format!(
+        "{}/kafka/confluent_transactions.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let run = |k: &str, mode: &str| -> Value {
+        let out = Command::new("python3")
+            .args([&script, k, "tx", mode])
+            .output()
+            .expect("python3");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}\n{stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+    };
+    let r = run(&k, "all");
+    assert_eq!(
+        (
+            &r["committed"],
+            &r["committed_unique"],
+            &r["committed_has_aborted"]
+        ),
+        (&json!(200), &json!(200), &json!(false)),
+        "{r}"
+    );
+    assert_eq!(r["uncommitted"], 250, "aborted records are in the log: {r}");
+    assert_eq!(r["while_open"], 0, "{r}");
+    assert_eq!(r["after_commit"], 30, "{r}");
+    assert_eq!(r["zombie_fenced"], true, "{r}");
+    assert_eq!(
+        (&r["zombie_visible"], &r["fresh_visible"]),
+        (&json!(0), &json!(10)),
+        "{r}"
+    );
+    assert_eq!(r["final_committed"], 240, "{r}");
+    assert_eq!(
+        (&r["ctp_moved"], &r["ctp_out"]),
+        (&json!(240), &json!(240)),
+        "{r}"
+    );
+    let ends: u64 = s.describe("tx")["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["end_offset"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        r["ctp_committed_offsets"].as_u64(),
+        Some(ends),
+        "the group's offsets were committed with the last transaction"
+    );
+    let http: Vec<Value> = (0..3).flat_map(|p| s.read_all("tx", p, 0)).collect();
+    assert_eq!(http.len(), 240, "HTTP consume reads committed records only");
+    assert!(http.iter().all(|r| {
+        let v = r["value"].as_str().unwrap();
+        !v.starts_with("a1") && !v.starts_with("zombie")
+    }));
+
+    // A transaction left open, then a crash: the restart aborts it.
+    let open = run(&k, "open");
+    assert_eq!(open["open"], 20);
+    s.kill9();
+    s = Server::start_in(&data, &[]);
+    s.produce("tx", vec![json!({"value": "after", "partition": 0})]);
+    let http: Vec<Value> = (0..3).flat_map(|p| s.read_all("tx", p, 0)).collect();
+    assert_eq!(
+        http.len(),
+        241,
+        "the aborted records stay hidden, later ones show"
+    );
+    assert!(
+        !http
+            .iter()
+            .any(|r| r["value"].as_str().unwrap().starts_with("open"))
+    );
+    // A transform reads committed records only.
+    s.create_topic(json!({"name": "tx.copy", "partitions": 1}));
+    let c = crate::common::http();
+    let r = c
+        .put(s.url("/v1/plugins/id"))
+        .body(sluice_tests::fixtures::IDENTITY.to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = c
+        .put(s.url("/v1/transforms/copy"))
+        .json(&json!({"plugin": "id", "input": "tx", "outputs": ["tx.copy"]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let copied = crate::pipeline::wait_for_count(&s, "tx.copy", 241);
+    assert_eq!(copied.len(), 241);
+    // The coordinator's state topic is the server's.
+    let r = crate::common::http()
+        .delete(s.url("/v1/topics/__sluice_transactions"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 409);
+}
