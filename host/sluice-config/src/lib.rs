@@ -31,6 +31,10 @@ pub struct KafkaSettings {
     pub auto_create_topics: bool,
     /// Partitions of auto-created topics.
     pub default_partitions: u32,
+    /// How long the first member to join an empty consumer group waits for others, so
+    /// members starting together land in one generation (Kafka's
+    /// `group.initial.rebalance.delay.ms`).
+    pub group_initial_rebalance_delay_ms: u64,
 }
 
 impl Default for KafkaSettings {
@@ -38,6 +42,7 @@ impl Default for KafkaSettings {
         KafkaSettings {
             auto_create_topics: true,
             default_partitions: 1,
+            group_initial_rebalance_delay_ms: 3000,
         }
     }
 }

@@ -72,31 +72,54 @@ fn topic_config(b: &Broker, t: &CreatableTopic) -> Result<TopicConfig, String> {
     };
     for c in &t.configs {
         let v = c.value.as_ref().map(|v| v.to_string()).unwrap_or_default();
-        let bad = || format!("invalid value {v:?} for {}", c.name);
-        match &*c.name {
-            "retention.ms" => match v.parse::<i64>() {
-                Ok(-1) => config.retention_ms = None,
-                Ok(n) => config.retention_ms = Some(n),
-                Err(_) => return Err(bad()),
-            },
-            "retention.bytes" => match v.parse::<i64>() {
-                Ok(-1) => config.retention_bytes = None,
-                Ok(n) if n > 0 => config.retention_bytes = Some(n as u64),
-                _ => return Err(bad()),
-            },
-            "segment.bytes" => config.segment_bytes = v.parse().map_err(|_| bad())?,
-            "segment.ms" => config.segment_ms = v.parse().map_err(|_| bad())?,
-            "cleanup.policy" => {
-                config.cleanup = match v.as_str() {
-                    "delete" => Cleanup::Delete,
-                    "compact" => Cleanup::Compact,
-                    _ => return Err(bad()),
-                }
-            }
-            _ => {} // other Kafka settings have no meaning here
-        }
+        apply_setting(&mut config, &c.name, Some(&v))?;
     }
     Ok(config)
+}
+
+/// Sets one of Kafka's topic settings that has a meaning here (`None`: back to the
+/// default); others are accepted and ignored, as they change nothing in Sluice.
+pub fn apply_setting(
+    config: &mut TopicConfig,
+    name: &str,
+    value: Option<&str>,
+) -> Result<(), String> {
+    let default = TopicConfig::default();
+    let Some(v) = value else {
+        match name {
+            "retention.ms" => config.retention_ms = default.retention_ms,
+            "retention.bytes" => config.retention_bytes = default.retention_bytes,
+            "segment.bytes" => config.segment_bytes = default.segment_bytes,
+            "segment.ms" => config.segment_ms = default.segment_ms,
+            "cleanup.policy" => config.cleanup = default.cleanup,
+            _ => {}
+        }
+        return Ok(());
+    };
+    let bad = || format!("invalid value {v:?} for {name}");
+    match name {
+        "retention.ms" => match v.parse::<i64>() {
+            Ok(-1) => config.retention_ms = None,
+            Ok(n) => config.retention_ms = Some(n),
+            Err(_) => return Err(bad()),
+        },
+        "retention.bytes" => match v.parse::<i64>() {
+            Ok(-1) => config.retention_bytes = None,
+            Ok(n) if n > 0 => config.retention_bytes = Some(n as u64),
+            _ => return Err(bad()),
+        },
+        "segment.bytes" => config.segment_bytes = v.parse().map_err(|_| bad())?,
+        "segment.ms" => config.segment_ms = v.parse().map_err(|_| bad())?,
+        "cleanup.policy" => {
+            config.cleanup = match v {
+                "delete" => Cleanup::Delete,
+                "compact" => Cleanup::Compact,
+                _ => return Err(bad()),
+            }
+        }
+        _ => {} // other Kafka settings have no meaning here
+    }
+    Ok(())
 }
 
 fn create_topic(

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;
 use kafka_protocol::messages::fetch_request::FetchTopic;
@@ -28,10 +29,10 @@ use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
 };
 use kafka_protocol::messages::{
-    AddOffsetsToTxnResponse, CreateTopicsResponse, DeleteTopicsResponse, DescribeGroupsResponse,
-    FindCoordinatorResponse, HeartbeatResponse, JoinGroupResponse, LeaveGroupResponse,
-    ListGroupsResponse, OffsetCommitResponse, OffsetFetchResponse, RequestKind, ResponseKind,
-    SyncGroupResponse, TxnOffsetCommitResponse,
+    AddOffsetsToTxnResponse, CreateTopicsResponse, DeleteGroupsResponse, DeleteTopicsResponse,
+    DescribeGroupsResponse, FindCoordinatorResponse, HeartbeatResponse, JoinGroupResponse,
+    LeaveGroupResponse, ListGroupsResponse, OffsetCommitResponse, OffsetDeleteResponse,
+    OffsetFetchResponse, RequestKind, ResponseKind, SyncGroupResponse, TxnOffsetCommitResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -272,6 +273,22 @@ pub fn authorize(access: &Access, request: RequestKind, version: i16) -> Authori
                     .into(),
             )
         }
+        R::CreatePartitions(_)
+        | R::AlterConfigs(_)
+        | R::IncrementalAlterConfigs(_)
+        | R::DeleteRecords(_)
+            if !access.allows(&Action::Admin) =>
+        {
+            match crate::admin_ext::refused_admin(request) {
+                Some(resp) => Authorized::Refused(resp),
+                // Not reached: every kind above has its refusal. Refuse anyway.
+                None => Authorized::Refused(
+                    FindCoordinatorResponse::default()
+                        .with_error_code(denied_topic())
+                        .into(),
+                ),
+            }
+        }
         R::DeleteTopics(r) if !access.allows(&Action::Admin) => {
             let responses = deleted_names(r, version).into_iter().map(|n| {
                 DeletableTopicResult::default()
@@ -294,6 +311,8 @@ fn is_group_request(r: &RequestKind) -> bool {
         r,
         R::AddOffsetsToTxn(_)
             | R::TxnOffsetCommit(_)
+            | R::DeleteGroups(_)
+            | R::OffsetDelete(_)
             | R::FindCoordinator(_)
             | R::JoinGroup(_)
             | R::SyncGroup(_)
@@ -314,6 +333,19 @@ fn group_refused(request: RequestKind, version: i16) -> ResponseKind {
         R::AddOffsetsToTxn(_) => AddOffsetsToTxnResponse::default()
             .with_error_code(no)
             .into(),
+        R::DeleteGroups(r) => DeleteGroupsResponse::default()
+            .with_results(
+                r.groups_names
+                    .into_iter()
+                    .map(|g| {
+                        DeletableGroupResult::default()
+                            .with_group_id(g)
+                            .with_error_code(no)
+                    })
+                    .collect(),
+            )
+            .into(),
+        R::OffsetDelete(_) => OffsetDeleteResponse::default().with_error_code(no).into(),
         R::TxnOffsetCommit(r) => {
             let topics = r.topics.into_iter().map(|t| {
                 let parts = t.partitions.iter().map(|p| {

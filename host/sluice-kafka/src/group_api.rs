@@ -82,6 +82,7 @@ pub async fn join_group(
         .join(
             &r.group_id.0,
             &r.member_id,
+            r.group_instance_id.as_deref(),
             &client,
             &r.protocol_type,
             protocols,
@@ -139,7 +140,17 @@ pub fn heartbeat(b: &Broker, r: HeartbeatRequest) -> HeartbeatResponse {
 
 pub fn leave_group(b: &Broker, r: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
     let ids: Vec<String> = if version >= 3 {
-        r.members.iter().map(|m| m.member_id.to_string()).collect()
+        r.members
+            .iter()
+            .map(|m| match (&m.group_instance_id, m.member_id.is_empty()) {
+                // A static member may leave by its instance id alone.
+                (Some(i), true) => b
+                    .groups
+                    .member_of_instance(&r.group_id.0, i)
+                    .unwrap_or_default(),
+                _ => m.member_id.to_string(),
+            })
+            .collect()
     } else {
         vec![r.member_id.to_string()]
     };
@@ -294,12 +305,13 @@ pub fn describe_groups(b: &Broker, r: DescribeGroupsRequest) -> DescribeGroupsRe
             .with_group_id(g)
             .with_group_state(StrBytes::from_static_str("Dead")),
         Some((state, pt, proto, members)) => {
-            let members = members.into_iter().map(|(id, client, md, a)| {
+            let members = members.into_iter().map(|m| {
                 DescribedGroupMember::default()
-                    .with_member_id(StrBytes::from_string(id))
-                    .with_client_id(StrBytes::from_string(client))
-                    .with_member_metadata(md)
-                    .with_member_assignment(a)
+                    .with_member_id(StrBytes::from_string(m.member_id))
+                    .with_group_instance_id(m.instance_id.map(StrBytes::from_string))
+                    .with_client_id(StrBytes::from_string(m.client_id))
+                    .with_member_metadata(m.metadata)
+                    .with_member_assignment(m.assignment)
             });
             DescribedGroup::default()
                 .with_group_id(g)

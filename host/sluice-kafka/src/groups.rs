@@ -18,6 +18,10 @@ pub mod code {
     pub const UNKNOWN_MEMBER_ID: i16 = 25;
     pub const REBALANCE_IN_PROGRESS: i16 = 27;
     pub const INVALID_GROUP_ID: i16 = 24;
+    pub const FENCED_INSTANCE_ID: i16 = 82;
+    pub const NON_EMPTY_GROUP: i16 = 68;
+    pub const GROUP_ID_NOT_FOUND: i16 = 69;
+    pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +56,16 @@ pub struct JoinResult {
     pub members: Vec<(String, Bytes)>,
 }
 
+/// A member as DescribeGroups shows it.
+#[derive(Debug, Clone)]
+pub struct DescribedMember {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
 /// What a SyncGroup call gets back.
 #[derive(Debug, Clone)]
 pub struct SyncResult {
@@ -62,6 +76,8 @@ pub struct SyncResult {
 #[derive(Debug)]
 struct Member {
     client_id: String,
+    /// `group.instance.id` of a static member (KIP-345).
+    instance_id: Option<String>,
     session_timeout: Duration,
     rebalance_timeout: Duration,
     protocols: Vec<(String, Bytes)>,
@@ -98,6 +114,13 @@ struct Group {
     protocol_type: String,
     members: BTreeMap<String, Member>,
     rebalance_deadline: Option<Instant>,
+    /// The first join of an empty group waits this long for others (extended by each
+    /// new member up to `initial_cap`), so members starting together land in one
+    /// generation (Kafka's `group.initial.rebalance.delay.ms`).
+    initial_until: Option<Instant>,
+    initial_cap: Option<Instant>,
+    /// Static members: instance id → current member id.
+    instances: HashMap<String, String>,
     offsets: Offsets,
 }
 
@@ -111,8 +134,22 @@ impl Group {
             protocol_type: String::new(),
             members: BTreeMap::new(),
             rebalance_deadline: None,
+            initial_until: None,
+            initial_cap: None,
+            instances: HashMap::new(),
             offsets,
         }
+    }
+
+    /// Whether the join phase may end now: everyone joined and the initial delay is over.
+    fn join_complete_at(&self, now: Instant) -> bool {
+        self.all_joined() && self.initial_until.is_none_or(|t| now >= t)
+    }
+
+    /// Forgets static instances whose member is gone.
+    fn prune_instances(&mut self) {
+        let members = &self.members;
+        self.instances.retain(|_, m| members.contains_key(m));
     }
 
     /// Every member must join again; members that do not before the deadline are dropped.
@@ -155,7 +192,10 @@ impl Group {
     /// Ends the join phase: new generation, leader and protocol; answers every join.
     fn complete_join(&mut self) {
         self.members.retain(|_, m| m.joined);
+        self.prune_instances();
         self.rebalance_deadline = None;
+        self.initial_until = None;
+        self.initial_cap = None;
         if self.members.is_empty() {
             self.state = State::Empty;
             self.leader = None;
@@ -219,6 +259,8 @@ pub struct Coordinator {
     groups: Mutex<HashMap<String, Group>>,
     dir: PathBuf,
     next_member: std::sync::atomic::AtomicU64,
+    /// `group.initial.rebalance.delay.ms`.
+    initial_delay: Duration,
 }
 
 fn file_for(dir: &std::path::Path, group: &str) -> PathBuf {
@@ -227,7 +269,7 @@ fn file_for(dir: &std::path::Path, group: &str) -> PathBuf {
 
 impl Coordinator {
     /// Loads committed offsets from `dir`.
-    pub fn open(dir: PathBuf) -> std::io::Result<Coordinator> {
+    pub fn open(dir: PathBuf, initial_delay: Duration) -> std::io::Result<Coordinator> {
         std::fs::create_dir_all(&dir)?;
         let mut groups = HashMap::new();
         for e in std::fs::read_dir(&dir)?.flatten() {
@@ -254,6 +296,7 @@ impl Coordinator {
             groups: Mutex::new(groups),
             dir,
             next_member: Default::default(),
+            initial_delay,
         })
     }
 
@@ -266,6 +309,7 @@ impl Coordinator {
         &self,
         group_id: &str,
         member_id: &str,
+        instance_id: Option<&str>,
         client_id: &str,
         protocol_type: &str,
         protocols: Vec<(String, Bytes)>,
@@ -290,16 +334,72 @@ impl Coordinator {
                 .entry(group_id.to_string())
                 .or_insert_with(|| Group::new(Offsets::default()));
             let now = Instant::now();
-            let id = if member_id.is_empty() {
+            let fresh_id = || {
                 let n = self
                     .next_member
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 format!("{client_id}-{n}-{:x}", sluice_log::now_ms())
-            } else if g.members.contains_key(member_id) {
-                member_id.to_string()
-            } else {
-                return err(code::UNKNOWN_MEMBER_ID, member_id);
             };
+            // A static member coming back (a restart) takes over its old membership.
+            let known = instance_id.and_then(|i| g.instances.get(i).cloned());
+            let id = match known {
+                Some(old) if !member_id.is_empty() && member_id != old => {
+                    return err(code::FENCED_INSTANCE_ID, member_id);
+                }
+                Some(old) if member_id.is_empty() && g.members.contains_key(&old) => {
+                    let new_id = fresh_id();
+                    if let Some(mut m) = g.members.remove(&old) {
+                        if let Some(tx) = m.join_tx.take() {
+                            let _ = tx.send(err(code::FENCED_INSTANCE_ID, &old));
+                        }
+                        if let Some(tx) = m.sync_tx.take() {
+                            let _ = tx.send(SyncResult {
+                                error: code::FENCED_INSTANCE_ID,
+                                assignment: Bytes::new(),
+                            });
+                        }
+                        let same_protocols = m.protocols == protocols;
+                        m.last_seen = now;
+                        g.members.insert(new_id.clone(), m);
+                        if let Some(i) = instance_id {
+                            g.instances.insert(i.to_string(), new_id.clone());
+                        }
+                        let was_leader = g.leader.as_deref() == Some(old.as_str());
+                        if was_leader {
+                            g.leader = Some(new_id.clone());
+                        }
+                        // Nothing changed for the others: no rebalance, the member keeps
+                        // its assignment. A returning leader gets the members as Kafka
+                        // gives them (its SyncGroup in a stable group returns what it had).
+                        if g.state == State::Stable && same_protocols {
+                            let members = if was_leader {
+                                g.members
+                                    .iter()
+                                    .map(|(id, m)| {
+                                        (id.clone(), m.metadata_for(g.protocol.as_ref()))
+                                    })
+                                    .collect()
+                            } else {
+                                Vec::new()
+                            };
+                            return JoinResult {
+                                error: code::NONE,
+                                generation: g.generation,
+                                protocol: g.protocol.clone(),
+                                protocol_type: g.protocol_type.clone(),
+                                leader: g.leader.clone().unwrap_or_default(),
+                                member_id: new_id,
+                                members,
+                            };
+                        }
+                    }
+                    new_id
+                }
+                _ if member_id.is_empty() => fresh_id(),
+                _ if g.members.contains_key(member_id) => member_id.to_string(),
+                _ => return err(code::UNKNOWN_MEMBER_ID, member_id),
+            };
+            let was_empty = g.members.is_empty();
             if g.members.is_empty() {
                 g.protocol_type = protocol_type.to_string();
             } else if g.protocol_type != protocol_type {
@@ -308,6 +408,7 @@ impl Coordinator {
             let (tx, rx) = oneshot::channel();
             let m = g.members.entry(id.clone()).or_insert_with(|| Member {
                 client_id: client_id.to_string(),
+                instance_id: instance_id.map(str::to_string),
                 session_timeout,
                 rebalance_timeout,
                 protocols: Vec::new(),
@@ -323,10 +424,20 @@ impl Coordinator {
             m.last_seen = now;
             m.joined = true;
             m.join_tx = Some(tx);
+            if let Some(i) = instance_id {
+                g.instances.insert(i.to_string(), id.clone());
+            }
             if g.state != State::PreparingRebalance {
                 g.start_rebalance(now);
             }
-            if g.all_joined() {
+            if was_empty && g.initial_cap.is_none() && !self.initial_delay.is_zero() {
+                g.initial_cap = Some(now + rebalance_timeout);
+            }
+            if let Some(cap) = g.initial_cap {
+                // Each member joining during the initial delay extends it (up to the cap).
+                g.initial_until = Some((now + self.initial_delay).min(cap));
+            }
+            if g.join_complete_at(now) {
                 g.complete_join();
             }
             rx
@@ -433,16 +544,27 @@ impl Coordinator {
                 }
             })
             .collect();
+        g.prune_instances();
         if g.members.is_empty() {
             g.state = State::Empty;
             g.leader = None;
         } else {
-            g.start_rebalance(Instant::now());
-            if g.all_joined() {
+            let now = Instant::now();
+            g.start_rebalance(now);
+            if g.join_complete_at(now) {
                 g.complete_join();
             }
         }
         codes
+    }
+
+    /// The member id of a static member (LeaveGroup by `group.instance.id`).
+    pub fn member_of_instance(&self, group_id: &str, instance_id: &str) -> Option<String> {
+        self.lock()
+            .get(group_id)?
+            .instances
+            .get(instance_id)
+            .cloned()
     }
 
     /// Expires silent members and ends overdue rebalances. Call periodically.
@@ -464,7 +586,7 @@ impl Coordinator {
                     if g.rebalance_deadline.is_some_and(|d| now >= d) {
                         tracing::info!(group = %name, "rebalance deadline passed; dropping members that did not rejoin");
                         g.complete_join();
-                    } else if g.all_joined() {
+                    } else if g.join_complete_at(now) {
                         g.complete_join();
                     }
                 }
@@ -485,7 +607,55 @@ impl Coordinator {
                 }
                 State::Empty => {}
             }
+            g.prune_instances();
         }
+    }
+
+    /// DeleteGroups: an empty group's offsets are forgotten (file and all).
+    pub fn delete_group(&self, group_id: &str) -> i16 {
+        let mut groups = self.lock();
+        match groups.get(group_id) {
+            None => return code::GROUP_ID_NOT_FOUND,
+            Some(g) if !g.members.is_empty() => return code::NON_EMPTY_GROUP,
+            Some(_) => {}
+        }
+        let path = file_for(&self.dir, group_id);
+        if let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::error!(group = group_id, error = %e, "could not delete committed offsets");
+            return -1;
+        }
+        groups.remove(group_id);
+        code::NONE
+    }
+
+    /// OffsetDelete: forgets committed offsets of partitions, unless members are active
+    /// in the group (GROUP_SUBSCRIBED_TO_TOPIC). One code per partition asked.
+    pub fn delete_offsets(
+        &self,
+        group_id: &str,
+        partitions: &[(String, i32)],
+    ) -> Result<Vec<i16>, i16> {
+        let snapshot = {
+            let mut groups = self.lock();
+            let Some(g) = groups.get_mut(group_id) else {
+                return Err(code::GROUP_ID_NOT_FOUND);
+            };
+            if !g.members.is_empty() {
+                return Ok(vec![code::GROUP_SUBSCRIBED_TO_TOPIC; partitions.len()]);
+            }
+            for (t, p) in partitions {
+                g.offsets.committed.remove(&format!("{t}/{p}"));
+            }
+            g.offsets.clone()
+        };
+        let bytes = serde_json::to_vec(&snapshot).unwrap_or_default();
+        if let Err(e) = sluice_common::fs::write_file(&file_for(&self.dir, group_id), &bytes) {
+            tracing::error!(group = group_id, error = %e, "could not persist committed offsets");
+            return Err(-1);
+        }
+        Ok(vec![code::NONE; partitions.len()])
     }
 
     /// Stores committed offsets durably (fsynced before the commit is acknowledged).
@@ -569,20 +739,18 @@ impl Coordinator {
     pub fn describe(
         &self,
         group_id: &str,
-    ) -> Option<(
-        &'static str,
-        String,
-        String,
-        Vec<(String, String, Bytes, Bytes)>,
-    )> {
+    ) -> Option<(&'static str, String, String, Vec<DescribedMember>)> {
         let groups = self.lock();
         let g = groups.get(group_id)?;
         let members = g
             .members
             .iter()
-            .map(|(id, m)| {
-                let md = m.metadata_for(g.protocol.as_ref());
-                (id.clone(), m.client_id.clone(), md, m.assignment.clone())
+            .map(|(id, m)| DescribedMember {
+                member_id: id.clone(),
+                instance_id: m.instance_id.clone(),
+                client_id: m.client_id.clone(),
+                metadata: m.metadata_for(g.protocol.as_ref()),
+                assignment: m.assignment.clone(),
             })
             .collect();
         Some((

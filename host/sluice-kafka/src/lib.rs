@@ -14,6 +14,7 @@
 //! - [`error`]: the typed error that ends a connection.
 
 pub mod admin;
+pub mod admin_ext;
 pub mod authz;
 pub mod conn;
 pub mod data;
@@ -69,6 +70,7 @@ pub mod code {
     pub const OPERATION_NOT_ATTEMPTED: i16 = 55;
     pub const UNSTABLE_OFFSET_COMMIT: i16 = 88;
     pub const INVALID_RECORD: i16 = 87;
+    pub const INVALID_REQUEST: i16 = 42;
 }
 
 /// The versions served, per API key.
@@ -97,6 +99,14 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AddOffsetsToTxn, 0, 3),
     (ApiKey::EndTxn, 0, 3),
     (ApiKey::TxnOffsetCommit, 0, 3),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::OffsetForLeaderEpoch, 0, 4),
 ];
 
 /// Whether `version` of `key` is served.
@@ -122,6 +132,8 @@ pub struct KafkaConfig {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Open connections; more are closed at once.
     pub max_connections: usize,
+    /// `group.initial.rebalance.delay.ms`.
+    pub group_initial_rebalance_delay: Duration,
 }
 
 impl std::fmt::Debug for KafkaConfig {
@@ -159,7 +171,8 @@ impl Broker {
         cfg: KafkaConfig,
         shutdown: CancellationToken,
     ) -> std::io::Result<Arc<Broker>> {
-        let groups = groups::Coordinator::open(cfg.groups_dir.clone())?;
+        let groups =
+            groups::Coordinator::open(cfg.groups_dir.clone(), cfg.group_initial_rebalance_delay)?;
         let txns = txn::Transactions::open(log.clone()).map_err(std::io::Error::other)?;
         let b = Arc::new(Broker {
             log,
@@ -215,6 +228,16 @@ pub async fn handle(
         RequestKind::CreateTopics(r) => admin::create_topics(b, r, version).await?.into(),
         RequestKind::DeleteTopics(r) => admin::delete_topics(b, r, version).await?.into(),
         RequestKind::DescribeConfigs(r) => admin::describe_configs(b, r).into(),
+        RequestKind::CreatePartitions(r) => admin_ext::create_partitions(b, r).await.into(),
+        RequestKind::AlterConfigs(r) => admin_ext::alter_configs(b, r).await.into(),
+        RequestKind::IncrementalAlterConfigs(r) => {
+            admin_ext::incremental_alter_configs(b, r).await.into()
+        }
+        RequestKind::DeleteRecords(r) => admin_ext::delete_records(b, r).await.into(),
+        RequestKind::DeleteGroups(r) => admin_ext::delete_groups(b, r).await.into(),
+        RequestKind::OffsetDelete(r) => admin_ext::offset_delete(b, r).await.into(),
+        RequestKind::DescribeCluster(r) => admin_ext::describe_cluster(b, r).into(),
+        RequestKind::OffsetForLeaderEpoch(r) => admin_ext::offset_for_leader_epoch(b, r).into(),
         other => {
             return Err(KafkaError::Unhandled(
                 format!("{other:?}").chars().take(60).collect(),
@@ -348,6 +371,7 @@ pub(crate) mod testing {
             auth: None,
             tls: None,
             max_connections: 10,
+            group_initial_rebalance_delay: Duration::ZERO,
         };
         TestBroker {
             b: Broker::open(log, cfg, CancellationToken::new()).unwrap(),

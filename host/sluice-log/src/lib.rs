@@ -378,7 +378,6 @@ impl Log {
         v
     }
 
-    /// Deletes a topic and its files. Readers waiting on it are woken with an error.
     /// Marks a topic as kept by `owner` (`None` releases it): [`Log::check_writable`]
     /// and [`Log::delete_topic`] refuse it until released.
     pub fn set_owner(&self, topic: &str, owner: Option<&str>) {
@@ -408,6 +407,86 @@ impl Log {
         }
     }
 
+    /// Grows a topic to `total` partitions (CreatePartitions); existing partitions keep
+    /// their data and keys may now map elsewhere. Holders of the old `Topic` see the old
+    /// count until they look it up again.
+    pub fn add_partitions(&self, name: &str, total: u32) -> Result<Arc<Topic>, LogError> {
+        let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+        let old = topics
+            .get(name)
+            .cloned()
+            .ok_or_else(|| LogError::UnknownTopic(name.to_string()))?;
+        let have = old.partitions.len() as u32;
+        if total <= have {
+            return Err(LogError::InvalidConfig(format!(
+                "topic {name} has {have} partitions; it can only grow"
+            )));
+        }
+        let mut config = old.config.clone();
+        config.partitions = total;
+        config.validate()?;
+        let mut partitions = old.partitions.clone();
+        for p in have..total {
+            partitions.push(Arc::new(Partition::open(
+                name,
+                p,
+                old.dir.join(p.to_string()),
+                config.clone(),
+            )?));
+        }
+        self.write_meta(&old.dir, &config)?;
+        let topic = Arc::new(Topic {
+            name: name.to_string(),
+            config,
+            partitions,
+            dir: old.dir.clone(),
+            round_robin: Default::default(),
+        });
+        topics.insert(name.to_string(), topic.clone());
+        tracing::info!(topic = name, from = have, to = total, "partitions added");
+        Ok(topic)
+    }
+
+    /// Changes a topic's settings (not its partition count) for every partition, durably.
+    pub fn alter_topic(&self, name: &str, config: TopicConfig) -> Result<Arc<Topic>, LogError> {
+        config.validate()?;
+        let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+        let old = topics
+            .get(name)
+            .cloned()
+            .ok_or_else(|| LogError::UnknownTopic(name.to_string()))?;
+        if config.partitions != old.config.partitions {
+            return Err(LogError::InvalidConfig(
+                "the partition count changes with add_partitions".into(),
+            ));
+        }
+        self.write_meta(&old.dir, &config)?;
+        for p in &old.partitions {
+            p.set_config(config.clone());
+        }
+        let topic = Arc::new(Topic {
+            name: name.to_string(),
+            config,
+            partitions: old.partitions.clone(),
+            dir: old.dir.clone(),
+            round_robin: Default::default(),
+        });
+        topics.insert(name.to_string(), topic.clone());
+        Ok(topic)
+    }
+
+    fn write_meta(&self, dir: &Path, config: &TopicConfig) -> Result<(), LogError> {
+        let io = |e| LogError::Io {
+            path: dir.to_path_buf(),
+            source: e,
+        };
+        let json = serde_json::to_vec_pretty(config)
+            .map_err(|e| LogError::InvalidConfig(e.to_string()))?;
+        sluice_common::fs::write_file(&dir.join(TOPIC_META), &json).map_err(io)?;
+        sluice_common::fs::sync_dir(dir).map_err(io)
+    }
+
+    /// Deletes a topic and its files. Readers waiting on it are woken with an error.
     pub fn delete_topic(&self, name: &str) -> Result<(), LogError> {
         self.check_writable(name)?;
         let topic = self

@@ -51,7 +51,7 @@ pub struct Partition {
     pub topic: String,
     pub id: u32,
     dir: PathBuf,
-    config: TopicConfig,
+    config: RwLock<TopicConfig>,
     writer: Mutex<Writer>,
     segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
     /// Held while an fsync runs so concurrent appenders share one (group commit).
@@ -74,6 +74,9 @@ impl std::fmt::Debug for Partition {
             .finish()
     }
 }
+
+/// The log start offset set by DeleteRecords, when it is inside a segment.
+const START_FILE: &str = "start.offset";
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section leaves the state consistent before anything that can panic,
@@ -134,13 +137,18 @@ impl Partition {
             _ => unreachable!("at least one segment exists"),
         };
         let next = active.next_offset();
+        // DeleteRecords may have moved the start inside the first segment.
+        let start = match std::fs::read_to_string(dir.join(START_FILE)) {
+            Ok(s) => s.trim().parse::<u64>().unwrap_or(start).clamp(start, next),
+            Err(_) => start,
+        };
         let txn = TxnIndex::open(&dir, start, next).map_err(io)?;
         let (hw, _) = watch::channel(next);
         Ok(Partition {
             topic: topic.to_string(),
             id,
             dir,
-            config,
+            config: RwLock::new(config),
             writer: Mutex::new(Writer {
                 next_offset: next,
                 active,
@@ -178,8 +186,17 @@ impl Partition {
         self.start.load(Ordering::Acquire)
     }
 
-    pub fn config(&self) -> &TopicConfig {
-        &self.config
+    pub fn config(&self) -> TopicConfig {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Changes settings that apply as the partition runs (retention, segment size and age,
+    /// cleanup); the partition count is the topic's.
+    pub fn set_config(&self, config: TopicConfig) {
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
     }
 
     /// A receiver that changes whenever the high watermark moves (or the topic is deleted).
@@ -211,6 +228,7 @@ impl Partition {
                 have: 0,
             }));
         }
+        let config = self.config();
         let appended = {
             let mut w = lock(&self.writer);
             let first = w.next_offset;
@@ -221,8 +239,8 @@ impl Partition {
                 h.base_offset = w.next_offset as i64;
                 let active_size = w.active.size();
                 if active_size > 0
-                    && (active_size + h.size as u64 > self.config.segment_bytes
-                        || now_ms() - w.active.created_ms >= self.config.segment_ms as i64)
+                    && (active_size + h.size as u64 > config.segment_bytes
+                        || now_ms() - w.active.created_ms >= config.segment_ms as i64)
                 {
                     self.roll(&mut w)?;
                 }
@@ -240,7 +258,7 @@ impl Partition {
                 last_offset: w.next_offset - 1,
             }
         };
-        match self.config.flush {
+        match config.flush {
             FlushPolicy::EveryBatch => self.sync_to(appended.last_offset + 1)?,
             FlushPolicy::Interval | FlushPolicy::Os => {
                 self.hw.send_if_modified(|hw| {
@@ -572,8 +590,8 @@ impl Partition {
     /// Deletes whole sealed segments that fall outside the retention limits.
     /// Returns the number of segments deleted.
     pub fn apply_retention(&self, now: i64) -> usize {
-        let (retention_ms, retention_bytes) =
-            (self.config.retention_ms, self.config.retention_bytes);
+        let config = self.config();
+        let (retention_ms, retention_bytes) = (config.retention_ms, config.retention_bytes);
         if retention_ms.is_none() && retention_bytes.is_none() {
             return 0;
         }
@@ -608,6 +626,43 @@ impl Partition {
         deleted.len()
     }
 
+    /// Deletes the records before `before` (Kafka's DeleteRecords): the log start offset
+    /// moves there (durably), whole segments below it are removed. Returns the new start.
+    pub fn delete_records(&self, before: u64) -> Result<u64, LogError> {
+        let hw = self.high_watermark();
+        let start = self.start_offset();
+        if before > hw {
+            return Err(self.out_of_range(before, start, hw));
+        }
+        if before <= start {
+            return Ok(start);
+        }
+        sluice_common::fs::write_file(&self.dir.join(START_FILE), before.to_string().as_bytes())
+            .map_err(|e| self.io_err(e))?;
+        self.start.fetch_max(before, Ordering::AcqRel);
+        lock(&self.txn).prune(before);
+        let active_base = lock(&self.writer).active.base;
+        let mut deleted = Vec::new();
+        {
+            let mut map = self.segments_write();
+            // A segment goes when the next one starts at or below the new start.
+            let bases: Vec<u64> = map.keys().copied().collect();
+            for pair in bases.windows(2) {
+                if pair[1] <= before
+                    && pair[0] != active_base
+                    && let Some(seg) = map.remove(&pair[0])
+                {
+                    deleted.push(seg);
+                }
+            }
+        }
+        for seg in &deleted {
+            seg.delete_files();
+        }
+        tracing::info!(topic = %self.topic, partition = self.id, start = before, segments = deleted.len(), "records deleted");
+        Ok(before)
+    }
+
     /// Compaction of a `compact` topic: rewrites each sealed segment keeping, per key, only
     /// the latest record (and tombstones younger than `tombstone_retention_ms`). Offsets are
     /// kept (batches keep their offset span), so positions held by readers stay valid.
@@ -637,7 +692,7 @@ impl Partition {
             }
             off = r.next_offset;
         }
-        let grace = self.config.tombstone_retention_ms as i64;
+        let grace = self.config().tombstone_retention_ms as i64;
         let keep = |rec: &batch::StoredRecord| match &rec.key {
             None => true,
             Some(_) if rec.offset as u64 >= lso => true,

@@ -89,6 +89,9 @@ pub async fn run(
                 auth: config.auth.clone(),
                 tls: tls.clone(),
                 max_connections: config.limits.max_kafka_connections.max(1),
+                group_initial_rebalance_delay: std::time::Duration::from_millis(
+                    config.kafka_settings.group_initial_rebalance_delay_ms,
+                ),
             };
             tracing::info!(%addr, "kafka listening");
             println!("sluice: listening kafka={addr}");

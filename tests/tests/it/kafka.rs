@@ -517,3 +517,48 @@ fn transactions_commit_abort_fence_and_survive_a_restart() {
         .unwrap();
     assert_eq!(r.status(), 409);
 }
+
+/// librdkafka's admin client (CreatePartitions, IncrementalAlterConfigs, DeleteRecords,
+/// DescribeCluster, DeleteGroups) and group membership: members starting together land
+/// in one generation (the initial rebalance delay), a static member that restarts gets its
+/// partitions back without a rebalance of the others.
+#[test]
+fn admin_apis_initial_rebalance_delay_and_static_membership() {
+    let s = Server::start();
+    let k = s.kafka.clone().unwrap();
+    let script = format!("{}/kafka/confluent_admin.py", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("python3")
+        .args([&script, &k])
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(r["partitions_after"], 4, "{r}");
+    assert_eq!(r["shrink_refused"], true, "{r}");
+    assert_eq!(r["retention_ms"], "3600000", "{r}");
+    assert_eq!(
+        s.describe("adm")["retention_ms"],
+        3_600_000,
+        "the change reached the topic"
+    );
+    assert_eq!(s.describe("adm")["partitions"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        (&r["low_watermark"], &r["first_offset_after_delete"]),
+        (&json!(40), &json!(40)),
+        "{r}"
+    );
+    assert_eq!(s.describe("adm")["partitions"][0]["start_offset"], 40);
+    assert_eq!(r["cluster_nodes"], 1, "{r}");
+    assert_eq!(r["together_split"], json!([2, 2]), "{r}");
+    // One assignment each, taken back only when they closed.
+    let once = json!([["assign", 2], ["revoke", 2]]);
+    assert_eq!(r["together_events"], json!([once, once]), "{r}");
+    assert_eq!(r["static_back"], 2, "{r}");
+    assert_eq!(r["b_events"], once, "no rebalance for the others: {r}");
+    assert_eq!(r["group_deleted"], true, "{r}");
+}
