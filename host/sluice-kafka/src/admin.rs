@@ -63,7 +63,10 @@ pub async fn create_topics(
 /// A topic's settings from Kafka's names; a message for an invalid value.
 fn topic_config(b: &Broker, t: &CreatableTopic) -> Result<TopicConfig, String> {
     let mut config = TopicConfig {
-        partitions: if t.num_partitions < 0 {
+        // -1: the replica assignments give the count, or the broker default.
+        partitions: if t.num_partitions < 0 && !t.assignments.is_empty() {
+            t.assignments.len() as u32
+        } else if t.num_partitions < 0 {
             b.cfg.default_partitions
         } else {
             t.num_partitions as u32
@@ -77,8 +80,41 @@ fn topic_config(b: &Broker, t: &CreatableTopic) -> Result<TopicConfig, String> {
     Ok(config)
 }
 
-/// Sets one of Kafka's topic settings that has a meaning here (`None`: back to the
-/// default); others are accepted and ignored, as they change nothing in Sluice.
+/// Kafka topic settings that mean nothing in Sluice (one broker, its own storage): accepted
+/// and ignored, so tools that set them work. Any other name is refused, as Kafka does.
+pub const IGNORED_SETTINGS: &[&str] = &[
+    "compression.type",
+    "file.delete.delay.ms",
+    "flush.messages",
+    "flush.ms",
+    "follower.replication.throttled.replicas",
+    "index.interval.bytes",
+    "leader.replication.throttled.replicas",
+    "local.retention.bytes",
+    "local.retention.ms",
+    "max.compaction.lag.ms",
+    "max.message.bytes",
+    "message.downconversion.enable",
+    "message.format.version",
+    "message.timestamp.after.max.ms",
+    "message.timestamp.before.max.ms",
+    "message.timestamp.difference.max.ms",
+    "message.timestamp.type",
+    "min.cleanable.dirty.ratio",
+    "min.compaction.lag.ms",
+    "min.insync.replicas",
+    "preallocate",
+    "remote.storage.enable",
+    "remote.log.copy.disable",
+    "remote.log.delete.on.disable",
+    "segment.index.bytes",
+    "segment.jitter.ms",
+    "unclean.leader.election.enable",
+];
+
+/// Sets one of Kafka's topic settings (`None`: back to the default). Those with a
+/// meaning here change the topic; the others in [`IGNORED_SETTINGS`] are accepted and
+/// change nothing; unknown names are refused.
 pub fn apply_setting(
     config: &mut TopicConfig,
     name: &str,
@@ -92,7 +128,9 @@ pub fn apply_setting(
             "segment.bytes" => config.segment_bytes = default.segment_bytes,
             "segment.ms" => config.segment_ms = default.segment_ms,
             "cleanup.policy" => config.cleanup = default.cleanup,
-            _ => {}
+            "delete.retention.ms" => config.tombstone_retention_ms = default.tombstone_retention_ms,
+            n if IGNORED_SETTINGS.contains(&n) => {}
+            n => return Err(format!("unknown topic config {n}")),
         }
         return Ok(());
     };
@@ -117,7 +155,9 @@ pub fn apply_setting(
                 _ => return Err(bad()),
             }
         }
-        _ => {} // other Kafka settings have no meaning here
+        "delete.retention.ms" => config.tombstone_retention_ms = v.parse().map_err(|_| bad())?,
+        n if IGNORED_SETTINGS.contains(&n) => {}
+        n => return Err(format!("unknown topic config {n}")),
     }
     Ok(())
 }

@@ -185,11 +185,39 @@ pub async fn incremental_alter_configs(
                         "only topic settings can be altered",
                     )));
             }
+            let current = b
+                .log
+                .topic(&res.resource_name)
+                .map(|t| t.config.cleanup)
+                .unwrap_or_default();
             let mut set = Vec::new();
             for c in &res.configs {
-                match c.config_operation {
-                    0 => set.push((c.name.to_string(), c.value.as_ref().map(|v| v.to_string()))),
-                    1 => set.push((c.name.to_string(), None)),
+                let value = c.value.as_ref().map(|v| v.to_string());
+                match (c.config_operation, &*c.name) {
+                    (0, _) => set.push((c.name.to_string(), value)),
+                    (1, _) => set.push((c.name.to_string(), None)),
+                    // cleanup.policy is a list in Kafka ("delete", "compact" or both):
+                    // compacting is what Sluice's single policy says; deleting by
+                    // retention applies to both.
+                    (2, "cleanup.policy") => {
+                        let compact = value.as_deref().is_some_and(|v| v.contains("compact"));
+                        let to = if compact || current == sluice_log::Cleanup::Compact {
+                            "compact"
+                        } else {
+                            "delete"
+                        };
+                        set.push((c.name.to_string(), Some(to.to_string())));
+                    }
+                    (3, "cleanup.policy") => {
+                        let compact = value.as_deref().is_some_and(|v| v.contains("compact"));
+                        let to = if compact || current == sluice_log::Cleanup::Delete {
+                            "delete"
+                        } else {
+                            "compact"
+                        };
+                        set.push((c.name.to_string(), Some(to.to_string())));
+                    }
+                    (2 | 3, n) if crate::admin::IGNORED_SETTINGS.contains(&n) => {}
                     _ => {
                         return out
                             .with_error_code(code::INVALID_CONFIG)

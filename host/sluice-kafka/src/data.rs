@@ -17,7 +17,9 @@ use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{
     BrokerId, FetchRequest, FetchResponse, InitProducerIdResponse, ListOffsetsRequest,
     ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
@@ -197,6 +199,29 @@ fn produce_partition(
             .with_error_code(code::CORRUPT_MESSAGE)
             .with_error_message(Some(StrBytes::from_string(e)));
     }
+    // Like Kafka, a compacted topic refuses records without a key (they could never be
+    // compacted): the batch fails, with the keyless records named.
+    if part.config().cleanup == sluice_log::Cleanup::Compact {
+        let keyless = keyless_records(&records);
+        if !keyless.is_empty() {
+            let errors = keyless
+                .iter()
+                .map(|i| {
+                    BatchIndexAndErrorMessage::default()
+                        .with_batch_index(*i)
+                        .with_batch_index_error_message(Some(StrBytes::from_static_str(
+                            "compacted topic cannot accept message without key",
+                        )))
+                })
+                .collect();
+            return resp
+                .with_error_code(code::INVALID_RECORD)
+                .with_record_errors(errors)
+                .with_error_message(Some(StrBytes::from_string(format!(
+                    "compacted topic {topic} cannot accept messages without a key"
+                ))));
+        }
+    }
     // Idempotent producers: one batch per request and partition.
     let header = sluice_log::batch::BatchHeader::parse(&records).ok();
     if let Some(h) = header.filter(|h| h.is_transactional()) {
@@ -262,6 +287,26 @@ fn produce_partition(
             resp.with_error_code(code::UNKNOWN_SERVER_ERROR)
         }
     }
+}
+
+/// Indexes (within their batch) of the records without a key.
+fn keyless_records(data: &Bytes) -> Vec<i32> {
+    let mut out = Vec::new();
+    for (h, b) in sluice_log::batch::split(data.clone()).unwrap_or_default() {
+        if h.is_control() {
+            continue;
+        }
+        for (i, r) in sluice_log::batch::decode(&b)
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            if r.key.is_none() {
+                out.push(i as i32);
+            }
+        }
+    }
+    out
 }
 
 /// Checks that every record of every batch decodes and fits its batch's offset span.

@@ -171,6 +171,12 @@ pub fn leave_group(b: &Broker, r: LeaveGroupRequest, version: i16) -> LeaveGroup
 /// commit's result. (The authorization filter has taken out topics the identity may not
 /// read and answers them itself.)
 pub async fn offset_commit(b: &Arc<Broker>, r: OffsetCommitRequest) -> OffsetCommitResponse {
+    // Like Kafka, offsets of partitions that do not exist are refused.
+    let exists = |t: &str, p: i32| {
+        b.log
+            .topic(t)
+            .is_ok_and(|tp| tp.partition(i64::from(p)).is_ok())
+    };
     let offsets: Vec<(String, i32, i64, Option<String>)> = r
         .topics
         .iter()
@@ -184,6 +190,20 @@ pub async fn offset_commit(b: &Arc<Broker>, r: OffsetCommitRequest) -> OffsetCom
                 )
             })
         })
+        .filter(|(t, p, _, _)| exists(t, *p))
+        .collect();
+    let epochs: Vec<(String, i32, i32)> = r
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| {
+                (
+                    t.name.0.to_string(),
+                    p.partition_index,
+                    p.committed_leader_epoch,
+                )
+            })
+        })
         .collect();
     let bb = b.clone();
     let (g, generation, member) = (
@@ -191,11 +211,16 @@ pub async fn offset_commit(b: &Arc<Broker>, r: OffsetCommitRequest) -> OffsetCom
         r.generation_id_or_member_epoch,
         r.member_id.to_string(),
     );
-    let e = blocking(move || bb.groups.commit(&g, generation, &member, &offsets))
+    let e = blocking(move || bb.groups.commit(&g, generation, &member, &offsets, &epochs))
         .await
         .unwrap_or(code::UNKNOWN_SERVER_ERROR);
     let topics = r.topics.iter().map(|t| {
         let parts = t.partitions.iter().map(|p| {
+            let e = if exists(&t.name.0, p.partition_index) {
+                e
+            } else {
+                code::UNKNOWN_TOPIC_OR_PARTITION
+            };
             OffsetCommitResponsePartition::default()
                 .with_partition_index(p.partition_index)
                 .with_error_code(e)
@@ -226,7 +251,11 @@ fn asked(
 pub fn offset_fetch(b: &Broker, r: OffsetFetchRequest, version: i16) -> OffsetFetchResponse {
     let committed = |g: &str, t: &str, p: i32| {
         let (o, md) = b.groups.committed(g, t, p).unwrap_or((-1, None));
-        (o, md.map(StrBytes::from_string))
+        (
+            o,
+            md.map(StrBytes::from_string),
+            b.groups.committed_epoch(g, t, p),
+        )
     };
     // KIP-447: a consumer that asks for stable offsets waits while a transaction holds one.
     let unstable = |g: &str, t: &str, p: i32| {
@@ -246,10 +275,11 @@ pub fn offset_fetch(b: &Broker, r: OffsetFetchRequest, version: i16) -> OffsetFe
             });
             let topics = asked(b, &gid, named).into_iter().map(|(t, ps)| {
                 let parts = ps.into_iter().map(|p| {
-                    let (o, md) = committed(&gid, &t, p);
+                    let (o, md, epoch) = committed(&gid, &t, p);
                     OffsetFetchResponsePartitions::default()
                         .with_partition_index(p)
                         .with_committed_offset(o)
+                        .with_committed_leader_epoch(epoch)
                         .with_metadata(md)
                         .with_error_code(unstable(&gid, &t, p))
                 });
@@ -271,10 +301,11 @@ pub fn offset_fetch(b: &Broker, r: OffsetFetchRequest, version: i16) -> OffsetFe
     });
     let topics = asked(b, &gid, named).into_iter().map(|(t, ps)| {
         let parts = ps.into_iter().map(|p| {
-            let (o, md) = committed(&gid, &t, p);
+            let (o, md, epoch) = committed(&gid, &t, p);
             OffsetFetchResponsePartition::default()
                 .with_partition_index(p)
                 .with_committed_offset(o)
+                .with_committed_leader_epoch(epoch)
                 .with_metadata(md)
                 .with_error_code(unstable(&gid, &t, p))
         });
@@ -341,6 +372,15 @@ mod tests {
     #[tokio::test]
     async fn one_member_joins_syncs_commits_and_fetches_its_offsets() {
         let t = broker();
+        t.b.log
+            .create_topic(
+                "t",
+                sluice_log::TopicConfig {
+                    partitions: 2,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
         let join = JoinGroupRequest::default()
             .with_group_id(gid("g"))
             .with_session_timeout_ms(10_000)
@@ -390,8 +430,16 @@ mod tests {
                             .with_committed_offset(42),
                     ]),
             ]);
-        let c = offset_commit(&t.b, commit).await;
+        let c = offset_commit(&t.b, commit.clone()).await;
         assert_eq!(c.topics[0].partitions[0].error_code, code::NONE);
+        let mut missing = commit;
+        missing.topics[0].name = name("nope");
+        let c = offset_commit(&t.b, missing).await;
+        assert_eq!(
+            c.topics[0].partitions[0].error_code,
+            code::UNKNOWN_TOPIC_OR_PARTITION,
+            "offsets of partitions that do not exist are refused"
+        );
         let f = offset_fetch(
             &t.b,
             OffsetFetchRequest::default()

@@ -103,7 +103,13 @@ impl Member {
 struct Offsets {
     /// "topic/partition" → (offset, metadata)
     committed: BTreeMap<String, (i64, Option<String>)>,
+    /// "topic/partition" → the leader epoch committed with the offset (absent: -1).
+    #[serde(default)]
+    epochs: BTreeMap<String, i32>,
 }
+
+/// Leader epochs committed with offsets: (topic, partition, epoch).
+pub type Epochs = [(String, i32, i32)];
 
 #[derive(Debug)]
 struct Group {
@@ -647,6 +653,7 @@ impl Coordinator {
             }
             for (t, p) in partitions {
                 g.offsets.committed.remove(&format!("{t}/{p}"));
+                g.offsets.epochs.remove(&format!("{t}/{p}"));
             }
             g.offsets.clone()
         };
@@ -665,6 +672,7 @@ impl Coordinator {
         generation: i32,
         member_id: &str,
         offsets: &[(String, i32, i64, Option<String>)],
+        epochs: &Epochs,
     ) -> i16 {
         let snapshot = {
             let mut groups = self.lock();
@@ -680,9 +688,17 @@ impl Coordinator {
                 }
             }
             for (t, p, o, md) in offsets {
-                g.offsets
-                    .committed
-                    .insert(format!("{t}/{p}"), (*o, md.clone()));
+                let key = format!("{t}/{p}");
+                let epoch = epochs
+                    .iter()
+                    .find(|(et, ep, _)| et == t && ep == p)
+                    .map_or(-1, |e| e.2);
+                if epoch >= 0 {
+                    g.offsets.epochs.insert(key.clone(), epoch);
+                } else {
+                    g.offsets.epochs.remove(&key);
+                }
+                g.offsets.committed.insert(key, (*o, md.clone()));
             }
             g.offsets.clone()
         };
@@ -692,6 +708,19 @@ impl Coordinator {
             return -1;
         }
         code::NONE
+    }
+
+    /// The leader epoch committed with a partition's offset (-1: none).
+    pub fn committed_epoch(&self, group_id: &str, topic: &str, partition: i32) -> i32 {
+        self.lock()
+            .get(group_id)
+            .and_then(|g| {
+                g.offsets
+                    .epochs
+                    .get(&format!("{topic}/{partition}"))
+                    .copied()
+            })
+            .unwrap_or(-1)
     }
 
     /// The committed offset of a partition, if any.

@@ -185,7 +185,7 @@ impl Broker {
         });
         // Ends a crash left half-done are finished; open transactions are aborted.
         b.txns
-            .recover(&|g, o| txn_api::apply(&b, g, o))
+            .recover(&|g, o, e| txn_api::apply(&b, g, o, e))
             .map_err(std::io::Error::other)?;
         Ok(b)
     }
@@ -275,7 +275,7 @@ pub async fn run(
                 let b = ticker.clone();
                 let _ = blocking(move || {
                     b.txns
-                        .expire(sluice_log::now_ms(), &|g, o| txn_api::apply(&b, g, o))
+                        .expire(sluice_log::now_ms(), &|g, o, e| txn_api::apply(&b, g, o, e))
                 })
                 .await;
             }

@@ -47,6 +47,9 @@ pub struct Txn {
     pub partitions: BTreeSet<(String, i32)>,
     /// Group → offsets committed in this transaction (applied when it commits).
     pub offsets: BTreeMap<String, GroupOffsets>,
+    /// Group → leader epochs of those offsets.
+    #[serde(default)]
+    pub epochs: BTreeMap<String, Vec<(String, i32, i32)>>,
     /// When the transaction began (ms).
     pub started: i64,
 }
@@ -85,7 +88,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Stores a committed transaction's offsets in a consumer group (before the end is
 /// recorded as complete, so a crash in between applies them again, never loses them).
-pub type Apply<'a> = &'a dyn Fn(&str, &GroupOffsets);
+pub type Apply<'a> = &'a dyn Fn(&str, &GroupOffsets, &[(String, i32, i32)]);
 
 impl Transactions {
     /// Opens (or creates) the state topic and reads every transaction back. Ends left
@@ -195,11 +198,13 @@ impl Transactions {
         if commit {
             for (group, offsets) in &t.offsets {
                 if !offsets.is_empty() {
-                    apply(group, offsets);
+                    let epochs = t.epochs.get(group).map_or(&[][..], Vec::as_slice);
+                    apply(group, offsets, epochs);
                 }
             }
         }
         t.offsets.clear();
+        t.epochs.clear();
         t.partitions.clear();
         t.state = if commit {
             State::CompleteCommit
@@ -269,6 +274,7 @@ impl Transactions {
                         state: State::Empty,
                         partitions: BTreeSet::new(),
                         offsets: BTreeMap::new(),
+                        epochs: BTreeMap::new(),
                         started: 0,
                     }));
                     txns.insert(id.to_string(), t.clone());
@@ -395,6 +401,7 @@ impl Transactions {
         epoch: i16,
         group: &str,
         offsets: GroupOffsets,
+        epochs: Vec<(String, i32, i32)>,
     ) -> i16 {
         let entry = match self.open_for_adding(id, producer_id, epoch) {
             Ok(e) => e,
@@ -408,6 +415,11 @@ impl Transactions {
         for o in offsets {
             pending.retain(|(tp, p, _, _)| !(*tp == o.0 && *p == o.1));
             pending.push(o);
+        }
+        let known = t.epochs.entry(group.to_string()).or_default();
+        for e in epochs {
+            known.retain(|(tp, p, _)| !(*tp == e.0 && *p == e.1));
+            known.push(e);
         }
         match self.persist(id, &t) {
             Ok(()) => code::NONE,

@@ -32,9 +32,10 @@ pub async fn init_producer_id(b: &Arc<Broker>, r: InitProducerIdRequest) -> Init
             bb.next_producer_id
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         };
-        bb.txns.init(&tid, r.transaction_timeout_ms, next, &|g, o| {
-            apply(&bb, g, o)
-        })
+        bb.txns
+            .init(&tid, r.transaction_timeout_ms, next, &|g, o, e| {
+                apply(&bb, g, o, e)
+            })
     })
     .await
     .unwrap_or(Err(code::UNKNOWN_SERVER_ERROR));
@@ -129,6 +130,19 @@ pub async fn txn_offset_commit(
             })
         })
         .collect();
+    let epochs = r
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| {
+                (
+                    t.name.0.to_string(),
+                    p.partition_index,
+                    p.committed_leader_epoch,
+                )
+            })
+        })
+        .collect();
     let bb = b.clone();
     let (tid, group, pid, epoch) = (
         r.transactional_id.0.to_string(),
@@ -136,9 +150,12 @@ pub async fn txn_offset_commit(
         r.producer_id.0,
         r.producer_epoch,
     );
-    let e = blocking(move || bb.txns.commit_offsets(&tid, pid, epoch, &group, offsets))
-        .await
-        .unwrap_or(code::UNKNOWN_SERVER_ERROR);
+    let e = blocking(move || {
+        bb.txns
+            .commit_offsets(&tid, pid, epoch, &group, offsets, epochs)
+    })
+    .await
+    .unwrap_or(code::UNKNOWN_SERVER_ERROR);
     let topics = r.topics.iter().map(|t| {
         let parts = t.partitions.iter().map(|p| {
             TxnOffsetCommitResponsePartition::default()
@@ -153,8 +170,8 @@ pub async fn txn_offset_commit(
 }
 
 /// Stores a committed transaction's offsets in its group.
-pub fn apply(b: &Broker, group: &str, offsets: &GroupOffsets) {
-    let e = b.groups.commit(group, -1, "", offsets);
+pub fn apply(b: &Broker, group: &str, offsets: &GroupOffsets, epochs: &[(String, i32, i32)]) {
+    let e = b.groups.commit(group, -1, "", offsets, epochs);
     if e != code::NONE {
         tracing::error!(group, error = e, "storing a transaction's offsets failed");
     }
@@ -168,7 +185,7 @@ pub async fn end_txn(b: &Arc<Broker>, r: EndTxnRequest) -> EndTxnResponse {
             r.producer_id.0,
             r.producer_epoch,
             r.committed,
-            &|g, o| apply(&bb, g, o),
+            &|g, o, e| apply(&bb, g, o, e),
         )
     })
     .await
