@@ -562,3 +562,31 @@ fn admin_apis_initial_rebalance_delay_and_static_membership() {
     assert_eq!(r["b_events"], once, "no rebalance for the others: {r}");
     assert_eq!(r["group_deleted"], true, "{r}");
 }
+
+/// kafkajs 2.2 (installed by scripts/setup): CreatePartitions from its admin client, a
+/// transactional send that commits and one that aborts, a read_committed consumer.
+#[test]
+fn kafkajs_creates_partitions_and_sends_transactionally() {
+    let s = Server::start();
+    let k = s.kafka.clone().unwrap();
+    let node_dir =
+        std::env::var("SLUICE_NODE_DIR").unwrap_or_else(|_| "/var/tmp/sluice-node".into());
+    let script = format!(
+        "{}/kafka/kafkajs_transactions.js",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = Command::new("node")
+        .arg(&script)
+        .arg(&k)
+        .env("NODE_PATH", format!("{node_dir}/node_modules"))
+        .output()
+        .expect("node (scripts/setup installs it)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(r, json!({"partitions": 3, "committed": 20, "aborted": 0}));
+}
