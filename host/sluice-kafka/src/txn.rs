@@ -526,3 +526,167 @@ fn internal(e: LogError) -> i16 {
     tracing::error!(error = %e, "transaction coordinator: log write failed");
     code::COORDINATOR_NOT_AVAILABLE
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    fn log(dir: &std::path::Path) -> Arc<Log> {
+        let log = Log::open(dir).unwrap();
+        if log.topic("t").is_err() {
+            log.create_topic(
+                "t",
+                TopicConfig {
+                    partitions: 2,
+                    ..TopicConfig::default()
+                },
+            )
+            .unwrap();
+        }
+        log
+    }
+
+    fn no_apply(_: &str, _: &GroupOffsets, _: &[(String, i32, i32)]) {}
+
+    /// A transactional data batch of `producer_id` at `epoch`, appended to t/`p`.
+    fn produce(log: &Log, producer_id: i64, epoch: i16, p: u32) {
+        let mut b = batch::build(
+            [&NewRecord {
+                value: Some(bytes::Bytes::from_static(b"v")),
+                ..NewRecord::default()
+            }],
+            1000,
+        );
+        b[21..23].copy_from_slice(&0x10i16.to_be_bytes());
+        b[43..51].copy_from_slice(&producer_id.to_be_bytes());
+        b[51..53].copy_from_slice(&epoch.to_be_bytes());
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        log.topic("t").unwrap().partitions[p as usize]
+            .append(b)
+            .unwrap();
+    }
+
+    #[test]
+    fn a_transaction_commits_with_markers_and_its_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = log(dir.path());
+        let txns = Transactions::open(log.clone()).unwrap();
+        let next = std::sync::atomic::AtomicI64::new(100);
+        let pid = || next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (p, e) = txns.init("tx", 60_000, pid, &no_apply).unwrap();
+        assert_eq!((p, e), (100, 0));
+        assert_eq!(
+            txns.check_produce(p, e, "t", 0),
+            code::INVALID_TXN_STATE,
+            "not added yet"
+        );
+        let added = txns
+            .add_partitions("tx", p, e, &[("t".into(), 0), ("nope".into(), 0)])
+            .unwrap();
+        assert_eq!(
+            added.iter().map(|a| a.2).collect::<Vec<_>>(),
+            [
+                code::OPERATION_NOT_ATTEMPTED,
+                code::UNKNOWN_TOPIC_OR_PARTITION
+            ]
+        );
+        txns.add_partitions("tx", p, e, &[("t".into(), 0)]).unwrap();
+        assert_eq!(txns.check_produce(p, e, "t", 0), code::NONE);
+        produce(&log, p, e, 0);
+        let part = log.topic("t").unwrap().partitions[0].clone();
+        assert_eq!(part.last_stable_offset(), 0, "open: readers wait");
+        assert_eq!(txns.add_offsets("tx", p, e, "g"), code::NONE);
+        let offsets = vec![("t".to_string(), 0, 1, None)];
+        assert_eq!(
+            txns.commit_offsets("tx", p, e, "g", offsets, vec![("t".into(), 0, 0)]),
+            code::NONE
+        );
+        assert!(txns.has_pending_offset("g", "t", 0));
+        let applied = RefCell::new(Vec::new());
+        let apply = |g: &str, o: &GroupOffsets, _: &[(String, i32, i32)]| {
+            applied.borrow_mut().push((g.to_string(), o.clone()));
+        };
+        assert_eq!(txns.end_txn("tx", p, e, true, &apply), code::NONE);
+        assert_eq!(applied.borrow().len(), 1, "the offsets reached the group");
+        assert_eq!(part.last_stable_offset(), part.high_watermark());
+        assert_eq!(part.high_watermark(), 2, "one record and the commit marker");
+        assert!(!txns.has_pending_offset("g", "t", 0));
+        // A retried EndTxn answers as before; the opposite end is refused.
+        assert_eq!(txns.end_txn("tx", p, e, true, &apply), code::NONE);
+        assert_eq!(
+            txns.end_txn("tx", p, e, false, &apply),
+            code::INVALID_TXN_STATE
+        );
+        assert_eq!(applied.borrow().len(), 1, "applied once");
+    }
+
+    #[test]
+    fn a_new_producer_fences_the_old_one_and_aborts_what_it_left_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = log(dir.path());
+        let txns = Transactions::open(log.clone()).unwrap();
+        let pid = || 7;
+        let (p, old) = txns.init("tx", 60_000, pid, &no_apply).unwrap();
+        txns.add_partitions("tx", p, old, &[("t".into(), 1)])
+            .unwrap();
+        produce(&log, p, old, 1);
+        let (p2, new) = txns.init("tx", 60_000, pid, &no_apply).unwrap();
+        assert_eq!((p2, new), (p, old + 1));
+        let part = log.topic("t").unwrap().partitions[1].clone();
+        assert_eq!(part.last_stable_offset(), part.high_watermark(), "aborted");
+        assert!(part.aborted_between(0, 1).len() == 1);
+        assert_eq!(
+            txns.check_produce(p, old, "t", 1),
+            code::INVALID_PRODUCER_EPOCH
+        );
+        assert_eq!(
+            txns.add_partitions("tx", p, old, &[("t".into(), 1)]),
+            Err(code::INVALID_PRODUCER_EPOCH)
+        );
+        assert_eq!(
+            txns.end_txn("tx", p, old, true, &no_apply),
+            code::INVALID_PRODUCER_EPOCH
+        );
+        assert_eq!(
+            txns.init("tx", 0, pid, &no_apply),
+            Err(code::INVALID_TRANSACTION_TIMEOUT)
+        );
+    }
+
+    #[test]
+    fn timeouts_and_restarts_abort_open_transactions() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = log(dir.path());
+            let txns = Transactions::open(log.clone()).unwrap();
+            let (p, e) = txns.init("slow", 1000, || 1, &no_apply).unwrap();
+            txns.add_partitions("slow", p, e, &[("t".into(), 0)])
+                .unwrap();
+            produce(&log, p, e, 0);
+            assert_eq!(txns.expire(now_ms(), &no_apply), 0, "not yet");
+            assert_eq!(txns.expire(now_ms() + 5000, &no_apply), 1);
+            assert_eq!(
+                txns.check_produce(p, e, "t", 0),
+                code::INVALID_PRODUCER_EPOCH,
+                "fenced"
+            );
+            let (p, e) = txns.init("open", 60_000, || 2, &no_apply).unwrap();
+            txns.add_partitions("open", p, e, &[("t".into(), 1)])
+                .unwrap();
+            produce(&log, p, e, 1);
+            log.close();
+        }
+        // The server restarts with "open" still open: it is aborted.
+        let log = log(dir.path());
+        let txns = Transactions::open(log.clone()).unwrap();
+        txns.recover(&no_apply).unwrap();
+        let part = log.topic("t").unwrap().partitions[1].clone();
+        assert_eq!(part.last_stable_offset(), part.high_watermark());
+        assert_eq!(part.aborted_between(0, 10).len(), 1);
+        // The producer id survives: the next init of "open" keeps it, one epoch on.
+        let (p, e) = txns.init("open", 60_000, || 99, &no_apply).unwrap();
+        assert_eq!((p, e), (2, 2));
+    }
+}
