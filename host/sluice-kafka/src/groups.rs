@@ -534,6 +534,26 @@ impl Coordinator {
         code::NONE
     }
 
+    /// Whether `member_id` is a member of the group's current generation (KIP-447: a
+    /// transaction may commit offsets only for the generation that owns them). A negative
+    /// generation (clients before TxnOffsetCommit v3) is not checked.
+    pub fn check_generation(&self, group_id: &str, generation: i32, member_id: &str) -> i16 {
+        if generation < 0 {
+            return code::NONE;
+        }
+        let groups = self.lock();
+        let Some(g) = groups.get(group_id) else {
+            return code::ILLEGAL_GENERATION;
+        };
+        if !g.members.contains_key(member_id) {
+            return code::UNKNOWN_MEMBER_ID;
+        }
+        if g.generation != generation {
+            return code::ILLEGAL_GENERATION;
+        }
+        code::NONE
+    }
+
     /// Removes members; the rest rebalance. Returns an error code per member.
     pub fn leave(&self, group_id: &str, members: &[String]) -> Vec<i16> {
         let mut groups = self.lock();

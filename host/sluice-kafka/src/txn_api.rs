@@ -150,9 +150,15 @@ pub async fn txn_offset_commit(
         r.producer_id.0,
         r.producer_epoch,
     );
+    let (generation, member) = (r.generation_id, r.member_id.to_string());
     let e = blocking(move || {
-        bb.txns
-            .commit_offsets(&tid, pid, epoch, &group, offsets, epochs)
+        // A consumer that lost its partitions in a rebalance may not commit them (KIP-447).
+        match bb.groups.check_generation(&group, generation, &member) {
+            code::NONE => bb
+                .txns
+                .commit_offsets(&tid, pid, epoch, &group, offsets, epochs),
+            e => e,
+        }
     })
     .await
     .unwrap_or(code::UNKNOWN_SERVER_ERROR);

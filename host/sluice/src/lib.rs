@@ -14,3 +14,4 @@ pub mod config;
 pub mod demo;
 pub mod plugins;
 pub mod server;
+pub mod worker;

@@ -28,6 +28,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["sluice-auth", "sluice-common", "sluice-log"],
     ),
     (
+        "sluice-worker",
+        &["sluice-log", "sluice-runtime", "sluice-sdk"],
+    ),
+    (
         "sluice-api",
         &[
             "sluice-auth",
@@ -52,6 +56,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "sluice-pipeline",
             "sluice-runtime",
             "sluice-sdk",
+            "sluice-worker",
         ],
     ),
 ];

@@ -13,3 +13,4 @@ mod runtime;
 mod security;
 mod stateful;
 mod walkthrough;
+mod worker;

@@ -65,6 +65,8 @@ pub enum Command {
     /// Deploy and manage connectors (http-pull sources, http/postgres sinks).
     #[command(subcommand)]
     Connector(ConnectorCmd),
+    /// Run a transform over an existing Kafka cluster, exactly once (transactions).
+    Worker(crate::worker::WorkerArgs),
 }
 
 #[derive(Debug, Args)]
@@ -103,7 +105,7 @@ pub async fn run(command: Command, server: &str) -> anyhow::Result<()> {
         Command::Plugin(cmd) => plugins::run(&c()?, cmd).await,
         Command::Transform(cmd) => deployments::transform(&c()?, cmd).await,
         Command::Connector(cmd) => deployments::connector(&c()?, cmd).await,
-        Command::Serve(_) | Command::Demo => Ok(()),
+        Command::Serve(_) | Command::Demo | Command::Worker(_) => Ok(()),
     }
 }
 
@@ -131,6 +133,7 @@ pub fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Serve(args) => crate::server::serve(args).await,
             Command::Demo => crate::demo::run().await,
+            Command::Worker(args) => crate::worker::run(args).await,
             command => run(command, &cli.server).await,
         }
     })

@@ -1,0 +1,120 @@
+//! `sluice worker`: one transform deployment over an existing Kafka cluster (see the
+//! `sluice-worker` crate), until Ctrl-C or SIGTERM. Prints its counters every second.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use sluice_worker::{Counters, Deployment, WorkerConfig};
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// The cluster: HOST:PORT[,HOST:PORT…].
+    #[arg(long)]
+    pub bootstrap_servers: String,
+    /// The worker group; workers of one group share each deployment's partitions.
+    #[arg(long, default_value = "sluice")]
+    pub group: String,
+    /// This worker's id in the group [default: host name and process id].
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Deployment name.
+    #[arg(long)]
+    pub name: String,
+    /// The plugin component (.wasm).
+    #[arg(long)]
+    pub plugin: PathBuf,
+    /// Input topic.
+    #[arg(long)]
+    pub input: String,
+    /// Output topic (repeat for several; the first is the default).
+    #[arg(long = "output", required = true)]
+    pub outputs: Vec<String>,
+    /// Dead-letter topic [default: INPUT.dlq].
+    #[arg(long)]
+    pub dead_letter: Option<String>,
+    /// Plugin config entry `key=value` (repeatable).
+    #[arg(long = "config")]
+    pub config: Vec<String>,
+    /// Where compiled plugins are cached [default: a temporary directory].
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
+    let plugin_bytes = std::fs::read(&args.plugin)
+        .with_context(|| format!("reading plugin {}", args.plugin.display()))?;
+    let mut config = BTreeMap::new();
+    for kv in &args.config {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--config {kv}: expected key=value"))?;
+        config.insert(k.to_string(), v.to_string());
+    }
+    let plugin = args.plugin.file_stem().map_or_else(
+        || "plugin".to_string(),
+        |s| s.to_string_lossy().into_owned(),
+    );
+    let tmp = tempfile::tempdir()?;
+    let cfg = WorkerConfig {
+        bootstrap_servers: args.bootstrap_servers,
+        group: args.group,
+        id: args.id.unwrap_or_else(|| {
+            format!(
+                "{}-{}",
+                std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into()),
+                std::process::id()
+            )
+        }),
+        deployment: Deployment {
+            name: args.name,
+            plugin,
+            plugin_bytes,
+            input: args.input,
+            outputs: args.outputs,
+            dead_letter: args.dead_letter,
+            config,
+            limits: Default::default(),
+        },
+        cache_dir: args.cache_dir.unwrap_or_else(|| tmp.path().to_path_buf()),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let counters = Arc::new(Counters::default());
+    println!(
+        "sluice worker: {} in group {} running {} ({} → {})",
+        cfg.id,
+        cfg.group,
+        cfg.deployment.name,
+        cfg.deployment.input,
+        cfg.deployment.outputs.join(", ")
+    );
+    let (s, c) = (stop.clone(), counters.clone());
+    let mut work = tokio::task::spawn_blocking(move || sluice_worker::run(&cfg, &s, &c));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            r = &mut work => {
+                r??;
+                return Ok(());
+            }
+            _ = tokio::signal::ctrl_c() => stop.store(true, Ordering::Release),
+            _ = term.recv() => stop.store(true, Ordering::Release),
+            _ = tick.tick() => {
+                let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+                println!(
+                    "sluice worker: in={} out={} dead_letters={} transactions={} restarts={}",
+                    l(&counters.records_in),
+                    l(&counters.records_out),
+                    l(&counters.dead_letters),
+                    l(&counters.transactions),
+                    l(&counters.aborts)
+                );
+            }
+        }
+    }
+}
