@@ -50,14 +50,45 @@ pub struct Deployment {
     pub limits: Limits,
 }
 
-/// Records and transactions done so far.
+/// Records and transactions done so far, and what the worker holds now.
 #[derive(Debug, Default)]
 pub struct Counters {
     pub records_in: AtomicU64,
     pub records_out: AtomicU64,
     pub dead_letters: AtomicU64,
     pub transactions: AtomicU64,
+    /// Sessions that ended on an error (their open transaction aborted).
     pub aborts: AtomicU64,
+    /// Times the set of assigned input partitions changed.
+    pub rebalances: AtomicU64,
+    /// The input partitions this worker holds.
+    pub assigned: std::sync::Mutex<Vec<i32>>,
+    pub last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl Counters {
+    pub fn assigned(&self) -> Vec<i32> {
+        self.assigned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records the partitions held now; counts a change as a rebalance.
+    fn hold(&self, now: Vec<i32>) {
+        let mut held = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
+        if *held != now {
+            *held = now;
+            self.rebalances.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +145,10 @@ pub fn run(cfg: &WorkerConfig, stop: &AtomicBool, counters: &Counters) -> Result
             Ok(()) => return Ok(()),
             Err(e) => {
                 counters.aborts.fetch_add(1, Ordering::Relaxed);
+                *counters
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
                 tracing::warn!(deployment = %d.name, error = %e, "worker session ended; starting again from the committed offsets");
                 std::thread::sleep(Duration::from_millis(500));
             }
@@ -164,7 +199,18 @@ fn session(
         .unwrap_or_else(|| sluice_log::dead_letter::transform_topic(&d.input));
     let mut executors: HashMap<i32, Executor> = HashMap::new();
     while !stop.load(Ordering::Acquire) {
-        let batch = gather(&consumer)?;
+        let mut batch = gather(&consumer)?;
+        // A rebalance during the gather may have taken partitions away: their records
+        // are the new owner's to process (from the committed offsets), not ours.
+        let mut held: Vec<i32> = consumer
+            .assignment()?
+            .elements()
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        held.sort_unstable();
+        batch.retain(|m| held.binary_search(&m.partition).is_ok());
+        counters.hold(held);
         if batch.is_empty() {
             producer.poll(Duration::ZERO);
             continue;

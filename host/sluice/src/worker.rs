@@ -43,6 +43,107 @@ pub struct WorkerArgs {
     /// Where compiled plugins are cached [default: a temporary directory].
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
+    /// Serve the worker's status (`GET /v1/worker`), `/metrics` and `/healthz` here.
+    #[arg(long)]
+    pub http: Option<String>,
+}
+
+/// `GET /v1/worker`.
+#[derive(Debug, serde::Serialize)]
+struct Status {
+    id: String,
+    group: String,
+    deployment: String,
+    plugin: String,
+    input: String,
+    outputs: Vec<String>,
+    /// The input partitions this worker holds now.
+    assigned: Vec<i32>,
+    records_in: u64,
+    records_out: u64,
+    dead_letters: u64,
+    transactions: u64,
+    /// Sessions that ended on an error (their open transaction aborted).
+    restarts: u64,
+    /// Times the held partitions changed (the group rebalanced).
+    rebalances: u64,
+    last_error: Option<String>,
+}
+
+fn status(cfg: &WorkerConfig, c: &Counters) -> Status {
+    let l = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    Status {
+        id: cfg.id.clone(),
+        group: cfg.group.clone(),
+        deployment: cfg.deployment.name.clone(),
+        plugin: cfg.deployment.plugin.clone(),
+        input: cfg.deployment.input.clone(),
+        outputs: cfg.deployment.outputs.clone(),
+        assigned: c.assigned(),
+        records_in: l(&c.records_in),
+        records_out: l(&c.records_out),
+        dead_letters: l(&c.dead_letters),
+        transactions: l(&c.transactions),
+        restarts: l(&c.aborts),
+        rebalances: l(&c.rebalances),
+        last_error: c.last_error(),
+    }
+}
+
+fn metrics(s: &Status) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let labels = format!("deployment=\"{}\",worker=\"{}\"", s.deployment, s.id);
+    for (name, kind, help, v) in [
+        (
+            "sluice_worker_records_in_total",
+            "counter",
+            "Input records processed.",
+            s.records_in,
+        ),
+        (
+            "sluice_worker_records_out_total",
+            "counter",
+            "Records sent to outputs.",
+            s.records_out,
+        ),
+        (
+            "sluice_worker_dead_letters_total",
+            "counter",
+            "Records dead-lettered.",
+            s.dead_letters,
+        ),
+        (
+            "sluice_worker_transactions_total",
+            "counter",
+            "Transactions committed.",
+            s.transactions,
+        ),
+        (
+            "sluice_worker_restarts_total",
+            "counter",
+            "Sessions ended on an error.",
+            s.restarts,
+        ),
+        (
+            "sluice_worker_rebalances_total",
+            "counter",
+            "Changes of the held partitions.",
+            s.rebalances,
+        ),
+        (
+            "sluice_worker_assigned_partitions",
+            "gauge",
+            "Input partitions held.",
+            s.assigned.len() as u64,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{{labels}}} {v}"
+        );
+    }
+    out
 }
 
 pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
@@ -92,8 +193,29 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         cfg.deployment.input,
         cfg.deployment.outputs.join(", ")
     );
-    let (s, c) = (stop.clone(), counters.clone());
-    let mut work = tokio::task::spawn_blocking(move || sluice_worker::run(&cfg, &s, &c));
+    let cfg = Arc::new(cfg);
+    if let Some(addr) = &args.http {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("--http {addr}"))?;
+        println!("sluice worker: http={}", listener.local_addr()?);
+        let (c1, k1, c2, k2) = (cfg.clone(), counters.clone(), cfg.clone(), counters.clone());
+        let app = axum::Router::new()
+            .route("/healthz", axum::routing::get(|| async { "ok" }))
+            .route(
+                "/v1/worker",
+                axum::routing::get(move || async move { axum::Json(status(&c1, &k1)) }),
+            )
+            .route(
+                "/metrics",
+                axum::routing::get(move || async move { metrics(&status(&c2, &k2)) }),
+            );
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+    }
+    let (s, c, w) = (stop.clone(), counters.clone(), cfg.clone());
+    let mut work = tokio::task::spawn_blocking(move || sluice_worker::run(&w, &s, &c));
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {

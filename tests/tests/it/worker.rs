@@ -14,6 +14,8 @@ use crate::common::{Server, http, sluice_bin};
 
 struct Worker {
     child: Child,
+    /// The worker's status address.
+    http: String,
 }
 
 impl Worker {
@@ -33,6 +35,8 @@ impl Worker {
                 "w.in",
                 "--output",
                 "w.out",
+                "--http",
+                "127.0.0.1:0",
                 "--plugin",
             ])
             .arg(plugin)
@@ -45,8 +49,23 @@ impl Worker {
         let mut lines = BufReader::new(stdout).lines();
         let first = lines.next().unwrap().unwrap();
         assert!(first.starts_with("sluice worker:"), "{first}");
+        let http = loop {
+            let line = lines.next().unwrap().unwrap();
+            if let Some(a) = line.strip_prefix("sluice worker: http=") {
+                break a.trim().to_string();
+            }
+        };
         std::thread::spawn(move || for _ in lines {});
-        Worker { child }
+        Worker { child, http }
+    }
+
+    fn status(&self) -> Value {
+        http()
+            .get(format!("http://{}/v1/worker", self.http))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
     }
 
     fn kill9(mut self) {
@@ -99,7 +118,7 @@ fn workers_transform_exactly_once_through_a_sigkill_and_a_join() {
 
     let total = 30_000;
     let a = Worker::start(&kafka, "a", &plugin);
-    let _b = Worker::start(&kafka, "b", &plugin);
+    let b = Worker::start(&kafka, "b", &plugin);
     produce(&s, 0, 10_000);
     // Kill a while it works, produce more, restart it, then add a third worker.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -109,9 +128,9 @@ fn workers_transform_exactly_once_through_a_sigkill_and_a_join() {
     }
     a.kill9();
     produce(&s, 10_000, 10_000);
-    let _a = Worker::start(&kafka, "a", &plugin);
+    let a = Worker::start(&kafka, "a", &plugin);
     produce(&s, 20_000, 5_000);
-    let _c = Worker::start(&kafka, "c", &plugin);
+    let c = Worker::start(&kafka, "c", &plugin);
     produce(&s, 25_000, 5_000);
 
     let deadline = Instant::now() + Duration::from_secs(180);
@@ -140,6 +159,37 @@ fn workers_transform_exactly_once_through_a_sigkill_and_a_join() {
         .map(|p| p["end_offset"].as_u64().unwrap())
         .sum();
     assert_eq!(ends, total as u64);
+    // The status shows the rebalances: the three live workers hold one partition each.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let held: Vec<Value> = [&a, &b, &c].iter().map(|w| w.status()).collect();
+        let mut parts: Vec<i64> = held
+            .iter()
+            .flat_map(|st| st["assigned"].as_array().unwrap().clone())
+            .map(|p| p.as_i64().unwrap())
+            .collect();
+        parts.sort_unstable();
+        let each_one = held
+            .iter()
+            .all(|st| st["assigned"].as_array().unwrap().len() == 1);
+        if parts == [0, 1, 2] && each_one {
+            assert!(
+                held.iter()
+                    .all(|st| st["rebalances"].as_u64().unwrap() >= 1)
+            );
+            assert_eq!(held[1]["deployment"], "copy");
+            break;
+        }
+        assert!(Instant::now() < deadline, "partitions held: {held:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let metrics = http()
+        .get(format!("http://{}/metrics", b.http))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(metrics.contains("sluice_worker_records_in_total{deployment=\"copy\",worker=\"b\"}"));
 }
 
 /// In process against librdkafka's mock cluster (3 brokers, no external service): two
