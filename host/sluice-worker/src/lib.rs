@@ -36,7 +36,16 @@ pub struct WorkerConfig {
     pub deployment: Deployment,
     /// Where compiled plugins are cached.
     pub cache_dir: std::path::PathBuf,
+    /// How long a worker gathers records into one transaction (Kafka Streams'
+    /// `commit.interval.ms` under exactly-once): longer is more throughput, more latency.
+    pub commit_interval: Duration,
+    /// Most records in one transaction.
+    pub max_batch: usize,
 }
+
+/// Defaults of [`WorkerConfig::commit_interval`] and [`WorkerConfig::max_batch`].
+pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(200);
+pub const DEFAULT_MAX_BATCH: usize = 50_000;
 
 #[derive(Debug, Clone)]
 pub struct Deployment {
@@ -101,9 +110,6 @@ pub enum WorkerError {
     NoGroupMetadata,
 }
 
-/// Most records one transaction takes, and how long a worker gathers them.
-const MAX_BATCH: usize = 5000;
-const GATHER: Duration = Duration::from_millis(100);
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A consumed record, owned.
@@ -199,7 +205,7 @@ fn session(
         .unwrap_or_else(|| sluice_log::dead_letter::transform_topic(&d.input));
     let mut executors: HashMap<i32, Executor> = HashMap::new();
     while !stop.load(Ordering::Acquire) {
-        let mut batch = gather(&consumer)?;
+        let mut batch = gather(&consumer, cfg.commit_interval, cfg.max_batch)?;
         // A rebalance during the gather may have taken partitions away: their records
         // are the new owner's to process (from the committed offsets), not ours.
         let mut held: Vec<i32> = consumer
@@ -254,11 +260,11 @@ fn session(
     Ok(())
 }
 
-/// Up to [`MAX_BATCH`] records, for at most [`GATHER`].
-fn gather(consumer: &BaseConsumer) -> Result<Vec<In>, WorkerError> {
-    let deadline = Instant::now() + GATHER;
+/// Up to `max` records, for at most `interval`.
+fn gather(consumer: &BaseConsumer, interval: Duration, max: usize) -> Result<Vec<In>, WorkerError> {
+    let deadline = Instant::now() + interval;
     let mut out = Vec::new();
-    while out.len() < MAX_BATCH {
+    while out.len() < max {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             break;

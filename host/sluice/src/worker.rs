@@ -46,6 +46,13 @@ pub struct WorkerArgs {
     /// Serve the worker's status (`GET /v1/worker`), `/metrics` and `/healthz` here.
     #[arg(long)]
     pub http: Option<String>,
+    /// How long records are gathered into one transaction (ms): throughput against
+    /// end-to-end latency.
+    #[arg(long, default_value_t = sluice_worker::DEFAULT_COMMIT_INTERVAL.as_millis() as u64)]
+    pub commit_interval_ms: u64,
+    /// Most records in one transaction.
+    #[arg(long, default_value_t = sluice_worker::DEFAULT_MAX_BATCH)]
+    pub max_batch: usize,
 }
 
 /// `GET /v1/worker`.
@@ -182,6 +189,8 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
             limits: Default::default(),
         },
         cache_dir: args.cache_dir.unwrap_or_else(|| tmp.path().to_path_buf()),
+        commit_interval: Duration::from_millis(args.commit_interval_ms.max(1)),
+        max_batch: args.max_batch.max(1),
     };
     let stop = Arc::new(AtomicBool::new(false));
     let counters = Arc::new(Counters::default());

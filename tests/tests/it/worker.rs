@@ -250,6 +250,8 @@ fn workers_on_a_mock_cluster_survive_a_broker_outage_exactly_once() {
                     limits: Default::default(),
                 },
                 cache_dir: dir.path().join(id),
+                commit_interval: sluice_worker::DEFAULT_COMMIT_INTERVAL,
+                max_batch: 1000,
             };
             let stop = stop.clone();
             let counters = Arc::new(sluice_worker::Counters::default());
