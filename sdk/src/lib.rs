@@ -86,9 +86,25 @@ pub mod state;
 pub mod testing;
 pub mod window;
 
+use std::borrow::Cow;
 use std::fmt;
 
 pub use host::{Level, config, log, lookup, outputs};
+
+/// A config entry that is a positive number of milliseconds, or `default` when absent.
+pub fn config_ms(name: &str, default: i64) -> Result<i64, Error> {
+    match config(name) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| {
+                Error::new(format!("{name} must be a positive number of ms, not {v:?}"))
+            }),
+    }
+}
 pub use state::timers;
 
 #[cfg(target_arch = "wasm32")]
@@ -216,6 +232,19 @@ impl<'a> Record<'a> {
     /// The value parsed as JSON.
     pub fn json(&self) -> Result<serde_json::Value, Error> {
         Ok(serde_json::from_slice(self.value().unwrap_or(b"null"))?)
+    }
+
+    /// What a record is grouped by: its key, or (with `field`) the text of that JSON field
+    /// of the value — a name, dotted path or JSON pointer ([`json::path`]). `None` when
+    /// there is no key or no such field.
+    pub fn key_or_field(&self, field: Option<&str>) -> Result<Option<Cow<'a, [u8]>>, Error> {
+        match field {
+            None => Ok(self.key().map(Cow::Borrowed)),
+            Some(f) => {
+                let v = self.json()?;
+                Ok(json::path(&v, f).map(|v| Cow::Owned(json::text(v).into_bytes())))
+            }
+        }
     }
 
     pub fn headers(&self) -> impl Iterator<Item = (&'a str, Option<&'a [u8]>)> + 'a {

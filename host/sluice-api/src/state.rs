@@ -15,7 +15,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiError, State};
+use super::{ApiError, State, blocking};
 
 /// Entries per page unless `limit` says otherwise, and the most one page may hold.
 const DEFAULT_LIMIT: usize = 100;
@@ -182,10 +182,47 @@ pub async fn read(
     }
     let first = q.from_partition.or(q.partition).unwrap_or(0);
 
+    let ask = Ask {
+        key,
+        prefix,
+        after,
+        only: q.partition,
+        first,
+        partitions,
+        limit,
+    };
+    // Reading takes the stores' locks, which plugin calls hold briefly: off the reactor.
+    Ok(Json(blocking(move || collect(&t, name, ask)).await?))
+}
+
+/// A validated state read.
+struct Ask {
+    key: Option<Vec<u8>>,
+    prefix: Option<Vec<u8>>,
+    after: Option<Vec<u8>>,
+    /// Only this partition.
+    only: Option<u32>,
+    /// The listing's first partition.
+    first: u32,
+    /// Every partition of the deployment, in order.
+    partitions: Vec<u32>,
+    limit: usize,
+}
+
+fn collect(t: &sluice_pipeline::Transform, name: String, ask: Ask) -> Result<StatePage, ApiError> {
+    let Ask {
+        key,
+        prefix,
+        after,
+        only,
+        first,
+        partitions,
+        limit,
+    } = ask;
     if let Some(key) = key {
         let mut entries = Vec::new();
         for p in partitions {
-            if q.partition.is_some_and(|only| only != p) {
+            if only.is_some_and(|only| only != p) {
                 continue;
             }
             let Some(store) = t.state_of(p) else { continue };
@@ -204,11 +241,11 @@ pub async fn read(
                 format!("transform {name} holds no state under that key"),
             ));
         }
-        return Ok(Json(StatePage {
+        return Ok(StatePage {
             transform: name,
             entries,
             next: None,
-        }));
+        });
     }
 
     // A listing: this partition from `after`, then (unless one partition was asked) the
@@ -218,7 +255,7 @@ pub async fn read(
     let mut next = None;
     let listed: Vec<u32> = partitions
         .into_iter()
-        .filter(|p| *p >= first && q.partition.is_none_or(|only| only == *p))
+        .filter(|p| *p >= first && only.is_none_or(|only| only == *p))
         .collect();
     for (i, &p) in listed.iter().enumerate() {
         let Some(store) = t.state_of(p) else { continue };
@@ -258,9 +295,9 @@ pub async fn read(
             break;
         }
     }
-    Ok(Json(StatePage {
+    Ok(StatePage {
         transform: name,
         entries,
         next,
-    }))
+    })
 }

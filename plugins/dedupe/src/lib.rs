@@ -6,7 +6,7 @@
 //! pointer; default: the record key), `window_ms` (default 600000, ten minutes). A record
 //! without an id is rejected.
 
-use sluice_sdk::{Error, Outcome, Record, Timer, config, json, state, timers};
+use sluice_sdk::{Error, Outcome, Record, Timer, config, config_ms, state, timers};
 
 #[derive(Debug)]
 pub struct Dedupe {
@@ -15,19 +15,7 @@ pub struct Dedupe {
 }
 
 pub fn setup() -> Result<Dedupe, Error> {
-    let window_ms = match config("window_ms") {
-        None => 600_000,
-        Some(v) => v
-            .trim()
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| {
-                Error::new(format!(
-                    "window_ms must be a positive number of ms, not {v:?}"
-                ))
-            })?,
-    };
+    let window_ms = config_ms("window_ms", 600_000)?;
     Ok(Dedupe {
         id_field: config("id_field"),
         window_ms,
@@ -35,14 +23,9 @@ pub fn setup() -> Result<Dedupe, Error> {
 }
 
 fn id_of(d: &Dedupe, r: &Record) -> Result<Vec<u8>, Error> {
-    let id = match &d.id_field {
-        None => r.key().map(<[u8]>::to_vec),
-        Some(f) => {
-            let v = r.json()?;
-            json::path(&v, f).map(|v| json::text(v).into_bytes())
-        }
-    };
-    id.filter(|i| !i.is_empty())
+    r.key_or_field(d.id_field.as_deref())?
+        .filter(|i| !i.is_empty())
+        .map(|i| i.into_owned())
         .ok_or_else(|| Error::new("the record has no id"))
 }
 

@@ -7,10 +7,8 @@
 //! Config: `gap_ms` (default 1800000, thirty minutes), `key_field` (a JSON field of the
 //! value — name, dotted path or JSON pointer; default: the record key).
 
-use std::borrow::Cow;
-
 use sluice_sdk::window::Sessions;
-use sluice_sdk::{Error, OutRecord, Outcome, Record, Timer, config, json};
+use sluice_sdk::{Error, OutRecord, Outcome, Record, Timer, config, config_ms};
 
 #[derive(Debug)]
 pub struct Sessionize {
@@ -19,40 +17,16 @@ pub struct Sessionize {
 }
 
 pub fn setup() -> Result<Sessionize, Error> {
-    let gap = match config("gap_ms") {
-        None => 1_800_000,
-        Some(v) => v
-            .trim()
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| {
-                Error::new(format!("gap_ms must be a positive number of ms, not {v:?}"))
-            })?,
-    };
+    let gap = config_ms("gap_ms", 1_800_000)?;
     Ok(Sessionize {
         sessions: Sessions::new("session", gap),
         key_field: config("key_field"),
     })
 }
 
-fn key_of<'a>(field: Option<&str>, r: &Record<'a>) -> Result<Cow<'a, [u8]>, Error> {
-    match field {
-        None => Ok(Cow::Borrowed(r.key().unwrap_or_default())),
-        Some(f) => {
-            let v = r.json()?;
-            Ok(Cow::Owned(
-                json::path(&v, f)
-                    .map(json::text)
-                    .unwrap_or_default()
-                    .into_bytes(),
-            ))
-        }
-    }
-}
-
 pub fn track(s: &Sessionize, r: &Record) -> Result<Outcome, Error> {
-    let key = key_of(s.key_field.as_deref(), r)?;
+    let key = s.key_field.as_deref();
+    let key = r.key_or_field(key)?.unwrap_or_default();
     s.sessions.add(&key, r.event_time(), |n| *n += 1)?;
     Ok(Outcome::drop())
 }

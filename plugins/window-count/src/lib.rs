@@ -6,10 +6,8 @@
 //! to count by — name, dotted path or JSON pointer; default: the record key). Records
 //! without a key count under `""`.
 
-use std::borrow::Cow;
-
 use sluice_sdk::window::Windows;
-use sluice_sdk::{Error, OutRecord, Outcome, Record, Timer, config, json};
+use sluice_sdk::{Error, OutRecord, Outcome, Record, Timer, config, config_ms};
 
 #[derive(Debug)]
 pub struct Counter {
@@ -17,46 +15,15 @@ pub struct Counter {
     key_field: Option<String>,
 }
 
-/// A positive number of ms from config, or the default.
-pub fn ms_setting(name: &str, default: i64) -> Result<i64, Error> {
-    match config(name) {
-        None => Ok(default),
-        Some(v) => v
-            .trim()
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| {
-                Error::new(format!("{name} must be a positive number of ms, not {v:?}"))
-            }),
-    }
-}
-
 pub fn setup() -> Result<Counter, Error> {
     Ok(Counter {
-        windows: Windows::tumbling("count", ms_setting("window_ms", 60_000)?),
+        windows: Windows::tumbling("count", config_ms("window_ms", 60_000)?),
         key_field: config("key_field"),
     })
 }
 
-/// The key to count by.
-pub fn key_of<'a>(field: Option<&str>, r: &Record<'a>) -> Result<Cow<'a, [u8]>, Error> {
-    match field {
-        None => Ok(Cow::Borrowed(r.key().unwrap_or_default())),
-        Some(f) => {
-            let v = r.json()?;
-            Ok(Cow::Owned(
-                json::path(&v, f)
-                    .map(json::text)
-                    .unwrap_or_default()
-                    .into_bytes(),
-            ))
-        }
-    }
-}
-
 pub fn count(c: &Counter, r: &Record) -> Result<Outcome, Error> {
-    let key = key_of(c.key_field.as_deref(), r)?;
+    let key = r.key_or_field(c.key_field.as_deref())?.unwrap_or_default();
     c.windows.add(&key, r.event_time(), |n| *n += 1)?;
     Ok(Outcome::drop())
 }

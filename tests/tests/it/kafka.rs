@@ -403,6 +403,21 @@ fn a_crashed_group_member_expires_and_the_survivor_takes_its_partitions() {
     );
 }
 
+/// Runs a client script that prints a JSON summary as its last line; fails with its
+/// output when it fails.
+fn script_json(cmd: &mut Command) -> Value {
+    let out = cmd
+        .output()
+        .expect("the client runtime (scripts/setup installs it)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap()
+}
+
 /// librdkafka's transactional producer and read_committed consumers against the listener:
 /// committed records once, aborted ones never, an open transaction holds readers back, a
 /// zombie is fenced, consume-transform-produce commits its offsets in the transaction; HTTP
@@ -420,19 +435,8 @@ fn transactions_commit_abort_fence_and_survive_a_restart() {
         "{}/kafka/confluent_transactions.py",
         env!("CARGO_MANIFEST_DIR")
     );
-    let run = |k: &str, mode: &str| -> Value {
-        let out = Command::new("python3")
-            .args([&script, k, "tx", mode])
-            .output()
-            .expect("python3");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{}\n{stdout}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
-    };
+    let run =
+        |k: &str, mode: &str| script_json(Command::new("python3").args([&script, k, "tx", mode]));
     let r = run(&k, "all");
     assert_eq!(
         (
@@ -495,19 +499,12 @@ fn transactions_commit_abort_fence_and_survive_a_restart() {
     );
     // A transform reads committed records only.
     s.create_topic(json!({"name": "tx.copy", "partitions": 1}));
-    let c = crate::common::http();
-    let r = c
-        .put(s.url("/v1/plugins/id"))
-        .body(sluice_tests::fixtures::IDENTITY.to_vec())
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let r = c
-        .put(s.url("/v1/transforms/copy"))
-        .json(&json!({"plugin": "id", "input": "tx", "outputs": ["tx.copy"]}))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    crate::pipeline::upload(&s, "id", sluice_tests::fixtures::IDENTITY);
+    crate::pipeline::deploy_ok(
+        &s,
+        "copy",
+        json!({"plugin": "id", "input": "tx", "outputs": ["tx.copy"]}),
+    );
     let copied = crate::pipeline::wait_for_count(&s, "tx.copy", 241);
     assert_eq!(copied.len(), 241);
     // The coordinator's state topic is the server's.
@@ -527,17 +524,7 @@ fn admin_apis_initial_rebalance_delay_and_static_membership() {
     let s = Server::start();
     let k = s.kafka.clone().unwrap();
     let script = format!("{}/kafka/confluent_admin.py", env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new("python3")
-        .args([&script, &k])
-        .output()
-        .expect("python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let r = script_json(Command::new("python3").args([&script, &k]));
     assert_eq!(r["partitions_after"], 4, "{r}");
     assert_eq!(r["shrink_refused"], true, "{r}");
     assert_eq!(r["retention_ms"], "3600000", "{r}");
@@ -575,18 +562,11 @@ fn kafkajs_creates_partitions_and_sends_transactionally() {
         "{}/kafka/kafkajs_transactions.js",
         env!("CARGO_MANIFEST_DIR")
     );
-    let out = Command::new("node")
-        .arg(&script)
-        .arg(&k)
-        .env("NODE_PATH", format!("{node_dir}/node_modules"))
-        .output()
-        .expect("node (scripts/setup installs it)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
+    let r = script_json(
+        Command::new("node")
+            .arg(&script)
+            .arg(&k)
+            .env("NODE_PATH", format!("{node_dir}/node_modules")),
     );
-    let r: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(r, json!({"partitions": 3, "committed": 20, "aborted": 0}));
 }
