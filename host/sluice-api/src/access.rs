@@ -9,7 +9,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
-use super::{ApiError, AppState};
+use super::ApiError;
 use sluice_auth::Action;
 
 /// What a request asks for; None = public (health, API description).
@@ -42,7 +42,7 @@ fn bearer(req: &Request) -> Option<&str> {
 }
 
 pub async fn authorize(
-    State(state): State<Arc<AppState>>,
+    State(auth): State<Option<Arc<sluice_auth::Auth>>>,
     mut req: Request,
     next: Next,
 ) -> Response {
@@ -52,7 +52,7 @@ pub async fn authorize(
         return next.run(req).await;
     };
     let mut identity = "anonymous".to_string();
-    if let Some(auth) = &state.auth {
+    if let Some(auth) = &auth {
         let Some(principal) = bearer(&req).and_then(|t| auth.authenticate(t)) else {
             let msg = if bearer(&req).is_some() {
                 "the bearer token matches no identity"

@@ -187,6 +187,24 @@ impl From<PipelineError> for ApiError {
     }
 }
 
+impl From<sluice_worker::WorkerError> for ApiError {
+    fn from(e: sluice_worker::WorkerError) -> Self {
+        match e {
+            sluice_worker::WorkerError::Request(e) => e.into(),
+            sluice_worker::WorkerError::Cluster(e) => {
+                tracing::warn!(error = %e, "control-plane request failed");
+                let mut err = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "cluster_unavailable",
+                    e.to_string(),
+                );
+                err.retry_after = Some(1);
+                err
+            }
+        }
+    }
+}
+
 impl From<ConnectorError> for ApiError {
     fn from(e: ConnectorError) -> Self {
         let msg = e.to_string();

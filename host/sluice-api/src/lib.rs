@@ -11,6 +11,7 @@ mod records;
 mod state;
 mod topics;
 mod transforms;
+pub mod worker;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -139,7 +140,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            state.auth.clone(),
             access::authorize,
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())

@@ -7,13 +7,13 @@ use axum::response::IntoResponse;
 
 use super::State;
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+pub(crate) fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
 /// Resident memory and CPU seconds from /proc (Linux).
-fn process(out: &mut String) {
+pub(crate) fn process(out: &mut String) {
     let page = 4096u64;
     if let Ok(statm) = std::fs::read_to_string("/proc/self/statm")
         && let Some(rss) = statm

@@ -14,6 +14,7 @@ use futures::Stream;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use sluice_pipeline::LogRing;
 use sluice_pipeline::plugins::PluginVersion;
 
 use super::{ApiError, State, blocking};
@@ -171,7 +172,7 @@ pub async fn delete_plugin(
 
 #[derive(Debug, Deserialize)]
 pub struct LogsQuery {
-    follow: Option<bool>,
+    pub(crate) follow: Option<bool>,
 }
 
 /// One plugin log line.
@@ -224,37 +225,48 @@ pub async fn logs(
     name: Result<Path<String>, PathRejection>,
     query: Result<Query<LogsQuery>, QueryRejection>,
 ) -> Result<axum::response::Response, ApiError> {
-    use axum::response::IntoResponse;
     let t = state.pipelines.get(&name?.0)?;
-    if query?.0.follow != Some(true) {
-        let lines = t
-            .logs
+    Ok(logs_response(
+        t.logs.clone(),
+        query?.0.follow == Some(true),
+        state.shutdown.clone(),
+    ))
+}
+
+/// The lines kept, or with `follow` a stream of server-sent events from the first kept
+/// line on, until the client goes or the server stops.
+pub(crate) fn logs_response(
+    ring: std::sync::Arc<LogRing>,
+    follow: bool,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if !follow {
+        let lines = ring
             .since(0)
             .into_iter()
             .map(|(s, l)| LogLineOut::of(s, l))
             .collect();
-        let dropped = t.logs.dropped.load(std::sync::atomic::Ordering::Relaxed);
-        return Ok(Json(LogLines { lines, dropped }).into_response());
+        let dropped = ring.dropped.load(std::sync::atomic::Ordering::Relaxed);
+        return Json(LogLines { lines, dropped }).into_response();
     }
-    let shutdown = state.shutdown.clone();
-    let stream = async_stream(t, shutdown);
-    Ok(Sse::new(stream)
+    Sse::new(log_events(ring, shutdown))
         .keep_alive(KeepAlive::default())
-        .into_response())
+        .into_response()
 }
 
-fn async_stream(
-    t: std::sync::Arc<sluice_pipeline::Transform>,
+fn log_events(
+    ring: std::sync::Arc<LogRing>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     futures::stream::unfold((0u64, Vec::<Event>::new()), move |(mut next, mut queue)| {
-        let (t, shutdown) = (t.clone(), shutdown.clone());
+        let (ring, shutdown) = (ring.clone(), shutdown.clone());
         async move {
             loop {
                 if let Some(ev) = queue.pop() {
                     return Some((Ok(ev), (next, queue)));
                 }
-                for (seq, l) in t.logs.since(next) {
+                for (seq, l) in ring.since(next) {
                     next = seq + 1;
                     queue.insert(
                         0,

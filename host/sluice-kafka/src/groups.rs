@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -267,6 +267,9 @@ pub struct Coordinator {
     next_member: std::sync::atomic::AtomicU64,
     /// `group.initial.rebalance.delay.ms`.
     initial_delay: Duration,
+    /// One writer per group's offsets file at a time (the latest state wins; two writers
+    /// would share the temporary file).
+    files: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 fn file_for(dir: &std::path::Path, group: &str) -> PathBuf {
@@ -303,11 +306,33 @@ impl Coordinator {
             dir,
             next_member: Default::default(),
             initial_delay,
+            files: Mutex::default(),
         })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Group>> {
         self.groups.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn file_lock(&self, group_id: &str) -> Arc<Mutex<()>> {
+        self.files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(group_id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Writes a group's committed offsets as they are now (fsynced): writers of one group
+    /// take turns, each writing the latest state, so an older state never lands last.
+    fn persist(&self, group_id: &str) -> std::io::Result<()> {
+        let file = self.file_lock(group_id);
+        let _turn = file.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(snapshot) = self.lock().get(group_id).map(|g| g.offsets.clone()) else {
+            return Ok(()); // deleted meanwhile
+        };
+        let bytes = serde_json::to_vec(&snapshot).map_err(std::io::Error::other)?;
+        sluice_common::fs::write_file(&file_for(&self.dir, group_id), &bytes)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -639,6 +664,8 @@ impl Coordinator {
 
     /// DeleteGroups: an empty group's offsets are forgotten (file and all).
     pub fn delete_group(&self, group_id: &str) -> i16 {
+        let file = self.file_lock(group_id);
+        let _turn = file.lock().unwrap_or_else(|p| p.into_inner());
         let mut groups = self.lock();
         match groups.get(group_id) {
             None => return code::GROUP_ID_NOT_FOUND,
@@ -663,7 +690,7 @@ impl Coordinator {
         group_id: &str,
         partitions: &[(String, i32)],
     ) -> Result<Vec<i16>, i16> {
-        let snapshot = {
+        {
             let mut groups = self.lock();
             let Some(g) = groups.get_mut(group_id) else {
                 return Err(code::GROUP_ID_NOT_FOUND);
@@ -675,10 +702,8 @@ impl Coordinator {
                 g.offsets.committed.remove(&format!("{t}/{p}"));
                 g.offsets.epochs.remove(&format!("{t}/{p}"));
             }
-            g.offsets.clone()
-        };
-        let bytes = serde_json::to_vec(&snapshot).unwrap_or_default();
-        if let Err(e) = sluice_common::fs::write_file(&file_for(&self.dir, group_id), &bytes) {
+        }
+        if let Err(e) = self.persist(group_id) {
             tracing::error!(group = group_id, error = %e, "could not persist committed offsets");
             return Err(-1);
         }
@@ -694,7 +719,7 @@ impl Coordinator {
         offsets: &[(String, i32, i64, Option<String>)],
         epochs: &Epochs,
     ) -> i16 {
-        let snapshot = {
+        {
             let mut groups = self.lock();
             let g = groups
                 .entry(group_id.to_string())
@@ -720,10 +745,8 @@ impl Coordinator {
                 }
                 g.offsets.committed.insert(key, (*o, md.clone()));
             }
-            g.offsets.clone()
-        };
-        let bytes = serde_json::to_vec(&snapshot).unwrap_or_default();
-        if let Err(e) = sluice_common::fs::write_file(&file_for(&self.dir, group_id), &bytes) {
+        }
+        if let Err(e) = self.persist(group_id) {
             tracing::error!(group = group_id, error = %e, "could not persist committed offsets");
             return -1;
         }
@@ -808,5 +831,41 @@ impl Coordinator {
             g.protocol.clone().unwrap_or_default(),
             members,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Commits to one group from many connections at once all succeed, and what a restart
+    /// reads is the latest state (writers of one file take turns).
+    #[test]
+    fn concurrent_commits_of_one_group_persist_the_latest_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Arc::new(Coordinator::open(dir.path().to_path_buf(), Duration::ZERO).unwrap());
+        let threads: Vec<_> = (0..8)
+            .map(|p| {
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    for o in 1..=50i64 {
+                        let code = c.commit("g", -1, "", &[("t".into(), p, o, None)], &[]);
+                        assert_eq!(code, code::NONE);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(c.delete_group("g"), code::NONE);
+        assert_eq!(
+            c.commit("g", -1, "", &[("t".into(), 0, 7, None)], &[]),
+            code::NONE,
+            "a group deleted and used again persists"
+        );
+        let reopened = Coordinator::open(dir.path().to_path_buf(), Duration::ZERO).unwrap();
+        assert_eq!(reopened.committed("g", "t", 0), Some((7, None)));
+        assert_eq!(reopened.committed("g", "t", 1), None);
     }
 }

@@ -29,7 +29,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "sluice-worker",
-        &["sluice-log", "sluice-runtime", "sluice-sdk"],
+        &[
+            "sluice-log",
+            "sluice-pipeline",
+            "sluice-runtime",
+            "sluice-sdk",
+        ],
     ),
     (
         "sluice-api",
@@ -41,6 +46,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "sluice-log",
             "sluice-pipeline",
             "sluice-runtime",
+            "sluice-worker",
         ],
     ),
     (

@@ -19,27 +19,32 @@ struct Worker {
 }
 
 impl Worker {
+    /// A worker of group `g` running the `copy` deployment of `plugin` (uploaded and
+    /// deployed at start unless the group has it already).
     fn start(kafka: &str, id: &str, plugin: &std::path::Path) -> Worker {
+        let mut args: Vec<std::ffi::OsString> = [
+            "--group", "g", "--name", "copy", "--input", "w.in", "--output", "w.out", "--plugin",
+        ]
+        .iter()
+        .map(Into::into)
+        .collect();
+        args.push(plugin.into());
+        Worker::spawn(kafka, id, &args)
+    }
+
+    /// A worker with only the flags given (besides the cluster, id and API address).
+    fn spawn(kafka: &str, id: &str, extra: &[std::ffi::OsString]) -> Worker {
         let mut child = Command::new(sluice_bin())
             .args([
                 "worker",
                 "--bootstrap-servers",
                 kafka,
-                "--group",
-                "g",
                 "--id",
                 id,
-                "--name",
-                "copy",
-                "--input",
-                "w.in",
-                "--output",
-                "w.out",
                 "--http",
                 "127.0.0.1:0",
-                "--plugin",
             ])
-            .arg(plugin)
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -59,9 +64,13 @@ impl Worker {
         Worker { child, http }
     }
 
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
     fn status(&self) -> Value {
         http()
-            .get(format!("http://{}/v1/worker", self.http))
+            .get(self.url("/v1/worker"))
             .send()
             .unwrap()
             .json()
@@ -159,37 +168,57 @@ fn workers_transform_exactly_once_through_a_sigkill_and_a_join() {
         .map(|p| p["end_offset"].as_u64().unwrap())
         .sum();
     assert_eq!(ends, total as u64);
-    // The status shows the rebalances: the three live workers hold one partition each.
+    // The status shows the rebalances: the three live workers hold one partition each,
+    // in their own reports and in the deployment's status on any of them.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let held: Vec<Value> = [&a, &b, &c].iter().map(|w| w.status()).collect();
+        let held: Vec<Value> = [&a, &b, &c]
+            .iter()
+            .map(|w| w.status()["deployments"]["copy"].clone())
+            .collect();
         let mut parts: Vec<i64> = held
             .iter()
-            .flat_map(|st| st["assigned"].as_array().unwrap().clone())
-            .map(|p| p.as_i64().unwrap())
+            .flat_map(|st| st["partitions"].as_array().cloned().unwrap_or_default())
+            .map(|p| p["partition"].as_i64().unwrap())
             .collect();
         parts.sort_unstable();
         let each_one = held
             .iter()
-            .all(|st| st["assigned"].as_array().unwrap().len() == 1);
-        if parts == [0, 1, 2] && each_one {
+            .all(|st| st["partitions"].as_array().map(Vec::len) == Some(1));
+        let status: Value = http()
+            .get(b.url("/v1/transforms/copy"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let holders: Vec<&str> = status["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["worker"].as_str().unwrap())
+            .collect();
+        if parts == [0, 1, 2] && each_one && holders.len() == 3 {
             assert!(
                 held.iter()
                     .all(|st| st["rebalances"].as_u64().unwrap() >= 1)
             );
-            assert_eq!(held[1]["deployment"], "copy");
+            assert_eq!(status["workers"].as_array().unwrap().len(), 3, "{status}");
+            assert_eq!(status["status"], "running");
             break;
         }
         assert!(Instant::now() < deadline, "partitions held: {held:?}");
         std::thread::sleep(Duration::from_millis(200));
     }
     let metrics = http()
-        .get(format!("http://{}/metrics", b.http))
+        .get(b.url("/metrics"))
         .send()
         .unwrap()
         .text()
         .unwrap();
-    assert!(metrics.contains("sluice_worker_records_in_total{deployment=\"copy\",worker=\"b\"}"));
+    assert!(
+        metrics.contains("sluice_transform_records_in_total{transform=\"copy\",worker=\"b\"}"),
+        "{metrics}"
+    );
 }
 
 /// In process against librdkafka's mock cluster (3 brokers, no external service): two
@@ -205,11 +234,17 @@ fn workers_on_a_mock_cluster_share_partitions_and_survive_a_broker_outage() {
     use rdkafka::message::Message;
     use rdkafka::mocking::MockCluster;
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::Ordering;
 
     let mock = MockCluster::new(3).unwrap();
-    for (t, n) in [("in", 4), ("out", 4), ("in.dlq", 1)] {
+    // The mock's admin API does not create topics: the group's control topics are made here.
+    for (t, n) in [
+        ("in", 4),
+        ("out", 4),
+        ("in.dlq", 1),
+        ("mg.sluice.config", 1),
+        ("mg.sluice.status", 1),
+    ] {
         mock.create_topic(t, n, 3).unwrap();
     }
     let bootstrap = mock.bootstrap_servers();
@@ -234,35 +269,31 @@ fn workers_on_a_mock_cluster_share_partitions_and_survive_a_broker_outage() {
     producer.flush(Duration::from_secs(30)).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = ["m1", "m2"]
         .iter()
         .map(|id| {
-            let cfg = sluice_worker::WorkerConfig {
+            let settings = sluice_worker::EngineSettings {
                 bootstrap_servers: bootstrap.clone(),
                 group: "mg".into(),
                 id: id.to_string(),
-                deployment: sluice_worker::Deployment {
-                    name: "copy".into(),
-                    plugin: "identity".into(),
-                    plugin_bytes: sluice_tests::fixtures::IDENTITY.to_vec(),
-                    input: "in".into(),
-                    outputs: vec!["out".into()],
-                    dead_letter: None,
-                    config: Default::default(),
-                    limits: Default::default(),
-                },
-                cache_dir: dir.path().join(id),
                 commit_interval: sluice_worker::DEFAULT_COMMIT_INTERVAL,
                 max_batch: 1000,
             };
-            let stop = stop.clone();
-            let counters = Arc::new(sluice_worker::Counters::default());
-            let c = counters.clone();
-            let handle = std::thread::spawn(move || sluice_worker::run(&cfg, &stop, &c));
-            (handle, counters)
+            let runtime = sluice_runtime::Runtime::new(&dir.path().join(id)).unwrap();
+            let w = sluice_worker::Worker::start(settings, runtime).unwrap();
+            let w2 = w.clone();
+            (w, std::thread::spawn(move || w2.run()))
         })
         .collect();
+    // Deployed through the first worker; the second follows the control topic.
+    let first = &workers[0].0;
+    first
+        .upload_plugin("identity", sluice_tests::fixtures::IDENTITY)
+        .unwrap();
+    let spec: sluice_pipeline::TransformSpec =
+        serde_json::from_value(json!({"plugin": "identity", "input": "in", "outputs": ["out"]}))
+            .unwrap();
+    assert!(first.deploy("copy", spec).unwrap());
 
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
@@ -296,13 +327,15 @@ fn workers_on_a_mock_cluster_share_partitions_and_survive_a_broker_outage() {
             *seen.entry(v["seq"].as_u64().unwrap()).or_insert(0) += 1;
         }
     }
-    stop.store(true, Ordering::Release);
     let mut per_worker = Vec::new();
     let mut aborts = 0;
-    for (h, c) in workers {
-        h.join().unwrap().unwrap();
-        per_worker.push(c.records_in.load(Ordering::Relaxed));
-        aborts += c.aborts.load(Ordering::Relaxed);
+    for (w, h) in workers {
+        let local = w.local();
+        let (_, s) = local.iter().find(|(n, _)| n == "copy").unwrap();
+        per_worker.push(s.records_in.load(Ordering::Relaxed));
+        aborts += s.restarts.load(Ordering::Relaxed);
+        w.stop();
+        h.join().unwrap();
     }
     assert!(outage_done, "the outage happened mid-run");
     assert_eq!(seen.len(), total, "every record transformed");
@@ -314,4 +347,383 @@ fn workers_on_a_mock_cluster_share_partitions_and_survive_a_broker_outage() {
         per_worker.iter().all(|n| *n > 0),
         "both workers took partitions: {per_worker:?}"
     );
+}
+
+fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Output records as (seq, password field) in offset order per partition.
+fn passwords(s: &Server) -> HashMap<u64, Vec<String>> {
+    let mut seen: HashMap<u64, Vec<String>> = HashMap::new();
+    for p in 0..3 {
+        for r in s.read_all("w.out", p, 0) {
+            let v: Value = serde_json::from_str(r["value"].as_str().unwrap()).unwrap();
+            seen.entry(v["seq"].as_u64().unwrap())
+                .or_default()
+                .push(v["password"].as_str().unwrap_or("").to_string());
+        }
+    }
+    seen
+}
+
+fn produce_secrets(s: &Server, from: usize, n: usize) {
+    let recs: Vec<Value> = (from..from + n)
+        .map(|i| {
+            json!({"key": format!("k{i}"), "value": json!({"seq": i, "password": "pw"}).to_string()})
+        })
+        .collect();
+    let r = http()
+        .post(s.url("/v1/topics/w.in/records"))
+        .json(&json!({ "records": recs }))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// The control plane: plugins (in chunks), deployments and status in the cluster's
+/// compacted topics; any worker's API uploads or deploys and every worker follows; hot swap
+/// and rollback between transactions; bad requests refused as on a single server; auth.
+#[test]
+fn any_workers_api_deploys_and_every_worker_follows() {
+    let s = Server::process();
+    let kafka = s.kafka.clone().unwrap();
+    s.create_topic(json!({"name": "w.in", "partitions": 3}));
+    s.create_topic(json!({"name": "w.out", "partitions": 3}));
+    let dir = tempfile::tempdir().unwrap();
+    let token = |t: &str| sluice_auth::hash_token(t);
+    let config = dir.path().join("worker.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[auth.identities]]\nname = \"ops\"\nrole = \"admin\"\ntoken_sha256 = \"{}\"\n\
+             [[auth.identities]]\nname = \"dash\"\nrole = \"viewer\"\ntoken_sha256 = \"{}\"\n",
+            token("admin-secret"),
+            token("viewer-secret")
+        ),
+    )
+    .unwrap();
+    let group = |id: &str| -> Vec<std::ffi::OsString> {
+        let mut v: Vec<std::ffi::OsString> = vec!["--group".into(), "cp".into()];
+        if id == "secured" {
+            v.push("--config".into());
+            v.push(config.clone().into());
+        }
+        v
+    };
+    let a = Worker::spawn(&kafka, "a", &group("a"));
+    let b = Worker::spawn(&kafka, "b", &group("b"));
+
+    // Upload on a (mask is > 1 MB: several chunks), read it back on b.
+    let r = http()
+        .put(a.url("/v1/plugins/p"))
+        .body(sluice_tests::fixtures::IDENTITY.to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let v1: Value = r.json().unwrap();
+    assert_eq!(v1["version"], 1);
+    let r = http()
+        .put(b.url("/v1/plugins/p"))
+        .body(sluice::plugins::MASK.to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let v2: Value = r.json().unwrap();
+    assert_eq!(v2["version"], 2);
+    assert!(sluice::plugins::MASK.len() > 4 * sluice_worker::control::CHUNK_BYTES);
+    wait_for("b to see both versions", 10, || {
+        let p: Value = http()
+            .get(a.url("/v1/plugins/p"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        p["versions"].as_array().map(Vec::len) == Some(2)
+    });
+    let p: Value = http()
+        .get(a.url("/v1/plugins/p"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(p["versions"][1]["digest"], v2["digest"]);
+    assert_eq!(p["versions"][1]["size_bytes"], sluice::plugins::MASK.len());
+
+    // Refused as on a single server, with JSON errors.
+    for (body, code, err) in [
+        (
+            json!({"plugin": "nope", "input": "w.in", "outputs": ["w.out"]}),
+            404,
+            "unknown_plugin",
+        ),
+        (
+            json!({"plugin": "p", "version": 9, "input": "w.in", "outputs": ["w.out"]}),
+            404,
+            "unknown_plugin",
+        ),
+        (
+            json!({"plugin": "p", "input": "missing", "outputs": ["w.out"]}),
+            400,
+            "unknown_topic",
+        ),
+        (
+            json!({"plugin": "p", "input": "w.in", "outputs": ["w.in"]}),
+            400,
+            "invalid_transform",
+        ),
+        (
+            json!({"plugin": "p", "input": "w.in", "outputs": ["w.out"], "dead_letter": "w.out"}),
+            400,
+            "invalid_transform",
+        ),
+        (
+            json!({"plugin": "p", "input": "w.in"}),
+            400,
+            "invalid_field",
+        ),
+    ] {
+        let r = http()
+            .put(a.url("/v1/transforms/t"))
+            .json(&body)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), code, "{body}");
+        let e: Value = r.json().unwrap();
+        assert_eq!(e["error"]["code"], err, "{body}: {e}");
+    }
+    let r = http()
+        .put(a.url("/v1/transforms/t"))
+        .body("{not json")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = http()
+        .put(a.url("/v1/plugins/bad"))
+        .body(b"not a component".to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // A stateful plugin is refused by workers (they keep no local state store).
+    http()
+        .put(a.url("/v1/plugins/wc"))
+        .body(sluice::plugins::WINDOW_COUNT.to_vec())
+        .send()
+        .unwrap();
+    let r = http()
+        .put(a.url("/v1/transforms/wc"))
+        .json(&json!({"plugin": "wc", "input": "w.in", "outputs": ["w.out"]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // Deploy version 1 (identity) on b: both workers run it.
+    let r = http()
+        .put(b.url("/v1/transforms/t"))
+        .json(&json!({"plugin": "p", "version": 1, "input": "w.in", "outputs": ["w.out"]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    produce_secrets(&s, 0, 3000);
+    wait_for("version 1's output", 60, || passwords(&s).len() == 3000);
+    wait_for("both workers to hold partitions", 30, || {
+        let st: Value = http()
+            .get(a.url("/v1/transforms/t"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let workers: Vec<String> = st["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["worker"].as_str().unwrap().to_string())
+            .collect();
+        workers.len() == 3 && workers.contains(&"a".into()) && workers.contains(&"b".into())
+    });
+    assert!(passwords(&s).values().all(|v| v == &["pw"]));
+    // Delete a plugin in use → 409.
+    let r = http().delete(a.url("/v1/plugins/p")).send().unwrap();
+    assert_eq!(r.status(), 409);
+
+    // Hot swap to version 2 (mask) through a, then roll back to 1 through b.
+    let r = http()
+        .put(a.url("/v1/transforms/t"))
+        .json(&json!({"plugin": "p", "version": 2, "input": "w.in", "outputs": ["w.out"]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    wait_for("both workers on version 2", 30, || {
+        let st: Value = http()
+            .get(b.url("/v1/transforms/t"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        st["version"] == 2
+            && st["workers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|w| w["version"] == 2)
+    });
+    produce_secrets(&s, 3000, 3000);
+    wait_for("version 2's output", 60, || passwords(&s).len() == 6000);
+    let seen = passwords(&s);
+    assert!(
+        (3000..6000).all(|i| seen[&i] == ["********"]),
+        "masked by v2"
+    );
+    let r = http()
+        .put(b.url("/v1/transforms/t"))
+        .json(&json!({"plugin": "p", "version": 1, "input": "w.in", "outputs": ["w.out"]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    wait_for("both workers back on version 1", 30, || {
+        let st: Value = http()
+            .get(a.url("/v1/transforms/t"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        st["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|w| w["version"] == 1)
+    });
+    produce_secrets(&s, 6000, 3000);
+    wait_for("the rolled-back output", 60, || passwords(&s).len() == 9000);
+    let seen = passwords(&s);
+    assert!(seen.values().all(|v| v.len() == 1), "exactly once");
+    assert!((6000..9000).all(|i| seen[&i] == ["pw"]), "identity again");
+    // History: per partition, 1 → 2 → 1 at increasing offsets (the other workers' parts
+    // as of their last reports, every 2 s).
+    let history = |st: &Value, p: u64| -> Vec<(u64, u64)> {
+        st["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h["partition"] == p)
+            .map(|h| {
+                (
+                    h["version"].as_u64().unwrap(),
+                    h["from_offset"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let mut st = Value::Null;
+    wait_for("the reports to show the rollback", 10, || {
+        st = http()
+            .get(a.url("/v1/transforms/t"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        st["counters"]["records_in"] == 9000
+            && (0..3).all(|p| history(&st, p).iter().map(|x| x.0).collect::<Vec<_>>() == [1, 2, 1])
+    });
+    for p in 0..3 {
+        let h = history(&st, p);
+        assert!(h.windows(2).all(|w| w[0].1 < w[1].1), "{h:?}");
+    }
+
+    // A third worker joins with auth on its API: it follows everything at once.
+    let c = Worker::spawn(&kafka, "secured", &group("secured"));
+    let r = http().get(c.url("/v1/transforms/t")).send().unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http()
+        .get(c.url("/v1/transforms/t"))
+        .bearer_auth("viewer-secret")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http()
+        .post(c.url("/v1/transforms/t/pause"))
+        .bearer_auth("viewer-secret")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // Pause through the secured worker: every worker stops taking records.
+    let r = http()
+        .post(c.url("/v1/transforms/t/pause"))
+        .bearer_auth("admin-secret")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    wait_for("a to see the pause", 10, || {
+        let st: Value = http()
+            .get(a.url("/v1/transforms/t"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        st["status"] == "paused"
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    produce_secrets(&s, 9000, 300);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(passwords(&s).len(), 9000, "nothing processed while paused");
+    let r = http()
+        .post(a.url("/v1/transforms/t/resume"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    wait_for("output after resume", 60, || passwords(&s).len() == 9300);
+    // Logs API and metrics on a worker; delete through b.
+    let r = http().get(a.url("/v1/transforms/t/logs")).send().unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http().get(a.url("/v1/transforms/nope")).send().unwrap();
+    assert_eq!(r.status(), 404);
+    let r = http().delete(b.url("/v1/transforms/t")).send().unwrap();
+    assert_eq!(r.status(), 204);
+    wait_for("a to drop the deployment", 10, || {
+        http()
+            .get(a.url("/v1/transforms/t"))
+            .send()
+            .unwrap()
+            .status()
+            == 404
+    });
+    // Its consumer group goes with it: deployed again, it starts from the beginning.
+    {
+        use rdkafka::ClientConfig;
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let admin: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &kafka)
+            .create()
+            .unwrap();
+        wait_for("the deleted deployment's group to go", 60, || {
+            admin
+                .fetch_group_list(Some("cp.t"), Duration::from_secs(5))
+                .map(|l| {
+                    l.groups()
+                        .iter()
+                        .all(|g| g.state() == "Dead" || g.state().is_empty())
+                })
+                .unwrap_or(true)
+        });
+    }
+    let r = http()
+        .put(a.url("/v1/transforms/t"))
+        .json(&json!({"plugin": "p", "version": 1, "input": "w.in", "outputs": ["w.out"]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    wait_for("the input processed again from offset 0", 60, || {
+        passwords(&s).values().all(|v| v.len() == 2)
+    });
+    let r = http().delete(a.url("/v1/transforms/t")).send().unwrap();
+    assert_eq!(r.status(), 204);
+    let r = http().delete(a.url("/v1/plugins/p")).send().unwrap();
+    assert_eq!(r.status(), 204);
+    wait_for("b to drop the plugin", 10, || {
+        http().get(b.url("/v1/plugins/p")).send().unwrap().status() == 404
+    });
 }

@@ -65,7 +65,7 @@ pub enum Command {
     /// Deploy and manage connectors (http-pull sources, http/postgres sinks).
     #[command(subcommand)]
     Connector(ConnectorCmd),
-    /// Run a transform over an existing Kafka cluster, exactly once (transactions).
+    /// Run the transform deployments of a worker group over an existing Kafka cluster, exactly once (transactions), with the plugins/transforms API.
     Worker(crate::worker::WorkerArgs),
 }
 

@@ -1,0 +1,538 @@
+//! One deployment on one worker: a consumer in the deployment's group and a transactional
+//! producer. Every gathered read goes out as one Kafka transaction — its outputs, its dead
+//! letters and the consumed offsets (`send_offsets_to_transaction` with the group metadata,
+//! KIP-447) — so outputs are exactly once for `read_committed` consumers across worker
+//! crashes and rebalances. A new plugin version takes over between two transactions.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use sluice_pipeline::{HistoryEntry, LogRing, TransformSpec};
+use sluice_runtime::{
+    BatchInput, Compiled, Executor, InstanceConfig, RecordResult, Runtime, Tables,
+};
+
+use crate::control::{PartitionReport, client_config};
+
+/// How a worker runs its deployments.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    pub bootstrap_servers: String,
+    /// The worker group: deployments' consumer groups and transactional ids start with it.
+    pub group: String,
+    /// This worker's id within the group (its transactional ids' suffix).
+    pub id: String,
+    /// How long a worker gathers records into one transaction (Kafka Streams'
+    /// `commit.interval.ms` under exactly-once): longer is more throughput, more latency.
+    pub commit_interval: Duration,
+    /// Most records in one transaction.
+    pub max_batch: usize,
+}
+
+/// Defaults of [`EngineSettings::commit_interval`] and [`EngineSettings::max_batch`].
+pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(200);
+pub const DEFAULT_MAX_BATCH: usize = 50_000;
+
+/// The plugin version a runner should run.
+#[derive(Clone)]
+pub struct Target {
+    pub version: u32,
+    pub compiled: Arc<Compiled>,
+}
+
+/// What a deployment's runner shares with the rest of the worker: counters, status and the
+/// version to run. Outlives runner restarts (a spec change restarts the runner).
+#[derive(Default)]
+pub struct Shared {
+    pub records_in: AtomicU64,
+    pub records_out: AtomicU64,
+    pub rejected: AtomicU64,
+    pub failed: AtomicU64,
+    pub traps: AtomicU64,
+    pub fuel: AtomicU64,
+    pub transactions: AtomicU64,
+    /// Sessions that ended on an error (their open transaction aborted).
+    pub restarts: AtomicU64,
+    /// Times the set of held input partitions changed.
+    pub rebalances: AtomicU64,
+    /// The version running now (0: none yet).
+    pub active_version: AtomicU32,
+    pub logs: Arc<LogRing>,
+    target: Mutex<Option<Target>>,
+    target_gen: AtomicU64,
+    assigned: Mutex<Vec<PartitionReport>>,
+    last_error: Mutex<Option<String>>,
+    history: Mutex<Vec<HistoryEntry>>,
+    /// The version that last processed each partition here.
+    ran: Mutex<HashMap<i32, u32>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    /// Sets the version to run; a running session switches after its transaction.
+    pub fn set_target(&self, t: Target) {
+        *lock(&self.target) = Some(t);
+        self.target_gen.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn target_version(&self) -> Option<u32> {
+        lock(&self.target).as_ref().map(|t| t.version)
+    }
+
+    pub fn partitions(&self) -> Vec<PartitionReport> {
+        lock(&self.assigned).clone()
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        lock(&self.last_error).clone()
+    }
+
+    pub fn set_error(&self, e: impl Into<String>) {
+        *lock(&self.last_error) = Some(e.into());
+    }
+
+    pub fn history(&self) -> Vec<HistoryEntry> {
+        lock(&self.history).clone()
+    }
+
+    pub fn seed_history(&self, h: Vec<HistoryEntry>) {
+        let mut mine = lock(&self.history);
+        if mine.is_empty() {
+            *mine = h;
+        }
+    }
+
+    /// Records the partitions held now; counts a change as a rebalance.
+    fn hold(&self, now: Vec<PartitionReport>) {
+        let mut held = lock(&self.assigned);
+        let before: Vec<i32> = held.iter().map(|p| p.partition).collect();
+        let after: Vec<i32> = now.iter().map(|p| p.partition).collect();
+        if before != after {
+            self.rebalances.fetch_add(1, Ordering::Relaxed);
+        }
+        *held = now;
+    }
+
+    /// Notes that `version` processed `partition` from `offset` on; a change of version is
+    /// a history entry.
+    fn ran(&self, partition: i32, version: u32, offset: i64) {
+        let mut ran = lock(&self.ran);
+        if ran.insert(partition, version) != Some(version) {
+            lock(&self.history).push(HistoryEntry {
+                version,
+                partition: partition as u32,
+                from_offset: offset.max(0) as u64,
+            });
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("plugin: {0}")]
+    Plugin(String),
+    #[error("the consumer has no group metadata yet")]
+    NoGroupMetadata,
+}
+
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A consumed record, owned.
+struct In {
+    partition: i32,
+    offset: i64,
+    timestamp: i64,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+/// A deployment as one runner runs it.
+pub struct Job<'a> {
+    pub name: &'a str,
+    pub spec: &'a TransformSpec,
+    pub runtime: &'a Arc<Runtime>,
+    pub tables: Arc<dyn Tables>,
+    pub shared: &'a Shared,
+}
+
+/// Runs the deployment until `stop` is set; a failed transaction is aborted and the work
+/// starts again from the committed offsets (new consumer and producer).
+pub fn run(settings: &EngineSettings, job: &Job<'_>, stop: &AtomicBool) {
+    while !stop.load(Ordering::Acquire) {
+        match session(settings, job, stop) {
+            Ok(()) => return,
+            Err(e) => {
+                job.shared.restarts.fetch_add(1, Ordering::Relaxed);
+                job.shared.set_error(e.to_string());
+                tracing::warn!(deployment = %job.name, error = %e, "worker session ended; starting again from the committed offsets");
+                let until = Instant::now() + Duration::from_millis(500);
+                while Instant::now() < until && !stop.load(Ordering::Acquire) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+}
+
+/// The consumer group of a deployment's workers.
+pub fn group_of(settings: &EngineSettings, deployment: &str) -> String {
+    format!("{}.{deployment}", settings.group)
+}
+
+/// One consumer and one transactional producer, until an error or `stop`.
+fn session(settings: &EngineSettings, job: &Job<'_>, stop: &AtomicBool) -> Result<(), EngineError> {
+    let d = job.spec;
+    let client = || client_config(&settings.bootstrap_servers, &settings.id);
+    let consumer: BaseConsumer = client()
+        .set("group.id", group_of(settings, job.name))
+        .set("enable.auto.commit", "false")
+        .set(
+            "auto.offset.reset",
+            match d.start {
+                sluice_pipeline::Start::Latest => "latest",
+                _ => "earliest",
+            },
+        )
+        .set("isolation.level", "read_committed")
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("session.timeout.ms", "10000")
+        .create()?;
+    consumer.subscribe(&[&d.input])?;
+    let producer: BaseProducer = client()
+        .set(
+            "transactional.id",
+            format!("{}.{}.{}", settings.group, job.name, settings.id),
+        )
+        .set("transaction.timeout.ms", "60000")
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5")
+        .create()?;
+    producer.init_transactions(TXN_TIMEOUT)?;
+    let dead_letter = d.dead_letter_topic();
+    let mut executors: HashMap<i32, Executor> = HashMap::new();
+    let mut seen_gen = u64::MAX;
+    let mut highs = HashMap::new();
+    let mut refreshed = Instant::now() - LAG_REFRESH;
+    let mut current: Option<(u32, Arc<InstanceConfig>, Arc<Compiled>)> = None;
+    while !stop.load(Ordering::Acquire) {
+        // A new version takes over here, between two transactions.
+        let generation = job.shared.target_gen.load(Ordering::Acquire);
+        if generation != seen_gen {
+            seen_gen = generation;
+            if let Some(t) = lock(&job.shared.target).clone() {
+                executors.clear();
+                let cfg = Arc::new(InstanceConfig {
+                    plugin: d.plugin.clone(),
+                    version: t.version,
+                    config: d.config.clone(),
+                    outputs: d.outputs.clone(),
+                    limits: d.limits.clone(),
+                    tables: job.tables.clone(),
+                    tables_allowed: d.tables.clone(),
+                    logs: job.shared.logs.clone(),
+                    recycle_after: 100_000,
+                });
+                job.shared
+                    .active_version
+                    .store(t.version, Ordering::Release);
+                current = Some((t.version, cfg, t.compiled));
+            }
+        }
+        let Some((version, instance, compiled)) = current.clone() else {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
+        let mut batch = gather(&consumer, settings.commit_interval, settings.max_batch)?;
+        // A rebalance during the gather may have taken partitions away: their records
+        // are the new owner's to process (from the committed offsets), not ours.
+        let held = held(&consumer, &d.input, &mut highs, &mut refreshed)?;
+        batch.retain(|m| held.iter().any(|p| p.partition == m.partition));
+        job.shared.hold(held);
+        if batch.is_empty() {
+            producer.poll(Duration::ZERO);
+            continue;
+        }
+        producer.begin_transaction()?;
+        let result = (|| {
+            let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+            let mut by_partition: BTreeMap<i32, Vec<In>> = BTreeMap::new();
+            for m in batch {
+                next.insert(m.partition, m.offset + 1);
+                by_partition.entry(m.partition).or_default().push(m);
+            }
+            for (p, records) in by_partition {
+                let ex = match executors.entry(p) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => v.insert(
+                        job.runtime
+                            .executor(compiled.clone(), instance.clone(), p as u32)
+                            .map_err(|e| EngineError::Plugin(e.to_string()))?,
+                    ),
+                };
+                job.shared.ran(p, version, records[0].offset);
+                transform(ex, &producer, job, &dead_letter, p, &records)?;
+            }
+            let mut offsets = TopicPartitionList::new();
+            for (p, o) in &next {
+                offsets.add_partition_offset(&d.input, *p, Offset::Offset(*o))?;
+            }
+            let meta = consumer
+                .group_metadata()
+                .ok_or(EngineError::NoGroupMetadata)?;
+            producer.send_offsets_to_transaction(&offsets, &meta, TXN_TIMEOUT)?;
+            producer.commit_transaction(TXN_TIMEOUT)?;
+            Ok::<_, EngineError>(())
+        })();
+        if let Err(e) = result {
+            let _ = producer.abort_transaction(TXN_TIMEOUT);
+            return Err(e);
+        }
+        job.shared.transactions.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// The input partitions held now, with their positions and lag. High watermarks (a request
+/// to the cluster per partition) are refreshed every [`LAG_REFRESH`].
+fn held(
+    consumer: &BaseConsumer,
+    topic: &str,
+    highs: &mut HashMap<i32, i64>,
+    refreshed: &mut Instant,
+) -> Result<Vec<PartitionReport>, EngineError> {
+    let positions = consumer.position()?;
+    let assigned: Vec<i32> = consumer
+        .assignment()?
+        .elements()
+        .iter()
+        .map(|e| e.partition())
+        .collect();
+    if refreshed.elapsed() >= LAG_REFRESH {
+        *refreshed = Instant::now();
+        highs.retain(|p, _| assigned.contains(p));
+        for p in &assigned {
+            if let Ok((_, high)) = consumer.fetch_watermarks(topic, *p, Duration::from_secs(1)) {
+                highs.insert(*p, high);
+            }
+        }
+    }
+    let mut held: Vec<PartitionReport> = assigned
+        .iter()
+        .map(|&p| {
+            let position = positions
+                .find_partition(topic, p)
+                .and_then(|x| x.offset().to_raw())
+                .filter(|o| *o >= 0);
+            let high = highs.get(&p).copied().unwrap_or(-1);
+            PartitionReport {
+                partition: p,
+                position: position.unwrap_or(-1),
+                lag: match position {
+                    Some(pos) if high >= pos => high - pos,
+                    _ => -1,
+                },
+            }
+        })
+        .collect();
+    held.sort_unstable_by_key(|p| p.partition);
+    Ok(held)
+}
+
+const LAG_REFRESH: Duration = Duration::from_secs(1);
+
+/// Up to `max` records, for at most `interval`.
+fn gather(consumer: &BaseConsumer, interval: Duration, max: usize) -> Result<Vec<In>, EngineError> {
+    let deadline = Instant::now() + interval;
+    let mut out = Vec::new();
+    while out.len() < max {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let Some(m) = consumer.poll(left) else {
+            break;
+        };
+        let m = m?;
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|x| (x.key.to_string(), x.value.map(<[u8]>::to_vec)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(In {
+            partition: m.partition(),
+            offset: m.offset(),
+            timestamp: m.timestamp().to_millis().unwrap_or(0),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+            headers,
+        });
+    }
+    Ok(out)
+}
+
+/// Sends one record, waiting while the producer's queue is full.
+fn send(producer: &BaseProducer, mut rec: BaseRecord<'_, [u8], [u8]>) -> Result<(), EngineError> {
+    loop {
+        match producer.send(rec) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                producer.poll(Duration::from_millis(10));
+                rec = r;
+            }
+            Err((e, _)) => return Err(e.into()),
+        }
+    }
+}
+
+/// Runs the plugin over one partition's records and sends what it emits, rejects and
+/// fails, inside the open transaction.
+fn transform(
+    ex: &mut Executor,
+    producer: &BaseProducer,
+    job: &Job<'_>,
+    dead_letter: &str,
+    partition: i32,
+    records: &[In],
+) -> Result<(), EngineError> {
+    let d = job.spec;
+    let shared = job.shared;
+    let mut start = 0usize;
+    while start < records.len() {
+        let chunk = &records[start..];
+        let base_offset = chunk[0].offset;
+        let base_ts = chunk[0].timestamp;
+        let mut section = Vec::new();
+        for r in chunk {
+            sluice_sdk::codec::put_record(
+                &mut section,
+                r.timestamp - base_ts,
+                (r.offset - base_offset) as i32,
+                r.key.as_deref(),
+                r.value.as_deref(),
+                r.headers.iter().map(|(k, v)| (k.as_bytes(), v.as_deref())),
+            );
+        }
+        let out = ex.run(&BatchInput::records(
+            &d.input,
+            partition as u32,
+            base_offset,
+            base_ts,
+            Bytes::from(section),
+            chunk.len() as u32,
+        ));
+        shared
+            .traps
+            .fetch_add(u64::from(out.traps), Ordering::Relaxed);
+        shared.fuel.fetch_add(out.fuel_used, Ordering::Relaxed);
+        let done = (out.done as usize).clamp(1, chunk.len());
+        for (i, result) in out
+            .per_record(chunk.len())
+            .into_iter()
+            .enumerate()
+            .take(done)
+        {
+            let input = &chunk[i];
+            let reason = match result {
+                RecordResult::Dropped => continue,
+                RecordResult::Emitted(list) => {
+                    for e in list {
+                        let Ok(view) = e.view() else { continue };
+                        let Some(topic) = d.outputs.get(e.output as usize) else {
+                            continue;
+                        };
+                        let mut headers = OwnedHeaders::new();
+                        for h in view.headers() {
+                            headers = headers.insert(Header {
+                                key: h.key_str(),
+                                value: h.value,
+                            });
+                        }
+                        let mut rec = BaseRecord::to(topic)
+                            .timestamp(e.base_timestamp + view.timestamp_delta)
+                            .headers(headers);
+                        if let Some(k) = view.key {
+                            rec = rec.key(k);
+                        }
+                        if let Some(v) = view.value {
+                            rec = rec.payload(v);
+                        }
+                        send(producer, rec)?;
+                        shared.records_out.fetch_add(1, Ordering::Relaxed);
+                    }
+                    continue;
+                }
+                RecordResult::Rejected(reason) => {
+                    shared.rejected.fetch_add(1, Ordering::Relaxed);
+                    reason
+                }
+                RecordResult::Failed(reason) => {
+                    shared.failed.fetch_add(1, Ordering::Relaxed);
+                    reason
+                }
+            };
+            let partition_s = partition.to_string();
+            let offset_s = input.offset.to_string();
+            let mut headers = OwnedHeaders::new();
+            for (k, v) in &input.headers {
+                headers = headers.insert(Header {
+                    key: k,
+                    value: v.as_deref(),
+                });
+            }
+            for (k, v) in [
+                (sluice_log::dead_letter::ERROR_HEADER, reason.as_str()),
+                (
+                    sluice_log::dead_letter::SOURCE_TOPIC_HEADER,
+                    d.input.as_str(),
+                ),
+                (
+                    sluice_log::dead_letter::SOURCE_PARTITION_HEADER,
+                    &partition_s,
+                ),
+                (sluice_log::dead_letter::SOURCE_OFFSET_HEADER, &offset_s),
+                ("sluice-plugin", d.plugin.as_str()),
+            ] {
+                headers = headers.insert(Header {
+                    key: k,
+                    value: Some(v.as_bytes()),
+                });
+            }
+            let mut rec = BaseRecord::to(dead_letter)
+                .timestamp(input.timestamp)
+                .headers(headers);
+            if let Some(k) = input.key.as_deref() {
+                rec = rec.key(k);
+            }
+            if let Some(v) = input.value.as_deref() {
+                rec = rec.payload(v);
+            }
+            send(producer, rec)?;
+        }
+        shared.records_in.fetch_add(done as u64, Ordering::Relaxed);
+        start += done;
+    }
+    Ok(())
+}
