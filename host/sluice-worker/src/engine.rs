@@ -10,10 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use sluice_pipeline::{HistoryEntry, LogRing, TransformSpec};
 use sluice_runtime::{
@@ -203,7 +205,7 @@ pub fn group_of(settings: &EngineSettings, deployment: &str) -> String {
 fn session(settings: &EngineSettings, job: &Job<'_>, stop: &AtomicBool) -> Result<(), EngineError> {
     let d = job.spec;
     let client = || client_config(&settings.bootstrap_servers, &settings.id);
-    let consumer: BaseConsumer = client()
+    let consumer: BaseConsumer<LagContext> = client()
         .set("group.id", group_of(settings, job.name))
         .set("enable.auto.commit", "false")
         .set(
@@ -216,7 +218,11 @@ fn session(settings: &EngineSettings, job: &Job<'_>, stop: &AtomicBool) -> Resul
         .set("isolation.level", "read_committed")
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("session.timeout.ms", "10000")
-        .create()?;
+        .set("statistics.interval.ms", "1000")
+        .create_with_context(LagContext {
+            topic: d.input.clone(),
+            highs: Mutex::default(),
+        })?;
     consumer.subscribe(&[&d.input])?;
     let producer: BaseProducer = client()
         .set(
@@ -231,8 +237,6 @@ fn session(settings: &EngineSettings, job: &Job<'_>, stop: &AtomicBool) -> Resul
     let dead_letter = d.dead_letter_topic();
     let mut executors: HashMap<i32, Executor> = HashMap::new();
     let mut seen_gen = u64::MAX;
-    let mut highs = HashMap::new();
-    let mut refreshed = Instant::now() - LAG_REFRESH;
     let mut current: Option<(u32, Arc<InstanceConfig>, Arc<Compiled>)> = None;
     while !stop.load(Ordering::Acquire) {
         // A new version takes over here, between two transactions.
@@ -265,7 +269,7 @@ fn session(settings: &EngineSettings, job: &Job<'_>, stop: &AtomicBool) -> Resul
         let mut batch = gather(&consumer, settings.commit_interval, settings.max_batch)?;
         // A rebalance during the gather may have taken partitions away: their records
         // are the new owner's to process (from the committed offsets), not ours.
-        let held = held(&consumer, &d.input, &mut highs, &mut refreshed)?;
+        let held = held(&consumer, &d.input)?;
         batch.retain(|m| held.iter().any(|p| p.partition == m.partition));
         job.shared.hold(held);
         if batch.is_empty() {
@@ -312,33 +316,48 @@ fn session(settings: &EngineSettings, job: &Job<'_>, stop: &AtomicBool) -> Resul
     Ok(())
 }
 
-/// The input partitions held now, with their positions and lag. High watermarks (a request
-/// to the cluster per partition) are refreshed every [`LAG_REFRESH`].
-fn held(
-    consumer: &BaseConsumer,
-    topic: &str,
-    highs: &mut HashMap<i32, i64>,
-    refreshed: &mut Instant,
-) -> Result<Vec<PartitionReport>, EngineError> {
-    let positions = consumer.position()?;
-    let assigned: Vec<i32> = consumer
-        .assignment()?
-        .elements()
-        .iter()
-        .map(|e| e.partition())
-        .collect();
-    if refreshed.elapsed() >= LAG_REFRESH {
-        *refreshed = Instant::now();
-        highs.retain(|p, _| assigned.contains(p));
-        for p in &assigned {
-            if let Ok((_, high)) = consumer.fetch_watermarks(topic, *p, Duration::from_secs(1)) {
+/// The input partitions' last stable offsets, from the consumer's statistics (every
+/// second, no request of their own: a request of ours would queue behind the consumer's
+/// long-poll fetches on the same connection).
+struct LagContext {
+    topic: String,
+    highs: Mutex<HashMap<i32, i64>>,
+}
+
+impl ClientContext for LagContext {
+    fn stats(&self, statistics: Statistics) {
+        let Some(t) = statistics.topics.get(&self.topic) else {
+            return;
+        };
+        let mut highs = lock(&self.highs);
+        for (p, part) in &t.partitions {
+            let high = if part.ls_offset >= 0 {
+                part.ls_offset
+            } else {
+                part.hi_offset
+            };
+            if *p >= 0 && high >= 0 {
                 highs.insert(*p, high);
             }
         }
     }
-    let mut held: Vec<PartitionReport> = assigned
+}
+
+impl ConsumerContext for LagContext {}
+
+/// The input partitions held now, with their positions and lag.
+fn held(
+    consumer: &BaseConsumer<LagContext>,
+    topic: &str,
+) -> Result<Vec<PartitionReport>, EngineError> {
+    let positions = consumer.position()?;
+    let highs = lock(&consumer.context().highs).clone();
+    let mut held: Vec<PartitionReport> = consumer
+        .assignment()?
+        .elements()
         .iter()
-        .map(|&p| {
+        .map(|e| {
+            let p = e.partition();
             let position = positions
                 .find_partition(topic, p)
                 .and_then(|x| x.offset().to_raw())
@@ -358,10 +377,12 @@ fn held(
     Ok(held)
 }
 
-const LAG_REFRESH: Duration = Duration::from_secs(1);
-
 /// Up to `max` records, for at most `interval`.
-fn gather(consumer: &BaseConsumer, interval: Duration, max: usize) -> Result<Vec<In>, EngineError> {
+fn gather(
+    consumer: &BaseConsumer<LagContext>,
+    interval: Duration,
+    max: usize,
+) -> Result<Vec<In>, EngineError> {
     let deadline = Instant::now() + interval;
     let mut out = Vec::new();
     while out.len() < max {

@@ -727,3 +727,77 @@ fn any_workers_api_deploys_and_every_worker_follows() {
         http().get(b.url("/v1/plugins/p")).send().unwrap().status() == 404
     });
 }
+
+/// Tables in worker mode: a deployment's `tables` are compacted topics of the cluster,
+/// loaded before it starts and followed while it runs.
+#[test]
+fn worker_lookups_read_compacted_cluster_topics() {
+    let s = Server::process();
+    let kafka = s.kafka.clone().unwrap();
+    s.create_topic(json!({"name": "users", "partitions": 2, "cleanup": "compact"}));
+    s.create_topic(json!({"name": "e.in", "partitions": 1}));
+    s.create_topic(json!({"name": "e.out", "partitions": 1}));
+    let put_user = |id: &str, name: &str| {
+        let r = http()
+            .post(s.url("/v1/topics/users/records"))
+            .json(&json!({"records": [{"key": id, "value": json!({"name": name}).to_string()}]}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    };
+    put_user("u-1", "Ann");
+    put_user("u-2", "Bo");
+    let w = Worker::spawn(&kafka, "t1", &["--group".into(), "tg".into()]);
+    let r = http()
+        .put(w.url("/v1/plugins/enrich"))
+        .body(sluice::plugins::ENRICH.to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = http()
+        .put(w.url("/v1/transforms/enrich"))
+        .json(
+            &json!({"plugin": "enrich", "input": "e.in", "outputs": ["e.out"],
+                      "config": {"table": "users"}, "tables": ["users"]}),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    let r = http()
+        .put(w.url("/v1/transforms/bad"))
+        .json(
+            &json!({"plugin": "enrich", "input": "e.in", "outputs": ["e.out"],
+                      "config": {"table": "users"}, "tables": ["no-such-topic"]}),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let produce = |id: &str| {
+        let r = http()
+            .post(s.url("/v1/topics/e.in/records"))
+            .json(&json!({"records": [{"value": json!({"user_id": id}).to_string()}]}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    };
+    let names = || -> Vec<String> {
+        s.read_all("e.out", 0, 0)
+            .iter()
+            .map(|r| {
+                let v: Value = serde_json::from_str(r["value"].as_str().unwrap()).unwrap();
+                v["name"].as_str().unwrap_or("-").to_string()
+            })
+            .collect()
+    };
+    produce("u-1");
+    produce("u-2");
+    produce("u-3");
+    wait_for("enriched records", 60, || names().len() == 3);
+    assert_eq!(names(), ["Ann", "Bo", "-"]);
+    // The table follows its topic.
+    put_user("u-1", "Annie");
+    std::thread::sleep(Duration::from_secs(2));
+    produce("u-1");
+    wait_for("the next record", 30, || names().len() == 4);
+    assert_eq!(names()[3], "Annie");
+}
