@@ -127,44 +127,45 @@ fn main() {
         return;
     }
     // Native and wasm alternate, best of three each, so machine noise hits both alike.
-    let (mut native, mut wasm, mut mask_fuel) = (0f64, 0f64, 0);
+    let (mut native, mut wasm) = (0f64, 0f64);
     for _ in 0..3 {
         native = native.max(native_rate());
-        let (w, f) = rate(&mut ex, &bytes, ctx.base_timestamp, 1.0);
-        (wasm, mask_fuel) = (wasm.max(w), f);
+        let (w, _) = rate(&mut ex, &bytes, ctx.base_timestamp, 1.0);
+        wasm = wasm.max(w);
     }
     println!("mask native (same SDK batch path)     {native:>12.0} records/s");
     println!(
-        "mask wasm component                   {wasm:>12.0} records/s  = {:.0}% of native, {mask_fuel} fuel/record",
+        "mask wasm component (fuel on retry)   {wasm:>12.0} records/s  = {:.0}% of native",
         wasm / native * 100.0
     );
 
     let id_c = rt.compile(sluice_tests::fixtures::IDENTITY).unwrap();
     let mut ex = rt.executor(id_c.clone(), cfg("identity", &[]), 0).unwrap();
-    let (id, id_fuel) = rate(&mut ex, &bytes, ctx.base_timestamp, 3.0);
+    let (id, _) = rate(&mut ex, &bytes, ctx.base_timestamp, 3.0);
     println!(
-        "identity wasm component               {id:>12.0} records/s  = {:.1} ns/record, {id_fuel} fuel/record",
+        "identity wasm component               {id:>12.0} records/s  = {:.1} ns/record",
         1e9 / id
     );
 
-    let rt_nofuel = Runtime::with_options(
-        &dir.path().join("nofuel"),
+    // Fuel on every call, as before fuel moved to isolation calls only.
+    let rt_always = Runtime::with_options(
+        &dir.path().join("always"),
         sluice_runtime::RuntimeOptions {
-            fuel: false,
+            metering: sluice_runtime::Metering::Always,
             ..Default::default()
         },
     )
     .unwrap();
-    let mask_nf = rt_nofuel.compile(sluice::plugins::MASK).unwrap();
-    let mut ex = rt_nofuel.executor(mask_nf, cfg("mask", &[]), 0).unwrap();
-    let (wasm_nf, _) = rate(&mut ex, &bytes, ctx.base_timestamp, 3.0);
-    let id_nf = rt_nofuel.compile(sluice_tests::fixtures::IDENTITY).unwrap();
-    let mut ex = rt_nofuel.executor(id_nf, cfg("identity", &[]), 0).unwrap();
-    let (id_nofuel, _) = rate(&mut ex, &bytes, ctx.base_timestamp, 3.0);
+    let mask_a = rt_always.compile(sluice::plugins::MASK).unwrap();
+    let mut ex = rt_always.executor(mask_a, cfg("mask", &[]), 0).unwrap();
+    let (wasm_always, mask_fuel) = rate(&mut ex, &bytes, ctx.base_timestamp, 3.0);
+    let id_a = rt_always.compile(sluice_tests::fixtures::IDENTITY).unwrap();
+    let mut ex = rt_always.executor(id_a, cfg("identity", &[]), 0).unwrap();
+    let (id_always, id_fuel) = rate(&mut ex, &bytes, ctx.base_timestamp, 3.0);
     println!(
-        "fuel metering overhead: mask {:.1}% ({wasm_nf:.0} records/s without), identity {:.1}% ({id_nofuel:.0} records/s without)",
-        (wasm_nf / wasm - 1.0) * 100.0,
-        (id_nofuel / id - 1.0) * 100.0
+        "fuel on every call (Metering::Always): mask {wasm_always:.0} records/s ({mask_fuel} fuel/record; fuel-free normal calls are {:.1}% faster), identity {id_always:.0} records/s ({id_fuel} fuel/record; {:.1}%)",
+        (wasm / wasm_always - 1.0) * 100.0,
+        (id / id_always - 1.0) * 100.0
     );
 
     let n = 200;

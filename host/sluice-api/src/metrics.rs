@@ -184,7 +184,10 @@ fn render(state: &super::AppState) -> String {
             "Records that made the plugin trap or break a limit (dead-lettered).",
         ),
         ("traps", "Plugin calls that trapped or broke a limit."),
-        ("fuel", "wasmtime fuel consumed."),
+        (
+            "fuel",
+            "wasmtime fuel consumed by metered calls (those isolating suspect records after a failed or timed-out call).",
+        ),
     ] {
         let name = format!("sluice_transform_{key}_total");
         family(&mut out, &name, "counter", help);

@@ -263,7 +263,11 @@ fn render(w: &Worker) -> String {
             "Plugin calls that trapped or broke a limit.",
             |s| s.traps.load(Relaxed),
         ),
-        ("fuel", "wasmtime fuel consumed.", |s| s.fuel.load(Relaxed)),
+        (
+            "fuel",
+            "wasmtime fuel consumed by metered calls (those isolating suspect records after a failed or timed-out call).",
+            |s| s.fuel.load(Relaxed),
+        ),
         (
             "transactions",
             "Kafka transactions committed (each holds a read's outputs and offsets).",

@@ -223,6 +223,9 @@ pub struct Executor {
     partition: u32,
     interrupt: Arc<Interrupt>,
     instance: Option<Instance>,
+    /// An instance on the fuel-metered engine, for isolation calls (see
+    /// [`crate::Metering`]); dropped when isolation ends.
+    metered: Option<Instance>,
     /// Records per call. Whole batches normally; after a failed call it restarts at one
     /// and doubles with every call that succeeds, so a stream where many records fail
     /// never pays for a large failing call twice in a row.
@@ -343,11 +346,12 @@ impl Executor {
             partition,
             interrupt,
             instance: None,
+            metered: None,
             chunk: MAX_CHUNK,
             fail_streak: 0,
             state: None,
         };
-        ex.instance = Some(ex.instantiate()?);
+        ex.instance = Some(ex.instantiate(false)?);
         Ok(ex)
     }
 
@@ -364,7 +368,10 @@ impl Executor {
     /// Makes this executor's calls obey `interrupt` from now on (executors are built under
     /// the deployer's interrupt and run under their partition task's).
     pub fn set_interrupt(&mut self, interrupt: Arc<Interrupt>) {
-        if let Some(i) = self.instance.as_mut() {
+        for i in [self.instance.as_mut(), self.metered.as_mut()]
+            .into_iter()
+            .flatten()
+        {
             i.store.data_mut().interrupt = interrupt.clone();
         }
         self.interrupt = interrupt;
@@ -372,7 +379,10 @@ impl Executor {
 
     /// Gives this executor's calls the partition's keyed state.
     pub fn set_state(&mut self, state: Arc<Mutex<StateStore>>) {
-        if let Some(i) = self.instance.as_mut() {
+        for i in [self.instance.as_mut(), self.metered.as_mut()]
+            .into_iter()
+            .flatten()
+        {
             i.store.data_mut().state = Some(state.clone());
         }
         self.state = Some(state);
@@ -383,12 +393,14 @@ impl Executor {
         &self.compiled
     }
 
-    fn instantiate(&self) -> Result<Instance, RuntimeError> {
+    /// A new instance, `init`-ed, on the fast engine or the fuel-metered one.
+    fn instantiate(&self, metered: bool) -> Result<Instance, RuntimeError> {
         let limits = &self.cfg.limits;
+        let (engine, fuel) = self.rt.engine_for(metered);
         // No state during `init`: state belongs to records, and init runs for every new
         // instance.
         let mut store = Store::new(
-            self.rt.engine(),
+            engine,
             HostState::new(self.cfg.clone(), self.partition, self.interrupt.clone()),
         );
         store.limiter(|s| &mut s.limits);
@@ -398,7 +410,7 @@ impl Executor {
             Some(stop) => Err(wasmtime::Error::new(stop)),
             None => Ok(UpdateDeadline::Continue(CHECK_TICKS)),
         });
-        if self.rt.meters_fuel() {
+        if fuel {
             store
                 .set_fuel(INIT_FUEL)
                 .map_err(|e| RuntimeError::Instantiate(format!("{e:#}")))?;
@@ -407,7 +419,7 @@ impl Executor {
         store.set_epoch_deadline(CHECK_TICKS);
         let interrupted =
             |e: &wasmtime::Error| matches!(e.downcast_ref::<Stop>(), Some(Stop::Interrupted));
-        let instantiated = match &self.compiled.pre {
+        let instantiated = match self.compiled.pre(metered) {
             Pre::V1(pre) => pre.instantiate(&mut store).map(Bindings::V1),
             Pre::V2(pre) => pre.instantiate(&mut store).map(Bindings::V2),
         };
@@ -529,6 +541,10 @@ impl Executor {
             }
         }
         out.done = i as u32;
+        if !self.isolating() {
+            // Isolation is over: its metered instance's memory goes back to the pool.
+            self.metered = None;
+        }
         out
     }
 
@@ -564,9 +580,23 @@ impl Executor {
         out: &mut BatchOutput,
     ) -> Result<(), CallError> {
         out.calls += 1;
-        if self.instance.is_none() {
-            match self.instantiate() {
-                Ok(i) => self.instance = Some(i),
+        // Calls that isolate suspect records run on the fuel-metered engine, so a
+        // record's CPU verdict is deterministic; the others run without fuel.
+        let use_metered = self.isolating() && self.rt.metering() == crate::Metering::Isolation;
+        let slot = if use_metered {
+            &mut self.metered
+        } else {
+            &mut self.instance
+        };
+        if slot.is_none() {
+            match self.instantiate(use_metered) {
+                Ok(i) => {
+                    if use_metered {
+                        self.metered = Some(i);
+                    } else {
+                        self.instance = Some(i);
+                    }
+                }
                 Err(RuntimeError::Interrupted) => return Err(CallError::Interrupted),
                 Err(e) => {
                     out.traps += 1;
@@ -574,13 +604,18 @@ impl Executor {
                 }
             }
         }
-        let Some(inst) = self.instance.as_mut() else {
+        let (_, metered) = self.rt.engine_for(use_metered);
+        let slot = if use_metered {
+            &mut self.metered
+        } else {
+            &mut self.instance
+        };
+        let Some(inst) = slot.as_mut() else {
             return Err(CallError::Failed("no instance".into()));
         };
         let limits = &self.cfg.limits;
         let budget = limits.fuel_per_record.saturating_mul(u64::from(count));
         let store = &mut inst.store;
-        let metered = self.rt.meters_fuel();
         if metered {
             store
                 .set_fuel(budget)
@@ -632,6 +667,8 @@ impl Executor {
         }
         let panic = store.data_mut().end_call();
         inst.batches += 1;
+        let recycle = inst.batches >= self.cfg.recycle_after;
+        let mut trapped = false;
         let result = match r {
             Ok(Ok(buf)) => {
                 if buf.len() > limits.max_output_bytes {
@@ -653,7 +690,7 @@ impl Executor {
             ))),
             Err(e) => {
                 // A trapped store refuses every later call: start over with a new one.
-                self.instance = None;
+                trapped = true;
                 if matches!(e.downcast_ref::<Stop>(), Some(Stop::Interrupted)) {
                     Err(CallError::Interrupted)
                 } else {
@@ -672,12 +709,12 @@ impl Executor {
                 .unwrap_or_else(|p| p.into_inner())
                 .end_call(result.is_ok());
         }
-        if self
-            .instance
-            .as_ref()
-            .is_some_and(|i| i.batches >= self.cfg.recycle_after)
-        {
-            self.instance = None;
+        if trapped || recycle {
+            if use_metered {
+                self.metered = None;
+            } else {
+                self.instance = None;
+            }
         }
         result
     }

@@ -94,7 +94,9 @@ pub enum RuntimeError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
-    /// wasmtime fuel per input record; a batch gets this times its record count.
+    /// wasmtime fuel per input record in fuel-metered calls: those that isolate suspect
+    /// records after a failed or timed-out call (a metered call of n records gets n times
+    /// this). Normal calls are bounded by `timeout_ms`.
     pub fuel_per_record: u64,
     /// Linear memory an instance may grow to.
     pub memory_bytes: usize,
@@ -127,12 +129,25 @@ impl Default for Limits {
     }
 }
 
+/// Where fuel is metered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Metering {
+    /// Normal calls run on an engine without fuel (bounded by `timeout_ms` and the
+    /// interrupt through epochs); a call that fails or times out has its records run
+    /// again one at a time on a fuel-metered engine, where `fuel_per_record` is the
+    /// deterministic per-record CPU limit (the default).
+    #[default]
+    Isolation,
+    /// Every call is metered (one engine, fuel everywhere).
+    Always,
+    /// Never: CPU is bounded by the wall-clock deadline alone (to measure fuel's cost).
+    Off,
+}
+
 /// How a runtime is set up.
 #[derive(Debug, Clone)]
 pub struct RuntimeOptions {
-    /// Meter fuel (the per-record CPU limit). Off only to measure its cost: CPU is then
-    /// bounded by the wall-clock deadline alone.
-    pub fuel: bool,
+    pub metering: Metering,
     /// Largest component accepted.
     pub max_plugin_bytes: usize,
 }
@@ -140,14 +155,25 @@ pub struct RuntimeOptions {
 impl Default for RuntimeOptions {
     fn default() -> Self {
         RuntimeOptions {
-            fuel: true,
+            metering: Metering::Isolation,
             max_plugin_bytes: 32 << 20,
         }
     }
 }
 
+/// Virtual address space reserved per linear memory. At 4 GiB every 32-bit address a
+/// plugin can form lands inside the reservation or its guard, so Cranelift emits no bounds
+/// checks; memories never move (their limit fits the reservation).
+pub const MEMORY_RESERVATION: u64 = 4 << 30;
+/// Guard pages after each memory: loads at a constant offset past the reservation trap.
+pub const MEMORY_GUARD: u64 = 32 << 20;
+
 /// Largest memory limit a deployment may ask for (also the pooling allocator's slot size).
 pub const MAX_MEMORY_BYTES: usize = 1 << 30;
+// A memory limit above the reservation would make memories movable and bring bounds
+// checks back into every load and store.
+const _: () = assert!(MAX_MEMORY_BYTES as u64 <= MEMORY_RESERVATION);
+const _: () = assert!(MEMORY_RESERVATION >= 1 << 32);
 /// Largest state limit a deployment may ask for (state is held in memory).
 pub const MAX_STATE_BYTES: u64 = 16 << 30;
 
@@ -214,11 +240,22 @@ pub struct Compiled {
     pub digest: String,
     pub size: usize,
     pre: Pre,
+    /// The same component on the fuel-metered engine (none when the runtime has one
+    /// engine).
+    metered: Option<Pre>,
     /// It imports the `state` interface: its deployments keep keyed state.
     stateful: bool,
 }
 
 impl Compiled {
+    /// The component on the fast engine, or on the metered one.
+    pub(crate) fn pre(&self, metered: bool) -> &Pre {
+        match (&self.metered, metered) {
+            (Some(m), true) => m,
+            _ => &self.pre,
+        }
+    }
+
     pub fn world(&self) -> World {
         match self.pre {
             Pre::V1(_) => World::V0_1,
@@ -244,12 +281,13 @@ impl std::fmt::Debug for Compiled {
 
 /// The wasmtime engine, linker and compiled-code cache of one server.
 pub struct Runtime {
-    engine: Engine,
-    linker: Linker<HostState>,
+    /// Normal calls (no fuel unless `Metering::Always`).
+    fast: EngineSet,
+    /// Isolation calls, fuel-metered (none: the fast engine does everything).
+    metered: Option<EngineSet>,
     cache_dir: PathBuf,
-    compat: String,
     max_plugin_bytes: usize,
-    fuel: bool,
+    metering: Metering,
     stop: Arc<AtomicBool>,
     /// Calls of plugins that keep failing take turns here.
     isolation: IsolationQueue,
@@ -287,22 +325,17 @@ const ALLOWED_IMPORTS: &[&str] = &[
     "wasi:filesystem/preopens@",
 ];
 
-impl Runtime {
-    /// Builds the engine (fuel, epochs, pooling, no component-model concurrency) and starts
-    /// the epoch ticker. Compiled artifacts are cached under `cache_dir`.
-    pub fn new(cache_dir: &Path) -> Result<Arc<Runtime>, RuntimeError> {
-        Self::with_options(cache_dir, RuntimeOptions::default())
-    }
+/// One wasmtime engine with its linker and compiled-code cache key.
+struct EngineSet {
+    engine: Engine,
+    linker: Linker<HostState>,
+    /// The engine's compatibility hash, in cached artifacts' names.
+    compat: String,
+    fuel: bool,
+}
 
-    /// Like `new`, with the given options.
-    pub fn with_options(
-        cache_dir: &Path,
-        options: RuntimeOptions,
-    ) -> Result<Arc<Runtime>, RuntimeError> {
-        let RuntimeOptions {
-            fuel,
-            max_plugin_bytes,
-        } = options;
+impl EngineSet {
+    fn new(fuel: bool) -> Result<EngineSet, RuntimeError> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(512)
             .total_core_instances(4096)
@@ -321,6 +354,14 @@ impl Runtime {
             .consume_fuel(fuel)
             .epoch_interruption(true)
             .max_wasm_stack(1 << 20)
+            // The memory layout, pinned (these are today's defaults on 64-bit hosts): no
+            // bounds checks in compiled code, out-of-bounds accesses caught by guard
+            // pages and signal handlers.
+            .memory_reservation(MEMORY_RESERVATION)
+            .memory_guard_size(MEMORY_GUARD)
+            .guard_before_linear_memory(true)
+            .memory_may_move(false)
+            .signals_based_traps(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
 
         // `SLUICE_WASM_PROFILE=perfmap` lets `perf` name the functions of JIT-compiled
@@ -348,31 +389,66 @@ impl Runtime {
             |s| s,
         )
         .map_err(|e| RuntimeError::Instantiate(format!("{e:#}")))?;
-        std::fs::create_dir_all(cache_dir).map_err(|e| RuntimeError::Cache(e.to_string()))?;
         let compat = {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
             engine.precompile_compatibility_hash().hash(&mut h);
             format!("{:016x}", h.finish())
         };
+        Ok(EngineSet {
+            engine,
+            linker,
+            compat,
+            fuel,
+        })
+    }
+}
+
+impl Runtime {
+    /// Builds the engines (pooling, no component-model concurrency; fuel per
+    /// [`Metering`]) and starts the epoch ticker. Compiled artifacts are cached under
+    /// `cache_dir`.
+    pub fn new(cache_dir: &Path) -> Result<Arc<Runtime>, RuntimeError> {
+        Self::with_options(cache_dir, RuntimeOptions::default())
+    }
+
+    /// Like `new`, with the given options.
+    pub fn with_options(
+        cache_dir: &Path,
+        options: RuntimeOptions,
+    ) -> Result<Arc<Runtime>, RuntimeError> {
+        let RuntimeOptions {
+            metering,
+            max_plugin_bytes,
+        } = options;
+        let fast = EngineSet::new(metering == Metering::Always)?;
+        let metered = match metering {
+            Metering::Isolation => Some(EngineSet::new(true)?),
+            Metering::Always | Metering::Off => None,
+        };
+        std::fs::create_dir_all(cache_dir).map_err(|e| RuntimeError::Cache(e.to_string()))?;
         let stop = Arc::new(AtomicBool::new(false));
-        let (ticker_engine, ticker_stop) = (engine.clone(), stop.clone());
+        let engines: Vec<Engine> = std::iter::once(fast.engine.clone())
+            .chain(metered.as_ref().map(|m| m.engine.clone()))
+            .collect();
+        let ticker_stop = stop.clone();
         std::thread::Builder::new()
             .name("sluice-epoch".into())
             .spawn(move || {
                 while !ticker_stop.load(Ordering::Acquire) {
                     std::thread::sleep(EPOCH_TICK);
-                    ticker_engine.increment_epoch();
+                    for e in &engines {
+                        e.increment_epoch();
+                    }
                 }
             })
             .map_err(|e| RuntimeError::Instantiate(e.to_string()))?;
         Ok(Arc::new(Runtime {
-            engine,
-            linker,
+            fast,
+            metered,
             cache_dir: cache_dir.to_path_buf(),
-            compat,
             max_plugin_bytes,
-            fuel,
+            metering,
             stop,
             isolation: IsolationQueue::default(),
         }))
@@ -383,12 +459,23 @@ impl Runtime {
         self.max_plugin_bytes
     }
 
+    /// The engine of normal calls.
     pub fn engine(&self) -> &Engine {
-        &self.engine
+        &self.fast.engine
     }
 
-    pub fn meters_fuel(&self) -> bool {
-        self.fuel
+    /// The engine of isolation calls (`metered`) or of normal ones, and whether it meters
+    /// fuel.
+    pub(crate) fn engine_for(&self, metered: bool) -> (&Engine, bool) {
+        let set = match (&self.metered, metered) {
+            (Some(m), true) => m,
+            _ => &self.fast,
+        };
+        (&set.engine, set.fuel)
+    }
+
+    pub fn metering(&self) -> Metering {
+        self.metering
     }
 
     /// Where calls of plugins that keep failing take turns.
@@ -420,18 +507,53 @@ impl Runtime {
             }
         }
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
+        // Both engines' code at once (two cores: about the time of one).
+        let (fast, metered) = std::thread::scope(|scope| {
+            let metered = self
+                .metered
+                .as_ref()
+                .map(|m| scope.spawn(|| self.compile_on(m, bytes, &digest)));
+            let fast = self.compile_on(&self.fast, bytes, &digest);
+            let metered = metered.map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(RuntimeError::Invalid(
+                        "compiling the component panicked".into(),
+                    ))
+                })
+            });
+            (fast, metered)
+        });
+        let (pre, stateful) = fast?;
+        let metered = metered.transpose()?.map(|(p, _)| p);
+        Ok(Arc::new(Compiled {
+            digest,
+            size: bytes.len(),
+            pre,
+            metered,
+            stateful,
+        }))
+    }
+
+    /// Compiles (or loads from the cache) and links a component on one engine; whether it
+    /// imports state.
+    fn compile_on(
+        &self,
+        set: &EngineSet,
+        bytes: &[u8],
+        digest: &str,
+    ) -> Result<(Pre, bool), RuntimeError> {
         let cached = self
             .cache_dir
-            .join(format!("{}-{}.cwasm", &digest[7..], self.compat));
-        let (component, fresh) = match self.load_cached(&cached) {
+            .join(format!("{}-{}.cwasm", &digest[7..], set.compat));
+        let (component, fresh) = match Self::load_cached(&set.engine, &cached) {
             Some(c) => (c, false),
             None => {
-                let c = Component::new(&self.engine, bytes)
+                let c = Component::new(&set.engine, bytes)
                     .map_err(|e| RuntimeError::Invalid(format!("{e:#}")))?;
                 (c, true)
             }
         };
-        let stateful = self.check_imports(&component)?;
+        let stateful = Self::check_imports(&set.engine, &component)?;
         if fresh {
             let written = component
                 .serialize()
@@ -446,7 +568,7 @@ impl Runtime {
                 tracing::warn!(path = %cached.display(), error = %e, "could not cache compiled plugin");
             }
         }
-        let pre = self
+        let pre = set
             .linker
             .instantiate_pre(&component)
             .map_err(|e| RuntimeError::WrongWorld(format!("{e:#}")))?;
@@ -467,18 +589,13 @@ impl Runtime {
                 "it imports sluice:transform/state but exports the 0.1 world (no on-timers)".into(),
             ));
         }
-        Ok(Arc::new(Compiled {
-            digest,
-            size: bytes.len(),
-            pre,
-            stateful,
-        }))
+        Ok((pre, stateful))
     }
 
     /// Loads a cached artifact. The cache directory is ours alone and each file is named by
     /// the digest of its source and the engine's compatibility hash; a file that fails to
     /// load is removed and recompiled.
-    fn load_cached(&self, path: &Path) -> Option<Component> {
+    fn load_cached(engine: &Engine, path: &Path) -> Option<Component> {
         if !path.exists() {
             return None;
         }
@@ -486,7 +603,7 @@ impl Runtime {
         // compatibility hash (it is in the name) into a directory only this server writes;
         // wasmtime still checks its header and version before using it.
         #[allow(unsafe_code)]
-        match unsafe { Component::deserialize_file(&self.engine, path) } {
+        match unsafe { Component::deserialize_file(engine, path) } {
             Ok(c) => Some(c),
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "dropping unusable cached plugin");
@@ -497,10 +614,10 @@ impl Runtime {
     }
 
     /// Refuses imports outside [`ALLOWED_IMPORTS`]; whether the component imports state.
-    fn check_imports(&self, c: &Component) -> Result<bool, RuntimeError> {
+    fn check_imports(engine: &Engine, c: &Component) -> Result<bool, RuntimeError> {
         let ty = c.component_type();
         let mut stateful = false;
-        for (name, _) in ty.imports(&self.engine) {
+        for (name, _) in ty.imports(engine) {
             if !ALLOWED_IMPORTS.iter().any(|p| name.starts_with(p)) {
                 return Err(RuntimeError::ForbiddenImport(name.to_string()));
             }

@@ -38,6 +38,33 @@ fn runtime() -> ((), Arc<Runtime>) {
     ((), rt.clone())
 }
 
+/// A runtime that meters fuel on every call: the reference the default (fuel only on the
+/// calls that isolate suspect records) must agree with on every verdict.
+fn runtime_always_metered() -> Arc<Runtime> {
+    static RT: std::sync::OnceLock<Arc<Runtime>> = std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        Runtime::with_options(
+            &std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache-metered"),
+            sluice_runtime::RuntimeOptions {
+                metering: sluice_runtime::Metering::Always,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    })
+    .clone()
+}
+
+/// A result as text, to compare verdicts across runtimes.
+fn verdict(r: &RecordResult) -> String {
+    match r {
+        RecordResult::Dropped => "dropped".into(),
+        RecordResult::Emitted(v) => format!("emitted {}", v.len()),
+        RecordResult::Rejected(e) => format!("rejected: {e}"),
+        RecordResult::Failed(e) => format!("failed: {e}"),
+    }
+}
+
 fn config(
     plugin: &str,
     config: &[(&str, &str)],
@@ -214,9 +241,16 @@ fn poison_batch() -> Vec<TestRecord> {
         .collect()
 }
 
-/// Runs `mode` over a batch with one poison record; everything else must flow.
+/// Runs `mode` over a batch with one poison record; everything else must flow, with the
+/// same verdicts whether fuel is metered on every call or only when isolating.
 fn contained(mode: &str, limits: Limits, expect: &str) {
     let (_d, rt) = runtime();
+    let fast = contained_on(&rt, mode, limits.clone(), expect);
+    let metered = contained_on(&runtime_always_metered(), mode, limits, expect);
+    assert_eq!(fast, metered, "{mode}: verdicts differ");
+}
+
+fn contained_on(rt: &Arc<Runtime>, mode: &str, limits: Limits, expect: &str) -> Vec<String> {
     let compiled = rt.compile(fixtures::MISBEHAVE).unwrap();
     let logs = Arc::new(Logs::default());
     let mut ex = rt
@@ -251,6 +285,7 @@ fn contained(mode: &str, limits: Limits, expect: &str) {
         matches!(&again[0], RecordResult::Emitted(_)),
         "{mode}: {again:?}"
     );
+    results.iter().map(verdict).collect()
 }
 
 #[test]
@@ -259,6 +294,8 @@ fn infinite_loop_is_stopped_by_fuel() {
         "loop",
         Limits {
             fuel_per_record: 1_000_000,
+            // Unmetered calls end at the deadline; the isolated record meets its fuel.
+            timeout_ms: 500,
             ..Limits::default()
         },
         "fuel exhausted",
@@ -414,7 +451,11 @@ fn compiled_components_are_cached_across_runtimes() {
         .unwrap();
     let cold = t.elapsed();
     let cached: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
-    assert_eq!(cached.len(), 1, "one artifact in the cache");
+    assert_eq!(
+        cached.len(),
+        2,
+        "two artifacts in the cache: the fast engine's and the fuel-metered one's"
+    );
     let t = Instant::now();
     let b = Runtime::new(dir.path())
         .unwrap()
@@ -438,9 +479,21 @@ fn hostile_failure(mode: &str, limits: Limits) -> String {
     }
 }
 
-/// The hostile plugin's `mode` over `[a, POISON, b]`.
+/// The hostile plugin's `mode` over `[a, POISON, b]`, the same with fuel on every call
+/// and only when isolating.
 fn hostile_results(mode: &str, limits: Limits) -> Vec<RecordResult> {
     let (_d, rt) = runtime();
+    let fast = hostile_results_on(&rt, mode, limits.clone());
+    let metered = hostile_results_on(&runtime_always_metered(), mode, limits);
+    assert_eq!(
+        fast.iter().map(verdict).collect::<Vec<_>>(),
+        metered.iter().map(verdict).collect::<Vec<_>>(),
+        "{mode}: verdicts differ"
+    );
+    fast
+}
+
+fn hostile_results_on(rt: &Arc<Runtime>, mode: &str, limits: Limits) -> Vec<RecordResult> {
     let compiled = rt.compile(fixtures::HOSTILE).unwrap();
     let cfg = config(
         "hostile",
@@ -503,6 +556,7 @@ fn trap_reasons_name_the_real_cause() {
     };
     let e = burn(Limits {
         fuel_per_record: 2_000_000,
+        timeout_ms: 500,
         ..Limits::default()
     });
     assert_eq!(
@@ -518,17 +572,41 @@ fn trap_reasons_name_the_real_cause() {
 
 #[test]
 fn init_limits_report_their_own_numbers() {
+    // Instances for normal calls run init without fuel: its deadline bounds it.
     let (_d, rt) = runtime();
     let compiled = rt.compile(fixtures::HOSTILE).unwrap();
-    let cfg = config(
-        "hostile",
-        &[("mode", "burn_init")],
-        &["out"],
-        Limits::default(),
-        Arc::default(),
-    );
+    let burn_init = |limits| {
+        config(
+            "hostile",
+            &[("mode", "burn_init")],
+            &["out"],
+            limits,
+            Arc::default(),
+        )
+    };
     let e = rt
-        .executor(compiled.clone(), cfg, 0)
+        .executor(
+            compiled.clone(),
+            burn_init(Limits {
+                init_timeout_ms: 300,
+                ..Limits::default()
+            }),
+            0,
+        )
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "plugin init failed: timed out during init: limit 300 ms (init_timeout_ms)"
+    );
+    // Metered instances (every instance with fuel on every call) have INIT_FUEL.
+    let metered = runtime_always_metered();
+    let e = metered
+        .executor(
+            metered.compile(fixtures::HOSTILE).unwrap(),
+            burn_init(Limits::default()),
+            0,
+        )
         .unwrap_err()
         .to_string();
     assert_eq!(
