@@ -15,16 +15,44 @@ use sluice_sdk::testing::{TestRecord, encode_batch};
 const BATCH: usize = 1000;
 
 fn records() -> Vec<TestRecord> {
+    records_of("json")
+}
+
+/// ~150-byte values of one format, each with something to mask: `json` (valid JSON with
+/// a password and an e-mail), `text` (`User: …, Password: …`, the README's log line),
+/// `invalid` (a line that looks like JSON but is not), `binary` (not UTF-8).
+fn records_of(format: &str) -> Vec<TestRecord> {
     (0..BATCH)
         .map(|i| {
-            let mut v = format!(
-                "{{\"user_id\":\"u-{}\",\"action\":\"login\",\"password\":\"hunter{i}\",\"email\":\"user{i}@example.com\",\"n\":{i}",
-                i % 97
-            );
-            while v.len() < 149 {
+            let mut v = match format {
+                "json" => format!(
+                    "{{\"user_id\":\"u-{}\",\"action\":\"login\",\"password\":\"hunter{i}\",\"email\":\"user{i}@example.com\",\"n\":{i}",
+                    i % 97
+                ),
+                "text" => format!(
+                    "2026-11-30T10:00:{:02} INFO login ok User: u-{}, Password: hunter{i}, from 10.0.{}.{}",
+                    i % 60,
+                    i % 97,
+                    i % 7,
+                    i % 250
+                ),
+                "invalid" => format!(
+                    "{{\"user\":\"u-{}\",\"Password: hunter{i}\", \"mail\": user{i}@example.com",
+                    i % 97
+                ),
+                _ => {
+                    let mut b: Vec<u8> = (0..150u32)
+                        .map(|k| (k.wrapping_mul(2_654_435_761).wrapping_add(i as u32) >> 13) as u8 | 0x80)
+                        .collect();
+                    b[0] = 0xff;
+                    return TestRecord::value(b);
+                }
+            };
+            let close = if format == "json" { "}" } else { "" };
+            while v.len() + close.len() < 150 {
                 v.push(' ');
             }
-            v.push('}');
+            v.push_str(close);
             TestRecord::value(v)
         })
         .collect()
@@ -138,6 +166,34 @@ fn main() {
         "mask wasm component (fuel on retry)   {wasm:>12.0} records/s  = {:.0}% of native",
         wasm / native * 100.0
     );
+    // Every input format: the same comparison.
+    for format in ["json", "text", "invalid", "binary"] {
+        let recs = records_of(format);
+        let (fctx, fbytes) = encode_batch(&recs);
+        let mut fout = Vec::new();
+        let mut native_f = || {
+            let start = Instant::now();
+            let mut n = 0u64;
+            while start.elapsed() < Duration::from_millis(700) {
+                fout.clear();
+                sluice_sdk::run_batch(&fctx, &fbytes, &mut fout, &Vec::new, |r| {
+                    mask::mask(&masker, r)
+                })
+                .unwrap();
+                n += BATCH as u64;
+            }
+            n as f64 / start.elapsed().as_secs_f64()
+        };
+        let (mut nat, mut w) = (0f64, 0f64);
+        for _ in 0..3 {
+            nat = nat.max(native_f());
+            w = w.max(rate(&mut ex, &fbytes, fctx.base_timestamp, 0.7).0);
+        }
+        println!(
+            "mask {format:<8} native {nat:>10.0}/s  wasm {w:>10.0}/s  = {:.0}% of native",
+            w / nat * 100.0
+        );
+    }
 
     let id_c = rt.compile(sluice_tests::fixtures::IDENTITY).unwrap();
     let mut ex = rt.executor(id_c.clone(), cfg("identity", &[]), 0).unwrap();

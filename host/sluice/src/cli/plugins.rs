@@ -137,6 +137,8 @@ pub fn scaffold(name: &str, sdk: Option<PathBuf>) -> anyhow::Result<()> {
         ),
     )?;
     std::fs::write(dir.join("src/lib.rs"), TEMPLATE)?;
+    std::fs::create_dir_all(dir.join(".cargo"))?;
+    std::fs::write(dir.join(".cargo/config.toml"), CARGO_CONFIG)?;
     line(format!("created plugin crate {name}/"));
     line(format!("  test:        cd {name} && cargo test"));
     line(format!(
@@ -144,6 +146,10 @@ pub fn scaffold(name: &str, sdk: Option<PathBuf>) -> anyhow::Result<()> {
     ));
     Ok(())
 }
+
+/// Wasm builds of a new plugin use SIMD (as the example plugins do).
+const CARGO_CONFIG: &str =
+    "[target.wasm32-wasip2]\nrustflags = [\"-C\", \"target-feature=+simd128\"]\n";
 
 const TEMPLATE: &str = r#"//! A Sluice transform. Test natively with `cargo test`; build and upload with
 //! `sluice plugin push NAME` from this directory.
