@@ -626,13 +626,16 @@ impl Masker {
                         return Err(Fallback::Invalid);
                     }
                     let (end, _) = scan_string(b, i + 1)?;
-                    secret_next = secret_container.is_none()
-                        && self.json
-                        && self.is_secret_name(&b[i + 1..end]);
+                    let key = i + 1..end;
                     i = skip_ws(b, end + 1);
+                    // The colon first: a line that only looks like JSON ends here, before
+                    // its "key" (often long and never seen before) is looked up.
                     if b.get(i) != Some(&b':') {
                         return Err(Fallback::Invalid);
                     }
+                    secret_next = secret_container.is_none()
+                        && self.json
+                        && self.is_secret_name(&b[key]);
                     i = skip_ws(b, i + 1);
                     next = Next::Value;
                 }
