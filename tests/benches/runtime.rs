@@ -116,20 +116,19 @@ fn main() {
 
     // Native: the same mask code and the same SDK batch plumbing, compiled for the host.
     let masker = mask::Masker::from_config(|_| None).unwrap();
-    let mut out = Vec::new();
-    let mut native_rate = || {
+    let native_mask = |ctx: &sluice_sdk::BatchContext, bytes: &[u8], dur: Duration| {
+        let mut out = Vec::new();
         let start = Instant::now();
         let mut n = 0u64;
-        while start.elapsed() < Duration::from_secs(1) {
+        while start.elapsed() < dur {
             out.clear();
-            sluice_sdk::run_batch(&ctx, &bytes, &mut out, &Vec::new, |r| {
-                mask::mask(&masker, r)
-            })
-            .unwrap();
+            sluice_sdk::run_batch(ctx, bytes, &mut out, &Vec::new, |r| mask::mask(&masker, r))
+                .unwrap();
             n += BATCH as u64;
         }
         n as f64 / start.elapsed().as_secs_f64()
     };
+    let native_rate = || native_mask(&ctx, &bytes, Duration::from_secs(1));
 
     let rt = Runtime::new(dir.path()).unwrap();
     let t = Instant::now();
@@ -170,20 +169,7 @@ fn main() {
     for format in ["json", "text", "invalid", "binary"] {
         let recs = records_of(format);
         let (fctx, fbytes) = encode_batch(&recs);
-        let mut fout = Vec::new();
-        let mut native_f = || {
-            let start = Instant::now();
-            let mut n = 0u64;
-            while start.elapsed() < Duration::from_millis(700) {
-                fout.clear();
-                sluice_sdk::run_batch(&fctx, &fbytes, &mut fout, &Vec::new, |r| {
-                    mask::mask(&masker, r)
-                })
-                .unwrap();
-                n += BATCH as u64;
-            }
-            n as f64 / start.elapsed().as_secs_f64()
-        };
+        let native_f = || native_mask(&fctx, &fbytes, Duration::from_millis(700));
         let (mut nat, mut w) = (0f64, 0f64);
         for _ in 0..3 {
             nat = nat.max(native_f());

@@ -37,18 +37,7 @@ pub async fn upload_plugin(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<UploadedPlugin>), ApiError> {
     let name = name?.0;
-    let limit = state.pipelines.plugins.runtime().max_plugin_bytes();
-    let body = body.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "plugin_too_large",
-                format!("the component is larger than the {limit}-byte plugin limit"),
-            )
-        } else {
-            r.into()
-        }
-    })?;
+    let body = plugin_body(body, state.pipelines.plugins.runtime().max_plugin_bytes())?;
     let p = state.pipelines.clone();
     let n = name.clone();
     let v = blocking(move || p.plugins.upload(&n, &body)).await?;
@@ -65,6 +54,24 @@ pub async fn upload_plugin(
             size_bytes: v.size_bytes,
         }),
     ))
+}
+
+/// An uploaded component's bytes; over the plugin limit is `plugin_too_large` (413).
+pub(crate) fn plugin_body(
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "plugin_too_large",
+                format!("the component is larger than the {limit}-byte plugin limit"),
+            )
+        } else {
+            r.into()
+        }
+    })
 }
 
 /// `PUT /v1/plugins/{name}`: the version the upload made.
@@ -109,18 +116,24 @@ pub struct PluginDetail {
     )
 )]
 pub async fn list_plugins(state: State) -> Json<PluginList> {
-    let plugins = state
-        .pipelines
-        .plugins
-        .list()
-        .into_iter()
-        .map(|(name, versions)| PluginSummary {
-            name,
-            versions: versions.len(),
-            latest: versions.last().cloned(),
-        })
-        .collect();
-    Json(PluginList { plugins })
+    Json(PluginList::of(state.pipelines.plugins.list()))
+}
+
+impl PluginList {
+    /// Each plugin's version count and latest version.
+    pub(crate) fn of(
+        plugins: impl IntoIterator<Item = (String, Vec<PluginVersion>)>,
+    ) -> PluginList {
+        let plugins = plugins
+            .into_iter()
+            .map(|(name, versions)| PluginSummary {
+                name,
+                versions: versions.len(),
+                latest: versions.last().cloned(),
+            })
+            .collect();
+        PluginList { plugins }
+    }
 }
 
 #[utoipa::path(

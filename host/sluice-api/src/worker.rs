@@ -20,7 +20,7 @@ use sluice_pipeline::TransformSpec;
 use sluice_worker::{DeploymentStatus, Worker, WorkerReport};
 
 use crate::transforms::{
-    LogsQuery, PluginDetail, PluginList, PluginSummary, UploadedPlugin, logs_response,
+    LogsQuery, PluginDetail, PluginList, UploadedPlugin, logs_response, plugin_body,
 };
 use crate::{ApiError, blocking, parse_json};
 
@@ -81,18 +81,7 @@ async fn upload_plugin(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<UploadedPlugin>), ApiError> {
     let name = name?.0;
-    let limit = s.worker.runtime().max_plugin_bytes();
-    let body = body.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "plugin_too_large",
-                format!("the component is larger than the {limit}-byte plugin limit"),
-            )
-        } else {
-            r.into()
-        }
-    })?;
+    let body = plugin_body(body, s.worker.runtime().max_plugin_bytes())?;
     let (w, n) = (s.worker.clone(), name.clone());
     let v = blocking(move || w.upload_plugin(&n, &body)).await?;
     Ok((
@@ -107,17 +96,7 @@ async fn upload_plugin(
 }
 
 async fn list_plugins(s: St) -> Json<PluginList> {
-    let plugins = s
-        .worker
-        .plugins()
-        .into_iter()
-        .map(|(name, versions)| PluginSummary {
-            name,
-            versions: versions.len(),
-            latest: versions.last().cloned(),
-        })
-        .collect();
-    Json(PluginList { plugins })
+    Json(PluginList::of(s.worker.plugins()))
 }
 
 async fn get_plugin(
@@ -241,62 +220,55 @@ fn render(w: &Worker) -> String {
     let id = &w.settings.id;
     let local = w.local();
     type Pick = fn(&sluice_worker::Shared) -> u64;
-    let counters: [(&str, &str, Pick); 7] = [
-        ("records_in", "Input records processed.", |s| {
-            s.records_in.load(Relaxed)
-        }),
-        ("records_out", "Records emitted to output topics.", |s| {
-            s.records_out.load(Relaxed)
-        }),
+    let counters: [(&str, &str, Pick); 9] = [
         (
-            "rejected",
+            "sluice_transform_records_in_total",
+            "Input records processed.",
+            |s| s.records_in.load(Relaxed),
+        ),
+        (
+            "sluice_transform_records_out_total",
+            "Records emitted to output topics.",
+            |s| s.records_out.load(Relaxed),
+        ),
+        (
+            "sluice_transform_rejected_total",
             "Records rejected by the plugin (dead-lettered).",
             |s| s.rejected.load(Relaxed),
         ),
         (
-            "failed",
+            "sluice_transform_failed_total",
             "Records that made the plugin trap or break a limit (dead-lettered).",
             |s| s.failed.load(Relaxed),
         ),
         (
-            "traps",
+            "sluice_transform_traps_total",
             "Plugin calls that trapped or broke a limit.",
             |s| s.traps.load(Relaxed),
         ),
         (
-            "fuel",
+            "sluice_transform_fuel_total",
             "wasmtime fuel consumed by metered calls (those isolating suspect records after a failed or timed-out call).",
             |s| s.fuel.load(Relaxed),
         ),
         (
-            "transactions",
+            "sluice_transform_transactions_total",
             "Kafka transactions committed (each holds a read's outputs and offsets).",
             |s| s.transactions.load(Relaxed),
         ),
-    ];
-    for (key, help, pick) in counters {
-        let name = format!("sluice_transform_{key}_total");
-        crate::metrics::family(&mut out, &name, "counter", help);
-        for (t, s) in &local {
-            let _ = writeln!(
-                out,
-                "{name}{{transform=\"{t}\",worker=\"{id}\"}} {}",
-                pick(s)
-            );
-        }
-    }
-    for (key, help, pick) in [
         (
-            "restarts",
+            "sluice_worker_restarts_total",
             "Sessions that ended on an error (transaction aborted, resumed from the committed offsets).",
-            (|s| s.restarts.load(Relaxed)) as Pick,
+            |s| s.restarts.load(Relaxed),
         ),
-        ("rebalances", "Changes of the input partitions held.", |s| {
-            s.rebalances.load(Relaxed)
-        }),
-    ] {
-        let name = format!("sluice_worker_{key}_total");
-        crate::metrics::family(&mut out, &name, "counter", help);
+        (
+            "sluice_worker_rebalances_total",
+            "Changes of the input partitions held.",
+            |s| s.rebalances.load(Relaxed),
+        ),
+    ];
+    for (name, help, pick) in counters {
+        crate::metrics::family(&mut out, name, "counter", help);
         for (t, s) in &local {
             let _ = writeln!(
                 out,

@@ -633,9 +633,8 @@ impl Masker {
                     if b.get(i) != Some(&b':') {
                         return Err(Fallback::Invalid);
                     }
-                    secret_next = secret_container.is_none()
-                        && self.json
-                        && self.is_secret_name(&b[key]);
+                    secret_next =
+                        secret_container.is_none() && self.json && self.is_secret_name(&b[key]);
                     i = skip_ws(b, i + 1);
                     next = Next::Value;
                 }

@@ -68,6 +68,27 @@ impl Worker {
         format!("http://{}{path}", self.http)
     }
 
+    /// `GET path` as JSON.
+    fn get(&self, path: &str) -> Value {
+        http().get(self.url(path)).send().unwrap().json().unwrap()
+    }
+
+    /// `GET path`'s status.
+    fn status_of(&self, path: &str) -> u16 {
+        http().get(self.url(path)).send().unwrap().status().as_u16()
+    }
+
+    /// `PUT path` with a JSON body: the status.
+    fn put(&self, path: &str, body: &Value) -> u16 {
+        http()
+            .put(self.url(path))
+            .json(body)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
     fn status(&self) -> Value {
         http()
             .get(self.url("/v1/worker"))
@@ -185,12 +206,7 @@ fn workers_transform_exactly_once_through_a_sigkill_and_a_join() {
         let each_one = held
             .iter()
             .all(|st| st["partitions"].as_array().map(Vec::len) == Some(1));
-        let status: Value = http()
-            .get(b.url("/v1/transforms/copy"))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
+        let status: Value = b.get("/v1/transforms/copy");
         let holders: Vec<&str> = status["partitions"]
             .as_array()
             .unwrap()
@@ -437,20 +453,10 @@ fn any_workers_api_deploys_and_every_worker_follows() {
     assert_eq!(v2["version"], 2);
     assert!(sluice::plugins::MASK.len() > 4 * sluice_worker::control::CHUNK_BYTES);
     wait_for("b to see both versions", 10, || {
-        let p: Value = http()
-            .get(a.url("/v1/plugins/p"))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
+        let p: Value = a.get("/v1/plugins/p");
         p["versions"].as_array().map(Vec::len) == Some(2)
     });
-    let p: Value = http()
-        .get(a.url("/v1/plugins/p"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let p: Value = a.get("/v1/plugins/p");
     assert_eq!(p["versions"][1]["digest"], v2["digest"]);
     assert_eq!(p["versions"][1]["size_bytes"], sluice::plugins::MASK.len());
 
@@ -514,29 +520,26 @@ fn any_workers_api_deploys_and_every_worker_follows() {
         .body(sluice::plugins::WINDOW_COUNT.to_vec())
         .send()
         .unwrap();
-    let r = http()
-        .put(a.url("/v1/transforms/wc"))
-        .json(&json!({"plugin": "wc", "input": "w.in", "outputs": ["w.out"]}))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 400);
+    assert_eq!(
+        a.put(
+            "/v1/transforms/wc",
+            &json!({"plugin": "wc", "input": "w.in", "outputs": ["w.out"]})
+        ),
+        400
+    );
 
     // Deploy version 1 (identity) on b: both workers run it.
-    let r = http()
-        .put(b.url("/v1/transforms/t"))
-        .json(&json!({"plugin": "p", "version": 1, "input": "w.in", "outputs": ["w.out"]}))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    assert_eq!(
+        b.put(
+            "/v1/transforms/t",
+            &json!({"plugin": "p", "version": 1, "input": "w.in", "outputs": ["w.out"]})
+        ),
+        201
+    );
     produce_secrets(&s, 0, 3000);
     wait_for("version 1's output", 60, || passwords(&s).len() == 3000);
     wait_for("both workers to hold partitions", 30, || {
-        let st: Value = http()
-            .get(a.url("/v1/transforms/t"))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
+        let st: Value = a.get("/v1/transforms/t");
         let workers: Vec<String> = st["partitions"]
             .as_array()
             .unwrap()
@@ -551,19 +554,15 @@ fn any_workers_api_deploys_and_every_worker_follows() {
     assert_eq!(r.status(), 409);
 
     // Hot swap to version 2 (mask) through a, then roll back to 1 through b.
-    let r = http()
-        .put(a.url("/v1/transforms/t"))
-        .json(&json!({"plugin": "p", "version": 2, "input": "w.in", "outputs": ["w.out"]}))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(
+        a.put(
+            "/v1/transforms/t",
+            &json!({"plugin": "p", "version": 2, "input": "w.in", "outputs": ["w.out"]})
+        ),
+        200
+    );
     wait_for("both workers on version 2", 30, || {
-        let st: Value = http()
-            .get(b.url("/v1/transforms/t"))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
+        let st: Value = b.get("/v1/transforms/t");
         st["version"] == 2
             && st["workers"]
                 .as_array()
@@ -578,19 +577,15 @@ fn any_workers_api_deploys_and_every_worker_follows() {
         (3000..6000).all(|i| seen[&i] == ["********"]),
         "masked by v2"
     );
-    let r = http()
-        .put(b.url("/v1/transforms/t"))
-        .json(&json!({"plugin": "p", "version": 1, "input": "w.in", "outputs": ["w.out"]}))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(
+        b.put(
+            "/v1/transforms/t",
+            &json!({"plugin": "p", "version": 1, "input": "w.in", "outputs": ["w.out"]})
+        ),
+        200
+    );
     wait_for("both workers back on version 1", 30, || {
-        let st: Value = http()
-            .get(a.url("/v1/transforms/t"))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
+        let st: Value = a.get("/v1/transforms/t");
         st["workers"]
             .as_array()
             .unwrap()
@@ -620,12 +615,7 @@ fn any_workers_api_deploys_and_every_worker_follows() {
     };
     let mut st = Value::Null;
     wait_for("the reports to show the rollback", 10, || {
-        st = http()
-            .get(a.url("/v1/transforms/t"))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
+        st = a.get("/v1/transforms/t");
         st["counters"]["records_in"] == 9000
             && (0..3).all(|p| history(&st, p).iter().map(|x| x.0).collect::<Vec<_>>() == [1, 2, 1])
     });
@@ -658,12 +648,7 @@ fn any_workers_api_deploys_and_every_worker_follows() {
         .unwrap();
     assert_eq!(r.status(), 200);
     wait_for("a to see the pause", 10, || {
-        let st: Value = http()
-            .get(a.url("/v1/transforms/t"))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
+        let st: Value = a.get("/v1/transforms/t");
         st["status"] == "paused"
     });
     std::thread::sleep(Duration::from_secs(1));
@@ -684,12 +669,7 @@ fn any_workers_api_deploys_and_every_worker_follows() {
     let r = http().delete(b.url("/v1/transforms/t")).send().unwrap();
     assert_eq!(r.status(), 204);
     wait_for("a to drop the deployment", 10, || {
-        http()
-            .get(a.url("/v1/transforms/t"))
-            .send()
-            .unwrap()
-            .status()
-            == 404
+        a.status_of("/v1/transforms/t") == 404
     });
     // Its consumer group goes with it: deployed again, it starts from the beginning.
     {
@@ -710,12 +690,13 @@ fn any_workers_api_deploys_and_every_worker_follows() {
                 .unwrap_or(true)
         });
     }
-    let r = http()
-        .put(a.url("/v1/transforms/t"))
-        .json(&json!({"plugin": "p", "version": 1, "input": "w.in", "outputs": ["w.out"]}))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    assert_eq!(
+        a.put(
+            "/v1/transforms/t",
+            &json!({"plugin": "p", "version": 1, "input": "w.in", "outputs": ["w.out"]})
+        ),
+        201
+    );
     wait_for("the input processed again from offset 0", 60, || {
         passwords(&s).values().all(|v| v.len() == 2)
     });
@@ -724,7 +705,7 @@ fn any_workers_api_deploys_and_every_worker_follows() {
     let r = http().delete(a.url("/v1/plugins/p")).send().unwrap();
     assert_eq!(r.status(), 204);
     wait_for("b to drop the plugin", 10, || {
-        http().get(b.url("/v1/plugins/p")).send().unwrap().status() == 404
+        b.status_of("/v1/plugins/p") == 404
     });
 }
 
