@@ -400,7 +400,61 @@ impl Masker {
     /// `pairs` on ASCII text, as its regex `(?i)\b((?:NAME|…)\w*)(\s*[:=]\s*)("?)([^\s,;&"']+)`
     /// matches (a name's parts joined by an optional `_`, `-` or space): appends `b` with
     /// every value masked; says whether there was any.
+    ///
+    /// Driven by the separators: every match has exactly one `:` or `=` right after its
+    /// name, the rest of the word and spaces, so only the few places before a separator
+    /// are tried — the word before it, and up to as many earlier words as a name has parts
+    /// (joined by one `-` or space), leftmost first. Names with empty parts (`a__b`) take
+    /// the byte-by-byte scan instead.
     fn push_pairs_masked(&self, names: &[Vec<Vec<u8>>], b: &[u8], out: &mut Vec<u8>) -> bool {
+        let max_parts = names.iter().map(Vec::len).max().unwrap_or(1);
+        if max_parts > 8 || names.iter().flatten().any(Vec::is_empty) {
+            return self.push_pairs_scanning(names, b, out);
+        }
+        let (mut last, mut changed, mut from) = (0, false, 0);
+        while let Some(sep) = lanes::find_either(b, from, b':', b'=') {
+            from = sep + 1;
+            let mut end = sep;
+            while end > last && is_space(b[end - 1]) {
+                end -= 1;
+            }
+            if end == 0 || !is_word(b[end - 1]) {
+                continue;
+            }
+            // Word starts the name may begin at, rightmost first.
+            let mut starts = [0usize; 8];
+            let mut s = end - 1;
+            while s > 0 && is_word(b[s - 1]) {
+                s -= 1;
+            }
+            let mut k = 1;
+            starts[0] = s;
+            while k < max_parts && s >= 2 && matches!(b[s - 1], b'-' | b' ') && is_word(b[s - 2]) {
+                s -= 1;
+                while s > 0 && is_word(b[s - 1]) {
+                    s -= 1;
+                }
+                starts[k] = s;
+                k += 1;
+            }
+            let found = starts[..k]
+                .iter()
+                .rev()
+                .filter(|&&p| p >= last && self.pair_first[usize::from(b[p])])
+                .find_map(|&p| names.iter().find_map(|n| pair_at(n, b, p)));
+            if let Some((vs, ve)) = found {
+                out.extend_from_slice(&b[last..vs]);
+                self.push_mask(out, ve - vs);
+                (last, changed) = (ve, true);
+                from = from.max(ve);
+            }
+        }
+        out.extend_from_slice(&b[last..]);
+        changed
+    }
+
+    /// `push_pairs_masked` trying every word start.
+    fn push_pairs_scanning(&self, names: &[Vec<Vec<u8>>], b: &[u8], out: &mut Vec<u8>) -> bool {
         let (mut last, mut changed, mut p) = (0, false, 0);
         while p < b.len() {
             // A name starts at a word start (`\b` before a word byte).
@@ -829,6 +883,23 @@ mod lanes {
         }
     }
 
+    /// The index of the first byte at or after `from` equal to `c` or `d`.
+    #[inline]
+    pub fn find_either(b: &[u8], from: usize, c: u8, d: u8) -> Option<usize> {
+        let mut i = from;
+        while let Some(x) = load(b, i) {
+            let m = eq(x, c) | eq(x, d);
+            if m != 0 {
+                return Some(i + (m.trailing_zeros() / 8) as usize);
+            }
+            i += 8;
+        }
+        b.get(i..)?
+            .iter()
+            .position(|&x| x == c || x == d)
+            .map(|p| i + p)
+    }
+
     /// The index of the first byte at or after `from` equal to `c`.
     #[inline]
     pub fn find(b: &[u8], from: usize, c: u8) -> Option<usize> {
@@ -1198,7 +1269,11 @@ mod tests {
 
     #[test]
     fn pair_scanner_masks_what_the_regex_masks() {
-        for fields in [None, Some("api_key,x-y z,pass,password,tok3n")] {
+        for fields in [
+            None,
+            Some("api_key,x-y z,pass,password,tok3n"),
+            Some("a__b,x y-z w,key"),
+        ] {
             let m = Masker::from_config(|k| match k {
                 "detectors" => Some("pairs".into()),
                 "fields" => fields.map(Into::into),
@@ -1209,7 +1284,8 @@ mod tests {
             let tokens = [
                 "Password", "password", "PASS", "pass", "word", "api", "_", "-", " ", "key", "Key",
                 "x", "y", "z", "tok3n", "token", "secret", ":", "=", " : ", "\"", "'", ",", ";",
-                "&", "\t", "\u{b}", "\n", "hunter2", "1", "a", "_x", "Secret=", "ApI-kEy",
+                "&", "\t", "\u{b}", "\n", "hunter2", "1", "a", "_x", "Secret=", "ApI-kEy", "b",
+                "w", "__",
             ];
             let mut found = 0;
             generated(&tokens, 200_000, |s| {
