@@ -170,7 +170,8 @@ impl View {
                     self.corrupt_uploads += 1;
                     return;
                 };
-                let mut bytes = Vec::with_capacity(m.size_bytes);
+                // The manifest is input: its size only hints (the chunks decide).
+                let mut bytes = Vec::with_capacity(m.size_bytes.min(64 << 20));
                 for i in 0..m.chunks {
                     match chunks.get(&i) {
                         Some(c) => bytes.extend_from_slice(c),
