@@ -345,6 +345,9 @@ impl Control {
     }
 
     fn follow(&self, consumer: BaseConsumer) {
+        // While the cluster is away every poll fails: one warning per 30 s, with a count.
+        let mut warned: Option<Instant> = None;
+        let mut failures = 0u64;
         while !self.stop.load(Ordering::Acquire) {
             let Some(m) = consumer.poll(Duration::from_millis(100)) else {
                 continue;
@@ -352,7 +355,12 @@ impl Control {
             let m = match m {
                 Ok(m) => m,
                 Err(e) => {
-                    tracing::warn!(error = %e, "control topics: read failed; retrying");
+                    failures += 1;
+                    if warned.is_none_or(|w| w.elapsed() >= Duration::from_secs(30)) {
+                        tracing::warn!(error = %e, failures, "control topics: reads failing; retrying");
+                        warned = Some(Instant::now());
+                        failures = 0;
+                    }
                     continue;
                 }
             };

@@ -61,6 +61,9 @@ impl ClusterTables {
     }
 
     fn follow(&self) {
+        // While the cluster is away every poll fails: one warning per 30 s, with a count.
+        let mut warned: Option<Instant> = None;
+        let mut failures = 0u64;
         while !self.stop.load(Ordering::Acquire) {
             if self
                 .followed
@@ -77,7 +80,12 @@ impl ClusterTables {
             let m = match m {
                 Ok(m) => m,
                 Err(e) => {
-                    tracing::warn!(error = %e, "tables: read failed; retrying");
+                    failures += 1;
+                    if warned.is_none_or(|w| w.elapsed() >= Duration::from_secs(30)) {
+                        tracing::warn!(error = %e, failures, "tables: reads failing; retrying");
+                        warned = Some(Instant::now());
+                        failures = 0;
+                    }
                     continue;
                 }
             };
