@@ -605,13 +605,7 @@ impl Masker {
             out.extend_from_slice(v.to_string().as_bytes());
             return true;
         }
-        match self.mask_text(text) {
-            Some(masked) => {
-                out.extend_from_slice(masked.as_bytes());
-                true
-            }
-            None => false,
-        }
+        self.mask_text_into(text, out)
     }
 
     /// Masks JSON in one pass over its bytes, validating it on the way: no document is
