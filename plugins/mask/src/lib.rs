@@ -485,9 +485,13 @@ impl Masker {
     /// masked; says whether there was any.
     fn push_cards_masked(&self, b: &[u8], out: &mut Vec<u8>) -> bool {
         let (mut last, mut changed, mut p) = (0, false, 0);
-        while p < b.len() {
-            if !b[p].is_ascii_digit() || (p > 0 && is_word(b[p - 1])) {
-                p += 1;
+        while let Some(d) = lanes::find_digit(b, p) {
+            p = d;
+            if p > 0 && is_word(b[p - 1]) {
+                // Inside a word: no boundary before any of its bytes.
+                while p < b.len() && is_word(b[p]) {
+                    p += 1;
+                }
                 continue;
             }
             // Ends of the first 1..=19 digits, each after an optional single separator.
@@ -875,6 +879,23 @@ mod lanes {
             4..8 => w32(0) | w32(n - 4) << 32,
             _ => load(b, 0).unwrap_or(0),
         }
+    }
+
+    /// The index of the first ASCII digit at or after `from`.
+    #[inline]
+    pub fn find_digit(b: &[u8], from: usize) -> Option<usize> {
+        let mut i = from;
+        while let Some(x) = load(b, i) {
+            let m = !below(x, b'0') & below(x, b'9' + 1);
+            if m != 0 {
+                return Some(i + (m.trailing_zeros() / 8) as usize);
+            }
+            i += 8;
+        }
+        b.get(i..)?
+            .iter()
+            .position(u8::is_ascii_digit)
+            .map(|p| i + p)
     }
 
     /// The index of the first byte at or after `from` equal to `c` or `d`.
