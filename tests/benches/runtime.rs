@@ -20,6 +20,7 @@ fn records() -> Vec<TestRecord> {
 
 /// ~150-byte values of one format, each with something to mask: `json` (valid JSON with
 /// a password and an e-mail), `text` (`User: …, Password: …`, the README's log line),
+/// `unicode` (the same with accents and a symbol),
 /// `invalid` (a line that looks like JSON but is not), `binary` (not UTF-8).
 fn records_of(format: &str) -> Vec<TestRecord> {
     (0..BATCH)
@@ -35,6 +36,11 @@ fn records_of(format: &str) -> Vec<TestRecord> {
                     i % 97,
                     i % 7,
                     i % 250
+                ),
+                "unicode" => format!(
+                    "2026-11-30T10:00:{:02} INFO connexion r\u{e9}ussie pour Zo\u{eb} u-{}, Password: hunter{i} \u{2615} caf\u{e9}",
+                    i % 60,
+                    i % 97
                 ),
                 "invalid" => format!(
                     "{{\"user\":\"u-{}\",\"Password: hunter{i}\", \"mail\": user{i}@example.com",
@@ -166,7 +172,7 @@ fn main() {
         wasm / native * 100.0
     );
     // Every input format: the same comparison.
-    for format in ["json", "text", "invalid", "binary"] {
+    for format in ["json", "text", "unicode", "invalid", "binary"] {
         let recs = records_of(format);
         let (fctx, fbytes) = encode_batch(&recs);
         let native_f = || native_mask(&fctx, &fbytes, Duration::from_millis(700));

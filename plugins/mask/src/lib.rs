@@ -67,11 +67,13 @@ pub struct Masker {
     names: Vec<String>,
     pairs: Option<Regex>,
     /// The secret names as lower-case parts (`api_key` → `api`, `key`), in the regex's
-    /// order, for the byte scanner that replaces `pairs` on ASCII text; none when a name
-    /// is not ASCII (the regex then does all text).
+    /// order, for the byte scanner that replaces the `pairs` regex; none when a name is not
+    /// ASCII or does not start with a word character (the regex then does all text).
     pair_names: Option<Vec<Vec<Vec<u8>>>>,
     /// Bytes a secret name can start with (either case): other words are skipped at once.
     pair_first: [bool; 256],
+    /// The separator-driven scanner does non-ASCII text too (no name has empty parts).
+    pairs_unicode: bool,
     /// Two buffers the text detectors write through in turn (no allocation per record).
     bufs: std::cell::RefCell<(Vec<u8>, Vec<u8>)>,
     json: bool,
@@ -183,6 +185,10 @@ impl Masker {
                 }
                 t
             },
+            pairs_unicode: raw_names.iter().all(|n| {
+                n.split(['_', '-', ' ']).all(|p| !p.is_empty())
+                    && n.split(['_', '-', ' ']).count() <= 8
+            }),
             bufs: std::cell::RefCell::default(),
             mask_char,
             mask_length,
@@ -315,9 +321,10 @@ impl Masker {
 
     /// Appends `text` with its secrets masked to `out`; says whether anything changed.
     /// The detectors run in turn (pairs, e-mail, card), each over the previous one's
-    /// result, through two reused buffers. Byte scanners do what the regexes say (the
-    /// tests check them against the regexes on generated text); the `pairs` regex itself
-    /// runs only on non-ASCII text, where Unicode word and space classes apply.
+    /// result, through two reused buffers. Byte scanners do what the regexes say, Unicode
+    /// word, space and case classes included (the tests check them against the regexes on
+    /// generated text); the `pairs` regex itself runs only for names with empty parts on
+    /// non-ASCII text.
     fn mask_text_into(&self, text: &str, out: &mut Vec<u8>) -> bool {
         let b = text.as_bytes();
         // Cheap byte checks first, in one pass: most strings cannot match a detector at all.
@@ -345,9 +352,11 @@ impl Masker {
         let mut cur = None;
         if has_pair_sep {
             match (&self.pair_names, &self.pairs) {
-                (Some(names), _) if high < 0x80 => step(b, a, z, &mut cur, |src, dst| {
-                    self.push_pairs_masked(names, src, dst)
-                }),
+                (Some(names), _) if high < 0x80 || self.pairs_unicode => {
+                    step(b, a, z, &mut cur, |src, dst| {
+                        self.push_pairs_masked(names, src, dst)
+                    })
+                }
                 (_, Some(re)) => step(b, a, z, &mut cur, |src, dst| {
                     self.push_pairs_by_regex(re, src, dst)
                 }),
@@ -415,36 +424,39 @@ impl Masker {
         while let Some(sep) = lanes::find_either(b, from, b':', b'=') {
             from = sep + 1;
             let mut end = sep;
-            while end > last && is_space(b[end - 1]) {
-                end -= 1;
+            while end > last {
+                let (c, s) = char_before(b, end);
+                if !c.is_whitespace() {
+                    break;
+                }
+                end = s;
             }
-            if end == 0 || !is_word(b[end - 1]) {
+            if end == 0 || !is_word_char(char_before(b, end).0) {
                 continue;
             }
             // Word starts the name may begin at, rightmost first.
             let mut starts = [0usize; 8];
-            let mut s = end - 1;
-            while s > 0 && is_word(b[s - 1]) {
-                s -= 1;
-            }
+            let mut s = word_run_start(b, end);
             let mut k = 1;
             starts[0] = s;
-            while k < max_parts && s >= 2 && matches!(b[s - 1], b'-' | b' ') && is_word(b[s - 2]) {
-                s -= 1;
-                while s > 0 && is_word(b[s - 1]) {
-                    s -= 1;
-                }
+            while k < max_parts
+                && s >= 2
+                && matches!(b[s - 1], b'-' | b' ')
+                && is_word_char(char_before(b, s - 1).0)
+            {
+                s = word_run_start(b, s - 1);
                 starts[k] = s;
                 k += 1;
             }
             let found = starts[..k]
                 .iter()
                 .rev()
-                .filter(|&&p| p >= last && self.pair_first[usize::from(b[p])])
+                .filter(|&&p| p >= last && (b[p] >= 0x80 || self.pair_first[usize::from(b[p])]))
                 .find_map(|&p| names.iter().find_map(|n| pair_at(n, b, p)));
             if let Some((vs, ve)) = found {
                 out.extend_from_slice(&b[last..vs]);
-                self.push_mask(out, ve - vs);
+                let chars = std::str::from_utf8(&b[vs..ve]).map_or(ve - vs, |t| t.chars().count());
+                self.push_mask(out, chars);
                 (last, changed) = (ve, true);
                 from = from.max(ve);
             }
@@ -1096,43 +1108,118 @@ fn step(
 }
 
 /// The value (start, end) of a `pairs` match of the name `parts` starting at `p`: the name
-/// (ASCII, any case; its parts joined by an optional `_`, `-` or space), the rest of the
-/// word, spaces, `:` or `=`, spaces, an optional quote, then the value.
+/// (any case, as the regex's Unicode case folding has it; its parts joined by an optional
+/// `_`, `-` or space), the rest of the word, spaces, `:` or `=`, spaces, an optional quote,
+/// then the value. `b` is UTF-8; word and space are Unicode's, as in the regex.
 fn pair_at(parts: &[Vec<u8>], b: &[u8], p: usize) -> Option<(usize, usize)> {
     let mut j = p;
     for (k, part) in parts.iter().enumerate() {
         if k > 0 && matches!(b.get(j), Some(b'_' | b'-' | b' ')) {
             j += 1;
         }
-        if !b.get(j..j + part.len())?.eq_ignore_ascii_case(part) {
-            return None;
+        for &want in part {
+            let (c, len) = char_at(b, j)?;
+            if !folds_to(c, want) {
+                return None;
+            }
+            j += len;
         }
-        j += part.len();
     }
-    let skip = |mut j: usize, f: fn(u8) -> bool| {
-        while b.get(j).is_some_and(|&c| f(c)) {
-            j += 1;
-        }
-        j
-    };
-    j = skip(j, is_word);
-    j = skip(j, is_space);
+    j = skip_chars(b, j, is_word_char);
+    j = skip_chars(b, j, char::is_whitespace);
     if !matches!(b.get(j), Some(b':' | b'=')) {
         return None;
     }
-    j = skip(j + 1, is_space);
+    j = skip_chars(b, j + 1, char::is_whitespace);
     if b.get(j) == Some(&b'"') {
         j += 1;
     }
-    let end = skip(j, |c| {
-        !is_space(c) && !matches!(c, b',' | b';' | b'&' | b'"' | b'\'')
+    let end = skip_chars(b, j, |c| {
+        !c.is_whitespace() && !matches!(c, ',' | ';' | '&' | '"' | '\'')
     });
     (end > j).then_some((j, end))
 }
 
-/// ASCII white space as the regex's Unicode `\s` has it (with vertical tab).
-fn is_space(c: u8) -> bool {
-    matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+/// Whether the character `c` matches the (lower-case ASCII) name byte `want` case-
+/// insensitively: ASCII case, plus the two non-ASCII characters that Unicode case folding
+/// maps to ASCII letters (KELVIN SIGN to `k`, LONG S to `s`).
+fn folds_to(c: char, want: u8) -> bool {
+    if c.is_ascii() {
+        (c as u8).eq_ignore_ascii_case(&want)
+    } else {
+        matches!((c, want), ('\u{212A}', b'k') | ('\u{17F}', b's'))
+    }
+}
+
+/// The character at `b[i..]` and its length in bytes (`b` is UTF-8).
+#[inline]
+fn char_at(b: &[u8], i: usize) -> Option<(char, usize)> {
+    let c = *b.get(i)?;
+    if c < 0x80 {
+        return Some((c as char, 1));
+    }
+    let len = match c {
+        0xc0..=0xdf => 2,
+        0xe0..=0xef => 3,
+        _ => 4,
+    };
+    let ch = std::str::from_utf8(b.get(i..i + len)?)
+        .ok()?
+        .chars()
+        .next()?;
+    Some((ch, len))
+}
+
+/// The character ending at `b[..i]` (i > 0) and where it starts.
+#[inline]
+fn char_before(b: &[u8], i: usize) -> (char, usize) {
+    let c = b[i - 1];
+    if c < 0x80 {
+        return (c as char, i - 1);
+    }
+    let mut s = i - 1;
+    while s > 0 && b[s] & 0xc0 == 0x80 {
+        s -= 1;
+    }
+    let ch = std::str::from_utf8(&b[s..i])
+        .ok()
+        .and_then(|t| t.chars().next())
+        .unwrap_or('\u{fffd}');
+    (ch, s)
+}
+
+/// Past the characters from `i` on that satisfy `f`.
+#[inline]
+fn skip_chars(b: &[u8], mut i: usize, f: impl Fn(char) -> bool) -> usize {
+    while let Some((c, len)) = char_at(b, i) {
+        if !f(c) {
+            break;
+        }
+        i += len;
+    }
+    i
+}
+
+/// The regex's Unicode word character (`\w`).
+#[inline]
+fn is_word_char(c: char) -> bool {
+    if c.is_ascii() {
+        is_word(c as u8)
+    } else {
+        regex_syntax::try_is_word_character(c).unwrap_or(false)
+    }
+}
+
+/// Where the run of word characters ending at `b[..i]` starts.
+fn word_run_start(b: &[u8], mut i: usize) -> usize {
+    while i > 0 {
+        let (c, s) = char_before(b, i);
+        if !is_word_char(c) {
+            break;
+        }
+        i = s;
+    }
+    i
 }
 
 fn is_word(c: u8) -> bool {
@@ -1304,6 +1391,9 @@ mod tests {
             ];
             let mut found = 0;
             generated(&tokens, 200_000, |s| {
+                if !m.pairs_unicode && !s.is_ascii() {
+                    return; // the regex does these
+                }
                 let mut scanned = Vec::new();
                 let by_scanner = m.push_pairs_masked(names, s.as_bytes(), &mut scanned);
                 let mut by_regex = Vec::new();
@@ -1319,6 +1409,32 @@ mod tests {
                 }
             });
             assert!(found > 5000, "only {found} strings held a pair");
+        }
+    }
+
+    #[test]
+    fn pair_scanner_follows_unicode_classes() {
+        let m = Masker::from_config(|_| None).unwrap();
+        for (text, want) in [
+            // Long s folds to `s`, KELVIN SIGN to `k`; `é` is a word character, NBSP a space.
+            (
+                "pa\u{17f}\u{17f}word: hunter2",
+                "pa\u{17f}\u{17f}word: ********",
+            ),
+            ("api_\u{212a}ey=abc", "api_\u{212a}ey=********"),
+            ("password\u{e9}: x", "password\u{e9}: ********"),
+            (
+                "token\u{a0}:\u{a0}\u{e9}t\u{e9}",
+                "token\u{a0}:\u{a0}********",
+            ),
+            // A word character before the name: no boundary, no match.
+            ("\u{e9}password: x", "\u{e9}password: x"),
+        ] {
+            assert_eq!(
+                m.mask_text(text).as_deref().unwrap_or(text),
+                want,
+                "{text:?}"
+            );
         }
     }
 
