@@ -804,15 +804,14 @@ impl Masker {
         let Ok(text) = std::str::from_utf8(content) else {
             return false;
         };
-        match self.mask_text(text) {
-            Some(m) => {
-                out.extend_from_slice(&b[*last..from]);
-                out.extend_from_slice(m.as_bytes());
-                *last = to;
-                true
-            }
-            None => false,
+        let mark = out.len();
+        out.extend_from_slice(&b[*last..from]);
+        if self.mask_text_into(text, out) {
+            *last = to;
+            return true;
         }
+        out.truncate(mark);
+        false
     }
 }
 
