@@ -177,34 +177,8 @@ pub async fn offset_commit(b: &Arc<Broker>, r: OffsetCommitRequest) -> OffsetCom
             .topic(t)
             .is_ok_and(|tp| tp.partition(i64::from(p)).is_ok())
     };
-    let offsets: Vec<(String, i32, i64, Option<String>)> = r
-        .topics
-        .iter()
-        .flat_map(|t| {
-            t.partitions.iter().map(|p| {
-                (
-                    t.name.0.to_string(),
-                    p.partition_index,
-                    p.committed_offset,
-                    p.committed_metadata.as_ref().map(|m| m.to_string()),
-                )
-            })
-        })
-        .filter(|(t, p, _, _)| exists(t, *p))
-        .collect();
-    let epochs: Vec<(String, i32, i32)> = r
-        .topics
-        .iter()
-        .flat_map(|t| {
-            t.partitions.iter().map(|p| {
-                (
-                    t.name.0.to_string(),
-                    p.partition_index,
-                    p.committed_leader_epoch,
-                )
-            })
-        })
-        .collect();
+    let (mut offsets, epochs) = committed_offsets!(r.topics);
+    offsets.retain(|(t, p, _, _)| exists(t, *p));
     let bb = b.clone();
     let (g, generation, member) = (
         r.group_id.0.to_string(),

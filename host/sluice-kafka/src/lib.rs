@@ -13,6 +13,41 @@
 //!   DescribeConfigs).
 //! - [`error`]: the typed error that ends a connection.
 
+/// The committed offsets `(topic, partition, offset, metadata)` and leader epochs
+/// `(topic, partition, epoch)` of an OffsetCommit or TxnOffsetCommit request's topics
+/// (their types differ; their fields do not).
+macro_rules! committed_offsets {
+    ($topics:expr) => {{
+        let topics = &$topics;
+        let offsets: Vec<(String, i32, i64, Option<String>)> = topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions.iter().map(|p| {
+                    (
+                        t.name.0.to_string(),
+                        p.partition_index,
+                        p.committed_offset,
+                        p.committed_metadata.as_ref().map(|m| m.to_string()),
+                    )
+                })
+            })
+            .collect();
+        let epochs: Vec<(String, i32, i32)> = topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions.iter().map(|p| {
+                    (
+                        t.name.0.to_string(),
+                        p.partition_index,
+                        p.committed_leader_epoch,
+                    )
+                })
+            })
+            .collect();
+        (offsets, epochs)
+    }};
+}
+
 pub mod admin;
 pub mod admin_ext;
 pub mod authz;

@@ -116,33 +116,7 @@ pub async fn txn_offset_commit(
     b: &Arc<Broker>,
     r: TxnOffsetCommitRequest,
 ) -> TxnOffsetCommitResponse {
-    let offsets = r
-        .topics
-        .iter()
-        .flat_map(|t| {
-            t.partitions.iter().map(|p| {
-                (
-                    t.name.0.to_string(),
-                    p.partition_index,
-                    p.committed_offset,
-                    p.committed_metadata.as_ref().map(|m| m.to_string()),
-                )
-            })
-        })
-        .collect();
-    let epochs = r
-        .topics
-        .iter()
-        .flat_map(|t| {
-            t.partitions.iter().map(|p| {
-                (
-                    t.name.0.to_string(),
-                    p.partition_index,
-                    p.committed_leader_epoch,
-                )
-            })
-        })
-        .collect();
+    let (offsets, epochs) = committed_offsets!(r.topics);
     let bb = b.clone();
     let (tid, group, pid, epoch) = (
         r.transactional_id.0.to_string(),

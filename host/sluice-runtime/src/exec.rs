@@ -393,6 +393,15 @@ impl Executor {
         &self.compiled
     }
 
+    /// Where the instance for normal calls, or the one for metered (isolation) calls, lives.
+    fn slot(&mut self, metered: bool) -> &mut Option<Instance> {
+        if metered {
+            &mut self.metered
+        } else {
+            &mut self.instance
+        }
+    }
+
     /// A new instance, `init`-ed, on the fast engine or the fuel-metered one.
     fn instantiate(&self, metered: bool) -> Result<Instance, RuntimeError> {
         let limits = &self.cfg.limits;
@@ -583,20 +592,9 @@ impl Executor {
         // Calls that isolate suspect records run on the fuel-metered engine, so a
         // record's CPU verdict is deterministic; the others run without fuel.
         let use_metered = self.isolating() && self.rt.metering() == crate::Metering::Isolation;
-        let slot = if use_metered {
-            &mut self.metered
-        } else {
-            &mut self.instance
-        };
-        if slot.is_none() {
+        if self.slot(use_metered).is_none() {
             match self.instantiate(use_metered) {
-                Ok(i) => {
-                    if use_metered {
-                        self.metered = Some(i);
-                    } else {
-                        self.instance = Some(i);
-                    }
-                }
+                Ok(i) => *self.slot(use_metered) = Some(i),
                 Err(RuntimeError::Interrupted) => return Err(CallError::Interrupted),
                 Err(e) => {
                     out.traps += 1;
@@ -605,12 +603,13 @@ impl Executor {
             }
         }
         let (_, metered) = self.rt.engine_for(use_metered);
-        let slot = if use_metered {
-            &mut self.metered
+        // Field by field (not `slot`): the call below also reads the config and the state.
+        let inst = if use_metered {
+            self.metered.as_mut()
         } else {
-            &mut self.instance
+            self.instance.as_mut()
         };
-        let Some(inst) = slot.as_mut() else {
+        let Some(inst) = inst else {
             return Err(CallError::Failed("no instance".into()));
         };
         let limits = &self.cfg.limits;
@@ -710,11 +709,7 @@ impl Executor {
                 .end_call(result.is_ok());
         }
         if trapped || recycle {
-            if use_metered {
-                self.metered = None;
-            } else {
-                self.instance = None;
-            }
+            *self.slot(use_metered) = None;
         }
         result
     }

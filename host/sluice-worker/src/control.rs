@@ -220,6 +220,29 @@ impl View {
     }
 }
 
+/// A warning about something that repeats (every poll fails while the cluster is away):
+/// the first, then one per 30 s with how many happened since.
+#[derive(Debug, Default)]
+pub(crate) struct Throttled {
+    last: Option<Instant>,
+    since: u64,
+}
+
+impl Throttled {
+    /// Counts one occurrence; `Some(count since the last warning)` when one is due.
+    pub(crate) fn due(&mut self) -> Option<u64> {
+        self.since += 1;
+        if self
+            .last
+            .is_some_and(|w| w.elapsed() < Duration::from_secs(30))
+        {
+            return None;
+        }
+        self.last = Some(Instant::now());
+        Some(std::mem::take(&mut self.since))
+    }
+}
+
 /// `sha256:<hex>` of a component.
 pub fn digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
@@ -345,9 +368,7 @@ impl Control {
     }
 
     fn follow(&self, consumer: BaseConsumer) {
-        // While the cluster is away every poll fails: one warning per 30 s, with a count.
-        let mut warned: Option<Instant> = None;
-        let mut failures = 0u64;
+        let mut failing = Throttled::default();
         while !self.stop.load(Ordering::Acquire) {
             let Some(m) = consumer.poll(Duration::from_millis(100)) else {
                 continue;
@@ -355,11 +376,8 @@ impl Control {
             let m = match m {
                 Ok(m) => m,
                 Err(e) => {
-                    failures += 1;
-                    if warned.is_none_or(|w| w.elapsed() >= Duration::from_secs(30)) {
+                    if let Some(failures) = failing.due() {
                         tracing::warn!(error = %e, failures, "control topics: reads failing; retrying");
-                        warned = Some(Instant::now());
-                        failures = 0;
                     }
                     continue;
                 }
@@ -552,18 +570,18 @@ impl Control {
             .map(|_| ())
     }
 
-    /// Topic names and partition counts of the cluster (None: the topic does not exist).
-    pub fn partitions(&self, topic: &str) -> Result<Option<usize>, ClusterError> {
+    /// The cluster's topics and their partition counts, in one metadata request.
+    pub fn topics(&self) -> Result<HashMap<String, usize>, ClusterError> {
         let md = self
             .producer
             .client()
-            .fetch_metadata(Some(topic), Duration::from_secs(10))?;
+            .fetch_metadata(None, Duration::from_secs(10))?;
         Ok(md
             .topics()
             .iter()
-            .find(|t| t.name() == topic && t.error().is_none())
-            .map(|t| t.partitions().len())
-            .filter(|n| *n > 0))
+            .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| (t.name().to_string(), t.partitions().len()))
+            .collect())
     }
 
     /// Deletes a consumer group once it is empty (the last worker to leave it succeeds),

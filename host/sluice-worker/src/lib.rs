@@ -241,12 +241,11 @@ impl Worker {
                 }
             };
             lock(&self.errors).remove(name);
-            if let Some(r) = runners.get(name) {
+            if runners.contains_key(name) {
                 if shared.target_version() != Some(target.version) {
                     tracing::info!(deployment = %name, version = target.version, "plugin version staged for activation");
                     shared.set_target(target);
                 }
-                let _ = r;
                 continue;
             }
             let mut tables_ready = true;
@@ -405,9 +404,9 @@ impl Worker {
             return Err(PipelineError::BadName(name.to_string()).into());
         }
         self.control.sync()?;
-        let input_partitions = self
-            .control
-            .partitions(&spec.input)?
+        let topics = self.control.topics()?;
+        let input_partitions = *topics
+            .get(&spec.input)
             .ok_or_else(|| PipelineError::UnknownInput(spec.input.clone()))?;
         if spec.outputs.is_empty() {
             return Err(
@@ -415,7 +414,7 @@ impl Worker {
             );
         }
         for o in &spec.outputs {
-            if self.control.partitions(o)?.is_none() {
+            if !topics.contains_key(o) {
                 return Err(PipelineError::UnknownOutput(o.clone()).into());
             }
             if *o == spec.input {
@@ -432,7 +431,7 @@ impl Worker {
             .into());
         }
         for t in &spec.tables {
-            if self.control.partitions(t)?.is_none() {
+            if !topics.contains_key(t) {
                 return Err(PipelineError::Invalid(format!("table {t} is not a topic")).into());
             }
         }
@@ -444,6 +443,7 @@ impl Worker {
         }
         self.target(&spec)?;
         let existing = self.control.view().deployments.get(name).cloned();
+        let created = existing.is_none();
         let now = control::now_ms();
         let record = match existing {
             None => DeploymentRecord {
@@ -478,7 +478,6 @@ impl Worker {
                 }
             }
         };
-        let created = !self.control.view().deployments.contains_key(name);
         if created {
             self.control
                 .create_topic(&dlq, input_partitions)

@@ -61,9 +61,7 @@ impl ClusterTables {
     }
 
     fn follow(&self) {
-        // While the cluster is away every poll fails: one warning per 30 s, with a count.
-        let mut warned: Option<Instant> = None;
-        let mut failures = 0u64;
+        let mut failing = crate::control::Throttled::default();
         while !self.stop.load(Ordering::Acquire) {
             if self
                 .followed
@@ -80,11 +78,8 @@ impl ClusterTables {
             let m = match m {
                 Ok(m) => m,
                 Err(e) => {
-                    failures += 1;
-                    if warned.is_none_or(|w| w.elapsed() >= Duration::from_secs(30)) {
+                    if let Some(failures) = failing.due() {
                         tracing::warn!(error = %e, failures, "tables: reads failing; retrying");
-                        warned = Some(Instant::now());
-                        failures = 0;
                     }
                     continue;
                 }
