@@ -107,6 +107,7 @@ mod host;
 pub mod json;
 pub mod state;
 pub mod testing;
+pub mod text;
 pub mod window;
 
 use std::borrow::Cow;
@@ -404,8 +405,21 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+thread_local! {
+    /// Counts `process` calls, so per-batch caches (see [`text::Pattern::find_in`]) know
+    /// when they are stale.
+    static BATCH: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// The number of the running `process` call.
+#[cfg(target_arch = "wasm32")]
+pub(crate) fn batch_number() -> u64 {
+    BATCH.with(std::cell::Cell::get)
+}
+
 /// Empties the scratch buffer for a new batch, giving back memory after an outsized one.
 fn reset_scratch() {
+    BATCH.with(|b| b.set(b.get() + 1));
     SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
         if s.capacity() > 64 << 20 {

@@ -14,10 +14,6 @@ use sluice_sdk::testing::{TestRecord, encode_batch};
 
 const BATCH: usize = 1000;
 
-fn records() -> Vec<TestRecord> {
-    records_of("json")
-}
-
 /// ~150-byte values of one format, each with something to mask: `json` (valid JSON with
 /// a password and an e-mail), `text` (`User: …, Password: …`, the README's log line),
 /// `unicode` (the same with accents and a symbol),
@@ -113,7 +109,8 @@ fn main() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let recs = records();
+    // `SLUICE_BENCH_FORMAT` picks the records of the headline numbers (and of profiles).
+    let recs = records_of(&std::env::var("SLUICE_BENCH_FORMAT").unwrap_or_else(|_| "json".into()));
     let (ctx, bytes) = encode_batch(&recs);
     println!(
         "batches of {BATCH} records, {} bytes per record on average",

@@ -584,7 +584,7 @@ impl Executor {
         input: &BatchInput<'_>,
         first: usize,
         count: u32,
-        bytes: &[u8],
+        bytes: &Bytes,
         bounds: &mut Option<Vec<usize>>,
         out: &mut BatchOutput,
     ) -> Result<(), CallError> {
@@ -624,6 +624,11 @@ impl Executor {
         store.set_epoch_deadline(CHECK_TICKS);
         store.set_hostcall_fuel(limits.max_output_bytes.saturating_add(1024));
         store.data_mut().offset = Some(input.base_offset);
+        store.data_mut().work = crate::sandbox::Work::of(budget);
+        store.data_mut().batch = match input.kind {
+            CallKind::Records => Some(bytes.clone()),
+            CallKind::Timers => None,
+        };
         let event_times = input
             .event_times
             .get(first..first + count as usize)
@@ -664,6 +669,7 @@ impl Executor {
         if metered {
             out.fuel_used += budget.saturating_sub(store.get_fuel().unwrap_or(0));
         }
+        store.data_mut().batch = None;
         let panic = store.data_mut().end_call();
         inst.batches += 1;
         let recycle = inst.batches >= self.cfg.recycle_after;

@@ -7,6 +7,7 @@
 mod exec;
 mod sandbox;
 pub mod state;
+mod text;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -45,6 +46,7 @@ pub mod bindings_v2 {
         world: "transform",
         path: "../../wit/transform.wit",
         imports: { default: trappable },
+        with: { "sluice:transform/text.pattern": crate::text::Pattern },
     });
 }
 
@@ -53,7 +55,8 @@ pub mod bindings_v2 {
 pub enum World {
     /// `sluice:transform@0.1.0`: `process` only.
     V0_1,
-    /// `sluice:transform@0.2.0`: `process` and `on-timers`, state and timers.
+    /// `sluice:transform@0.2.x`: `process` and `on-timers`, state and timers (0.2.0), the
+    /// host's `text` primitives (0.2.1).
     V0_2,
 }
 
@@ -312,6 +315,7 @@ const ALLOWED_IMPORTS: &[&str] = &[
     "sluice:transform/host@",
     "sluice:transform/types@",
     "sluice:transform/state@",
+    "sluice:transform/text@",
     "wasi:io/",
     "wasi:clocks/",
     "wasi:random/",
@@ -579,7 +583,7 @@ impl Runtime {
                 Ok(p) => Pre::V1(p),
                 Err(v1) => {
                     return Err(RuntimeError::WrongWorld(format!(
-                        "as sluice:transform@0.2.0: {v2:#}; as sluice:transform@0.1.0: {v1:#}"
+                        "as sluice:transform@0.2.1: {v2:#}; as sluice:transform@0.1.0: {v1:#}"
                     )));
                 }
             },

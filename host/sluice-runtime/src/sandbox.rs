@@ -126,6 +126,11 @@ pub enum Stop {
     Table { limit: usize, desired: usize },
     #[error("state limit of {limit} bytes exceeded (limits.state_bytes of the deployment)")]
     StateLimit { limit: u64 },
+    #[error(
+        "host work limit of {limit} units exceeded (text primitives: one unit per input byte; \
+         limits.fuel_per_record per record)"
+    )]
+    HostWork { limit: u64 },
 }
 
 /// Table elements one instance may have (function references; real plugins use hundreds).
@@ -295,10 +300,24 @@ impl Pollable for Capture {
     async fn ready(&mut self) {}
 }
 
+/// What the `text` primitives may still do in the running call (work units: one per
+/// input byte, plus a fixed cost per call).
+#[derive(Debug, Clone, Copy)]
+pub struct Work {
+    pub left: u64,
+    pub limit: u64,
+}
+
+impl Work {
+    pub fn of(limit: u64) -> Work {
+        Work { left: limit, limit }
+    }
+}
+
 /// The data of one instance's store.
 pub struct HostState {
     wasi: WasiCtx,
-    table: ResourceTable,
+    pub(crate) table: ResourceTable,
     pub limits: Limiter,
     pub bound: CallBound,
     pub interrupt: Arc<Interrupt>,
@@ -307,6 +326,12 @@ pub struct HostState {
     pub offset: Option<i64>,
     /// The partition's keyed state (stateful deployments).
     pub state: Option<Arc<Mutex<StateStore>>>,
+    /// The input records of the running `process` call (for batch-wide primitives).
+    pub batch: Option<Bytes>,
+    /// The running call's budget for the `text` primitives.
+    pub work: Work,
+    /// Pattern sets the instance holds.
+    pub patterns: usize,
     stdout: Capture,
     stderr: Capture,
     lines: usize,
@@ -339,6 +364,9 @@ impl HostState {
             partition,
             offset: None,
             state: None,
+            batch: None,
+            work: Work::of(super::INIT_FUEL),
+            patterns: 0,
             stdout,
             stderr,
             lines: 0,

@@ -232,6 +232,12 @@ fn components_built_for_the_0_1_contract_keep_working() {
             .unwrap()
             .stateful()
     );
+    // Built against 0.2.0: its imports resolve semver-compatibly to the 0.2.1 host.
+    let v020 = rt
+        .compile(include_bytes!("../../prebuilt/window-count-v0.2.0.wasm"))
+        .unwrap();
+    assert_eq!(v020.world(), sluice_runtime::World::V0_2);
+    assert!(v020.stateful());
 }
 
 fn poison_batch() -> Vec<TestRecord> {
@@ -342,6 +348,47 @@ fn panic_on_a_marker_record_is_isolated_with_its_message() {
 #[test]
 fn output_flood_hits_the_per_record_limit() {
     contained("flood", Limits::default(), "emitted more than 100 records");
+}
+
+/// The host's `text` primitives are bounded like the plugin's own code: their work counts
+/// against a budget per record (the poison record is isolated by it deterministically), an
+/// instance holds a bounded number of pattern sets, and a pattern whose automaton would be
+/// huge is refused at compile time — each an error the plugin sees, not a host failure.
+#[test]
+fn text_primitives_are_bounded() {
+    contained(
+        "text_flood",
+        Limits {
+            fuel_per_record: 5_000_000,
+            ..Limits::default()
+        },
+        "host work limit of 5000000 units exceeded",
+    );
+    for (mode, expect) in [
+        ("pattern_hoard", "at most 256 pattern sets"),
+        ("pattern_bomb", "invalid pattern"),
+    ] {
+        let (_d, rt) = runtime();
+        let compiled = rt.compile(fixtures::MISBEHAVE).unwrap();
+        let cfg = config(
+            "misbehave",
+            &[("mode", mode)],
+            &["out"],
+            Limits::default(),
+            Arc::new(Logs::default()),
+        );
+        let mut ex = rt.executor(compiled, cfg, 0).unwrap();
+        let results = run(&mut ex, &poison_batch());
+        for (i, r) in results.iter().enumerate() {
+            match r {
+                RecordResult::Rejected(reason) if i == 2 => {
+                    assert!(reason.contains(expect), "{mode}: {reason}")
+                }
+                RecordResult::Emitted(v) if i != 2 && v.len() == 1 => {}
+                other => panic!("{mode}: record {i} gave {other:?}"),
+            }
+        }
+    }
 }
 
 #[test]

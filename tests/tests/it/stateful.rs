@@ -198,6 +198,27 @@ fn a_million_shuffled_events_count_exactly_per_window_and_late_ones_are_dead_let
     assert!(metrics.contains("sluice_transform_watermark_ms{transform=\"wc\""));
 }
 
+/// A stateful component built against `sluice:transform@0.2.0` (kept prebuilt in
+/// tests/prebuilt) links against the 0.2.1 host unchanged and counts exactly.
+#[test]
+fn a_stateful_plugin_built_for_contract_0_2_0_still_counts_exactly() {
+    let w = workload(20_000, 11);
+    let s = Server::process();
+    s.create_topic(json!({"name": "events", "partitions": PARTITIONS}));
+    s.create_topic(json!({"name": "counts", "partitions": PARTITIONS}));
+    upload(
+        &s,
+        "window-count",
+        include_bytes!("../../prebuilt/window-count-v0.2.0.wasm"),
+    );
+    deploy_ok(&s, "wc", window_count_spec());
+    for b in &w.bodies {
+        produce_ndjson(&s, "events", b);
+    }
+    wait_settled(&s, "wc", Duration::from_secs(120));
+    check_counts(&s, &w);
+}
+
 #[test]
 fn ten_sigkills_at_random_moments_change_no_count_and_fire_no_window_twice() {
     let w = workload(1_000_000 / PARTITIONS, 11);
