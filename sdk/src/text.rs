@@ -903,7 +903,10 @@ pub mod native {
             assert_eq!(
                 kinds(r#" {"a" : [1, -2.5e3, true,{}], "b\n":"x\u00e9y", "c":null} "#),
                 [
-                    (JSON_OBJECT, r#"{"a" : [1, -2.5e3, true,{}], "b\n":"x\u00e9y", "c":null}"#),
+                    (
+                        JSON_OBJECT,
+                        r#"{"a" : [1, -2.5e3, true,{}], "b\n":"x\u00e9y", "c":null}"#
+                    ),
                     (JSON_KEY, "a"),
                     (JSON_ARRAY, "[1, -2.5e3, true,{}]"),
                     (JSON_SCALAR, "1"),
@@ -950,7 +953,10 @@ pub mod native {
                 valid += usize::from(ours);
                 invalid += usize::from(!ours);
             }
-            assert!(valid > 1000 && invalid > 5000, "{valid} valid, {invalid} invalid");
+            assert!(
+                valid > 1000 && invalid > 5000,
+                "{valid} valid, {invalid} invalid"
+            );
             let deep = format!("{}{}", "[".repeat(129), "]".repeat(129));
             assert_eq!(kinds(&deep), [(JSON_INVALID, "")]);
         }
