@@ -24,3 +24,25 @@ pub fn test_postgres_dsn() -> String {
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// A copy of a component with a custom section appended: same code, new digest (a new
+/// version of the plugin when uploaded).
+pub fn new_build(component: &[u8], tag: &str) -> Vec<u8> {
+    let name = b"sluice-test";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(tag.as_bytes());
+    let mut out = component.to_vec();
+    out.push(0);
+    let mut n = payload.len();
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        out.push(if n == 0 { byte } else { byte | 0x80 });
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&payload);
+    out
+}

@@ -259,28 +259,6 @@ fn restart(data: &Path) -> Server {
     Server::start_in(data, &[])
 }
 
-/// A copy of a component with a custom section appended: same code, new digest (a new
-/// version of the plugin when uploaded).
-fn new_build(component: &[u8], tag: &str) -> Vec<u8> {
-    let name = b"sluice-test";
-    let mut payload = vec![name.len() as u8];
-    payload.extend_from_slice(name);
-    payload.extend_from_slice(tag.as_bytes());
-    let mut out = component.to_vec();
-    out.push(0);
-    let mut n = payload.len();
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        out.push(if n == 0 { byte } else { byte | 0x80 });
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&payload);
-    out
-}
-
 fn state_page(s: &Server, name: &str, query: &str) -> (u16, Value) {
     let r = http()
         .get(s.url(&format!("/v1/transforms/{name}/state?{query}")))
@@ -370,7 +348,11 @@ fn hot_swap_inherits_state_reset_starts_empty_and_the_state_api_shows_it() {
     assert!(r.text().unwrap().contains("topic_in_use"));
 
     // A new version mid-window inherits the count.
-    upload(&s, "wc", &new_build(sluice::plugins::WINDOW_COUNT, "v2"));
+    upload(
+        &s,
+        "wc",
+        &sluice_tests::new_build(sluice::plugins::WINDOW_COUNT, "v2"),
+    );
     let mut v2 = spec.clone();
     v2["version"] = json!(2);
     deploy_ok(&s, "wc", v2.clone());

@@ -443,22 +443,26 @@ fn any_workers_api_deploys_and_every_worker_follows() {
     assert_eq!(r.status(), 201);
     let v1: Value = r.json().unwrap();
     assert_eq!(v1["version"], 1);
+    // A plugin of several chunks: mask, padded by a custom section.
+    let big = sluice_tests::new_build(
+        sluice::plugins::MASK,
+        &"x".repeat(4 * sluice_worker::control::CHUNK_BYTES),
+    );
     let r = http()
         .put(b.url("/v1/plugins/p"))
-        .body(sluice::plugins::MASK.to_vec())
+        .body(big.clone())
         .send()
         .unwrap();
     assert_eq!(r.status(), 201);
     let v2: Value = r.json().unwrap();
     assert_eq!(v2["version"], 2);
-    assert!(sluice::plugins::MASK.len() > 4 * sluice_worker::control::CHUNK_BYTES);
     wait_for("b to see both versions", 10, || {
         let p: Value = a.get("/v1/plugins/p");
         p["versions"].as_array().map(Vec::len) == Some(2)
     });
     let p: Value = a.get("/v1/plugins/p");
     assert_eq!(p["versions"][1]["digest"], v2["digest"]);
-    assert_eq!(p["versions"][1]["size_bytes"], sluice::plugins::MASK.len());
+    assert_eq!(p["versions"][1]["size_bytes"], big.len());
 
     // Refused as on a single server, with JSON errors.
     for (body, code, err) in [
