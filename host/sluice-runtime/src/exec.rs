@@ -285,6 +285,8 @@ fn describe_failure(
             ),
             _ => stop.to_string(),
         }
+    } else if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        format!("the plugin exited (status {})", exit.0)
     } else if let Some(trap) = e.downcast_ref::<Trap>() {
         match (trap, phase) {
             (Trap::OutOfFuel, Phase::Init) => {

@@ -50,6 +50,9 @@ pub mod bindings_v2 {
     });
 }
 
+/// The type of every `wasi:sockets` resource: none is ever made (their functions trap).
+struct NoSocket;
+
 /// The plugin-contract version a component was built for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum World {
@@ -316,6 +319,8 @@ const ALLOWED_IMPORTS: &[&str] = &[
     "sluice:transform/types@",
     "sluice:transform/state@",
     "sluice:transform/text@",
+    // Linked as traps (`Runtime::linker_for`): the network is never reachable.
+    "wasi:sockets/",
     "wasi:io/",
     "wasi:clocks/",
     "wasi:random/",
@@ -572,8 +577,7 @@ impl Runtime {
                 tracing::warn!(path = %cached.display(), error = %e, "could not cache compiled plugin");
             }
         }
-        let pre = set
-            .linker
+        let pre = Self::linker_for(set, &component)?
             .instantiate_pre(&component)
             .map_err(|e| RuntimeError::WrongWorld(format!("{e:#}")))?;
         // The newest world the component's exports fit; 0.1 components keep working.
@@ -615,6 +619,64 @@ impl Runtime {
                 None
             }
         }
+    }
+
+    /// The engine's linker, plus — for a component that imports `wasi:sockets` (every
+    /// Python component does: its standard library links them) — those imports as
+    /// functions that trap with a clear reason. The network stays unreachable: a plugin
+    /// that never uses it runs; one that does fails the record that made it try.
+    fn linker_for<'a>(
+        set: &'a EngineSet,
+        component: &Component,
+    ) -> Result<std::borrow::Cow<'a, Linker<HostState>>, RuntimeError> {
+        use wasmtime::component::types::ComponentItem;
+        let ty = component.component_type();
+        let sockets: Vec<_> = ty
+            .imports(&set.engine)
+            .filter(|(name, _)| name.starts_with("wasi:sockets/"))
+            .collect();
+        if sockets.is_empty() {
+            return Ok(std::borrow::Cow::Borrowed(&set.linker));
+        }
+        let mut linker = set.linker.clone();
+        let fail = |e: wasmtime::Error| RuntimeError::Instantiate(format!("{e:#}"));
+        for (name, item) in sockets {
+            let ComponentItem::ComponentInstance(instance) = item.ty else {
+                continue;
+            };
+            let mut inst = linker.instance(name).map_err(fail)?;
+            for (export, item) in instance.exports(&set.engine) {
+                match item.ty {
+                    ComponentItem::ComponentFunc(_) => {
+                        let what = format!("{name}#{export}");
+                        inst.func_new(export, move |_, _, _, _| {
+                            Err(wasmtime::Error::new(sandbox::Stop::Network {
+                                import: what.clone(),
+                            }))
+                        })
+                        .map_err(fail)?;
+                    }
+                    ComponentItem::Resource(_) => {
+                        use wasmtime::component::ResourceType;
+                        // The WASI io resources the sockets interfaces `use` are the ones
+                        // linked already; the sockets' own exist only as types.
+                        let ty = match export {
+                            "pollable" => ResourceType::host::<wasmtime_wasi::p2::DynPollable>(),
+                            "input-stream" => {
+                                ResourceType::host::<wasmtime_wasi::p2::DynInputStream>()
+                            }
+                            "output-stream" => {
+                                ResourceType::host::<wasmtime_wasi::p2::DynOutputStream>()
+                            }
+                            _ => ResourceType::host::<NoSocket>(),
+                        };
+                        inst.resource(export, ty, |_, _| Ok(())).map_err(fail)?;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(std::borrow::Cow::Owned(linker))
     }
 
     /// Refuses imports outside [`ALLOWED_IMPORTS`]; whether the component imports state.

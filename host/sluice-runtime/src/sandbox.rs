@@ -131,6 +131,8 @@ pub enum Stop {
          limits.fuel_per_record per record)"
     )]
     HostWork { limit: u64 },
+    #[error("the plugin used the network ({import}), which plugins may not")]
+    Network { import: String },
 }
 
 /// Table elements one instance may have (function references; real plugins use hundreds).

@@ -8,6 +8,7 @@ mod kafka;
 mod layers;
 mod log_http;
 mod pipeline;
+mod python;
 mod recovery;
 mod runtime;
 mod security;

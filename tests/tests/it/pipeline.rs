@@ -520,13 +520,6 @@ fn deployment_errors_name_what_is_wrong() {
         .unwrap();
     assert_eq!(r.status(), 400);
     assert!(r.text().unwrap().contains("core WebAssembly module"));
-    let r = http()
-        .put(s.url("/v1/plugins/net"))
-        .body(fixtures::NET_PROBE.to_vec())
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    assert!(r.text().unwrap().contains("wasi:sockets"));
     assert_eq!(
         http()
             .delete(s.url("/v1/transforms/x"))

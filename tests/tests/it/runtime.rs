@@ -177,6 +177,20 @@ fn run_table(rt: &Arc<Runtime>, name: &str, component: &[u8], table: &str) {
     }
 }
 
+/// The Python `filter` (sdk-python/examples/filter, built with componentize-py) passes the
+/// Rust filter's case table through the real runtime, with the default limits.
+#[test]
+fn python_filter_passes_the_shared_case_table_as_a_component() {
+    let (_d, rt) = runtime();
+    let component = sluice_tests::python_plugin("sdk-python/examples/filter");
+    run_table(
+        &rt,
+        "filter-py",
+        &component,
+        include_str!("../../../plugins/filter/cases.json"),
+    );
+}
+
 #[test]
 fn example_plugins_pass_their_case_tables_as_components() {
     let (_d, rt) = runtime();
@@ -484,8 +498,31 @@ fn uploads_that_are_not_transform_components_are_refused_with_reasons() {
         e.contains("does not implement the sluice:transform/transform world"),
         "{e}"
     );
-    let e = rt.compile(fixtures::NET_PROBE).unwrap_err().to_string();
-    assert!(e.contains("imports wasi:sockets/"), "{e}");
+}
+
+/// A component that imports `wasi:sockets` links (every Python component does), but the
+/// network stays out of reach: its first socket call traps, and the record that made it
+/// goes to the dead letters with a reason that says so.
+#[test]
+fn the_network_is_out_of_reach_even_for_components_that_import_sockets() {
+    let (_d, rt) = runtime();
+    let compiled = rt.compile(fixtures::NET_PROBE).unwrap();
+    let cfg = config(
+        "net-probe",
+        &[],
+        &["out"],
+        Limits::default(),
+        Arc::new(Logs::default()),
+    );
+    let mut ex = rt.executor(compiled, cfg, 0).unwrap();
+    let results = run(&mut ex, &[TestRecord::value("x")]);
+    match &results[0] {
+        RecordResult::Failed(reason) => assert!(
+            reason.contains("the plugin used the network (wasi:sockets/"),
+            "{reason}"
+        ),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

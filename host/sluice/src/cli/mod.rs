@@ -101,7 +101,7 @@ pub async fn run(command: Command, server: &str) -> anyhow::Result<()> {
         Command::Topic(cmd) => topics::run(&c()?, cmd).await,
         Command::Produce(args) => records::produce(&c()?, args).await,
         Command::Consume(args) => records::consume(&c()?, args).await,
-        Command::Plugin(PluginCmd::New { name, sdk }) => plugins::scaffold(&name, sdk),
+        Command::Plugin(PluginCmd::New { name, sdk, lang }) => plugins::scaffold(&name, sdk, lang),
         Command::Plugin(cmd) => plugins::run(&c()?, cmd).await,
         Command::Transform(cmd) => deployments::transform(&c()?, cmd).await,
         Command::Connector(cmd) => deployments::connector(&c()?, cmd).await,

@@ -20,14 +20,27 @@ pub enum PluginCmd {
     },
     /// List plugins and their versions.
     List,
-    /// Create a new plugin crate (a one-function transform with a native test).
+    /// Create a new plugin project (a one-function transform with a native test and a
+    /// case table).
     New {
-        /// Crate and plugin name: letters, digits, '-' and '_'.
+        /// Project and plugin name: letters, digits, '-' and '_'.
         name: String,
-        /// Path of the Sluice SDK crate [default: the one this binary was built from].
+        /// Path of the Sluice SDK (the Rust crate, or `sdk-python`) [default: the one of the
+        /// source tree this binary was built from].
         #[arg(long)]
         sdk: Option<PathBuf>,
+        /// The plugin's language.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: Lang,
     },
+}
+
+/// Languages `sluice plugin new` scaffolds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    Rust,
+    /// Built with componentize-py (PyPI) against the `sdk-python` package.
+    Python,
 }
 
 pub async fn run(c: &Client, cmd: PluginCmd) -> anyhow::Result<()> {
@@ -67,7 +80,7 @@ pub async fn run(c: &Client, cmd: PluginCmd) -> anyhow::Result<()> {
             }
             t.print();
         }
-        PluginCmd::New { name, sdk } => scaffold(&name, sdk)?,
+        PluginCmd::New { name, sdk, lang } => scaffold(&name, sdk, lang)?,
     }
     Ok(())
 }
@@ -75,6 +88,17 @@ pub async fn run(c: &Client, cmd: PluginCmd) -> anyhow::Result<()> {
 /// Builds the crate in the current directory for wasm32-wasip2 (release) and returns the
 /// component cargo reports — wherever `CARGO_TARGET_DIR` puts it.
 fn build_here() -> anyhow::Result<PathBuf> {
+    if Path::new("app.py").exists() && Path::new("build.sh").exists() {
+        note("building the Python plugin here: ./build.sh (componentize-py)");
+        let status = std::process::Command::new("sh")
+            .arg("build.sh")
+            .status()
+            .context("running build.sh")?;
+        if !status.success() {
+            bail!("build.sh failed; pass the .wasm file to push instead");
+        }
+        return Ok(PathBuf::from("plugin.wasm"));
+    }
     note("building the plugin crate here: cargo build --release --target wasm32-wasip2");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = std::process::Command::new(cargo)
@@ -114,14 +138,18 @@ fn build_here() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// Writes a plugin crate: Cargo.toml, a one-function transform and a native test.
-pub fn scaffold(name: &str, sdk: Option<PathBuf>) -> anyhow::Result<()> {
+/// Writes a plugin project: a one-function transform, a native test and (Python) a case
+/// table and build script; a Rust crate has its Cargo.toml.
+pub fn scaffold(name: &str, sdk: Option<PathBuf>, lang: Lang) -> anyhow::Result<()> {
     if !sluice_pipeline::plugins::valid_name(name) || name.contains('.') {
         bail!("plugin name {name:?}: use letters, digits, '-' and '_'");
     }
     let dir = PathBuf::from(name);
     if dir.exists() {
         bail!("{} already exists", dir.display());
+    }
+    if lang == Lang::Python {
+        return scaffold_python(&dir, name, sdk);
     }
     let sdk = sdk.unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sdk"));
     let sdk = std::fs::canonicalize(&sdk)
@@ -146,6 +174,93 @@ pub fn scaffold(name: &str, sdk: Option<PathBuf>) -> anyhow::Result<()> {
     ));
     Ok(())
 }
+
+/// A Python plugin: `app.py`, `test_app.py` (unittest, also run by pytest), `cases.json`
+/// and `build.sh` (componentize-py, with this source tree's `sdk-python` and `wit/`).
+fn scaffold_python(dir: &Path, name: &str, sdk: Option<PathBuf>) -> anyhow::Result<()> {
+    let tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let sdk = sdk.unwrap_or_else(|| tree.join("sdk-python"));
+    let sdk = std::fs::canonicalize(&sdk)
+        .with_context(|| format!("Python SDK not found at {}; pass --sdk", sdk.display()))?;
+    let wit = std::fs::canonicalize(tree.join("wit")).context("the plugin contract (wit/)")?;
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("app.py"), PY_TEMPLATE)?;
+    std::fs::write(
+        dir.join("test_app.py"),
+        PY_TEST.replace("@SDK@", &sdk.display().to_string()),
+    )?;
+    std::fs::write(dir.join("cases.json"), PY_CASES)?;
+    std::fs::write(
+        dir.join("build.sh"),
+        PY_BUILD
+            .replace("@SDK@", &sdk.display().to_string())
+            .replace("@WIT@", &wit.display().to_string()),
+    )?;
+    line(format!("created Python plugin {name}/"));
+    line(format!("  test:        cd {name} && python3 -m unittest"));
+    line(format!(
+        "  build+push:  sluice plugin push {name}      (runs build.sh: componentize-py, then uploads)"
+    ));
+    Ok(())
+}
+
+const PY_TEMPLATE: &str = r#""""A Sluice transform. Test natively with `python3 -m unittest`; build and upload with
+`sluice plugin push NAME` from this directory (it runs build.sh)."""
+
+import sluice_sdk
+from sluice_sdk import Error, Outcome
+
+
+def transform(record):
+    """Upper-cases text values; drops empty ones; rejects binary ones."""
+    text = record.value_str()
+    if text is None:
+        raise Error("value is not UTF-8 text")
+    if text == "":
+        return Outcome.drop()
+    return Outcome.keep_with_value(text.upper())
+
+
+WitWorld = sluice_sdk.transform(transform)
+"#;
+
+const PY_TEST: &str = r#"import pathlib
+import sys
+import unittest
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), "@SDK@"]
+
+import app  # noqa: E402
+from sluice_sdk.testing import Harness  # noqa: E402
+
+
+class TransformTest(unittest.TestCase):
+    def test_case_table(self):
+        Harness(app.transform).run_suites((HERE / "cases.json").read_text())
+
+
+if __name__ == "__main__":
+    unittest.main()
+"#;
+
+const PY_CASES: &str = r#"[
+  {
+    "cases": [
+      {"name": "upper-cased", "input": {"value": "hello"}, "expect": {"emit": [{"value": "HELLO"}]}},
+      {"name": "empty dropped", "input": {"value": ""}, "expect": "drop"}
+    ]
+  }
+]
+"#;
+
+const PY_BUILD: &str = r#"#!/bin/sh
+# Builds app.py into plugin.wasm with componentize-py (`pip install componentize-py`, or
+# set COMPONENTIZE_PY to one), against the Sluice SDK and plugin contract.
+set -e
+cd "$(dirname "$0")"
+"${COMPONENTIZE_PY:-componentize-py}" -d "@WIT@" -w transform componentize app   -p . -p "@SDK@" -o plugin.wasm
+"#;
 
 /// Wasm builds of a new plugin use SIMD (as the example plugins do).
 const CARGO_CONFIG: &str =

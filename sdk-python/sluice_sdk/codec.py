@@ -1,0 +1,117 @@
+"""The batch layouts of `wit/transform.wit`: Kafka v2 records in, entries out.
+
+Plugin authors never see these bytes; `sluice_sdk` decodes the input and encodes the
+outcomes. Varints in records are zigzag LEB128; integers in entry headers are unsigned.
+"""
+
+from __future__ import annotations
+
+
+class CodecError(ValueError):
+    pass
+
+
+def read_uvarint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = 0
+    shift = 0
+    while True:
+        if pos >= len(buf):
+            raise CodecError("truncated varint")
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise CodecError("varint too long")
+
+
+def read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    n, pos = read_uvarint(buf, pos)
+    return (n >> 1) ^ -(n & 1), pos
+
+
+def put_uvarint(out: bytearray, n: int) -> None:
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+
+
+def put_varint(out: bytearray, n: int) -> None:
+    put_uvarint(out, (n << 1) ^ (n >> 63))
+
+
+def _nullable(buf: bytes, pos: int) -> tuple[bytes | None, int]:
+    n, pos = read_varint(buf, pos)
+    if n < 0:
+        return None, pos
+    end = pos + n
+    if end > len(buf):
+        raise CodecError("length past the end")
+    return buf[pos:end], end
+
+
+class RawRecord:
+    """One decoded input record (the fields of the Kafka v2 record layout)."""
+
+    __slots__ = ("timestamp_delta", "offset_delta", "key", "value", "headers")
+
+    def __init__(self, timestamp_delta, offset_delta, key, value, headers):
+        self.timestamp_delta = timestamp_delta
+        self.offset_delta = offset_delta
+        self.key = key
+        self.value = value
+        self.headers = headers
+
+
+def read_records(buf: bytes, count: int) -> list[RawRecord]:
+    records = []
+    pos = 0
+    for i in range(count):
+        length, pos = read_varint(buf, pos)
+        end = pos + length
+        if length < 0 or end > len(buf):
+            raise CodecError(f"input record {i} does not decode")
+        p = pos + 1  # attributes
+        ts, p = read_varint(buf, p)
+        od, p = read_varint(buf, p)
+        key, p = _nullable(buf, p)
+        value, p = _nullable(buf, p)
+        n, p = read_varint(buf, p)
+        headers = []
+        for _ in range(max(n, 0)):
+            hk, p = _nullable(buf, p)
+            hv, p = _nullable(buf, p)
+            headers.append(((hk or b"").decode("utf-8", "replace"), hv))
+        records.append(RawRecord(ts, od, key, value, headers))
+        pos = end
+    return records
+
+
+def put_record(out: bytearray, timestamp_delta: int, key, value, headers) -> None:
+    body = bytearray([0])
+    put_varint(body, timestamp_delta)
+    put_varint(body, 0)
+    for b in (key, value):
+        if b is None:
+            put_varint(body, -1)
+        else:
+            put_varint(body, len(b))
+            body += b
+    put_varint(body, len(headers))
+    for k, v in headers:
+        kb = k.encode("utf-8")
+        put_varint(body, len(kb))
+        body += kb
+        if v is None:
+            put_varint(body, -1)
+        else:
+            put_varint(body, len(v))
+            body += v
+    put_varint(out, len(body))
+    out += body
+
+
+EMIT, REJECT, PASS = 0, 1, 2
