@@ -391,6 +391,14 @@ impl Executor {
     }
 
     /// The plugin this executor runs.
+    /// The linear memory of the current (fast-path) instance, in bytes: the most it has
+    /// grown to. 0 without an instance.
+    pub fn memory_bytes(&self) -> usize {
+        self.instance
+            .as_ref()
+            .map_or(0, |i| i.store.data().limits.peak)
+    }
+
     pub fn compiled(&self) -> &Arc<Compiled> {
         &self.compiled
     }

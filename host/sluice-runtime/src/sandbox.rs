@@ -142,6 +142,8 @@ pub const MAX_TABLE_ELEMENTS: usize = 100_000;
 #[derive(Debug)]
 pub struct Limiter {
     memory: usize,
+    /// The largest linear memory the instance has had (bytes; creation counts as growth).
+    pub peak: usize,
 }
 
 impl wasmtime::ResourceLimiter for Limiter {
@@ -157,6 +159,7 @@ impl wasmtime::ResourceLimiter for Limiter {
                 desired,
             }));
         }
+        self.peak = self.peak.max(desired);
         // Past the module's own declared maximum: `memory.grow` fails as in any engine.
         Ok(maximum.is_none_or(|m| desired <= m))
     }
@@ -359,6 +362,7 @@ impl HostState {
             table: ResourceTable::new(),
             limits: Limiter {
                 memory: cfg.limits.memory_bytes,
+                peak: 0,
             },
             bound: CallBound::starting_now(cfg.limits.init_timeout_ms),
             interrupt,

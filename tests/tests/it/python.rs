@@ -5,7 +5,21 @@
 use serde_json::{Value, json};
 
 use crate::common::{Server, sluice_bin};
-use crate::pipeline::{deploy_ok, status, upload, wait_for_count};
+use crate::pipeline::{deploy_ok, status, wait_for_count};
+
+/// Uploads a (big) Python component: a debug server compiling 18 MB of wasm for both its
+/// engines while other tests run takes longer than the usual client timeout.
+fn upload(s: &Server, name: &str, bytes: &[u8]) {
+    let r = reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(600))
+        .build()
+        .unwrap()
+        .put(s.url(&format!("/v1/plugins/{name}")))
+        .body(bytes.to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+}
 
 fn values(recs: &[Value]) -> Vec<&str> {
     recs.iter().map(|r| r["value"].as_str().unwrap()).collect()

@@ -177,18 +177,18 @@ fn run_table(rt: &Arc<Runtime>, name: &str, component: &[u8], table: &str) {
     }
 }
 
-/// The Python `filter` (sdk-python/examples/filter, built with componentize-py) passes the
-/// Rust filter's case table through the real runtime, with the default limits.
+/// The Python `filter` and `mask` (sdk-python/examples, built with componentize-py) pass
+/// the Rust plugins' case tables through the real runtime, with the default limits.
 #[test]
-fn python_filter_passes_the_shared_case_table_as_a_component() {
+fn python_examples_pass_the_shared_case_tables_as_components() {
     let (_d, rt) = runtime();
-    let component = sluice_tests::python_plugin("sdk-python/examples/filter");
-    run_table(
-        &rt,
-        "filter-py",
-        &component,
-        include_str!("../../../plugins/filter/cases.json"),
-    );
+    for (name, table) in [
+        ("filter", include_str!("../../../plugins/filter/cases.json")),
+        ("mask", include_str!("../../../plugins/mask/cases.json")),
+    ] {
+        let component = sluice_tests::python_plugin(&format!("sdk-python/examples/{name}"));
+        run_table(&rt, &format!("{name}-py"), &component, table);
+    }
 }
 
 #[test]
