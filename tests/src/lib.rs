@@ -6,36 +6,42 @@ pub mod fixtures {
     include!(concat!(env!("OUT_DIR"), "/fixtures.rs"));
 }
 
-/// A Python plugin (the directory `dir` of the repository, holding `app.py`) built into a component by
-/// `scripts/build-python-plugin` (componentize-py from PyPI, installed on first use), and
-/// rebuilt when its sources or the SDK's are newer than the last build.
+/// A Python plugin (the directory `dir` of the repository, holding `app.py`) built into a
+/// component by `scripts/build-python-plugin` (componentize-py from PyPI, installed on
+/// first use), and rebuilt when its sources or the SDK's are newer than the last build.
 pub fn python_plugin(dir: &str) -> Vec<u8> {
+    built_plugin("build-python-plugin", dir, "sdk-python/sluice_sdk")
+}
+
+/// A JavaScript plugin (`dir` holds `app.js`) built by `scripts/build-js-plugin` (esbuild
+/// and componentize-js from npm, installed on first use), rebuilt likewise.
+pub fn js_plugin(dir: &str) -> Vec<u8> {
+    built_plugin("build-js-plugin", dir, "sdk-js/src")
+}
+
+fn built_plugin(script: &str, dir: &str, sdk: &str) -> Vec<u8> {
     static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one_at_a_time = BUILD.lock().unwrap_or_else(|p| p.into_inner());
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| root.join("target"), std::path::PathBuf::from);
     let name = dir.replace('/', "-");
-    let out = target.join("python-plugins").join(format!("{name}.wasm"));
+    let out = target.join("lang-plugins").join(format!("{name}.wasm"));
     let src = root.join(dir);
-    let newest = [
-        src.clone(),
-        root.join("sdk-python/sluice_sdk"),
-        root.join("wit"),
-    ]
-    .iter()
-    .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
-    .filter_map(|e| e.metadata().ok()?.modified().ok())
-    .max();
+    let newest = [src.clone(), root.join(sdk), root.join("wit")]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
+        .filter_map(|e| e.metadata().ok()?.modified().ok())
+        .max();
     let built = std::fs::metadata(&out).and_then(|m| m.modified()).ok();
     if built.is_none() || newest > built {
-        let script = root.join("scripts/build-python-plugin");
+        let script = root.join("scripts").join(script);
         let status = std::process::Command::new(&script)
             .arg(&src)
             .arg(&out)
             .status()
             .unwrap_or_else(|e| panic!("{}: {e}", script.display()));
-        assert!(status.success(), "building the Python plugin {name} failed");
+        assert!(status.success(), "building the plugin in {dir} failed");
     }
     std::fs::read(&out).unwrap_or_else(|e| panic!("{}: {e}", out.display()))
 }

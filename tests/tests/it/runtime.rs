@@ -177,18 +177,19 @@ fn run_table(rt: &Arc<Runtime>, name: &str, component: &[u8], table: &str) {
     }
 }
 
-/// The Python `filter` and `mask` (sdk-python/examples, built with componentize-py) pass
-/// the Rust plugins' case tables through the real runtime, with the default limits.
+/// The Python `filter` and `mask` (sdk-python/examples, built with componentize-py) and
+/// the JavaScript `filter` (sdk-js/examples, componentize-js) pass the Rust plugins' case
+/// tables through the real runtime, with the default limits.
 #[test]
-fn python_examples_pass_the_shared_case_tables_as_components() {
+fn python_and_js_examples_pass_the_shared_case_tables_as_components() {
     let (_d, rt) = runtime();
-    for (name, table) in [
-        ("filter", include_str!("../../../plugins/filter/cases.json")),
-        ("mask", include_str!("../../../plugins/mask/cases.json")),
-    ] {
-        let component = sluice_tests::python_plugin(&format!("sdk-python/examples/{name}"));
-        run_table(&rt, &format!("{name}-py"), &component, table);
-    }
+    let filter = include_str!("../../../plugins/filter/cases.json");
+    let mask = include_str!("../../../plugins/mask/cases.json");
+    let py = |name: &str| sluice_tests::python_plugin(&format!("sdk-python/examples/{name}"));
+    run_table(&rt, "filter-py", &py("filter"), filter);
+    run_table(&rt, "mask-py", &py("mask"), mask);
+    let js = sluice_tests::js_plugin("sdk-js/examples/filter");
+    run_table(&rt, "filter-js", &js, filter);
 }
 
 #[test]

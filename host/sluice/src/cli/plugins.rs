@@ -41,6 +41,8 @@ pub enum Lang {
     Rust,
     /// Built with componentize-py (PyPI) against the `sdk-python` package.
     Python,
+    /// Bundled with esbuild and built with componentize-js (npm) against `sdk-js`.
+    Js,
 }
 
 pub async fn run(c: &Client, cmd: PluginCmd) -> anyhow::Result<()> {
@@ -88,8 +90,10 @@ pub async fn run(c: &Client, cmd: PluginCmd) -> anyhow::Result<()> {
 /// Builds the crate in the current directory for wasm32-wasip2 (release) and returns the
 /// component cargo reports — wherever `CARGO_TARGET_DIR` puts it.
 fn build_here() -> anyhow::Result<PathBuf> {
-    if Path::new("app.py").exists() && Path::new("build.sh").exists() {
-        note("building the Python plugin here: ./build.sh (componentize-py)");
+    if (Path::new("app.py").exists() || Path::new("app.js").exists())
+        && Path::new("build.sh").exists()
+    {
+        note("building the plugin here: ./build.sh");
         let status = std::process::Command::new("sh")
             .arg("build.sh")
             .status()
@@ -148,8 +152,10 @@ pub fn scaffold(name: &str, sdk: Option<PathBuf>, lang: Lang) -> anyhow::Result<
     if dir.exists() {
         bail!("{} already exists", dir.display());
     }
-    if lang == Lang::Python {
-        return scaffold_python(&dir, name, sdk);
+    match lang {
+        Lang::Python => return scaffold_python(&dir, name, sdk),
+        Lang::Js => return scaffold_js(&dir, name, sdk),
+        Lang::Rust => {}
     }
     let sdk = sdk.unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sdk"));
     let sdk = std::fs::canonicalize(&sdk)
@@ -203,6 +209,76 @@ fn scaffold_python(dir: &Path, name: &str, sdk: Option<PathBuf>) -> anyhow::Resu
     ));
     Ok(())
 }
+
+/// A JavaScript plugin: `transform.js` (the logic), `app.js` (the component's entry),
+/// `transform.test.js` (node's test runner), `cases.json`, `package.json` (the SDK as a
+/// local dependency) and `build.sh` (this source tree's `scripts/build-js-plugin`).
+fn scaffold_js(dir: &Path, name: &str, sdk: Option<PathBuf>) -> anyhow::Result<()> {
+    let tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let sdk = sdk.unwrap_or_else(|| tree.join("sdk-js"));
+    let sdk = std::fs::canonicalize(&sdk)
+        .with_context(|| format!("JavaScript SDK not found at {}; pass --sdk", sdk.display()))?;
+    let tree = std::fs::canonicalize(&tree).context("the source tree")?;
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("transform.js"), JS_TEMPLATE)?;
+    std::fs::write(dir.join("app.js"), JS_APP)?;
+    std::fs::write(dir.join("transform.test.js"), JS_TEST)?;
+    std::fs::write(dir.join("cases.json"), PY_CASES)?;
+    std::fs::write(
+        dir.join("package.json"),
+        format!(
+            "{{\n  \"name\": \"{name}\",\n  \"private\": true,\n  \"type\": \"module\",\n  \"dependencies\": {{ \"sluice-sdk\": {:?} }}\n}}\n",
+            format!("file:{}", sdk.display())
+        ),
+    )?;
+    std::fs::write(
+        dir.join("build.sh"),
+        format!(
+            "#!/bin/sh\n# Builds app.js into plugin.wasm (esbuild + componentize-js, installed on first use).\nset -e\ncd \"$(dirname \"$0\")\"\n{:?} . plugin.wasm\n",
+            tree.join("scripts/build-js-plugin").display().to_string()
+        ),
+    )?;
+    line(format!("created JavaScript plugin {name}/"));
+    line(format!(
+        "  test:        cd {name} && npm install && node --test"
+    ));
+    line(format!(
+        "  build+push:  sluice plugin push {name}      (runs build.sh: componentize-js, then uploads)"
+    ));
+    Ok(())
+}
+
+const JS_TEMPLATE: &str = r#"// A Sluice transform. Test natively with `node --test`; build and upload with
+// `sluice plugin push NAME` from this directory (it runs build.sh).
+import { Outcome, SluiceError } from 'sluice-sdk';
+
+/** Upper-cases text values; drops empty ones; rejects binary ones. */
+export function transform(record) {
+  const text = record.valueStr();
+  if (text === null) throw new SluiceError('value is not UTF-8 text');
+  if (text === '') return Outcome.drop();
+  return Outcome.keepWithValue(text.toUpperCase());
+}
+"#;
+
+const JS_APP: &str = r#"// The component's entry: binds the host imports and exports the transform.
+import * as host from 'sluice:transform/host@0.2.1';
+import { bindHost, transform as exportTransform } from 'sluice-sdk';
+import { transform } from './transform.js';
+
+bindHost(host);
+export const { init, process, onTimers } = exportTransform(transform);
+"#;
+
+const JS_TEST: &str = r#"import { readFileSync } from 'node:fs';
+import { test } from 'node:test';
+import { Harness } from 'sluice-sdk/testing';
+import { transform } from './transform.js';
+
+test('the case table', () => {
+  new Harness(transform).runSuites(readFileSync(new URL('cases.json', import.meta.url), 'utf8'));
+});
+"#;
 
 const PY_TEMPLATE: &str = r#""""A Sluice transform. Test natively with `python3 -m unittest`; build and upload with
 `sluice plugin push NAME` from this directory (it runs build.sh)."""

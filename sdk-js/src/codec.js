@@ -1,0 +1,99 @@
+// The batch layouts of wit/transform.wit: Kafka v2 records in, entries out. Plugin authors
+// never see these bytes. Varints in records are zigzag LEB128; entry headers unsigned.
+
+export const EMIT = 0;
+export const REJECT = 1;
+export const PASS = 2;
+
+export class CodecError extends Error {}
+
+export function readUvarint(buf, pos) {
+  let result = 0;
+  let mul = 1;
+  for (;;) {
+    if (pos >= buf.length) throw new CodecError('truncated varint');
+    const b = buf[pos++];
+    result += (b & 0x7f) * mul;
+    if (b < 0x80) return [result, pos];
+    mul *= 128;
+    if (mul > 2 ** 63) throw new CodecError('varint too long');
+  }
+}
+
+export function readVarint(buf, pos) {
+  const [n, p] = readUvarint(buf, pos);
+  return [n % 2 === 0 ? n / 2 : -(n + 1) / 2, p];
+}
+
+export function putUvarint(out, n) {
+  while (n >= 0x80) {
+    out.push((n % 128) | 0x80);
+    n = Math.floor(n / 128);
+  }
+  out.push(n);
+}
+
+export function putVarint(out, n) {
+  putUvarint(out, n >= 0 ? n * 2 : -n * 2 - 1);
+}
+
+function nullable(buf, pos) {
+  const [n, p] = readVarint(buf, pos);
+  if (n < 0) return [null, p];
+  if (p + n > buf.length) throw new CodecError('length past the end');
+  return [buf.subarray(p, p + n), p + n];
+}
+
+const utf8 = new TextDecoder();
+const utf8Encoder = new TextEncoder();
+
+export function readRecords(buf, count) {
+  const records = [];
+  let pos = 0;
+  for (let i = 0; i < count; i++) {
+    const [length, start] = readVarint(buf, pos);
+    const end = start + length;
+    if (length < 0 || end > buf.length) throw new CodecError(`input record ${i} does not decode`);
+    let p = start + 1; // attributes
+    let timestampDelta, offsetDelta, key, value, n;
+    [timestampDelta, p] = readVarint(buf, p);
+    [offsetDelta, p] = readVarint(buf, p);
+    [key, p] = nullable(buf, p);
+    [value, p] = nullable(buf, p);
+    [n, p] = readVarint(buf, p);
+    const headers = [];
+    for (let h = 0; h < n; h++) {
+      let hk, hv;
+      [hk, p] = nullable(buf, p);
+      [hv, p] = nullable(buf, p);
+      headers.push([hk ? utf8.decode(hk) : '', hv]);
+    }
+    records.push({ timestampDelta, offsetDelta, key, value, headers });
+    pos = end;
+  }
+  return records;
+}
+
+function putBytes(out, b) {
+  if (b === null || b === undefined) {
+    putVarint(out, -1);
+  } else {
+    putVarint(out, b.length);
+    for (let i = 0; i < b.length; i++) out.push(b[i]);
+  }
+}
+
+export function putRecord(out, timestampDelta, key, value, headers) {
+  const body = [0];
+  putVarint(body, timestampDelta);
+  putVarint(body, 0);
+  putBytes(body, key);
+  putBytes(body, value);
+  putVarint(body, headers.length);
+  for (const [k, v] of headers) {
+    putBytes(body, utf8Encoder.encode(k));
+    putBytes(body, v);
+  }
+  putVarint(out, body.length);
+  for (let i = 0; i < body.length; i++) out.push(body[i]);
+}
