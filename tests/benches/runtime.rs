@@ -236,40 +236,52 @@ fn main() {
         cached.as_secs_f64() * 1e3
     );
 
-    // The same transform written in Python (sdk-python/examples/mask, componentize-py),
-    // through the same runtime: rate per format next to the Rust component, size, compile,
-    // instantiate + init, linear memory per instance.
+    // The same transform written in Python and JavaScript (sdk-python/examples/mask with
+    // componentize-py, sdk-js/examples/mask with componentize-js), through the same
+    // runtime: rate per format next to the Rust component, size, compile, instantiate +
+    // init, linear memory per instance. `SLUICE_BENCH_PYTHON=0` skips them.
     if std::env::var("SLUICE_BENCH_PYTHON").as_deref() != Ok("0") {
-        let py = sluice_tests::python_plugin("sdk-python/examples/mask");
-        let t = Instant::now();
-        let py_c = rt.compile(&py).unwrap();
-        let py_compile = t.elapsed();
-        let t = Instant::now();
-        let mut py_ex = rt.executor(py_c.clone(), cfg("mask-py", &[]), 0).unwrap();
-        let py_init = t.elapsed();
         let mut rust_ex = rt.executor(mask_c.clone(), cfg("mask", &[]), 0).unwrap();
+        let t = Instant::now();
+        std::hint::black_box(rt.executor(mask_c.clone(), cfg("mask", &[]), 0).unwrap());
+        println!(
+            "mask Rust component: {} KiB, instantiate + init {:.1} ms, linear memory {} MiB",
+            sluice::plugins::MASK.len() / 1024,
+            t.elapsed().as_secs_f64() * 1e3,
+            rust_ex.memory_bytes() >> 20
+        );
+        let others = [
+            (
+                "Python",
+                sluice_tests::python_plugin("sdk-python/examples/mask"),
+            ),
+            ("JS", sluice_tests::js_plugin("sdk-js/examples/mask")),
+        ];
+        let mut execs = Vec::new();
+        for (lang, bytes) in &others {
+            let t = Instant::now();
+            let compiled = rt.compile(bytes).unwrap();
+            let compile = t.elapsed();
+            let t = Instant::now();
+            let ex = rt.executor(compiled, cfg("mask-other", &[]), 0).unwrap();
+            println!(
+                "mask {lang} component: {} KiB, compile {:.1} s (both engines), instantiate + init {:.1} ms, linear memory {} MiB",
+                bytes.len() / 1024,
+                compile.as_secs_f64(),
+                t.elapsed().as_secs_f64() * 1e3,
+                ex.memory_bytes() >> 20
+            );
+            execs.push((*lang, ex));
+        }
         for format in ["json", "text", "invalid"] {
             let (fctx, fbytes) = encode_batch(&records_of(format));
             let (r, _) = rate(&mut rust_ex, &fbytes, fctx.base_timestamp, 0.7);
-            let (p, _) = rate(&mut py_ex, &fbytes, fctx.base_timestamp, 2.0);
-            println!(
-                "mask {format:<8} Rust component {r:>10.0}/s  Python component {p:>8.0}/s  = {:.1}% of Rust",
-                p / r * 100.0
-            );
+            let mut line = format!("mask {format:<8} Rust {r:>10.0}/s");
+            for (lang, ex) in &mut execs {
+                let (p, _) = rate(ex, &fbytes, fctx.base_timestamp, 2.0);
+                line += &format!("  {lang} {p:>8.0}/s ({:.1}% of Rust)", p / r * 100.0);
+            }
+            println!("{line}");
         }
-        println!(
-            "mask components: Rust {} KiB, Python {} KiB; Python compile {:.1} s (both engines), instantiate + init {:.1} ms (Rust {:.1} ms); linear memory per instance: Python {} MiB, Rust {} MiB",
-            sluice::plugins::MASK.len() / 1024,
-            py.len() / 1024,
-            py_compile.as_secs_f64(),
-            py_init.as_secs_f64() * 1e3,
-            {
-                let t = Instant::now();
-                std::hint::black_box(rt.executor(mask_c.clone(), cfg("mask", &[]), 0).unwrap());
-                t.elapsed().as_secs_f64() * 1e3
-            },
-            py_ex.memory_bytes() >> 20,
-            rust_ex.memory_bytes() >> 20,
-        );
     }
 }

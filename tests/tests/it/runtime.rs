@@ -177,9 +177,9 @@ fn run_table(rt: &Arc<Runtime>, name: &str, component: &[u8], table: &str) {
     }
 }
 
-/// The Python `filter` and `mask` (sdk-python/examples, built with componentize-py) and
-/// the JavaScript `filter` (sdk-js/examples, componentize-js) pass the Rust plugins' case
-/// tables through the real runtime, with the default limits.
+/// The Python and JavaScript `filter` and `mask` (sdk-python/examples with componentize-py,
+/// sdk-js/examples with componentize-js) pass the Rust plugins' case tables through the
+/// real runtime, with the default limits.
 #[test]
 fn python_and_js_examples_pass_the_shared_case_tables_as_components() {
     let (_d, rt) = runtime();
@@ -188,8 +188,9 @@ fn python_and_js_examples_pass_the_shared_case_tables_as_components() {
     let py = |name: &str| sluice_tests::python_plugin(&format!("sdk-python/examples/{name}"));
     run_table(&rt, "filter-py", &py("filter"), filter);
     run_table(&rt, "mask-py", &py("mask"), mask);
-    let js = sluice_tests::js_plugin("sdk-js/examples/filter");
-    run_table(&rt, "filter-js", &js, filter);
+    let js = |name: &str| sluice_tests::js_plugin(&format!("sdk-js/examples/{name}"));
+    run_table(&rt, "filter-js", &js("filter"), filter);
+    run_table(&rt, "mask-js", &js("mask"), mask);
 }
 
 #[test]
