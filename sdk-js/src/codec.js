@@ -7,6 +7,35 @@ export const PASS = 2;
 
 export class CodecError extends Error {}
 
+/** A growable byte buffer: bytes are copied with `set`, not pushed one by one (in the
+ * component, JavaScript is interpreted: per-byte loops dominate otherwise). */
+export class Writer {
+  constructor(capacity = 1024) {
+    this.buf = new Uint8Array(capacity);
+    this.length = 0;
+  }
+  reserve(n) {
+    if (this.length + n <= this.buf.length) return;
+    let cap = this.buf.length * 2;
+    while (cap < this.length + n) cap *= 2;
+    const next = new Uint8Array(cap);
+    next.set(this.buf.subarray(0, this.length));
+    this.buf = next;
+  }
+  push(b) {
+    this.reserve(1);
+    this.buf[this.length++] = b;
+  }
+  bytes(b) {
+    this.reserve(b.length);
+    this.buf.set(b, this.length);
+    this.length += b.length;
+  }
+  finish() {
+    return this.buf.subarray(0, this.length);
+  }
+}
+
 export function readUvarint(buf, pos) {
   let result = 0;
   let mul = 1;
@@ -79,12 +108,14 @@ function putBytes(out, b) {
     putVarint(out, -1);
   } else {
     putVarint(out, b.length);
-    for (let i = 0; i < b.length; i++) out.push(b[i]);
+    out.bytes(b);
   }
 }
 
+/** Appends one record (the Kafka v2 layout) to the Writer `out`. */
 export function putRecord(out, timestampDelta, key, value, headers) {
-  const body = [0];
+  const body = new Writer(32 + (key?.length ?? 0) + (value?.length ?? 0));
+  body.push(0);
   putVarint(body, timestampDelta);
   putVarint(body, 0);
   putBytes(body, key);
@@ -95,5 +126,5 @@ export function putRecord(out, timestampDelta, key, value, headers) {
     putBytes(body, v);
   }
   putVarint(out, body.length);
-  for (let i = 0; i < body.length; i++) out.push(body[i]);
+  out.bytes(body.finish());
 }

@@ -194,13 +194,13 @@ function reject(out, i, reason) {
   out.push(codec.REJECT);
   codec.putUvarint(out, i);
   codec.putUvarint(out, r.length);
-  for (let k = 0; k < r.length; k++) out.push(r[k]);
+  out.bytes(r);
 }
 
 /** Runs `fn` over a batch (the contract's `process`) and encodes the outcomes. */
 export function runBatch(ctx, records, fn, state, hasState) {
   const names = outputs();
-  const out = [];
+  const out = new codec.Writer(records.length + 1024);
   const raws = codec.readRecords(records, ctx.recordCount);
   for (let i = 0; i < raws.length; i++) {
     const raw = raws[i];
@@ -218,7 +218,7 @@ export function runBatch(ctx, records, fn, state, hasState) {
       reject(out, i, outcome.reason);
       continue;
     }
-    const entries = [];
+    const mark = out.length;
     let bad = null;
     for (const [kind, target, what] of outcome.emissions) {
       const o = target === null ? 0 : names.indexOf(target);
@@ -227,25 +227,27 @@ export function runBatch(ctx, records, fn, state, hasState) {
         break;
       }
       if (kind === 'keep') {
-        entries.push(codec.PASS);
-        codec.putUvarint(entries, i);
-        codec.putUvarint(entries, o);
+        out.push(codec.PASS);
+        codec.putUvarint(out, i);
+        codec.putUvarint(out, o);
         continue;
       }
-      entries.push(codec.EMIT);
-      codec.putUvarint(entries, i);
-      codec.putUvarint(entries, o);
+      out.push(codec.EMIT);
+      codec.putUvarint(out, i);
+      codec.putUvarint(out, o);
       if (kind === 'value') {
-        codec.putRecord(entries, raw.timestampDelta, raw.key, what, raw.headers);
+        codec.putRecord(out, raw.timestampDelta, raw.key, what, raw.headers);
       } else {
         const ts = what.timestamp === null ? rec.timestamp : what.timestamp;
-        codec.putRecord(entries, ts - Number(ctx.baseTimestamp), what.key, what.value, what.headers);
+        codec.putRecord(out, ts - Number(ctx.baseTimestamp), what.key, what.value, what.headers);
       }
     }
-    if (bad !== null) reject(out, i, bad);
-    else for (let k = 0; k < entries.length; k++) out.push(entries[k]);
+    if (bad !== null) {
+      out.length = mark; // what this record emitted before the bad target goes
+      reject(out, i, bad);
+    }
   }
-  return Uint8Array.from(out);
+  return out.finish();
 }
 
 /**

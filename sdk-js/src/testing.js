@@ -53,7 +53,7 @@ export class Harness {
       baseTimestamp: BigInt(DEFAULT_TIMESTAMP),
       recordCount: records.length,
     };
-    const batch = [];
+    const batch = new codec.Writer();
     for (const r of records) {
       codec.putRecord(
         batch,
@@ -63,7 +63,7 @@ export class Harness {
         (r.headers ?? []).map(([k, v]) => [k, asBytes(v)]),
       );
     }
-    const bytes = Uint8Array.from(batch);
+    const bytes = batch.finish();
     const entries = runBatch(ctx, bytes, this.fn, state, this.init !== null);
     return decodeEntries(entries, codec.readRecords(bytes, records.length), this.env.outputs);
   }
