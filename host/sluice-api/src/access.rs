@@ -18,7 +18,9 @@ pub fn classify(method: &Method, path: &str) -> Option<Action> {
     let read = method == Method::GET || method == Method::HEAD;
     let topic = |t: &str| t.to_string();
     Some(match segs.as_slice() {
-        ["healthz"] | ["openapi.json"] => return None,
+        // The console's page holds no data: its API calls carry the caller's token.
+        ["healthz"] | ["openapi.json"] | ["ui"] => return None,
+        ["v1", "whoami"] if read => Action::Identify,
         ["metrics"] => Action::View,
         ["v1", "topics"] if read => Action::View,
         ["v1", "topics", t] if read => Action::Describe(topic(t)),
@@ -78,6 +80,15 @@ pub async fn authorize(
         }
         identity = principal.name.clone();
         req.extensions_mut().insert(principal);
+    }
+    if action == Action::Identify {
+        // Who the caller is, and its role: what the console shows and hides by.
+        let (name, role) = match req.extensions().get::<Arc<sluice_auth::Principal>>() {
+            Some(p) => (p.name.clone(), p.role.to_string()),
+            None => ("anonymous".to_string(), "admin".to_string()),
+        };
+        let body = serde_json::json!({"name": name, "role": role, "auth": auth.is_some()});
+        return axum::Json(body).into_response();
     }
     let resp = next.run(req).await;
     if matches!(action, Action::Admin | Action::Operate) {

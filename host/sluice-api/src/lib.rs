@@ -81,6 +81,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let plugin_limit = state.pipelines.plugins.runtime().max_plugin_bytes() + 1;
     Router::new()
         .route("/healthz", get(health))
+        .route("/ui", get(console))
         .route("/openapi.json", get(openapi::openapi))
         .route("/metrics", get(metrics::metrics))
         .route("/v1/topics", post(topics::create).get(topics::list))
@@ -147,6 +148,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(axum::middleware::from_fn(json_newline))
         .layer(axum::middleware::from_fn(linger::linger))
         .with_state(state)
+}
+
+/// The admin console: one self-contained page (vanilla JavaScript, no dependencies, no
+/// build step, ~30 KB) that drives the public API with the operator's token.
+async fn console() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("console.html"))
 }
 
 /// Ends every JSON body with a newline, so `curl` output ends its line in a terminal.

@@ -41,6 +41,8 @@ pub enum Action {
     ReadState,
     /// Pause or resume a transform or connector.
     Operate,
+    /// Ask who the caller is (`GET /v1/whoami`): every identity may.
+    Identify,
 }
 
 impl Principal {
@@ -50,7 +52,7 @@ impl Principal {
 
     pub fn allows(&self, action: &Action) -> bool {
         match (self.role, action) {
-            (Role::Admin, _) => true,
+            (Role::Admin, _) | (_, Action::Identify) => true,
             (Role::Viewer | Role::Operator, Action::View | Action::Describe(_)) => true,
             (Role::Operator, Action::ReadState | Action::Operate) => true,
             (Role::Producer, Action::Produce(t) | Action::Describe(t)) => self.topic_ok(t),
@@ -71,6 +73,7 @@ impl Principal {
             Action::Group => "use consumer groups".to_string(),
             Action::ReadState => "read transform state".to_string(),
             Action::Operate => "pause or resume deployments".to_string(),
+            Action::Identify => "ask who it is".to_string(),
         };
         format!("identity {} ({}) may not {what}", self.name, self.role)
     }

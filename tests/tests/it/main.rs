@@ -3,6 +3,7 @@
 
 mod common;
 mod connectors;
+mod console;
 mod hostile;
 mod kafka;
 mod languages;

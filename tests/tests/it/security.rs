@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::common::Server;
 
-const TOKENS: [(&str, &str, &str, &str); 5] = [
+pub(crate) const TOKENS: [(&str, &str, &str, &str); 5] = [
     ("ops", "admin", "", "ops-token-1"),
     ("ingest", "producer", "[\"user_*\"]", "ingest-token-2"),
     ("reader", "consumer", "[\"user_*\"]", "reader-token-3"),
@@ -25,7 +25,7 @@ fn sha256_hex(s: &str) -> String {
 }
 
 /// A data dir with a config naming the four identities and a self-signed certificate.
-fn secure_setup(dir: &std::path::Path) -> (std::path::PathBuf, String) {
+pub(crate) fn secure_setup(dir: &std::path::Path) -> (std::path::PathBuf, String) {
     let ck =
         rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
     let cert_pem = ck.cert.pem();

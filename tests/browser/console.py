@@ -1,0 +1,125 @@
+"""Drives the admin console (GET /ui) in headless Chromium against a running server, as an
+operator would: create topics, produce and browse a record, upload a plugin, deploy it, see
+the transformed record and the lag at 0, roll back to the first version, see a dead letter
+with its reason; then, on a server with auth, a viewer cannot deploy. Writes a screenshot
+of each page.
+
+Usage: console.py URL FILTER_WASM SHOTS_DIR [AUTH_URL VIEWER_TOKEN ADMIN_TOKEN]
+(Chromium is Debian's, driven by Playwright; scripts/setup installs both.)
+"""
+
+import json
+import os
+import sys
+
+from playwright.sync_api import expect, sync_playwright
+
+url, wasm, shots = sys.argv[1:4]
+os.makedirs(shots, exist_ok=True)
+
+
+def shot(page, name):
+    page.screenshot(path=os.path.join(shots, f"{name}.png"), full_page=True)
+
+
+def ok_message(page, text):
+    expect(page.locator("#msg.ok")).to_contain_text(text, timeout=30_000)
+
+
+def main():
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+        # The auth server has a self-signed certificate (the console works over TLS).
+        page = browser.new_page(viewport={"width": 1280, "height": 900}, ignore_https_errors=True)
+        page.on("dialog", lambda d: d.accept())
+
+        # Topics: create two, produce a record, browse it.
+        page.goto(f"{url}/ui#/topics")
+        for name in ["events", "kept"]:
+            page.fill("#create input[name=name]", name)
+            page.click("#create button")
+            ok_message(page, f"created topic {name}")
+        page.click("text=events")
+        page.fill("#produce textarea[name=value]", json.dumps({"action": "login", "user": "ann"}))
+        page.fill("#produce input[name=key]", "u1")
+        page.fill("#produce input[name=headers]", '{"trace":"t-1"}')
+        page.click("#produce button")
+        ok_message(page, "produced 1 record")
+        page.fill("#produce textarea[name=value]", "not json")
+        page.click("#produce button")
+        ok_message(page, "produced 1 record")
+        page.click("#seek button")
+        expect(page.locator("#records")).to_contain_text('"user": "ann"')
+        expect(page.locator("#records")).to_contain_text("trace: t-1")
+        shot(page, "topic")
+        page.goto(f"{url}/ui#/topics")
+        expect(page.locator("h2")).to_have_text("Topics")
+        expect(page.locator("table").first).to_contain_text("events")
+        shot(page, "topics")
+
+        # Plugins: upload twice (two versions), deploy the filter from the first record on.
+        page.goto(f"{url}/ui#/plugins")
+        for _ in range(2):
+            page.fill("#upload input[name=name]", "filter")
+            page.set_input_files("#upload input[type=file]", wasm)
+            page.click("#upload button")
+            ok_message(page, "uploaded filter")
+        expect(page.locator("table").first).to_contain_text("v2")
+        page.fill("#deploy input[name=name]", "logins")
+        page.select_option("#deploy select[name=input]", "events")
+        page.select_option("#deploy select[name=output]", "kept")
+        page.fill("#deploy input[name=config]", '{"field":"action","value":"login"}')
+        page.click("#deploy button")
+        ok_message(page, "deployed logins")
+        shot(page, "plugins")
+
+        # The transform: lag goes to 0, the dead letter shows its reason; roll back to v1.
+        page.goto(f"{url}/ui#/transform/logins")
+        expect(page.locator("#lag")).to_have_text("0", timeout=30_000)
+        page.reload()
+        expect(page.locator("#dead")).to_contain_text("invalid JSON", timeout=30_000)
+        page.select_option("#version", "1")
+        page.click("#swap")
+        ok_message(page, "logins now runs v1")
+        expect(page.locator("#ver")).to_have_text("v1", timeout=30_000)
+        shot(page, "transform")
+        page.goto(f"{url}/ui#/transforms")
+        expect(page.locator("h2")).to_have_text("Transforms")
+        expect(page.locator("table").first).to_contain_text("logins")
+        shot(page, "transforms")
+
+        # The transformed record, browsed in its topic.
+        page.goto(f"{url}/ui#/topic/kept")
+        expect(page.locator("h2")).to_have_text("Topic kept")
+        expect(page.locator("#records")).to_contain_text('"action": "login"')
+        page.goto(f"{url}/ui#/metrics")
+        expect(page.locator("#rates")).to_contain_text("records in/s", timeout=10_000)
+        shot(page, "metrics")
+
+        # With auth: a viewer sees but cannot deploy (disabled, and refused anyway).
+        if len(sys.argv) > 4:
+            auth_url, viewer, admin = sys.argv[4:7]
+            page.goto(f"{auth_url}/ui#/topics")
+            expect(page.locator("#msg.err")).to_contain_text("Bearer")
+            page.evaluate(f"sessionStorage.setItem('sluice-token', {json.dumps(viewer)})")
+            page.goto(f"{auth_url}/ui#/plugins")
+            expect(page.locator("#who")).to_contain_text("(viewer)")
+            expect(page.locator("#deploy button")).to_be_disabled()
+            # The server refuses what the page disables.
+            status = page.evaluate(
+                """async () => (await fetch('/v1/transforms/x', {method: 'PUT',
+                     headers: {'authorization': 'Bearer ' + sessionStorage.getItem('sluice-token'),
+                               'content-type': 'application/json'},
+                     body: '{"plugin":"p","input":"a","outputs":["b"]}'})).status"""
+            )
+            assert status == 403, status
+            shot(page, "viewer")
+            page.evaluate(f"sessionStorage.setItem('sluice-token', {json.dumps(admin)})")
+            page.reload()
+            expect(page.locator("#who")).to_contain_text("(admin)")
+            expect(page.locator("#deploy button")).to_be_enabled()
+        browser.close()
+    print("console: all steps passed")
+
+
+main()
