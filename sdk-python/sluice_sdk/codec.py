@@ -90,26 +90,24 @@ def read_records(buf: bytes, count: int) -> list[RawRecord]:
     return records
 
 
+def _put_nullable(out: bytearray, b: bytes | None) -> None:
+    if b is None:
+        put_varint(out, -1)
+    else:
+        put_varint(out, len(b))
+        out += b
+
+
 def put_record(out: bytearray, timestamp_delta: int, key, value, headers) -> None:
     body = bytearray([0])
     put_varint(body, timestamp_delta)
     put_varint(body, 0)
-    for b in (key, value):
-        if b is None:
-            put_varint(body, -1)
-        else:
-            put_varint(body, len(b))
-            body += b
+    _put_nullable(body, key)
+    _put_nullable(body, value)
     put_varint(body, len(headers))
     for k, v in headers:
-        kb = k.encode("utf-8")
-        put_varint(body, len(kb))
-        body += kb
-        if v is None:
-            put_varint(body, -1)
-        else:
-            put_varint(body, len(v))
-            body += v
+        _put_nullable(body, k.encode("utf-8"))
+        _put_nullable(body, v)
     put_varint(out, len(body))
     out += body
 

@@ -22,6 +22,12 @@ def shot(page, name):
     page.screenshot(path=os.path.join(shots, f"{name}.png"), full_page=True)
 
 
+def visit(page, where, heading):
+    """Goes to a page of the console and waits until it shows `heading`."""
+    page.goto(f"{url}/ui#/{where}")
+    expect(page.locator("h2")).to_have_text(heading)
+
+
 def ok_message(page, text):
     expect(page.locator("#msg.ok")).to_contain_text(text, timeout=30_000)
 
@@ -52,8 +58,7 @@ def main():
         expect(page.locator("#records")).to_contain_text('"user": "ann"')
         expect(page.locator("#records")).to_contain_text("trace: t-1")
         shot(page, "topic")
-        page.goto(f"{url}/ui#/topics")
-        expect(page.locator("h2")).to_have_text("Topics")
+        visit(page, "topics", "Topics")
         expect(page.locator("table").first).to_contain_text("events")
         shot(page, "topics")
 
@@ -83,14 +88,12 @@ def main():
         ok_message(page, "logins now runs v1")
         expect(page.locator("#ver")).to_have_text("v1", timeout=30_000)
         shot(page, "transform")
-        page.goto(f"{url}/ui#/transforms")
-        expect(page.locator("h2")).to_have_text("Transforms")
+        visit(page, "transforms", "Transforms")
         expect(page.locator("table").first).to_contain_text("logins")
         shot(page, "transforms")
 
         # The transformed record, browsed in its topic.
-        page.goto(f"{url}/ui#/topic/kept")
-        expect(page.locator("h2")).to_have_text("Topic kept")
+        visit(page, "topic/kept", "Topic kept")
         expect(page.locator("#records")).to_contain_text('"action": "login"')
         page.goto(f"{url}/ui#/metrics")
         expect(page.locator("#rates")).to_contain_text("records in/s", timeout=10_000)

@@ -181,14 +181,24 @@ pub fn scaffold(name: &str, sdk: Option<PathBuf>, lang: Lang) -> anyhow::Result<
     Ok(())
 }
 
+/// The source tree this binary was built from (where the SDKs and `wit/` are).
+fn source_tree() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The SDK directory to scaffold against: `sdk`, or this source tree's `default`.
+fn sdk_dir(sdk: Option<PathBuf>, default: &str, what: &str) -> anyhow::Result<PathBuf> {
+    let sdk = sdk.unwrap_or_else(|| source_tree().join(default));
+    std::fs::canonicalize(&sdk)
+        .with_context(|| format!("{what} not found at {}; pass --sdk", sdk.display()))
+}
+
 /// A Python plugin: `app.py`, `test_app.py` (unittest, also run by pytest), `cases.json`
 /// and `build.sh` (componentize-py, with this source tree's `sdk-python` and `wit/`).
 fn scaffold_python(dir: &Path, name: &str, sdk: Option<PathBuf>) -> anyhow::Result<()> {
-    let tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let sdk = sdk.unwrap_or_else(|| tree.join("sdk-python"));
-    let sdk = std::fs::canonicalize(&sdk)
-        .with_context(|| format!("Python SDK not found at {}; pass --sdk", sdk.display()))?;
-    let wit = std::fs::canonicalize(tree.join("wit")).context("the plugin contract (wit/)")?;
+    let sdk = sdk_dir(sdk, "sdk-python", "Python SDK")?;
+    let wit =
+        std::fs::canonicalize(source_tree().join("wit")).context("the plugin contract (wit/)")?;
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("app.py"), PY_TEMPLATE)?;
     std::fs::write(
@@ -214,11 +224,8 @@ fn scaffold_python(dir: &Path, name: &str, sdk: Option<PathBuf>) -> anyhow::Resu
 /// `transform.test.js` (node's test runner), `cases.json`, `package.json` (the SDK as a
 /// local dependency) and `build.sh` (this source tree's `scripts/build-js-plugin`).
 fn scaffold_js(dir: &Path, name: &str, sdk: Option<PathBuf>) -> anyhow::Result<()> {
-    let tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let sdk = sdk.unwrap_or_else(|| tree.join("sdk-js"));
-    let sdk = std::fs::canonicalize(&sdk)
-        .with_context(|| format!("JavaScript SDK not found at {}; pass --sdk", sdk.display()))?;
-    let tree = std::fs::canonicalize(&tree).context("the source tree")?;
+    let sdk = sdk_dir(sdk, "sdk-js", "JavaScript SDK")?;
+    let tree = std::fs::canonicalize(source_tree()).context("the source tree")?;
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("transform.js"), JS_TEMPLATE)?;
     std::fs::write(dir.join("app.js"), JS_APP)?;
