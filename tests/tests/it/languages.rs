@@ -59,6 +59,9 @@ fn a_python_filter_deployed_over_rest_filters_end_to_end() {
     }
     let dlq = wait_for_count(&s, "events.dlq", 1);
     assert_eq!(values(&dlq), ["not json"]);
+    // Built against `transform-stateless`: no state import, so no changelog topic.
+    let st = status(&s, "logins");
+    assert_eq!(st["stateful"], false, "{st}");
     let reason = dlq[0]["headers"]["sluice-error"].as_str().unwrap();
     assert!(reason.contains("invalid JSON"), "{reason}");
 }

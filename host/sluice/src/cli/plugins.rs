@@ -342,7 +342,7 @@ const PY_BUILD: &str = r#"#!/bin/sh
 # set COMPONENTIZE_PY to one), against the Sluice SDK and plugin contract.
 set -e
 cd "$(dirname "$0")"
-"${COMPONENTIZE_PY:-componentize-py}" -d "@WIT@" -w transform componentize app   -p . -p "@SDK@" -o plugin.wasm
+"${COMPONENTIZE_PY:-componentize-py}" -d "@WIT@" -w transform-stateless componentize app   -p . -p "@SDK@" -o plugin.wasm
 "#;
 
 /// Wasm builds of a new plugin use SIMD (as the example plugins do).
