@@ -53,7 +53,17 @@ pub(crate) fn all(s: &Server, topic: &str) -> Vec<Value> {
 
 /// Waits until a topic holds `n` records.
 pub(crate) fn wait_for_count(s: &Server, topic: &str, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    wait_for_count_within(s, topic, n, Duration::from_secs(60))
+}
+
+/// Waits up to `within` until a topic holds `n` records.
+pub(crate) fn wait_for_count_within(
+    s: &Server,
+    topic: &str,
+    n: usize,
+    within: Duration,
+) -> Vec<Value> {
+    let deadline = Instant::now() + within;
     loop {
         let recs = all(s, topic);
         if recs.len() >= n {
