@@ -332,7 +332,7 @@ pub struct HostState {
     /// The partition's keyed state (stateful deployments).
     pub state: Option<Arc<Mutex<StateStore>>>,
     /// The input records of the running `process` call (for batch-wide primitives).
-    pub batch: Option<Bytes>,
+    pub batch: Option<std::sync::Arc<super::text::CallBatch>>,
     /// The running call's budget for the `text` primitives.
     pub work: Work,
     /// Pattern sets the instance holds.

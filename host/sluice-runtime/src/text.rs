@@ -4,6 +4,9 @@
 //! the call's deadline and charged against its work budget, inputs are capped, and an
 //! instance holds a bounded number of compiled pattern sets.
 
+use std::ops::Range;
+
+use bytes::Bytes;
 use sluice_sdk::codec::{Reader, RecordView};
 use sluice_sdk::text::native::{self, Compiled};
 use wasmtime::component::Resource;
@@ -21,21 +24,43 @@ pub const MAX_PATTERN_SETS: usize = 256;
 /// A pattern set a plugin compiled (the `pattern` resource).
 pub type Pattern = Compiled;
 
-/// `part` of each record of `batch` (records as the call received them, already checked;
-/// the walk stops quietly at anything odd).
-fn parts_of(batch: &[u8], part: Part) -> Vec<Option<&[u8]>> {
-    let mut parts = Vec::new();
-    let mut r = Reader::new(batch);
-    while r.remaining() > 0 {
-        let Ok(view) = RecordView::read(&mut r) else {
-            break;
-        };
-        parts.push(match part {
-            Part::Key => view.key,
-            Part::Value => view.value,
-        });
+/// The input records of the running `process` call, with where each record's key and value
+/// lie — found on first use and kept for the call, so several batch-wide primitives (a
+/// pattern and the JSON index, say) walk the records once.
+pub struct CallBatch {
+    bytes: Bytes,
+    spans: std::sync::OnceLock<Vec<[Option<Range<usize>>; 2]>>,
+}
+
+impl CallBatch {
+    pub fn new(bytes: Bytes) -> CallBatch {
+        CallBatch {
+            bytes,
+            spans: std::sync::OnceLock::new(),
+        }
     }
-    parts
+
+    /// `part` of each record (records as the call received them, already checked; the walk
+    /// stops quietly at anything odd).
+    fn parts(&self, part: Part) -> impl Iterator<Item = Option<&[u8]>> {
+        let spans = self.spans.get_or_init(|| {
+            let base = self.bytes.as_ptr() as usize;
+            let at = |b: &[u8]| b.as_ptr() as usize - base..b.as_ptr() as usize - base + b.len();
+            let mut spans = Vec::new();
+            let mut r = Reader::new(&self.bytes);
+            while r.remaining() > 0 {
+                let Ok(view) = RecordView::read(&mut r) else {
+                    break;
+                };
+                spans.push([view.key.map(at), view.value.map(at)]);
+            }
+            spans
+        });
+        let which = usize::from(part == Part::Value);
+        spans
+            .iter()
+            .map(move |s| s[which].clone().map(|r| &self.bytes[r]))
+    }
 }
 
 impl HostState {
@@ -103,11 +128,10 @@ impl HostPattern for HostState {
         let Some(batch) = self.batch.clone() else {
             return Ok(Vec::new());
         };
-        let parts = parts_of(&batch, part);
-        self.charge(parts.iter().flatten().map(|h| h.len()).sum())?;
+        self.charge(batch.parts(part).flatten().map(<[u8]>::len).sum())?;
         let re = self.pattern(&p)?;
         let mut out = Vec::new();
-        for (n, h) in parts.into_iter().enumerate() {
+        for (n, h) in batch.parts(part).enumerate() {
             if let Some(h) = h {
                 let n = n as u32;
                 re.find_all(h, |i, s, e| out.extend([n, i, s, e]));
@@ -138,10 +162,9 @@ impl Host for HostState {
         let Some(batch) = self.batch.clone() else {
             return Ok(Vec::new());
         };
-        let parts = parts_of(&batch, part);
-        self.charge(parts.iter().flatten().map(|h| h.len()).sum())?;
+        self.charge(batch.parts(part).flatten().map(<[u8]>::len).sum())?;
         let mut out = Vec::new();
-        for (n, h) in parts.into_iter().enumerate() {
+        for (n, h) in batch.parts(part).enumerate() {
             if let Some(h) = h.filter(|h| native::looks_like_json(h)) {
                 native::json_index(h, n as u32, &mut out);
             }
