@@ -14,14 +14,25 @@
 //   bindHost(host);
 //   export const { init, process, onTimers } = transform(shout);
 //
-// `scripts/build-js-plugin DIR OUT.wasm` bundles app.js (esbuild) and builds the component.
+// Stateful transforms use keyed state and event-time timers (`state`, `timers`; see
+// state.js): the entry also binds `sluice:transform/state@0.2.1` with `bindState`, passes
+// `onTimer` to `transform`, and is built with `--stateful` (the `transform` world).
+//
+// `scripts/build-js-plugin [--stateful] DIR OUT.wasm` bundles app.js (esbuild) and builds
+// the component.
 // Throwing `SluiceError` rejects the record with its message; any other exception rejects
 // it with `Name: message`. Runaway loops and memory exhaustion are stopped by the host.
 
 import * as codec from './codec.js';
 import { ENV } from './env.js';
+import * as stateModule from './state.js';
+
+export { bindState, state, timers } from './state.js';
 
 let host = null;
+
+/** The watermark before there is one (the smallest s64). */
+export const NO_WATERMARK = -(2 ** 63);
 
 /** Binds the component's host imports (`sluice:transform/host`); natively, the harness. */
 export function bindHost(h) {
@@ -29,6 +40,11 @@ export function bindHost(h) {
 }
 
 export class SluiceError extends Error {}
+
+stateModule.configure(
+  () => host !== null,
+  (m) => new SluiceError(m),
+);
 
 export const Level = Object.freeze({
   TRACE: 'trace',
@@ -127,11 +143,61 @@ export class Record {
   get offset() {
     return Number(this.ctx.baseOffset) + this.raw.offsetDelta;
   }
+  /** When the event happened (ms since the epoch): the JSON field the deployment names in
+   * `event_time.field`, or else the timestamp. Watermarks and windows go by this time. */
+  get eventTime() {
+    const t = this.ctx.eventTimes;
+    return t && t.length ? Number(t[this.index]) : this.timestamp;
+  }
+  /** The partition's watermark for this batch (events before it are late). */
+  get watermark() {
+    return this.ctx.watermark === undefined ? NO_WATERMARK : Number(this.ctx.watermark);
+  }
+  /** What a record is grouped by: its key, or (with `field`) the text of that JSON field of
+   * the value — a name, dotted path or JSON pointer. Null when there is none. */
+  keyOrField(field = null) {
+    if (field === null) return this.key;
+    const v = path(this.json(), field);
+    if (v === undefined) return null;
+    return encoder.encode(typeof v === 'string' ? v : JSON.stringify(v));
+  }
   get topic() {
     return this.ctx.topic;
   }
   get partition() {
     return this.ctx.partition;
+  }
+}
+
+/** The element of a parsed JSON value at a name, dotted path (`a.b.0`) or JSON pointer
+ * (`/a/b/0`), or undefined. */
+export function path(value, field) {
+  const parts = field.startsWith('/')
+    ? field.slice(1).split('/').map((p) => p.replaceAll('~1', '/').replaceAll('~0', '~'))
+    : field.split('.');
+  let cur = value;
+  for (const part of parts) {
+    if (Array.isArray(cur)) {
+      if (!/^\d+$/.test(part) || Number(part) >= cur.length) return undefined;
+      cur = cur[Number(part)];
+    } else if (cur !== null && typeof cur === 'object' && Object.hasOwn(cur, part)) {
+      cur = cur[part];
+    } else {
+      return undefined;
+    }
+  }
+  return cur;
+}
+
+/** A timer that fired: the key it was set with and the time it was set for. */
+export class Timer {
+  constructor(key, at, watermark) {
+    this.key = key;
+    this.at = at;
+    this.watermark = watermark;
+  }
+  keyStr() {
+    return text(this.key);
   }
 }
 
@@ -197,83 +263,132 @@ function reject(out, i, reason) {
   out.bytes(r);
 }
 
-/** Runs `fn` over a batch (the contract's `process`) and encodes the outcomes. */
-export function runBatch(ctx, records, fn, state, hasState) {
+function answer(out, i, outcome, names, ctx, raw, timestamp) {
+  if (outcome.reason !== null) {
+    reject(out, i, outcome.reason);
+    return;
+  }
+  const mark = out.length;
+  let bad = null;
+  for (const [kind, target, what] of outcome.emissions) {
+    const o = target === null ? 0 : names.indexOf(target);
+    if (o < 0) {
+      bad = `emitted to ${JSON.stringify(target)}, which is not one of the outputs ${JSON.stringify(names)}`;
+      break;
+    }
+    if (raw === null && kind !== 'record') {
+      bad = 'a timer has no input record to keep: emit a record instead';
+      break;
+    }
+    if (kind === 'keep') {
+      out.push(codec.PASS);
+      codec.putUvarint(out, i);
+      codec.putUvarint(out, o);
+      continue;
+    }
+    out.push(codec.EMIT);
+    codec.putUvarint(out, i);
+    codec.putUvarint(out, o);
+    if (kind === 'value') {
+      codec.putRecord(out, raw.timestampDelta, raw.key, what, raw.headers);
+    } else {
+      const ts = what.timestamp === null ? timestamp : what.timestamp;
+      codec.putRecord(out, ts - Number(ctx.baseTimestamp), what.key, what.value, what.headers);
+    }
+  }
+  if (bad !== null) {
+    out.length = mark; // what this input emitted before the bad entry goes
+    reject(out, i, bad);
+  }
+}
+
+function call(fn, arg) {
+  try {
+    const outcome = fn(arg);
+    if (!(outcome instanceof Outcome)) throw new TypeError('the transform did not return an Outcome');
+    return outcome;
+  } catch (e) {
+    return Outcome.reject(reasonOf(e));
+  }
+}
+
+/** Runs `fn(record)` over a batch (the contract's `process`) and encodes the outcomes. */
+export function runBatch(ctx, records, fn) {
   const names = outputs();
   const out = new codec.Writer(records.length + 1024);
   const raws = codec.readRecords(records, ctx.recordCount);
   for (let i = 0; i < raws.length; i++) {
-    const raw = raws[i];
-    const rec = new Record(raw, ctx, i);
-    let outcome;
-    try {
-      outcome = hasState ? fn(state, rec) : fn(rec);
-      if (!(outcome instanceof Outcome)) {
-        throw new TypeError('the transform did not return an Outcome');
-      }
-    } catch (e) {
-      outcome = Outcome.reject(reasonOf(e));
-    }
-    if (outcome.reason !== null) {
-      reject(out, i, outcome.reason);
-      continue;
-    }
-    const mark = out.length;
-    let bad = null;
-    for (const [kind, target, what] of outcome.emissions) {
-      const o = target === null ? 0 : names.indexOf(target);
-      if (o < 0) {
-        bad = `emitted to ${JSON.stringify(target)}, which is not one of the outputs ${JSON.stringify(names)}`;
-        break;
-      }
-      if (kind === 'keep') {
-        out.push(codec.PASS);
-        codec.putUvarint(out, i);
-        codec.putUvarint(out, o);
-        continue;
-      }
-      out.push(codec.EMIT);
-      codec.putUvarint(out, i);
-      codec.putUvarint(out, o);
-      if (kind === 'value') {
-        codec.putRecord(out, raw.timestampDelta, raw.key, what, raw.headers);
-      } else {
-        const ts = what.timestamp === null ? rec.timestamp : what.timestamp;
-        codec.putRecord(out, ts - Number(ctx.baseTimestamp), what.key, what.value, what.headers);
-      }
-    }
-    if (bad !== null) {
-      out.length = mark; // what this record emitted before the bad target goes
-      reject(out, i, bad);
-    }
+    const rec = new Record(raws[i], ctx, i);
+    answer(out, i, call(fn, rec), names, ctx, raws[i], rec.timestamp);
   }
   return out.finish();
 }
 
+/** Runs `fn(timer)` over fired timers (the contract's `on-timers`); a record emitted
+ * without a timestamp gets the timer's time. */
+export function runTimers(ctx, fired, fn) {
+  const names = outputs();
+  const out = new codec.Writer();
+  const list = stateModule.readTimers(fired, ctx.recordCount);
+  for (let i = 0; i < list.length; i++) {
+    const [at, key] = list[i];
+    answer(out, i, call(fn, new Timer(key, at, Number(ctx.baseTimestamp))), names, ctx, null, at);
+  }
+  return out.finish();
+}
+
+/** Runs `body()` inside one call's state cache: its changes reach the host when it
+ * returns, and are dropped when it throws. */
+export function inCall(body) {
+  stateModule.beginCall();
+  let result;
+  try {
+    result = body();
+  } catch (e) {
+    stateModule.discardCall();
+    throw e;
+  }
+  stateModule.endCall();
+  return result;
+}
+
+/** `fn` and `onTimer` with the instance value (from `init`) bound, if there is one. */
+export function bind(fn, onTimer, instance, hasInit) {
+  if (!hasInit) return [fn, onTimer];
+  return [(r) => fn(instance, r), onTimer === null ? null : (t) => onTimer(instance, t)];
+}
+
 /**
- * The component's exports for `fn(record)` — or `fn(state, record)` with `init`, whose
- * result (built once per instance from the config) is `state`.
+ * The component's exports for `fn(record)` — or `fn(instance, record)` with `init`, whose
+ * result (built once per instance from the config) is `instance`. `onTimer(timer)`
+ * (`onTimer(instance, timer)` with `init`) answers fired timers with an outcome like a
+ * record's; without it, fired timers are dropped.
  */
-export function transform(fn, { init = null } = {}) {
-  let state = null;
+export function transform(fn, { init = null, onTimer = null } = {}) {
+  let bound = bind(fn, onTimer, null, false);
   return {
     init() {
       if (init === null) return;
       try {
-        state = init();
+        bound = bind(fn, onTimer, init(), true);
       } catch (e) {
         throw reasonOf(e);
       }
     },
     process(ctx, records) {
       try {
-        return runBatch(ctx, records, fn, state, init !== null);
+        return inCall(() => runBatch(ctx, records, bound[0]));
       } catch (e) {
         throw reasonOf(e);
       }
     },
-    onTimers() {
-      return new Uint8Array(0);
+    onTimers(ctx, fired) {
+      if (bound[1] === null) return new Uint8Array(0);
+      try {
+        return inCall(() => runTimers(ctx, fired, bound[1]));
+      } catch (e) {
+        throw reasonOf(e);
+      }
     },
   };
 }

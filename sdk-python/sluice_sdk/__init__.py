@@ -25,9 +25,31 @@ def has_field(field, record):
 WitWorld = sluice_sdk.transform(has_field, init=setup)
 ```
 
-`componentize-py -d wit -w transform componentize app -p . -p sdk-python -o app.wasm`
-builds the module `app` (which must define `WitWorld`) into a component for
-`sluice plugin push`; `scripts/build-python-plugin` does that in a venv of its own.
+Stateful, with keyed state and event-time timers (`sluice_sdk.state`): a count per key per
+minute, emitted when the partition's watermark passes the minute's end:
+
+```python
+from sluice_sdk import OutRecord, Outcome, state, timers
+
+def count(record):
+    end = record.event_time // 60_000 * 60_000 + 60_000
+    key = b"%d/" % end + (record.key or b"")
+    state.put_json(key, (state.get_json(key) or 0) + 1)
+    timers.set(key, end)
+    return Outcome.drop()
+
+def close(timer):
+    n = state.get_json(timer.key)
+    state.delete(timer.key)
+    return Outcome.emit(OutRecord({"window_end": timer.at, "count": n}))
+
+WitWorld = sluice_sdk.transform(count, on_timer=close)
+```
+
+`scripts/build-python-plugin DIR OUT.wasm` builds the module `app` of DIR (which must define
+`WitWorld`) into a component for `sluice plugin push` with componentize-py, in a venv of
+its own; `--stateful` builds against the `transform` world (with state) instead of
+`transform-stateless`.
 `sluice_sdk.testing.Harness` runs the same function natively, with the case tables
 (`cases.json`) the Rust SDK uses.
 
@@ -44,6 +66,8 @@ import json as _json
 from enum import IntEnum
 
 from . import codec
+from . import state as state
+from .state import timers as timers
 
 __all__ = [
     "Error",
@@ -51,10 +75,13 @@ __all__ = [
     "OutRecord",
     "Outcome",
     "Record",
+    "Timer",
     "config",
     "log",
     "lookup",
     "outputs",
+    "state",
+    "timers",
     "transform",
 ]
 
@@ -161,6 +188,32 @@ class Record:
         return self._ctx.base_timestamp + self._raw.timestamp_delta
 
     @property
+    def event_time(self) -> int:
+        """When the event happened (ms since the epoch): the JSON field the deployment
+        names in `event_time.field`, or else the record's timestamp. Watermarks and
+        windows go by this time."""
+        times = getattr(self._ctx, "event_times", None)
+        if times:
+            return times[self.index]
+        return self.timestamp
+
+    @property
+    def watermark(self) -> int:
+        """The partition's watermark for this batch (events before it are late)."""
+        return getattr(self._ctx, "watermark", NO_WATERMARK)
+
+    def key_or_field(self, field: str | None = None) -> bytes | None:
+        """What a record is grouped by: its key, or (with `field`) the text of that JSON
+        field of the value — a name, dotted path or JSON pointer. None when there is no
+        key or no such field."""
+        if field is None:
+            return self.key
+        v = path(self.json(), field)
+        if v is None:
+            return None
+        return (v if isinstance(v, str) else _json.dumps(v, separators=(",", ":"))).encode()
+
+    @property
     def offset(self) -> int:
         return self._ctx.base_offset + self._raw.offset_delta
 
@@ -175,6 +228,44 @@ class Record:
     def to_out(self) -> "OutRecord":
         """An owned copy to change and emit."""
         return OutRecord(self.value, key=self.key, headers=self.headers, timestamp=self.timestamp)
+
+
+NO_WATERMARK = -(2**63)
+"""The watermark before there is one."""
+
+
+def path(value, field: str):
+    """The element of a parsed JSON value at a name, dotted path (`a.b.0`) or JSON pointer
+    (`/a/b/0`), or None."""
+    if field.startswith("/"):
+        parts = [p.replace("~1", "/").replace("~0", "~") for p in field[1:].split("/")]
+    else:
+        parts = field.split(".")
+    cur = value
+    for part in parts:
+        if isinstance(cur, dict):
+            if part not in cur:
+                return None
+            cur = cur[part]
+        elif isinstance(cur, list) and part.isdigit() and int(part) < len(cur):
+            cur = cur[int(part)]
+        else:
+            return None
+    return cur
+
+
+class Timer:
+    """A timer that fired: the key it was set with and the time it was set for."""
+
+    __slots__ = ("key", "at", "watermark")
+
+    def __init__(self, key: bytes, at: int, watermark: int):
+        self.key = key
+        self.at = at
+        self.watermark = watermark
+
+    def key_str(self) -> str | None:
+        return _text(self.key)
 
 
 def _text(b: bytes | None) -> str | None:
@@ -261,61 +352,104 @@ def _reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
-def run_batch(ctx, records: bytes, fn, state, has_state: bool) -> bytes:
-    """Runs `fn` over a batch (the contract's `process`) and encodes the outcomes."""
+def _put_reject(out: bytearray, i: int, reason: str) -> None:
+    reason = reason.encode("utf-8")
+    out.append(codec.REJECT)
+    codec.put_uvarint(out, i)
+    codec.put_uvarint(out, len(reason))
+    out += reason
+
+
+def _answer(out: bytearray, i: int, outcome, index: dict, names, ctx, raw, timestamp) -> None:
+    """Encodes the entries of one outcome (input `i`; `raw` is None for a timer)."""
+    if outcome.reason is not None:
+        _put_reject(out, i, outcome.reason)
+        return
+    entries = bytearray()
+    for kind, target, what in outcome.emissions:
+        o = 0 if target is None else index.get(target)
+        if o is None:
+            _put_reject(out, i, f"emitted to {target!r}, which is not one of the outputs {names}")
+            return
+        if raw is None and kind != "record":
+            _put_reject(out, i, "a timer has no input record to keep: emit a record instead")
+            return
+        if kind == "keep":
+            entries.append(codec.PASS)
+            codec.put_uvarint(entries, i)
+            codec.put_uvarint(entries, o)
+            continue
+        entries.append(codec.EMIT)
+        codec.put_uvarint(entries, i)
+        codec.put_uvarint(entries, o)
+        if kind == "value":
+            codec.put_record(entries, raw.timestamp_delta, raw.key, what, raw.headers)
+        else:
+            ts = timestamp if what.timestamp is None else what.timestamp
+            codec.put_record(entries, ts - ctx.base_timestamp, what.key, what.value, what.headers)
+    out += entries
+
+
+def _call(fn, arg):
+    try:
+        outcome = fn(arg)
+        if not isinstance(outcome, Outcome):
+            raise TypeError(f"the transform returned {type(outcome).__name__}, not an Outcome")
+        return outcome
+    except Exception as e:  # noqa: BLE001 - every failure of the plugin's code rejects
+        return Outcome.reject(_reason(e))
+
+
+def run_batch(ctx, records: bytes, fn) -> bytes:
+    """Runs `fn(record)` over a batch (the contract's `process`) and encodes the outcomes."""
     names = outputs()
     index = {n: i for i, n in enumerate(names)}
     out = bytearray()
     for i, raw in enumerate(codec.read_records(records, ctx.record_count)):
         rec = Record(raw, ctx, i)
-        try:
-            outcome = fn(state, rec) if has_state else fn(rec)
-            if not isinstance(outcome, Outcome):
-                raise TypeError(f"the transform returned {type(outcome).__name__}, not an Outcome")
-        except Exception as e:  # noqa: BLE001 - every failure of the plugin's code rejects
-            outcome = Outcome.reject(_reason(e))
-        if outcome.reason is not None:
-            reason = outcome.reason.encode("utf-8")
-            out.append(codec.REJECT)
-            codec.put_uvarint(out, i)
-            codec.put_uvarint(out, len(reason))
-            out += reason
-            continue
-        entries = bytearray()
-        for kind, target, what in outcome.emissions:
-            o = 0 if target is None else index.get(target)
-            if o is None:
-                entries = None
-                reason = f"emitted to {target!r}, which is not one of the outputs {names}"
-                reason = reason.encode("utf-8")
-                out.append(codec.REJECT)
-                codec.put_uvarint(out, i)
-                codec.put_uvarint(out, len(reason))
-                out += reason
-                break
-            if kind == "keep":
-                entries.append(codec.PASS)
-                codec.put_uvarint(entries, i)
-                codec.put_uvarint(entries, o)
-                continue
-            entries.append(codec.EMIT)
-            codec.put_uvarint(entries, i)
-            codec.put_uvarint(entries, o)
-            if kind == "value":
-                codec.put_record(entries, raw.timestamp_delta, raw.key, what, raw.headers)
-            else:
-                ts = rec.timestamp if what.timestamp is None else what.timestamp
-                codec.put_record(
-                    entries, ts - ctx.base_timestamp, what.key, what.value, what.headers
-                )
-        if entries is not None:
-            out += entries
+        _answer(out, i, _call(fn, rec), index, names, ctx, raw, rec.timestamp)
     return bytes(out)
 
 
-def transform(fn, init=None):
-    """The component's `WitWorld` class for `fn(record)` — or `fn(state, record)` with
-    `init`, whose result (built once per instance from the config) is `state`."""
+def run_timers(ctx, timers_bytes: bytes, fn) -> bytes:
+    """Runs `fn(timer)` over fired timers (the contract's `on-timers`) and encodes the
+    outcomes; a record emitted without a timestamp gets the timer's time."""
+    names = outputs()
+    index = {n: i for i, n in enumerate(names)}
+    out = bytearray()
+    for i, (at, key) in enumerate(codec.read_timers(timers_bytes, ctx.record_count)):
+        t = Timer(key, at, ctx.base_timestamp)
+        _answer(out, i, _call(fn, t), index, names, ctx, None, at)
+    return bytes(out)
+
+
+def in_call(body):
+    """Runs `body()` inside one call's state cache: its changes reach the host when it
+    returns, and are dropped when it raises."""
+    state.begin_call()
+    try:
+        result = body()
+    except BaseException:
+        state.discard_call()
+        raise
+    state.end_call()
+    return result
+
+
+def bind(fn, on_timer, instance, has_init: bool):
+    """`fn` and `on_timer` with the instance value (from `init`) bound, if there is one."""
+    if not has_init:
+        return fn, on_timer
+    return (lambda r: fn(instance, r)), (
+        None if on_timer is None else (lambda t: on_timer(instance, t))
+    )
+
+
+def transform(fn, init=None, on_timer=None):
+    """The component's `WitWorld` class for `fn(record)` — or `fn(instance, record)` with
+    `init`, whose result (built once per instance from the config) is `instance`.
+    `on_timer(timer)` (`on_timer(instance, timer)` with `init`) answers fired timers
+    with an outcome like a record's; without it, fired timers are dropped."""
 
     def _err(message: str):
         from componentize_py_types import Err
@@ -323,23 +457,30 @@ def transform(fn, init=None):
         return Err(message)
 
     class WitWorld:
-        state = None
+        bound = bind(fn, on_timer, None, False)
 
         def init(self) -> None:
             if init is None:
                 return
             try:
-                WitWorld.state = init()
+                WitWorld.bound = bind(fn, on_timer, init(), True)
             except Exception as e:  # noqa: BLE001 - reported as the init error
                 raise _err(_reason(e)) from None
 
         def process(self, ctx, records: bytes) -> bytes:
+            f, _ = WitWorld.bound
             try:
-                return run_batch(ctx, records, fn, WitWorld.state, init is not None)
-            except codec.CodecError as e:
-                raise _err(str(e)) from None
+                return in_call(lambda: run_batch(ctx, records, f))
+            except Exception as e:  # noqa: BLE001 - the batch fails with the reason
+                raise _err(_reason(e)) from None
 
-        def on_timers(self, ctx, timers: bytes) -> bytes:
-            return b""
+        def on_timers(self, ctx, fired: bytes) -> bytes:
+            _, h = WitWorld.bound
+            if h is None:
+                return b""
+            try:
+                return in_call(lambda: run_timers(ctx, fired, h))
+            except Exception as e:  # noqa: BLE001 - the call fails with the reason
+                raise _err(_reason(e)) from None
 
     return WitWorld

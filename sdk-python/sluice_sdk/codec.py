@@ -113,3 +113,25 @@ def put_record(out: bytearray, timestamp_delta: int, key, value, headers) -> Non
 
 
 EMIT, REJECT, PASS = 0, 1, 2
+
+
+def read_timers(buf: bytes, count: int) -> list[tuple[int, bytes]]:
+    """Fired timers of `on-timers`: `at` (8 bytes, signed, little-endian), key."""
+    timers = []
+    pos = 0
+    for i in range(count):
+        if pos + 8 > len(buf):
+            raise CodecError(f"fired timer {i} does not decode")
+        at = int.from_bytes(buf[pos : pos + 8], "little", signed=True)
+        n, pos = read_uvarint(buf, pos + 8)
+        if pos + n > len(buf):
+            raise CodecError(f"fired timer {i} does not decode")
+        timers.append((at, bytes(buf[pos : pos + n])))
+        pos += n
+    return timers
+
+
+def put_timer(out: bytearray, at: int, key: bytes) -> None:
+    out += at.to_bytes(8, "little", signed=True)
+    put_uvarint(out, len(key))
+    out += key

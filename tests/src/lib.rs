@@ -10,16 +10,27 @@ pub mod fixtures {
 /// component by `scripts/build-python-plugin` (componentize-py from PyPI, installed on
 /// first use), and rebuilt when its sources or the SDK's are newer than the last build.
 pub fn python_plugin(dir: &str) -> Vec<u8> {
-    built_plugin("build-python-plugin", dir, "sdk-python/sluice_sdk")
+    built_plugin("build-python-plugin", dir, "sdk-python/sluice_sdk", false)
+}
+
+/// A stateful Python plugin: built against the `transform` world (keyed state and timers).
+pub fn stateful_python_plugin(dir: &str) -> Vec<u8> {
+    built_plugin("build-python-plugin", dir, "sdk-python/sluice_sdk", true)
 }
 
 /// A JavaScript plugin (`dir` holds `app.js`) built by `scripts/build-js-plugin` (esbuild
 /// and componentize-js from npm, installed on first use), rebuilt likewise.
 pub fn js_plugin(dir: &str) -> Vec<u8> {
-    built_plugin("build-js-plugin", dir, "sdk-js/src")
+    built_plugin("build-js-plugin", dir, "sdk-js/src", false)
 }
 
-fn built_plugin(script: &str, dir: &str, sdk: &str) -> Vec<u8> {
+/// A stateful JavaScript plugin: built against the `transform` world (keyed state and
+/// timers; its `app.js` binds `sluice:transform/state`).
+pub fn stateful_js_plugin(dir: &str) -> Vec<u8> {
+    built_plugin("build-js-plugin", dir, "sdk-js/src", true)
+}
+
+fn built_plugin(script: &str, dir: &str, sdk: &str, stateful: bool) -> Vec<u8> {
     static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one_at_a_time = BUILD.lock().unwrap_or_else(|p| p.into_inner());
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -36,7 +47,11 @@ fn built_plugin(script: &str, dir: &str, sdk: &str) -> Vec<u8> {
     let built = std::fs::metadata(&out).and_then(|m| m.modified()).ok();
     if built.is_none() || newest > built {
         let script = root.join("scripts").join(script);
-        let status = std::process::Command::new(&script)
+        let mut cmd = std::process::Command::new(&script);
+        if stateful {
+            cmd.arg("--stateful");
+        }
+        let status = cmd
             .arg(&src)
             .arg(&out)
             .status()

@@ -1,13 +1,14 @@
 """A Python plugin that misbehaves on records whose value contains `POISON`, in the way
 config `mode` names: `loop` (never returns), `memhog` (allocates until stopped), `raise`
-(an exception), `exit` (calls sys.exit), `network` (opens a socket). Other records pass.
+(an exception), `exit` (calls sys.exit), `network` (opens a socket), `state` (uses keyed state,
+though built without it). Other records pass.
 Test fixture, not an example."""
 
 import socket
 import sys
 
 import sluice_sdk
-from sluice_sdk import Outcome
+from sluice_sdk import Outcome, state
 
 
 def setup():
@@ -32,6 +33,8 @@ def misbehave(mode, record):
     if mode == "network":
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.connect(("127.0.0.1", 9))
+    if mode == "state":
+        state.put(b"k", b"v")
     return Outcome.keep()
 
 

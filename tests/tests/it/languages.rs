@@ -1,7 +1,8 @@
 //! Plugins written in Python (componentize-py, `sdk-python`) and JavaScript
 //! (componentize-js, `sdk-js`) on the real binary: deployed over REST they transform records
 //! end to end, and misbehaving ones are contained like Rust ones — the poison record is
-//! dead-lettered with its reason, the rest flow.
+//! dead-lettered with its reason, the rest flow — and stateful ones (keyed state and
+//! event-time timers) count exactly, across a SIGKILL.
 
 use serde_json::{Value, json};
 
@@ -67,6 +68,63 @@ fn a_python_filter_deployed_over_rest_filters_end_to_end() {
     assert!(reason.contains("invalid JSON"), "{reason}");
 }
 
+/// `window-count` in Python and in JavaScript (built against the `transform` world) runs
+/// stateful — changelog topic, checkpoints, watermark — and counts a shuffled workload with
+/// late events exactly like the Rust plugin, across a SIGKILL in the middle of the work.
+#[test]
+fn python_and_js_window_counts_are_stateful_and_exact_across_a_sigkill() {
+    use crate::stateful::{
+        PARTITIONS, check_counts, produce_ndjson, wait_settled, window_count_spec, workload_in,
+    };
+    let plugins = [
+        sluice_tests::stateful_python_plugin("sdk-python/examples/window-count"),
+        sluice_tests::stateful_js_plugin("sdk-js/examples/window-count"),
+    ];
+    let per_partition = 6_000;
+    for (seed, bytes) in plugins.iter().enumerate() {
+        // The first body holds the first third of each partition: no late events in it.
+        let w = workload_in(per_partition, 21 + seed as u64, per_partition / 3);
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let mut s = Server::start_in(&data, &[]);
+        s.create_topic(json!({"name": "events", "partitions": PARTITIONS}));
+        s.create_topic(json!({"name": "counts", "partitions": PARTITIONS}));
+        upload(&s, "window-count", bytes);
+        let mut spec = window_count_spec();
+        // Long enough that the partitions do not go idle (and close every window) between
+        // the two parts of the input.
+        spec["idle_timeout_ms"] = json!(5000);
+        deploy_ok(&s, "wc", spec);
+        let st = status(&s, "wc");
+        assert_eq!(st["stateful"], true, "{st}");
+        assert_eq!(st["state_topic"], "wc.state", "{st}");
+        produce_ndjson(&s, "events", &w.bodies[0]);
+        wait_for_lag_zero(&s, "wc");
+        for b in &w.bodies[1..] {
+            produce_ndjson(&s, "events", b);
+        }
+        // Killed in the middle of the rest of the work.
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        s.kill9();
+        let s = Server::start_in(&data, &[]);
+        wait_settled(&s, "wc", std::time::Duration::from_secs(300));
+        check_counts(&s, &w);
+    }
+}
+
+fn wait_for_lag_zero(s: &Server, name: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        let st = status(s, name);
+        let parts = st["partitions"].as_array().cloned().unwrap_or_default();
+        if !parts.is_empty() && parts.iter().all(|p| p["lag"] == 0) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "input not read: {st}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Deploys `plugin` once per mode over 4 records, the third a poison one, and checks that
 /// the other three flow, the poison one is dead-lettered with one of the expected reasons,
 /// and the deployment keeps running.
@@ -124,6 +182,7 @@ fn misbehaving_python_plugins_are_contained() {
             ),
             ("exit", &["the plugin exited (status 1)"]),
             ("network", &["the plugin used the network (wasi:sockets/"]),
+            ("state", &["this plugin was built without state"]),
         ],
     );
 }

@@ -12,14 +12,14 @@ use sluice_tests::fixtures;
 use crate::common::{Server, http};
 use crate::pipeline::{all, deploy, deploy_ok, status, upload, wait_for_count};
 
-const WINDOW_MS: i64 = 10_000;
+pub(crate) const WINDOW_MS: i64 = 10_000;
 const LATENESS_MS: i64 = 5_000;
-const PARTITIONS: usize = 3;
+pub(crate) const PARTITIONS: usize = 3;
 
 /// Events for `window-count`, the counts it must produce, and how many are late.
-struct Workload {
+pub(crate) struct Workload {
     /// NDJSON produce bodies, partitions interleaved.
-    bodies: Vec<String>,
+    pub(crate) bodies: Vec<String>,
     /// (key, window start) → count, from the events that are not late.
     windows: BTreeMap<(String, i64), u64>,
     late: usize,
@@ -29,7 +29,12 @@ struct Workload {
 /// times advance 2 ms per event and are shuffled back by up to the lateness less a second,
 /// so none is late; after the first third, every 500th event is followed by one an hour
 /// older than anything sent, which is late whatever the batching.
-fn workload(per_partition: usize, seed: u64) -> Workload {
+pub(crate) fn workload(per_partition: usize, seed: u64) -> Workload {
+    workload_in(per_partition, seed, 5000)
+}
+
+/// [`workload`] in produce bodies of `chunk` events per partition.
+pub(crate) fn workload_in(per_partition: usize, seed: u64, chunk: usize) -> Workload {
     let mut rng = fastrand::Rng::with_seed(seed);
     let base = (sluice_log::now_ms() - 3_600_000) / WINDOW_MS * WINDOW_MS;
     let mut windows = BTreeMap::new();
@@ -55,7 +60,6 @@ fn workload(per_partition: usize, seed: u64) -> Workload {
         }
     }
     let mut bodies = Vec::new();
-    let chunk = 5000;
     let longest = lines.iter().map(Vec::len).max().unwrap_or(0);
     for start in (0..longest).step_by(chunk) {
         let mut body = String::new();
@@ -74,7 +78,7 @@ fn workload(per_partition: usize, seed: u64) -> Workload {
     }
 }
 
-fn produce_ndjson(s: &Server, topic: &str, body: &str) {
+pub(crate) fn produce_ndjson(s: &Server, topic: &str, body: &str) {
     let r = http()
         .post(s.url(&format!("/v1/topics/{topic}/records")))
         .header("content-type", "application/x-ndjson")
@@ -86,7 +90,7 @@ fn produce_ndjson(s: &Server, topic: &str, body: &str) {
 
 /// Waits until every partition of a stateful transform has read its input and fired
 /// every timer.
-fn wait_settled(s: &Server, name: &str, within: Duration) -> Value {
+pub(crate) fn wait_settled(s: &Server, name: &str, within: Duration) -> Value {
     let deadline = Instant::now() + within;
     loop {
         let st = status(s, name);
@@ -104,7 +108,7 @@ fn wait_settled(s: &Server, name: &str, within: Duration) -> Value {
 }
 
 /// The windows in the output, each once, and the late dead letters.
-fn check_counts(s: &Server, w: &Workload) {
+pub(crate) fn check_counts(s: &Server, w: &Workload) {
     let mut got: BTreeMap<(String, i64), u64> = BTreeMap::new();
     let mut twice = Vec::new();
     for r in all(s, "counts") {
@@ -154,7 +158,7 @@ fn setup_window_count(s: &Server) {
     upload(s, "window-count", sluice::plugins::WINDOW_COUNT);
 }
 
-fn window_count_spec() -> Value {
+pub(crate) fn window_count_spec() -> Value {
     json!({"plugin": "window-count", "input": "events", "outputs": ["counts"],
         "config": {"window_ms": WINDOW_MS.to_string()},
         "allowed_lateness_ms": LATENESS_MS, "idle_timeout_ms": 1000})

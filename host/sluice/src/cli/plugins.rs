@@ -241,7 +241,7 @@ fn scaffold_js(dir: &Path, name: &str, sdk: Option<PathBuf>) -> anyhow::Result<(
     std::fs::write(
         dir.join("build.sh"),
         format!(
-            "#!/bin/sh\n# Builds app.js into plugin.wasm (esbuild + componentize-js, installed on first use).\nset -e\ncd \"$(dirname \"$0\")\"\n{:?} . plugin.wasm\n",
+            "#!/bin/sh\n# Builds app.js into plugin.wasm (esbuild + componentize-js, installed on first use).\n# Keyed state and timers: bind sluice:transform/state in app.js and add --stateful.\nset -e\ncd \"$(dirname \"$0\")\"\n{:?} . plugin.wasm\n",
             tree.join("scripts/build-js-plugin").display().to_string()
         ),
     )?;
@@ -339,7 +339,8 @@ const PY_CASES: &str = r#"[
 
 const PY_BUILD: &str = r#"#!/bin/sh
 # Builds app.py into plugin.wasm with componentize-py (`pip install componentize-py`, or
-# set COMPONENTIZE_PY to one), against the Sluice SDK and plugin contract.
+# set COMPONENTIZE_PY to one), against the Sluice SDK and plugin contract. For keyed state
+# and timers (sluice_sdk.state), build against the world `transform` instead.
 set -e
 cd "$(dirname "$0")"
 "${COMPONENTIZE_PY:-componentize-py}" -d "@WIT@" -w transform-stateless componentize app   -p . -p "@SDK@" -o plugin.wasm
