@@ -32,6 +32,20 @@ def ok_message(page, text):
     expect(page.locator("#msg.ok")).to_contain_text(text, timeout=30_000)
 
 
+def api(page, method, path, body):
+    """A call to the public API from the page (with the page's token, if any)."""
+    status = page.evaluate(
+        """async ([method, path, body]) => {
+             const headers = {'content-type': 'application/json'};
+             const token = sessionStorage.getItem('sluice-token');
+             if (token) headers.authorization = 'Bearer ' + token;
+             return (await fetch(path, {method, headers, body: JSON.stringify(body)})).status;
+           }""",
+        [method, path, body],
+    )
+    assert 200 <= status < 300, f"{method} {path}: {status}"
+
+
 def main():
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=os.environ.get("CHROMIUM", "/usr/bin/chromium"))
@@ -58,6 +72,20 @@ def main():
         expect(page.locator("#records")).to_contain_text('"user": "ann"')
         expect(page.locator("#records")).to_contain_text("trace: t-1")
         shot(page, "topic")
+
+        # Seek by time: records stamped in 2020, 2021 and 2022; from mid-2020 on, the first
+        # shown is 2021's.
+        api(page, "POST", "/v1/topics", {"name": "timed"})
+        stamps = {"y2020": 1577836800000, "y2021": 1609459200000, "y2022": 1640995200000}
+        api(page, "POST", "/v1/topics/timed/records",
+            {"records": [{"value": k, "timestamp": v} for k, v in stamps.items()]})
+        visit(page, "topic/timed", "Topic timed")
+        expect(page.locator("#records")).to_contain_text("y2020")
+        page.fill("#seek input[name=time]", "2020-06-01T00:00:00")
+        page.click("#seek button")
+        expect(page.locator("#records tr").nth(1)).to_contain_text("y2021")
+        expect(page.locator("#records")).not_to_contain_text("y2020")
+        expect(page.locator("#seek input[name=offset]")).to_have_value("1")
         visit(page, "topics", "Topics")
         expect(page.locator("table").first).to_contain_text("events")
         shot(page, "topics")
@@ -92,11 +120,31 @@ def main():
         expect(page.locator("table").first).to_contain_text("logins")
         shot(page, "transforms")
 
+        # Logs, followed live: a plugin that logs every record it sees.
+        page.goto(f"{url}/ui#/plugins")
+        page.fill("#upload input[name=name]", "chatty")
+        page.set_input_files("#upload input[type=file]", os.environ["CHATTY_WASM"])
+        page.click("#upload button")
+        ok_message(page, "uploaded chatty")
+        api(page, "POST", "/v1/topics", {"name": "chatter"})
+        api(page, "PUT", "/v1/transforms/chatty", {"plugin": "chatty", "input": "timed",
+            "outputs": ["chatter"], "config": {"mode": "log"}, "start": "latest"})
+        page.goto(f"{url}/ui#/transform/chatty")
+        expect(page.locator("h2")).to_contain_text("Transform chatty")
+        page.check("#follow")
+        for word in ["first-followed", "second-followed"]:
+            api(page, "POST", "/v1/topics/timed/records", {"records": [{"value": word}]})
+            expect(page.locator("#logs")).to_contain_text(f"saw {word}", timeout=30_000)
+        shot(page, "logs")
+
         # The transformed record, browsed in its topic.
         visit(page, "topic/kept", "Topic kept")
         expect(page.locator("#records")).to_contain_text('"action": "login"')
         page.goto(f"{url}/ui#/metrics")
         expect(page.locator("#rates")).to_contain_text("records in/s", timeout=10_000)
+        # Batches ran: the latency table shows a bound for them since start.
+        expect(page.locator("#latency")).to_contain_text("ms", timeout=10_000)
+        expect(page.locator("#latency tr").nth(2)).to_contain_text("≤", timeout=10_000)
         shot(page, "metrics")
 
         # With auth: a viewer sees but cannot deploy (disabled, and refused anyway).

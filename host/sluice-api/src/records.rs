@@ -315,6 +315,9 @@ pub struct ConsumeResult {
 #[derive(Debug, Deserialize)]
 pub struct ConsumeQuery {
     offset: Option<u64>,
+    /// Start at the first record whose timestamp is at or after this (ms since the epoch)
+    /// instead of at an offset.
+    timestamp: Option<i64>,
     max: Option<usize>,
     wait_ms: Option<u64>,
 }
@@ -323,7 +326,7 @@ pub struct ConsumeQuery {
     get,
     path = "/v1/topics/{topic}/partitions/{partition}/records",
     tag = "records",
-    params(("topic" = String, Path, description = "topic name"), ("partition" = u32, Path), ("offset" = Option<u64>, Query), ("max" = Option<u32>, Query, minimum = 1), ("wait_ms" = Option<u64>, Query, description = "wait up to this long for data (capped by the server)")),
+    params(("topic" = String, Path, description = "topic name"), ("partition" = u32, Path), ("offset" = Option<u64>, Query), ("timestamp" = Option<i64>, Query, description = "instead of offset: from the first record whose timestamp (ms since the epoch) is at or after this; past every record, from the high watermark"), ("max" = Option<u32>, Query, minimum = 1), ("wait_ms" = Option<u64>, Query, description = "wait up to this long for data (capped by the server)")),
     responses(
         (status = 200, description = "records from offset (long poll with wait_ms)", body = ConsumeResult),
         (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody),
@@ -347,7 +350,25 @@ pub async fn consume(
         )
     })?;
     let part = topic.partition(p)?.clone();
-    let offset = q.offset.unwrap_or_else(|| part.start_offset());
+    let offset = match (q.offset, q.timestamp) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_query",
+                "give offset or timestamp, not both",
+            ));
+        }
+        (Some(o), None) => o,
+        (None, Some(ts)) => {
+            let p = part.clone();
+            blocking(move || {
+                let hw = p.high_watermark();
+                p.offset_for_timestamp(ts).map(|o| o.unwrap_or(hw))
+            })
+            .await?
+        }
+        (None, None) => part.start_offset(),
+    };
     let max = q
         .max
         .unwrap_or(500)

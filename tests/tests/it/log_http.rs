@@ -172,6 +172,55 @@ fn binary_values_and_base64_round_trip() {
     assert_eq!(r["timestamp"], 1234);
 }
 
+/// `?timestamp=T` starts at the first record stamped at or after T, across segments and
+/// with timestamps out of order; past every record it starts at the high watermark.
+#[test]
+fn consume_seeks_by_timestamp() {
+    let s = Server::start();
+    s.create_topic(json!({"name": "timed", "segment_bytes": 4096}));
+    // Timestamps rise by 10 ms per record, except record 250, stamped in the past.
+    let recs: Vec<Value> = (0..400i64)
+        .map(|i| {
+            let ts = if i == 250 { 5 } else { 1_000 + 10 * i };
+            json!({"value": format!("r{i}-{}", "x".repeat(40)), "timestamp": ts})
+        })
+        .collect();
+    s.produce("timed", recs);
+    let at = |q: &str| -> Value {
+        http()
+            .get(s.url(&format!("/v1/topics/timed/partitions/0/records?max=2&{q}")))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    let first = |q: &str| at(q)["records"][0]["offset"].as_u64();
+    assert_eq!(first("timestamp=0"), Some(0));
+    assert_eq!(first("timestamp=1000"), Some(0));
+    assert_eq!(first("timestamp=1001"), Some(1));
+    assert_eq!(first("timestamp=3000"), Some(200));
+    assert_eq!(first("timestamp=4985"), Some(399));
+    let past = at("timestamp=999999");
+    assert_eq!(past["records"], json!([]));
+    assert_eq!(past["next_offset"], 400);
+    expect_error(
+        http()
+            .get(s.url("/v1/topics/timed/partitions/0/records?offset=1&timestamp=5"))
+            .send()
+            .unwrap(),
+        400,
+        "bad_query",
+    );
+    expect_error(
+        http()
+            .get(s.url("/v1/topics/timed/partitions/0/records?timestamp=soon"))
+            .send()
+            .unwrap(),
+        400,
+        "bad_query",
+    );
+}
+
 fn expect_error(resp: reqwest::blocking::Response, status: u16, code: &str) {
     assert_eq!(resp.status().as_u16(), status);
     let v: Value = resp.json().unwrap();
