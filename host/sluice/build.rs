@@ -11,6 +11,8 @@ fn main() {
             "window-count",
             "dedupe",
             "sessionize",
+            "encrypt",
+            "decrypt",
         ],
         "example_plugins.rs",
     );

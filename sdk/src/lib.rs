@@ -112,6 +112,8 @@
 //!   byte they read.
 
 pub mod codec;
+#[cfg(feature = "crypto")]
+pub mod crypto;
 pub mod entries;
 mod host;
 pub mod json;

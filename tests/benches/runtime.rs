@@ -142,6 +142,10 @@ fn main() {
     rt2.compile(sluice::plugins::MASK).unwrap();
     let cached = t.elapsed();
 
+    if std::env::var("SLUICE_BENCH_ONLY").as_deref() == Ok("encrypt") {
+        bench_encrypt(&rt);
+        return;
+    }
     if std::env::var("SLUICE_BENCH_ONLY").as_deref() == Ok("identity") {
         let id_c = rt.compile(sluice_tests::fixtures::IDENTITY).unwrap();
         let mut ex = rt.executor(id_c, cfg("identity", &[]), 0).unwrap();
@@ -236,6 +240,8 @@ fn main() {
         cached.as_secs_f64() * 1e3
     );
 
+    bench_encrypt(&rt);
+
     // The same transform written in Python and JavaScript (sdk-python/examples/mask with
     // componentize-py, sdk-js/examples/mask with componentize-js), through the same
     // runtime: rate per format next to the Rust component, size, compile, instantiate +
@@ -284,4 +290,55 @@ fn main() {
             println!("{line}");
         }
     }
+}
+
+/// `encrypt` (AES-256-GCM, one field) on ~150-byte JSON records, natively and as the
+/// component, best of three alternating.
+fn bench_encrypt(rt: &Arc<Runtime>) {
+    const KEYS: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let recs: Vec<TestRecord> = (0..BATCH)
+        .map(|i| {
+            TestRecord::value(format!(
+                r#"{{"user":"u{i:06}","email":"user{i:06}@example.com","ssn":"{:03}-{:02}-{:04}","plan":"premium","country":"DE","city":"Berlin","tier":"gold","ts":1764460800000}}"#,
+                i % 1000,
+                i % 100,
+                i % 10_000
+            ))
+        })
+        .collect();
+    let (ctx, bytes) = encode_batch(&recs);
+    let config = [("fields", "ssn"), ("keys", KEYS)];
+    let e = encrypt::Encrypt::from_config(|k| {
+        config
+            .iter()
+            .find(|(c, _)| *c == k)
+            .map(|(_, v)| v.to_string())
+    })
+    .unwrap();
+    let native = || {
+        let mut out = Vec::new();
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed() < Duration::from_millis(700) {
+            out.clear();
+            sluice_sdk::run_batch(&ctx, &bytes, &mut out, &Vec::new, |r| {
+                encrypt::encrypt(&e, r)
+            })
+            .unwrap();
+            n += BATCH as u64;
+        }
+        n as f64 / start.elapsed().as_secs_f64()
+    };
+    let compiled = rt.compile(sluice::plugins::ENCRYPT).unwrap();
+    let mut ex = rt.executor(compiled, cfg("encrypt", &config), 0).unwrap();
+    let (mut nat, mut w) = (0f64, 0f64);
+    for _ in 0..3 {
+        nat = nat.max(native());
+        w = w.max(rate(&mut ex, &bytes, ctx.base_timestamp, 0.7).0);
+    }
+    println!(
+        "encrypt ({} bytes/record, one field)  native {nat:>10.0}/s  wasm {w:>10.0}/s  = {:.0}% of native",
+        bytes.len() / BATCH,
+        w / nat * 100.0
+    );
 }

@@ -93,6 +93,10 @@ pub struct TransformSpec {
     pub dead_letter: Option<String>,
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+    /// Config values the plugin reads like `config` but nobody else sees: GET shows them as
+    /// `***`, the server never logs them, and a re-PUT that sends `***` keeps the value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
@@ -178,7 +182,46 @@ impl TransformSpec {
             .clone()
             .unwrap_or_else(|| sluice_log::dead_letter::transform_topic(&self.input))
     }
+
+    /// What the plugin's `config` answers: the config and the secrets.
+    pub fn plugin_config(&self) -> BTreeMap<String, String> {
+        let mut c = self.config.clone();
+        c.extend(self.secrets.iter().map(|(k, v)| (k.clone(), v.clone())));
+        c
+    }
+
+    /// The secrets as GET shows them: every value `***`.
+    pub fn redacted_secrets(&self) -> BTreeMap<String, String> {
+        self.secrets
+            .keys()
+            .map(|k| (k.clone(), REDACTED.to_string()))
+            .collect()
+    }
+
+    /// Checks the secrets (no key also in `config`; no `***` left), taking the value of
+    /// each secret sent as `***` from `old` (a re-PUT of what GET showed keeps it).
+    pub fn settle_secrets(&mut self, old: Option<&TransformSpec>) -> Result<(), String> {
+        for (k, v) in &mut self.secrets {
+            if self.config.contains_key(k) {
+                return Err(format!("{k:?} is both a config key and a secret"));
+            }
+            if v == REDACTED {
+                match old.and_then(|o| o.secrets.get(k)) {
+                    Some(kept) => v.clone_from(kept),
+                    None => {
+                        return Err(format!(
+                            "secret {k:?} is {REDACTED} (what GET shows), but there is no earlier value to keep"
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
+
+/// What GET shows instead of a secret value.
+pub const REDACTED: &str = "***";
 
 /// Whether a deployment's tasks run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -270,6 +313,9 @@ pub struct TransformStatus {
     pub outputs: Vec<String>,
     pub dead_letter: String,
     pub config: BTreeMap<String, String>,
+    /// Secret config keys, each value shown as `***`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
     pub limits: Limits,
     pub tables: Vec<String>,
     pub allow_cycles: bool,
@@ -494,9 +540,15 @@ impl Transform {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
         };
+        let path = self.dir.join("transform.json");
         let ok = serde_json::to_vec_pretty(&p)
             .map_err(std::io::Error::other)
-            .and_then(|b| write_file(&self.dir.join("transform.json"), &b));
+            .and_then(|b| write_file(&path, &b))
+            .and_then(|()| {
+                // The spec may hold secrets: owner only.
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            });
         if let Err(e) = ok {
             tracing::error!(transform = %self.name, error = %e, "could not persist transform");
         }
@@ -677,7 +729,7 @@ impl Pipelines {
         Arc::new(InstanceConfig {
             plugin: spec.plugin.clone(),
             version,
-            config: spec.config.clone(),
+            config: spec.plugin_config(),
             outputs: spec.outputs.clone(),
             limits: spec.limits.clone(),
             tables: self.tables.clone(),
@@ -849,11 +901,13 @@ impl Pipelines {
 
     /// Creates or updates a deployment. Returns whether it was created. Blocking; waits
     /// only for operations on the same name.
-    pub fn deploy(&self, name: &str, spec: TransformSpec) -> Result<bool, PipelineError> {
+    pub fn deploy(&self, name: &str, mut spec: TransformSpec) -> Result<bool, PipelineError> {
         let lock = self.name_lock(name);
         let _n = lock.lock().unwrap_or_else(|p| p.into_inner());
         self.validate(name, &spec)?;
         let existing = self.get(name).ok();
+        spec.settle_secrets(existing.as_ref().map(|t| t.spec()).as_ref())
+            .map_err(PipelineError::Invalid)?;
         match existing {
             None => {
                 {
@@ -1345,7 +1399,9 @@ impl Pipelines {
                 }
             })
             .collect();
+        let secrets = spec.redacted_secrets();
         TransformStatus {
+            secrets,
             name: t.name.clone(),
             status: if t.paused.load(Ordering::Acquire) {
                 RunState::Paused

@@ -435,6 +435,12 @@ impl Worker {
                 return Err(PipelineError::Invalid(format!("table {t} is not a topic")).into());
             }
         }
+        if !spec.secrets.is_empty() {
+            return Err(PipelineError::Invalid(
+                "secrets are for `sluice serve` deployments: a worker deployment is stored in the cluster's control topic, which its clients can read; pass them in `config` only if that topic is protected".into(),
+            )
+            .into());
+        }
         if spec.event_time.is_some() || spec.late_output.is_some() {
             return Err(PipelineError::Invalid(
                 "event_time and late_output apply to stateful plugins, which run in `sluice serve` only".into(),
