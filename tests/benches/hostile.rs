@@ -46,6 +46,8 @@ fn start(dir: &std::path::Path) -> Running {
             let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             addr_tx.send(http.local_addr().unwrap()).unwrap();
             let config = ServerConfig {
+                tier: None,
+                restore_from_tier: false,
                 data_dir: dir,
                 http: http.local_addr().unwrap(),
                 insecure: false,

@@ -48,6 +48,117 @@ pub(crate) fn process(out: &mut String) {
     }
 }
 
+/// The remote tier: process-wide counters, and local vs remote bytes per tiered partition.
+fn tier(out: &mut String, topics: &[std::sync::Arc<sluice_log::Topic>]) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let m = &sluice_log::tier::METRICS;
+    for (name, kind, help, v) in [
+        (
+            "sluice_tier_uploads_total",
+            "counter",
+            "Objects uploaded to the object store.",
+            &m.uploads,
+        ),
+        (
+            "sluice_tier_upload_bytes_total",
+            "counter",
+            "Bytes uploaded to the object store.",
+            &m.upload_bytes,
+        ),
+        (
+            "sluice_tier_downloads_total",
+            "counter",
+            "Reads (whole objects or ranges) from the object store.",
+            &m.downloads,
+        ),
+        (
+            "sluice_tier_download_bytes_total",
+            "counter",
+            "Bytes read from the object store.",
+            &m.download_bytes,
+        ),
+        (
+            "sluice_tier_errors_total",
+            "counter",
+            "Object store calls that failed (they are retried).",
+            &m.errors,
+        ),
+        (
+            "sluice_tier_cache_hits_total",
+            "counter",
+            "Remote reads answered by the cache.",
+            &m.cache_hits,
+        ),
+        (
+            "sluice_tier_cache_misses_total",
+            "counter",
+            "Remote reads that went to the object store.",
+            &m.cache_misses,
+        ),
+        (
+            "sluice_tier_cache_bytes",
+            "gauge",
+            "Bytes of remote data held by the read cache.",
+            &m.cache_bytes,
+        ),
+        (
+            "sluice_tier_segments_deleted_total",
+            "counter",
+            "Remote segments deleted by retention.",
+            &m.segments_deleted,
+        ),
+        (
+            "sluice_tier_pending_bytes",
+            "gauge",
+            "Bytes of sealed segments waiting for upload.",
+            &m.pending_bytes,
+        ),
+        (
+            "sluice_disk_free_bytes",
+            "gauge",
+            "Free bytes on the data directory's file system.",
+            &m.disk_free_bytes,
+        ),
+        (
+            "sluice_disk_full_danger",
+            "gauge",
+            "1 while segments waiting for upload threaten to fill the disk.",
+            &m.disk_danger,
+        ),
+    ] {
+        family(out, name, kind, help);
+        let _ = writeln!(out, "{name} {}", v.load(Relaxed));
+    }
+    family(
+        out,
+        "sluice_partition_local_bytes",
+        "gauge",
+        "Tiered partitions: bytes of segments on local disk.",
+    );
+    family(
+        out,
+        "sluice_partition_remote_bytes",
+        "gauge",
+        "Tiered partitions: bytes of segments in the object store.",
+    );
+    for t in topics {
+        for p in &t.partitions {
+            if let Some(ts) = p.stats().tier {
+                for (name, v) in [
+                    ("sluice_partition_local_bytes", ts.local_bytes),
+                    ("sluice_partition_remote_bytes", ts.remote_bytes),
+                ] {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{topic=\"{}\",partition=\"{}\"}} {v}",
+                        t.name, p.id
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// Connector counters, health and sink lag.
 fn connectors(out: &mut String, state: &super::AppState) {
     let statuses: Vec<_> = state
@@ -150,7 +261,7 @@ fn render(state: &super::AppState) -> String {
         ),
         (
             "sluice_partition_size_bytes",
-            "Bytes of segments on disk.",
+            "Bytes of segments (local and, for tiered topics, remote).",
             2,
         ),
     ] {
@@ -167,6 +278,7 @@ fn render(state: &super::AppState) -> String {
             }
         }
     }
+    tier(&mut out, &topics);
     let transforms = state.pipelines.list();
     let statuses: Vec<_> = transforms
         .iter()

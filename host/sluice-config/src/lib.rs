@@ -21,6 +21,80 @@ pub struct FileConfig {
     pub auth: AuthConfig,
     pub kafka_settings: KafkaSettings,
     pub tls: Option<TlsFiles>,
+    /// The object store of tiered topics.
+    pub tier: Option<TierStore>,
+}
+
+/// `[tier]` in the config file: where tiered topics put their sealed segments.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierStore {
+    /// `s3` (any S3-compatible store: AWS, MinIO, moto, …) or `local` (a directory;
+    /// buckets are directories under `root`).
+    pub kind: TierKind,
+    /// S3: the endpoint URL (default AWS's for `region`).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// S3 credentials (default: the AWS_* environment variables).
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+    /// S3: allow `http://` endpoints (test stores on loopback).
+    #[serde(default)]
+    pub allow_http: bool,
+    /// `local`: the directory holding the buckets.
+    #[serde(default)]
+    pub root: Option<PathBuf>,
+    /// Bytes of remote data kept in memory for reads (default 256 MiB).
+    #[serde(default = "default_cache_bytes")]
+    pub cache_bytes: u64,
+    /// How often sealed segments are looked for and uploaded (default 1000 ms).
+    #[serde(default = "default_upload_interval_ms")]
+    pub upload_interval_ms: u64,
+    /// Where `sluice serve --restore-from-tier` looks for topics: this bucket, under
+    /// `restore_prefix` (default `sluice`).
+    #[serde(default)]
+    pub restore_bucket: Option<String>,
+    #[serde(default = "default_restore_prefix")]
+    pub restore_prefix: String,
+}
+
+impl std::fmt::Debug for TierStore {
+    /// Without the secret key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TierStore")
+            .field("kind", &self.kind)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TierKind {
+    S3,
+    Local,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
+fn default_cache_bytes() -> u64 {
+    256 << 20
+}
+
+fn default_upload_interval_ms() -> u64 {
+    1000
+}
+
+fn default_restore_prefix() -> String {
+    "sluice".into()
 }
 
 /// `[kafka_settings]` in the config file.

@@ -7,6 +7,7 @@ pub mod batch;
 pub mod dead_letter;
 pub mod partition;
 pub mod segment;
+pub mod tier;
 pub mod txn;
 
 use std::collections::HashMap;
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use partition::{Appended, Partition, PartitionStats, ReadBatches};
+pub use partition::{Appended, Partition, PartitionStats, ReadBatches, TierProgress, TierStats};
 
 /// Errors of the log. Display strings are fragments meant to be shown to users.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +103,9 @@ pub struct TopicConfig {
     /// Compacted topics: how long a tombstone (null value) is kept after compaction
     /// reaches it, so readers behind get to see the delete.
     pub tombstone_retention_ms: u64,
+    /// Tiered storage: sealed segments go to the server's object store (see [`tier`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tiered: Option<tier::TierSettings>,
 }
 
 impl Default for TopicConfig {
@@ -116,6 +120,7 @@ impl Default for TopicConfig {
             segment_bytes: 1 << 30,
             segment_ms: 7 * 24 * 3600 * 1000,
             tombstone_retention_ms: 24 * 3600 * 1000,
+            tiered: None,
         }
     }
 }
@@ -142,6 +147,12 @@ impl TopicConfig {
         }
         if self.flush_interval_ms == 0 {
             return bad("flush_interval_ms must be positive".into());
+        }
+        if let Some(t) = &self.tiered {
+            t.validate().map_err(LogError::InvalidConfig)?;
+            if self.cleanup == Cleanup::Compact {
+                return bad("a compacted topic cannot be tiered (compaction rewrites segments; remote ones are immutable)".into());
+            }
         }
         Ok(())
     }
@@ -264,6 +275,8 @@ impl Topic {
 #[derive(Debug)]
 pub struct Log {
     dir: PathBuf,
+    /// The object store of tiered topics, if the server has one.
+    tier: Option<tier::TierBackend>,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     /// Topics the server keeps for a purpose (e.g. a transform's state changelog), with
     /// who owns them: clients may read them but not produce to or delete them.
@@ -275,6 +288,14 @@ const TOPIC_META: &str = "topic.json";
 impl Log {
     /// Opens the data directory, recovering every topic found in it.
     pub fn open(dir: impl AsRef<Path>) -> Result<Arc<Log>, LogError> {
+        Self::open_with(dir, None)
+    }
+
+    /// Opens the data directory with an object store for tiered topics.
+    pub fn open_with(
+        dir: impl AsRef<Path>,
+        tier: Option<tier::TierBackend>,
+    ) -> Result<Arc<Log>, LogError> {
         let dir = dir.as_ref().to_path_buf();
         let topics_dir = dir.join("topics");
         let io = |e| LogError::Io {
@@ -303,11 +324,44 @@ impl Log {
             topics.insert(name, Arc::new(topic));
         }
         tracing::info!(dir = %dir.display(), topics = topics.len(), "log opened");
-        Ok(Arc::new(Log {
+        let log = Log {
             dir,
+            tier,
             topics: RwLock::new(topics),
             owners: RwLock::default(),
-        }))
+        };
+        for t in log.topics() {
+            if t.config.tiered.is_some() && log.tier.is_none() {
+                tracing::warn!(topic = %t.name, "tiered topic, but the server has no object store ([tier]): nothing is uploaded, remote segments cannot be read");
+            }
+            log.attach_tier(&t);
+        }
+        Ok(Arc::new(log))
+    }
+
+    /// Points a topic's partitions at the object store (or at nothing).
+    fn attach_tier(&self, t: &Topic) {
+        for p in &t.partitions {
+            p.set_tier(match (&self.tier, &t.config.tiered) {
+                (Some(backend), Some(settings)) => Some(tier::PartitionTier {
+                    backend: backend.clone(),
+                    bucket: settings.bucket.clone(),
+                    key: format!("{}/{}", settings.topic_key(&t.name), p.id),
+                    settings: settings.clone(),
+                }),
+                _ => None,
+            });
+        }
+    }
+
+    fn check_tier(&self, config: &TopicConfig) -> Result<(), LogError> {
+        if config.tiered.is_some() && self.tier.is_none() {
+            return Err(LogError::InvalidConfig(
+                "tiered topics need an object store: configure [tier] in the server's config file"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 
     fn open_topic(dir: &Path, name: &str, config: TopicConfig) -> Result<Topic, LogError> {
@@ -337,6 +391,7 @@ impl Log {
     pub fn create_topic(&self, name: &str, config: TopicConfig) -> Result<Arc<Topic>, LogError> {
         validate_topic_name(name)?;
         config.validate()?;
+        self.check_tier(&config)?;
         let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
         if topics.contains_key(name) {
             return Err(LogError::TopicExists(name.to_string()));
@@ -356,6 +411,7 @@ impl Log {
         sluice_common::fs::write_file(&dir.join(TOPIC_META), &json).map_err(io)?;
         sluice_common::fs::sync_dir(&dir).map_err(io)?;
         sluice_common::fs::sync_dir(&self.dir.join("topics")).map_err(io)?;
+        self.attach_tier(&topic);
         topics.insert(name.to_string(), topic.clone());
         tracing::info!(
             topic = name,
@@ -442,6 +498,7 @@ impl Log {
             dir: old.dir.clone(),
             round_robin: Default::default(),
         });
+        self.attach_tier(&topic);
         topics.insert(name.to_string(), topic.clone());
         tracing::info!(topic = name, from = have, to = total, "partitions added");
         Ok(topic)
@@ -450,6 +507,7 @@ impl Log {
     /// Changes a topic's settings (not its partition count) for every partition, durably.
     pub fn alter_topic(&self, name: &str, config: TopicConfig) -> Result<Arc<Topic>, LogError> {
         config.validate()?;
+        self.check_tier(&config)?;
         let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
         let old = topics
             .get(name)
@@ -471,6 +529,7 @@ impl Log {
             dir: old.dir.clone(),
             round_robin: Default::default(),
         });
+        self.attach_tier(&topic);
         topics.insert(name.to_string(), topic.clone());
         Ok(topic)
     }
@@ -554,6 +613,171 @@ impl Log {
                 }
             }
         }
+    }
+
+    /// One pass of tiering over every tiered topic: the topic's settings to the store
+    /// (for restores), then each partition's uploads and local evictions; and the
+    /// disk-full check. Blocking (network calls).
+    pub fn tier_pass(&self, now: i64, published: &mut HashMap<String, TopicConfig>) {
+        let Some(backend) = &self.tier else {
+            return;
+        };
+        let mut pending = 0u64;
+        for t in self.topics() {
+            let Some(settings) = &t.config.tiered else {
+                continue;
+            };
+            if published.get(&t.name) != Some(&t.config) {
+                let key = format!("{}/topic.json", settings.topic_key(&t.name));
+                let body = serde_json::to_vec_pretty(&t.config).unwrap_or_default();
+                match backend.store.put(&settings.bucket, &key, body.into()) {
+                    Ok(()) => {
+                        published.insert(t.name.clone(), t.config.clone());
+                    }
+                    Err(e) => {
+                        tier::METRICS
+                            .errors
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tracing::warn!(topic = %t.name, error = %e, "could not store the topic's settings in the object store");
+                    }
+                }
+            }
+            for p in &t.partitions {
+                if let Err(e) = p.tier_step(now, 4) {
+                    tracing::debug!(topic = %t.name, partition = p.id, error = %e, "tier step failed");
+                }
+                pending += p.stats().tier.map_or(0, |s| s.pending_bytes);
+            }
+        }
+        tier::check_disk(&self.dir, pending);
+    }
+
+    /// Runs [`Log::tier_pass`] every `interval` on a dedicated thread until `stop` is set
+    /// (nothing when the server has no object store).
+    pub fn spawn_tiering(
+        self: &Arc<Self>,
+        interval: Duration,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Option<std::thread::JoinHandle<()>> {
+        self.tier.as_ref()?;
+        let log = self.clone();
+        std::thread::Builder::new()
+            .name("sluice-tier".into())
+            .spawn(move || {
+                let mut published = HashMap::new();
+                while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                    log.tier_pass(now_ms(), &mut published);
+                    let until = std::time::Instant::now() + interval;
+                    while std::time::Instant::now() < until
+                        && !stop.load(std::sync::atomic::Ordering::Acquire)
+                    {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            })
+            .ok()
+    }
+
+    /// Rebuilds the tiered topics found in `bucket` under `prefix` into the data directory
+    /// `dir` (which must not hold them): each partition's manifest from the segments'
+    /// completion markers, and an empty local segment where the remote data ends. What
+    /// was not uploaded before the local disk was lost is gone; the report says where
+    /// each partition now ends. Topics that exist locally are left alone.
+    pub fn restore_from_tier(
+        dir: &Path,
+        backend: &tier::TierBackend,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<Vec<String>, LogError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |e| LogError::Io {
+                path: path.clone(),
+                source: e,
+            }
+        };
+        let store_err = |e: std::io::Error| LogError::Io {
+            path: PathBuf::from(format!("{bucket}/{prefix}")),
+            source: e,
+        };
+        let prefix = prefix.trim_end_matches('/');
+        let keys = backend.store.list(bucket, prefix).map_err(store_err)?;
+        let mut report = Vec::new();
+        let topics_dir = dir.join("topics");
+        std::fs::create_dir_all(&topics_dir).map_err(io(&topics_dir))?;
+        for (key, _) in keys.iter().filter(|(k, _)| k.ends_with("/topic.json")) {
+            let Some(topic_key) = key.strip_suffix("/topic.json") else {
+                continue;
+            };
+            let name = topic_key
+                .rsplit('/')
+                .next()
+                .unwrap_or(topic_key)
+                .to_string();
+            if validate_topic_name(&name).is_err() {
+                continue;
+            }
+            let tdir = topics_dir.join(&name);
+            if tdir.join(TOPIC_META).exists() {
+                report.push(format!(
+                    "topic {name}: present on local disk, left as it is"
+                ));
+                continue;
+            }
+            let Some(body) = backend.store.get(bucket, key).map_err(store_err)? else {
+                continue;
+            };
+            let config: TopicConfig = serde_json::from_slice(&body)
+                .map_err(|e| LogError::InvalidConfig(format!("{key}: {e}")))?;
+            if tdir.exists() {
+                std::fs::remove_dir_all(&tdir).map_err(io(&tdir))?;
+            }
+            for p in 0..config.partitions {
+                let pdir = tdir.join(p.to_string());
+                std::fs::create_dir_all(&pdir).map_err(io(&pdir))?;
+                let marker_prefix = format!("{topic_key}/{p}/");
+                let mut metas = Vec::new();
+                for (k, _) in keys
+                    .iter()
+                    .filter(|(k, _)| k.starts_with(&marker_prefix) && k.ends_with(".json"))
+                {
+                    if let Some(b) = backend.store.get(bucket, k).map_err(store_err)?
+                        && let Ok(m) = serde_json::from_slice::<tier::RemoteMeta>(&b)
+                    {
+                        metas.push(m);
+                    }
+                }
+                metas.sort_by_key(|m| m.base);
+                let gaps = metas
+                    .windows(2)
+                    .filter(|w| w[0].next_offset != w[1].base)
+                    .count();
+                let line = match (metas.first(), metas.last()) {
+                    (Some(first), Some(last)) => format!(
+                        "topic {name} partition {p}: offsets {}..{} restored from {} segment(s){}; records the server wrote after offset {} had not been uploaded and are lost",
+                        first.base,
+                        last.next_offset,
+                        metas.len(),
+                        if gaps > 0 {
+                            format!(" ({gaps} gap(s) where segments are missing)")
+                        } else {
+                            String::new()
+                        },
+                        last.next_offset.saturating_sub(1),
+                    ),
+                    _ => format!(
+                        "topic {name} partition {p}: nothing had been uploaded; it starts empty"
+                    ),
+                };
+                tier::store_manifest(&pdir, metas).map_err(io(&pdir))?;
+                report.push(line);
+            }
+            let json = serde_json::to_vec_pretty(&config)
+                .map_err(|e| LogError::InvalidConfig(e.to_string()))?;
+            sluice_common::fs::write_file(&tdir.join(TOPIC_META), &json).map_err(io(&tdir))?;
+            sluice_common::fs::sync_dir(&topics_dir).map_err(io(&topics_dir))?;
+        }
+        Ok(report)
     }
 
     /// Runs `maintain` on a dedicated thread until `stop` is set.

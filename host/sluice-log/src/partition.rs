@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use super::batch::{self, BatchHeader};
 use super::segment::{self, Segment};
+use super::tier::{self, PartitionTier, RemoteMeta, RemoteSegment};
 use super::txn::TxnIndex;
 use super::{FlushPolicy, LogError, TopicConfig, now_ms};
 
@@ -33,13 +34,55 @@ pub struct ReadBatches {
 }
 
 /// Size and offsets of one partition.
-#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PartitionStats {
     pub partition: u32,
     pub start_offset: u64,
     pub end_offset: u64,
+    /// Bytes of the partition's data, local and remote (each segment once).
     pub size_bytes: u64,
+    /// Tiered topics: what is where.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<TierStats>,
+}
+
+/// Where a tiered partition's data is.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TierStats {
+    /// Bytes of segments on local disk.
+    pub local_bytes: u64,
+    /// The first offset on local disk (below it, reads go to the object store).
+    pub local_start_offset: u64,
+    /// Bytes and segments in the object store.
+    pub remote_bytes: u64,
+    pub remote_segments: usize,
+    /// Offsets below this are in the object store.
+    pub remote_end_offset: u64,
+    /// Sealed local segments not yet uploaded, and their bytes.
+    pub pending_segments: usize,
+    pub pending_bytes: u64,
+    /// When the last upload finished (ms since the epoch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_upload_ms: Option<i64>,
+    /// The last failure, while uploads keep failing (they retry with backoff).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Consecutive failures of the current attempt.
+    pub failures: u32,
+    /// A disk-full danger on the server (segments waiting for upload fill the disk).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_warning: Option<String>,
+}
+
+/// Upload progress and backoff of a tiered partition.
+#[derive(Debug, Default)]
+struct TierState {
+    failures: u32,
+    next_attempt_ms: i64,
+    last_error: Option<String>,
+    last_upload_ms: Option<i64>,
 }
 
 struct Writer {
@@ -64,6 +107,11 @@ pub struct Partition {
     deleted: AtomicBool,
     /// Open and aborted transactions (the last stable offset, `read_committed` reads).
     txn: Mutex<TxnIndex>,
+    /// Segments in the object store (the manifest), by base offset.
+    remote: RwLock<BTreeMap<u64, Arc<RemoteSegment>>>,
+    /// Where a tiered topic's objects go (none: not tiered, or no store configured).
+    tier: RwLock<Option<PartitionTier>>,
+    tier_state: Mutex<TierState>,
 }
 
 impl std::fmt::Debug for Partition {
@@ -127,15 +175,26 @@ impl Partition {
             }
             segments.insert(base, Arc::new(seg));
         }
+        let remote: BTreeMap<u64, Arc<RemoteSegment>> = tier::load_manifest(&dir)
+            .map_err(io)?
+            .into_iter()
+            .map(|m| (m.base, Arc::new(RemoteSegment::new(m))))
+            .collect();
         if segments.is_empty() {
-            let seg = Segment::create(&dir, 0, now)?;
+            // After a restore from the object store, the log goes on where it ends.
+            let base = remote
+                .values()
+                .next_back()
+                .map_or(0, |r| r.meta.next_offset);
+            let seg = Segment::create(&dir, base, now)?;
             sluice_common::fs::sync_dir(&dir).map_err(io)?;
-            segments.insert(0, Arc::new(seg));
+            segments.insert(base, Arc::new(seg));
         }
         let (start, active) = match (segments.first_key_value(), segments.last_key_value()) {
             (Some((s, _)), Some((_, a))) => (*s, a.clone()),
             _ => unreachable!("at least one segment exists"),
         };
+        let start = remote.keys().next().map_or(start, |r| (*r).min(start));
         let next = active.next_offset();
         // DeleteRecords may have moved the start inside the first segment.
         let start = match std::fs::read_to_string(dir.join(START_FILE)) {
@@ -160,7 +219,34 @@ impl Partition {
             hw,
             deleted: AtomicBool::new(false),
             txn: Mutex::new(txn),
+            remote: RwLock::new(remote),
+            tier: RwLock::new(None),
+            tier_state: Mutex::default(),
         })
+    }
+
+    /// Sets where this partition's segments go (a tiered topic on a server with an object
+    /// store), or `None`.
+    pub fn set_tier(&self, tier: Option<PartitionTier>) {
+        *self.tier.write().unwrap_or_else(|p| p.into_inner()) = tier;
+    }
+
+    fn tier(&self) -> Option<PartitionTier> {
+        self.tier.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn remote_read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u64, Arc<RemoteSegment>>> {
+        self.remote.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn remote_write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<u64, Arc<RemoteSegment>>> {
+        self.remote.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The manifest as stored (callers hold the write lock).
+    fn persist_manifest(&self, map: &BTreeMap<u64, Arc<RemoteSegment>>) -> Result<(), LogError> {
+        tier::store_manifest(&self.dir, map.values().map(|r| r.meta.clone()).collect())
+            .map_err(|e| self.io_err(e))
     }
 
     fn segments_read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u64, Arc<Segment>>> {
@@ -392,6 +478,47 @@ impl Partition {
         if offset == hw {
             return Ok(empty(offset));
         }
+        let local_first = self
+            .segments_read()
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(u64::MAX);
+        if offset < local_first {
+            let remotes: Vec<Arc<RemoteSegment>> = {
+                let map = self.remote_read();
+                let first = map
+                    .range(..=offset)
+                    .next_back()
+                    .map(|(b, _)| *b)
+                    .unwrap_or(0);
+                map.range(first..local_first)
+                    .map(|(_, r)| r.clone())
+                    .collect()
+            };
+            if !remotes.is_empty() {
+                let tier = self.tier().ok_or_else(|| {
+                    self.io_err(std::io::Error::other(
+                        "this offset is in the object store, and no store is configured ([tier] in the server's config)",
+                    ))
+                })?;
+                for rs in remotes {
+                    if rs.meta.base >= hw {
+                        break;
+                    }
+                    let src = RemoteSource {
+                        seg: &rs,
+                        tier: &tier,
+                    };
+                    if let Some(r) = self.read_segment(&src, offset, max_bytes, hw)? {
+                        return Ok(ReadBatches {
+                            start_offset: start,
+                            ..r
+                        });
+                    }
+                }
+            }
+        }
         let segs: Vec<Arc<Segment>> = {
             let map = self.segments_read();
             let first = map
@@ -405,7 +532,7 @@ impl Partition {
             if seg.base >= hw {
                 break;
             }
-            if let Some(r) = self.read_segment(&seg, offset, max_bytes, hw)? {
+            if let Some(r) = self.read_segment(seg.as_ref(), offset, max_bytes, hw)? {
                 return Ok(ReadBatches {
                     start_offset: start,
                     ..r
@@ -469,19 +596,22 @@ impl Partition {
 
     fn read_segment(
         &self,
-        seg: &Segment,
+        seg: &dyn Source,
         offset: u64,
         max_bytes: usize,
         hw: u64,
     ) -> Result<Option<ReadBatches>, LogError> {
         let size = seg.size();
-        let mut pos = seg.position_for(offset);
+        let mut pos = seg.position_for(offset).map_err(|e| self.io_err(e))?;
         // Find the batch holding `offset`.
         let first = loop {
             if pos + batch::HEADER_LEN as u64 > size {
                 return Ok(None);
             }
-            let h = seg.read_header(pos).map_err(|e| self.corrupt(offset, e))?;
+            let h = seg.read_header(pos).map_err(|e| match e {
+                HeaderError::Io(e) => self.io_err(e),
+                HeaderError::Batch(e) => self.corrupt(offset, e),
+            })?;
             if h.base_offset as u64 >= hw {
                 return Ok(None);
             }
@@ -533,12 +663,43 @@ impl Partition {
     /// The first offset whose record timestamp is at or after `ts`, if any.
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<u64>, LogError> {
         let hw = self.high_watermark();
-        let segs: Vec<Arc<Segment>> = self.segments_read().values().cloned().collect();
-        for seg in segs {
+        // (start scanning here, end of segment) for every segment that may hold `ts`:
+        // remote ones below the first local segment, then the local ones.
+        let local: Vec<Arc<Segment>> = self.segments_read().values().cloned().collect();
+        let local_first = local.first().map_or(u64::MAX, |s| s.base);
+        let mut spans: Vec<(u64, u64)> = Vec::new();
+        let remotes: Vec<Arc<RemoteSegment>> = self
+            .remote_read()
+            .range(..local_first)
+            .map(|(_, r)| r.clone())
+            .collect();
+        if !remotes.is_empty() {
+            let tier = self.tier();
+            for rs in remotes {
+                if rs.meta.max_timestamp < ts {
+                    continue;
+                }
+                let from = match &tier {
+                    Some(t) => {
+                        let (_, times) = rs.indexes(t).map_err(|e| self.io_err(e))?;
+                        match times.partition_point(|(t, _)| *t < ts) {
+                            0 => rs.meta.base,
+                            i => rs.meta.base + u64::from(times[i - 1].1),
+                        }
+                    }
+                    None => rs.meta.base,
+                };
+                spans.push((from, rs.meta.next_offset));
+            }
+        }
+        for seg in local {
             if seg.max_timestamp() < ts {
                 continue;
             }
-            let mut offset = seg.offset_for_time(ts).max(self.start_offset());
+            spans.push((seg.offset_for_time(ts), seg.next_offset()));
+        }
+        for (from, seg_end) in spans {
+            let mut offset = from.max(self.start_offset());
             while offset < hw {
                 let r = self.read(offset, 1 << 20)?;
                 if r.data.is_empty() {
@@ -555,7 +716,7 @@ impl Partition {
                     }
                 }
                 offset = r.next_offset;
-                if offset >= seg.next_offset() {
+                if offset >= seg_end {
                     break;
                 }
             }
@@ -579,11 +740,23 @@ impl Partition {
     }
 
     pub fn stats(&self) -> PartitionStats {
+        let local_first = self
+            .segments_read()
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(u64::MAX);
+        let remote_only: u64 = self
+            .remote_read()
+            .range(..local_first)
+            .map(|(_, r)| r.meta.size)
+            .sum();
         PartitionStats {
             partition: self.id,
             start_offset: self.start_offset(),
             end_offset: self.high_watermark(),
-            size_bytes: self.segments_read().values().map(|s| s.size()).sum(),
+            size_bytes: self.segments_read().values().map(|s| s.size()).sum::<u64>() + remote_only,
+            tier: self.tier_stats(),
         }
     }
 
@@ -596,10 +769,59 @@ impl Partition {
             return 0;
         }
         let active_base = lock(&self.writer).active.base;
+        // Remote segments (older than every local one) go first, oldest first.
+        let mut remote_deleted = 0;
+        {
+            let local_first = self
+                .segments_read()
+                .keys()
+                .next()
+                .copied()
+                .unwrap_or(u64::MAX);
+            let local_total: u64 = self.segments_read().values().map(|s| s.size()).sum();
+            // Remote-only segments (below the first local one), oldest first.
+            let remote: Vec<(u64, i64, u64)> = self
+                .remote_read()
+                .range(..local_first)
+                .map(|(_, r)| (r.meta.size, r.meta.max_timestamp, r.meta.next_offset))
+                .collect();
+            let mut total = local_total + remote.iter().map(|r| r.0).sum::<u64>();
+            let mut below = 0;
+            for (size, max_ts, next) in remote {
+                let too_old = retention_ms.is_some_and(|ms| max_ts < now - ms);
+                let too_big = retention_bytes.is_some_and(|b| total > b);
+                if !(too_old || too_big) {
+                    break;
+                }
+                total -= size;
+                below = next;
+            }
+            if below > 0 {
+                match self.drop_remote_below(below) {
+                    Ok(n) => remote_deleted = n,
+                    Err(e) => {
+                        tracing::error!(topic = %self.topic, partition = self.id, error = %e, "remote retention failed")
+                    }
+                }
+                let start = self
+                    .remote_read()
+                    .keys()
+                    .next()
+                    .copied()
+                    .unwrap_or(local_first)
+                    .min(local_first);
+                self.start.fetch_max(start, Ordering::AcqRel);
+            }
+        }
         let mut deleted = Vec::new();
         {
             let mut map = self.segments_write();
-            let mut total: u64 = map.values().map(|s| s.size()).sum();
+            let remote_bytes: u64 = self
+                .remote_read()
+                .range(..map.keys().next().copied().unwrap_or(u64::MAX))
+                .map(|(_, r)| r.meta.size)
+                .sum();
+            let mut total: u64 = map.values().map(|s| s.size()).sum::<u64>() + remote_bytes;
             while let Some((&base, seg)) = map.first_key_value() {
                 if base == active_base {
                     break;
@@ -615,15 +837,24 @@ impl Partition {
                 }
             }
             if let Some((&first, _)) = map.first_key_value() {
+                let remote_first = self.remote_read().keys().next().copied();
+                let first = remote_first.map_or(first, |r| r.min(first));
                 self.start.fetch_max(first, Ordering::AcqRel);
                 lock(&self.txn).prune(first);
+            }
+        }
+        if let Some(&last) = deleted.last().map(|s: &Arc<Segment>| &s.base) {
+            // Local segments deleted by retention go from the object store too.
+            let end = deleted.last().map_or(last, |s| s.next_offset());
+            if let Err(e) = self.drop_remote_below(end) {
+                tracing::error!(topic = %self.topic, partition = self.id, error = %e, "remote retention failed");
             }
         }
         for seg in &deleted {
             seg.delete_files();
             tracing::info!(topic = %self.topic, partition = self.id, base = seg.base, "segment deleted by retention");
         }
-        deleted.len()
+        deleted.len() + remote_deleted
     }
 
     /// Deletes the records before `before` (Kafka's DeleteRecords): the log start offset
@@ -659,6 +890,7 @@ impl Partition {
         for seg in &deleted {
             seg.delete_files();
         }
+        self.drop_remote_below(before)?;
         tracing::info!(topic = %self.topic, partition = self.id, start = before, segments = deleted.len(), "records deleted");
         Ok(before)
     }
@@ -787,5 +1019,291 @@ impl Partition {
 
     pub fn segment_count(&self) -> usize {
         self.segments_read().len()
+    }
+}
+
+/// Why a batch header could not be read.
+enum HeaderError {
+    Io(std::io::Error),
+    Batch(batch::BatchError),
+}
+
+/// Where a segment's bytes are read from: the local file, or the object store through the
+/// cache.
+trait Source {
+    fn size(&self) -> u64;
+    /// Byte position to start scanning from to find `offset`.
+    fn position_for(&self, offset: u64) -> std::io::Result<u64>;
+    fn read_header(&self, pos: u64) -> Result<BatchHeader, HeaderError>;
+    fn read_at(&self, pos: u64, len: usize) -> std::io::Result<Vec<u8>>;
+}
+
+impl Source for Segment {
+    fn size(&self) -> u64 {
+        Segment::size(self)
+    }
+    fn position_for(&self, offset: u64) -> std::io::Result<u64> {
+        Ok(Segment::position_for(self, offset))
+    }
+    fn read_header(&self, pos: u64) -> Result<BatchHeader, HeaderError> {
+        Segment::read_header(self, pos).map_err(HeaderError::Batch)
+    }
+    fn read_at(&self, pos: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        Segment::read_at(self, pos, len)
+    }
+}
+
+struct RemoteSource<'a> {
+    seg: &'a RemoteSegment,
+    tier: &'a PartitionTier,
+}
+
+impl Source for RemoteSource<'_> {
+    fn size(&self) -> u64 {
+        self.seg.meta.size
+    }
+    fn position_for(&self, offset: u64) -> std::io::Result<u64> {
+        let (offsets, _) = self.seg.indexes(self.tier)?;
+        let rel = offset
+            .saturating_sub(self.seg.meta.base)
+            .min(u64::from(u32::MAX)) as u32;
+        Ok(match offsets.partition_point(|(r, _)| *r <= rel) {
+            0 => 0,
+            i => u64::from(offsets[i - 1].1),
+        })
+    }
+    fn read_header(&self, pos: u64) -> Result<BatchHeader, HeaderError> {
+        if pos + batch::HEADER_LEN as u64 > self.seg.meta.size {
+            return Err(HeaderError::Batch(batch::BatchError::Truncated {
+                need: batch::HEADER_LEN,
+                have: 0,
+            }));
+        }
+        let b = self
+            .read_at(pos, batch::HEADER_LEN)
+            .map_err(HeaderError::Io)?;
+        BatchHeader::parse(&b).map_err(HeaderError::Batch)
+    }
+    fn read_at(&self, pos: u64, len: usize) -> std::io::Result<Vec<u8>> {
+        let key = self.tier.object(self.seg.meta.base, "log");
+        self.tier.read(&key, self.seg.meta.size, pos, len)
+    }
+}
+
+/// What one pass of tiering did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TierProgress {
+    pub uploaded: usize,
+    pub evicted: usize,
+}
+
+impl Partition {
+    /// One pass of tiering: uploads sealed segments not yet in the object store (oldest
+    /// first, at most `max_uploads`), then removes local copies that are uploaded and past
+    /// local retention. Failures back off (0.5 s doubling to 60 s) and are reported in
+    /// [`Partition::stats`]; the local data stays until it is uploaded. Blocking.
+    pub fn tier_step(&self, now: i64, max_uploads: usize) -> Result<TierProgress, LogError> {
+        let Some(tier) = self.tier() else {
+            return Ok(TierProgress::default());
+        };
+        let mut progress = TierProgress::default();
+        if lock(&self.tier_state).next_attempt_ms > now {
+            return Ok(progress);
+        }
+        let r = self.upload_pending(&tier, max_uploads, &mut progress);
+        let mut st = lock(&self.tier_state);
+        match &r {
+            Ok(()) => {
+                st.failures = 0;
+                st.last_error = None;
+                if progress.uploaded > 0 {
+                    st.last_upload_ms = Some(now);
+                }
+            }
+            Err(e) => {
+                st.failures += 1;
+                let backoff = (500i64 << st.failures.min(7)).min(60_000);
+                st.next_attempt_ms = now + backoff;
+                let mut msg = e.to_string();
+                let mut cause = std::error::Error::source(e);
+                while let Some(c) = cause {
+                    msg = format!("{msg}: {c}");
+                    cause = c.source();
+                }
+                st.last_error = Some(msg);
+                if st.failures == 1 || st.failures.is_power_of_two() {
+                    tracing::warn!(topic = %self.topic, partition = self.id, failures = st.failures,
+                        retry_in_ms = backoff, error = st.last_error.as_deref().unwrap_or(""), "tier upload failed; the data stays on local disk");
+                }
+            }
+        }
+        drop(st);
+        r?;
+        progress.evicted = self.evict_local(&tier.settings, now);
+        Ok(progress)
+    }
+
+    fn pending(&self) -> Vec<Arc<Segment>> {
+        let active_base = lock(&self.writer).active.base;
+        let remote = self.remote_read();
+        self.segments_read()
+            .values()
+            .filter(|s| s.base != active_base && s.size() > 0 && !remote.contains_key(&s.base))
+            .cloned()
+            .collect()
+    }
+
+    fn upload_pending(
+        &self,
+        tier: &PartitionTier,
+        max_uploads: usize,
+        progress: &mut TierProgress,
+    ) -> Result<(), LogError> {
+        let io = |e: std::io::Error| LogError::Io {
+            path: PathBuf::from(format!("{}/{}", tier.bucket, tier.key)),
+            source: e,
+        };
+        for seg in self.pending().into_iter().take(max_uploads) {
+            // A sealed segment's indexes are written when it rolls; a crash may have lost
+            // them (they are rebuilt on open), so write them again if they are missing.
+            let index = self.dir.join(segment::file_name(seg.base, "index"));
+            if !index.exists() {
+                seg.write_indexes().map_err(|e| self.io_err(e))?;
+            }
+            let size = tier
+                .put_file(&tier.object(seg.base, "log"), seg.path())
+                .map_err(io)?;
+            for ext in ["index", "timeindex"] {
+                tier.put_file(
+                    &tier.object(seg.base, ext),
+                    &self.dir.join(segment::file_name(seg.base, ext)),
+                )
+                .map_err(io)?;
+            }
+            let meta = RemoteMeta {
+                base: seg.base,
+                next_offset: seg.next_offset(),
+                size,
+                max_timestamp: seg.max_timestamp(),
+                uploaded_ms: now_ms(),
+            };
+            let marker = serde_json::to_vec(&meta).map_err(|e| io(std::io::Error::other(e)))?;
+            tier.put(&tier.object(seg.base, "json"), Bytes::from(marker))
+                .map_err(io)?;
+            tier::failpoint("tier-after-upload");
+            {
+                let mut map = self.remote_write();
+                map.insert(seg.base, Arc::new(RemoteSegment::new(meta)));
+                self.persist_manifest(&map)?;
+            }
+            tracing::info!(topic = %self.topic, partition = self.id, base = seg.base, bytes = size, "segment uploaded to the object store");
+            progress.uploaded += 1;
+        }
+        Ok(())
+    }
+
+    /// Removes local copies of uploaded segments past local retention.
+    fn evict_local(&self, settings: &tier::TierSettings, now: i64) -> usize {
+        let active_base = lock(&self.writer).active.base;
+        let remote: std::collections::HashSet<u64> = self.remote_read().keys().copied().collect();
+        let mut evicted = Vec::new();
+        {
+            let mut map = self.segments_write();
+            let mut local: u64 = map.values().map(|s| s.size()).sum();
+            while let Some((&base, seg)) = map.first_key_value() {
+                if base == active_base || !remote.contains(&base) {
+                    break;
+                }
+                let by_time = settings
+                    .local_retention_ms
+                    .map(|ms| seg.max_timestamp() < now - ms);
+                let by_size = settings.local_retention_bytes.map(|b| local > b);
+                let go = match (by_time, by_size) {
+                    (None, None) => true,
+                    (t, b) => t == Some(true) || b == Some(true),
+                };
+                if !go {
+                    break;
+                }
+                local -= seg.size();
+                if let Some(seg) = map.remove(&base) {
+                    evicted.push(seg);
+                }
+            }
+        }
+        for seg in &evicted {
+            seg.delete_files();
+            tracing::debug!(topic = %self.topic, partition = self.id, base = seg.base, "local copy of an uploaded segment removed");
+        }
+        evicted.len()
+    }
+
+    /// Deletes remote segments that end at or below `before` (retention, DeleteRecords):
+    /// first from the manifest, then their objects.
+    fn drop_remote_below(&self, before: u64) -> Result<usize, LogError> {
+        let gone: Vec<Arc<RemoteSegment>> = {
+            let mut map = self.remote_write();
+            let bases: Vec<u64> = map
+                .values()
+                .filter(|r| r.meta.next_offset <= before)
+                .map(|r| r.meta.base)
+                .collect();
+            if bases.is_empty() {
+                return Ok(0);
+            }
+            let gone = bases.iter().filter_map(|b| map.remove(b)).collect();
+            self.persist_manifest(&map)?;
+            gone
+        };
+        if let Some(tier) = self.tier() {
+            for rs in &gone {
+                // The marker first: a crash halfway leaves objects no restore will list.
+                for ext in ["json", "log", "index", "timeindex"] {
+                    let key = tier.object(rs.meta.base, ext);
+                    if let Err(e) = tier.delete(&key) {
+                        tracing::warn!(topic = %self.topic, partition = self.id, key, error = %e, "could not delete a remote object; it is no longer referenced");
+                    }
+                    tier.backend.cache.forget(&tier.bucket, &key);
+                }
+                tier::METRICS
+                    .segments_deleted
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(gone.len())
+    }
+
+    fn tier_stats(&self) -> Option<TierStats> {
+        let remote = self.remote_read();
+        if self.tier().is_none() && remote.is_empty() {
+            return None;
+        }
+        let segs = self.segments_read();
+        let pending = self.pending();
+        let st = lock(&self.tier_state);
+        Some(TierStats {
+            local_bytes: segs.values().map(|s| s.size()).sum(),
+            local_start_offset: segs
+                .keys()
+                .next()
+                .copied()
+                .unwrap_or(0)
+                .max(self.start_offset()),
+            remote_bytes: remote.values().map(|r| r.meta.size).sum(),
+            remote_segments: remote.len(),
+            remote_end_offset: remote
+                .values()
+                .next_back()
+                .map_or(0, |r| r.meta.next_offset),
+            pending_segments: pending.len(),
+            pending_bytes: pending.iter().map(|s| s.size()).sum(),
+            last_upload_ms: st.last_upload_ms,
+            last_error: st.last_error.clone(),
+            failures: st.failures,
+            disk_warning: tier::DISK_WARNING
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        })
     }
 }

@@ -469,3 +469,263 @@ fn open_transactions_hold_the_lso_and_aborted_ones_stay_hidden_across_restarts()
     ];
     assert_eq!(committed_values(&p), expect, "aborted 8 and 9 stay hidden");
 }
+
+/// An object store in memory that can be made to fail.
+#[derive(Debug, Default)]
+struct MemStore {
+    objects: std::sync::Mutex<std::collections::BTreeMap<(String, String), Bytes>>,
+    down: std::sync::atomic::AtomicBool,
+    range_gets: std::sync::atomic::AtomicU64,
+}
+
+impl MemStore {
+    fn check(&self) -> std::io::Result<()> {
+        if self.down.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(std::io::Error::other("store down"));
+        }
+        Ok(())
+    }
+    fn keys(&self) -> Vec<String> {
+        self.objects
+            .lock()
+            .unwrap()
+            .keys()
+            .map(|(_, k)| k.clone())
+            .collect()
+    }
+}
+
+impl tier::RemoteStore for MemStore {
+    fn put(&self, bucket: &str, key: &str, data: Bytes) -> std::io::Result<()> {
+        self.check()?;
+        self.objects
+            .lock()
+            .unwrap()
+            .insert((bucket.into(), key.into()), data);
+        Ok(())
+    }
+    fn put_file(&self, bucket: &str, key: &str, path: &std::path::Path) -> std::io::Result<u64> {
+        let data = std::fs::read(path)?;
+        let n = data.len() as u64;
+        self.put(bucket, key, data.into())?;
+        Ok(n)
+    }
+    fn get(&self, bucket: &str, key: &str) -> std::io::Result<Option<Bytes>> {
+        self.check()?;
+        Ok(self
+            .objects
+            .lock()
+            .unwrap()
+            .get(&(bucket.into(), key.into()))
+            .cloned())
+    }
+    fn get_range(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> std::io::Result<Bytes> {
+        self.check()?;
+        self.range_gets
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let o = self.objects.lock().unwrap();
+        let b = o
+            .get(&(bucket.into(), key.into()))
+            .ok_or_else(|| std::io::Error::other("no such key"))?;
+        Ok(b.slice(range.start as usize..range.end as usize))
+    }
+    fn delete(&self, bucket: &str, key: &str) -> std::io::Result<()> {
+        self.check()?;
+        self.objects
+            .lock()
+            .unwrap()
+            .remove(&(bucket.into(), key.into()));
+        Ok(())
+    }
+    fn list(&self, bucket: &str, prefix: &str) -> std::io::Result<Vec<(String, u64)>> {
+        self.check()?;
+        Ok(self
+            .objects
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|((b, k), _)| b == bucket && k.starts_with(prefix))
+            .map(|((_, k), v)| (k.clone(), v.len() as u64))
+            .collect())
+    }
+}
+
+fn tiered(local_retention_bytes: Option<u64>) -> TopicConfig {
+    TopicConfig {
+        segment_bytes: 2048,
+        tiered: Some(tier::TierSettings {
+            bucket: "b".into(),
+            prefix: "sluice".into(),
+            local_retention_ms: None,
+            local_retention_bytes,
+        }),
+        ..TopicConfig::default()
+    }
+}
+
+#[test]
+fn tiered_segments_upload_leave_local_disk_and_read_back_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(MemStore::default());
+    let backend = tier::TierBackend::new(store.clone(), 8 << 10);
+    let log = Log::open_with(dir.path(), Some(backend.clone())).unwrap();
+    assert!(
+        Log::open(dir.path().join("other"))
+            .unwrap()
+            .create_topic("t", tiered(None))
+            .is_err(),
+        "no store, no tiered topic"
+    );
+    let t = log.create_topic("t", tiered(None)).unwrap();
+    let p = t.partitions[0].clone();
+    for i in 0..200 {
+        p.append(batch::build(&recs(3, &format!("b{i}")), 1000 + i))
+            .unwrap();
+    }
+    let all = values(&p, 0);
+    assert_eq!(all.len(), 600);
+    let local_before = p.segment_count();
+    assert!(local_before > 5);
+    let mut published = std::collections::HashMap::new();
+    for _ in 0..10 {
+        log.tier_pass(now_ms(), &mut published);
+    }
+    let st = p.stats().tier.unwrap();
+    assert_eq!(
+        p.segment_count(),
+        1,
+        "only the active segment stays local: {st:?}"
+    );
+    assert_eq!(st.remote_segments, local_before - 1);
+    assert_eq!(st.pending_segments, 0);
+    assert_eq!(st.local_start_offset, st.remote_end_offset);
+    assert!(store.keys().contains(&"sluice/t/topic.json".to_string()));
+    assert!(
+        store
+            .keys()
+            .contains(&"sluice/t/0/00000000000000000000.json".to_string())
+    );
+    // Reads from offset 0 go through the remote tier and see exactly the same records.
+    assert_eq!(values(&p, 0), all);
+    assert_eq!(values(&p, 97), all[97..].to_vec());
+    assert_eq!(p.start_offset(), 0);
+    assert_eq!(p.high_watermark(), 600);
+    assert_eq!(p.offset_for_timestamp(1010).unwrap(), Some(30));
+    assert_eq!(p.read_records(0, 1000).unwrap().0.len(), 600);
+    // A reopen keeps the manifest.
+    log.close();
+    drop((t, p, log));
+    let log = Log::open_with(dir.path(), Some(backend.clone())).unwrap();
+    let p = log.topic("t").unwrap().partitions[0].clone();
+    assert_eq!(values(&p, 0), all);
+
+    // The store goes down: appends go on, nothing is lost, uploads wait and back off.
+    store.down.store(true, std::sync::atomic::Ordering::Relaxed);
+    for i in 200..260 {
+        p.append(batch::build(&recs(3, &format!("b{i}")), 1000 + i))
+            .unwrap();
+    }
+    log.tier_pass(now_ms(), &mut published);
+    let st = p.stats().tier.unwrap();
+    assert!(st.pending_segments > 0 && st.failures > 0, "{st:?}");
+    assert!(st.last_error.as_deref().unwrap().contains("store down"));
+    assert_eq!(p.high_watermark(), 780);
+    store
+        .down
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    // Past the backoff, the uploads resume.
+    log.tier_pass(now_ms() + 120_000, &mut published);
+    log.tier_pass(now_ms() + 120_000, &mut published);
+    let st = p.stats().tier.unwrap();
+    assert_eq!(
+        (st.pending_segments, st.failures, st.last_error.clone()),
+        (0, 0, None),
+        "{st:?}"
+    );
+    let all = values(&p, 0);
+    assert_eq!(all.len(), 780);
+
+    // The local disk is lost: a restore serves everything uploaded.
+    let fresh = tempfile::tempdir().unwrap();
+    let report = Log::restore_from_tier(fresh.path(), &backend, "b", "sluice").unwrap();
+    assert_eq!(report.len(), 1, "{report:?}");
+    let end = p.stats().tier.unwrap().remote_end_offset;
+    assert!(
+        report[0].contains(&format!("..{end}")) && report[0].contains("lost"),
+        "{report:?}"
+    );
+    let restored = Log::open_with(fresh.path(), Some(backend.clone())).unwrap();
+    let rp = restored.topic("t").unwrap().partitions[0].clone();
+    assert_eq!(rp.high_watermark(), end);
+    assert_eq!(values(&rp, 0), all[..end as usize].to_vec());
+    let a = rp.append(batch::build(&recs(1, "after"), 9999)).unwrap();
+    assert_eq!(
+        a.base_offset, end,
+        "the log goes on where the remote data ends"
+    );
+
+    // Total retention deletes remote segments too, and their objects.
+    let mut cfg = tiered(None);
+    cfg.retention_bytes = Some(4096);
+    log.alter_topic("t", cfg).unwrap();
+    assert!(p.apply_retention(now_ms()) > 0);
+    let st = p.stats().tier.unwrap();
+    assert!(p.stats().size_bytes <= 4096 + 2048, "{:?}", p.stats());
+    assert!(p.start_offset() > 0);
+    assert_eq!(
+        store.keys().iter().filter(|k| k.ends_with(".log")).count(),
+        st.remote_segments
+    );
+    assert_eq!(
+        values(&p, p.start_offset()),
+        all[p.start_offset() as usize..].to_vec()
+    );
+    assert!(p.read(0, 100).is_err(), "below the start is out of range");
+}
+
+#[test]
+fn a_crash_between_upload_and_manifest_neither_loses_nor_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(MemStore::default());
+    let backend = tier::TierBackend::new(store.clone(), 1 << 20);
+    let log = Log::open_with(dir.path(), Some(backend.clone())).unwrap();
+    let p = log
+        .create_topic("t", tiered(Some(1 << 30)))
+        .unwrap()
+        .partitions[0]
+        .clone();
+    for i in 0..150 {
+        p.append(batch::build(&recs(3, &format!("b{i}")), 1000 + i))
+            .unwrap();
+    }
+    let all = values(&p, 0);
+    // As if the process died after uploading the objects but before the manifest: the
+    // objects are there, the manifest does not list them.
+    let mut published = std::collections::HashMap::new();
+    for _ in 0..5 {
+        log.tier_pass(now_ms(), &mut published);
+    }
+    let uploaded = p.stats().tier.unwrap().remote_segments;
+    assert!(uploaded > 4);
+    std::fs::remove_file(dir.path().join("topics/t/0").join(tier::MANIFEST)).unwrap();
+    drop((p, log));
+    let log = Log::open_with(dir.path(), Some(backend)).unwrap();
+    let p = log.topic("t").unwrap().partitions[0].clone();
+    assert_eq!(p.stats().tier.unwrap().remote_segments, 0);
+    for _ in 0..5 {
+        log.tier_pass(now_ms(), &mut published);
+    }
+    let st = p.stats().tier.unwrap();
+    assert_eq!(
+        st.remote_segments, uploaded,
+        "uploaded again under the same names"
+    );
+    let logs = store.keys().iter().filter(|k| k.ends_with(".log")).count();
+    assert_eq!(logs, uploaded, "one object per segment");
+    assert_eq!(values(&p, 0), all);
+}

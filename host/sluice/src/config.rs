@@ -35,6 +35,10 @@ pub struct ServerConfig {
     pub auth: Option<std::sync::Arc<sluice_auth::Auth>>,
     /// Certificate and key; both listeners speak TLS when set.
     pub tls: Option<TlsFiles>,
+    /// The object store of tiered topics (`[tier]`).
+    pub tier: Option<sluice_config::TierStore>,
+    /// Rebuild tiered topics missing from the data directory from the object store first.
+    pub restore_from_tier: bool,
 }
 
 impl ServerConfig {
@@ -70,7 +74,14 @@ impl ServerConfig {
             kafka_settings: file.kafka_settings,
             auth: sluice_auth::Auth::from_config(&file.auth)?,
             tls: file.tls,
+            tier: file.tier,
+            restore_from_tier: args.restore_from_tier,
         };
+        if config.restore_from_tier && config.tier.is_none() {
+            anyhow::bail!(
+                "--restore-from-tier needs [tier] in the config file (the object store to restore from)"
+            );
+        }
         config.check_exposure()?;
         Ok(config)
     }

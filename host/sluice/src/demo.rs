@@ -41,6 +41,8 @@ pub async fn run() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let config = ServerConfig {
+        tier: None,
+        restore_from_tier: false,
         data_dir: dir.path().to_path_buf(),
         http: addr,
         insecure: false,

@@ -26,10 +26,41 @@ pub async fn run(
     // One server per data directory, for as long as this one runs.
     let lock = sluice_common::fs::DataDirLock::acquire(&config.data_dir)?;
     let dir = config.data_dir.clone();
-    let log = tokio::task::spawn_blocking(move || Log::open(dir)).await??;
+    let tier = match &config.tier {
+        Some(t) => Some(sluice_tier::backend(t)?),
+        None => None,
+    };
+    if config.restore_from_tier
+        && let (Some(t), Some(backend)) = (&config.tier, &tier)
+    {
+        let bucket = t.restore_bucket.clone().ok_or_else(|| {
+            anyhow::anyhow!("--restore-from-tier: set restore_bucket in [tier] (the bucket of the tiered topics)")
+        })?;
+        let (dir, backend, prefix) = (dir.clone(), backend.clone(), t.restore_prefix.clone());
+        let report = tokio::task::spawn_blocking(move || {
+            Log::restore_from_tier(&dir, &backend, &bucket, &prefix)
+        })
+        .await??;
+        if report.is_empty() {
+            tracing::warn!("restore from the object store: no tiered topic found there");
+        }
+        for line in report {
+            tracing::warn!("restore from the object store: {line}");
+        }
+    }
+    let log = tokio::task::spawn_blocking(move || Log::open_with(dir, tier)).await??;
     let stop = Arc::new(AtomicBool::new(false));
     let maint = log.spawn_maintenance(
         Duration::from_millis(config.log.retention_check_ms.max(10)),
+        stop.clone(),
+    );
+    let tiering = log.spawn_tiering(
+        Duration::from_millis(
+            config
+                .tier
+                .as_ref()
+                .map_or(1000, |t| t.upload_interval_ms.max(10)),
+        ),
         stop.clone(),
     );
     let data = config.data_dir.clone();
@@ -146,6 +177,9 @@ pub async fn run(
         pipelines.shutdown();
         stop.store(true, Ordering::Release);
         let _ = maint.join();
+        if let Some(t) = tiering {
+            let _ = t.join();
+        }
         log.close();
     })
     .await;

@@ -78,6 +78,8 @@ impl Server {
                 let kafka = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let addrs = (http.local_addr().unwrap(), kafka.local_addr().unwrap());
                 let config = sluice::config::ServerConfig {
+                    tier: None,
+                    restore_from_tier: false,
                     data_dir: dir,
                     http: addrs.0,
                     insecure: false,

@@ -8,6 +8,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("sluice-common", &[]),
     ("sluice-config", &[]),
     ("sluice-log", &["sluice-common", "sluice-sdk"]),
+    // The object store behind tiered topics (implements the log's `RemoteStore`).
+    ("sluice-tier", &["sluice-config", "sluice-log"]),
     ("sluice-runtime", &["sluice-common", "sluice-sdk"]),
     (
         "sluice-pipeline",
@@ -62,6 +64,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "sluice-pipeline",
             "sluice-runtime",
             "sluice-sdk",
+            "sluice-tier",
             "sluice-worker",
         ],
     ),

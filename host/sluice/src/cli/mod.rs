@@ -92,6 +92,11 @@ pub struct ServeArgs {
     /// Watch this directory: writing `NAME.wasm` there uploads a new version of plugin NAME.
     #[arg(long)]
     pub plugins_dir: Option<PathBuf>,
+    /// Before starting, rebuild the tiered topics missing from the data directory (a lost
+    /// disk) from the object store ([tier] in the config: `restore_bucket`,
+    /// `restore_prefix`), and report what was not uploaded and is lost.
+    #[arg(long)]
+    pub restore_from_tier: bool,
 }
 
 /// Runs a client command against the server named by `--server`.
