@@ -115,3 +115,84 @@ pub fn new_build(component: &[u8], tag: &str) -> Vec<u8> {
     out.extend_from_slice(&payload);
     out
 }
+
+/// moto's S3-compatible server on a loopback port (`scripts/test-moto` installs it from
+/// PyPI on first use), with one bucket; killed on drop.
+pub struct Moto {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl Moto {
+    pub fn start(bucket: &str) -> Moto {
+        sluice_auth::tls::install_provider();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/test-moto");
+        let out = std::process::Command::new(script)
+            .output()
+            .unwrap_or_else(|e| panic!("{script}: {e}"));
+        assert!(out.status.success(), "{script} failed");
+        let cmd = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free loopback port");
+        let child = std::process::Command::new(&cmd)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+        let moto = Moto { child, port };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            // CreateBucket: a plain PUT (moto does not check signatures).
+            let created = reqwest::blocking::Client::new()
+                .put(format!("http://127.0.0.1:{port}/{bucket}"))
+                .send();
+            if created.is_ok_and(|r| r.status().is_success()) {
+                return moto;
+            }
+            assert!(std::time::Instant::now() < deadline, "moto did not start");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// Keys in `bucket` (ListObjectsV2, all pages).
+    pub fn keys(&self, bucket: &str) -> Vec<String> {
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut url = format!("http://127.0.0.1:{}/{bucket}?list-type=2", self.port);
+            if let Some(t) = &token {
+                url += &format!(
+                    "&continuation-token={}",
+                    t.replace('+', "%2B")
+                        .replace('/', "%2F")
+                        .replace('=', "%3D")
+                );
+            }
+            let body = reqwest::blocking::get(&url)
+                .and_then(|r| r.text())
+                .expect("listing the bucket");
+            for part in body.split("<Key>").skip(1) {
+                if let Some((k, _)) = part.split_once("</Key>") {
+                    keys.push(k.to_string());
+                }
+            }
+            token = body
+                .split_once("<NextContinuationToken>")
+                .and_then(|(_, r)| r.split_once("</NextContinuationToken>"))
+                .map(|(t, _)| t.to_string());
+            if token.is_none() {
+                return keys;
+            }
+        }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -124,6 +124,11 @@ impl Server {
 
     /// A server on an existing data dir (restarts), with extra `serve` arguments.
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> Server {
+        Self::start_in_env(data_dir, extra, &[])
+    }
+
+    /// [`Server::start_in`] with environment variables for the server process.
+    pub fn start_in_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(sluice_bin())
             .args([
                 "serve",
@@ -136,6 +141,7 @@ impl Server {
             .arg(data_dir)
             .args(extra)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -178,6 +184,21 @@ impl Server {
         };
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+
+    /// Waits for the process to end by itself (a process server only).
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let Running::Process(child) = &mut self.running else {
+            panic!("an in-process server does not exit by itself");
+        };
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the server did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// A graceful shutdown — SIGTERM for a process — and wait for a clean exit.

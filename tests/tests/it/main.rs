@@ -15,5 +15,6 @@ mod recovery;
 mod runtime;
 mod security;
 mod stateful;
+mod tier;
 mod walkthrough;
 mod worker;
