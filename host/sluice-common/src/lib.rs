@@ -2,4 +2,5 @@
 //! syncs, the data directory's lock) and the process-wide latency histograms.
 
 pub mod fs;
+pub mod sched;
 pub mod telemetry;

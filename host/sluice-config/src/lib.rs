@@ -29,8 +29,9 @@ pub struct FileConfig {
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TierStore {
-    /// `s3` (any S3-compatible store: AWS, MinIO, moto, …) or `local` (a directory;
-    /// buckets are directories under `root`).
+    /// `s3` (any S3-compatible store: AWS, MinIO, moto, …), `local` (a directory;
+    /// buckets are directories under `root`) or `memory` (this process's memory, gone at
+    /// exit: benchmarks and trials only).
     pub kind: TierKind,
     /// S3: the endpoint URL (default AWS's for `region`).
     #[serde(default)]
@@ -79,6 +80,7 @@ impl std::fmt::Debug for TierStore {
 pub enum TierKind {
     S3,
     Local,
+    Memory,
 }
 
 fn default_region() -> String {

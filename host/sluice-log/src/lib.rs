@@ -664,6 +664,8 @@ impl Log {
         std::thread::Builder::new()
             .name("sluice-tier".into())
             .spawn(move || {
+                // Uploads must not add latency to appends and requests.
+                sluice_common::sched::background_priority();
                 let mut published = HashMap::new();
                 while !stop.load(std::sync::atomic::Ordering::Acquire) {
                     log.tier_pass(now_ms(), &mut published);

@@ -1163,43 +1163,67 @@ impl Partition {
             path: PathBuf::from(format!("{}/{}", tier.bucket, tier.key)),
             source: e,
         };
+        // The manifest is written once per pass for every segment uploaded in it (each
+        // write is an fsync, which would queue behind and delay appends' own): a crash
+        // before it only means those segments are uploaded again, under the same names.
+        let mut done: Vec<RemoteMeta> = Vec::new();
+        let mut result = Ok(());
         for seg in self.pending().into_iter().take(max_uploads) {
-            // A sealed segment's indexes are written when it rolls; a crash may have lost
-            // them (they are rebuilt on open), so write them again if they are missing.
-            let index = self.dir.join(segment::file_name(seg.base, "index"));
-            if !index.exists() {
-                seg.write_indexes().map_err(|e| self.io_err(e))?;
+            match self.upload_one(tier, &seg, &io) {
+                Ok(meta) => done.push(meta),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
             }
-            let size = tier
-                .put_file(&tier.object(seg.base, "log"), seg.path())
-                .map_err(io)?;
-            for ext in ["index", "timeindex"] {
-                tier.put_file(
-                    &tier.object(seg.base, ext),
-                    &self.dir.join(segment::file_name(seg.base, ext)),
-                )
-                .map_err(io)?;
-            }
-            let meta = RemoteMeta {
-                base: seg.base,
-                next_offset: seg.next_offset(),
-                size,
-                max_timestamp: seg.max_timestamp(),
-                uploaded_ms: now_ms(),
-            };
-            let marker = serde_json::to_vec(&meta).map_err(|e| io(std::io::Error::other(e)))?;
-            tier.put(&tier.object(seg.base, "json"), Bytes::from(marker))
-                .map_err(io)?;
-            tier::failpoint("tier-after-upload");
-            {
-                let mut map = self.remote_write();
-                map.insert(seg.base, Arc::new(RemoteSegment::new(meta)));
-                self.persist_manifest(&map)?;
-            }
-            tracing::info!(topic = %self.topic, partition = self.id, base = seg.base, bytes = size, "segment uploaded to the object store");
-            progress.uploaded += 1;
         }
-        Ok(())
+        if !done.is_empty() {
+            let mut map = self.remote_write();
+            for meta in done {
+                tracing::info!(topic = %self.topic, partition = self.id, base = meta.base, bytes = meta.size, "segment uploaded to the object store");
+                map.insert(meta.base, Arc::new(RemoteSegment::new(meta)));
+                progress.uploaded += 1;
+            }
+            self.persist_manifest(&map)?;
+        }
+        result
+    }
+
+    /// Uploads one sealed segment: its files, then its completion marker.
+    fn upload_one(
+        &self,
+        tier: &PartitionTier,
+        seg: &Segment,
+        io: &dyn Fn(std::io::Error) -> LogError,
+    ) -> Result<RemoteMeta, LogError> {
+        // A sealed segment's indexes are written when it rolls; a crash may have lost
+        // them (they are rebuilt on open), so write them again if they are missing.
+        let index = self.dir.join(segment::file_name(seg.base, "index"));
+        if !index.exists() {
+            seg.write_indexes().map_err(|e| self.io_err(e))?;
+        }
+        let size = tier
+            .put_file(&tier.object(seg.base, "log"), seg.path())
+            .map_err(io)?;
+        for ext in ["index", "timeindex"] {
+            tier.put_file(
+                &tier.object(seg.base, ext),
+                &self.dir.join(segment::file_name(seg.base, ext)),
+            )
+            .map_err(io)?;
+        }
+        let meta = RemoteMeta {
+            base: seg.base,
+            next_offset: seg.next_offset(),
+            size,
+            max_timestamp: seg.max_timestamp(),
+            uploaded_ms: now_ms(),
+        };
+        let marker = serde_json::to_vec(&meta).map_err(|e| io(std::io::Error::other(e)))?;
+        tier.put(&tier.object(seg.base, "json"), Bytes::from(marker))
+            .map_err(io)?;
+        tier::failpoint("tier-after-upload");
+        Ok(meta)
     }
 
     /// Removes local copies of uploaded segments past local retention.

@@ -63,6 +63,7 @@ impl Store {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("sluice-tier-io")
+            .on_thread_start(sluice_common::sched::background_priority)
             .enable_all()
             .build()?;
         Ok(Store {
@@ -78,6 +79,7 @@ impl Store {
             return Ok(s.clone());
         }
         let store: Arc<dyn ObjectStore> = match self.config.kind {
+            TierKind::Memory => Arc::new(object_store::memory::InMemory::new()),
             TierKind::Local => {
                 let root = self
                     .config

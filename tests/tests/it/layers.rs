@@ -9,7 +9,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("sluice-config", &[]),
     ("sluice-log", &["sluice-common", "sluice-sdk"]),
     // The object store behind tiered topics (implements the log's `RemoteStore`).
-    ("sluice-tier", &["sluice-config", "sluice-log"]),
+    (
+        "sluice-tier",
+        &["sluice-common", "sluice-config", "sluice-log"],
+    ),
     ("sluice-runtime", &["sluice-common", "sluice-sdk"]),
     (
         "sluice-pipeline",
