@@ -518,6 +518,18 @@ impl Log {
                 "the partition count changes with add_partitions".into(),
             ));
         }
+        let moved = |a: &Option<tier::TierSettings>, b: &Option<tier::TierSettings>| match (a, b) {
+            (Some(a), Some(b)) => a.bucket != b.bucket || a.prefix != b.prefix,
+            (Some(_), None) => true,
+            _ => false,
+        };
+        if moved(&old.config.tiered, &config.tiered)
+            && old.partitions.iter().any(|p| p.remote_segment_count() > 0)
+        {
+            return Err(LogError::InvalidConfig(
+                "segments of this topic are in the object store: its tiered bucket and prefix cannot change, nor can tiering be switched off".into(),
+            ));
+        }
         self.write_meta(&old.dir, &config)?;
         for p in &old.partitions {
             p.set_config(config.clone());
@@ -556,6 +568,26 @@ impl Log {
             .ok_or_else(|| LogError::UnknownTopic(name.to_string()))?;
         for p in &topic.partitions {
             p.mark_deleted();
+        }
+        // A tiered topic's objects go too (best effort: what cannot be deleted now is
+        // reported; nothing refers to it any more).
+        if let (Some(backend), Some(settings)) = (&self.tier, &topic.config.tiered) {
+            let prefix = format!("{}/", settings.topic_key(name));
+            match backend.store.list(&settings.bucket, &prefix) {
+                Ok(keys) => {
+                    // Markers first, so that a restore never finds half a segment.
+                    let mut keys: Vec<String> = keys.into_iter().map(|(k, _)| k).collect();
+                    keys.sort_by_key(|k| !k.ends_with(".json"));
+                    for k in keys {
+                        if let Err(e) = backend.store.delete(&settings.bucket, &k) {
+                            tracing::warn!(topic = name, key = %k, error = %e, "could not delete an object of a deleted topic");
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(topic = name, error = %e, "could not list the deleted topic's objects; they stay in the bucket")
+                }
+            }
         }
         // Remove the metadata first: a crash halfway leaves a directory that open() ignores.
         let _ = std::fs::remove_file(topic.dir.join(TOPIC_META));

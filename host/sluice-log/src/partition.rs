@@ -1020,6 +1020,11 @@ impl Partition {
     pub fn segment_count(&self) -> usize {
         self.segments_read().len()
     }
+
+    /// Segments in the object store.
+    pub fn remote_segment_count(&self) -> usize {
+        self.remote_read().len()
+    }
 }
 
 /// Why a batch header could not be read.

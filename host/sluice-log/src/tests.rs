@@ -729,3 +729,52 @@ fn a_crash_between_upload_and_manifest_neither_loses_nor_duplicates() {
     assert_eq!(logs, uploaded, "one object per segment");
     assert_eq!(values(&p, 0), all);
 }
+
+#[test]
+fn disk_danger_is_reported_before_the_disk_fills() {
+    let gib = 1 << 30;
+    assert!(!tier::disk_danger(50 * gib, 100 * gib, 0), "nothing waits");
+    assert!(!tier::disk_danger(50 * gib, 100 * gib, gib));
+    assert!(tier::disk_danger(9 * gib, 100 * gib, gib), "under 10% free");
+    assert!(
+        tier::disk_danger(40 * gib, 100 * gib, 41 * gib),
+        "less free than what waits"
+    );
+    // The real file system answers.
+    let dir = tempfile::tempdir().unwrap();
+    let (free, total) = tier::disk_space(dir.path()).unwrap();
+    assert!(free > 0 && total >= free);
+}
+
+#[test]
+fn a_tiered_topic_keeps_its_place_and_takes_its_objects_when_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(MemStore::default());
+    let log = Log::open_with(
+        dir.path(),
+        Some(tier::TierBackend::new(store.clone(), 1 << 20)),
+    )
+    .unwrap();
+    let p = log.create_topic("t", tiered(None)).unwrap().partitions[0].clone();
+    for i in 0..100 {
+        p.append(batch::build(&recs(3, &format!("b{i}")), 1000 + i))
+            .unwrap();
+    }
+    log.tier_pass(now_ms(), &mut std::collections::HashMap::new());
+    assert!(p.remote_segment_count() > 0);
+    let mut moved = tiered(None);
+    if let Some(t) = &mut moved.tiered {
+        t.prefix = "elsewhere".into();
+    }
+    let e = log.alter_topic("t", moved).unwrap_err().to_string();
+    assert!(e.contains("cannot change"), "{e}");
+    assert!(
+        log.alter_topic("t", small_segments()).is_err(),
+        "tiering cannot be switched off"
+    );
+    let mut more_local = tiered(Some(1 << 20));
+    more_local.retention_ms = Some(3_600_000);
+    log.alter_topic("t", more_local).unwrap();
+    log.delete_topic("t").unwrap();
+    assert!(store.keys().is_empty(), "{:?}", store.keys());
+}

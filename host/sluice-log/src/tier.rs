@@ -449,7 +449,7 @@ pub fn check_disk(dir: &Path, pending: u64) {
         return;
     };
     METRICS.disk_free_bytes.store(free, Ordering::Relaxed);
-    let danger = pending > 0 && (free < total / 10 || free < pending);
+    let danger = disk_danger(free, total, pending);
     let mut w = DISK_WARNING.lock().unwrap_or_else(|p| p.into_inner());
     if danger {
         let msg = format!(
@@ -468,6 +468,12 @@ pub fn check_disk(dir: &Path, pending: u64) {
     METRICS
         .disk_danger
         .store(u64::from(danger), Ordering::Relaxed);
+}
+
+/// Whether segments waiting for upload threaten to fill the disk: some wait, and less than
+/// 10% of the disk is free or less than what waits.
+pub fn disk_danger(free: u64, total: u64, pending: u64) -> bool {
+    pending > 0 && (free < total / 10 || free < pending)
 }
 
 /// `SLUICE_FAILPOINT=<name>` makes the process abort at that point (crash tests).
