@@ -485,17 +485,7 @@ impl Partition {
             .copied()
             .unwrap_or(u64::MAX);
         if offset < local_first {
-            let remotes: Vec<Arc<RemoteSegment>> = {
-                let map = self.remote_read();
-                let first = map
-                    .range(..=offset)
-                    .next_back()
-                    .map(|(b, _)| *b)
-                    .unwrap_or(0);
-                map.range(first..local_first)
-                    .map(|(_, r)| r.clone())
-                    .collect()
-            };
+            let remotes = from_holder(&self.remote_read(), offset, local_first);
             if !remotes.is_empty() {
                 let tier = self.tier().ok_or_else(|| {
                     self.io_err(std::io::Error::other(
@@ -519,15 +509,7 @@ impl Partition {
                 }
             }
         }
-        let segs: Vec<Arc<Segment>> = {
-            let map = self.segments_read();
-            let first = map
-                .range(..=offset)
-                .next_back()
-                .map(|(b, _)| *b)
-                .unwrap_or(0);
-            map.range(first..).map(|(_, s)| s.clone()).collect()
-        };
+        let segs = from_holder(&self.segments_read(), offset, u64::MAX);
         for seg in segs {
             if seg.base >= hw {
                 break;
@@ -1025,6 +1007,15 @@ impl Partition {
     pub fn remote_segment_count(&self) -> usize {
         self.remote_read().len()
     }
+}
+
+/// The segments of `map` (by base offset) from the one that holds `offset` up to (not
+/// including) those based at `end`.
+fn from_holder<T: Clone>(map: &BTreeMap<u64, T>, offset: u64, end: u64) -> Vec<T> {
+    let first = map.range(..=offset).next_back().map_or(0, |(b, _)| *b);
+    map.range(first..end.max(first))
+        .map(|(_, s)| s.clone())
+        .collect()
 }
 
 /// Why a batch header could not be read.
