@@ -85,6 +85,10 @@ fn main() {
         root: Some(tmp.path().join("store")),
         cache_bytes: 64 << 20,
         upload_interval_ms: 10,
+        max_upload_bytes_per_sec: std::env::var("SLUICE_BENCH_UPLOAD_RATE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(200 << 20),
         restore_bucket: None,
         restore_prefix: "sluice".into(),
     };

@@ -28,6 +28,54 @@ const UPLOAD_TIMEOUT: Duration = Duration::from_secs(600);
 /// Files above this are uploaded in parts.
 const MULTIPART_ABOVE: u64 = 16 << 20;
 const PART: usize = 8 << 20;
+/// Files are read in steps of this size, paced to `max_upload_bytes_per_sec`.
+const STEP: usize = 256 << 10;
+
+/// Reads a file in steps, sleeping between them so that on average at most `rate` bytes
+/// per second are read (0: no pause). Leaves the disk and memory bus to the appends
+/// between steps.
+struct Paced {
+    file: std::fs::File,
+    rate: u64,
+    start: std::time::Instant,
+    read: u64,
+}
+
+impl Paced {
+    fn open(path: &Path, rate: u64) -> io::Result<Paced> {
+        Ok(Paced {
+            file: std::fs::File::open(path)?,
+            rate,
+            start: std::time::Instant::now(),
+            read: 0,
+        })
+    }
+
+    /// Appends up to `want` bytes to `out`; 0 at the end of the file.
+    fn read_into(&mut self, out: &mut Vec<u8>, want: usize) -> io::Result<usize> {
+        use std::io::Read;
+        let mut total = 0;
+        while total < want {
+            let n = want.saturating_sub(total).min(STEP);
+            let at = out.len();
+            out.resize(at + n, 0);
+            let got = self.file.read(&mut out[at..])?;
+            out.truncate(at + got);
+            if got == 0 {
+                break;
+            }
+            total += got;
+            self.read += got as u64;
+            if self.rate > 0 {
+                let due = Duration::from_secs_f64(self.read as f64 / self.rate as f64);
+                if let Some(wait) = due.checked_sub(self.start.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+        }
+        Ok(total)
+    }
+}
 
 /// An object store reached with `object_store`, one client per bucket.
 pub struct Store {
@@ -172,32 +220,52 @@ impl RemoteStore for Store {
         let store = self.bucket(bucket)?;
         let path = ObjectPath::from(key);
         let size = std::fs::metadata(file)?.len();
+        let mut reader = Paced::open(file, self.config.max_upload_bytes_per_sec)?;
         if size <= MULTIPART_ABOVE {
-            let data = Bytes::from(std::fs::read(file)?);
+            let mut data = Vec::with_capacity(size as usize);
+            reader.read_into(&mut data, size as usize)?;
+            let n = data.len() as u64;
             self.run(UPLOAD_TIMEOUT, async move {
                 store
-                    .put(&path, PutPayload::from(data))
+                    .put(&path, PutPayload::from(Bytes::from(data)))
                     .await
                     .map_err(err)?;
-                Ok(size)
+                Ok(n)
             })
         } else {
-            let file = file.to_path_buf();
-            self.run(UPLOAD_TIMEOUT, async move {
-                let upload = store.put_multipart(&path).await.map_err(err)?;
-                let mut w = WriteMultipart::new_with_chunk_size(upload, PART);
-                let mut f = tokio::fs::File::open(&file).await?;
-                let mut buf = vec![0u8; PART];
-                loop {
-                    let n = tokio::io::AsyncReadExt::read(&mut f, &mut buf).await?;
-                    if n == 0 {
-                        break;
-                    }
-                    w.wait_for_capacity(4).await.map_err(err)?;
-                    w.write(&buf[..n]);
+            // Parts are read (paced) on this thread and sent on the store's runtime, one
+            // at a time.
+            let upload = self.run(CALL_TIMEOUT, {
+                let (store, path) = (store.clone(), path.clone());
+                async move { store.put_multipart(&path).await.map_err(err) }
+            })?;
+            let writer = Arc::new(tokio::sync::Mutex::new(Some(
+                WriteMultipart::new_with_chunk_size(upload, PART),
+            )));
+            let mut sent = 0u64;
+            loop {
+                let mut part = Vec::with_capacity(PART);
+                if reader.read_into(&mut part, PART)? == 0 {
+                    break;
                 }
+                sent += part.len() as u64;
+                let w = writer.clone();
+                self.run(UPLOAD_TIMEOUT, async move {
+                    let mut g = w.lock().await;
+                    let w = g.as_mut().ok_or_else(|| err("upload already finished"))?;
+                    w.wait_for_capacity(2).await.map_err(err)?;
+                    w.write(&part);
+                    Ok(())
+                })?;
+            }
+            self.run(UPLOAD_TIMEOUT, async move {
+                let w = writer
+                    .lock()
+                    .await
+                    .take()
+                    .ok_or_else(|| err("upload already finished"))?;
                 w.finish().await.map_err(err)?;
-                Ok(size)
+                Ok(sent)
             })
         }
     }
@@ -264,6 +332,7 @@ mod tests {
             root: Some(root.to_path_buf()),
             cache_bytes: 1 << 20,
             upload_interval_ms: 1000,
+            max_upload_bytes_per_sec: 0,
             restore_bucket: None,
             restore_prefix: "sluice".into(),
         })
