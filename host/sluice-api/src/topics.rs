@@ -38,6 +38,10 @@ pub struct TopicDescription {
     pub segment_bytes: u64,
     pub segment_ms: u64,
     pub tombstone_retention_ms: u64,
+    /// Tiered storage settings, if the topic is tiered (each partition's `tier` says what
+    /// is where).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tiered: Option<sluice_log::tier::TierSettings>,
 }
 
 impl TopicDescription {
@@ -55,6 +59,7 @@ impl TopicDescription {
             segment_bytes: c.segment_bytes,
             segment_ms: c.segment_ms,
             tombstone_retention_ms: c.tombstone_retention_ms,
+            tiered: c.tiered.clone(),
         }
     }
 }

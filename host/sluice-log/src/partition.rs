@@ -733,12 +733,16 @@ impl Partition {
             .range(..local_first)
             .map(|(_, r)| r.meta.size)
             .sum();
+        // Each guard is dropped before the next lock is taken (`tier_stats` takes the
+        // writer, which an append holds while it takes the segments to roll).
+        let local: u64 = self.segments_read().values().map(|s| s.size()).sum();
+        let tier = self.tier_stats();
         PartitionStats {
             partition: self.id,
             start_offset: self.start_offset(),
             end_offset: self.high_watermark(),
-            size_bytes: self.segments_read().values().map(|s| s.size()).sum::<u64>() + remote_only,
-            tier: self.tier_stats(),
+            size_bytes: local + remote_only,
+            tier,
         }
     }
 
@@ -796,12 +800,20 @@ impl Partition {
             }
         }
         let mut deleted = Vec::new();
+        // The remote side, read before the segments are locked (locks are never nested).
+        let remote_sizes: Vec<(u64, u64)> = self
+            .remote_read()
+            .values()
+            .map(|r| (r.meta.base, r.meta.size))
+            .collect();
+        let remote_first = remote_sizes.first().map(|r| r.0);
         {
             let mut map = self.segments_write();
-            let remote_bytes: u64 = self
-                .remote_read()
-                .range(..map.keys().next().copied().unwrap_or(u64::MAX))
-                .map(|(_, r)| r.meta.size)
+            let local_first = map.keys().next().copied().unwrap_or(u64::MAX);
+            let remote_bytes: u64 = remote_sizes
+                .iter()
+                .filter(|r| r.0 < local_first)
+                .map(|r| r.1)
                 .sum();
             let mut total: u64 = map.values().map(|s| s.size()).sum::<u64>() + remote_bytes;
             while let Some((&base, seg)) = map.first_key_value() {
@@ -819,7 +831,6 @@ impl Partition {
                 }
             }
             if let Some((&first, _)) = map.first_key_value() {
-                let remote_first = self.remote_read().keys().next().copied();
                 let first = remote_first.map_or(first, |r| r.min(first));
                 self.start.fetch_max(first, Ordering::AcqRel);
                 lock(&self.txn).prune(first);
@@ -1140,11 +1151,12 @@ impl Partition {
     }
 
     fn pending(&self) -> Vec<Arc<Segment>> {
+        // Locks one at a time (never nested): see `tier_stats`.
         let active_base = lock(&self.writer).active.base;
-        let remote = self.remote_read();
+        let remote: std::collections::HashSet<u64> = self.remote_read().keys().copied().collect();
         self.segments_read()
             .values()
-            .filter(|s| s.base != active_base && s.size() > 0 && !remote.contains_key(&s.base))
+            .filter(|s| s.base != active_base && s.size() > 0 && !remote.contains(&s.base))
             .cloned()
             .collect()
     }
@@ -1294,27 +1306,37 @@ impl Partition {
     }
 
     fn tier_stats(&self) -> Option<TierStats> {
-        let remote = self.remote_read();
-        if self.tier().is_none() && remote.is_empty() {
+        if self.tier().is_none() && self.remote_read().is_empty() {
             return None;
         }
-        let segs = self.segments_read();
+        // Lock order: the writer (inside `pending`) is never taken while a segment map is
+        // held — an append holds the writer and then takes the segments to roll.
         let pending = self.pending();
+        let (local_bytes, local_first) = {
+            let segs = self.segments_read();
+            (
+                segs.values().map(|s| s.size()).sum(),
+                segs.keys().next().copied().unwrap_or(0),
+            )
+        };
+        let (remote_bytes, remote_segments, remote_end_offset) = {
+            let remote = self.remote_read();
+            (
+                remote.values().map(|r| r.meta.size).sum(),
+                remote.len(),
+                remote
+                    .values()
+                    .next_back()
+                    .map_or(0, |r| r.meta.next_offset),
+            )
+        };
         let st = lock(&self.tier_state);
         Some(TierStats {
-            local_bytes: segs.values().map(|s| s.size()).sum(),
-            local_start_offset: segs
-                .keys()
-                .next()
-                .copied()
-                .unwrap_or(0)
-                .max(self.start_offset()),
-            remote_bytes: remote.values().map(|r| r.meta.size).sum(),
-            remote_segments: remote.len(),
-            remote_end_offset: remote
-                .values()
-                .next_back()
-                .map_or(0, |r| r.meta.next_offset),
+            local_bytes,
+            local_start_offset: local_first.max(self.start_offset()),
+            remote_bytes,
+            remote_segments,
+            remote_end_offset,
             pending_segments: pending.len(),
             pending_bytes: pending.iter().map(|s| s.size()).sum(),
             last_upload_ms: st.last_upload_ms,

@@ -778,3 +778,52 @@ fn a_tiered_topic_keeps_its_place_and_takes_its_objects_when_deleted() {
     log.delete_topic("t").unwrap();
     assert!(store.keys().is_empty(), "{:?}", store.keys());
 }
+
+/// Stats and tier passes (which take the writer lock) run beside appends that roll
+/// segments (which hold the writer and take the segment map): no lock-order deadlock.
+#[test]
+fn stats_and_tier_passes_beside_rolling_appends_never_deadlock() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(MemStore::default());
+    let log = Log::open_with(dir.path(), Some(tier::TierBackend::new(store, 1 << 20))).unwrap();
+    let p = log
+        .create_topic("t", tiered(Some(1 << 30)))
+        .unwrap()
+        .partitions[0]
+        .clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watchers: Vec<_> = (0..2)
+        .map(|i| {
+            let (p, log, stop) = (p.clone(), log.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut published = std::collections::HashMap::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if i == 0 {
+                        std::hint::black_box(p.stats());
+                    } else {
+                        log.tier_pass(now_ms(), &mut published);
+                    }
+                }
+            })
+        })
+        .collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let writer = {
+        let p = p.clone();
+        std::thread::spawn(move || {
+            for i in 0..3000 {
+                p.append(batch::build(&recs(2, &format!("b{i}")), 1000 + i))
+                    .unwrap();
+            }
+            let _ = tx.send(());
+        })
+    };
+    let done = rx.recv_timeout(std::time::Duration::from_secs(60));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(done.is_ok(), "appends stalled: a lock-order deadlock");
+    writer.join().unwrap();
+    for w in watchers {
+        w.join().unwrap();
+    }
+    assert!(p.segment_count() > 10);
+}

@@ -27,6 +27,23 @@ pub enum TopicCmd {
         /// When an append is durable: `every_batch`, `interval` or `os`.
         #[arg(long, default_value = "every_batch")]
         flush: String,
+        /// Bytes per segment file [default: 1 GiB].
+        #[arg(long)]
+        segment_bytes: Option<u64>,
+        /// Tiered storage: move sealed segments to this bucket of the server's object store
+        /// ([tier] in its config).
+        #[arg(long)]
+        tiered_bucket: Option<String>,
+        /// Tiered storage: key prefix in the bucket [default: sluice].
+        #[arg(long, requires = "tiered_bucket")]
+        tiered_prefix: Option<String>,
+        /// Tiered storage: keep uploaded segments locally this long [default: remove once
+        /// uploaded].
+        #[arg(long, requires = "tiered_bucket")]
+        local_retention_ms: Option<i64>,
+        /// Tiered storage: keep at most this many bytes of uploaded segments locally.
+        #[arg(long, requires = "tiered_bucket")]
+        local_retention_bytes: Option<u64>,
     },
     /// List topics.
     List,
@@ -51,9 +68,30 @@ pub async fn run(c: &Client, cmd: TopicCmd) -> anyhow::Result<()> {
             retention_bytes,
             cleanup,
             flush,
+            segment_bytes,
+            tiered_bucket,
+            tiered_prefix,
+            local_retention_ms,
+            local_retention_bytes,
         } => {
-            let body = json!({"name": name, "partitions": partitions, "cleanup": cleanup,
+            let mut body = json!({"name": name, "partitions": partitions, "cleanup": cleanup,
                 "retention_ms": retention_ms, "retention_bytes": retention_bytes, "flush": flush});
+            if let Some(b) = segment_bytes {
+                body["segment_bytes"] = json!(b);
+            }
+            if let Some(bucket) = tiered_bucket {
+                let mut t = json!({"bucket": bucket});
+                if let Some(p) = tiered_prefix {
+                    t["prefix"] = json!(p);
+                }
+                if let Some(ms) = local_retention_ms {
+                    t["local_retention_ms"] = json!(ms);
+                }
+                if let Some(b) = local_retention_bytes {
+                    t["local_retention_bytes"] = json!(b);
+                }
+                body["tiered"] = t;
+            }
             c.post("/v1/topics", &body).await?;
             line(format!(
                 "created topic {name} with {}",
