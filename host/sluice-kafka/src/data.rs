@@ -380,10 +380,20 @@ fn fetch_once(
                             part.read(o, max)
                         }
                     };
+                    // Only an offset outside the log is OFFSET_OUT_OF_RANGE (clients reset
+                    // their position on it); data that cannot be read now is a retriable
+                    // storage error, so no consumer skips it.
                     match u64::try_from(fp.fetch_offset)
-                        .map_err(|_| ())
-                        .and_then(|o| read(o).map_err(|_| ()))
-                    {
+                        .map_err(|_| code::OFFSET_OUT_OF_RANGE)
+                        .and_then(|o| {
+                            read(o).map_err(|e| match e {
+                                LogError::OffsetOutOfRange { .. } => code::OFFSET_OUT_OF_RANGE,
+                                LogError::UnknownTopic(_)
+                                | LogError::UnknownPartition { .. }
+                                | LogError::TopicDeleted(_) => code::UNKNOWN_TOPIC_OR_PARTITION,
+                                _ => code::KAFKA_STORAGE_ERROR,
+                            })
+                        }) {
                         Ok(read) => {
                             total += read.data.len();
                             if committed && !read.data.is_empty() {
@@ -403,7 +413,7 @@ fn fetch_once(
                             }
                             resp.with_records(Some(read.data))
                         }
-                        Err(()) => resp.with_error_code(code::OFFSET_OUT_OF_RANGE),
+                        Err(c) => resp.with_error_code(c),
                     }
                 })
                 .collect();

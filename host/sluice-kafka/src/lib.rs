@@ -106,6 +106,9 @@ pub mod code {
     pub const UNSTABLE_OFFSET_COMMIT: i16 = 88;
     pub const INVALID_RECORD: i16 = 87;
     pub const INVALID_REQUEST: i16 = 42;
+    /// Retriable: the data is there but could not be read now (e.g. the object store of
+    /// a tiered topic is unreachable); clients retry instead of resetting their offset.
+    pub const KAFKA_STORAGE_ERROR: i16 = 56;
 }
 
 /// The versions served, per API key.

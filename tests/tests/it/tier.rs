@@ -81,6 +81,15 @@ impl Proxy {
 }
 
 fn config_file(dir: &Path, store_port: u16, upload_interval_ms: u64) -> std::path::PathBuf {
+    config_file_with(dir, store_port, upload_interval_ms, 4 << 20)
+}
+
+fn config_file_with(
+    dir: &Path,
+    store_port: u16,
+    upload_interval_ms: u64,
+    cache_bytes: u64,
+) -> std::path::PathBuf {
     let path = dir.join("sluice.toml");
     std::fs::write(
         &path,
@@ -93,7 +102,7 @@ access_key_id = "test"
 secret_access_key = "test"
 allow_http = true
 upload_interval_ms = {upload_interval_ms}
-cache_bytes = 4194304
+cache_bytes = {cache_bytes}
 restore_bucket = "{BUCKET}"
 "#
         ),
@@ -166,7 +175,8 @@ fn segments_go_to_the_store_and_every_reader_reads_through_it() {
     let moto = Moto::start(BUCKET);
     let proxy = Proxy::to(moto.port);
     let tmp = tempfile::tempdir().unwrap();
-    let config = config_file(tmp.path(), proxy.port, 100);
+    // A cache of one chunk: reads below the local data really go to the store.
+    let config = config_file_with(tmp.path(), proxy.port, 100, 1);
     let s = Server::start_in(
         &tmp.path().join("data"),
         &["--config", config.to_str().unwrap()],
@@ -278,13 +288,65 @@ fn segments_go_to_the_store_and_every_reader_reads_through_it() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(s.describe("events")["partitions"][0]["end_offset"], 6000);
+    // Remote data cannot be read meanwhile: an error that says so, never "out of range"
+    // (a Kafka consumer would reset its position and skip the data).
+    let r = http()
+        .get(s.url("/v1/topics/events/partitions/0/records?offset=0"))
+        .send()
+        .unwrap();
+    let status = r.status();
+    let body = r.text().unwrap();
+    assert!(status.is_server_error(), "{status}: {body}");
+    assert!(!body.contains("out of range"), "{body}");
+    let consumer = kafka_consumer_at_zero(&s);
+    let early = poll_for(&consumer, Duration::from_secs(3));
+    assert!(
+        early.is_none(),
+        "read remote data while the store was down: {early:?}"
+    );
     // It comes back: uploads resume (after the backoff) and everything reads back.
     proxy.up();
+    let first = poll_for(&consumer, Duration::from_secs(60));
+    assert_eq!(
+        first,
+        Some(0),
+        "the consumer kept its position through the outage"
+    );
     let t = wait_uploaded(&s, "events");
     assert!(t["last_error"].is_null(), "{t}");
     let all = values_from(&s, "events", 0);
     assert_eq!(all.len(), 6000);
     assert!(all[5999].1.starts_with("b-1999-"));
+}
+
+/// A consumer assigned offset 0 of `events` that would jump to the end on
+/// OFFSET_OUT_OF_RANGE (`auto.offset.reset=latest`).
+fn kafka_consumer_at_zero(s: &Server) -> rdkafka::consumer::BaseConsumer {
+    use rdkafka::consumer::Consumer;
+    let c: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", s.kafka.as_deref().unwrap())
+        .set("group.id", "tier-outage")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "latest")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset("events", 0, rdkafka::Offset::Offset(0))
+        .unwrap();
+    c.assign(&tpl).unwrap();
+    c
+}
+
+/// The offset of the first record polled within `within`, if any.
+fn poll_for(c: &rdkafka::consumer::BaseConsumer, within: Duration) -> Option<i64> {
+    use rdkafka::Message;
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            return Some(m.offset());
+        }
+    }
+    None
 }
 
 #[test]
