@@ -231,6 +231,15 @@ impl Partition {
         *self.tier.write().unwrap_or_else(|p| p.into_inner()) = tier;
     }
 
+    /// The base offset of the first segment on local disk (below it, data is remote).
+    fn local_first(&self) -> u64 {
+        self.segments_read()
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(u64::MAX)
+    }
+
     fn tier(&self) -> Option<PartitionTier> {
         self.tier.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -478,12 +487,7 @@ impl Partition {
         if offset == hw {
             return Ok(empty(offset));
         }
-        let local_first = self
-            .segments_read()
-            .keys()
-            .next()
-            .copied()
-            .unwrap_or(u64::MAX);
+        let local_first = self.local_first();
         if offset < local_first {
             let remotes = from_holder(&self.remote_read(), offset, local_first);
             if !remotes.is_empty() {
@@ -722,12 +726,7 @@ impl Partition {
     }
 
     pub fn stats(&self) -> PartitionStats {
-        let local_first = self
-            .segments_read()
-            .keys()
-            .next()
-            .copied()
-            .unwrap_or(u64::MAX);
+        let local_first = self.local_first();
         let remote_only: u64 = self
             .remote_read()
             .range(..local_first)
@@ -758,12 +757,7 @@ impl Partition {
         // Remote segments (older than every local one) go first, oldest first.
         let mut remote_deleted = 0;
         {
-            let local_first = self
-                .segments_read()
-                .keys()
-                .next()
-                .copied()
-                .unwrap_or(u64::MAX);
+            let local_first = self.local_first();
             let local_total: u64 = self.segments_read().values().map(|s| s.size()).sum();
             // Remote-only segments (below the first local one), oldest first.
             let remote: Vec<(u64, i64, u64)> = self

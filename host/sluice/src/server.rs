@@ -26,28 +26,7 @@ pub async fn run(
     // One server per data directory, for as long as this one runs.
     let lock = sluice_common::fs::DataDirLock::acquire(&config.data_dir)?;
     let dir = config.data_dir.clone();
-    let tier = match &config.tier {
-        Some(t) => Some(sluice_tier::backend(t)?),
-        None => None,
-    };
-    if config.restore_from_tier
-        && let (Some(t), Some(backend)) = (&config.tier, &tier)
-    {
-        let bucket = t.restore_bucket.clone().ok_or_else(|| {
-            anyhow::anyhow!("--restore-from-tier: set restore_bucket in [tier] (the bucket of the tiered topics)")
-        })?;
-        let (dir, backend, prefix) = (dir.clone(), backend.clone(), t.restore_prefix.clone());
-        let report = tokio::task::spawn_blocking(move || {
-            Log::restore_from_tier(&dir, &backend, &bucket, &prefix)
-        })
-        .await??;
-        if report.is_empty() {
-            tracing::warn!("restore from the object store: no tiered topic found there");
-        }
-        for line in report {
-            tracing::warn!("restore from the object store: {line}");
-        }
-    }
+    let tier = open_tier(&config).await?;
     let log = tokio::task::spawn_blocking(move || Log::open_with(dir, tier)).await??;
     let stop = Arc::new(AtomicBool::new(false));
     let maint = log.spawn_maintenance(
@@ -303,4 +282,33 @@ async fn watch_plugins_dir(
             }
         }
     }
+}
+
+/// The object store of tiered topics (`[tier]`), after restoring the tiered topics missing
+/// from the data directory when `--restore-from-tier` asks for it.
+async fn open_tier(config: &ServerConfig) -> anyhow::Result<Option<sluice_log::tier::TierBackend>> {
+    let Some(t) = &config.tier else {
+        return Ok(None);
+    };
+    let backend = sluice_tier::backend(t)?;
+    if config.restore_from_tier {
+        let bucket = t.restore_bucket.clone().ok_or_else(|| {
+            anyhow::anyhow!("--restore-from-tier: set restore_bucket in [tier] (the bucket of the tiered topics)")
+        })?;
+        let (dir, b, prefix) = (
+            config.data_dir.clone(),
+            backend.clone(),
+            t.restore_prefix.clone(),
+        );
+        let report =
+            tokio::task::spawn_blocking(move || Log::restore_from_tier(&dir, &b, &bucket, &prefix))
+                .await??;
+        if report.is_empty() {
+            tracing::warn!("restore from the object store: no tiered topic found there");
+        }
+        for line in report {
+            tracing::warn!("restore from the object store: {line}");
+        }
+    }
+    Ok(Some(backend))
 }
