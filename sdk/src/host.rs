@@ -45,7 +45,7 @@ mod imp {
 #[cfg(not(target_arch = "wasm32"))]
 mod imp {
     use super::Level;
-    use crate::testing::with_env;
+    use crate::native::with_env;
 
     pub fn log(level: Level, message: &str) {
         with_env(|e| e.logs.push((level, message.to_owned())));

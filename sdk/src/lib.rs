@@ -117,6 +117,7 @@ pub mod crypto;
 pub mod entries;
 mod host;
 pub mod json;
+mod native;
 pub mod state;
 pub mod testing;
 pub mod text;

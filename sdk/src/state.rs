@@ -179,9 +179,9 @@ mod backend {
 
 #[cfg(not(target_arch = "wasm32"))]
 mod backend {
-    //! Natively the state is the test environment's (see `testing`), with the host's rules.
+    //! Natively the state is the test environment's (see `native`), with the host's rules.
     use super::{MAX_KEY_BYTES, MAX_VALUE_BYTES, Op, read_ops};
-    use crate::testing::with_env;
+    use crate::native::with_env;
 
     pub fn get(key: &[u8]) -> Option<Vec<u8>> {
         with_env(|e| e.state.get(key).cloned())

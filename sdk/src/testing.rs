@@ -16,8 +16,7 @@
 //!     {"name": "rejects", "input": {"value": "?"}, "expect": {"reject": "part of the reason"}}]}]
 //! ```
 
-use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -27,26 +26,8 @@ use crate::{
     BatchContext, Error, Level, NO_WATERMARK, Outcome, Record, Timer, codec, run_batch, run_timers,
 };
 
-/// What the host functions see during a native run.
-#[derive(Debug, Default, Clone)]
-pub struct Env {
-    pub config: HashMap<String, String>,
-    pub tables: HashMap<String, HashMap<Vec<u8>, Vec<u8>>>,
-    pub outputs: Vec<String>,
-    pub logs: Vec<(Level, String)>,
-    /// Keyed state (of the one partition a test runs).
-    pub state: BTreeMap<Vec<u8>, Vec<u8>>,
-    /// Timers set and not fired: (at, key).
-    pub timers: BTreeSet<(i64, Vec<u8>)>,
-}
-
-thread_local! {
-    static ENV: RefCell<Env> = RefCell::new(Env::default());
-}
-
-pub(crate) fn with_env<R>(f: impl FnOnce(&mut Env) -> R) -> R {
-    ENV.with(|e| f(&mut e.borrow_mut()))
-}
+pub use crate::native::Env;
+use crate::native::with_env;
 
 /// A record to feed a transform.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -1,21 +1,51 @@
 //! Named deployments — transforms and connectors — share one set of handlers: `PUT` to
 //! deploy (201 created, 200 updated), list, get, `DELETE` (204), pause and resume. Each kind
-//! says how it does these (`Deployments`); the handlers and their OpenAPI entries are the
-//! same code for both.
+//! says how it does these (`Deployments`); the handlers are generic over the kind and over
+//! the app that reaches it (`Reach`), so `sluice serve` and `sluice worker` route the same
+//! code, and the OpenAPI entries are described once per kind.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::Path;
 use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use sluice_connect::{ConnectorSpec, ConnectorStatus, Connectors};
 use sluice_pipeline::{Pipelines, TransformSpec, TransformStatus};
 
-use super::{ApiError, AppState, State, blocking, parse_json};
+use crate::error::ErrorBody;
+use crate::{ApiError, AppState, blocking, parse_json};
+
+/// An app state (what axum hands every handler) that reaches a `D`.
+pub trait Reach<D: ?Sized>: Clone + Send + Sync + 'static {
+    fn reach(&self) -> Arc<D>;
+    /// Cancelled at shutdown, so streams end.
+    fn shutdown(&self) -> CancellationToken;
+}
+
+impl Reach<Pipelines> for Arc<AppState> {
+    fn reach(&self) -> Arc<Pipelines> {
+        self.pipelines.clone()
+    }
+
+    fn shutdown(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+impl Reach<Connectors> for Arc<AppState> {
+    fn reach(&self) -> Arc<Connectors> {
+        self.connectors.clone()
+    }
+
+    fn shutdown(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
 
 /// A kind of named deployment.
 #[async_trait::async_trait]
@@ -25,7 +55,6 @@ pub trait Deployments: Send + Sync + 'static {
     /// `{"<kind>s": [status, …]}`.
     type List: Serialize + Send;
 
-    fn of(state: &AppState) -> Arc<Self>;
     fn list(&self) -> Self::List;
     fn status(&self, name: &str) -> Result<Self::Status, ApiError>;
     /// Creates (true) or updates (false) a deployment from a JSON spec.
@@ -50,10 +79,6 @@ pub struct ConnectorList {
 impl Deployments for Pipelines {
     type Status = TransformStatus;
     type List = TransformList;
-
-    fn of(state: &AppState) -> Arc<Self> {
-        state.pipelines.clone()
-    }
 
     fn list(&self) -> TransformList {
         TransformList {
@@ -89,10 +114,6 @@ impl Deployments for Connectors {
     type Status = ConnectorStatus;
     type List = ConnectorList;
 
-    fn of(state: &AppState) -> Arc<Self> {
-        state.connectors.clone()
-    }
-
     fn list(&self) -> ConnectorList {
         ConnectorList {
             connectors: Connectors::list(self)
@@ -121,13 +142,13 @@ impl Deployments for Connectors {
     }
 }
 
-pub async fn put<D: Deployments>(
-    state: State,
+pub async fn put<S: Reach<D>, D: Deployments>(
+    State(app): State<S>,
     name: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<D::Status>), ApiError> {
     let name = name?.0;
-    let d = D::of(&state);
+    let d = app.reach();
     let created = d.clone().deploy(name.clone(), body?).await?;
     let code = if created {
         StatusCode::CREATED
@@ -137,54 +158,70 @@ pub async fn put<D: Deployments>(
     Ok((code, Json(d.status(&name)?)))
 }
 
-pub async fn list<D: Deployments>(state: State) -> Json<D::List> {
-    Json(D::of(&state).list())
+pub async fn list<S: Reach<D>, D: Deployments>(State(app): State<S>) -> Json<D::List> {
+    Json(app.reach().list())
 }
 
-pub async fn get<D: Deployments>(
-    state: State,
+pub async fn get<S: Reach<D>, D: Deployments>(
+    State(app): State<S>,
     name: Result<Path<String>, PathRejection>,
 ) -> Result<Json<D::Status>, ApiError> {
-    Ok(Json(D::of(&state).status(&name?.0)?))
+    Ok(Json(app.reach().status(&name?.0)?))
 }
 
-pub async fn delete<D: Deployments>(
-    state: State,
+pub async fn delete<S: Reach<D>, D: Deployments>(
+    State(app): State<S>,
     name: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
-    D::of(&state).delete(name?.0).await?;
+    app.reach().delete(name?.0).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn set_paused<D: Deployments>(
-    state: State,
+async fn set_paused<S: Reach<D>, D: Deployments>(
+    app: S,
     name: Result<Path<String>, PathRejection>,
     paused: bool,
 ) -> Result<Json<D::Status>, ApiError> {
     let name = name?.0;
-    let d = D::of(&state);
+    let d = app.reach();
     d.clone().set_paused(name.clone(), paused).await?;
     Ok(Json(d.status(&name)?))
 }
 
-pub async fn pause<D: Deployments>(
-    state: State,
+pub async fn pause<S: Reach<D>, D: Deployments>(
+    State(app): State<S>,
     name: Result<Path<String>, PathRejection>,
 ) -> Result<Json<D::Status>, ApiError> {
-    set_paused::<D>(state, name, true).await
+    set_paused::<S, D>(app, name, true).await
 }
 
-pub async fn resume<D: Deployments>(
-    state: State,
+pub async fn resume<S: Reach<D>, D: Deployments>(
+    State(app): State<S>,
     name: Result<Path<String>, PathRejection>,
 ) -> Result<Json<D::Status>, ApiError> {
-    set_paused::<D>(state, name, false).await
+    set_paused::<S, D>(app, name, false).await
 }
 
-/// The OpenAPI entries of one kind's routes (the handlers above, described once per kind).
+/// The routes of one kind under `base` (`/v1/transforms`): list, put/get/delete by name,
+/// pause and resume.
+pub fn routes<S: Reach<D>, D: Deployments>(base: &str) -> axum::Router<S> {
+    use axum::routing::{get as on_get, post as on_post};
+    axum::Router::new()
+        .route(base, on_get(list::<S, D>))
+        .route(
+            &format!("{base}/{{name}}"),
+            on_get(get::<S, D>).put(put::<S, D>).delete(delete::<S, D>),
+        )
+        .route(&format!("{base}/{{name}}/pause"), on_post(pause::<S, D>))
+        .route(&format!("{base}/{{name}}/resume"), on_post(resume::<S, D>))
+}
+
+/// The OpenAPI entries of one kind's routes (the handlers above, described once per kind;
+/// these functions only carry the descriptions).
 macro_rules! described {
-    ($kind:ident, $D:ty, $tag:literal, $spec:ty, $status:ty, $list:ty,
+    ($kind:ident, $tag:literal, $spec:ty, $status:ty, $list:ty,
      $all:literal, $one:literal, $pause:literal, $resume:literal) => {
+        #[allow(dead_code)]
         pub mod $kind {
             use super::*;
 
@@ -193,76 +230,47 @@ macro_rules! described {
                 responses(
                     (status = 201, description = "deployed", body = $status),
                     (status = 200, description = "updated", body = $status),
-                    (status = 400, description = "invalid request or spec", body = crate::openapi::ErrorBody),
-                    (status = 404, description = "unknown plugin or version", body = crate::openapi::ErrorBody)))]
-            pub async fn put(
-                state: State,
-                name: Result<Path<String>, PathRejection>,
-                body: Result<Bytes, BytesRejection>,
-            ) -> Result<(StatusCode, Json<$status>), ApiError> {
-                super::put::<$D>(state, name, body).await
-            }
+                    (status = 400, description = "invalid request or spec", body = ErrorBody),
+                    (status = 404, description = "unknown plugin or version", body = ErrorBody)))]
+            pub fn put() {}
 
             #[utoipa::path(get, path = $all, tag = $tag,
                 responses((status = 200, description = "every deployment's status", body = $list)))]
-            pub async fn list(state: State) -> Json<$list> {
-                super::list::<$D>(state).await
-            }
+            pub fn list() {}
 
             #[utoipa::path(get, path = $one, tag = $tag, params(("name" = String, Path)),
                 responses(
                     (status = 200, description = "status", body = $status),
-                    (status = 400, description = "invalid request (path)", body = crate::openapi::ErrorBody),
-                    (status = 404, description = "unknown", body = crate::openapi::ErrorBody)))]
-            pub async fn get(
-                state: State,
-                name: Result<Path<String>, PathRejection>,
-            ) -> Result<Json<$status>, ApiError> {
-                super::get::<$D>(state, name).await
-            }
+                    (status = 400, description = "invalid request (path)", body = ErrorBody),
+                    (status = 404, description = "unknown", body = ErrorBody)))]
+            pub fn get() {}
 
             #[utoipa::path(delete, path = $one, tag = $tag, params(("name" = String, Path)),
                 responses(
                     (status = 204, description = "deleted"),
-                    (status = 400, description = "invalid request (path)", body = crate::openapi::ErrorBody),
-                    (status = 404, description = "unknown", body = crate::openapi::ErrorBody)))]
-            pub async fn delete(
-                state: State,
-                name: Result<Path<String>, PathRejection>,
-            ) -> Result<StatusCode, ApiError> {
-                super::delete::<$D>(state, name).await
-            }
+                    (status = 400, description = "invalid request (path)", body = ErrorBody),
+                    (status = 404, description = "unknown", body = ErrorBody)))]
+            pub fn delete() {}
 
             #[utoipa::path(post, path = $pause, tag = $tag, params(("name" = String, Path)),
                 responses(
                     (status = 200, description = "paused", body = $status),
-                    (status = 400, description = "invalid request (path)", body = crate::openapi::ErrorBody),
-                    (status = 404, description = "unknown", body = crate::openapi::ErrorBody)))]
-            pub async fn pause(
-                state: State,
-                name: Result<Path<String>, PathRejection>,
-            ) -> Result<Json<$status>, ApiError> {
-                super::pause::<$D>(state, name).await
-            }
+                    (status = 400, description = "invalid request (path)", body = ErrorBody),
+                    (status = 404, description = "unknown", body = ErrorBody)))]
+            pub fn pause() {}
 
             #[utoipa::path(post, path = $resume, tag = $tag, params(("name" = String, Path)),
                 responses(
                     (status = 200, description = "resumed", body = $status),
-                    (status = 400, description = "invalid request (path)", body = crate::openapi::ErrorBody),
-                    (status = 404, description = "unknown", body = crate::openapi::ErrorBody)))]
-            pub async fn resume(
-                state: State,
-                name: Result<Path<String>, PathRejection>,
-            ) -> Result<Json<$status>, ApiError> {
-                super::resume::<$D>(state, name).await
-            }
+                    (status = 400, description = "invalid request (path)", body = ErrorBody),
+                    (status = 404, description = "unknown", body = ErrorBody)))]
+            pub fn resume() {}
         }
     };
 }
 
 described!(
     transforms,
-    Pipelines,
     "transforms",
     TransformSpec,
     TransformStatus,
@@ -275,7 +283,6 @@ described!(
 
 described!(
     connectors,
-    Connectors,
     "connectors",
     ConnectorSpec,
     ConnectorStatus,

@@ -7,8 +7,8 @@ use utoipa::ToSchema;
 
 use sluice_connect::ConnectorError;
 use sluice_log::LogError;
-use sluice_pipeline::PipelineError;
 use sluice_pipeline::plugins::PluginError;
+use sluice_pipeline::{DeployError, PipelineError};
 use sluice_runtime::RuntimeError;
 
 #[derive(Debug)]
@@ -178,12 +178,31 @@ impl From<PipelineError> for ApiError {
             PipelineError::PluginInUse { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "plugin_in_use", msg)
             }
+            PipelineError::Deploy(d) => d.into(),
             PipelineError::Plugin(p) => p.into(),
             PipelineError::Log(l) => l.into(),
             PipelineError::Runtime(_) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "plugin_failed", msg)
             }
         }
+    }
+}
+
+impl From<DeployError> for ApiError {
+    fn from(e: DeployError) -> Self {
+        let msg = e.to_string();
+        let (status, code) = match e {
+            DeployError::BadName(_) => (StatusCode::BAD_REQUEST, "invalid_name"),
+            DeployError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_transform"),
+            DeployError::UnknownInput(_) | DeployError::UnknownOutput(_) => {
+                (StatusCode::BAD_REQUEST, "unknown_topic")
+            }
+            DeployError::UnknownPlugin(_) | DeployError::UnknownVersion { .. } => {
+                (StatusCode::NOT_FOUND, "unknown_plugin")
+            }
+            DeployError::Unsupported(_) => (StatusCode::BAD_REQUEST, "unsupported_here"),
+        };
+        ApiError::new(status, code, msg)
     }
 }
 

@@ -7,6 +7,7 @@ pub mod linger;
 pub mod listener;
 mod metrics;
 mod openapi;
+mod plugins;
 mod records;
 mod state;
 mod topics;
@@ -20,11 +21,14 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post, put};
+use axum::routing::{get, post};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+pub use deployments::{Deployments, Reach};
 pub use error::ApiError;
+pub use plugins::{Follower, PluginHost, Uploaded};
+pub use transforms::TransformLogs;
 
 use sluice_connect::Connectors;
 use sluice_log::Log;
@@ -78,7 +82,6 @@ pub type State = axum::extract::State<Arc<AppState>>;
 /// The whole HTTP API.
 pub fn router(state: Arc<AppState>) -> Router {
     let body_limit = state.limits.max_body_bytes;
-    let plugin_limit = state.pipelines.plugins.runtime().max_plugin_bytes() + 1;
     Router::new()
         .route("/healthz", get(health))
         .route("/ui", get(console))
@@ -96,46 +99,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/topics/{topic}/stream", get(records::stream))
         .route("/v1/topics/{topic}/keys/{key}", get(transforms::table_key))
-        .route("/v1/plugins", get(transforms::list_plugins))
-        .route(
-            "/v1/plugins/{name}",
-            put(transforms::upload_plugin)
-                .layer(DefaultBodyLimit::max(plugin_limit))
-                .get(transforms::get_plugin)
-                .delete(transforms::delete_plugin),
-        )
-        .route("/v1/transforms", get(deployments::transforms::list))
-        .route(
-            "/v1/transforms/{name}",
-            put(deployments::transforms::put)
-                .get(deployments::transforms::get)
-                .delete(deployments::transforms::delete),
-        )
-        .route(
-            "/v1/transforms/{name}/pause",
-            post(deployments::transforms::pause),
-        )
-        .route(
-            "/v1/transforms/{name}/resume",
-            post(deployments::transforms::resume),
-        )
-        .route("/v1/transforms/{name}/logs", get(transforms::logs))
+        .merge(runner_routes::<_, Pipelines>(&state.pipelines))
         .route("/v1/transforms/{name}/state", get(state::read))
-        .route("/v1/connectors", get(deployments::connectors::list))
-        .route(
-            "/v1/connectors/{name}",
-            put(deployments::connectors::put)
-                .get(deployments::connectors::get)
-                .delete(deployments::connectors::delete),
-        )
-        .route(
-            "/v1/connectors/{name}/pause",
-            post(deployments::connectors::pause),
-        )
-        .route(
-            "/v1/connectors/{name}/resume",
-            post(deployments::connectors::resume),
-        )
+        .merge(deployments::routes::<_, Connectors>("/v1/connectors"))
         .route_layer(axum::middleware::from_fn(observe))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -148,6 +114,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(axum::middleware::from_fn(json_newline))
         .layer(axum::middleware::from_fn(linger::linger))
         .with_state(state)
+}
+
+/// The routes `sluice serve` and `sluice worker` share, over whatever runs their
+/// transforms: plugins, transforms and their logs.
+pub fn runner_routes<S, T>(host: &T) -> Router<S>
+where
+    S: Reach<T>,
+    T: Deployments + PluginHost + TransformLogs,
+{
+    Router::new()
+        .merge(plugins::routes::<S, T>(host))
+        .merge(deployments::routes::<S, T>("/v1/transforms"))
+        .route("/v1/transforms/{name}/logs", get(transforms::logs::<S, T>))
 }
 
 /// The admin console: one self-contained page (vanilla JavaScript, no dependencies, no

@@ -6,9 +6,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-pub use crate::error::ErrorBody;
-
-use super::{deployments, records, state, topics, transforms};
+use crate::{deployments, plugins, records, state, topics, transforms};
 
 struct BearerAuth;
 
@@ -70,10 +68,10 @@ impl Modify for OpenComposed {
         records::consume,
         records::stream,
         transforms::table_key,
-        transforms::list_plugins,
-        transforms::upload_plugin,
-        transforms::get_plugin,
-        transforms::delete_plugin,
+        plugins::list_plugins,
+        plugins::upload_plugin,
+        plugins::get_plugin,
+        plugins::delete_plugin,
         deployments::transforms::list,
         deployments::transforms::put,
         deployments::transforms::get,

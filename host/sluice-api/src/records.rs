@@ -130,10 +130,10 @@ fn parse_produce(headers: &HeaderMap, body: &[u8]) -> Result<Vec<InRecord>, ApiE
     request_body(content((ProduceBody = "application/json"), (String = "application/x-ndjson"))),
     responses(
         (status = 200, description = "durable per the topic's flush policy", body = ProduceResult),
-        (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody),
-        (status = 404, description = "unknown topic", body = super::openapi::ErrorBody),
-        (status = 413, description = "body or record count over the limit", body = super::openapi::ErrorBody),
-        (status = 429, description = "too much produce data in flight", body = super::openapi::ErrorBody)
+        (status = 400, description = "invalid request (body, path or query)", body = crate::error::ErrorBody),
+        (status = 404, description = "unknown topic", body = crate::error::ErrorBody),
+        (status = 413, description = "body or record count over the limit", body = crate::error::ErrorBody),
+        (status = 429, description = "too much produce data in flight", body = crate::error::ErrorBody)
     )
 )]
 pub async fn produce(
@@ -329,9 +329,9 @@ pub struct ConsumeQuery {
     params(("topic" = String, Path, description = "topic name"), ("partition" = u32, Path), ("offset" = Option<u64>, Query), ("timestamp" = Option<i64>, Query, description = "instead of offset: from the first record whose timestamp (ms since the epoch) is at or after this; past every record, from the high watermark"), ("max" = Option<u32>, Query, minimum = 1), ("wait_ms" = Option<u64>, Query, description = "wait up to this long for data (capped by the server)")),
     responses(
         (status = 200, description = "records from offset (long poll with wait_ms)", body = ConsumeResult),
-        (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody),
-        (status = 404, description = "unknown topic or partition", body = super::openapi::ErrorBody),
-        (status = 416, description = "offset outside the partition", body = super::openapi::ErrorBody)
+        (status = 400, description = "invalid request (body, path or query)", body = crate::error::ErrorBody),
+        (status = 404, description = "unknown topic or partition", body = crate::error::ErrorBody),
+        (status = 416, description = "offset outside the partition", body = crate::error::ErrorBody)
     )
 )]
 pub async fn consume(
@@ -402,8 +402,8 @@ pub struct StreamQuery {
     params(("topic" = String, Path, description = "topic name"), ("from" = Option<String>, Query, description = "earliest | latest")),
     responses(
         (status = 200, description = "server-sent events, one per record", content_type = "text/event-stream", body = String),
-        (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody),
-        (status = 404, description = "unknown topic", body = super::openapi::ErrorBody)
+        (status = 400, description = "invalid request (body, path or query)", body = crate::error::ErrorBody),
+        (status = 404, description = "unknown topic", body = crate::error::ErrorBody)
     )
 )]
 pub async fn stream(

@@ -135,9 +135,9 @@ fn entry(partition: u32, key: &[u8], value: &[u8]) -> StateEntry {
     params(("name" = String, Path), StateQuery),
     responses(
         (status = 200, description = "one key (every partition holding it) or a page of keys", body = StatePage),
-        (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody),
-        (status = 404, description = "unknown transform, partition or key", body = super::openapi::ErrorBody),
-        (status = 409, description = "the transform keeps no state", body = super::openapi::ErrorBody)
+        (status = 400, description = "invalid request (body, path or query)", body = crate::error::ErrorBody),
+        (status = 404, description = "unknown transform, partition or key", body = crate::error::ErrorBody),
+        (status = 409, description = "the transform keeps no state", body = crate::error::ErrorBody)
     )
 )]
 pub async fn read(

@@ -83,8 +83,8 @@ pub struct TopicList {
     request_body = CreateTopic,
     responses(
         (status = 201, description = "created", body = TopicDescription),
-        (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody),
-        (status = 409, description = "topic exists", body = super::openapi::ErrorBody)
+        (status = 400, description = "invalid request (body, path or query)", body = crate::error::ErrorBody),
+        (status = 409, description = "topic exists", body = crate::error::ErrorBody)
     )
 )]
 pub async fn create(
@@ -133,8 +133,8 @@ pub async fn list(state: State) -> Json<TopicList> {
     params(("topic" = String, Path, description = "topic name")),
     responses(
         (status = 200, description = "settings and partitions", body = TopicDescription),
-        (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody),
-        (status = 404, description = "unknown topic", body = super::openapi::ErrorBody)
+        (status = 400, description = "invalid request (body, path or query)", body = crate::error::ErrorBody),
+        (status = 404, description = "unknown topic", body = crate::error::ErrorBody)
     )
 )]
 pub async fn describe(
@@ -152,8 +152,8 @@ pub async fn describe(
     params(("topic" = String, Path, description = "topic name")),
     responses(
         (status = 204, description = "deleted"),
-        (status = 400, description = "invalid request (body, path or query)", body = super::openapi::ErrorBody),
-        (status = 404, description = "unknown topic", body = super::openapi::ErrorBody)
+        (status = 400, description = "invalid request (body, path or query)", body = crate::error::ErrorBody),
+        (status = 404, description = "unknown topic", body = crate::error::ErrorBody)
     )
 )]
 pub async fn delete(

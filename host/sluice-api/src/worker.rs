@@ -1,27 +1,27 @@
-//! The HTTP API of `sluice worker`: the same `/v1/plugins` and `/v1/transforms` surface as
-//! `sluice serve` (same bodies, errors, roles and auth), answered from the worker group's
-//! control topics; there is no `/v1/topics` (the cluster's topics are the cluster's).
-//! `GET /v1/worker` is this worker's own report.
+//! The HTTP API of `sluice worker`: the same `/v1/plugins` and `/v1/transforms` routes as
+//! `sluice serve` (the same handlers: same bodies, errors, roles and auth), answered from
+//! the worker group's control topics; there is no `/v1/topics` (the cluster's topics are
+//! the cluster's). `GET /v1/worker` is this worker's own report.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query};
-use axum::http::{StatusCode, header};
+use axum::extract::DefaultBodyLimit;
+use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::{get, post, put};
+use axum::routing::get;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use sluice_pipeline::TransformSpec;
-use sluice_worker::{DeploymentStatus, Worker, WorkerReport};
+use sluice_pipeline::plugins::PluginVersion;
+use sluice_pipeline::{LogRing, TransformSpec, TransformStatus};
+use sluice_worker::{Worker, WorkerReport};
 
-use crate::transforms::{
-    LogsQuery, PluginDetail, PluginList, UploadedPlugin, logs_response, plugin_body,
-};
+use crate::deployments::{Deployments, Reach};
+use crate::plugins::{Follower, PluginHost, Uploaded};
+use crate::transforms::TransformLogs;
 use crate::{ApiError, blocking, parse_json};
 
 /// What the worker's handlers reach.
@@ -35,29 +35,24 @@ pub struct WorkerApp {
 
 type St = axum::extract::State<Arc<WorkerApp>>;
 
-/// The worker's whole HTTP API.
+impl Reach<Worker> for Arc<WorkerApp> {
+    fn reach(&self) -> Arc<Worker> {
+        self.worker.clone()
+    }
+
+    fn shutdown(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+/// The worker's whole HTTP API: the routes `sluice serve` has for plugins and transforms
+/// (`crate::runner_routes`), and its own report.
 pub fn router(app: Arc<WorkerApp>) -> Router {
-    let plugin_limit = app.worker.runtime().max_plugin_bytes() + 1;
     Router::new()
         .route("/healthz", get(crate::health))
         .route("/metrics", get(metrics))
         .route("/v1/worker", get(report))
-        .route("/v1/plugins", get(list_plugins))
-        .route(
-            "/v1/plugins/{name}",
-            put(upload_plugin)
-                .layer(DefaultBodyLimit::max(plugin_limit))
-                .get(get_plugin)
-                .delete(delete_plugin),
-        )
-        .route("/v1/transforms", get(list))
-        .route(
-            "/v1/transforms/{name}",
-            put(deploy).get(status).delete(delete),
-        )
-        .route("/v1/transforms/{name}/pause", post(pause))
-        .route("/v1/transforms/{name}/resume", post(resume))
-        .route("/v1/transforms/{name}/logs", get(logs))
+        .merge(crate::runner_routes::<_, Worker>(&app.worker))
         .route_layer(axum::middleware::from_fn(crate::observe))
         .fallback(crate::not_found)
         .method_not_allowed_fallback(crate::method_not_allowed)
@@ -75,131 +70,87 @@ async fn report(s: St) -> Json<WorkerReport> {
     Json(s.worker.report(false))
 }
 
-async fn upload_plugin(
-    s: St,
-    name: Result<Path<String>, PathRejection>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<UploadedPlugin>), ApiError> {
-    let name = name?.0;
-    let body = plugin_body(body, s.worker.runtime().max_plugin_bytes())?;
-    let (w, n) = (s.worker.clone(), name.clone());
-    let v = blocking(move || w.upload_plugin(&n, &body)).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(UploadedPlugin {
-            name,
-            version: v.version,
-            digest: v.digest,
-            size_bytes: v.size_bytes,
-        }),
-    ))
-}
-
-async fn list_plugins(s: St) -> Json<PluginList> {
-    Json(PluginList::of(s.worker.plugins()))
-}
-
-async fn get_plugin(
-    s: St,
-    name: Result<Path<String>, PathRejection>,
-) -> Result<Json<PluginDetail>, ApiError> {
-    let name = name?.0;
-    let (versions, used_by) = s.worker.plugin(&name)?;
-    Ok(Json(PluginDetail {
-        name,
-        versions,
-        used_by,
-    }))
-}
-
-async fn delete_plugin(
-    s: St,
-    name: Result<Path<String>, PathRejection>,
-) -> Result<StatusCode, ApiError> {
-    let (w, name) = (s.worker.clone(), name?.0);
-    blocking(move || w.delete_plugin(&name)).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
 /// `GET /v1/transforms` on a worker.
 #[derive(Debug, Serialize)]
-struct TransformList {
-    transforms: Vec<DeploymentStatus>,
+pub struct WorkerTransformList {
+    transforms: Vec<TransformStatus>,
 }
 
-async fn list(s: St) -> Json<TransformList> {
-    Json(TransformList {
-        transforms: s.worker.list(),
-    })
+#[async_trait::async_trait]
+impl Deployments for Worker {
+    type Status = TransformStatus;
+    type List = WorkerTransformList;
+
+    fn list(&self) -> WorkerTransformList {
+        WorkerTransformList {
+            transforms: Worker::list(self),
+        }
+    }
+
+    fn status(&self, name: &str) -> Result<TransformStatus, ApiError> {
+        Ok(Worker::status(self, name)?)
+    }
+
+    async fn deploy(self: Arc<Self>, name: String, spec: Bytes) -> Result<bool, ApiError> {
+        let spec: TransformSpec = parse_json(&spec)?;
+        blocking(move || Worker::deploy(&self, &name, spec)).await
+    }
+
+    async fn delete(self: Arc<Self>, name: String) -> Result<(), ApiError> {
+        blocking(move || Worker::delete(&self, &name)).await
+    }
+
+    async fn set_paused(self: Arc<Self>, name: String, paused: bool) -> Result<(), ApiError> {
+        blocking(move || Worker::set_paused(&self, &name, paused)).await
+    }
 }
 
-async fn status(
-    s: St,
-    name: Result<Path<String>, PathRejection>,
-) -> Result<Json<DeploymentStatus>, ApiError> {
-    Ok(Json(s.worker.status(&name?.0)?))
+#[async_trait::async_trait]
+impl PluginHost for Worker {
+    fn max_plugin_bytes(&self) -> usize {
+        self.runtime().max_plugin_bytes()
+    }
+
+    async fn upload(self: Arc<Self>, name: String, bytes: Bytes) -> Result<Uploaded, ApiError> {
+        let w = self.clone();
+        let n = name.clone();
+        let (version, created) = blocking(move || w.upload_plugin(&n, &bytes)).await?;
+        let followers = if created {
+            self.followers_of_latest(&name)
+                .into_iter()
+                .map(|transform| Follower {
+                    transform,
+                    outcome: "switching",
+                    error: None,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Uploaded {
+            version,
+            created,
+            followers,
+        })
+    }
+
+    fn plugins(&self) -> Vec<(String, Vec<PluginVersion>)> {
+        Worker::plugins(self)
+    }
+
+    fn plugin(&self, name: &str) -> Result<(Vec<PluginVersion>, Vec<String>), ApiError> {
+        Ok(Worker::plugin(self, name)?)
+    }
+
+    async fn delete_plugin(self: Arc<Self>, name: String) -> Result<(), ApiError> {
+        blocking(move || Worker::delete_plugin(&self, &name)).await
+    }
 }
 
-async fn deploy(
-    s: St,
-    name: Result<Path<String>, PathRejection>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<DeploymentStatus>), ApiError> {
-    let name = name?.0;
-    let spec: TransformSpec = parse_json(&body?)?;
-    let (w, n) = (s.worker.clone(), name.clone());
-    let created = blocking(move || w.deploy(&n, spec)).await?;
-    let code = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((code, Json(s.worker.status(&name)?)))
-}
-
-async fn delete(s: St, name: Result<Path<String>, PathRejection>) -> Result<StatusCode, ApiError> {
-    let (w, name) = (s.worker.clone(), name?.0);
-    blocking(move || w.delete(&name)).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-async fn set_paused(
-    s: St,
-    name: Result<Path<String>, PathRejection>,
-    paused: bool,
-) -> Result<Json<DeploymentStatus>, ApiError> {
-    let name = name?.0;
-    let (w, n) = (s.worker.clone(), name.clone());
-    blocking(move || w.set_paused(&n, paused)).await?;
-    Ok(Json(s.worker.status(&name)?))
-}
-
-async fn pause(
-    s: St,
-    name: Result<Path<String>, PathRejection>,
-) -> Result<Json<DeploymentStatus>, ApiError> {
-    set_paused(s, name, true).await
-}
-
-async fn resume(
-    s: St,
-    name: Result<Path<String>, PathRejection>,
-) -> Result<Json<DeploymentStatus>, ApiError> {
-    set_paused(s, name, false).await
-}
-
-/// This worker's plugin log lines of a deployment (each worker keeps its own).
-async fn logs(
-    s: St,
-    name: Result<Path<String>, PathRejection>,
-    query: Result<Query<LogsQuery>, QueryRejection>,
-) -> Result<axum::response::Response, ApiError> {
-    let ring = s.worker.logs(&name?.0)?;
-    Ok(logs_response(
-        ring,
-        query?.0.follow == Some(true),
-        s.shutdown.clone(),
-    ))
+impl TransformLogs for Worker {
+    fn logs(&self, transform: &str) -> Result<Arc<LogRing>, ApiError> {
+        Ok(Worker::logs(self, transform)?)
+    }
 }
 
 async fn metrics(s: St) -> impl IntoResponse {

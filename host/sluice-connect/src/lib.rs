@@ -388,14 +388,7 @@ impl std::fmt::Debug for Connectors {
     }
 }
 
-fn valid_name(name: &str) -> bool {
-    (1..=100).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        && name != "."
-        && name != ".."
-}
+use sluice_deploy::names::valid_name;
 
 impl Connectors {
     /// Opens the connector state and starts every persisted connector. Blocking (file

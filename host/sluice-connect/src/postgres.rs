@@ -62,7 +62,7 @@ impl PostgresSinkSpec {
     pub fn dead_letter_topic(&self) -> String {
         self.dead_letter
             .clone()
-            .unwrap_or_else(|| sluice_log::dead_letter::sink_topic(&self.topic))
+            .unwrap_or_else(|| sluice_deploy::names::sink_dead_letter_topic(&self.topic))
     }
 
     pub(super) fn validate(&self) -> Result<(), String> {

@@ -17,16 +17,6 @@ pub const SOURCE_TOPIC_HEADER: &str = "sluice-source-topic";
 pub const SOURCE_PARTITION_HEADER: &str = "sluice-source-partition";
 pub const SOURCE_OFFSET_HEADER: &str = "sluice-source-offset";
 
-/// The default dead-letter topic of a transform reading `input`.
-pub fn transform_topic(input: &str) -> String {
-    format!("{input}.dlq")
-}
-
-/// The default dead-letter topic of a sink reading `topic`.
-pub fn sink_topic(topic: &str) -> String {
-    format!("{topic}.sink.dlq")
-}
-
 /// The dead-letter topic `name`, created with the source's partition count if missing.
 pub fn topic(log: &Log, name: &str, source: &Topic) -> Result<Arc<Topic>, LogError> {
     match log.topic(name) {
@@ -116,7 +106,5 @@ mod tests {
                 ("sluice-plugin", b"mask"),
             ]
         );
-        assert_eq!(transform_topic("in"), "in.dlq");
-        assert_eq!(sink_topic("in"), "in.sink.dlq");
     }
 }

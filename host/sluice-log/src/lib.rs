@@ -160,28 +160,13 @@ impl TopicConfig {
 
 /// Kafka's rules: 1–249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
 pub fn validate_topic_name(name: &str) -> Result<(), LogError> {
-    let bad = |reason| {
-        Err(LogError::InvalidTopicName {
+    match sluice_deploy::names::topic_name_error(name) {
+        None => Ok(()),
+        Some(reason) => Err(LogError::InvalidTopicName {
             name: name.chars().take(300).collect(),
             reason,
-        })
-    };
-    if name.is_empty() {
-        return bad("must not be empty");
+        }),
     }
-    if name.len() > 249 {
-        return bad("must be at most 249 characters");
-    }
-    if name == "." || name == ".." {
-        return bad("must not be '.' or '..'");
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    {
-        return bad("may contain only ASCII letters, digits, '.', '_' and '-'");
-    }
-    Ok(())
 }
 
 pub fn now_ms() -> i64 {

@@ -11,337 +11,32 @@ pub mod state;
 pub mod tables;
 mod task;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 pub use recover::{SOURCE_HEADER, VERSION_HEADER};
 
 use checkpoint::Checkpoint;
 use plugins::{PluginError, PluginStore};
 use sluice_common::fs::write_file;
-use sluice_log::{Log, LogError, TopicConfig, validate_topic_name};
+use sluice_deploy::names::valid_name;
+use sluice_deploy::{Capabilities, Catalog, prepare};
+use sluice_log::{Log, LogError, TopicConfig};
 use sluice_runtime::state::{StateBudget, StateStore};
-use sluice_runtime::{Compiled, Executor, InstanceConfig, Interrupt, Limits, LogLine, LogSink};
+use sluice_runtime::{Compiled, Executor, InstanceConfig, Interrupt, LogLine, LogSink};
 use tables::TableRegistry;
 use task::{StateShared, Stateful, TaskCtx, TaskShared};
 
-pub use task::RestoreInfo;
-
-/// A version selector: a number, or `"latest"` (follows new uploads).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum VersionSel {
-    #[default]
-    Latest,
-    Exact(u32),
-}
-
-impl Serialize for VersionSel {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            VersionSel::Latest => s.serialize_str("latest"),
-            VersionSel::Exact(n) => s.serialize_u32(*n),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for VersionSel {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match Value::deserialize(d)? {
-            Value::String(s) if s == "latest" => Ok(VersionSel::Latest),
-            Value::Number(n) => n
-                .as_u64()
-                .and_then(|n| u32::try_from(n).ok())
-                .filter(|n| *n > 0)
-                .map(VersionSel::Exact)
-                .ok_or_else(|| {
-                    serde::de::Error::custom("version must be a positive integer or \"latest\"")
-                }),
-            _ => Err(serde::de::Error::custom(
-                "version must be a positive integer or \"latest\"",
-            )),
-        }
-    }
-}
-
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Start {
-    #[default]
-    Earliest,
-    Latest,
-}
-
-/// What `PUT /v1/transforms/{name}` takes.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TransformSpec {
-    pub plugin: String,
-    /// A version number or `"latest"` (follows new uploads).
-    #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
-    pub version: VersionSel,
-    pub input: String,
-    pub outputs: Vec<String>,
-    #[serde(default)]
-    pub dead_letter: Option<String>,
-    #[serde(default)]
-    pub config: BTreeMap<String, String>,
-    /// Config values the plugin reads like `config` but nobody else sees: GET shows them as
-    /// `***`, the server never logs them, and a re-PUT that sends `***` keeps the value.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub secrets: BTreeMap<String, String>,
-    #[serde(default)]
-    pub limits: Limits,
-    #[serde(default)]
-    pub start: Start,
-    /// Lookup tables the plugin may read (`lookup` of any other finds nothing).
-    #[serde(default)]
-    pub tables: Vec<String>,
-    /// Lets this deployment close a cycle of transforms (its outputs or dead letters reach
-    /// its input again through other deployments). Refused without it: a loop amplifies
-    /// forever.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub allow_cycles: bool,
-    /// Stateful plugins: where a record's event time comes from (default: its timestamp).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub event_time: Option<EventTime>,
-    /// Stateful plugins: how far behind the largest event time seen the watermark stays
-    /// (default 5000); a record older than the watermark is late.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allowed_lateness_ms: Option<u64>,
-    /// Stateful plugins: after this long without input, a partition's watermark moves on
-    /// with the clock so that its windows close (default 10000).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub idle_timeout_ms: Option<u64>,
-    /// Stateful plugins: a topic for late records (default: the dead-letter topic, with
-    /// `sluice-error: late`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub late_output: Option<String>,
-    /// `"reset"` on a re-PUT: the new version starts with empty state. Not kept.
-    #[serde(default, skip_serializing)]
-    pub state: Option<StateMode>,
-}
-
-/// Where a stateful deployment reads event times.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EventTime {
-    /// A JSON field of the record value (a name, dotted path or JSON pointer) holding ms
-    /// since the epoch or an RFC 3339 time; records without it are dead-lettered.
-    pub field: String,
-}
-
-/// What a re-PUT does with the state.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StateMode {
-    /// The new version inherits the state (the default).
-    Keep,
-    /// The new version starts with empty state (timers and watermarks too).
-    Reset,
-}
-
-/// Default `allowed_lateness_ms`.
-pub const DEFAULT_ALLOWED_LATENESS_MS: u64 = 5_000;
-/// Default `idle_timeout_ms`.
-pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 10_000;
-/// Largest `allowed_lateness_ms` and `idle_timeout_ms`.
-pub const MAX_TIME_SETTING_MS: u64 = 365 * 24 * 3600 * 1000;
-
-/// The event-time settings a partition task works with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventTimeSettings {
-    pub field: Option<String>,
-    pub allowed_lateness_ms: i64,
-    pub idle_timeout_ms: u64,
-}
-
-impl TransformSpec {
-    pub fn event_time_settings(&self) -> EventTimeSettings {
-        EventTimeSettings {
-            field: self.event_time.as_ref().map(|e| e.field.clone()),
-            allowed_lateness_ms: self
-                .allowed_lateness_ms
-                .unwrap_or(DEFAULT_ALLOWED_LATENESS_MS)
-                .min(i64::MAX as u64) as i64,
-            idle_timeout_ms: self.idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS),
-        }
-    }
-
-    pub fn dead_letter_topic(&self) -> String {
-        self.dead_letter
-            .clone()
-            .unwrap_or_else(|| sluice_log::dead_letter::transform_topic(&self.input))
-    }
-
-    /// What the plugin's `config` answers: the config and the secrets.
-    pub fn plugin_config(&self) -> BTreeMap<String, String> {
-        let mut c = self.config.clone();
-        c.extend(self.secrets.iter().map(|(k, v)| (k.clone(), v.clone())));
-        c
-    }
-
-    /// The secrets as GET shows them: every value `***`.
-    pub fn redacted_secrets(&self) -> BTreeMap<String, String> {
-        self.secrets
-            .keys()
-            .map(|k| (k.clone(), REDACTED.to_string()))
-            .collect()
-    }
-
-    /// Checks the secrets (no key also in `config`; no `***` left), taking the value of
-    /// each secret sent as `***` from `old` (a re-PUT of what GET showed keeps it).
-    pub fn settle_secrets(&mut self, old: Option<&TransformSpec>) -> Result<(), String> {
-        for (k, v) in &mut self.secrets {
-            if self.config.contains_key(k) {
-                return Err(format!("{k:?} is both a config key and a secret"));
-            }
-            if v == REDACTED {
-                match old.and_then(|o| o.secrets.get(k)) {
-                    Some(kept) => v.clone_from(kept),
-                    None => {
-                        return Err(format!(
-                            "secret {k:?} is {REDACTED} (what GET shows), but there is no earlier value to keep"
-                        ));
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// What GET shows instead of a secret value.
-pub const REDACTED: &str = "***";
-
-/// Whether a deployment's tasks run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "lowercase")]
-pub enum RunState {
-    Running,
-    Paused,
-}
-
-/// Where one partition task stands.
-#[derive(Debug, Clone, Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct PartitionStatus {
-    pub partition: u32,
-    /// The next input offset to process.
-    pub position: u64,
-    /// Input records not processed yet.
-    pub lag: u64,
-    /// The plugin version this partition runs.
-    pub version: u32,
-    /// Stateful deployments: event time and state of the partition.
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    pub state: Option<PartitionState>,
-}
-
-/// Event time and keyed state of one partition of a stateful deployment.
-#[derive(Debug, Clone, Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct PartitionState {
-    /// Event times before it are late (null until the partition has seen an event).
-    pub watermark: Option<i64>,
-    /// The largest event time seen.
-    pub max_event_time: Option<i64>,
-    /// Late records since the server started.
-    pub late: u64,
-    pub state_keys: u64,
-    /// State held, with a per-entry overhead (what counts against `limits.state_bytes`).
-    pub state_bytes: u64,
-    /// Pending timers, and the earliest one's time.
-    pub timers: u64,
-    pub next_timer: Option<i64>,
-    pub checkpoint: StateCheckpoint,
-    /// How the state was restored when the partition started.
-    pub restore: Option<RestoreInfo>,
-}
-
-/// The last durable commit of a partition's state.
-#[derive(Debug, Clone, Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct StateCheckpoint {
-    /// The input position the committed state covers.
-    pub position: u64,
-    /// When it was committed (ms since the epoch; null before the first commit).
-    pub at: Option<i64>,
-    /// The changelog's end after it.
-    pub changelog_offset: u64,
-    /// Changelog offset of the last snapshot, if any.
-    pub snapshot_offset: Option<u64>,
-}
-
-/// Counters of a transform since the server started.
-#[derive(Debug, Clone, Copy, Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct CounterValues {
-    pub records_in: u64,
-    pub records_out: u64,
-    pub rejected: u64,
-    pub failed: u64,
-    pub traps: u64,
-    pub fuel: u64,
-    /// Records later than the watermark (stateful deployments).
-    pub late: u64,
-}
-
-/// The status of one transform (`GET /v1/transforms/{name}`).
-#[derive(Debug, Clone, Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct TransformStatus {
-    pub name: String,
-    pub status: RunState,
-    pub plugin: String,
-    /// The active version (0 while none is).
-    pub version: u32,
-    /// A version number or `"latest"`.
-    #[cfg_attr(feature = "openapi", schema(value_type = Value))]
-    pub version_selector: VersionSel,
-    pub input: String,
-    pub outputs: Vec<String>,
-    pub dead_letter: String,
-    pub config: BTreeMap<String, String>,
-    /// Secret config keys, each value shown as `***`.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub secrets: BTreeMap<String, String>,
-    pub limits: Limits,
-    pub tables: Vec<String>,
-    pub allow_cycles: bool,
-    /// The plugin keeps keyed state (it imports `sluice:transform/state`).
-    pub stateful: bool,
-    /// Stateful: the changelog topic of the state.
-    pub state_topic: Option<String>,
-    /// Stateful: the event-time settings in force.
-    pub event_time: Option<EventTime>,
-    pub allowed_lateness_ms: Option<u64>,
-    pub idle_timeout_ms: Option<u64>,
-    pub late_output: Option<String>,
-    /// Which version took over at which offset of which partition.
-    pub history: Vec<HistoryEntry>,
-    pub partitions: Vec<PartitionStatus>,
-    pub counters: CounterValues,
-    pub last_error: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct HistoryEntry {
-    pub version: u32,
-    pub partition: u32,
-    pub from_offset: u64,
-}
+pub use sluice_deploy::{
+    CounterValues, DEFAULT_ALLOWED_LATENESS_MS, DEFAULT_IDLE_TIMEOUT_MS, DeployError, EventTime,
+    EventTimeSettings, HistoryEntry, MAX_TIME_SETTING_MS, PartitionState, PartitionStatus,
+    REDACTED, RestoreInfo, RunState, Start, StateCheckpoint, StateMode, TransformSpec,
+    TransformStatus, VersionSel,
+};
 
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -575,6 +270,8 @@ impl Transform {
 /// Why a deployment request was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
+    #[error(transparent)]
+    Deploy(#[from] DeployError),
     #[error("invalid transform name {0:?}: use 1-100 of [a-zA-Z0-9._-]")]
     BadName(String),
     #[error("unknown transform {0}")]
@@ -740,185 +437,36 @@ impl Pipelines {
     }
 
     fn resolve_version(&self, spec: &TransformSpec) -> Result<u32, PipelineError> {
-        match spec.version {
-            VersionSel::Latest => Ok(self.plugins.latest(&spec.plugin)?),
-            VersionSel::Exact(v) => {
-                if !self
-                    .plugins
-                    .versions(&spec.plugin)?
-                    .iter()
-                    .any(|x| x.version == v)
-                {
-                    return Err(PluginError::UnknownVersion {
-                        name: spec.plugin.clone(),
-                        version: v,
-                    }
-                    .into());
-                }
-                Ok(v)
-            }
-        }
-    }
-
-    fn validate(&self, name: &str, spec: &TransformSpec) -> Result<(), PipelineError> {
-        if !plugins::valid_name(name) {
-            return Err(PipelineError::BadName(name.to_string()));
-        }
-        self.log
-            .topic(&spec.input)
-            .map_err(|_| PipelineError::UnknownInput(spec.input.clone()))?;
-        if spec.outputs.is_empty() {
-            return Err(PipelineError::Invalid(
-                "at least one output topic is required".into(),
-            ));
-        }
-        for o in &spec.outputs {
-            self.log
-                .topic(o)
-                .map_err(|_| PipelineError::UnknownOutput(o.clone()))?;
-            if *o == spec.input {
-                return Err(PipelineError::Invalid(format!(
-                    "output {o} is the input topic"
-                )));
-            }
-        }
-        let dlq = spec.dead_letter_topic();
-        if dlq == spec.input {
-            return Err(PipelineError::Invalid(format!(
-                "dead_letter {dlq} is the input topic: rejected records would be processed again"
-            )));
-        }
-        if spec.outputs.contains(&dlq) {
-            return Err(PipelineError::Invalid(format!(
-                "dead_letter {dlq} is also an output: dead letters and outputs must be apart"
-            )));
-        }
-        if validate_topic_name(&dlq).is_err() {
-            return Err(PipelineError::Invalid(format!(
-                "dead_letter {dlq:?} is not a valid topic name"
-            )));
-        }
-        for table in &spec.tables {
-            if validate_topic_name(table).is_err() {
-                return Err(PipelineError::Invalid(format!(
-                    "tables: {table:?} is not a valid topic name"
-                )));
-            }
-        }
-        spec.limits.validate().map_err(PipelineError::Invalid)?;
-        if let Some(e) = &spec.event_time
-            && e.field.trim().is_empty()
-        {
-            return Err(PipelineError::Invalid(
-                "event_time.field must name a JSON field".into(),
-            ));
-        }
-        if spec
-            .allowed_lateness_ms
-            .is_some_and(|l| l > MAX_TIME_SETTING_MS)
-        {
-            return Err(PipelineError::Invalid(format!(
-                "allowed_lateness_ms must be at most {MAX_TIME_SETTING_MS} (a year)"
-            )));
-        }
-        if spec
-            .idle_timeout_ms
-            .is_some_and(|l| l == 0 || l > MAX_TIME_SETTING_MS)
-        {
-            return Err(PipelineError::Invalid(format!(
-                "idle_timeout_ms must be 1..={MAX_TIME_SETTING_MS}"
-            )));
-        }
-        if let Some(late) = &spec.late_output {
-            self.log
-                .topic(late)
-                .map_err(|_| PipelineError::UnknownOutput(late.clone()))?;
-            if *late == spec.input || spec.outputs.contains(late) || *late == dlq {
-                return Err(PipelineError::Invalid(format!(
-                    "late_output {late} must be a topic apart from the input, the outputs and the dead-letter topic"
-                )));
-            }
-        }
-        self.plugins.versions(&spec.plugin)?;
-        Ok(())
-    }
-
-    /// Refuses a new deployment whose outputs or dead letters would reach its input again
-    /// through the deployments that exist (or are being created), unless it opts in.
-    fn check_cycles(&self, name: &str, spec: &TransformSpec) -> Result<(), PipelineError> {
-        if spec.allow_cycles {
-            return Ok(());
-        }
-        // Topic -> (transform, topics it writes).
-        let mut edges: HashMap<String, Vec<(String, Vec<String>)>> = HashMap::new();
-        let mut add = |n: &str, s: &TransformSpec| {
-            let mut to = s.outputs.clone();
-            to.push(s.dead_letter_topic());
-            to.extend(s.late_output.clone());
-            edges
-                .entry(s.input.clone())
-                .or_default()
-                .push((n.to_string(), to));
-        };
-        for t in self.list() {
-            if t.name != name {
-                add(&t.name, &t.spec());
-            }
-        }
-        for (n, s) in self
-            .reserved
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            if n != name {
-                add(n, s);
-            }
-        }
-        add(name, spec);
-        // Depth-first from the input: a path back to it is a cycle; name it.
-        let mut stack: Vec<(String, Vec<String>)> = vec![(spec.input.clone(), vec![])];
-        let mut visited = HashSet::new();
-        while let Some((topic, path)) = stack.pop() {
-            for (via, to) in edges.get(&topic).into_iter().flatten() {
-                for next in to {
-                    let mut p = path.clone();
-                    p.push(format!("{topic} -[{via}]-> {next}"));
-                    if *next == spec.input {
-                        return Err(PipelineError::Invalid(format!(
-                            "deploying {name} would make a cycle: {}; set \"allow_cycles\": true if it is meant",
-                            p.join(", ")
-                        )));
-                    }
-                    if visited.insert(next.clone()) {
-                        stack.push((next.clone(), p));
-                    }
-                }
-            }
-        }
-        Ok(())
+        Ok(sluice_deploy::validate::resolve_version(spec, self)?)
     }
 
     /// Creates or updates a deployment. Returns whether it was created. Blocking; waits
     /// only for operations on the same name.
-    pub fn deploy(&self, name: &str, mut spec: TransformSpec) -> Result<bool, PipelineError> {
+    pub fn deploy(&self, name: &str, spec: TransformSpec) -> Result<bool, PipelineError> {
         let lock = self.name_lock(name);
         let _n = lock.lock().unwrap_or_else(|p| p.into_inner());
-        self.validate(name, &spec)?;
-        let existing = self.get(name).ok();
-        spec.settle_secrets(existing.as_ref().map(|t| t.spec()).as_ref())
-            .map_err(PipelineError::Invalid)?;
+        let existing = if valid_name(name) {
+            self.get(name).ok()
+        } else {
+            None
+        };
+        let old = existing.as_ref().map(|t| t.spec());
+        // The cycle check looks across deployments: one at a time, with the reservation
+        // of a new name taken under the same lock.
+        let prepared = {
+            let _c = self.control.lock().unwrap_or_else(|p| p.into_inner());
+            let prepared = prepare(name, spec, old.as_ref(), self, Capabilities::SERVE)?;
+            if !prepared.update {
+                self.reserved
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(name.to_string(), prepared.spec.clone());
+            }
+            prepared
+        };
         match existing {
             None => {
-                {
-                    let _c = self.control.lock().unwrap_or_else(|p| p.into_inner());
-                    self.check_cycles(name, &spec)?;
-                    self.reserved
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(name.to_string(), spec.clone());
-                }
-                let started = self.start(name, spec, false, Vec::new(), true);
+                let started = self.start(name, prepared.spec, false, Vec::new(), true);
                 self.reserved
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -926,28 +474,11 @@ impl Pipelines {
                 started.map(|()| true)
             }
             Some(t) => {
-                let old = t.spec();
-                if old.input != spec.input
-                    || old.outputs != spec.outputs
-                    || old.dead_letter_topic() != spec.dead_letter_topic()
-                    || old.late_output != spec.late_output
-                {
-                    return Err(PipelineError::Invalid(
-                        "input, outputs, dead_letter and late_output of a deployment cannot change; delete it and deploy anew".into(),
-                    ));
-                }
-                // `start` applies to the first deployment only: a re-PUT never rewinds.
-                let reset = spec.state == Some(StateMode::Reset);
-                let spec = TransformSpec {
-                    start: old.start,
-                    state: None,
-                    ..spec
-                };
-                let version = self.resolve_version(&spec)?;
+                let (spec, version) = (prepared.spec, prepared.version);
                 let compiled = self.plugins.compiled(&spec.plugin, version)?;
                 t.budget.set_limit(spec.limits.state_bytes);
-                if reset || compiled.stateful() != t.is_stateful() {
-                    self.restart(&t, &spec, version, &compiled, reset)?;
+                if prepared.reset_state || compiled.stateful() != t.is_stateful() {
+                    self.restart(&t, &spec, version, &compiled, prepared.reset_state)?;
                 } else {
                     self.swap(&t, &spec, version)?;
                 }
@@ -1322,7 +853,10 @@ impl Pipelines {
     }
 
     /// A new version of `plugin` was uploaded: swap every deployment that follows `latest`.
-    pub fn plugin_uploaded(&self, plugin: &str, version: u32) {
+    /// Moves the deployments that follow `latest` of `plugin` to `version`; returns each
+    /// one's name and whether it switched (the reason if not: it keeps its version).
+    pub fn plugin_uploaded(&self, plugin: &str, version: u32) -> Vec<(String, Result<(), String>)> {
+        let mut moved = Vec::new();
         for t in self.list() {
             let lock = self.name_lock(&t.name);
             let _n = lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -1341,13 +875,14 @@ impl Pipelines {
                         self.swap(&t, &spec, version)
                     }
                 });
-            if let Err(e) = result {
+            if let Err(e) = &result {
                 tracing::warn!(transform = %t.name, version, error = %e, "new version not activated");
             }
+            moved.push((t.name.clone(), result.map_err(|e| e.to_string())));
         }
+        moved
     }
 
-    /// Transforms that use a plugin (deleting it is refused while there are any).
     pub fn users_of(&self, plugin: &str) -> Vec<String> {
         let mut users: Vec<String> = self
             .list()
@@ -1392,24 +927,22 @@ impl Pipelines {
                     .map_or(position, |p| p.high_watermark());
                 PartitionStatus {
                     partition: s.partition,
-                    position,
-                    lag: hw.saturating_sub(position),
+                    position: Some(position),
+                    lag: Some(hw.saturating_sub(position)),
                     version: s.version.load(Ordering::Acquire),
                     state: s.state.as_ref().map(|st| partition_state(st)),
+                    worker: None,
                 }
             })
             .collect();
-        let secrets = spec.redacted_secrets();
+        let stateful = t.is_stateful();
         TransformStatus {
-            secrets,
-            name: t.name.clone(),
             status: if t.paused.load(Ordering::Acquire) {
                 RunState::Paused
             } else {
                 RunState::Running
             },
             version: t.active_version(),
-            dead_letter: spec.dead_letter_topic(),
             history: t.history.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             partitions,
             counters: t.counters.values(),
@@ -1418,26 +951,42 @@ impl Pipelines {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
-            plugin: spec.plugin,
-            version_selector: spec.version,
-            input: spec.input,
-            outputs: spec.outputs,
-            config: spec.config,
-            limits: spec.limits,
-            tables: spec.tables,
-            allow_cycles: spec.allow_cycles,
-            stateful: t.is_stateful(),
-            state_topic: t.is_stateful().then(|| state::topic_name(&t.name)),
-            allowed_lateness_ms: t.is_stateful().then_some(
-                spec.allowed_lateness_ms
-                    .unwrap_or(DEFAULT_ALLOWED_LATENESS_MS),
-            ),
-            idle_timeout_ms: t
-                .is_stateful()
-                .then_some(spec.idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS)),
-            event_time: spec.event_time,
-            late_output: spec.late_output,
+            ..TransformStatus::of_spec(&t.name, &spec, stateful)
         }
+    }
+}
+
+/// What `sluice serve` has: the log's topics, the plugin store's versions, the deployments
+/// (with those being created).
+impl Catalog for Pipelines {
+    fn partitions(&self, topic: &str) -> Option<u32> {
+        self.log
+            .topic(topic)
+            .ok()
+            .map(|t| t.partitions.len() as u32)
+    }
+
+    fn plugin_versions(&self, plugin: &str) -> Option<Vec<u32>> {
+        let versions = self.plugins.versions(plugin).ok()?;
+        Some(versions.iter().map(|v| v.version).collect())
+    }
+
+    fn deployments(&self, except: &str) -> Vec<(String, TransformSpec)> {
+        let mut all: Vec<(String, TransformSpec)> = self
+            .list()
+            .iter()
+            .filter(|t| t.name != except)
+            .map(|t| (t.name.clone(), t.spec()))
+            .collect();
+        all.extend(
+            self.reserved
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .filter(|(n, _)| *n != except)
+                .map(|(n, s)| (n.clone(), s.clone())),
+        );
+        all
     }
 }
 

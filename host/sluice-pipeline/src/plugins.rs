@@ -35,15 +35,7 @@ pub enum PluginError {
     },
 }
 
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 100
-        && name != "."
-        && name != ".."
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
+pub use sluice_deploy::names::valid_name;
 
 /// Components under `<data>/plugins/<name>/<version>.wasm`, with `versions.json` beside them.
 #[derive(Debug)]
@@ -90,10 +82,14 @@ impl PluginStore {
         self.index.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Validates and compiles `bytes`, then stores them as the next version. Blocking.
-    pub fn upload(&self, name: &str, bytes: &[u8]) -> Result<PluginVersion, PluginError> {
+    /// Validates and compiles `bytes`, then stores them as the next version; bytes equal to
+    /// a stored version's are that version (`false`: nothing new). Blocking.
+    pub fn upload(&self, name: &str, bytes: &[u8]) -> Result<(PluginVersion, bool), PluginError> {
         if !valid_name(name) {
             return Err(PluginError::BadName(name.to_string()));
+        }
+        if let Some(same) = self.with_digest(name, &sluice_runtime::digest(bytes)) {
+            return Ok((same, false));
         }
         let compiled = self.runtime.compile(bytes)?;
         let dir = self.dir.join(name);
@@ -104,6 +100,10 @@ impl PluginStore {
         std::fs::create_dir_all(&dir).map_err(io)?;
         let mut index = self.lock_index();
         let versions = index.entry(name.to_string()).or_default();
+        // Two uploads of the same bytes at once: the first one stored is the version.
+        if let Some(same) = versions.iter().find(|v| v.digest == compiled.digest) {
+            return Ok((same.clone(), false));
+        }
         let version = versions.last().map_or(1, |v| v.version + 1);
         write_file(&dir.join(format!("{version}.wasm")), bytes).map_err(io)?;
         let v = PluginVersion {
@@ -119,7 +119,16 @@ impl PluginStore {
         self.compiled_lock()
             .insert(format!("{name}@{version}"), compiled);
         tracing::info!(plugin = name, version, digest = %v.digest, "plugin uploaded");
-        Ok(v)
+        Ok((v, true))
+    }
+
+    /// The stored version of `name` whose bytes have `digest`.
+    fn with_digest(&self, name: &str, digest: &str) -> Option<PluginVersion> {
+        self.lock_index()
+            .get(name)?
+            .iter()
+            .find(|v| v.digest == digest)
+            .cloned()
     }
 
     fn compiled_lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Compiled>>> {

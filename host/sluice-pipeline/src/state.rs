@@ -31,7 +31,7 @@ use sluice_sdk::codec::{Reader, Records, put_uvarint};
 
 /// The changelog topic of a deployment.
 pub fn topic_name(transform: &str) -> String {
-    format!("{transform}.state")
+    sluice_deploy::names::state_topic(transform)
 }
 
 /// How long a tombstone stays in the changelog after compaction reaches it.

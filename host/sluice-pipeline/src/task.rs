@@ -20,7 +20,7 @@ use crate::appender::{Appended, Appender, Pending, STAGE_LIMIT, Staged, ToAppend
 use crate::checkpoint::{self, Checkpoint, CheckpointWriter};
 use crate::recover::{self, Recovered, SOURCE_HEADER, VERSION_HEADER};
 use crate::state::{self as durable, Commit, Meta};
-use crate::{CounterValues, Counters, EventTimeSettings, HistoryEntry, Transform};
+use crate::{CounterValues, Counters, EventTimeSettings, HistoryEntry, RestoreInfo, Transform};
 
 /// Timers one `on-timers` call gets at most.
 const TIMERS_PER_CALL: usize = 10_000;
@@ -53,19 +53,6 @@ pub struct StateShared {
     pub snapshot_offset: AtomicU64,
     /// How the last restore went.
     pub restore: Mutex<Option<RestoreInfo>>,
-}
-
-/// How a partition's state was last restored.
-#[derive(Debug, Clone, serde::Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct RestoreInfo {
-    pub took_ms: u64,
-    pub keys: u64,
-    pub timers: u64,
-    /// Changelog offset of the snapshot used, if one was.
-    pub snapshot_offset: Option<u64>,
-    /// Changelog records replayed after it.
-    pub replayed: u64,
 }
 
 impl StateShared {
@@ -1472,6 +1459,7 @@ impl Counters {
             traps: self.traps.load(Ordering::Relaxed),
             fuel: self.fuel.load(Ordering::Relaxed),
             late: self.late.load(Ordering::Relaxed),
+            ..CounterValues::default()
         }
     }
 }

@@ -636,7 +636,9 @@ impl Executor {
         store.data_mut().offset = Some(input.base_offset);
         store.data_mut().work = crate::sandbox::Work::of(budget);
         store.data_mut().batch = match input.kind {
-            CallKind::Records => Some(Arc::new(crate::text::CallBatch::new(bytes.clone()))),
+            CallKind::Records => Some(Arc::new(crate::sandbox::text::CallBatch::new(
+                bytes.clone(),
+            ))),
             CallKind::Timers => None,
         };
         let event_times = input

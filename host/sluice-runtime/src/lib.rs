@@ -7,7 +7,7 @@
 mod exec;
 mod sandbox;
 pub mod state;
-mod text;
+mod stop;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -26,10 +25,15 @@ pub use exec::{
 };
 pub use sandbox::{
     CUT_MARKER, Interrupt, IsolationPermit, IsolationQueue, LogLine, LogSink, MAX_HOST_STRING,
-    NoTables, Stop, Tables, TracingLogs, bound_str, bound_string,
+    NoTables, Tables, TracingLogs, bound_str, bound_string,
 };
+pub use stop::Stop;
 
 use sandbox::HostState;
+
+/// The limits are part of the deployment contract; the runtime enforces them.
+/// `MAX_MEMORY_BYTES` is also the pooling allocator's slot size.
+pub use sluice_deploy::{Limits, MAX_MEMORY_BYTES, MAX_STATE_BYTES};
 
 /// Generated bindings of the `transform` world, version 0.1 (host side).
 pub mod bindings {
@@ -46,7 +50,7 @@ pub mod bindings_v2 {
         world: "transform",
         path: "../../wit/transform.wit",
         imports: { default: trappable },
-        with: { "sluice:transform/text.pattern": crate::text::Pattern },
+        with: { "sluice:transform/text.pattern": crate::sandbox::text::Pattern },
     });
 }
 
@@ -61,6 +65,11 @@ pub enum World {
     /// `sluice:transform@0.2.x`: `process` and `on-timers`, state and timers (0.2.0), the
     /// host's `text` primitives (0.2.1).
     V0_2,
+}
+
+/// `sha256:<hex>` of a component's bytes: what names a plugin version's content.
+pub fn digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
 /// How long one epoch tick lasts.
@@ -93,46 +102,6 @@ pub enum RuntimeError {
     Cache(String),
     #[error("interrupted by the host")]
     Interrupted,
-}
-
-/// Resource limits of one deployment's instances.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Limits {
-    /// wasmtime fuel per input record in fuel-metered calls: those that isolate suspect
-    /// records after a failed or timed-out call (a metered call of n records gets n times
-    /// this). Normal calls are bounded by `timeout_ms`.
-    pub fuel_per_record: u64,
-    /// Linear memory an instance may grow to.
-    pub memory_bytes: usize,
-    /// Wall-clock bound on one `process` call, blocking WASI calls included.
-    pub timeout_ms: u64,
-    /// Wall-clock bound on instantiating an instance and its `init` call.
-    pub init_timeout_ms: u64,
-    /// Emit entries one input record may produce.
-    pub max_outputs_per_record: u32,
-    /// Output bytes one batch may return.
-    pub max_output_bytes: usize,
-    /// Keyed state the deployment may hold over all its partitions (values and timers,
-    /// with a per-entry overhead); a write past it traps the call.
-    pub state_bytes: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            // ~10-50 ms of CPU: far above what real transforms use per record (mask: ~60k),
-            // small enough that a runaway record is cut off quickly.
-            fuel_per_record: 50_000_000,
-            memory_bytes: 64 << 20,
-            timeout_ms: 5_000,
-            init_timeout_ms: 10_000,
-            max_outputs_per_record: 100,
-            max_output_bytes: 64 << 20,
-            state_bytes: 256 << 20,
-        }
-    }
 }
 
 /// Where fuel is metered.
@@ -174,39 +143,10 @@ pub const MEMORY_RESERVATION: u64 = 4 << 30;
 /// Guard pages after each memory: loads at a constant offset past the reservation trap.
 pub const MEMORY_GUARD: u64 = 32 << 20;
 
-/// Largest memory limit a deployment may ask for (also the pooling allocator's slot size).
-pub const MAX_MEMORY_BYTES: usize = 1 << 30;
 // A memory limit above the reservation would make memories movable and bring bounds
 // checks back into every load and store.
 const _: () = assert!(MAX_MEMORY_BYTES as u64 <= MEMORY_RESERVATION);
 const _: () = assert!(MEMORY_RESERVATION >= 1 << 32);
-/// Largest state limit a deployment may ask for (state is held in memory).
-pub const MAX_STATE_BYTES: u64 = 16 << 30;
-
-impl Limits {
-    pub fn validate(&self) -> Result<(), String> {
-        if self.fuel_per_record == 0 {
-            return Err("fuel_per_record must be positive".into());
-        }
-        if self.memory_bytes < (1 << 20) || self.memory_bytes > MAX_MEMORY_BYTES {
-            return Err(format!("memory_bytes must be 1 MiB..={MAX_MEMORY_BYTES}"));
-        }
-        if self.timeout_ms == 0 || self.timeout_ms > 600_000 {
-            return Err("timeout_ms must be 1..=600000".into());
-        }
-        if self.init_timeout_ms == 0 || self.init_timeout_ms > 600_000 {
-            return Err("init_timeout_ms must be 1..=600000".into());
-        }
-        if self.max_outputs_per_record == 0 || self.max_output_bytes == 0 {
-            return Err("output limits must be positive".into());
-        }
-        if self.state_bytes < (1 << 20) || self.state_bytes > MAX_STATE_BYTES {
-            return Err(format!("state_bytes must be 1 MiB..={MAX_STATE_BYTES}"));
-        }
-        Ok(())
-    }
-}
-
 /// Everything one deployment's instances share.
 #[derive(Clone)]
 pub struct InstanceConfig {
@@ -515,7 +455,7 @@ impl Runtime {
                 ));
             }
         }
-        let digest = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
+        let digest = digest(bytes);
         // Both engines' code at once (two cores: about the time of one).
         let (fast, metered) = std::thread::scope(|scope| {
             let metered = self

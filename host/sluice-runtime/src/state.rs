@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sluice_sdk::state::{MAX_KEY_BYTES, MAX_VALUE_BYTES, Op, put_entry, put_timer, read_ops};
 
-use crate::sandbox::Stop;
+use crate::stop::Stop;
 
 /// What one value entry costs beyond its key and value bytes (map node and allocations).
 pub const ENTRY_OVERHEAD: u64 = 64;

@@ -110,6 +110,10 @@ pub struct DeploymentReport {
     pub records_out: u64,
     pub rejected: u64,
     pub failed: u64,
+    #[serde(default)]
+    pub traps: u64,
+    #[serde(default)]
+    pub fuel: u64,
     pub transactions: u64,
     pub restarts: u64,
     pub rebalances: u64,

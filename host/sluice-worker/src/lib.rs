@@ -20,10 +20,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
+use sluice_deploy::{
+    Capabilities, Catalog, CounterValues, DeployError, GroupStatus, HistoryEntry, PartitionStatus,
+    RunState, TransformSpec, TransformStatus, VersionSel, WorkerSummary, check_plugin, prepare,
+};
 use sluice_pipeline::plugins::{PluginError, PluginVersion, valid_name};
-use sluice_pipeline::{HistoryEntry, LogRing, PipelineError, TransformSpec, VersionSel};
-use sluice_runtime::{Compiled, Limits, Runtime};
+use sluice_pipeline::{LogRing, PipelineError};
+use sluice_runtime::{Compiled, Runtime};
 
 pub use control::{ClusterError, Control, DeploymentRecord, WorkerReport};
 pub use engine::{DEFAULT_COMMIT_INTERVAL, DEFAULT_MAX_BATCH, EngineSettings, Shared};
@@ -46,6 +49,63 @@ pub enum WorkerError {
 impl From<PluginError> for WorkerError {
     fn from(e: PluginError) -> Self {
         WorkerError::Request(e.into())
+    }
+}
+
+impl From<DeployError> for WorkerError {
+    fn from(e: DeployError) -> Self {
+        WorkerError::Request(e.into())
+    }
+}
+
+/// What a worker can run: stateless plugins, without secrets (its deployments live in the
+/// cluster's control topic).
+pub const CAPABILITIES: Capabilities = Capabilities {
+    stateful: false,
+    secrets: false,
+    runner: "sluice worker",
+};
+
+/// What the cluster and the group's control topics hold, as of one moment.
+struct ClusterCatalog {
+    topics: HashMap<String, usize>,
+    plugins: HashMap<String, Vec<u32>>,
+    deployments: Vec<(String, TransformSpec)>,
+}
+
+impl ClusterCatalog {
+    fn of(view: &control::View, topics: HashMap<String, usize>) -> ClusterCatalog {
+        ClusterCatalog {
+            topics,
+            plugins: view
+                .plugins
+                .iter()
+                .map(|(n, v)| (n.clone(), v.iter().map(|p| p.meta.version).collect()))
+                .collect(),
+            deployments: view
+                .deployments
+                .iter()
+                .map(|(n, d)| (n.clone(), d.spec.clone()))
+                .collect(),
+        }
+    }
+}
+
+impl Catalog for ClusterCatalog {
+    fn partitions(&self, topic: &str) -> Option<u32> {
+        self.topics.get(topic).map(|&n| n as u32)
+    }
+
+    fn plugin_versions(&self, plugin: &str) -> Option<Vec<u32>> {
+        self.plugins.get(plugin).cloned()
+    }
+
+    fn deployments(&self, except: &str) -> Vec<(String, TransformSpec)> {
+        self.deployments
+            .iter()
+            .filter(|(n, _)| n != except)
+            .cloned()
+            .collect()
     }
 }
 
@@ -172,33 +232,21 @@ impl Worker {
     fn target(&self, spec: &TransformSpec) -> Result<engine::Target, PipelineError> {
         let (version, bytes, digest) = {
             let view = self.control.view();
-            let versions = view
+            let catalog = ClusterCatalog::of(&view, HashMap::new());
+            let version = sluice_deploy::validate::resolve_version(spec, &catalog)?;
+            let p = view
                 .versions(&spec.plugin)
-                .ok_or_else(|| PluginError::Unknown(spec.plugin.clone()))?;
-            let p = match spec.version {
-                VersionSel::Latest => versions.last(),
-                VersionSel::Exact(v) => versions.iter().find(|p| p.meta.version == v),
-            }
-            .ok_or_else(|| PluginError::UnknownVersion {
-                name: spec.plugin.clone(),
-                version: match spec.version {
-                    VersionSel::Exact(v) => v,
-                    VersionSel::Latest => 0,
-                },
-            })?;
-            (p.meta.version, p.bytes.clone(), p.meta.digest.clone())
+                .and_then(|vs| vs.iter().find(|p| p.meta.version == version))
+                .ok_or_else(|| PluginError::UnknownVersion {
+                    name: spec.plugin.clone(),
+                    version,
+                })?;
+            (version, p.bytes.clone(), p.meta.digest.clone())
         };
         let compiled = self.compile(&bytes, &digest)?;
-        if compiled.stateful() {
-            return Err(PipelineError::Invalid(format!(
-                "plugin {} version {version} keeps state: stateful plugins run in `sluice serve` only (a worker keeps no local state store)",
-                spec.plugin
-            )));
-        }
         Ok(engine::Target { version, compiled })
     }
 
-    /// Starts, swaps and stops runners so that they match the view.
     fn reconcile(self: &Arc<Self>) {
         let desired: BTreeMap<String, DeploymentRecord> = self.control.view().deployments.clone();
         let mut runners = lock(&self.runners);
@@ -325,6 +373,8 @@ impl Worker {
                         records_out: s.records_out.load(Ordering::Relaxed),
                         rejected: s.rejected.load(Ordering::Relaxed),
                         failed: s.failed.load(Ordering::Relaxed),
+                        traps: s.traps.load(Ordering::Relaxed),
+                        fuel: s.fuel.load(Ordering::Relaxed),
                         transactions: s.transactions.load(Ordering::Relaxed),
                         restarts: s.restarts.load(Ordering::Relaxed),
                         rebalances: s.rebalances.load(Ordering::Relaxed),
@@ -350,13 +400,41 @@ impl Worker {
     // ---- what the API asks ----
 
     /// Validates a component and stores it as the plugin's next version.
-    pub fn upload_plugin(&self, name: &str, bytes: &[u8]) -> Result<PluginVersion, WorkerError> {
+    /// Stores `bytes` as the next version of `name` in the group's control topic; bytes
+    /// equal to a stored version's are that version (`false`: nothing new).
+    pub fn upload_plugin(
+        &self,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<(PluginVersion, bool), WorkerError> {
         if !valid_name(name) {
             return Err(PluginError::BadName(name.to_string()).into());
         }
         let digest = control::digest(bytes);
+        self.control.sync()?;
+        let same = self
+            .control
+            .view()
+            .versions(name)
+            .and_then(|vs| vs.iter().find(|p| p.meta.digest == digest))
+            .map(|p| p.meta.clone());
+        if let Some(same) = same {
+            return Ok((same, false));
+        }
         self.compile(bytes, &digest)?;
-        Ok(self.control.upload(name, bytes)?)
+        Ok((self.control.upload(name, bytes)?, true))
+    }
+
+    /// The deployments that follow `latest` of `plugin` (they move to a new version between
+    /// transactions).
+    pub fn followers_of_latest(&self, plugin: &str) -> Vec<String> {
+        self.control
+            .view()
+            .deployments
+            .iter()
+            .filter(|(_, d)| d.spec.plugin == plugin && d.spec.version == VersionSel::Latest)
+            .map(|(n, _)| n.clone())
+            .collect()
     }
 
     pub fn plugins(&self) -> Vec<(String, Vec<PluginVersion>)> {
@@ -401,96 +479,49 @@ impl Worker {
     /// Creates (true) or updates (false) a deployment; every worker follows.
     pub fn deploy(&self, name: &str, spec: TransformSpec) -> Result<bool, WorkerError> {
         if !valid_name(name) {
-            return Err(PipelineError::BadName(name.to_string()).into());
+            return Err(DeployError::BadName(name.to_string()).into());
         }
         self.control.sync()?;
         let topics = self.control.topics()?;
-        let input_partitions = *topics
-            .get(&spec.input)
-            .ok_or_else(|| PipelineError::UnknownInput(spec.input.clone()))?;
-        if spec.outputs.is_empty() {
-            return Err(
-                PipelineError::Invalid("at least one output topic is required".into()).into(),
-            );
-        }
-        for o in &spec.outputs {
-            if !topics.contains_key(o) {
-                return Err(PipelineError::UnknownOutput(o.clone()).into());
-            }
-            if *o == spec.input {
-                return Err(
-                    PipelineError::Invalid(format!("output {o} is the input topic")).into(),
-                );
-            }
-        }
-        let dlq = spec.dead_letter_topic();
-        if dlq == spec.input || spec.outputs.contains(&dlq) {
-            return Err(PipelineError::Invalid(format!(
-                "dead_letter {dlq} is the input or an output topic: rejected records would be processed again"
-            ))
-            .into());
-        }
-        for t in &spec.tables {
-            if !topics.contains_key(t) {
-                return Err(PipelineError::Invalid(format!("table {t} is not a topic")).into());
-            }
-        }
-        if !spec.secrets.is_empty() {
-            return Err(PipelineError::Invalid(
-                "secrets are for `sluice serve` deployments: a worker deployment is stored in the cluster's control topic, which its clients can read; pass them in `config` only if that topic is protected".into(),
+        let (existing, catalog) = {
+            let view = self.control.view();
+            (
+                view.deployments.get(name).cloned(),
+                ClusterCatalog::of(&view, topics),
             )
-            .into());
-        }
-        if spec.event_time.is_some() || spec.late_output.is_some() {
-            return Err(PipelineError::Invalid(
-                "event_time and late_output apply to stateful plugins, which run in `sluice serve` only".into(),
-            )
-            .into());
-        }
-        self.target(&spec)?;
-        let existing = self.control.view().deployments.get(name).cloned();
-        let created = existing.is_none();
+        };
+        let prepared = prepare(
+            name,
+            spec,
+            existing.as_ref().map(|d| &d.spec),
+            &catalog,
+            CAPABILITIES,
+        )?;
+        let target = self.target(&prepared.spec)?;
+        check_plugin(&prepared, target.compiled.stateful(), CAPABILITIES)?;
         let now = control::now_ms();
-        let record = match existing {
+        let dlq = prepared.spec.dead_letter_topic();
+        let record = match &existing {
             None => DeploymentRecord {
-                spec: TransformSpec {
-                    state: None,
-                    ..spec
-                },
+                spec: prepared.spec,
                 paused: false,
                 created_ms: now,
                 updated_ms: now,
             },
-            Some(old) => {
-                if old.spec.input != spec.input
-                    || old.spec.outputs != spec.outputs
-                    || old.spec.dead_letter_topic() != dlq
-                {
-                    return Err(PipelineError::Invalid(
-                        "input, outputs and dead_letter of a deployment cannot change; delete it and deploy anew".into(),
-                    )
-                    .into());
-                }
-                DeploymentRecord {
-                    // `start` applies to the first deployment only: a re-PUT never rewinds.
-                    spec: TransformSpec {
-                        start: old.spec.start,
-                        state: None,
-                        ..spec
-                    },
-                    paused: old.paused,
-                    created_ms: old.created_ms,
-                    updated_ms: now,
-                }
-            }
+            Some(old) => DeploymentRecord {
+                spec: prepared.spec,
+                paused: old.paused,
+                created_ms: old.created_ms,
+                updated_ms: now,
+            },
         };
-        if created {
+        if existing.is_none() {
             self.control
-                .create_topic(&dlq, input_partitions)
+                .create_topic(&dlq, prepared.input_partitions as usize)
                 .map_err(WorkerError::Cluster)?;
         }
         self.control.put_deployment(name, &record)?;
-        Ok(created)
+        Ok(existing.is_none())
     }
 
     pub fn delete(&self, name: &str) -> Result<(), WorkerError> {
@@ -522,14 +553,14 @@ impl Worker {
         Ok(self.shared_of(name).logs.clone())
     }
 
-    pub fn list(&self) -> Vec<DeploymentStatus> {
+    pub fn list(&self) -> Vec<TransformStatus> {
         let names: Vec<String> = self.control.view().deployments.keys().cloned().collect();
         names.iter().filter_map(|n| self.status(n).ok()).collect()
     }
 
     /// A deployment's status across the group: what every live worker reported (this
     /// worker's own part as of now).
-    pub fn status(&self, name: &str) -> Result<DeploymentStatus, WorkerError> {
+    pub fn status(&self, name: &str) -> Result<TransformStatus, WorkerError> {
         let view = self.control.view();
         let d = view
             .deployments
@@ -543,39 +574,36 @@ impl Worker {
             .filter(|r| r.id != self.settings.id)
             .collect();
         reports.push(&mine);
-        let mut st = DeploymentStatus {
-            name: name.to_string(),
+        let error = lock(&self.errors).get(name).cloned();
+        let mut st = TransformStatus {
             status: if d.paused {
-                "paused"
-            } else if lock(&self.errors).contains_key(name) {
-                "failed"
+                RunState::Paused
+            } else if error.is_some() {
+                RunState::Failed
             } else {
-                "running"
+                RunState::Running
             },
-            plugin: d.spec.plugin.clone(),
-            version: 0,
-            version_selector: d.spec.version,
-            input: d.spec.input.clone(),
-            outputs: d.spec.outputs.clone(),
-            dead_letter: d.spec.dead_letter_topic(),
-            config: d.spec.config.clone(),
-            limits: d.spec.limits.clone(),
-            tables: d.spec.tables.clone(),
+            version: match d.spec.version {
+                VersionSel::Exact(v) => v,
+                VersionSel::Latest => view
+                    .versions(&d.spec.plugin)
+                    .and_then(|v| v.last())
+                    .map_or(0, |p| p.meta.version),
+            },
+            last_error: error,
+            counters: CounterValues {
+                transactions: Some(0),
+                restarts: Some(0),
+                rebalances: Some(0),
+                ..CounterValues::default()
+            },
+            ..TransformStatus::of_spec(name, &d.spec, false)
+        };
+        let mut group = GroupStatus {
             consumer_group: engine::group_of(&self.settings, name),
             created_ms: d.created_ms,
             updated_ms: d.updated_ms,
-            history: Vec::new(),
-            partitions: Vec::new(),
-            counters: WorkerCounters::default(),
-            last_error: lock(&self.errors).get(name).cloned(),
             workers: Vec::new(),
-        };
-        st.version = match d.spec.version {
-            VersionSel::Exact(v) => v,
-            VersionSel::Latest => view
-                .versions(&d.spec.plugin)
-                .and_then(|v| v.last())
-                .map_or(0, |p| p.meta.version),
         };
         let mut history = Vec::new();
         for r in reports {
@@ -590,11 +618,12 @@ impl Worker {
             }
             for p in &dr.partitions {
                 st.partitions.push(PartitionStatus {
-                    partition: p.partition,
-                    position: p.position,
-                    lag: p.lag,
+                    partition: p.partition.max(0) as u32,
+                    position: u64::try_from(p.position).ok(),
+                    lag: u64::try_from(p.lag).ok(),
                     version: dr.version,
-                    worker: r.id.clone(),
+                    state: None,
+                    worker: Some(r.id.clone()),
                 });
             }
             let c = &mut st.counters;
@@ -602,22 +631,30 @@ impl Worker {
             c.records_out += dr.records_out;
             c.rejected += dr.rejected;
             c.failed += dr.failed;
-            c.transactions += dr.transactions;
-            c.restarts += dr.restarts;
-            c.rebalances += dr.rebalances;
+            c.traps += dr.traps;
+            c.fuel += dr.fuel;
+            let add = |a: &mut Option<u64>, b: u64| *a = Some(a.unwrap_or(0) + b);
+            add(&mut c.transactions, dr.transactions);
+            add(&mut c.restarts, dr.restarts);
+            add(&mut c.rebalances, dr.rebalances);
             if st.last_error.is_none() {
                 st.last_error.clone_from(&dr.last_error);
             }
-            st.workers.push(WorkerSummary {
+            group.workers.push(WorkerSummary {
                 id: r.id.clone(),
                 http: r.http.clone(),
                 reported_ms: r.at_ms,
                 version: dr.version,
-                partitions: dr.partitions.iter().map(|p| p.partition).collect(),
+                partitions: dr
+                    .partitions
+                    .iter()
+                    .map(|p| p.partition.max(0) as u32)
+                    .collect(),
             });
         }
         st.partitions.sort_by_key(|p| p.partition);
         st.history = merge_history(history);
+        st.group = Some(group);
         Ok(st)
     }
 }
@@ -647,69 +684,4 @@ fn merge_history(mut all: Vec<HistoryEntry>) -> Vec<HistoryEntry> {
         out.push(h);
     }
     out
-}
-
-/// `GET /v1/transforms/{name}` on a worker.
-#[derive(Debug, Clone, Serialize)]
-pub struct DeploymentStatus {
-    pub name: String,
-    /// `running`, `paused` or `failed` (cannot run: see `last_error`).
-    pub status: &'static str,
-    pub plugin: String,
-    /// The version the deployment runs (workers switch to it between transactions; each
-    /// worker's own is in `workers`).
-    pub version: u32,
-    pub version_selector: VersionSel,
-    pub input: String,
-    pub outputs: Vec<String>,
-    pub dead_letter: String,
-    pub config: BTreeMap<String, String>,
-    pub limits: Limits,
-    pub tables: Vec<String>,
-    /// The consumer group whose committed offsets are the deployment's positions.
-    pub consumer_group: String,
-    pub created_ms: i64,
-    pub updated_ms: i64,
-    /// Which version took over at which offset of which partition.
-    pub history: Vec<HistoryEntry>,
-    pub partitions: Vec<PartitionStatus>,
-    /// Summed over the live workers, since each started.
-    pub counters: WorkerCounters,
-    pub last_error: Option<String>,
-    /// The live workers running it.
-    pub workers: Vec<WorkerSummary>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct PartitionStatus {
-    pub partition: i32,
-    /// The next input offset to process (-1: not fetched yet).
-    pub position: i64,
-    /// Committed input records not processed yet (-1: unknown yet).
-    pub lag: i64,
-    pub version: u32,
-    /// The worker holding it.
-    pub worker: String,
-}
-
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct WorkerCounters {
-    pub records_in: u64,
-    pub records_out: u64,
-    pub rejected: u64,
-    pub failed: u64,
-    pub transactions: u64,
-    /// Sessions that ended on an error (their transaction aborted, the work resumed from
-    /// the committed offsets).
-    pub restarts: u64,
-    pub rebalances: u64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct WorkerSummary {
-    pub id: String,
-    pub http: Option<String>,
-    pub reported_ms: i64,
-    pub version: u32,
-    pub partitions: Vec<i32>,
 }

@@ -4,9 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use clap::Args;
 use sluice_config::{FileConfig, KafkaSettings, Limits, LogSettings, TlsFiles};
-
-use crate::cli::ServeArgs;
 
 /// The address a name resolves to first.
 async fn resolve(flag: &str, addr: &str) -> anyhow::Result<SocketAddr> {
@@ -108,4 +107,35 @@ impl ServerConfig {
         }
         Ok(())
     }
+}
+
+/// `sluice serve`'s flags.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Where topics, plugins and deployments are stored [default: ./sluice-data].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP listen address [default: 127.0.0.1:8080].
+    #[arg(long)]
+    pub http: Option<String>,
+    /// Kafka protocol listen address, or `off` [default: 127.0.0.1:9092].
+    #[arg(long)]
+    pub kafka: Option<String>,
+    /// Host:port given to Kafka clients [default: the Kafka listen address].
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// TOML config file (flags override it).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Allow binding a non-loopback address without authentication.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Watch this directory: writing `NAME.wasm` there uploads a new version of plugin NAME.
+    #[arg(long)]
+    pub plugins_dir: Option<PathBuf>,
+    /// Before starting, rebuild the tiered topics missing from the data directory (a lost
+    /// disk) from the object store ([tier] in the config: `restore_bucket`,
+    /// `restore_prefix`), and report what was not uploaded and is lost.
+    #[arg(long)]
+    pub restore_from_tier: bool,
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::cli::Client;
+use crate::client::Client;
 use crate::config::ServerConfig;
 
 const USERS: [(&str, &str, &str); 4] = [

@@ -5,13 +5,44 @@
 //! # Layout
 //! - [`server`]: wires the layers together and runs them until shutdown.
 //! - [`config`]: the resolved settings (flags over the TOML file over defaults).
-//! - [`cli`]: the `sluice` command line, a client of the HTTP API.
+//! - [`cli`]: the `sluice` command line, a client of the HTTP API ([`client`]).
 //! - [`demo`]: `sluice demo`, the main job end to end.
 //! - [`plugins`]: the example plugins, built to components and embedded.
 
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod demo;
 pub mod plugins;
 pub mod server;
 pub mod worker;
+
+/// The `sluice` command: parses the command line, sets up logging and runs the command.
+pub fn main() -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    sluice_auth::tls::install_provider();
+    let cli = <cli::Cli as clap::Parser>::parse();
+    // The demo prints its own story, and client commands their results; the server's info
+    // lines are for `serve`.
+    let default_filter = match cli.command {
+        cli::Command::Serve(_) => "info,tower_http=warn",
+        _ => "warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_filter.into()),
+        )
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        match cli.command {
+            cli::Command::Serve(args) => crate::server::serve(args).await,
+            cli::Command::Demo => crate::demo::run().await,
+            cli::Command::Worker(args) => crate::worker::run(args).await,
+            command => cli::run(command, &cli.server).await,
+        }
+    })
+}

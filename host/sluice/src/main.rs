@@ -1,5 +1,5 @@
 //! The `sluice` binary: the command line of the `sluice` library.
 
 fn main() -> anyhow::Result<()> {
-    sluice::cli::main()
+    sluice::main()
 }

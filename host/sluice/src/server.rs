@@ -169,7 +169,7 @@ pub async fn run(
 
 /// `sluice serve`: binds the listeners (saying what to do when an address is taken) and
 /// runs until ctrl-c or SIGTERM.
-pub async fn serve(args: crate::cli::ServeArgs) -> anyhow::Result<()> {
+pub async fn serve(args: crate::config::ServeArgs) -> anyhow::Result<()> {
     let config = ServerConfig::from_flags(args).await?;
     let bind = |addr: std::net::SocketAddr, flag: &'static str| async move {
         TcpListener::bind(addr).await.map_err(|e| {
@@ -252,20 +252,11 @@ async fn watch_plugins_dir(
             let p = pipelines.clone();
             let result = tokio::task::spawn_blocking(move || -> Result<Option<u32>, String> {
                 let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
-                let digest = format!(
-                    "sha256:{}",
-                    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes))
-                );
-                let same = p
-                    .plugins
-                    .versions(&name)
-                    .ok()
-                    .and_then(|v| v.last().cloned())
-                    .is_some_and(|v| v.digest == digest);
-                if same {
+                // Bytes of a stored version are that version: nothing to load.
+                let (v, created) = p.plugins.upload(&name, &bytes).map_err(|e| e.to_string())?;
+                if !created {
                     return Ok(None);
                 }
-                let v = p.plugins.upload(&name, &bytes).map_err(|e| e.to_string())?;
                 p.plugin_uploaded(&name, v.version);
                 Ok(Some(v.version))
             })

@@ -224,7 +224,7 @@ fn deploy_at_start(
         .find(|(n, _)| *n == spec.plugin)
         .and_then(|(_, vs)| vs.last().map(|v| v.digest.clone()));
     if latest.as_deref() != Some(digest.as_str()) {
-        let v = w.upload_plugin(&spec.plugin, &bytes)?;
+        let (v, _) = w.upload_plugin(&spec.plugin, &bytes)?;
         println!(
             "sluice worker: uploaded {} version {}",
             spec.plugin, v.version

@@ -1,5 +1,5 @@
 //! The `sluice` command line for the end-to-end tests (see `tests/Cargo.toml`).
 
 fn main() -> anyhow::Result<()> {
-    sluice::cli::main()
+    sluice::main()
 }

@@ -786,3 +786,356 @@ fn worker_lookups_read_compacted_cluster_topics() {
     wait_for("the next record", 30, || names().len() == 4);
     assert_eq!(names()[3], "Annie");
 }
+
+/// One deployment contract: the same table of specs, valid and invalid, against
+/// `sluice serve` and `sluice worker` (over the server's own Kafka listener) gets the same
+/// status, code and message from each; what differs is only what a worker cannot run
+/// (stateful plugins, secrets), and it says so.
+#[test]
+fn serve_and_worker_answer_the_deployment_cases_alike() {
+    let s = Server::process();
+    let kafka = s.kafka.clone().unwrap();
+    for t in ["c.in", "c.out", "c.out2", "c.late"] {
+        s.create_topic(json!({"name": t, "partitions": 2}));
+    }
+    s.create_topic(json!({"name": "c.users", "cleanup": "compact"}));
+    let w = Worker::spawn(&kafka, "solo", &["--group".into(), "cases".into()]);
+    let serve = |p: &str| s.url(p);
+    let worker = |p: &str| w.url(p);
+    for url in [&serve as &dyn Fn(&str) -> String, &worker] {
+        for (name, bytes) in [
+            ("p", sluice_tests::fixtures::IDENTITY),
+            ("wc", sluice::plugins::WINDOW_COUNT),
+        ] {
+            let r = http()
+                .put(url(&format!("/v1/plugins/{name}")))
+                .body(bytes.to_vec())
+                .send()
+                .unwrap();
+            assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+        }
+    }
+    // (name, spec, status, code) — the same on both.
+    let ok = json!({"plugin": "p", "input": "c.in", "outputs": ["c.out"]});
+    let with = |patch: Value| {
+        let mut v = ok.clone();
+        for (k, x) in patch.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        v
+    };
+    let long_name = "n".repeat(101);
+    let cases: Vec<(&str, &str, Value, u16, &str)> = vec![
+        ("valid", "t", ok.clone(), 201, ""),
+        ("valid re-PUT", "t", ok.clone(), 200, ""),
+        (
+            "re-PUT with another input",
+            "t",
+            with(json!({"input": "c.out2", "outputs": ["c.out"]})),
+            400,
+            "invalid_transform",
+        ),
+        (
+            "a cycle",
+            "back",
+            json!({"plugin": "p", "input": "c.out", "outputs": ["c.in"]}),
+            400,
+            "invalid_transform",
+        ),
+        (
+            "timeout_ms 0",
+            "x",
+            with(json!({"limits": {"timeout_ms": 0}})),
+            400,
+            "invalid_transform",
+        ),
+        (
+            "memory_bytes 1 TiB",
+            "x",
+            with(json!({"limits": {"memory_bytes": 1_099_511_627_776u64}})),
+            400,
+            "invalid_transform",
+        ),
+        (
+            "fuel_per_record 0",
+            "x",
+            with(json!({"limits": {"fuel_per_record": 0}})),
+            400,
+            "invalid_transform",
+        ),
+        (
+            "state_bytes 1",
+            "x",
+            with(json!({"limits": {"state_bytes": 1}})),
+            400,
+            "invalid_transform",
+        ),
+        (
+            "init_timeout_ms over 10 min",
+            "x",
+            with(json!({"limits": {"init_timeout_ms": 600_001}})),
+            400,
+            "invalid_transform",
+        ),
+        (
+            "max_outputs_per_record 0",
+            "x",
+            with(json!({"limits": {"max_outputs_per_record": 0}})),
+            400,
+            "invalid_transform",
+        ),
+        (
+            "an unknown limit",
+            "x",
+            with(json!({"limits": {"cpu": 1}})),
+            400,
+            "invalid_field",
+        ),
+        (
+            "unknown input",
+            "x",
+            with(json!({"input": "nope"})),
+            400,
+            "unknown_topic",
+        ),
+        (
+            "unknown output",
+            "x",
+            with(json!({"outputs": ["nope"]})),
+            400,
+            "unknown_topic",
+        ),
+        (
+            "no outputs",
+            "x",
+            with(json!({"outputs": []})),
+            400,
+            "invalid_transform",
+        ),
+        (
+            "output is the input",
+            "x",
+            with(json!({"outputs": ["c.in"]})),
+            400,
+            "invalid_transform",
+        ),
+        (
+            "an output twice",
+            "x",
+            with(json!({"outputs": ["c.out", "c.out"]})),
+            400,
+            "invalid_transform",
+        ),
+        (
+            "dead letters into the input",
+            "x",
+            with(json!({"dead_letter": "c.in"})),
+            400,
+            "invalid_transform",
+        ),
+        (
+            "dead letters into an output",
+            "x",
+            with(json!({"dead_letter": "c.out"})),
+            400,
+            "invalid_transform",
+        ),
+        (
+            "a dead-letter name that is no topic name",
+            "x",
+            with(json!({"dead_letter": "a b"})),
+            400,
+            "invalid_transform",
+        ),
+        (
+            "a table that is no topic",
+            "x",
+            with(json!({"tables": ["nope"]})),
+            400,
+            "invalid_transform",
+        ),
+        (
+            "unknown plugin",
+            "x",
+            with(json!({"plugin": "nope"})),
+            404,
+            "unknown_plugin",
+        ),
+        (
+            "unknown version",
+            "x",
+            with(json!({"version": 9})),
+            404,
+            "unknown_plugin",
+        ),
+        (
+            "version 0",
+            "x",
+            with(json!({"version": 0})),
+            400,
+            "invalid_field",
+        ),
+        (
+            "an unknown field",
+            "x",
+            with(json!({"inptu": "c.in"})),
+            400,
+            "invalid_field",
+        ),
+        (
+            "no input",
+            "x",
+            json!({"plugin": "p", "outputs": ["c.out"]}),
+            400,
+            "invalid_field",
+        ),
+        (
+            "idle_timeout_ms 0",
+            "x",
+            with(json!({"idle_timeout_ms": 0})),
+            400,
+            "invalid_transform",
+        ),
+        (
+            "allowed lateness over a year",
+            "x",
+            with(json!({"allowed_lateness_ms": 31_536_000_001u64})),
+            400,
+            "invalid_transform",
+        ),
+        (
+            "an empty event-time field",
+            "x",
+            with(json!({"event_time": {"field": " "}})),
+            400,
+            "invalid_transform",
+        ),
+        (
+            "late records to no topic",
+            "x",
+            with(json!({"late_output": "nope"})),
+            400,
+            "unknown_topic",
+        ),
+        (
+            "late records into an output",
+            "x",
+            with(json!({"late_output": "c.out"})),
+            400,
+            "invalid_transform",
+        ),
+        ("a bad name", "a%20b", ok.clone(), 400, "invalid_name"),
+        (
+            "a name too long",
+            &long_name,
+            ok.clone(),
+            400,
+            "invalid_name",
+        ),
+        (
+            "start anywhere",
+            "x",
+            with(json!({"start": "middle"})),
+            400,
+            "invalid_field",
+        ),
+    ];
+    let answer = |url: &dyn Fn(&str) -> String, name: &str, body: &Value| {
+        let r = http()
+            .put(url(&format!("/v1/transforms/{name}")))
+            .json(body)
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        let v: Value = r.json().unwrap();
+        let code = v["error"]["code"].as_str().unwrap_or_default().to_string();
+        let message = v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        (status, code, message)
+    };
+    for (what, name, body, status, code) in &cases {
+        let on_serve = answer(&serve, name, body);
+        let on_worker = answer(&worker, name, body);
+        assert_eq!(on_serve, on_worker, "{what}: serve and worker differ");
+        assert_eq!(
+            (on_serve.0, on_serve.1.as_str()),
+            (*status, *code),
+            "{what}: {}",
+            on_serve.2
+        );
+    }
+    // Malformed bodies.
+    for body in ["{not json", "", "[]"] {
+        let send = |url: &dyn Fn(&str) -> String| {
+            let r = http()
+                .put(url("/v1/transforms/x"))
+                .body(body)
+                .send()
+                .unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<Value>().unwrap()["error"]["code"].clone(),
+            )
+        };
+        let (a, b) = (send(&serve), send(&worker));
+        assert_eq!(a, b, "{body:?}");
+        assert_eq!(a.0, 400, "{body:?}");
+    }
+    // What only `sluice serve` runs: the worker refuses it and says why.
+    for (what, body) in [
+        (
+            "a stateful plugin",
+            json!({"plugin": "wc", "input": "c.in", "outputs": ["c.out2"]}),
+        ),
+        (
+            "secrets",
+            with(json!({"outputs": ["c.out2"], "secrets": {"key": "k"}})),
+        ),
+        (
+            "event time",
+            with(json!({"outputs": ["c.out2"], "event_time": {"field": "ts"}})),
+        ),
+    ] {
+        let (status, code, message) = answer(&worker, "only-serve", &body);
+        assert_eq!(
+            (status, code.as_str()),
+            (400, "unsupported_here"),
+            "{what}: {message}"
+        );
+        assert!(message.contains("sluice worker"), "{what}: {message}");
+        let (status, _, message) = answer(&serve, "only-serve", &body);
+        assert_eq!(status, 201, "{what}: {message}");
+        let r = http()
+            .delete(serve("/v1/transforms/only-serve"))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
+    // The same status document on both.
+    let on_serve: Value = http()
+        .get(serve("/v1/transforms/t"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let on_worker: Value = w.get("/v1/transforms/t");
+    for field in [
+        "name",
+        "plugin",
+        "version",
+        "version_selector",
+        "input",
+        "outputs",
+        "dead_letter",
+        "config",
+        "limits",
+        "tables",
+        "stateful",
+        "status",
+    ] {
+        assert_eq!(on_serve[field], on_worker[field], "{field}");
+    }
+    assert_eq!(on_worker["consumer_group"], "cases.t");
+}

@@ -7,8 +7,8 @@ use anyhow::Context;
 use clap::Subcommand;
 use serde_json::{Value, json};
 
-use super::Client;
 use super::output::{Table, line, note};
+use crate::client::Client;
 
 /// The verbs every kind of named deployment has.
 #[derive(Debug, Subcommand)]

@@ -1,22 +1,20 @@
 //! The `sluice` command line: `serve`, `demo`, and client commands over the HTTP API.
 //!
-//! `client` talks to the server, `output` prints (closed pipes end quietly, progress only at
+//! `crate::client` talks to the server, `output` prints (closed pipes end quietly, progress only at
 //! a terminal, aligned tables), and one module per command family: `topics`, `records`
 //! (produce/consume), `plugins`, `deployments` (transforms and connectors share their
 //! verbs).
 
-mod client;
 mod deployments;
 mod output;
 mod plugins;
 mod records;
 mod topics;
 
-use std::path::PathBuf;
+use clap::{Parser, Subcommand};
 
-use clap::{Args, Parser, Subcommand};
-
-pub use client::{Client, server_url};
+use crate::client::{Client, server_url};
+pub use crate::config::ServeArgs;
 pub use deployments::{ConnectorCmd, TransformCmd};
 pub use plugins::PluginCmd;
 pub use records::{ConsumeArgs, ProduceArgs};
@@ -69,36 +67,6 @@ pub enum Command {
     Worker(crate::worker::WorkerArgs),
 }
 
-#[derive(Debug, Args)]
-pub struct ServeArgs {
-    /// Where topics, plugins and deployments are stored [default: ./sluice-data].
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    /// HTTP listen address [default: 127.0.0.1:8080].
-    #[arg(long)]
-    pub http: Option<String>,
-    /// Kafka protocol listen address, or `off` [default: 127.0.0.1:9092].
-    #[arg(long)]
-    pub kafka: Option<String>,
-    /// Host:port given to Kafka clients [default: the Kafka listen address].
-    #[arg(long)]
-    pub advertise: Option<String>,
-    /// TOML config file (flags override it).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Allow binding a non-loopback address without authentication.
-    #[arg(long)]
-    pub insecure: bool,
-    /// Watch this directory: writing `NAME.wasm` there uploads a new version of plugin NAME.
-    #[arg(long)]
-    pub plugins_dir: Option<PathBuf>,
-    /// Before starting, rebuild the tiered topics missing from the data directory (a lost
-    /// disk) from the object store ([tier] in the config: `restore_bucket`,
-    /// `restore_prefix`), and report what was not uploaded and is lost.
-    #[arg(long)]
-    pub restore_from_tier: bool,
-}
-
 /// Runs a client command against the server named by `--server`.
 pub async fn run(command: Command, server: &str) -> anyhow::Result<()> {
     let c = || server_url(server).map(|u| Client::new(&u));
@@ -112,34 +80,4 @@ pub async fn run(command: Command, server: &str) -> anyhow::Result<()> {
         Command::Connector(cmd) => deployments::connector(&c()?, cmd).await,
         Command::Serve(_) | Command::Demo | Command::Worker(_) => Ok(()),
     }
-}
-
-/// The `sluice` command: parses the command line, sets up logging and runs the command.
-pub fn main() -> anyhow::Result<()> {
-    use std::io::IsTerminal;
-    sluice_auth::tls::install_provider();
-    let cli = Cli::parse();
-    // The demo prints its own story, and client commands their results; the server's info
-    // lines are for `serve`.
-    let default_filter = match cli.command {
-        Command::Serve(_) => "info,tower_http=warn",
-        _ => "warn",
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| default_filter.into()),
-        )
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
-    let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(async move {
-        match cli.command {
-            Command::Serve(args) => crate::server::serve(args).await,
-            Command::Demo => crate::demo::run().await,
-            Command::Worker(args) => crate::worker::run(args).await,
-            command => run(command, &cli.server).await,
-        }
-    })
 }

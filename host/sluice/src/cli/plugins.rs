@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::Subcommand;
 
-use super::Client;
 use super::output::{Table, line, note};
+use crate::client::Client;
 
 #[derive(Debug, Subcommand)]
 pub enum PluginCmd {

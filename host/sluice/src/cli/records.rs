@@ -6,8 +6,8 @@ use anyhow::bail;
 use clap::Args;
 use serde_json::{Value, json};
 
-use super::Client;
 use super::output::{count, line, progress, progress_done};
+use crate::client::Client;
 
 #[derive(Debug, Args)]
 pub struct ProduceArgs {

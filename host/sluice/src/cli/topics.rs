@@ -3,8 +3,8 @@
 use clap::Subcommand;
 use serde_json::json;
 
-use super::Client;
 use super::output::{Table, count, line};
+use crate::client::Client;
 
 #[derive(Debug, Subcommand)]
 pub enum TopicCmd {

@@ -11,8 +11,8 @@ use sluice_sdk::codec::{Reader, RecordView};
 use sluice_sdk::text::native::{self, Compiled};
 use wasmtime::component::Resource;
 
-use super::bindings_v2::sluice::transform::text::{Host, HostPattern, Part};
-use super::sandbox::{HostState, Stop};
+use super::{HostState, Stop};
+use crate::bindings_v2::sluice::transform::text::{Host, HostPattern, Part};
 
 /// Work units one host call costs on top of one per input byte.
 pub const CALL_WORK: u64 = 64;

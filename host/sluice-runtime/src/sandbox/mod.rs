@@ -1,6 +1,7 @@
 //! The sandbox around one instance: WASI locked down, captured stdio, host imports, and
 //! the bounds every call runs under (memory and table limits, a wall-clock deadline that
-//! also covers blocking WASI calls, and the host's interrupt).
+//! also covers blocking WASI calls, and the host's interrupt); `text` holds the host's
+//! native text primitives, imports of the same instance.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,10 +13,13 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{DynPollable, OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::InstanceConfig;
-use super::bindings::sluice::transform::host::{self, Level};
-use super::bindings_v2::sluice::transform as v2;
-use super::state::StateStore;
+use crate::InstanceConfig;
+use crate::bindings::sluice::transform::host::{self, Level};
+use crate::bindings_v2::sluice::transform as v2;
+use crate::state::StateStore;
+pub use crate::stop::Stop;
+
+pub mod text;
 
 /// Longest string a plugin can hand the host (log line, reject reason, init or batch
 /// error); longer ones are cut at a character boundary and end with [`CUT_MARKER`].
@@ -110,29 +114,6 @@ impl Drop for IsolationPermit<'_> {
         self.0.state.lock().unwrap_or_else(|p| p.into_inner()).2 = false;
         self.0.changed.notify_all();
     }
-}
-
-/// Why the host cut a call short: the error its trap carries, so the cause is read from
-/// the type and never guessed from message text.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Stop {
-    #[error("timed out: limit {limit_ms} ms per call{}", if *.blocked { " (blocked in a WASI call)" } else { "" })]
-    Deadline { limit_ms: u64, blocked: bool },
-    #[error("interrupted by the host")]
-    Interrupted,
-    #[error("memory limit of {limit} bytes exceeded (the plugin asked for {desired} bytes)")]
-    Memory { limit: usize, desired: usize },
-    #[error("table limit of {limit} elements exceeded (the plugin asked for {desired})")]
-    Table { limit: usize, desired: usize },
-    #[error("state limit of {limit} bytes exceeded (limits.state_bytes of the deployment)")]
-    StateLimit { limit: u64 },
-    #[error(
-        "host work limit of {limit} units exceeded (text primitives: one unit per input byte; \
-         limits.fuel_per_record per record)"
-    )]
-    HostWork { limit: u64 },
-    #[error("the plugin used the network ({import}), which plugins may not")]
-    Network { import: String },
 }
 
 /// Table elements one instance may have (function references; real plugins use hundreds).
@@ -332,7 +313,7 @@ pub struct HostState {
     /// The partition's keyed state (stateful deployments).
     pub state: Option<Arc<Mutex<StateStore>>>,
     /// The input records of the running `process` call (for batch-wide primitives).
-    pub batch: Option<std::sync::Arc<super::text::CallBatch>>,
+    pub batch: Option<std::sync::Arc<text::CallBatch>>,
     /// The running call's budget for the `text` primitives.
     pub work: Work,
     /// Pattern sets the instance holds.
@@ -483,7 +464,7 @@ impl host::Host for HostState {
     }
 }
 
-impl super::bindings::sluice::transform::types::Host for HostState {}
+impl crate::bindings::sluice::transform::types::Host for HostState {}
 
 impl HostState {
     /// The partition's state, locked for one host call.
