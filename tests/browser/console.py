@@ -92,11 +92,12 @@ def main():
 
         # Plugins: upload twice (two versions), deploy the filter from the first record on.
         page.goto(f"{url}/ui#/plugins")
-        for _ in range(2):
+        for (path, said) in [(wasm, "uploaded filter v1"), (os.environ["FILTER2_WASM"], "uploaded filter v2"),
+                             (wasm, "filter v1 has these bytes already")]:
             page.fill("#upload input[name=name]", "filter")
-            page.set_input_files("#upload input[type=file]", wasm)
+            page.set_input_files("#upload input[type=file]", path)
             page.click("#upload button")
-            ok_message(page, "uploaded filter")
+            ok_message(page, said)
         expect(page.locator("table").first).to_contain_text("v2")
         page.fill("#deploy input[name=name]", "logins")
         page.select_option("#deploy select[name=input]", "events")

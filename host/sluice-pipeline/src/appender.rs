@@ -3,77 +3,18 @@
 //! the plugin over the next read meanwhile; reads staged while an append is in flight go
 //! out together (one append and one sync per partition).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, Sender};
-use std::time::Instant;
 
+use sluice_log::Partition;
 use sluice_log::batch;
-use sluice_log::{Partition, Topic};
 
 use crate::Transform;
 use crate::checkpoint::CheckpointWriter;
-use crate::state::{self, Commit};
-use crate::task::{StateShared, TaskShared};
-
-/// Output batches being built, by (output slot, partition); slot = outputs.len() is the
-/// dead-letter topic, outputs.len() + 1 the late output.
-pub type Pending = BTreeMap<(usize, u32), batch::Builder>;
-
-/// Input bytes staged while the appender is busy before the task waits for it.
-pub const STAGE_LIMIT: usize = 1 << 20;
-
-/// Outputs of one or more reads, built and waiting to be appended.
-pub struct Staged {
-    /// Per output (or dead-letter) partition, one batch per read.
-    pub batches: BTreeMap<(usize, u32), Vec<batch::Builder>>,
-    /// The input position once these are durable.
-    pub next_position: u64,
-    /// Records in, out, rejected, failed.
-    pub counts: [u64; 4],
-    /// Late records among them.
-    pub late: u64,
-    /// Input bytes behind these outputs.
-    pub input_bytes: usize,
-    pub started: Instant,
-    /// Stateful: the state changes of these reads and where they leave the partition,
-    /// committed after the outputs.
-    pub state: Option<Commit>,
-}
-
-impl Staged {
-    /// A commit of state alone (an idle watermark advance).
-    pub fn state_only(commit: Commit) -> Staged {
-        Staged {
-            batches: BTreeMap::new(),
-            next_position: commit.meta.position,
-            counts: [0; 4],
-            late: 0,
-            input_bytes: 0,
-            started: Instant::now(),
-            state: Some(commit),
-        }
-    }
-
-    /// Adds the outputs of the next read.
-    pub fn merge(&mut self, next: Staged) {
-        for (k, mut v) in next.batches {
-            self.batches.entry(k).or_default().append(&mut v);
-        }
-        self.next_position = next.next_position;
-        for (a, b) in self.counts.iter_mut().zip(next.counts) {
-            *a += b;
-        }
-        self.late += next.late;
-        self.input_bytes += next.input_bytes;
-        match (&mut self.state, next.state) {
-            (Some(mine), Some(later)) => mine.merge(later),
-            (mine @ None, later) => *mine = later,
-            (Some(_), None) => {}
-        }
-    }
-}
+use crate::emit::{Sinks, Staged};
+use crate::shared::{StateShared, TaskShared};
+use crate::state;
 
 pub enum ToAppender {
     Batch(Staged),
@@ -91,10 +32,7 @@ pub enum Appended {
 /// Appends what its task built and moves the position once it is durable.
 pub struct Appender {
     pub t: Arc<Transform>,
-    pub outputs: Vec<Arc<Topic>>,
-    pub dlq: Arc<Topic>,
-    /// Stateful: where late records go, if not to the dead-letter topic.
-    pub late: Option<Arc<Topic>>,
+    pub sinks: Sinks,
     /// Stateful: the changelog partition and the task's state status.
     pub changelog: Option<(Arc<Partition>, Arc<StateShared>)>,
     pub shared: Arc<TaskShared>,
@@ -132,12 +70,7 @@ impl Appender {
             }
         }
         if let Some(position) = committed {
-            let outputs = self
-                .outputs
-                .iter()
-                .chain(std::iter::once(&self.dlq))
-                .chain(self.late.as_ref());
-            self.checkpoints.write(outputs, position, true);
+            self.checkpoints.write(self.sinks.all(), position, true);
         }
     }
 
@@ -146,11 +79,7 @@ impl Appender {
         // after), then the state changes; each append is durable per its topic's flush
         // policy before the next, and the position moves last.
         for ((slot, p), builders) in staged.batches {
-            let topic = match self.outputs.get(slot) {
-                Some(t) => t,
-                None if slot == self.outputs.len() => &self.dlq,
-                None => self.late.as_ref().unwrap_or(&self.dlq),
-            };
+            let topic = self.sinks.topic(slot);
             let Some(partition) = topic.partitions.get(p as usize) else {
                 continue;
             };
@@ -191,12 +120,8 @@ impl Appender {
         c.rejected.fetch_add(rejected, Ordering::Relaxed);
         c.failed.fetch_add(failed, Ordering::Relaxed);
         c.late.fetch_add(staged.late, Ordering::Relaxed);
-        let outputs = self
-            .outputs
-            .iter()
-            .chain(std::iter::once(&self.dlq))
-            .chain(self.late.as_ref());
-        self.checkpoints.write(outputs, staged.next_position, false);
+        self.checkpoints
+            .write(self.sinks.all(), staged.next_position, false);
         sluice_common::telemetry::telemetry()
             .transform_batch(&self.t.name, staged.started.elapsed());
         Ok(())

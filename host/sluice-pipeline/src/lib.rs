@@ -5,8 +5,11 @@
 
 mod appender;
 pub mod checkpoint;
+mod emit;
+mod operator;
 pub mod plugins;
 pub mod recover;
+mod shared;
 pub mod state;
 pub mod tables;
 mod task;
@@ -21,7 +24,10 @@ use serde::{Deserialize, Serialize};
 pub use recover::{SOURCE_HEADER, VERSION_HEADER};
 
 use checkpoint::Checkpoint;
+use emit::Sinks;
+use operator::{Operator, Stateful, Stateless};
 use plugins::{PluginError, PluginStore};
+use shared::{StateShared, TaskShared};
 use sluice_common::fs::write_file;
 use sluice_deploy::names::valid_name;
 use sluice_deploy::{Capabilities, Catalog, prepare};
@@ -29,7 +35,7 @@ use sluice_log::{Log, LogError, TopicConfig};
 use sluice_runtime::state::{StateBudget, StateStore};
 use sluice_runtime::{Compiled, Executor, InstanceConfig, Interrupt, LogLine, LogSink};
 use tables::TableRegistry;
-use task::{StateShared, Stateful, TaskCtx, TaskShared};
+use task::TaskCtx;
 
 pub use sluice_deploy::{
     CounterValues, DEFAULT_ALLOWED_LATENESS_MS, DEFAULT_IDLE_TIMEOUT_MS, DeployError, EventTime,
@@ -37,6 +43,21 @@ pub use sluice_deploy::{
     REDACTED, RestoreInfo, RunState, Start, StateCheckpoint, StateMode, TransformSpec,
     TransformStatus, VersionSel,
 };
+
+impl Counters {
+    pub fn values(&self) -> CounterValues {
+        CounterValues {
+            records_in: self.records_in.load(Ordering::Relaxed),
+            records_out: self.records_out.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            traps: self.traps.load(Ordering::Relaxed),
+            fuel: self.fuel.load(Ordering::Relaxed),
+            late: self.late.load(Ordering::Relaxed),
+            ..CounterValues::default()
+        }
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -644,34 +665,34 @@ impl Pipelines {
         } else {
             (None, None)
         };
+        let sinks = Sinks { outputs, dlq, late };
         let mut ctxs = Vec::new();
         for (p, executor) in input.partitions.iter().zip(executors) {
             let checkpoint: Option<Checkpoint> = checkpoint::read(&t.dir, p.id);
-            let task_state = changelog.as_ref().and_then(|c| {
+            let state = changelog.as_ref().and_then(|c| {
                 let part = c.partitions.get(p.id as usize)?.clone();
                 let store = Arc::new(Mutex::new(StateStore::new(t.budget.clone())));
-                Some(Stateful {
-                    changelog: part,
-                    late_output: late.clone(),
-                    shared: Arc::new(StateShared::new(store)),
-                })
+                Some((part, Arc::new(StateShared::new(store))))
             });
             let shared = Arc::new(TaskShared::new(
                 p.id,
                 checkpoint.as_ref().map_or(0, |c| c.position),
                 version,
-                task_state.as_ref().map(|s| s.shared.clone()),
+                state.as_ref().map(|(_, s)| s.clone()),
             ));
+            let op: Box<dyn Operator> = match state {
+                Some((changelog, st)) => Box::new(Stateful::new(changelog, st, t)),
+                None => Box::new(Stateless),
+            };
             ctxs.push(TaskCtx {
                 t: t.clone(),
                 input: p.clone(),
-                outputs: outputs.clone(),
-                dlq: dlq.clone(),
+                sinks: sinks.clone(),
                 shared,
                 executor,
                 checkpoint,
                 start_latest: spec.start == Start::Latest,
-                stateful: task_state,
+                op,
             });
         }
         {

@@ -22,10 +22,17 @@ fn the_console_works_in_a_browser_and_honours_roles_over_tls() {
         .map_or_else(|| root.join("target"), std::path::PathBuf::from);
     let filter = tmp.path().join("filter.wasm");
     std::fs::write(&filter, sluice::plugins::FILTER).unwrap();
+    let filter2 = tmp.path().join("filter2.wasm");
+    std::fs::write(
+        &filter2,
+        sluice_tests::new_build(sluice::plugins::FILTER, "v2"),
+    )
+    .unwrap();
     let chatty = tmp.path().join("chatty.wasm");
     std::fs::write(&chatty, sluice_tests::fixtures::MISBEHAVE).unwrap();
     let out = std::process::Command::new(root.join("scripts/console-test"))
         .env("CHATTY_WASM", &chatty)
+        .env("FILTER2_WASM", &filter2)
         .arg(s.url(""))
         .arg(&filter)
         .arg(target.join("console-screenshots"))

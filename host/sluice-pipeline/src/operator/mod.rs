@@ -1,0 +1,276 @@
+//! Operators: what a partition task does with each stored batch it reads, apart from the
+//! loop that reads, calls, stages, commits, pauses, swaps and recovers (`task`) — as
+//! Arroyo's run loop calls `process_batch`, `handle_watermark`, `handle_timer` and
+//! `handle_checkpoint` on its operators.
+//!
+//! - `stateless` — the batch through the plugin, its verdicts staged.
+//! - `stateful` — event time, late records, keyed state, timers, the changelog and
+//!   snapshots.
+//!
+//! An operator reaches the plugin and the outputs through a `Cx`: one call per batch
+//! (`Cx::run`, which isolates a failing plugin on an idle thread), and the collection of
+//! its verdicts as output records and dead letters.
+
+mod stateful;
+mod stateless;
+
+pub(crate) use stateful::Stateful;
+pub(crate) use stateless::Stateless;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use sluice_log::batch::StoredRecord;
+use sluice_log::{Partition, dead_letter, partition_for_key};
+use sluice_runtime::{BatchInput, BatchOutput, Early, Executor};
+use sluice_sdk::codec::Records;
+
+use crate::Transform;
+use crate::emit::{Answered, InputBatch, Outputs, Sinks};
+use crate::recover::{Recovered, SOURCE_HEADER, VERSION_HEADER};
+use crate::shared::{StateShared, TaskShared};
+use crate::state::Commit;
+
+/// Why a run produced nothing.
+pub(crate) enum ProcessError {
+    /// The executor was interrupted: nothing moves, the read is run again.
+    Interrupted,
+    Failed(String),
+}
+
+/// What a partition task does with what it reads. The loop calls, per read:
+/// `begin_read`, then `process_batch` for each stored batch in order (until one is cut
+/// short), then `end_read` with the outcome; and between reads `idle`, `fire_due` and
+/// `checkpoint`.
+pub(crate) trait Operator: Send {
+    /// At start and when the task starts over after a failure: restores what the
+    /// operator keeps; the input position it was committed at, if any.
+    fn restore(&mut self, t: &Transform, task: &TaskShared) -> Option<u64>;
+    /// Gives a new executor (at start, after a swap) what the operator keeps.
+    fn attach(&self, executor: &mut Executor);
+    /// The changelog a read's state changes are committed to, with the status they move.
+    fn changelog(&self) -> Option<(Arc<Partition>, Arc<StateShared>)>;
+    /// A read starts.
+    fn begin_read(&mut self, t: &Transform);
+    /// Runs one stored batch (its records at or past the position) and collects its
+    /// verdicts; `after` is the offset after the stored batch. `Some(offset)`: the run
+    /// ended early, and the read ends before `offset`.
+    fn process_batch(
+        &mut self,
+        cx: &mut Cx<'_>,
+        input: &InputBatch,
+        after: u64,
+    ) -> Result<Option<u64>, ProcessError>;
+    /// The read ended: at `Some(position)` when it went through (its state changes, to
+    /// commit with its outputs), or `None` when it failed or was interrupted (undone).
+    fn end_read(&mut self, done: Option<u64>) -> Option<Commit>;
+    /// The read found nothing: a commit to stage now (an idle watermark advance), if any.
+    fn idle(&mut self, t: &Transform, position: u64) -> Option<Commit>;
+    /// Whether work is due without input (timers after a restore or an idle advance).
+    fn due(&self) -> bool;
+    /// Does the due work at `position`; the state commit that goes with its outputs (none:
+    /// nothing was due).
+    fn fire_due(&mut self, cx: &mut Cx<'_>, position: u64) -> Result<Option<Commit>, ProcessError>;
+    /// Everything read is committed (`force`: the task is stopping): a chance to write a
+    /// snapshot.
+    fn checkpoint(&self, t: &Transform, partition: u32, position: u64, force: bool);
+}
+
+/// What an operator reaches during a read: the plugin, the outputs being collected, and
+/// what recovery found already written.
+pub(crate) struct Cx<'a> {
+    pub t: &'a Transform,
+    pub input: &'a Partition,
+    pub partition: u32,
+    pub sinks: &'a Sinks,
+    pub seen: &'a Recovered,
+    pub out: Outputs,
+    pub executor: &'a mut Executor,
+}
+
+/// Moves the calling thread to `SCHED_IDLE`: it runs only on CPU nobody else wants, and
+/// any other thread that wakes up preempts it at once. (A low nice value is not enough:
+/// the scheduler lets the running thread finish a slice of ~3 ms before a waking one
+/// preempts it, which adds up over the hops of a record through the server.) An
+/// unprivileged thread cannot leave `SCHED_IDLE`, so the caller is a thread of its own.
+#[allow(unsafe_code)]
+fn lowest_cpu_priority() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `sched_setscheduler` only reads `param`, which lives across the call; pid 0
+    // is the calling thread.
+    let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    if r != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "could not move the isolating thread to SCHED_IDLE");
+    }
+}
+
+impl Cx<'_> {
+    /// Runs one input through the executor — on a `SCHED_IDLE` thread of its own when
+    /// the executor is isolating a plugin that failed, so a runaway gets only idle CPU and
+    /// the transforms that behave keep their latency (a thread per run: cheap next to a
+    /// failing call).
+    pub fn run(&mut self, batch: &BatchInput<'_>) -> Result<BatchOutput, ProcessError> {
+        let part = self.partition;
+        let out = if self.executor.isolating() {
+            let executor = &mut *self.executor;
+            std::thread::scope(|s| {
+                std::thread::Builder::new()
+                    .name(format!("sluice-{}-{part}-isolating", self.t.name))
+                    .spawn_scoped(s, || {
+                        lowest_cpu_priority();
+                        executor.run(batch)
+                    })
+                    .map_err(|e| e.to_string())?
+                    .join()
+                    .map_err(|_| "the isolating thread panicked".to_string())
+            })
+            .map_err(ProcessError::Failed)?
+        } else {
+            self.executor.run(batch)
+        };
+        let c = &self.t.counters;
+        c.fuel.fetch_add(out.fuel_used, Ordering::Relaxed);
+        c.traps.fetch_add(u64::from(out.traps), Ordering::Relaxed);
+        if out.early == Some(Early::Interrupted) {
+            return Err(ProcessError::Interrupted);
+        }
+        Ok(out)
+    }
+
+    /// Encodes the emitted records of the first `done` items into their output batches,
+    /// each with `sluice-src` and `sluice-version`, minus those already written.
+    pub fn emit(&mut self, answered: &Answered<'_>, result: &BatchOutput, done: usize) {
+        let part = self.partition;
+        let out = &mut self.out;
+        let mut src = Vec::with_capacity(out.src_prefix.len() + 32);
+        if let Answered::Records(_) = answered {
+            out.counts[0] += done as u64;
+        }
+        // Outputs come in input order: count the outputs of the current input.
+        let (mut cur_input, mut k) = (u32::MAX, 0u32);
+        for e in &result.emitted {
+            if e.input as usize >= done {
+                continue;
+            }
+            if e.input == cur_input {
+                k += 1;
+            } else {
+                (cur_input, k) = (e.input, 0);
+            }
+            if !self.seen.is_empty() && answered.seen(self.seen, e.input, k) {
+                continue;
+            }
+            let Some(topic) = self.sinks.outputs.get(e.output as usize) else {
+                continue;
+            };
+            // The executor checked every emitted record; one that does not read is not
+            // written (never reached).
+            let Ok(view) = result.view(e) else { continue };
+            let n = topic.partitions.len() as u32;
+            let p = match view.key {
+                Some(key) => partition_for_key(key, n),
+                None => part % n,
+            };
+            src.clear();
+            src.extend_from_slice(out.src_prefix.as_bytes());
+            answered.write_src(&mut src, e.input, k);
+            // The plugin's headers, minus any it set under our names, then ours.
+            let theirs = view
+                .headers()
+                .filter(|hv| {
+                    hv.key != SOURCE_HEADER.as_bytes() && hv.key != VERSION_HEADER.as_bytes()
+                })
+                .map(|hv| (hv.key, hv.value));
+            let ours = [
+                (SOURCE_HEADER.as_bytes(), Some(&src[..])),
+                (VERSION_HEADER.as_bytes(), Some(out.version.as_bytes())),
+            ];
+            out.pending.entry((e.output as usize, p)).or_default().push(
+                result.base_timestamp().saturating_add(view.timestamp_delta),
+                view.key,
+                view.value,
+                theirs.chain(ours),
+            );
+            out.counts[1] += 1;
+        }
+    }
+
+    /// Queues rejected and failed inputs among the first `done` for the dead-letter topic;
+    /// failures also show as the transform's last error.
+    pub fn dead_letters(&mut self, input: &InputBatch, result: &BatchOutput, done: usize) {
+        let rejects = result.rejected.iter().map(|(i, r)| (*i, r, false));
+        let failures = result.failed.iter().map(|(i, r)| (*i, r, true));
+        for (i, reason, trapped) in rejects.chain(failures) {
+            let Some(&offset) = input
+                .offsets
+                .get(i as usize)
+                .filter(|_| (i as usize) < done)
+            else {
+                continue;
+            };
+            if self.seen.has_verdict(offset) {
+                continue;
+            }
+            if trapped {
+                self.out.counts[3] += 1;
+                self.t.set_last_error(format!("offset {offset}: {reason}"));
+            } else {
+                self.out.counts[2] += 1;
+            }
+            let slot = self.sinks.dead_letter_slot();
+            self.dead_letter(input, i, offset, reason, slot, &[]);
+        }
+    }
+
+    /// Queues the original record for the dead-letter topic (or another verdict topic,
+    /// `slot`) with why and where it failed.
+    pub fn dead_letter(
+        &mut self,
+        input: &InputBatch,
+        i: u32,
+        offset: u64,
+        reason: &str,
+        slot: usize,
+        extra: &[(&str, String)],
+    ) {
+        let part = self.partition;
+        let section = &input.section;
+        let original: Option<StoredRecord> = Records::new(section, input.offsets.len())
+            .nth(i as usize)
+            .and_then(|r| r.ok())
+            .map(|r| StoredRecord {
+                offset: offset as i64,
+                timestamp: input.base_timestamp + r.timestamp_delta,
+                key: r.key.map(|k| section.slice_ref(k)),
+                value: r.value.map(|v| section.slice_ref(v)),
+                headers: r
+                    .headers()
+                    .map(|hv| {
+                        (
+                            hv.key_str().to_owned(),
+                            hv.value.map(|v| section.slice_ref(v)),
+                        )
+                    })
+                    .collect(),
+            });
+        let Some(original) = original else { return };
+        let timestamp = original.timestamp;
+        let mut ours = vec![
+            ("sluice-plugin", self.t.spec().plugin),
+            (VERSION_HEADER, self.out.version.clone()),
+            (SOURCE_HEADER, format!("{}{offset}:0", self.out.src_prefix)),
+        ];
+        ours.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
+        let rec = dead_letter::record(original, reason, &self.input.topic, part, &ours);
+        let topic = self.sinks.topic(slot);
+        self.out
+            .pending
+            .entry((slot, dead_letter::partition_for(part, topic)))
+            .or_default()
+            .push_record(&rec, timestamp);
+    }
+}
+
+/// How long an idle task waits for input before it looks again.
+pub(crate) const IDLE_WAIT: Duration = Duration::from_millis(100);
