@@ -50,12 +50,21 @@ fn build_wasm(crates: &[&str], out_file: &str) {
         .map(|p| p.join("wasm-plugins"))
         .unwrap_or_else(|| out_dir.join("wasm-plugins"));
     ensure_wasm_target();
+    let built = |c: &str| {
+        target_dir
+            .join(WASM_TARGET)
+            .join("release")
+            .join(format!("{}.wasm", c.replace('-', "_")))
+    };
     // Cargo shows build-script output only on failure; a warning line is visible, so a
-    // first build does not sit silent while the plugins compile.
-    println!(
-        "cargo:warning=building {} for {WASM_TARGET} (first build: a minute or two)",
-        crates.join(", ")
-    );
+    // first build does not sit silent while the plugins compile. Later builds (a plugin
+    // changed: seconds) say nothing.
+    if crates.iter().any(|c| !built(c).exists()) {
+        println!(
+            "cargo:warning=building {} for {WASM_TARGET} (first build: a minute or two)",
+            crates.join(", ")
+        );
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&root)
@@ -86,7 +95,7 @@ fn build_wasm(crates: &[&str], out_file: &str) {
     let mut code = String::new();
     for c in crates {
         let file = c.replace('-', "_");
-        let path = target_dir.join(WASM_TARGET).join("release").join(format!("{file}.wasm"));
+        let path = built(c);
         assert!(path.exists(), "{} was not built", path.display());
         let name = file.to_uppercase();
         code.push_str(&format!(

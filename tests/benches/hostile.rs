@@ -55,12 +55,18 @@ fn start(dir: &std::path::Path) -> Running {
                 limits: Default::default(),
                 log: Default::default(),
                 kafka: None,
+                schema_registry: None,
                 advertise: None,
                 kafka_settings: Default::default(),
                 auth: None,
                 tls: None,
             };
-            sluice::server::run(config, http, None, async move {
+            let listeners = sluice::server::Listeners {
+                http,
+                kafka: None,
+                schema_registry: None,
+            };
+            sluice::server::run(config, listeners, async move {
                 let _ = rx.await;
             })
             .await

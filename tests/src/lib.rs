@@ -61,20 +61,6 @@ fn built_plugin(script: &str, dir: &str, sdk: &str, stateful: bool) -> Vec<u8> {
     std::fs::read(&out).unwrap_or_else(|e| panic!("{}: {e}", out.display()))
 }
 
-/// The componentize-py command (installed into its venv on first use).
-pub fn componentize_py() -> std::path::PathBuf {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../scripts/build-python-plugin"
-    );
-    let out = std::process::Command::new(script)
-        .arg("--tool")
-        .output()
-        .unwrap_or_else(|e| panic!("{script}: {e}"));
-    assert!(out.status.success(), "{script} --tool failed");
-    std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-}
-
 /// The DSN of the test PostgreSQL server: `SLUICE_TEST_PG_DSN` (scripts/test starts one), or
 /// one started (or reused) by `scripts/test-postgres ensure`.
 pub fn test_postgres_dsn() -> String {

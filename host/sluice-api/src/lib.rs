@@ -1,6 +1,7 @@
 //! The HTTP API: the only module that knows HTTP and JSON.
 
 mod access;
+mod contracts;
 mod deployments;
 mod error;
 pub mod linger;
@@ -9,6 +10,7 @@ mod metrics;
 mod openapi;
 mod plugins;
 mod records;
+pub mod registry;
 mod state;
 mod topics;
 mod transforms;
@@ -21,7 +23,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -42,6 +44,8 @@ pub struct AppState {
     pub log: Arc<Log>,
     pub pipelines: Arc<Pipelines>,
     pub connectors: Arc<Connectors>,
+    /// The schema registry (data contracts, produce and consume by schema).
+    pub registry: Arc<sluice_schema::Registry>,
     /// Identities; none = every request is allowed (loopback-only server).
     pub auth: Option<Arc<sluice_auth::Auth>>,
     pub limits: Limits,
@@ -56,6 +60,7 @@ impl AppState {
         log: Arc<Log>,
         pipelines: Arc<Pipelines>,
         connectors: Arc<Connectors>,
+        registry: Arc<sluice_schema::Registry>,
         auth: Option<Arc<sluice_auth::Auth>>,
         limits: Limits,
         shutdown: CancellationToken,
@@ -65,6 +70,7 @@ impl AppState {
             log,
             pipelines,
             connectors,
+            registry,
             auth,
             produce_budget: Semaphore::new(kib),
             limits,
@@ -93,6 +99,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(topics::describe).delete(topics::delete),
         )
         .route("/v1/topics/{topic}/records", post(records::produce))
+        .route("/v1/topics/{topic}/schema", put(topics::set_schema))
         .route(
             "/v1/topics/{topic}/partitions/{partition}/records",
             get(records::consume),

@@ -64,6 +64,7 @@ impl Modify for OpenComposed {
         topics::list,
         topics::describe,
         topics::delete,
+        topics::set_schema,
         records::produce,
         records::consume,
         records::stream,

@@ -51,6 +51,42 @@ pub struct InRecord {
 #[serde(deny_unknown_fields)]
 pub struct ProduceBody {
     records: Vec<InRecord>,
+    /// Encode each record's JSON `value` with this schema of the registry (Confluent's wire
+    /// format: magic byte, schema id, payload).
+    #[serde(default)]
+    value_schema: Option<SchemaRef>,
+    /// Encode each record's `key` (a JSON document in the string) likewise.
+    #[serde(default)]
+    key_schema: Option<SchemaRef>,
+}
+
+/// A schema of the registry to encode with: a subject's latest version (or `version`), or
+/// an `id`; `message` names the Protobuf message type (default: the file's first).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaRef {
+    #[serde(default)]
+    subject: Option<String>,
+    #[serde(default)]
+    version: Option<i32>,
+    #[serde(default)]
+    id: Option<i32>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+impl SchemaRef {
+    fn target(&self, what: &str) -> Result<sluice_schema::EncodeTarget, ApiError> {
+        use sluice_schema::EncodeTarget;
+        match (&self.subject, self.version, self.id) {
+            (Some(s), None, None) => Ok(EncodeTarget::Subject(s.clone())),
+            (Some(s), Some(v), None) => Ok(EncodeTarget::SubjectVersion(s.clone(), v)),
+            (None, None, Some(id)) => Ok(EncodeTarget::Id(id)),
+            _ => Err(ApiError::bad_request(format!(
+                "{what}: give a subject (and optionally a version), or an id"
+            ))),
+        }
+    }
 }
 
 fn decode_b64(field: &str, i: usize, s: &str) -> Result<bytes::Bytes, ApiError> {
@@ -99,13 +135,27 @@ impl InRecord {
     }
 }
 
-fn parse_produce(headers: &HeaderMap, body: &[u8]) -> Result<Vec<InRecord>, ApiError> {
+/// Records to encode by schema: (value schema, key schema).
+type Encodings = (Option<SchemaRef>, Option<SchemaRef>);
+
+fn parse_produce(headers: &HeaderMap, body: &[u8]) -> Result<(Vec<InRecord>, Encodings), ApiError> {
     let ndjson = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/x-ndjson"));
     if !ndjson {
-        return Ok(parse_json::<ProduceBody>(body)?.records);
+        let first = body.iter().find(|b| !b.is_ascii_whitespace());
+        if first == Some(&b'[') {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_field",
+                "the body is a JSON array; expected an object with the records in it: \
+                 {\"records\": [{\"value\": …}, …]} (or one record object per line with \
+                 content-type application/x-ndjson)",
+            ));
+        }
+        let b = parse_json::<ProduceBody>(body)?;
+        return Ok((b.records, (b.value_schema, b.key_schema)));
     }
     body.split(|b| *b == b'\n')
         .enumerate()
@@ -119,7 +169,48 @@ fn parse_produce(headers: &HeaderMap, body: &[u8]) -> Result<Vec<InRecord>, ApiE
                 )
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()
+        .map(|r| (r, (None, None)))
+}
+
+/// Encodes a record's JSON value (and key) with the schemas asked, in Confluent's wire
+/// format.
+fn encode_by_schema(
+    registry: &sluice_schema::Registry,
+    enc: &Encodings,
+    i: usize,
+    r: &mut InRecord,
+) -> Result<(), ApiError> {
+    let fail = |part: &str, e: sluice_schema::CodecError| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "schema_violation",
+            format!("records[{i}].{part}: {e}"),
+        )
+    };
+    if let Some(s) = &enc.0 {
+        if r.value_base64.is_some() {
+            return Err(ApiError::bad_request(format!(
+                "records[{i}]: value_schema encodes `value` (JSON); value_base64 is already bytes"
+            )));
+        }
+        if let Some(v) = r.value.take().filter(|v| !v.is_null()) {
+            let framed = registry
+                .encode_from_json(&s.target("value_schema")?, &v, s.message.as_deref())
+                .map_err(|e| fail("value", e))?;
+            r.value_base64 = Some(B64.encode(framed));
+        }
+    }
+    if let Some(s) = &enc.1
+        && let Some(k) = r.key.take()
+    {
+        let v: Value = serde_json::from_str(&k).unwrap_or(Value::String(k));
+        let framed = registry
+            .encode_from_json(&s.target("key_schema")?, &v, s.message.as_deref())
+            .map_err(|e| fail("key", e))?;
+        r.key_base64 = Some(B64.encode(framed));
+    }
+    Ok(())
 }
 
 #[utoipa::path(
@@ -156,7 +247,12 @@ pub async fn produce(
         e.retry_after = Some(1);
         e
     })?;
-    let records = parse_produce(&headers, &body)?;
+    let (mut records, encodings) = parse_produce(&headers, &body)?;
+    if encodings.0.is_some() || encodings.1.is_some() {
+        for (i, r) in records.iter_mut().enumerate() {
+            encode_by_schema(&state.registry, &encodings, i, r)?;
+        }
+    }
     if records.is_empty() {
         return Err(ApiError::bad_request("no records in request"));
     }
@@ -174,8 +270,19 @@ pub async fn produce(
     // Route every record, remembering its place in the request.
     let n = topic.partitions.len() as i64;
     let mut by_partition: BTreeMap<u32, Vec<(usize, NewRecord)>> = BTreeMap::new();
+    let mut refused = Vec::new();
+    let mut refused_parts = [0u64; 2];
     for (i, r) in records.into_iter().enumerate() {
         let (explicit, rec) = r.into_new(i)?;
+        if let Some(rules) = &topic.config.schema
+            && let Err((part, why)) = crate::contracts::check(&state.registry, rules, &rec)
+        {
+            refused_parts[usize::from(part == "key")] += 1;
+            if refused.len() < 10 {
+                refused.push(format!("records[{i}].{part}: {why}"));
+            }
+            continue;
+        }
         let p = match explicit {
             Some(p) if (0..n).contains(&p) => p as u32,
             Some(p) => {
@@ -191,6 +298,26 @@ pub async fn produce(
             None => topic.pick_partition(rec.key.as_deref()),
         };
         by_partition.entry(p).or_default().push((i, rec));
+    }
+    if !refused.is_empty() {
+        // Nothing of a refused request is appended: a client's retry of the whole request
+        // then duplicates nothing.
+        let t = sluice_common::telemetry::telemetry();
+        for (part, count) in ["value", "key"].iter().zip(refused_parts) {
+            if count > 0 {
+                t.schema_refused(&topic.name, "http", part, count);
+            }
+        }
+        let total: u64 = refused_parts.iter().sum();
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "schema_violation",
+            format!(
+                "{total} record(s) do not meet topic {}'s schema contract; nothing was written: {}",
+                topic.name,
+                refused.join("; ")
+            ),
+        ));
     }
     // One batch per partition; partitions append (and fsync) in parallel.
     let now = now_ms();
@@ -256,6 +383,19 @@ pub struct RecordOut {
     pub headers: BTreeMap<String, Option<String>>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub headers_base64: BTreeMap<String, String>,
+    /// With `decode=json`: the value of a framed record (Confluent's wire format), decoded
+    /// by its schema to JSON (then `value`/`value_base64` are left out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub value_json: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value_schema_id: Option<i32>,
+    /// With `decode=json`: the key, likewise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub key_json: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_schema_id: Option<i32>,
 }
 
 /// Optional bytes as (text, base64): `(Some(None), None)` for none.
@@ -299,7 +439,25 @@ impl RecordOut {
             value_base64,
             headers,
             headers_base64,
+            value_json: None,
+            value_schema_id: None,
+            key_json: None,
+            key_schema_id: None,
         }
+    }
+
+    /// Decodes a framed value and key with their schemas (what does not decode stays as
+    /// bytes).
+    fn decode(mut self, r: &StoredRecord, registry: &sluice_schema::Registry) -> RecordOut {
+        if let Some(Ok(d)) = r.value.as_ref().map(|v| registry.decode_to_json(v)) {
+            (self.value, self.value_base64) = (None, None);
+            (self.value_json, self.value_schema_id) = (Some(d.value), Some(d.id));
+        }
+        if let Some(Ok(d)) = r.key.as_ref().map(|k| registry.decode_to_json(k)) {
+            (self.key, self.key_base64) = (None, None);
+            (self.key_json, self.key_schema_id) = (Some(d.value), Some(d.id));
+        }
+        self
     }
 }
 
@@ -320,13 +478,16 @@ pub struct ConsumeQuery {
     timestamp: Option<i64>,
     max: Option<usize>,
     wait_ms: Option<u64>,
+    /// `json`: decode records framed in Confluent's wire format (Avro, Protobuf, JSON
+    /// Schema) with their schemas, as JSON.
+    decode: Option<String>,
 }
 
 #[utoipa::path(
     get,
     path = "/v1/topics/{topic}/partitions/{partition}/records",
     tag = "records",
-    params(("topic" = String, Path, description = "topic name"), ("partition" = u32, Path), ("offset" = Option<u64>, Query), ("timestamp" = Option<i64>, Query, description = "instead of offset: from the first record whose timestamp (ms since the epoch) is at or after this; past every record, from the high watermark"), ("max" = Option<u32>, Query, minimum = 1), ("wait_ms" = Option<u64>, Query, description = "wait up to this long for data (capped by the server)")),
+    params(("topic" = String, Path, description = "topic name"), ("partition" = u32, Path), ("offset" = Option<u64>, Query), ("timestamp" = Option<i64>, Query, description = "instead of offset: from the first record whose timestamp (ms since the epoch) is at or after this; past every record, from the high watermark"), ("max" = Option<u32>, Query, minimum = 1), ("wait_ms" = Option<u64>, Query, description = "wait up to this long for data (capped by the server)"), ("decode" = Option<String>, Query, description = "json: show records framed in Confluent's wire format decoded by their schemas")),
     responses(
         (status = 200, description = "records from offset (long poll with wait_ms)", body = ConsumeResult),
         (status = 400, description = "invalid request (body, path or query)", body = crate::error::ErrorBody),
@@ -369,6 +530,17 @@ pub async fn consume(
         }
         (None, None) => part.start_offset(),
     };
+    let decode = match q.decode.as_deref() {
+        None | Some("") | Some("none") => false,
+        Some("json") => true,
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_query",
+                format!("decode must be json, not {other:?}"),
+            ));
+        }
+    };
     let max = q
         .max
         .unwrap_or(500)
@@ -384,7 +556,17 @@ pub async fn consume(
         (recs, next, hw) = read(part.clone()).await?;
     }
     Ok(Json(ConsumeResult {
-        records: recs.iter().map(|r| RecordOut::of(r, None)).collect(),
+        records: recs
+            .iter()
+            .map(|r| {
+                let out = RecordOut::of(r, None);
+                if decode {
+                    out.decode(r, &state.registry)
+                } else {
+                    out
+                }
+            })
+            .collect(),
         next_offset: next,
         high_watermark: hw,
     }))

@@ -62,6 +62,48 @@ pub struct StateEntry {
     pub value: serde_json::Value,
     /// The value's size in bytes.
     pub bytes: usize,
+    /// The parts of a key made by the SDKs' window and session helpers
+    /// (`name 0x00 [window end] key`), when it reads as one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parts: Option<KeyParts>,
+}
+
+/// A composite state key, taken apart: which helper's state (`scope`, e.g. a window's
+/// name), the window it belongs to (windows only), and the record key it is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct KeyParts {
+    pub scope: String,
+    /// The end of the window (ms since the epoch), for window state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_end: Option<i64>,
+    /// The record key, when it is printable UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_base64: Option<String>,
+}
+
+/// Reads a key as the SDKs' helpers compose them: a printable name, a 0 byte, then for
+/// windows the window's end (8 bytes, big-endian with the sign bit flipped, so that keys
+/// sort by time), then the record key. Window ends are recognised by their first byte
+/// (0x80: a time after 1970) and a plausible range (before 2200).
+fn key_parts(key: &[u8]) -> Option<(String, Option<i64>, &[u8])> {
+    let zero = key.iter().position(|b| *b == 0)?;
+    let scope = printable(&key[..zero]).filter(|s| !s.is_empty())?;
+    let rest = &key[zero + 1..];
+    const YEAR_2200_MS: i64 = 7_258_118_400_000;
+    let window_end = rest
+        .get(..8)
+        .filter(|b| b[0] == 0x80)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(|b| (u64::from_be_bytes(b) ^ (1 << 63)) as i64)
+        .filter(|t| (0..YEAR_2200_MS).contains(t));
+    let user = if window_end.is_some() {
+        &rest[8..]
+    } else {
+        rest
+    };
+    Some((scope.to_owned(), window_end, user))
 }
 
 /// Where the next page starts: pass these as `from_partition` and `after`/`after_base64`
@@ -107,7 +149,8 @@ fn printable(b: &[u8]) -> Option<&str> {
         .filter(|s| !s.chars().any(char::is_control))
 }
 
-fn entry(partition: u32, key: &[u8], value: &[u8]) -> StateEntry {
+fn entry(partition: u32, raw_key: &[u8], value: &[u8]) -> StateEntry {
+    let key = raw_key;
     let (encoding, shown) = match std::str::from_utf8(value) {
         Ok(s) => match serde_json::from_str::<serde_json::Value>(s) {
             Ok(v) => ("json", v),
@@ -119,6 +162,18 @@ fn entry(partition: u32, key: &[u8], value: &[u8]) -> StateEntry {
         Some(k) => (Some(k.to_owned()), None),
         None => (None, Some(B64.encode(key))),
     };
+    let parts = key_parts(raw_key).map(|(scope, window_end, user)| {
+        let (key, key_base64) = match printable(user) {
+            Some(k) => (Some(k.to_owned()), None),
+            None => (None, Some(B64.encode(user))),
+        };
+        KeyParts {
+            scope,
+            window_end,
+            key,
+            key_base64,
+        }
+    });
     StateEntry {
         partition,
         key,
@@ -126,6 +181,7 @@ fn entry(partition: u32, key: &[u8], value: &[u8]) -> StateEntry {
         encoding,
         value: shown,
         bytes: value.len(),
+        parts,
     }
 }
 
@@ -195,6 +251,52 @@ pub async fn read(
     Ok(Json(blocking(move || collect(&t, name, ask)).await?))
 }
 
+/// Keys visited at most by one search for a record key (a walk over the state; ~1 s).
+const MAX_WALK: usize = 5_000_000;
+
+/// The entries whose composite key (see `key_parts`) is about record key `key`, up to
+/// `limit`.
+fn by_record_key(
+    t: &sluice_pipeline::Transform,
+    partitions: &[u32],
+    only: Option<u32>,
+    key: &[u8],
+    limit: usize,
+) -> Vec<StateEntry> {
+    let mut found = Vec::new();
+    let mut walked = 0;
+    for &p in partitions {
+        if only.is_some_and(|only| only != p) {
+            continue;
+        }
+        let Some(store) = t.state_of(p) else { continue };
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page =
+                store
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .page(&[], after.as_deref(), 1000);
+            walked += page.len();
+            for (k, v) in &page {
+                if key_parts(k).is_some_and(|(_, _, user)| user == key) {
+                    found.push(entry(p, k, v));
+                    if found.len() == limit {
+                        return found;
+                    }
+                }
+            }
+            match page.last() {
+                Some((k, _)) if page.len() == 1000 && walked < MAX_WALK => {
+                    after = Some(k.clone());
+                }
+                _ => break,
+            }
+        }
+    }
+    found
+}
+
 /// A validated state read.
 struct Ask {
     key: Option<Vec<u8>>,
@@ -221,7 +323,7 @@ fn collect(t: &sluice_pipeline::Transform, name: String, ask: Ask) -> Result<Sta
     } = ask;
     if let Some(key) = key {
         let mut entries = Vec::new();
-        for p in partitions {
+        for &p in &partitions {
             if only.is_some_and(|only| only != p) {
                 continue;
             }
@@ -235,10 +337,17 @@ fn collect(t: &sluice_pipeline::Transform, name: String, ask: Ask) -> Result<Sta
             }
         }
         if entries.is_empty() {
+            // Not a whole key: the record key inside the helpers' composite keys (every
+            // window of `alice`, her sessions), found by a walk over the state.
+            entries = by_record_key(t, &partitions, only, &key, limit);
+        }
+        if entries.is_empty() {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "unknown_key",
-                format!("transform {name} holds no state under that key"),
+                format!(
+                    "transform {name} holds no state under that key, nor composite keys (windows, sessions) of it"
+                ),
             ));
         }
         return Ok(StatePage {

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use super::{ApiError, State, blocking, parse_json};
 use sluice_log::partition::PartitionStats;
-use sluice_log::{Cleanup, FlushPolicy, Topic, TopicConfig};
+use sluice_log::{Cleanup, FlushPolicy, Topic, TopicConfig, TopicSchema};
 
 /// `POST /v1/topics`: a name and optional settings (the settings' defaults apply to the
 /// rest).
@@ -42,6 +42,9 @@ pub struct TopicDescription {
     /// is where).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tiered: Option<sluice_log::tier::TierSettings>,
+    /// The schema subjects its records must carry, if it is schema-validated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema: Option<TopicSchema>,
 }
 
 impl TopicDescription {
@@ -60,6 +63,7 @@ impl TopicDescription {
             segment_ms: c.segment_ms,
             tombstone_retention_ms: c.tombstone_retention_ms,
             tiered: c.tiered.clone(),
+            schema: c.schema.clone(),
         }
     }
 }
@@ -164,4 +168,31 @@ pub async fn delete(
     let log = state.log.clone();
     blocking(move || log.delete_topic(&name)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(
+    put,
+    path = "/v1/topics/{topic}/schema",
+    tag = "topics",
+    params(("topic" = String, Path, description = "topic name")),
+    request_body = TopicSchema,
+    responses(
+        (status = 200, description = "the topic with its new schema setting ({} removes it)", body = TopicDescription),
+        (status = 400, description = "invalid request (body, path or query)", body = crate::error::ErrorBody),
+        (status = 404, description = "unknown topic", body = crate::error::ErrorBody)
+    )
+)]
+pub async fn set_schema(
+    state: State,
+    topic: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<TopicDescription>, ApiError> {
+    let name = topic?.0;
+    let schema: TopicSchema = parse_json(&body?)?;
+    let t = state.log.topic(&name)?;
+    let mut config = t.config.clone();
+    config.schema = (schema.value.is_some() || schema.key.is_some()).then_some(schema);
+    let log = state.log.clone();
+    let t = blocking(move || log.alter_topic(&name, config)).await?;
+    Ok(Json(TopicDescription::of(&t)))
 }

@@ -43,6 +43,18 @@ pub enum Action {
     Operate,
     /// Ask who the caller is (`GET /v1/whoami`): every identity may.
     Identify,
+    /// Read the schema registry (schemas are not record contents: every role may).
+    ReadSchemas,
+    /// Register a schema under a subject (or check one's compatibility).
+    RegisterSchema(String),
+}
+
+/// The topic a subject is named after by the default (topic-name) strategy:
+/// `orders-value` and `orders-key` are `orders`'s.
+pub fn subject_topic(subject: &str) -> Option<&str> {
+    subject
+        .strip_suffix("-value")
+        .or_else(|| subject.strip_suffix("-key"))
 }
 
 impl Principal {
@@ -58,6 +70,12 @@ impl Principal {
             (Role::Producer, Action::Produce(t) | Action::Describe(t)) => self.topic_ok(t),
             (Role::Consumer, Action::Consume(t) | Action::Describe(t)) => self.topic_ok(t),
             (Role::Consumer, Action::Group) => true,
+            (_, Action::ReadSchemas) => true,
+            // A producer registers the schemas of its topics' records, and those that name
+            // no topic (references such as `common/address.proto`, record-name subjects).
+            (Role::Producer, Action::RegisterSchema(s)) => {
+                subject_topic(s).is_none_or(|t| self.topic_ok(t))
+            }
             _ => false,
         }
     }
@@ -74,6 +92,8 @@ impl Principal {
             Action::ReadState => "read transform state".to_string(),
             Action::Operate => "pause or resume deployments".to_string(),
             Action::Identify => "ask who it is".to_string(),
+            Action::ReadSchemas => "read schemas".to_string(),
+            Action::RegisterSchema(s) => format!("register schemas under subject {s}"),
         };
         format!("identity {} ({}) may not {what}", self.name, self.role)
     }

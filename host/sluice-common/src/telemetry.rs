@@ -1,11 +1,13 @@
 //! Latency histograms and request counts (prometheus-client): HTTP requests by route and
-//! status, Kafka requests by API, and transform batches by transform. One process-wide set,
+//! status, Kafka requests by API, transform batches by transform, and records refused by
+//! schema-validated topics. One process-wide set,
 //! written by the listeners and partition tasks, read by `GET /metrics`.
 
 use std::sync::LazyLock;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -28,6 +30,15 @@ pub struct TransformLabels {
     pub transform: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    pub topic: String,
+    /// `http` or `kafka`.
+    pub protocol: String,
+    /// `value` or `key`.
+    pub part: String,
+}
+
 /// Buckets from `start` seconds, doubling `count` times.
 #[derive(Clone)]
 pub struct Buckets {
@@ -46,6 +57,7 @@ pub struct Telemetry {
     pub http: Family<HttpLabels, Histogram, Buckets>,
     pub kafka: Family<KafkaLabels, Histogram, Buckets>,
     pub batches: Family<TransformLabels, Histogram, Buckets>,
+    pub schema_refusals: Family<RefusalLabels, Counter>,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -83,11 +95,18 @@ static TELEMETRY: LazyLock<Telemetry> = LazyLock::new(|| {
         "Transform batches: plugin call plus durable appends of the outputs",
         batches.clone(),
     );
+    let schema_refusals = Family::default();
+    registry.register(
+        "sluice_schema_refused_records",
+        "Records refused by a schema-validated topic (not framed with a registered id of its subject, or not decoding against it)",
+        schema_refusals.clone(),
+    );
     Telemetry {
         registry,
         http,
         kafka,
         batches,
+        schema_refusals,
     }
 });
 
@@ -120,6 +139,16 @@ impl Telemetry {
                 transform: transform.to_string(),
             })
             .observe(took.as_secs_f64());
+    }
+
+    pub fn schema_refused(&self, topic: &str, protocol: &str, part: &str, records: u64) {
+        self.schema_refusals
+            .get_or_create(&RefusalLabels {
+                topic: topic.to_string(),
+                protocol: protocol.to_string(),
+                part: part.to_string(),
+            })
+            .inc_by(records);
     }
 
     /// The Prometheus text of these families (without the OpenMetrics `# EOF`).

@@ -13,6 +13,8 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub http: Option<String>,
     pub kafka: Option<String>,
+    /// The Schema Registry's listen address, or `off`.
+    pub schema_registry: Option<String>,
     pub advertise: Option<String>,
     pub insecure: bool,
     pub plugins_dir: Option<PathBuf>,

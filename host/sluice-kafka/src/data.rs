@@ -222,6 +222,42 @@ fn produce_partition(
                 ))));
         }
     }
+    // Data contracts: on a schema-validated topic every record must carry a registered id
+    // of its subject (and decode against it in `decode` mode); a batch with any record
+    // that does not is refused whole, each such record named, as Kafka's broker-side
+    // validation answers.
+    if let (Some(rules), Some(registry)) = (part.config().schema, b.cfg.schemas.as_ref()) {
+        let refused = schema_refusals(registry, &rules, &records);
+        if !refused.is_empty() {
+            let t = sluice_common::telemetry::telemetry();
+            for part_name in ["value", "key"] {
+                let n = refused.iter().filter(|(_, p, _)| *p == part_name).count() as u64;
+                if n > 0 {
+                    t.schema_refused(topic, "kafka", part_name, n);
+                }
+            }
+            let first = refused
+                .first()
+                .map(|(i, p, why)| format!("record {i} ({p}): {why}"))
+                .unwrap_or_default();
+            let errors = refused
+                .into_iter()
+                .map(|(i, p, why)| {
+                    BatchIndexAndErrorMessage::default()
+                        .with_batch_index(i)
+                        .with_batch_index_error_message(Some(StrBytes::from_string(format!(
+                            "{p}: {why}"
+                        ))))
+                })
+                .collect();
+            return resp
+                .with_error_code(code::INVALID_RECORD)
+                .with_record_errors(errors)
+                .with_error_message(Some(StrBytes::from_string(format!(
+                    "topic {topic} requires records of its schema subjects; nothing of this batch was written: {first}"
+                ))));
+        }
+    }
     // Idempotent producers: one batch per request and partition.
     let header = sluice_log::batch::BatchHeader::parse(&records).ok();
     if let Some(h) = header.filter(|h| h.is_transactional()) {
@@ -303,6 +339,43 @@ fn keyless_records(data: &Bytes) -> Vec<i32> {
         {
             if r.key.is_none() {
                 out.push(i as i32);
+            }
+        }
+    }
+    out
+}
+
+/// The records of a produced batch that break its topic's schema rules: (index in its
+/// batch, `value` or `key`, why). Null values and keys pass.
+fn schema_refusals(
+    registry: &sluice_schema::Registry,
+    rules: &sluice_log::TopicSchema,
+    data: &Bytes,
+) -> Vec<(i32, &'static str, String)> {
+    let mode = |v: sluice_log::Validation| match v {
+        sluice_log::Validation::Id => sluice_schema::ValidationMode::Id,
+        sluice_log::Validation::Decode => sluice_schema::ValidationMode::Decode,
+    };
+    let mut out = Vec::new();
+    for (h, b) in sluice_log::batch::split(data.clone()).unwrap_or_default() {
+        if h.is_control() {
+            continue;
+        }
+        for (i, r) in sluice_log::batch::decode(&b)
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            for (part, rule, bytes) in [
+                ("value", &rules.value, &r.value),
+                ("key", &rules.key, &r.key),
+            ] {
+                if let (Some(rule), Some(bytes)) = (rule, bytes)
+                    && let Err(e) = registry.validate(&rule.subject, bytes, mode(rule.validation))
+                {
+                    out.push((i as i32, part, e.to_string()));
+                    break;
+                }
             }
         }
     }

@@ -172,6 +172,9 @@ pub struct KafkaConfig {
     pub max_connections: usize,
     /// `group.initial.rebalance.delay.ms`.
     pub group_initial_rebalance_delay: Duration,
+    /// The schema registry: schema-validated topics refuse records that break their
+    /// contract (none: no topic is validated).
+    pub schemas: Option<Arc<sluice_schema::Registry>>,
 }
 
 impl std::fmt::Debug for KafkaConfig {
@@ -410,6 +413,7 @@ pub(crate) mod testing {
             tls: None,
             max_connections: 10,
             group_initial_rebalance_delay: Duration::ZERO,
+            schemas: None,
         };
         TestBroker {
             b: Broker::open(log, cfg, CancellationToken::new()).unwrap(),

@@ -106,6 +106,45 @@ pub struct TopicConfig {
     /// Tiered storage: sealed segments go to the server's object store (see [`tier`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tiered: Option<tier::TierSettings>,
+    /// Data contracts: the schema registry subjects its records must carry. The log only
+    /// keeps this; the produce paths (HTTP and Kafka) enforce it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema: Option<TopicSchema>,
+}
+
+/// What a schema-validated topic requires of its records' values and keys.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct TopicSchema {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<SubjectRule>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<SubjectRule>,
+}
+
+/// One part of a record (value or key) must be framed (Confluent's wire format) with the id
+/// of a registered, undeleted version of `subject`; with `decode`, it must also decode
+/// against that schema. Null values (tombstones) and null keys pass.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SubjectRule {
+    pub subject: String,
+    #[serde(default)]
+    pub validation: Validation,
+}
+
+/// How strictly a subject rule is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Validation {
+    /// The framing and a registered id of the subject (cheap: no decoding).
+    #[default]
+    Id,
+    /// The id, and the payload decodes against its schema.
+    Decode,
 }
 
 impl Default for TopicConfig {
@@ -121,6 +160,7 @@ impl Default for TopicConfig {
             segment_ms: 7 * 24 * 3600 * 1000,
             tombstone_retention_ms: 24 * 3600 * 1000,
             tiered: None,
+            schema: None,
         }
     }
 }
@@ -147,6 +187,17 @@ impl TopicConfig {
         }
         if self.flush_interval_ms == 0 {
             return bad("flush_interval_ms must be positive".into());
+        }
+        if let Some(s) = &self.schema {
+            for (part, rule) in [("value", &s.value), ("key", &s.key)] {
+                if let Some(r) = rule
+                    && (r.subject.trim().is_empty() || r.subject.chars().any(char::is_control))
+                {
+                    return bad(format!(
+                        "schema.{part}.subject must name a subject (non-empty, no control characters)"
+                    ));
+                }
+            }
         }
         if let Some(t) = &self.tiered {
             t.validate().map_err(LogError::InvalidConfig)?;

@@ -143,6 +143,8 @@ pub struct BatchOutput {
     pub fuel_used: u64,
     /// Calls that trapped or broke a limit (each costs a fresh instance).
     pub traps: u32,
+    /// Why, for the first few of them (each also went to the plugin's log).
+    pub trap_reasons: Vec<String>,
     pub calls: u32,
     /// What emitted records point into: the input records, then each call's output.
     buffers: Vec<Bytes>,
@@ -412,6 +414,27 @@ impl Executor {
         }
     }
 
+    /// Counts a call that trapped or broke a limit, and says why where a user looks: the
+    /// plugin's log (`GET …/logs`), the server log, and the batch output (the deployment's
+    /// `last_error`), even when every record then passes on its own.
+    fn trapped(&self, out: &mut BatchOutput, input: &BatchInput<'_>, count: u32, why: &str) {
+        out.traps += 1;
+        if out.trap_reasons.len() < 4 {
+            out.trap_reasons.push(why.to_string());
+        }
+        let message = format!("a call of {count} record(s) failed: {why}");
+        tracing::warn!(plugin = %self.cfg.plugin, version = self.cfg.version,
+            partition = input.partition, offset = input.base_offset, "{message}");
+        self.cfg.logs.log(crate::LogLine {
+            level: "error".into(),
+            message,
+            plugin: self.cfg.plugin.clone(),
+            version: self.cfg.version,
+            partition: input.partition,
+            offset: Some(input.base_offset),
+        });
+    }
+
     /// A new instance, `init`-ed, on the fast engine or the fuel-metered one.
     fn instantiate(&self, metered: bool) -> Result<Instance, RuntimeError> {
         let limits = &self.cfg.limits;
@@ -438,7 +461,7 @@ impl Executor {
         store.set_epoch_deadline(CHECK_TICKS);
         let interrupted =
             |e: &wasmtime::Error| matches!(e.downcast_ref::<Stop>(), Some(Stop::Interrupted));
-        let instantiated = match self.compiled.pre(metered) {
+        let instantiated = match self.compiled.pre(metered)? {
             Pre::V1(pre) => pre.instantiate(&mut store).map(Bindings::V1),
             Pre::V2(pre) => pre.instantiate(&mut store).map(Bindings::V2),
         };
@@ -607,8 +630,9 @@ impl Executor {
                 Ok(i) => *self.slot(use_metered) = Some(i),
                 Err(RuntimeError::Interrupted) => return Err(CallError::Interrupted),
                 Err(e) => {
-                    out.traps += 1;
-                    return Err(CallError::Failed(e.to_string()));
+                    let why = e.to_string();
+                    self.trapped(out, input, count, &why);
+                    return Err(CallError::Failed(why));
                 }
             }
         }
@@ -689,12 +713,13 @@ impl Executor {
         let result = match r {
             Ok(Ok(buf)) => {
                 if buf.len() > limits.max_output_bytes {
-                    out.traps += 1;
-                    Err(CallError::Failed(format!(
+                    let why = format!(
                         "output of {} bytes exceeds the limit of {} bytes per batch",
                         buf.len(),
                         limits.max_output_bytes
-                    )))
+                    );
+                    self.trapped(out, input, count, &why);
+                    Err(CallError::Failed(why))
                 } else {
                     self.collect(Bytes::from(buf), input, bounds, first, count, out)
                         .map_err(CallError::Failed)
@@ -711,13 +736,14 @@ impl Executor {
                 if matches!(e.downcast_ref::<Stop>(), Some(Stop::Interrupted)) {
                     Err(CallError::Interrupted)
                 } else {
-                    out.traps += 1;
-                    Err(CallError::Failed(describe_failure(
+                    let why = describe_failure(
                         &e,
                         limits,
                         Phase::Batch { records: count },
                         panic.as_deref(),
-                    )))
+                    );
+                    self.trapped(out, input, count, &why);
+                    Err(CallError::Failed(why))
                 }
             }
         };

@@ -4,6 +4,7 @@
 //! Nothing here knows HTTP or topics: callers hand in the records section of a batch and
 //! get one result per record back.
 
+mod compile_cache;
 mod exec;
 mod sandbox;
 pub mod state;
@@ -188,17 +189,58 @@ pub struct Compiled {
     pre: Pre,
     /// The same component on the fuel-metered engine (none when the runtime has one
     /// engine).
-    metered: Option<Pre>,
+    metered: Option<MeteredPre>,
     /// It imports the `state` interface: its deployments keep keyed state.
     stateful: bool,
 }
 
+/// The component on the fuel-metered engine, built once: at once when its artifact is
+/// cached, else in the background after the upload (a call that isolates records is
+/// rare, and compiling a 12–18 MB Python or JavaScript component for both engines before
+/// answering the upload doubled its wait). The first call that needs it waits for it.
+struct MeteredPre {
+    cell: std::sync::OnceLock<Result<Pre, String>>,
+    /// What building it takes, until it is built.
+    source: std::sync::Mutex<Option<MeteredSource>>,
+}
+
+/// The runtime and the component's bytes, for a metered build not done yet.
+type MeteredSource = (Arc<Runtime>, Arc<[u8]>);
+
+impl MeteredPre {
+    fn ready(pre: Pre) -> MeteredPre {
+        MeteredPre {
+            cell: std::sync::OnceLock::from(Ok(pre)),
+            source: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn get(&self, digest: &str) -> Result<&Pre, RuntimeError> {
+        self.cell
+            .get_or_init(|| {
+                let source = self.source.lock().unwrap_or_else(|p| p.into_inner()).take();
+                let Some((rt, bytes)) = source else {
+                    return Err("the metered build was lost".into());
+                };
+                let Some(set) = rt.metered.as_ref() else {
+                    return Err("the runtime has no metered engine".into());
+                };
+                rt.compile_on(set, &bytes, digest)
+                    .map(|(p, _)| p)
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| RuntimeError::Instantiate(format!("on the fuel-metered engine: {e}")))
+    }
+}
+
 impl Compiled {
-    /// The component on the fast engine, or on the metered one.
-    pub(crate) fn pre(&self, metered: bool) -> &Pre {
+    /// The component on the fast engine, or on the metered one (built now if it is not
+    /// yet).
+    pub(crate) fn pre(&self, metered: bool) -> Result<&Pre, RuntimeError> {
         match (&self.metered, metered) {
-            (Some(m), true) => m,
-            _ => &self.pre,
+            (Some(m), true) => m.get(&self.digest),
+            _ => Ok(&self.pre),
         }
     }
 
@@ -284,7 +326,7 @@ struct EngineSet {
 }
 
 impl EngineSet {
-    fn new(fuel: bool) -> Result<EngineSet, RuntimeError> {
+    fn new(fuel: bool, cache: Arc<compile_cache::CompileCache>) -> Result<EngineSet, RuntimeError> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(512)
             .total_core_instances(4096)
@@ -312,6 +354,9 @@ impl EngineSet {
             .memory_may_move(false)
             .signals_based_traps(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        config
+            .enable_incremental_compilation(cache)
+            .map_err(|e| RuntimeError::Instantiate(format!("{e:#}")))?;
 
         // `SLUICE_WASM_PROFILE=perfmap` lets `perf` name the functions of JIT-compiled
         // plugins; `jitdump` also gives it their code, for `perf inject --jit` + annotate.
@@ -370,9 +415,11 @@ impl Runtime {
             metering,
             max_plugin_bytes,
         } = options;
-        let fast = EngineSet::new(metering == Metering::Always)?;
+        // One incremental cache for both engines: rebuilt plugins compile what changed.
+        let cache = Arc::new(compile_cache::CompileCache::default());
+        let fast = EngineSet::new(metering == Metering::Always, cache.clone())?;
         let metered = match metering {
-            Metering::Isolation => Some(EngineSet::new(true)?),
+            Metering::Isolation => Some(EngineSet::new(true, cache)?),
             Metering::Always | Metering::Off => None,
         };
         std::fs::create_dir_all(cache_dir).map_err(|e| RuntimeError::Cache(e.to_string()))?;
@@ -434,7 +481,7 @@ impl Runtime {
 
     /// Validates and compiles uploaded bytes, or loads them from the cache when this engine
     /// compiled the same bytes before.
-    pub fn compile(&self, bytes: &[u8]) -> Result<Arc<Compiled>, RuntimeError> {
+    pub fn compile(self: &Arc<Self>, bytes: &[u8]) -> Result<Arc<Compiled>, RuntimeError> {
         if bytes.len() > self.max_plugin_bytes {
             return Err(RuntimeError::TooLarge {
                 size: bytes.len(),
@@ -456,31 +503,52 @@ impl Runtime {
             }
         }
         let digest = digest(bytes);
-        // Both engines' code at once (two cores: about the time of one).
-        let (fast, metered) = std::thread::scope(|scope| {
-            let metered = self
-                .metered
-                .as_ref()
-                .map(|m| scope.spawn(|| self.compile_on(m, bytes, &digest)));
-            let fast = self.compile_on(&self.fast, bytes, &digest);
-            let metered = metered.map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(RuntimeError::Invalid(
-                        "compiling the component panicked".into(),
-                    ))
-                })
-            });
-            (fast, metered)
-        });
-        let (pre, stateful) = fast?;
-        let metered = metered.transpose()?.map(|(p, _)| p);
-        Ok(Arc::new(Compiled {
+        let (pre, stateful) = self.compile_on(&self.fast, bytes, &digest)?;
+        // The metered artifact: loaded now when cached, else built in the background.
+        let (metered, build_later) = match &self.metered {
+            None => (None, false),
+            Some(set) => match Self::load_cached(&set.engine, &self.cached_path(set, &digest)) {
+                Some(_) => {
+                    let (p, _) = self.compile_on(set, bytes, &digest)?;
+                    (Some(MeteredPre::ready(p)), false)
+                }
+                None => (
+                    Some(MeteredPre {
+                        cell: std::sync::OnceLock::new(),
+                        source: std::sync::Mutex::new(Some((self.clone(), Arc::from(bytes)))),
+                    }),
+                    true,
+                ),
+            },
+        };
+        let compiled = Arc::new(Compiled {
             digest,
             size: bytes.len(),
             pre,
             metered,
             stateful,
-        }))
+        });
+        if build_later {
+            let c = compiled.clone();
+            let spawned = std::thread::Builder::new()
+                .name("sluice-compile-metered".into())
+                .spawn(move || {
+                    sluice_common::sched::background_priority();
+                    if let Err(e) = c.pre(true) {
+                        tracing::warn!(digest = %c.digest, error = %e, "metered build failed; isolation calls will fail");
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::debug!(error = %e, "no thread for the metered build: the first isolation builds it");
+            }
+        }
+        Ok(compiled)
+    }
+
+    /// Where the artifact of `digest` compiled by `set` is cached.
+    fn cached_path(&self, set: &EngineSet, digest: &str) -> PathBuf {
+        self.cache_dir
+            .join(format!("{}-{}.cwasm", &digest[7..], set.compat))
     }
 
     /// Compiles (or loads from the cache) and links a component on one engine; whether it
@@ -491,9 +559,7 @@ impl Runtime {
         bytes: &[u8],
         digest: &str,
     ) -> Result<(Pre, bool), RuntimeError> {
-        let cached = self
-            .cache_dir
-            .join(format!("{}-{}.cwasm", &digest[7..], set.compat));
+        let cached = self.cached_path(set, digest);
         let (component, fresh) = match Self::load_cached(&set.engine, &cached) {
             Some(c) => (c, false),
             None => {

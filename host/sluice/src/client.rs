@@ -64,6 +64,25 @@ impl Client {
         &self.base
     }
 
+    /// Whether something listens at the server's host and port (a TCP connect within 2 s).
+    async fn answers_tcp(&self) -> bool {
+        let Ok(url) = reqwest::Url::parse(&self.base) else {
+            return false;
+        };
+        let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+            return false;
+        };
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let connect = tokio::net::TcpStream::connect((host.as_str(), port));
+        matches!(
+            tokio::time::timeout(std::time::Duration::from_secs(2), connect).await,
+            Ok(Ok(_))
+        )
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -77,11 +96,20 @@ impl Client {
         };
         let resp = match req.send().await {
             Ok(r) => r,
-            Err(e) if e.is_connect() || e.is_timeout() => bail!(
-                "cannot reach the server at {} — is `sluice serve` running? (pass --server or \
-                 set SLUICE_SERVER for another address)",
-                self.base
-            ),
+            Err(e) if e.is_connect() || e.is_timeout() => {
+                if self.base.starts_with("https://") && self.answers_tcp().await {
+                    bail!(
+                        "the server at {} accepts connections but no TLS handshake — is it \
+                         serving plain HTTP? Use http:// (--server / SLUICE_SERVER)",
+                        self.base
+                    );
+                }
+                bail!(
+                    "cannot reach the server at {} — is `sluice serve` running? (pass --server \
+                     or set SLUICE_SERVER for another address)",
+                    self.base
+                )
+            }
             Err(e) => bail!("request to {} failed: {e}", self.base),
         };
         let status = resp.status();

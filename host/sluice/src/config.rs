@@ -27,6 +27,8 @@ pub struct ServerConfig {
     pub log: LogSettings,
     /// Kafka listener address, if any.
     pub kafka: Option<SocketAddr>,
+    /// The Schema Registry's listener address, if any.
+    pub schema_registry: Option<SocketAddr>,
     /// Host:port given to Kafka clients.
     pub advertise: Option<String>,
     pub kafka_settings: KafkaSettings,
@@ -55,6 +57,10 @@ impl ServerConfig {
             .kafka
             .or(file.kafka)
             .unwrap_or_else(|| "127.0.0.1:9092".into());
+        let schema_registry = args
+            .schema_registry
+            .or(file.schema_registry)
+            .unwrap_or_else(|| "127.0.0.1:8081".into());
         let config = ServerConfig {
             data_dir: args
                 .data_dir
@@ -68,6 +74,10 @@ impl ServerConfig {
             kafka: match kafka.as_str() {
                 "off" => None,
                 addr => Some(resolve("kafka", addr).await?),
+            },
+            schema_registry: match schema_registry.as_str() {
+                "off" => None,
+                addr => Some(resolve("schema-registry", addr).await?),
             },
             advertise: args.advertise.or(file.advertise),
             kafka_settings: file.kafka_settings,
@@ -105,6 +115,14 @@ impl ServerConfig {
                 "refusing to bind Kafka on {k} (not loopback) without authentication; pass --insecure"
             );
         }
+        if let Some(r) = self.schema_registry
+            && !r.ip().is_loopback()
+            && !self.insecure
+        {
+            anyhow::bail!(
+                "refusing to bind the schema registry on {r} (not loopback) without authentication; pass --insecure"
+            );
+        }
         Ok(())
     }
 }
@@ -121,6 +139,10 @@ pub struct ServeArgs {
     /// Kafka protocol listen address, or `off` [default: 127.0.0.1:9092].
     #[arg(long)]
     pub kafka: Option<String>,
+    /// Schema Registry (Confluent REST API v1) listen address, or `off`
+    /// [default: 127.0.0.1:8081].
+    #[arg(long)]
+    pub schema_registry: Option<String>,
     /// Host:port given to Kafka clients [default: the Kafka listen address].
     #[arg(long)]
     pub advertise: Option<String>,

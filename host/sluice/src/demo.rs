@@ -50,13 +50,19 @@ pub async fn run() -> anyhow::Result<()> {
         limits: Default::default(),
         log: Default::default(),
         kafka: None,
+        schema_registry: None,
         advertise: None,
         kafka_settings: Default::default(),
         auth: None,
         tls: None,
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(crate::server::run(config, listener, None, async {
+    let listeners = crate::server::Listeners {
+        http: listener,
+        kafka: None,
+        schema_registry: None,
+    };
+    let server = tokio::spawn(crate::server::run(config, listeners, async {
         let _ = stop_rx.await;
     }));
     let c = Client::new(&format!("http://{addr}"));

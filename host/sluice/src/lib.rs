@@ -8,17 +8,31 @@
 //! - [`cli`]: the `sluice` command line, a client of the HTTP API ([`client`]).
 //! - [`demo`]: `sluice demo`, the main job end to end.
 //! - [`plugins`]: the example plugins, built to components and embedded.
+//! - [`schemas`]: the schema registry's `_schemas` topic (its journal and replay).
 
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod demo;
 pub mod plugins;
+pub mod schemas;
 pub mod server;
 pub mod worker;
 
-/// The `sluice` command: parses the command line, sets up logging and runs the command.
-pub fn main() -> anyhow::Result<()> {
+/// The `sluice` command: runs it; an error is one line on stderr with its causes, whatever
+/// `RUST_BACKTRACE` says (a user's mistake is not a crash), and the exit status 1.
+pub fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parses the command line, sets up logging and runs the command.
+fn run() -> anyhow::Result<()> {
     use std::io::IsTerminal;
     sluice_auth::tls::install_provider();
     let cli = <cli::Cli as clap::Parser>::parse();

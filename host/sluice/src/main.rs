@@ -1,5 +1,5 @@
 //! The `sluice` binary: the command line of the `sluice` library.
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     sluice::main()
 }

@@ -16,13 +16,26 @@ use sluice_pipeline::plugins::PluginStore;
 use sluice_pipeline::tables::TableRegistry;
 use sluice_runtime::{Runtime, RuntimeOptions};
 
+/// The sockets a server answers on, bound by the caller (tests bind port 0).
+#[derive(Debug)]
+pub struct Listeners {
+    pub http: TcpListener,
+    pub kafka: Option<TcpListener>,
+    /// The Schema Registry's REST API (Confluent's v1).
+    pub schema_registry: Option<TcpListener>,
+}
+
 /// Serves until `shutdown` completes, then drains requests and flushes the log.
 pub async fn run(
     config: ServerConfig,
-    http: TcpListener,
-    kafka: Option<TcpListener>,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let Listeners {
+        http,
+        kafka,
+        schema_registry,
+    } = listeners;
     // One server per data directory, for as long as this one runs.
     let lock = sluice_common::fs::DataDirLock::acquire(&config.data_dir)?;
     let dir = config.data_dir.clone();
@@ -63,6 +76,8 @@ pub async fn run(
         )?)
     })
     .await??;
+    let log_r = log.clone();
+    let registry = tokio::task::spawn_blocking(move || crate::schemas::open(log_r)).await??;
     let (log3, dir) = (log.clone(), config.data_dir.join("connectors"));
     let connectors =
         tokio::task::spawn_blocking(move || sluice_connect::Connectors::open(log3, dir)).await??;
@@ -71,6 +86,7 @@ pub async fn run(
         log.clone(),
         pipelines.clone(),
         connectors.clone(),
+        registry.clone(),
         config.auth.clone(),
         config.limits.clone(),
         token.clone(),
@@ -99,6 +115,7 @@ pub async fn run(
                 auth: config.auth.clone(),
                 tls: tls.clone(),
                 max_connections: config.limits.max_kafka_connections.max(1),
+                schemas: Some(registry.clone()),
                 group_initial_rebalance_delay: std::time::Duration::from_millis(
                     config.kafka_settings.group_initial_rebalance_delay_ms,
                 ),
@@ -112,6 +129,45 @@ pub async fn run(
                 cfg,
                 async move { t.cancelled().await },
             )))
+        }
+        None => None,
+    };
+    let registry_task = match schema_registry {
+        Some(listener) => {
+            let addr = listener.local_addr()?;
+            tracing::info!(%addr, "schema registry listening");
+            println!("sluice: listening schema-registry={addr}");
+            let app = sluice_api::registry::router(Arc::new(sluice_api::registry::RegistryApp {
+                registry: registry.clone(),
+                auth: config.auth.clone(),
+                max_body_bytes: config.limits.max_body_bytes,
+            }));
+            let t = token.clone();
+            let tls = tls.clone();
+            let max_conns = config.limits.max_connections.max(1);
+            Some(tokio::spawn(async move {
+                let stopped = async move { t.cancelled().await };
+                let served = match tls {
+                    Some(acceptor) => {
+                        match sluice_api::listener::TlsListener::new(listener, acceptor) {
+                            Ok(l) => {
+                                axum::serve(sluice_api::listener::Limited::new(l, max_conns), app)
+                                    .with_graceful_shutdown(stopped)
+                                    .await
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
+                    None => {
+                        axum::serve(sluice_api::listener::Limited::new(listener, max_conns), app)
+                            .with_graceful_shutdown(stopped)
+                            .await
+                    }
+                };
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "schema registry listener failed");
+                }
+            }))
         }
         None => None,
     };
@@ -148,6 +204,9 @@ pub async fn run(
     }
     if let Some(k) = kafka_task {
         let _ = k.await;
+    }
+    if let Some(r) = registry_task {
+        let _ = r.await;
     }
     // Connectors finish their current request or transaction before the log closes.
     connectors.shutdown().await;
@@ -188,7 +247,16 @@ pub async fn serve(args: crate::config::ServeArgs) -> anyhow::Result<()> {
         Some(addr) => Some(bind(addr, "kafka").await?),
         None => None,
     };
-    run(config, http, kafka, shutdown_signal()).await
+    let schema_registry = match config.schema_registry {
+        Some(addr) => Some(bind(addr, "schema-registry").await?),
+        None => None,
+    };
+    let listeners = Listeners {
+        http,
+        kafka,
+        schema_registry,
+    };
+    run(config, listeners, shutdown_signal()).await
 }
 
 /// Completes on ctrl-c or SIGTERM.

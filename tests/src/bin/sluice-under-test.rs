@@ -1,5 +1,5 @@
 //! The `sluice` command line for the end-to-end tests (see `tests/Cargo.toml`).
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     sluice::main()
 }

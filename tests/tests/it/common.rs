@@ -43,6 +43,8 @@ pub struct Server {
     pub base: String,
     /// The Kafka listener's address.
     pub kafka: Option<String>,
+    /// The schema registry's base URL (`http://HOST:PORT`), when it listens.
+    pub registry: Option<String>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -76,7 +78,12 @@ impl Server {
             rt.block_on(async move {
                 let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let kafka = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let addrs = (http.local_addr().unwrap(), kafka.local_addr().unwrap());
+                let registry = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addrs = (
+                    http.local_addr().unwrap(),
+                    kafka.local_addr().unwrap(),
+                    registry.local_addr().unwrap(),
+                );
                 let config = sluice::config::ServerConfig {
                     tier: None,
                     restore_from_tier: false,
@@ -87,6 +94,7 @@ impl Server {
                     limits: Default::default(),
                     log: Default::default(),
                     kafka: Some(addrs.1),
+                    schema_registry: Some(addrs.2),
                     advertise: None,
                     kafka_settings: Default::default(),
                     auth: None,
@@ -95,14 +103,19 @@ impl Server {
                 let shutdown = async move {
                     let _ = stopped.await;
                 };
-                let server = sluice::server::run(config, http, Some(kafka), shutdown);
+                let listeners = sluice::server::Listeners {
+                    http,
+                    kafka: Some(kafka),
+                    schema_registry: Some(registry),
+                };
+                let server = sluice::server::run(config, listeners, shutdown);
                 let (run, _) = tokio::join!(server, async move {
                     let _ = ready_tx.send(addrs);
                 });
                 run.unwrap();
             });
         });
-        let (http, kafka) = ready.recv().expect("in-process server did not start");
+        let (http, kafka, registry) = ready.recv().expect("in-process server did not start");
         Server {
             running: Running::InProcess(InProcess {
                 stop: Some(stop),
@@ -110,6 +123,7 @@ impl Server {
             }),
             base: format!("http://{http}"),
             kafka: Some(kafka.to_string()),
+            registry: Some(format!("http://{registry}")),
             _tmp: None,
         }
     }
@@ -129,6 +143,13 @@ impl Server {
 
     /// [`Server::start_in`] with environment variables for the server process.
     pub fn start_in_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        // The schema registry on a port of its own unless the caller says where (its
+        // default, 8081, would collide between servers running at once).
+        let registry: &[&str] = if extra.contains(&"--schema-registry") {
+            &[]
+        } else {
+            &["--schema-registry", "127.0.0.1:0"]
+        };
         let mut child = Command::new(sluice_bin())
             .args([
                 "serve",
@@ -139,6 +160,7 @@ impl Server {
                 "--data-dir",
             ])
             .arg(data_dir)
+            .args(registry)
             .args(extra)
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
@@ -150,6 +172,7 @@ impl Server {
         let mut lines = BufReader::new(stdout).lines();
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut kafka = None;
+        let mut registry = None;
         let addr = loop {
             assert!(Instant::now() < deadline, "server did not start");
             let line = lines
@@ -158,6 +181,9 @@ impl Server {
                 .unwrap();
             if let Some(rest) = line.strip_prefix("sluice: listening kafka=") {
                 kafka = Some(rest.trim().to_string());
+            }
+            if let Some(rest) = line.strip_prefix("sluice: listening schema-registry=") {
+                registry = Some(format!("http://{}", rest.trim()));
             }
             if let Some(rest) = line.strip_prefix("sluice: listening http=") {
                 break rest.trim().to_string();
@@ -169,6 +195,7 @@ impl Server {
             running: Running::Process(child),
             base: format!("http://{addr}"),
             kafka,
+            registry,
             _tmp: None,
         }
     }

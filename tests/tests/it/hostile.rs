@@ -568,6 +568,8 @@ fn a_second_server_on_a_data_dir_is_refused_while_the_first_serves() {
             "127.0.0.1:0",
             "--kafka",
             "127.0.0.1:0",
+            "--schema-registry",
+            "off",
             "--data-dir",
         ])
         .arg(tmp.path())

@@ -257,9 +257,6 @@ fn scaffolded_python_and_js_plugins_test_build_push_and_run() {
         let mut push = std::process::Command::new(sluice_bin());
         push.args(["--server", &s.url(""), "plugin", "push", &name])
             .current_dir(&project);
-        if lang == "python" {
-            push.env("COMPONENTIZE_PY", sluice_tests::componentize_py());
-        }
         run(&mut push);
         let (words, loud) = (format!("words-{lang}"), format!("loud-{lang}"));
         s.create_topic(json!({"name": words}));

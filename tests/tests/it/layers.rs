@@ -10,6 +10,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // The deployment contract: pure data and rules, used by every layer that names,
     // limits or runs a deployment.
     ("sluice-deploy", &[]),
+    // The Schema Registry's model: schemas, compatibility, the registry's state machine
+    // and the Confluent wire format. Pure; the server gives it a journal (the log).
+    ("sluice-schema", &[]),
     (
         "sluice-log",
         &["sluice-common", "sluice-deploy", "sluice-sdk"],
@@ -36,7 +39,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("sluice-auth", &["sluice-config"]),
     (
         "sluice-kafka",
-        &["sluice-auth", "sluice-common", "sluice-log"],
+        &[
+            "sluice-auth",
+            "sluice-common",
+            "sluice-log",
+            "sluice-schema",
+        ],
     ),
     (
         "sluice-connect",
@@ -68,6 +76,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "sluice-log",
             "sluice-pipeline",
             "sluice-runtime",
+            "sluice-schema",
             "sluice-worker",
         ],
     ),
@@ -84,6 +93,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "sluice-log",
             "sluice-pipeline",
             "sluice-runtime",
+            "sluice-schema",
             "sluice-sdk",
             "sluice-tier",
             "sluice-worker",

@@ -13,6 +13,7 @@ mod log_http;
 mod pipeline;
 mod recovery;
 mod runtime;
+mod schemas;
 mod security;
 mod stateful;
 mod tier;

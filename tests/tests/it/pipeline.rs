@@ -352,7 +352,11 @@ fn hot_swap_under_load_loses_and_doubles_nothing() {
     }
     // A version that fails init is not activated; the old one keeps running. (The same
     // bytes again would be version 2 again: a new build is a new version.)
-    upload(&s, "id", &sluice_tests::new_build(fixtures::MISBEHAVE, "v3"));
+    upload(
+        &s,
+        "id",
+        &sluice_tests::new_build(fixtures::MISBEHAVE, "v3"),
+    );
     let r = deploy(
         &s,
         "swap",

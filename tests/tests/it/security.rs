@@ -363,6 +363,8 @@ fn without_identities_a_public_address_is_refused_unless_insecure() {
             "0.0.0.0:0",
             "--kafka",
             "off",
+            "--schema-registry",
+            "off",
             "--data-dir",
         ])
         .arg(tmp.path())

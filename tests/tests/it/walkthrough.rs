@@ -1,86 +1,213 @@
-//! The README's plugin walk-through, command for command, against the real binary:
-//! scaffold → native test → wasm build and push → deploy → produce → consume.
+//! The README's walk-through, as a newcomer runs it: every `sh` block from "Five-minute
+//! walk-through" up to "Connectors", in order and as written (but those marked
+//! `<!-- not run: … -->`), by bash in a fresh directory with `sluice` on the PATH and a
+//! fresh server on the default addresses (127.0.0.1:8080, :9092) — then what those
+//! commands should have made is checked over the API: the Rust, Python and JavaScript
+//! `shout` transforms upper-case a record each, encryption round-trips, and the stateful
+//! `window-count` holds alice's count, found by the key she is known by.
+//!
+//! Commands that follow forever (`--follow`, `curl -N`) are stopped after 3 s, as a reader
+//! presses Ctrl-C.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{Server, sluice_bin};
+use serde_json::Value;
 
-/// Runs a command in `dir`; its stdout, or a panic with what it printed.
-fn run(dir: &Path, cmd: &mut Command) -> String {
-    let out = cmd.current_dir(dir).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+use crate::common::{http, sluice_bin};
+
+/// The `sh` blocks of the walk-through, in order.
+fn walk_through_blocks(readme: &str) -> Vec<String> {
+    let start = readme
+        .find("## Five-minute walk-through")
+        .expect("README has the walk-through");
+    let end = readme[start..]
+        .find("\n## Connectors")
+        .map_or(readme.len(), |e| start + e);
+    let mut blocks = Vec::new();
+    let mut lines = readme[start..end].lines().peekable();
+    let mut previous = "";
+    while let Some(line) = lines.next() {
+        if line.trim() == "```sh" {
+            let mut block = String::new();
+            for l in lines.by_ref() {
+                if l.trim() == "```" {
+                    break;
+                }
+                block.push_str(l);
+                block.push('\n');
+            }
+            if !previous.trim_start().starts_with("<!-- not run") {
+                blocks.push(block);
+            }
+        }
+        previous = line;
+    }
+    blocks
+}
+
+/// A command that never ends on its own is stopped after 3 s (as by Ctrl-C).
+fn with_ctrl_c(block: &str) -> String {
+    block
+        .lines()
+        .map(|l| {
+            let code = l.split(" #").next().unwrap_or(l).trim_end();
+            if code.contains("--follow") || code.starts_with("curl -N") {
+                format!("timeout 3 {code} || [ $? -eq 124 ]")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn get(path: &str) -> Value {
+    http()
+        .get(format!("http://127.0.0.1:8080{path}"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
+/// Polls until `ok` holds (processing is asynchronous), else fails with `what`.
+fn eventually(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn values(topic: &str) -> Vec<String> {
+    let d = get(&format!("/v1/topics/{topic}"));
+    let mut out = Vec::new();
+    for p in 0..d["partitions"].as_array().map_or(0, Vec::len) {
+        let r = get(&format!(
+            "/v1/topics/{topic}/partitions/{p}/records?offset=0&max=1000"
+        ));
+        for rec in r["records"].as_array().into_iter().flatten() {
+            out.push(rec["value"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    out
 }
 
 #[test]
-fn the_plugin_walk_through_works_as_written() {
-    let s = Server::process();
-    let tmp = tempfile::tempdir().unwrap();
-    // Builds of the scaffolded crate share a target dir across runs (a fresh one per run
+fn the_readme_walk_through_runs_as_written() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let blocks = walk_through_blocks(&readme);
+    assert!(blocks.len() >= 7, "found only {} blocks", blocks.len());
+
+    let home = tempfile::tempdir().unwrap();
+    // `sluice` on the PATH: the binary under test.
+    let bin = home.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(sluice_bin(), bin.join("sluice")).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    // The server of the walk-through's first block, on its default addresses, with its
+    // data in ./sluice-data of a fresh directory.
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Stop(
+        Command::new(sluice_bin())
+            .arg("serve")
+            .current_dir(home.path())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    eventually("the server answers on 127.0.0.1:8080", || {
+        http()
+            .get("http://127.0.0.1:8080/healthz")
+            .send()
+            .is_ok_and(|r| r.status() == 200)
+    });
+
+    // Builds of the scaffolded Rust crate share a target dir across runs (a fresh one
     // would rebuild its dependencies every time).
     let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("walkthrough-target");
-    let sluice = |args: &[&str]| {
-        let mut c = Command::new(sluice_bin());
-        c.args(args)
-            .env("SLUICE_SERVER", &s.base)
-            .env("CARGO_TARGET_DIR", &target);
-        c
-    };
-    let out = run(tmp.path(), &mut sluice(&["plugin", "new", "shout"]));
-    assert!(out.contains("created plugin crate shout/"), "{out}");
-    let crate_dir = tmp.path().join("shout");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    run(
-        &crate_dir,
-        Command::new(&cargo)
-            .arg("test")
-            .env("CARGO_TARGET_DIR", &target)
-            .env_remove("RUSTFLAGS"),
+    let script = format!(
+        "set -euo pipefail\ncd {:?}\n{}\n",
+        home.path().display().to_string(),
+        blocks
+            .iter()
+            .map(|b| with_ctrl_c(b))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
-    let out = run(&crate_dir, &mut sluice(&["plugin", "push", "shout"]));
-    assert!(out.contains("plugin shout version 1"), "{out}");
-    run(&crate_dir, &mut sluice(&["topic", "create", "words"]));
-    run(&crate_dir, &mut sluice(&["topic", "create", "loud"]));
-    let out = run(
-        &crate_dir,
-        &mut sluice(&[
-            "transform",
-            "deploy",
-            "shouter",
-            "--plugin",
-            "shout",
-            "--input",
-            "words",
-            "--output",
-            "loud",
-        ]),
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .env("PATH", &path)
+        .env("CARGO_TARGET_DIR", &target)
+        .env_remove("RUSTFLAGS")
+        .env_remove("SLUICE_SERVER")
+        .env_remove("SLUICE_TOKEN")
+        .output()
+        .unwrap();
+    let printed = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.contains("transform shouter: running shout v1"), "{out}");
-    let mut produce = sluice(&["produce", "words"]);
-    produce
-        .current_dir(&crate_dir)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped());
-    let mut child = produce.spawn().unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
-    assert!(child.wait().unwrap().success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = run(&crate_dir, &mut sluice(&["consume", "loud"]));
-        if out == "HELLO\n" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "consume loud printed {out:?}");
-        std::thread::sleep(Duration::from_millis(100));
+    assert!(out.status.success(), "the walk-through failed:\n{printed}");
+
+    // What the commands made.
+    for t in [
+        "shouter",
+        "shouter-py",
+        "shouter-js",
+        "seal",
+        "open",
+        "per-minute",
+    ] {
+        let st = get(&format!("/v1/transforms/{t}"));
+        assert_eq!(st["status"], "running", "{t}: {st}");
     }
-    let status = run(&crate_dir, &mut sluice(&["transform", "status", "shouter"]));
-    assert!(status.contains("\"records_out\": 1"), "{status}");
+    for out in ["loud", "loud-py", "loud-js"] {
+        eventually(&format!("{out} holds HELLO"), || {
+            values(out).contains(&"HELLO".to_string())
+        });
+    }
+    eventually("the record comes back decrypted", || {
+        values("opened")
+            .iter()
+            .any(|v| v.contains("123-45-6789") && v.contains("4111111111111111"))
+    });
+    assert!(
+        values("sealed").iter().all(|v| !v.contains("123-45-6789")),
+        "sealed holds the plaintext"
+    );
+    eventually("alice's window counts 3", || {
+        let st = get("/v1/transforms/per-minute/state?key=alice");
+        st["entries"].as_array().is_some_and(|e| {
+            e.iter()
+                .any(|e| e["value"] == 3 && e["parts"]["key"] == "alice")
+        })
+    });
+    // Unchanged source pushed again is the stored version: nothing new.
+    let again = Command::new("sluice")
+        .args(["plugin", "push", "shout-py"])
+        .current_dir(home.path().join("shout-py"))
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&again.stdout);
+    assert!(again.status.success(), "{said}");
+    assert!(said.contains("nothing new"), "{said}");
 }

@@ -132,6 +132,13 @@ impl Cx<'_> {
         let c = &self.t.counters;
         c.fuel.fetch_add(out.fuel_used, Ordering::Relaxed);
         c.traps.fetch_add(u64::from(out.traps), Ordering::Relaxed);
+        // A trap shows in the status even when every record then passed on its own
+        // (records that fail alone set their own, more precise, error next).
+        if let Some(why) = out.trap_reasons.last() {
+            self.t.set_last_error(format!(
+                "a plugin call failed (its records were run again one at a time): {why}"
+            ));
+        }
         if out.early == Some(Early::Interrupted) {
             return Err(ProcessError::Interrupted);
         }

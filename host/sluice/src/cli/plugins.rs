@@ -11,12 +11,18 @@ use crate::client::Client;
 #[derive(Debug, Subcommand)]
 pub enum PluginCmd {
     /// Upload a component as the next version of a plugin. Without FILE, builds the plugin
-    /// crate in the current directory for wasm32-wasip2 and uploads what it built.
+    /// project in the current directory (Rust: cargo for wasm32-wasip2; Python/JS: its
+    /// build.sh) and uploads what it built. Bytes equal to a stored version are that
+    /// version (nothing new).
     Push {
         /// Plugin name.
         name: String,
-        /// The component (`.wasm`) [default: build the crate here].
+        /// The component (`.wasm`) [default: build the project here].
         file: Option<PathBuf>,
+        /// Upload the example plugin NAME embedded in this binary (mask, filter, enrich,
+        /// route, window-count, dedupe, sessionize, encrypt, decrypt).
+        #[arg(long, conflicts_with = "file")]
+        example: bool,
     },
     /// List plugins and their versions.
     List,
@@ -47,24 +53,68 @@ pub enum Lang {
 
 pub async fn run(c: &Client, cmd: PluginCmd) -> anyhow::Result<()> {
     match cmd {
-        PluginCmd::Push { name, file } => {
-            let file = match file {
-                Some(f) => f,
-                None => build_here()?,
+        PluginCmd::Push {
+            name,
+            file,
+            example,
+        } => {
+            let (bytes, what) = if example {
+                let Some(bytes) = crate::plugins::example(&name) else {
+                    let names: Vec<&str> =
+                        crate::plugins::examples().iter().map(|(n, _)| *n).collect();
+                    bail!(
+                        "no example plugin {name:?}; the examples are {}",
+                        names.join(", ")
+                    );
+                };
+                (bytes.to_vec(), format!("the example {name}"))
+            } else {
+                let file = match file {
+                    Some(f) => f,
+                    None => build_here()?,
+                };
+                let bytes =
+                    std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+                (bytes, file.display().to_string())
             };
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             note(format!(
-                "uploading {} ({} KiB); the server validates and compiles it…",
-                file.display(),
+                "uploading {what} ({} KiB); the server validates and compiles it…",
                 bytes.len() / 1024
             ));
             let v = c.put_bytes(&format!("/v1/plugins/{name}"), bytes).await?;
-            line(format!(
-                "plugin {name} version {} ({})",
-                v["version"],
-                v["digest"].as_str().unwrap_or("")
-            ));
+            if v["created"] == false {
+                line(format!(
+                    "plugin {name} version {} has these bytes already ({}): nothing new",
+                    v["version"],
+                    v["digest"].as_str().unwrap_or("")
+                ));
+            } else {
+                line(format!(
+                    "plugin {name} version {} ({})",
+                    v["version"],
+                    v["digest"].as_str().unwrap_or("")
+                ));
+            }
+            // Deployments that follow "latest" of this plugin moved (or will): say which.
+            for d in v["deployments"].as_array().into_iter().flatten() {
+                let t = d["transform"].as_str().unwrap_or("");
+                match d["outcome"].as_str().unwrap_or("") {
+                    "switched" => line(format!(
+                        "  transform {t} (follows latest) now runs version {}",
+                        v["version"]
+                    )),
+                    "switching" => line(format!(
+                        "  transform {t} (follows latest) moves to version {} between transactions",
+                        v["version"]
+                    )),
+                    _ => line(format!(
+                        "  transform {t} (follows latest) keeps its version: {}",
+                        d["error"]
+                            .as_str()
+                            .unwrap_or("the new version did not start")
+                    )),
+                }
+            }
         }
         PluginCmd::List => {
             let v = c.get("/v1/plugins").await?;
@@ -181,6 +231,14 @@ pub fn scaffold(name: &str, sdk: Option<PathBuf>, lang: Lang) -> anyhow::Result<
     Ok(())
 }
 
+/// Writes an executable script (mode 0755).
+fn write_script(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
+
 /// The source tree this binary was built from (where the SDKs and `wit/` are).
 fn source_tree() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -197,8 +255,6 @@ fn sdk_dir(sdk: Option<PathBuf>, default: &str, what: &str) -> anyhow::Result<Pa
 /// and `build.sh` (componentize-py, with this source tree's `sdk-python` and `wit/`).
 fn scaffold_python(dir: &Path, name: &str, sdk: Option<PathBuf>) -> anyhow::Result<()> {
     let sdk = sdk_dir(sdk, "sdk-python", "Python SDK")?;
-    let wit =
-        std::fs::canonicalize(source_tree().join("wit")).context("the plugin contract (wit/)")?;
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("app.py"), PY_TEMPLATE)?;
     std::fs::write(
@@ -206,11 +262,18 @@ fn scaffold_python(dir: &Path, name: &str, sdk: Option<PathBuf>) -> anyhow::Resu
         PY_TEST.replace("@SDK@", &sdk.display().to_string()),
     )?;
     std::fs::write(dir.join("cases.json"), PY_CASES)?;
-    std::fs::write(
-        dir.join("build.sh"),
-        PY_BUILD
+    let tree = std::fs::canonicalize(source_tree()).context("the source tree")?;
+    write_script(
+        &dir.join("build.sh"),
+        &PY_BUILD
             .replace("@SDK@", &sdk.display().to_string())
-            .replace("@WIT@", &wit.display().to_string()),
+            .replace(
+                "@BUILD@",
+                &tree
+                    .join("scripts/build-python-plugin")
+                    .display()
+                    .to_string(),
+            ),
     )?;
     line(format!("created Python plugin {name}/"));
     line(format!("  test:        cd {name} && python3 -m unittest"));
@@ -238,9 +301,9 @@ fn scaffold_js(dir: &Path, name: &str, sdk: Option<PathBuf>) -> anyhow::Result<(
             format!("file:{}", sdk.display())
         ),
     )?;
-    std::fs::write(
-        dir.join("build.sh"),
-        format!(
+    write_script(
+        &dir.join("build.sh"),
+        &format!(
             "#!/bin/sh\n# Builds app.js into plugin.wasm (esbuild + componentize-js, installed on first use).\n# Keyed state and timers: bind sluice:transform/state in app.js and add --stateful.\nset -e\ncd \"$(dirname \"$0\")\"\n{:?} . plugin.wasm\n",
             tree.join("scripts/build-js-plugin").display().to_string()
         ),
@@ -338,12 +401,12 @@ const PY_CASES: &str = r#"[
 "#;
 
 const PY_BUILD: &str = r#"#!/bin/sh
-# Builds app.py into plugin.wasm with componentize-py (`pip install componentize-py`, or
-# set COMPONENTIZE_PY to one), against the Sluice SDK and plugin contract. For keyed state
-# and timers (sluice_sdk.state), build against the world `transform` instead.
+# Builds app.py into plugin.wasm with componentize-py (installed from PyPI into a venv of
+# its own on first use), against the Sluice SDK and plugin contract. For keyed state and
+# timers (sluice_sdk.state), add --stateful before the directory.
 set -e
 cd "$(dirname "$0")"
-"${COMPONENTIZE_PY:-componentize-py}" -d "@WIT@" -w transform-stateless componentize app   -p . -p "@SDK@" -o plugin.wasm
+SLUICE_PY_SDK="@SDK@" exec "@BUILD@" . plugin.wasm
 "#;
 
 /// Wasm builds of a new plugin use SIMD (as the example plugins do).
