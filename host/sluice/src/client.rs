@@ -119,8 +119,11 @@ impl Client {
         let text = resp.text().await.unwrap_or_default();
         let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         let code = body["error"]["code"].as_str().unwrap_or("");
+        // Sluice's `{"error": {code, message}}`, or the schema registry's (Confluent's)
+        // `{"error_code", "message"}`.
         let msg = body["error"]["message"]
             .as_str()
+            .or_else(|| body["message"].as_str())
             .map_or_else(|| body.to_string(), str::to_owned);
         match hint(code) {
             Some(h) => bail!("{msg} — {h}"),

@@ -56,7 +56,7 @@ fn run() -> anyhow::Result<()> {
             cli::Command::Serve(args) => crate::server::serve(args).await,
             cli::Command::Demo => crate::demo::run().await,
             cli::Command::Worker(args) => crate::worker::run(args).await,
-            command => cli::run(command, &cli.server).await,
+            command => cli::run(command, &cli.server, &cli.registry).await,
         }
     })
 }

@@ -493,3 +493,137 @@ fn the_registry_survives_a_sigkill_with_ids_and_versions_intact() {
     let next = register(&s, "new-value", r#"{"type":"string"}"#);
     assert!(next > *ids.iter().max().unwrap());
 }
+
+/// @kafkajs/confluent-schema-registry (npm, installed by scripts/setup) registers Avro,
+/// JSON Schema and Protobuf schemas with Sluice's registry, encodes, sends through Sluice's
+/// Kafka listener with kafkajs, and decodes what it reads back.
+#[test]
+fn kafkajs_schema_registry_registers_encodes_and_decodes_against_sluice() {
+    let s = Server::start();
+    let node_dir =
+        std::env::var("SLUICE_NODE_DIR").unwrap_or_else(|_| "/var/tmp/sluice-node".into());
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/kafka/kafkajs_schema_registry.js"
+    );
+    let out = Command::new("node")
+        .args([
+            script,
+            s.kafka.as_deref().unwrap(),
+            s.registry.as_deref().unwrap(),
+        ])
+        .env("NODE_PATH", format!("{node_dir}/node_modules"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(r["same_id"], true, "{r}");
+    assert_eq!(r["latest_id"], true, "{r}");
+    assert_eq!(
+        r["decoded"],
+        json!([{"user": "ann", "n": 3}, {"name": "Bo"}, {"sku": "A-1", "qty": 2}]),
+        "{r}"
+    );
+}
+
+#[test]
+fn the_cli_registers_lists_checks_and_guards_a_topic() {
+    let s = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = dir.path().join("order.avsc");
+    let v2 = dir.path().join("order-v2.avsc");
+    let bad = dir.path().join("bad.avsc");
+    std::fs::write(&v1, ORDER_V1).unwrap();
+    std::fs::write(&v2, ORDER_V2).unwrap();
+    std::fs::write(
+        &bad,
+        ORDER_V1.replace(r#""type":"double""#, r#""type":"string""#),
+    )
+    .unwrap();
+    let sluice = |args: &[&str]| {
+        let out = Command::new(crate::common::sluice_bin())
+            .args(args)
+            .env("SLUICE_SERVER", &s.base)
+            .env("SLUICE_SCHEMA_REGISTRY", s.registry.as_deref().unwrap())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, out) = sluice(&["schema", "register", "orders-value", v1.to_str().unwrap()]);
+    assert!(ok && out.contains("version 1"), "{out}");
+    let (ok, out) = sluice(&["schema", "check", "orders-value", v2.to_str().unwrap()]);
+    assert!(ok && out.contains("compatible with orders-value"), "{out}");
+    let (ok, out) = sluice(&["schema", "check", "orders-value", bad.to_str().unwrap()]);
+    assert!(
+        !ok && out.contains("incompatible") && out.contains("TYPE_MISMATCH"),
+        "{out}"
+    );
+    let (ok, out) = sluice(&["schema", "register", "orders-value", v2.to_str().unwrap()]);
+    assert!(ok && out.contains("version 2"), "{out}");
+    let (ok, out) = sluice(&["schema", "list"]);
+    assert!(
+        ok && out.contains("orders-value") && out.contains("AVRO"),
+        "{out}"
+    );
+    let (ok, out) = sluice(&["schema", "get", "orders-value", "--version", "1"]);
+    assert!(ok && out.contains("\"amount\""), "{out}");
+    let (ok, out) = sluice(&[
+        "topic",
+        "create",
+        "orders",
+        "--value-subject",
+        "orders-value",
+        "--validation",
+        "decode",
+    ]);
+    assert!(ok, "{out}");
+    let d: Value = http()
+        .get(s.url("/v1/topics/orders"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        d["schema"],
+        json!({"value": {"subject": "orders-value", "validation": "decode"}})
+    );
+    let mut produce = Command::new(crate::common::sluice_bin());
+    produce
+        .args(["produce", "orders"])
+        .env("SLUICE_SERVER", &s.base)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = produce.spawn().unwrap();
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"not framed\n")
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("schema contract"),
+        "{err}"
+    );
+    let (ok, out) = sluice(&["topic", "schema", "orders"]);
+    assert!(ok && out.contains("requires no schema"), "{out}");
+    let (ok, out) = sluice(&["schema", "delete", "orders-value"]);
+    assert!(ok && out.contains("[1,2]"), "{out}");
+}

@@ -9,6 +9,7 @@ mod deployments;
 mod output;
 mod plugins;
 mod records;
+mod schemas;
 mod topics;
 
 use clap::{Parser, Subcommand};
@@ -18,6 +19,7 @@ pub use crate::config::ServeArgs;
 pub use deployments::{ConnectorCmd, TransformCmd};
 pub use plugins::PluginCmd;
 pub use records::{ConsumeArgs, ProduceArgs};
+pub use schemas::SchemaCmd;
 pub use topics::TopicCmd;
 
 #[derive(Debug, Parser)]
@@ -39,6 +41,15 @@ pub struct Cli {
         default_value = "http://127.0.0.1:8080"
     )]
     pub server: String,
+    /// The schema registry's address, for `sluice schema` (`http://` is assumed without a
+    /// scheme).
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_SCHEMA_REGISTRY",
+        default_value = "http://127.0.0.1:8081"
+    )]
+    pub registry: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -60,6 +71,9 @@ pub enum Command {
     /// Deploy and manage transforms.
     #[command(subcommand)]
     Transform(TransformCmd),
+    /// Register, look at, check and delete schemas in the schema registry.
+    #[command(subcommand)]
+    Schema(SchemaCmd),
     /// Deploy and manage connectors (http-pull sources, http/postgres sinks).
     #[command(subcommand)]
     Connector(ConnectorCmd),
@@ -67,8 +81,9 @@ pub enum Command {
     Worker(crate::worker::WorkerArgs),
 }
 
-/// Runs a client command against the server named by `--server`.
-pub async fn run(command: Command, server: &str) -> anyhow::Result<()> {
+/// Runs a client command against the server named by `--server` (the registry named by
+/// `--registry` for `schema`).
+pub async fn run(command: Command, server: &str, registry: &str) -> anyhow::Result<()> {
     let c = || server_url(server).map(|u| Client::new(&u));
     match command {
         Command::Topic(cmd) => topics::run(&c()?, cmd).await,
@@ -78,6 +93,7 @@ pub async fn run(command: Command, server: &str) -> anyhow::Result<()> {
         Command::Plugin(cmd) => plugins::run(&c()?, cmd).await,
         Command::Transform(cmd) => deployments::transform(&c()?, cmd).await,
         Command::Connector(cmd) => deployments::connector(&c()?, cmd).await,
+        Command::Schema(cmd) => schemas::run(&Client::new(&server_url(registry)?), cmd).await,
         Command::Serve(_) | Command::Demo | Command::Worker(_) => Ok(()),
     }
 }

@@ -1,4 +1,4 @@
-//! `sluice topic create|list|describe|delete`.
+//! `sluice topic create|list|describe|schema|delete`.
 
 use clap::Subcommand;
 use serde_json::json;
@@ -44,6 +44,15 @@ pub enum TopicCmd {
         /// Tiered storage: keep at most this many bytes of uploaded segments locally.
         #[arg(long, requires = "tiered_bucket")]
         local_retention_bytes: Option<u64>,
+        #[command(flatten)]
+        contract: Contract,
+    },
+    /// Set (or with no subject, remove) the schema contract of a topic's records.
+    Schema {
+        /// Topic name.
+        name: String,
+        #[command(flatten)]
+        contract: Contract,
     },
     /// List topics.
     List,
@@ -57,6 +66,39 @@ pub enum TopicCmd {
         /// Topic name.
         name: String,
     },
+}
+
+/// A topic's data contract: the registry subjects its records must carry.
+#[derive(Debug, clap::Args)]
+pub struct Contract {
+    /// Values must be framed with a registered id of this subject (Confluent's wire format).
+    #[arg(long)]
+    value_subject: Option<String>,
+    /// Keys likewise.
+    #[arg(long)]
+    key_subject: Option<String>,
+    /// `id` (the framing and a registered id: cheap) or `decode` (the record also decodes
+    /// against its schema).
+    #[arg(long, default_value = "id")]
+    validation: String,
+}
+
+impl Contract {
+    /// The topic setting, if any subject is given.
+    fn setting(&self) -> Option<serde_json::Value> {
+        let rule = |s: &Option<String>| {
+            s.as_ref()
+                .map(|s| json!({"subject": s, "validation": self.validation}))
+        };
+        let mut v = json!({});
+        if let Some(r) = rule(&self.value_subject) {
+            v["value"] = r;
+        }
+        if let Some(r) = rule(&self.key_subject) {
+            v["key"] = r;
+        }
+        (v != json!({})).then_some(v)
+    }
 }
 
 pub async fn run(c: &Client, cmd: TopicCmd) -> anyhow::Result<()> {
@@ -73,6 +115,7 @@ pub async fn run(c: &Client, cmd: TopicCmd) -> anyhow::Result<()> {
             tiered_prefix,
             local_retention_ms,
             local_retention_bytes,
+            contract,
         } => {
             let mut body = json!({"name": name, "partitions": partitions, "cleanup": cleanup,
                 "retention_ms": retention_ms, "retention_bytes": retention_bytes, "flush": flush});
@@ -91,6 +134,9 @@ pub async fn run(c: &Client, cmd: TopicCmd) -> anyhow::Result<()> {
                     t["local_retention_bytes"] = json!(b);
                 }
                 body["tiered"] = t;
+            }
+            if let Some(schema) = contract.setting() {
+                body["schema"] = schema;
             }
             c.post("/v1/topics", &body).await?;
             line(format!(
@@ -112,6 +158,15 @@ pub async fn run(c: &Client, cmd: TopicCmd) -> anyhow::Result<()> {
         TopicCmd::Describe { name } => {
             let v = c.get(&format!("/v1/topics/{name}")).await?;
             line(serde_json::to_string_pretty(&v)?);
+        }
+        TopicCmd::Schema { name, contract } => {
+            let setting = contract.setting();
+            let body = setting.clone().unwrap_or_else(|| json!({}));
+            c.put(&format!("/v1/topics/{name}/schema"), &body).await?;
+            match setting {
+                Some(s) => line(format!("topic {name} requires {s}")),
+                None => line(format!("topic {name} requires no schema")),
+            }
         }
         TopicCmd::Delete { name } => {
             c.delete(&format!("/v1/topics/{name}")).await?;
