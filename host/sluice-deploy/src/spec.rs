@@ -104,6 +104,25 @@ pub struct TransformSpec {
     /// `"reset"` on a re-PUT: the new version starts with empty state. Not kept.
     #[serde(default, skip_serializing)]
     pub state: Option<StateMode>,
+    /// `"json"`: values framed in Confluent's wire format (Avro, Protobuf, JSON Schema)
+    /// reach the plugin decoded to JSON, and the JSON values it emits are encoded again —
+    /// with the output's subject (`output_schemas`), else with the input record's schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decode: Option<Decode>,
+    /// The schema registry subject each output topic's values must carry (default: the
+    /// topic's own schema setting). An emitted record that does not match — or that cannot
+    /// be encoded with it — dead-letters its input, with the reason.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub output_schemas: BTreeMap<String, String>,
+}
+
+/// How a deployment's plugin sees schema-framed values.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decode {
+    /// As JSON (decoded by the host at native speed; encoded again on the way out).
+    Json,
 }
 
 /// Where a stateful deployment reads event times.

@@ -177,6 +177,12 @@ pub struct TransformStatus {
     pub allowed_lateness_ms: Option<u64>,
     pub idle_timeout_ms: Option<u64>,
     pub late_output: Option<String>,
+    /// Schema-aware processing: `json` when framed values reach the plugin as JSON.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decode: Option<crate::spec::Decode>,
+    /// The subject each output's values must carry.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub output_schemas: BTreeMap<String, String>,
     /// Which version took over at which offset of which partition.
     pub history: Vec<HistoryEntry>,
     pub partitions: Vec<PartitionStatus>,
@@ -215,6 +221,8 @@ impl TransformStatus {
             idle_timeout_ms: stateful
                 .then_some(spec.idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS)),
             late_output: spec.late_output.clone(),
+            decode: spec.decode,
+            output_schemas: spec.output_schemas.clone(),
             history: Vec::new(),
             partitions: Vec::new(),
             counters: CounterValues::default(),

@@ -46,6 +46,9 @@ pub struct Capabilities {
     pub stateful: bool,
     /// Deployment secrets (kept where only the runner reads them).
     pub secrets: bool,
+    /// Schema-aware processing (`decode`, `output_schemas`): the runner has a schema
+    /// registry.
+    pub schemas: bool,
     /// Who the runner is, for the messages of what it cannot do.
     pub runner: &'static str,
 }
@@ -55,6 +58,7 @@ impl Capabilities {
     pub const SERVE: Capabilities = Capabilities {
         stateful: true,
         secrets: true,
+        schemas: true,
         runner: "sluice serve",
     };
 }
@@ -200,12 +204,28 @@ fn check_spec(
             ));
         }
     }
+    for (topic, subject) in &spec.output_schemas {
+        if !spec.outputs.contains(topic) {
+            return invalid(format!(
+                "output_schemas: {topic} is not an output of the deployment"
+            ));
+        }
+        if subject.trim().is_empty() {
+            return invalid(format!("output_schemas: {topic} names no subject"));
+        }
+    }
     if catalog.plugin_versions(&spec.plugin).is_none() {
         return Err(DeployError::UnknownPlugin(spec.plugin.clone()));
     }
     if !caps.secrets && !spec.secrets.is_empty() {
         return Err(DeployError::Unsupported(format!(
             "secrets are not kept by {}: its deployments are stored where the cluster's clients can read them; pass them in `config` only if that is acceptable",
+            caps.runner
+        )));
+    }
+    if !caps.schemas && (spec.decode.is_some() || !spec.output_schemas.is_empty()) {
+        return Err(DeployError::Unsupported(format!(
+            "decode and output_schemas need a schema registry, which {} does not have",
             caps.runner
         )));
     }

@@ -15,6 +15,7 @@ use crate::recover::Recovered;
 use crate::state::Commit;
 
 /// One input batch, from the position on, with the offset of each record.
+#[derive(Clone)]
 pub(crate) struct InputBatch {
     pub section: Bytes,
     pub offsets: Vec<u64>,

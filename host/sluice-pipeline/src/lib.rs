@@ -9,6 +9,7 @@ mod emit;
 mod operator;
 pub mod plugins;
 pub mod recover;
+mod schemas;
 mod shared;
 pub mod state;
 pub mod tables;
@@ -27,6 +28,7 @@ use checkpoint::Checkpoint;
 use emit::Sinks;
 use operator::{Operator, Stateful, Stateless};
 use plugins::{PluginError, PluginStore};
+use schemas::SchemaCodec;
 use shared::{StateShared, TaskShared};
 use sluice_common::fs::write_file;
 use sluice_deploy::names::valid_name;
@@ -331,6 +333,8 @@ pub struct Pipelines {
     names: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     /// Interrupts instances being built (instantiate + `init`) at shutdown.
     building: Arc<Interrupt>,
+    /// The schema registry, for schema-aware deployments (none: they are refused).
+    schemas: Option<Arc<sluice_schema::Registry>>,
 }
 
 impl std::fmt::Debug for Pipelines {
@@ -346,6 +350,7 @@ impl Pipelines {
         plugins: Arc<PluginStore>,
         tables: Arc<TableRegistry>,
         dir: PathBuf,
+        schemas: Option<Arc<sluice_schema::Registry>>,
     ) -> Result<Arc<Pipelines>, PipelineError> {
         std::fs::create_dir_all(&dir).map_err(|e| PipelineError::Runtime(e.to_string()))?;
         let p = Arc::new(Pipelines {
@@ -358,6 +363,7 @@ impl Pipelines {
             control: Mutex::new(()),
             names: Mutex::default(),
             building: Arc::default(),
+            schemas,
         });
         for entry in std::fs::read_dir(&dir)
             .map_err(|e| PipelineError::Runtime(e.to_string()))?
@@ -476,7 +482,11 @@ impl Pipelines {
         // of a new name taken under the same lock.
         let prepared = {
             let _c = self.control.lock().unwrap_or_else(|p| p.into_inner());
-            let prepared = prepare(name, spec, old.as_ref(), self, Capabilities::SERVE)?;
+            let caps = Capabilities {
+                schemas: self.schemas.is_some(),
+                ..Capabilities::SERVE
+            };
+            let prepared = prepare(name, spec, old.as_ref(), self, caps)?;
             if !prepared.update {
                 self.reserved
                     .lock()
@@ -498,7 +508,11 @@ impl Pipelines {
                 let (spec, version) = (prepared.spec, prepared.version);
                 let compiled = self.plugins.compiled(&spec.plugin, version)?;
                 t.budget.set_limit(spec.limits.state_bytes);
-                if prepared.reset_state || compiled.stateful() != t.is_stateful() {
+                let old = t.spec();
+                // A change of how records cross the schema registry takes new tasks.
+                let recoded =
+                    old.decode != spec.decode || old.output_schemas != spec.output_schemas;
+                if prepared.reset_state || recoded || compiled.stateful() != t.is_stateful() {
                     self.restart(&t, &spec, version, &compiled, prepared.reset_state)?;
                 } else {
                     self.swap(&t, &spec, version)?;
@@ -665,6 +679,22 @@ impl Pipelines {
         } else {
             (None, None)
         };
+        // Each output's subject: the deployment's `output_schemas`, else the topic's own
+        // schema setting.
+        let subjects = outputs
+            .iter()
+            .map(|o| {
+                spec.output_schemas.get(&o.name).cloned().or_else(|| {
+                    o.config
+                        .schema
+                        .as_ref()
+                        .and_then(|s| s.value.as_ref())
+                        .map(|r| r.subject.clone())
+                })
+            })
+            .collect();
+        let codec =
+            SchemaCodec::new(self.schemas.clone(), spec.decode.is_some(), subjects).map(Arc::new);
         let sinks = Sinks { outputs, dlq, late };
         let mut ctxs = Vec::new();
         for (p, executor) in input.partitions.iter().zip(executors) {
@@ -693,6 +723,7 @@ impl Pipelines {
                 checkpoint,
                 start_latest: spec.start == Start::Latest,
                 op,
+                codec: codec.clone(),
             });
         }
         {

@@ -21,6 +21,7 @@ use crate::checkpoint::{self, Checkpoint, CheckpointWriter};
 use crate::emit::{Outputs, STAGE_LIMIT, Sinks, Staged, input_from};
 use crate::operator::{Cx, IDLE_WAIT, Operator, ProcessError};
 use crate::recover::{self, Recovered};
+use crate::schemas::SchemaCodec;
 use crate::shared::TaskShared;
 use crate::{HistoryEntry, Transform};
 
@@ -34,6 +35,8 @@ pub struct TaskCtx {
     pub checkpoint: Option<Checkpoint>,
     pub start_latest: bool,
     pub op: Box<dyn Operator>,
+    /// Schema-aware deployments: decoding for the plugin, encoding and checks of outputs.
+    pub codec: Option<Arc<SchemaCodec>>,
 }
 
 /// The state of a running task loop.
@@ -280,6 +283,7 @@ impl TaskCtx {
         sinks: &'a Sinks,
         seen: &'a Recovered,
         executor: &'a mut Executor,
+        codec: Option<&'a SchemaCodec>,
     ) -> Cx<'a> {
         Cx {
             t,
@@ -293,6 +297,7 @@ impl TaskCtx {
                 shared.version.load(Ordering::Acquire),
             ),
             executor,
+            codec,
         }
     }
 
@@ -306,6 +311,7 @@ impl TaskCtx {
             &self.sinks,
             &l.seen,
             &mut self.executor,
+            self.codec.as_deref(),
         );
         match self.op.fire_due(&mut cx, l.position) {
             Ok(None) => {}
@@ -395,6 +401,7 @@ impl TaskCtx {
             &self.sinks,
             seen,
             &mut self.executor,
+            self.codec.as_deref(),
         );
         self.op.begin_read(&self.t);
         let result = run_batches(&mut *self.op, &mut cx, data, position, next_position);

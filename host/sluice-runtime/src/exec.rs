@@ -438,6 +438,9 @@ impl Executor {
     /// A new instance, `init`-ed, on the fast engine or the fuel-metered one.
     fn instantiate(&self, metered: bool) -> Result<Instance, RuntimeError> {
         let limits = &self.cfg.limits;
+        // The component for this engine first: the metered one may still be compiling in
+        // the background, and that wait is not the plugin's `init` time.
+        let pre = self.compiled.pre(metered)?;
         let (engine, fuel) = self.rt.engine_for(metered);
         // No state during `init`: state belongs to records, and init runs for every new
         // instance.
@@ -461,7 +464,7 @@ impl Executor {
         store.set_epoch_deadline(CHECK_TICKS);
         let interrupted =
             |e: &wasmtime::Error| matches!(e.downcast_ref::<Stop>(), Some(Stop::Interrupted));
-        let instantiated = match self.compiled.pre(metered)? {
+        let instantiated = match pre {
             Pre::V1(pre) => pre.instantiate(&mut store).map(Bindings::V1),
             Pre::V2(pre) => pre.instantiate(&mut store).map(Bindings::V2),
         };

@@ -63,6 +63,7 @@ impl From<DeployError> for WorkerError {
 pub const CAPABILITIES: Capabilities = Capabilities {
     stateful: false,
     secrets: false,
+    schemas: false,
     runner: "sluice worker",
 };
 

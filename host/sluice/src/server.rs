@@ -55,8 +55,11 @@ pub async fn run(
         ),
         stop.clone(),
     );
+    let log_r = log.clone();
+    let registry = tokio::task::spawn_blocking(move || crate::schemas::open(log_r)).await??;
     let data = config.data_dir.clone();
     let (log2, stop2) = (log.clone(), stop.clone());
+    let registry2 = registry.clone();
     let max_plugin_bytes = config.limits.max_plugin_bytes;
     let pipelines = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let runtime = Runtime::with_options(
@@ -73,11 +76,10 @@ pub async fn run(
             plugins,
             tables,
             data.join("transforms"),
+            Some(registry2),
         )?)
     })
     .await??;
-    let log_r = log.clone();
-    let registry = tokio::task::spawn_blocking(move || crate::schemas::open(log_r)).await??;
     let (log3, dir) = (log.clone(), config.data_dir.join("connectors"));
     let connectors =
         tokio::task::spawn_blocking(move || sluice_connect::Connectors::open(log3, dir)).await??;

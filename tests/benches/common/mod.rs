@@ -34,6 +34,7 @@ pub fn env(uploads: &[(&str, &[u8])]) -> Env {
         plugins.clone(),
         tables,
         dir.path().join("transforms"),
+        None,
     )
     .unwrap();
     Env {

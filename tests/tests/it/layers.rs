@@ -33,6 +33,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "sluice-deploy",
             "sluice-log",
             "sluice-runtime",
+            "sluice-schema",
             "sluice-sdk",
         ],
     ),

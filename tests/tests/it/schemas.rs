@@ -627,3 +627,96 @@ fn the_cli_registers_lists_checks_and_guards_a_topic() {
     let (ok, out) = sluice(&["schema", "delete", "orders-value"]);
     assert!(ok && out.contains("[1,2]"), "{out}");
 }
+
+const LOGIN: &str = r#"{"type":"record","name":"Login","namespace":"web","fields":[{"name":"user","type":"string"},{"name":"password","type":"string"},{"name":"email","type":"string"}]}"#;
+
+/// `mask` over Avro records: framed in, framed out with the same schema id, fields masked
+/// by name — the host decodes for the plugin and encodes what it emits. An output whose
+/// declared subject the plugin's records do not fit dead-letters each input, with why.
+#[test]
+fn mask_works_on_avro_records_by_field_name_and_outputs_keep_their_contract() {
+    let s = Server::start();
+    let id = register(&s, "logins-value", LOGIN);
+    register(
+        &s,
+        "counts-value",
+        r#"{"type":"record","name":"Count","fields":[{"name":"n","type":"int"}]}"#,
+    );
+    s.create_topic(json!({"name": "logins", "partitions": 2,
+        "schema": {"value": {"subject": "logins-value", "validation": "decode"}}}));
+    s.create_topic(json!({"name": "masked", "partitions": 2}));
+    s.create_topic(json!({"name": "wrong", "partitions": 2}));
+    crate::pipeline::upload(&s, "mask", sluice::plugins::MASK);
+    crate::pipeline::deploy_ok(
+        &s,
+        "mask-logins",
+        json!({"plugin": "mask", "input": "logins", "outputs": ["masked"], "decode": "json"}),
+    );
+    crate::pipeline::deploy_ok(
+        &s,
+        "mask-wrong",
+        json!({"plugin": "mask", "input": "logins", "outputs": ["wrong"], "decode": "json",
+               "dead_letter": "logins.wrong.dlq", "output_schemas": {"wrong": "counts-value"}}),
+    );
+    let r = http()
+        .post(s.url("/v1/topics/logins/records"))
+        .json(&json!({"value_schema": {"subject": "logins-value"}, "records": [
+            {"key": "ann", "value": {"user": "ann", "password": "hunter2", "email": "ann@example.com"}},
+            {"key": "bo", "value": {"user": "bo", "password": "s3cret", "email": "bo@example.com"}}]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap());
+    let read = |topic: &str| -> Vec<Value> {
+        let mut out = Vec::new();
+        for p in 0..2 {
+            let r: Value = http()
+                .get(s.url(&format!(
+                    "/v1/topics/{topic}/partitions/{p}/records?offset=0&decode=json"
+                )))
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            out.extend(r["records"].as_array().unwrap().iter().cloned());
+        }
+        out
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while read("masked").len() < 2 || read("logins.wrong.dlq").len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "outputs did not arrive"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let mut masked = read("masked");
+    masked.sort_by_key(|r| r["value_json"]["user"].as_str().unwrap().to_string());
+    for (r, user) in masked.iter().zip(["ann", "bo"]) {
+        assert_eq!(r["value_schema_id"], id, "the same schema: {r}");
+        assert_eq!(
+            r["value_json"],
+            json!({"user": user, "password": "********", "email": "********@example.com"}),
+            "{r}"
+        );
+    }
+    assert!(
+        read("wrong").is_empty(),
+        "nothing breaks the contract of counts-value"
+    );
+    for dl in read("logins.wrong.dlq") {
+        let why = dl["headers"]["sluice-error"].as_str().unwrap();
+        assert!(
+            why.contains("does not encode") || why.contains("counts-value"),
+            "{why}"
+        );
+        // The dead letter is the original record, framed as it came.
+        assert_eq!(dl["value_schema_id"], id, "{dl}");
+    }
+    let st: Value = http()
+        .get(s.url("/v1/transforms/mask-logins"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(st["decode"], "json");
+}

@@ -29,6 +29,7 @@ use sluice_sdk::codec::Records;
 use crate::Transform;
 use crate::emit::{Answered, InputBatch, Outputs, Sinks};
 use crate::recover::{Recovered, SOURCE_HEADER, VERSION_HEADER};
+use crate::schemas::SchemaCodec;
 use crate::shared::{StateShared, TaskShared};
 use crate::state::Commit;
 
@@ -87,6 +88,9 @@ pub(crate) struct Cx<'a> {
     pub seen: &'a Recovered,
     pub out: Outputs,
     pub executor: &'a mut Executor,
+    /// Schema-aware deployments: how values are decoded for the plugin and its outputs
+    /// encoded or checked.
+    pub codec: Option<&'a SchemaCodec>,
 }
 
 /// Moves the calling thread to `SCHED_IDLE`: it runs only on CPU nobody else wants, and
@@ -145,9 +149,46 @@ impl Cx<'_> {
         Ok(out)
     }
 
+    /// The batch the plugin gets for `input`, and each record's schema id: framed values
+    /// decoded to JSON for a `decode` deployment, else `input` itself.
+    pub fn plugin_input(&self, input: &InputBatch) -> (InputBatch, Vec<Option<i32>>) {
+        match self.codec {
+            Some(c) => c.plugin_input(input),
+            None => (input.clone(), Vec::new()),
+        }
+    }
+
     /// Encodes the emitted records of the first `done` items into their output batches,
-    /// each with `sluice-src` and `sluice-version`, minus those already written.
-    pub fn emit(&mut self, answered: &Answered<'_>, result: &BatchOutput, done: usize) {
+    /// each with `sluice-src` and `sluice-version`, minus those already written. A
+    /// schema-aware deployment's outputs are encoded or checked first (`ids`: each input's
+    /// schema id): an item with any output that breaks its topic's contract emits nothing
+    /// and is returned, with why, for its dead letter.
+    pub fn emit(
+        &mut self,
+        answered: &Answered<'_>,
+        result: &BatchOutput,
+        done: usize,
+        ids: &[Option<i32>],
+    ) -> Vec<(u32, String)> {
+        let mut encoded: Vec<Option<Vec<u8>>> = Vec::new();
+        let mut broken: Vec<(u32, String)> = Vec::new();
+        if let Some(codec) = self.codec {
+            encoded = Vec::with_capacity(result.emitted.len());
+            for e in &result.emitted {
+                let value = result.view(e).ok().and_then(|v| v.value);
+                let id = ids.get(e.input as usize).copied().flatten();
+                match codec.output(e.output as usize, id, value) {
+                    Ok(v) => encoded.push(v),
+                    Err(why) => {
+                        encoded.push(None);
+                        if (e.input as usize) < done && broken.last().is_none_or(|b| b.0 != e.input)
+                        {
+                            broken.push((e.input, why));
+                        }
+                    }
+                }
+            }
+        }
         let part = self.partition;
         let out = &mut self.out;
         let mut src = Vec::with_capacity(out.src_prefix.len() + 32);
@@ -156,7 +197,7 @@ impl Cx<'_> {
         }
         // Outputs come in input order: count the outputs of the current input.
         let (mut cur_input, mut k) = (u32::MAX, 0u32);
-        for e in &result.emitted {
+        for (n, e) in result.emitted.iter().enumerate() {
             if e.input as usize >= done {
                 continue;
             }
@@ -164,6 +205,9 @@ impl Cx<'_> {
                 k += 1;
             } else {
                 (cur_input, k) = (e.input, 0);
+            }
+            if broken.iter().any(|b| b.0 == e.input) {
+                continue;
             }
             if !self.seen.is_empty() && answered.seen(self.seen, e.input, k) {
                 continue;
@@ -174,10 +218,14 @@ impl Cx<'_> {
             // The executor checked every emitted record; one that does not read is not
             // written (never reached).
             let Ok(view) = result.view(e) else { continue };
-            let n = topic.partitions.len() as u32;
+            let value = match encoded.get(n) {
+                Some(Some(v)) => Some(v.as_slice()),
+                _ => view.value,
+            };
+            let n_parts = topic.partitions.len() as u32;
             let p = match view.key {
-                Some(key) => partition_for_key(key, n),
-                None => part % n,
+                Some(key) => partition_for_key(key, n_parts),
+                None => part % n_parts,
             };
             src.clear();
             src.extend_from_slice(out.src_prefix.as_bytes());
@@ -196,10 +244,27 @@ impl Cx<'_> {
             out.pending.entry((e.output as usize, p)).or_default().push(
                 result.base_timestamp().saturating_add(view.timestamp_delta),
                 view.key,
-                view.value,
+                value,
                 theirs.chain(ours),
             );
             out.counts[1] += 1;
+        }
+        broken
+    }
+
+    /// Dead-letters the inputs whose outputs broke their topics' contracts (see `emit`).
+    pub fn contract_breaches(&mut self, input: &InputBatch, broken: Vec<(u32, String)>) {
+        for (i, why) in broken {
+            let Some(&offset) = input.offsets.get(i as usize) else {
+                continue;
+            };
+            if self.seen.has_verdict(offset) {
+                continue;
+            }
+            self.out.counts[3] += 1;
+            self.t.set_last_error(format!("offset {offset}: {why}"));
+            let slot = self.sinks.dead_letter_slot();
+            self.dead_letter(input, i, offset, &why, slot, &[]);
         }
     }
 

@@ -18,6 +18,7 @@ use sluice_sdk::codec::{Reader, RecordView, next_raw};
 use super::{Cx, Operator, ProcessError};
 use crate::emit::{Answered, InputBatch};
 use crate::recover::{Recovered, SOURCE_HEADER, VERSION_HEADER};
+use crate::schemas::SchemaCodec;
 use crate::shared::{StateShared, TaskShared};
 use crate::state::{self as durable, Commit, Meta};
 use crate::{EventTimeSettings, RestoreInfo, Transform};
@@ -166,7 +167,14 @@ impl Stateful {
                 watermark,
                 first,
             };
-            cx.emit(&answered, &result, done);
+            for (i, why) in cx.emit(&answered, &result, done, &[]) {
+                // A timer's outputs that break their topic's contract: none is written.
+                cx.out.counts[3] += 1;
+                cx.t.set_last_error(format!(
+                    "timer {} at watermark {watermark}: {why}",
+                    first + i
+                ));
+            }
             timer_dead_letters(cx, &timers, &result, done, &answered);
             first += done as u32;
         }
@@ -271,13 +279,14 @@ impl Operator for Stateful {
         after: u64,
     ) -> Result<Option<u64>, ProcessError> {
         let settings = &self.settings;
-        let prepared = prepare(input, settings, self.clock.watermark, cx.seen);
+        let prepared = prepare(input, settings, self.clock.watermark, cx.seen, cx.codec);
         let kept = prepared.kept.as_ref().unwrap_or(input);
         let field_times: &[i64] = if settings.field.is_some() {
             &prepared.times
         } else {
             &[]
         };
+        let (seen_by_plugin, ids) = cx.plugin_input(kept);
         let result = if kept.offsets.is_empty() {
             BatchOutput::default()
         } else {
@@ -290,7 +299,7 @@ impl Operator for Stateful {
                     cx.partition,
                     kept.base_offset,
                     kept.base_timestamp,
-                    kept.section.clone(),
+                    seen_by_plugin.section.clone(),
                     kept.offsets.len() as u32,
                 )
             };
@@ -301,8 +310,9 @@ impl Operator for Stateful {
         } else {
             (result.done as usize).min(kept.offsets.len())
         };
-        cx.emit(&Answered::Records(kept), &result, done);
+        let broken = cx.emit(&Answered::Records(kept), &result, done, &ids);
         cx.dead_letters(kept, &result, done);
+        cx.contract_breaches(kept, broken);
         // Records of the original batch before `cut` have their verdicts.
         let cut = prepared
             .kept_index
@@ -554,6 +564,7 @@ fn prepare(
     settings: &EventTimeSettings,
     watermark: i64,
     seen: &Recovered,
+    codec: Option<&SchemaCodec>,
 ) -> Prepared {
     let n = input.offsets.len();
     let mut times = Vec::with_capacity(n);
@@ -572,7 +583,11 @@ fn prepare(
         let time = match (&settings.field, view) {
             (_, Err(e)) => Err(format!("the record does not decode: {e}")),
             (None, Ok(v)) => Ok(input.base_timestamp.saturating_add(v.timestamp_delta)),
-            (Some(field), Ok(v)) => sluice_sdk::json::event_time(v.value, field),
+            (Some(field), Ok(v)) => match codec.and_then(|c| c.json_value(v.value)) {
+                // A framed value of a `decode` deployment: the field of its JSON.
+                Some(json) => sluice_sdk::json::event_time(Some(json.as_bytes()), field),
+                None => sluice_sdk::json::event_time(v.value, field),
+            },
         };
         match time {
             Ok(t) if t < watermark => removed.push((i, Removal::Late { event_time: t })),

@@ -34,18 +34,20 @@ impl Operator for Stateless {
         input: &InputBatch,
         _after: u64,
     ) -> Result<Option<u64>, ProcessError> {
+        let (seen_by_plugin, ids) = cx.plugin_input(input);
         let batch = BatchInput::records(
             &cx.input.topic,
             cx.partition,
             input.base_offset,
             input.base_timestamp,
-            input.section.clone(),
+            seen_by_plugin.section.clone(),
             input.offsets.len() as u32,
         );
         let result = cx.run(&batch)?;
         let done = (result.done as usize).min(input.offsets.len());
-        cx.emit(&Answered::Records(input), &result, done);
+        let broken = cx.emit(&Answered::Records(input), &result, done, &ids);
         cx.dead_letters(input, &result, done);
+        cx.contract_breaches(input, broken);
         // The run ended early (a failure to isolate, or its time budget): the rest of
         // this read is the next's.
         Ok((done < input.offsets.len()).then(|| input.offsets[done]))
