@@ -23,7 +23,7 @@ pub use spec::{
     MAX_TIME_SETTING_MS, REDACTED, Start, StateMode, TransformSpec, VersionSel,
 };
 pub use status::{
-    CounterValues, GroupStatus, HistoryEntry, PartitionState, PartitionStatus, RestoreInfo,
-    RunState, StateCheckpoint, TransformStatus, WorkerSummary,
+    CounterValues, HistoryEntry, PartitionState, PartitionStatus, RestoreInfo, RunState,
+    StateCheckpoint, TransformStatus, WorkerSummary,
 };
 pub use validate::{Capabilities, Catalog, DeployError, Prepared, check_plugin, prepare};

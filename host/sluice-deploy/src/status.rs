@@ -134,18 +134,6 @@ pub struct WorkerSummary {
     pub partitions: Vec<u32>,
 }
 
-/// What a worker group adds to a deployment's status.
-#[derive(Debug, Clone, Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct GroupStatus {
-    /// The consumer group whose committed offsets are the deployment's positions.
-    pub consumer_group: String,
-    pub created_ms: i64,
-    pub updated_ms: i64,
-    /// The live workers running it.
-    pub workers: Vec<WorkerSummary>,
-}
-
 /// The status of one transform (`GET /v1/transforms/{name}`).
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -188,9 +176,17 @@ pub struct TransformStatus {
     pub partitions: Vec<PartitionStatus>,
     pub counters: CounterValues,
     pub last_error: Option<String>,
-    /// Workers: the group's view of the deployment.
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    pub group: Option<GroupStatus>,
+    /// Workers: the consumer group whose committed offsets are the positions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consumer_group: Option<String>,
+    /// Workers: when the deployment was created and last changed (ms since the epoch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_ms: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated_ms: Option<i64>,
+    /// Workers: the live workers running it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workers: Option<Vec<WorkerSummary>>,
 }
 
 impl TransformStatus {
@@ -227,7 +223,10 @@ impl TransformStatus {
             partitions: Vec::new(),
             counters: CounterValues::default(),
             last_error: None,
-            group: None,
+            consumer_group: None,
+            created_ms: None,
+            updated_ms: None,
+            workers: None,
         }
     }
 }

@@ -6,22 +6,25 @@
 mod appender;
 pub mod checkpoint;
 mod emit;
+mod logs;
 mod operator;
 pub mod plugins;
 pub mod recover;
 mod schemas;
 mod shared;
 pub mod state;
+mod status;
 pub mod tables;
 mod task;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
+pub use logs::LogRing;
 pub use recover::{SOURCE_HEADER, VERSION_HEADER};
 
 use checkpoint::Checkpoint;
@@ -32,10 +35,10 @@ use schemas::SchemaCodec;
 use shared::{StateShared, TaskShared};
 use sluice_common::fs::write_file;
 use sluice_deploy::names::valid_name;
-use sluice_deploy::{Capabilities, Catalog, prepare};
+use sluice_deploy::{Capabilities, prepare};
 use sluice_log::{Log, LogError, TopicConfig};
 use sluice_runtime::state::{StateBudget, StateStore};
-use sluice_runtime::{Compiled, Executor, InstanceConfig, Interrupt, LogLine, LogSink};
+use sluice_runtime::{Compiled, Executor, InstanceConfig, Interrupt};
 use tables::TableRegistry;
 use task::TaskCtx;
 
@@ -78,95 +81,6 @@ struct Persisted {
     spec: TransformSpec,
     paused: bool,
     history: Vec<HistoryEntry>,
-}
-
-/// Bounded plugin log lines of one transform, rate-limited so a chatty plugin can neither
-/// flood the server log nor push every useful line out of the ring.
-#[derive(Debug, Default)]
-pub struct LogRing {
-    lines: Mutex<Ring>,
-    next: AtomicU64,
-    /// Lines refused by the rate limit, ever.
-    pub dropped: AtomicU64,
-}
-
-#[derive(Debug, Default)]
-struct Ring {
-    lines: VecDeque<(u64, LogLine)>,
-    /// Token bucket: lines that may be kept right now, refilled at `LOG_RATE` per second.
-    tokens: f64,
-    refilled: Option<std::time::Instant>,
-    /// Refused since the last kept line (reported in the next kept one's place).
-    dropped_run: u64,
-}
-
-const LOG_RING: usize = 1000;
-/// Lines per second a transform may log, and the burst above that.
-const LOG_RATE: f64 = 100.0;
-const LOG_BURST: f64 = 500.0;
-
-impl Ring {
-    fn admit(&mut self) -> bool {
-        let now = std::time::Instant::now();
-        let elapsed = self.refilled.map_or(LOG_BURST / LOG_RATE, |t| {
-            now.duration_since(t).as_secs_f64()
-        });
-        self.tokens = (self.tokens + elapsed * LOG_RATE).min(LOG_BURST);
-        self.refilled = Some(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-
-    fn push(&mut self, seq: u64, line: LogLine) {
-        if self.lines.len() == LOG_RING {
-            self.lines.pop_front();
-        }
-        self.lines.push_back((seq, line));
-    }
-}
-
-impl LogSink for LogRing {
-    fn log(&self, line: LogLine) {
-        let mut ring = self.lines.lock().unwrap_or_else(|p| p.into_inner());
-        if !ring.admit() {
-            ring.dropped_run += 1;
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        if ring.dropped_run > 0 {
-            let note = LogLine {
-                level: "warn".into(),
-                message: format!(
-                    "{} log lines dropped: over {LOG_RATE} lines/s (burst {LOG_BURST})",
-                    ring.dropped_run
-                ),
-                ..line.clone()
-            };
-            ring.dropped_run = 0;
-            let seq = self.next.fetch_add(1, Ordering::Relaxed);
-            ring.push(seq, note);
-        }
-        tracing::debug!(target: "sluice::plugin", plugin = %line.plugin, version = line.version,
-            partition = line.partition, offset = ?line.offset, "{}", line.message);
-        let seq = self.next.fetch_add(1, Ordering::Relaxed);
-        ring.push(seq, line);
-    }
-}
-
-impl LogRing {
-    /// Lines with sequence numbers at or after `from`.
-    pub fn since(&self, from: u64) -> Vec<(u64, LogLine)> {
-        let l = self.lines.lock().unwrap_or_else(|p| p.into_inner());
-        l.lines
-            .iter()
-            .filter(|(s, _)| *s >= from)
-            .cloned()
-            .collect()
-    }
 }
 
 /// A partition task's shared state and its thread.
@@ -962,114 +876,5 @@ impl Pipelines {
             });
         }
         Ok(self.plugins.delete(plugin)?)
-    }
-
-    /// The status of one transform.
-    pub fn status(&self, t: &Transform) -> TransformStatus {
-        let spec = t.spec();
-        let input = self.log.topic(&spec.input).ok();
-        let partitions = t
-            .task_states()
-            .iter()
-            .map(|s| {
-                let position = s.position.load(Ordering::Acquire);
-                let hw = input
-                    .as_ref()
-                    .and_then(|i| i.partitions.get(s.partition as usize))
-                    .map_or(position, |p| p.high_watermark());
-                PartitionStatus {
-                    partition: s.partition,
-                    position: Some(position),
-                    lag: Some(hw.saturating_sub(position)),
-                    version: s.version.load(Ordering::Acquire),
-                    state: s.state.as_ref().map(|st| partition_state(st)),
-                    worker: None,
-                }
-            })
-            .collect();
-        let stateful = t.is_stateful();
-        TransformStatus {
-            status: if t.paused.load(Ordering::Acquire) {
-                RunState::Paused
-            } else {
-                RunState::Running
-            },
-            version: t.active_version(),
-            history: t.history.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-            partitions,
-            counters: t.counters.values(),
-            last_error: t
-                .last_error
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-            ..TransformStatus::of_spec(&t.name, &spec, stateful)
-        }
-    }
-}
-
-/// What `sluice serve` has: the log's topics, the plugin store's versions, the deployments
-/// (with those being created).
-impl Catalog for Pipelines {
-    fn partitions(&self, topic: &str) -> Option<u32> {
-        self.log
-            .topic(topic)
-            .ok()
-            .map(|t| t.partitions.len() as u32)
-    }
-
-    fn plugin_versions(&self, plugin: &str) -> Option<Vec<u32>> {
-        let versions = self.plugins.versions(plugin).ok()?;
-        Some(versions.iter().map(|v| v.version).collect())
-    }
-
-    fn deployments(&self, except: &str) -> Vec<(String, TransformSpec)> {
-        let mut all: Vec<(String, TransformSpec)> = self
-            .list()
-            .iter()
-            .filter(|t| t.name != except)
-            .map(|t| (t.name.clone(), t.spec()))
-            .collect();
-        all.extend(
-            self.reserved
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
-                .filter(|(n, _)| *n != except)
-                .map(|(n, s)| (n.clone(), s.clone())),
-        );
-        all
-    }
-}
-
-/// The status of one stateful partition.
-fn partition_state(st: &StateShared) -> PartitionState {
-    let some = |t: i64| (t != sluice_sdk::NO_WATERMARK).then_some(t);
-    let (keys, bytes, timers, next_timer) = {
-        let store = st.lock();
-        (
-            store.keys() as u64,
-            store.bytes(),
-            store.timer_count() as u64,
-            store.next_timer(),
-        )
-    };
-    let at = st.committed_at.load(Ordering::Relaxed);
-    let snap = st.snapshot_offset.load(Ordering::Relaxed);
-    PartitionState {
-        watermark: some(st.watermark.load(Ordering::Relaxed)),
-        max_event_time: some(st.max_event_time.load(Ordering::Relaxed)),
-        late: st.late.load(Ordering::Relaxed),
-        state_keys: keys,
-        state_bytes: bytes,
-        timers,
-        next_timer,
-        checkpoint: StateCheckpoint {
-            position: st.committed_position.load(Ordering::Relaxed),
-            at: (at > 0).then_some(at),
-            changelog_offset: st.changelog_end.load(Ordering::Relaxed),
-            snapshot_offset: (snap != u64::MAX).then_some(snap),
-        },
-        restore: st.restore.lock().unwrap_or_else(|p| p.into_inner()).clone(),
     }
 }

@@ -326,7 +326,14 @@ struct EngineSet {
 }
 
 impl EngineSet {
-    fn new(fuel: bool, cache: Arc<compile_cache::CompileCache>) -> Result<EngineSet, RuntimeError> {
+    /// An engine (fuel-metered or not); `parallel`: compile on the process's shared
+    /// threads (else on the calling thread alone: background builds never take them from
+    /// an upload that someone waits for).
+    fn new(
+        fuel: bool,
+        parallel: bool,
+        cache: Arc<compile_cache::CompileCache>,
+    ) -> Result<EngineSet, RuntimeError> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(512)
             .total_core_instances(4096)
@@ -354,6 +361,7 @@ impl EngineSet {
             .memory_may_move(false)
             .signals_based_traps(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        config.parallel_compilation(parallel);
         config
             .enable_incremental_compilation(cache)
             .map_err(|e| RuntimeError::Instantiate(format!("{e:#}")))?;
@@ -417,9 +425,10 @@ impl Runtime {
         } = options;
         // One incremental cache for both engines: rebuilt plugins compile what changed.
         let cache = Arc::new(compile_cache::CompileCache::default());
-        let fast = EngineSet::new(metering == Metering::Always, cache.clone())?;
+        let fast = EngineSet::new(metering == Metering::Always, true, cache.clone())?;
         let metered = match metering {
-            Metering::Isolation => Some(EngineSet::new(true, cache)?),
+            // Built in the background after an upload: one thread, at background priority.
+            Metering::Isolation => Some(EngineSet::new(true, false, cache)?),
             Metering::Always | Metering::Off => None,
         };
         std::fs::create_dir_all(cache_dir).map_err(|e| RuntimeError::Cache(e.to_string()))?;

@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sluice_deploy::{
-    Capabilities, Catalog, CounterValues, DeployError, GroupStatus, HistoryEntry, PartitionStatus,
-    RunState, TransformSpec, TransformStatus, VersionSel, WorkerSummary, check_plugin, prepare,
+    Capabilities, Catalog, CounterValues, DeployError, HistoryEntry, PartitionStatus, RunState,
+    TransformSpec, TransformStatus, VersionSel, WorkerSummary, check_plugin, prepare,
 };
 use sluice_pipeline::plugins::{PluginError, PluginVersion, valid_name};
 use sluice_pipeline::{LogRing, PipelineError};
@@ -600,12 +600,7 @@ impl Worker {
             },
             ..TransformStatus::of_spec(name, &d.spec, false)
         };
-        let mut group = GroupStatus {
-            consumer_group: engine::group_of(&self.settings, name),
-            created_ms: d.created_ms,
-            updated_ms: d.updated_ms,
-            workers: Vec::new(),
-        };
+        let mut workers = Vec::new();
         let mut history = Vec::new();
         for r in reports {
             let Some(dr) = r.deployments.get(name) else {
@@ -641,7 +636,7 @@ impl Worker {
             if st.last_error.is_none() {
                 st.last_error.clone_from(&dr.last_error);
             }
-            group.workers.push(WorkerSummary {
+            workers.push(WorkerSummary {
                 id: r.id.clone(),
                 http: r.http.clone(),
                 reported_ms: r.at_ms,
@@ -655,7 +650,10 @@ impl Worker {
         }
         st.partitions.sort_by_key(|p| p.partition);
         st.history = merge_history(history);
-        st.group = Some(group);
+        st.consumer_group = Some(engine::group_of(&self.settings, name));
+        st.created_ms = Some(d.created_ms);
+        st.updated_ms = Some(d.updated_ms);
+        st.workers = Some(workers);
         Ok(st)
     }
 }

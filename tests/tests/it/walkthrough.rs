@@ -1,5 +1,6 @@
 //! The README's walk-through, as a newcomer runs it: every `sh` block from "Five-minute
-//! walk-through" up to "Connectors", in order and as written (but those marked
+//! walk-through" up to "Connectors", then those of "Schema Registry and data contracts", in
+//! order and as written (but those marked
 //! `<!-- not run: … -->`), by bash in a fresh directory with `sluice` on the PATH and a
 //! fresh server on the default addresses (127.0.0.1:8080, :9092) — then what those
 //! commands should have made is checked over the API: the Rust, Python and JavaScript
@@ -17,14 +18,10 @@ use serde_json::Value;
 
 use crate::common::{http, sluice_bin};
 
-/// The `sh` blocks of the walk-through, in order.
-fn walk_through_blocks(readme: &str) -> Vec<String> {
-    let start = readme
-        .find("## Five-minute walk-through")
-        .expect("README has the walk-through");
-    let end = readme[start..]
-        .find("\n## Connectors")
-        .map_or(readme.len(), |e| start + e);
+/// The `sh` blocks of the README from the section `from` up to `to`, in order.
+fn sh_blocks(readme: &str, from: &str, to: &str) -> Vec<String> {
+    let start = readme.find(from).expect("README has the section");
+    let end = readme[start..].find(to).map_or(readme.len(), |e| start + e);
     let mut blocks = Vec::new();
     let mut lines = readme[start..end].lines().peekable();
     let mut previous = "";
@@ -99,8 +96,20 @@ fn values(topic: &str) -> Vec<String> {
 fn the_readme_walk_through_runs_as_written() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let blocks = walk_through_blocks(&readme);
+    let mut blocks = sh_blocks(&readme, "## Five-minute walk-through", "\n## Connectors");
     assert!(blocks.len() >= 7, "found only {} blocks", blocks.len());
+    // The Schema Registry's section runs on the same server, after the walk-through.
+    let schema_blocks = sh_blocks(
+        &readme,
+        "## Schema Registry and data contracts",
+        "\n## Workers over",
+    );
+    assert!(
+        schema_blocks.len() >= 4,
+        "found only {}",
+        schema_blocks.len()
+    );
+    blocks.extend(schema_blocks);
 
     let home = tempfile::tempdir().unwrap();
     // `sluice` on the PATH: the binary under test.
@@ -199,6 +208,26 @@ fn the_readme_walk_through_runs_as_written() {
             e.iter()
                 .any(|e| e["value"] == 3 && e["parts"]["key"] == "alice")
         })
+    });
+    // The registry section: a subject, a validated topic, a schema-aware mask.
+    let sr: Value = http()
+        .get("http://127.0.0.1:8081/subjects/orders-value/versions")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(sr, serde_json::json!([1]));
+    eventually("the masked order arrives, framed with its schema", || {
+        let mut found = false;
+        for p in 0..3 {
+            let r = get(&format!(
+                "/v1/topics/masked/partitions/{p}/records?offset=0&decode=json"
+            ));
+            found |= r["records"]
+                .as_array()
+                .is_some_and(|rs| rs.iter().any(|r| r["value_json"]["id"] == "o-1"));
+        }
+        found
     });
     // Unchanged source pushed again is the stored version: nothing new.
     let again = Command::new("sluice")
