@@ -109,9 +109,7 @@ impl ParsedSchema {
     /// the result: the `decode` validation mode.
     pub fn check_payload(&self, payload: &[u8]) -> Result<(), CodecError> {
         match &self.inner {
-            Inner::Avro(a) => avro::codec::decode(a, payload)
-                .map(|_| ())
-                .map_err(CodecError::Decode),
+            Inner::Avro(a) => avro::codec::check(a, payload).map_err(CodecError::Decode),
             Inner::Protobuf(p) => {
                 let (indexes, body) = crate::wire::read_message_indexes(payload)?;
                 let message = p.message_at(&indexes).map_err(CodecError::Decode)?;

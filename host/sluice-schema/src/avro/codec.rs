@@ -41,24 +41,64 @@ pub(crate) fn decode(schema: &AvroSchema, bytes: &[u8]) -> Result<Value, String>
     Ok(value)
 }
 
+/// Checks that `bytes` is one Avro datum of the schema, without building its JSON: what a
+/// topic's `decode` validation needs.
+pub(crate) fn check(schema: &AvroSchema, bytes: &[u8]) -> Result<(), String> {
+    let mut d = Decoder {
+        schema,
+        bytes,
+        pos: 0,
+        budget: bytes.len().saturating_mul(4).saturating_add(4096),
+        path: Vec::new(),
+    };
+    d.skip(&schema.root, 0)?;
+    if d.pos != bytes.len() {
+        return Err(format!(
+            "{} trailing bytes after the record (is this the writer's schema?)",
+            bytes.len() - d.pos
+        ));
+    }
+    Ok(())
+}
+
 struct Decoder<'a> {
     schema: &'a AvroSchema,
     bytes: &'a [u8],
     pos: usize,
     budget: usize,
-    path: Vec<String>,
+    path: Vec<Seg<'a>>,
 }
 
-fn path_string(path: &[String]) -> String {
+/// One step of the path to a value, for error messages only: borrowed where it can be, so
+/// walking a record costs no allocation per field.
+#[derive(Debug, Clone)]
+enum Seg<'a> {
+    Field(&'a str),
+    Index(usize),
+    Key(std::borrow::Cow<'a, str>),
+}
+
+fn path_string(path: &[Seg<'_>]) -> String {
+    use std::fmt::Write;
     if path.is_empty() {
         return "the record".to_string();
     }
     let mut s = String::from("field '");
     for (i, p) in path.iter().enumerate() {
-        if i > 0 && !p.starts_with('[') {
-            s.push('.');
+        match p {
+            Seg::Field(name) => {
+                if i > 0 {
+                    s.push('.');
+                }
+                s.push_str(name);
+            }
+            Seg::Index(n) => {
+                let _ = write!(s, "[{n}]");
+            }
+            Seg::Key(k) => {
+                let _ = write!(s, "[{k:?}]");
+            }
         }
-        s.push_str(p);
     }
     s.push('\'');
     s
@@ -207,7 +247,7 @@ impl<'a> Decoder<'a> {
             Schema::Array(a) => {
                 let mut out = Vec::new();
                 self.blocks(|d, i| {
-                    d.path.push(format!("[{i}]"));
+                    d.path.push(Seg::Index(i));
                     let v = d.value(&a.items, depth + 1);
                     d.path.pop();
                     out.push(v?);
@@ -220,12 +260,11 @@ impl<'a> Decoder<'a> {
                 self.blocks(|d, _| {
                     let n = d.len()?;
                     let key = std::str::from_utf8(d.take(n)?)
-                        .map_err(|_| d.err("map key is not valid UTF-8"))?
-                        .to_string();
-                    d.path.push(format!("[{key:?}]"));
+                        .map_err(|_| d.err("map key is not valid UTF-8"))?;
+                    d.path.push(Seg::Key(key.into()));
                     let v = d.value(&m.types, depth + 1);
                     d.path.pop();
-                    out.insert(key, v?);
+                    out.insert(key.to_string(), v?);
                     Ok(())
                 })?;
                 Value::Object(out)
@@ -233,7 +272,7 @@ impl<'a> Decoder<'a> {
             Schema::Record(r) => {
                 let mut out = Map::with_capacity(r.fields.len());
                 for f in &r.fields {
-                    self.path.push(f.name.clone());
+                    self.path.push(Seg::Field(&f.name));
                     let v = self.value(&f.schema, depth + 1);
                     self.path.pop();
                     out.insert(f.name.clone(), v?);
@@ -244,6 +283,113 @@ impl<'a> Decoder<'a> {
                 return Err(self.err(format!("unknown named type {}", name.fullname(None))));
             }
         })
+    }
+
+    /// Walks a value as `value` does, checking it, building nothing.
+    fn skip(&mut self, schema: &'a Schema, depth: usize) -> Result<(), String> {
+        if depth > MAX_DEPTH {
+            return Err(self.err("nesting too deep"));
+        }
+        self.spend()?;
+        let schema = self.schema.resolve(schema);
+        match schema {
+            Schema::Null => {}
+            Schema::Boolean => {
+                let b = self.take(1)?[0];
+                if b > 1 {
+                    return Err(self.err(format!("invalid boolean byte {b}")));
+                }
+            }
+            Schema::Int | Schema::Date | Schema::TimeMillis => {
+                self.int()?;
+            }
+            Schema::Long
+            | Schema::TimeMicros
+            | Schema::TimestampMillis
+            | Schema::TimestampMicros
+            | Schema::TimestampNanos
+            | Schema::LocalTimestampMillis
+            | Schema::LocalTimestampMicros
+            | Schema::LocalTimestampNanos => {
+                self.long()?;
+            }
+            Schema::Float => {
+                self.take(4)?;
+            }
+            Schema::Double => {
+                self.take(8)?;
+            }
+            Schema::Bytes | Schema::BigDecimal | Schema::Uuid(UuidSchema::Bytes) => {
+                let n = self.len()?;
+                self.take(n)?;
+            }
+            Schema::String | Schema::Uuid(UuidSchema::String) => {
+                let n = self.len()?;
+                if std::str::from_utf8(self.take(n)?).is_err() {
+                    return Err(self.err("string is not valid UTF-8"));
+                }
+            }
+            Schema::Fixed(f) | Schema::Duration(f) | Schema::Uuid(UuidSchema::Fixed(f)) => {
+                self.take(f.size)?;
+            }
+            Schema::Decimal(d) => match &d.inner {
+                InnerDecimalSchema::Bytes => {
+                    let n = self.len()?;
+                    self.take(n)?;
+                }
+                InnerDecimalSchema::Fixed(f) => {
+                    self.take(f.size)?;
+                }
+            },
+            Schema::Enum(e) => {
+                let i = self.int()?;
+                if usize::try_from(i)
+                    .ok()
+                    .and_then(|i| e.symbols.get(i))
+                    .is_none()
+                {
+                    return Err(self.err(format!("enum index {i} out of range")));
+                }
+            }
+            Schema::Union(u) => {
+                let i = self.long()?;
+                match usize::try_from(i).ok().and_then(|i| u.variants().get(i)) {
+                    Some(branch) => self.skip(branch, depth + 1)?,
+                    None => return Err(self.err(format!("union branch {i} out of range"))),
+                }
+            }
+            Schema::Array(a) => {
+                self.blocks(|d, i| {
+                    d.path.push(Seg::Index(i));
+                    let r = d.skip(&a.items, depth + 1);
+                    d.path.pop();
+                    r
+                })?;
+            }
+            Schema::Map(m) => {
+                self.blocks(|d, _| {
+                    let n = d.len()?;
+                    let key = std::str::from_utf8(d.take(n)?)
+                        .map_err(|_| d.err("map key is not valid UTF-8"))?;
+                    d.path.push(Seg::Key(key.into()));
+                    let r = d.skip(&m.types, depth + 1);
+                    d.path.pop();
+                    r
+                })?;
+            }
+            Schema::Record(r) => {
+                for f in &r.fields {
+                    self.path.push(Seg::Field(&f.name));
+                    let v = self.skip(&f.schema, depth + 1);
+                    self.path.pop();
+                    v?;
+                }
+            }
+            Schema::Ref { name } => {
+                return Err(self.err(format!("unknown named type {}", name.fullname(None))));
+            }
+        }
+        Ok(())
     }
 
     /// Array and map blocks: a count (negative: its absolute value, then the block's byte size),
@@ -337,7 +483,7 @@ pub(crate) fn encode(schema: &AvroSchema, value: &Value) -> Result<Vec<u8>, Stri
 
 struct Encoder<'a> {
     schema: &'a AvroSchema,
-    path: Vec<String>,
+    path: Vec<Seg<'a>>,
 }
 
 fn json_kind(v: &Value) -> &'static str {
@@ -542,7 +688,7 @@ impl<'a> Encoder<'a> {
                 if !items.is_empty() {
                     write_long(out, items.len() as i64);
                     for (i, item) in items.iter().enumerate() {
-                        self.path.push(format!("[{i}]"));
+                        self.path.push(Seg::Index(i));
                         let r = self.value(&a.items, item, out, depth + 1);
                         self.path.pop();
                         r?;
@@ -559,7 +705,7 @@ impl<'a> Encoder<'a> {
                     for (k, v) in entries {
                         write_long(out, k.len() as i64);
                         out.extend_from_slice(k.as_bytes());
-                        self.path.push(format!("[{k:?}]"));
+                        self.path.push(Seg::Key(k.clone().into()));
                         let r = self.value(&m.types, v, out, depth + 1);
                         self.path.pop();
                         r?;
@@ -597,7 +743,7 @@ impl<'a> Encoder<'a> {
             ));
         }
         for f in &r.fields {
-            self.path.push(f.name.clone());
+            self.path.push(Seg::Field(&f.name));
             let result = match (obj.get(&f.name), &f.default) {
                 (Some(v), _) => self.value(&f.schema, v, out, depth + 1),
                 // Defaults are JSON in Avro's encoding; for a union Java Avro 1.11+ (and so
