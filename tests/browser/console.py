@@ -148,6 +148,22 @@ def main():
         expect(page.locator("#latency tr").nth(2)).to_contain_text("≤", timeout=10_000)
         shot(page, "metrics")
 
+        # Schemas: two versions of a subject, a topic that requires it, the diff between them.
+        v1 = '{"type":"record","name":"Order","fields":[{"name":"id","type":"string"}]}'
+        v2 = ('{"type":"record","name":"Order","fields":[{"name":"id","type":"string"},'
+              '{"name":"note","type":["null","string"],"default":null}]}')
+        for schema in (v1, v2):
+            api(page, "POST", "/v1/registry/subjects/orders-value/versions", {"schema": schema})
+        api(page, "POST", "/v1/topics", {"name": "orders", "schema": {"value": {"subject": "orders-value"}}})
+        visit(page, "schemas", "Schemas")
+        expect(page.locator("table")).to_contain_text("orders-value")
+        expect(page.locator("table")).to_contain_text("BACKWARD")
+        expect(page.locator("table tr").nth(1)).to_contain_text("orders")
+        page.click("text=orders-value")
+        expect(page.locator("h2")).to_have_text("Schema orders-value")
+        expect(page.locator("pre.diff .added", has_text='"note"').first).to_be_visible()
+        shot(page, "schemas")
+
         # With auth: a viewer sees but cannot deploy (disabled, and refused anyway).
         if len(sys.argv) > 4:
             auth_url, viewer, admin = sys.argv[4:7]

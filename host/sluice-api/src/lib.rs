@@ -110,6 +110,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/transforms/{name}/state", get(state::read))
         .merge(deployments::routes::<_, Connectors>("/v1/connectors"))
         .route_layer(axum::middleware::from_fn(observe))
+        // The schema registry's API also under the HTTP API's address (for the console:
+        // one origin, one token); clients use its own listener.
+        .nest_service(
+            "/v1/registry",
+            registry::router(Arc::new(registry::RegistryApp {
+                registry: state.registry.clone(),
+                auth: state.auth.clone(),
+                max_body_bytes: body_limit,
+            })),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
