@@ -369,10 +369,17 @@ export function transform(fn, { init = null, onTimer = null } = {}) {
   return {
     init() {
       if (init === null) return;
+      stateModule.beginCall();
       try {
         bound = bind(fn, onTimer, init(), true);
       } catch (e) {
         throw reasonOf(e);
+      }
+      // init runs for every instance the host starts: state written there would be
+      // written again and again, so it is refused rather than dropped.
+      if (stateModule.callHasChanges()) {
+        stateModule.discardCall();
+        throw 'init wrote state: state can only be written while processing records or timers (init runs again for every instance of the plugin); set initial values when a record first needs them';
       }
     },
     process(ctx, records) {

@@ -174,6 +174,11 @@ export function discardCall() {
   call = new Call();
 }
 
+/** Whether the call so far changed state or timers. */
+export function callHasChanges() {
+  return call.ops().length > 0;
+}
+
 /** Bytes as a Uint8Array of this realm (lists from the host may be typed arrays of
  * another one, which `instanceof` does not recognise), or null. */
 function asUint8(v) {

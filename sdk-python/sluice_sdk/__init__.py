@@ -462,10 +462,16 @@ def transform(fn, init=None, on_timer=None):
         def init(self) -> None:
             if init is None:
                 return
+            state.begin_call()
             try:
                 WitWorld.bound = bind(fn, on_timer, init(), True)
             except Exception as e:  # noqa: BLE001 - reported as the init error
                 raise _err(_reason(e)) from None
+            # init runs for every instance the host starts: state written there would be
+            # written again and again, so it is refused rather than dropped.
+            if state.call_has_changes():
+                state.discard_call()
+                raise _err("init wrote state: state can only be written while processing records or timers (init runs again for every instance of the plugin); set initial values when a record first needs them") from None
 
         def process(self, ctx, records: bytes) -> bytes:
             f, _ = WitWorld.bound

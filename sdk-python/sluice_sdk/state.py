@@ -176,6 +176,11 @@ def discard_call() -> None:
     _CALL = _Call()
 
 
+def call_has_changes() -> bool:
+    """Whether the call so far changed state or timers."""
+    return bool(_CALL.ops())
+
+
 def _key(key) -> bytes:
     from . import Error, _bytes
 

@@ -776,7 +776,20 @@ pub mod __rt {
     }
 
     pub fn init<S: 'static>(init: fn() -> Result<S, Error>) -> Result<(), String> {
+        state::begin_call();
         let s = init().map_err(|e| e.0)?;
+        // `init` runs for every instance the host starts (per partition, after a reload,
+        // when it recycles or isolates), so state written there would be written again
+        // and again: refuse it loudly instead of dropping it.
+        if state::call_has_changes() {
+            state::discard_call();
+            return Err(
+                "init wrote state: state can only be written while processing records or \
+                 timers (init runs again for every instance of the plugin); set initial \
+                 values when a record first needs them (e.g. with state::update)"
+                    .into(),
+            );
+        }
         STATE.with(|st| *st.borrow_mut() = Some(Box::new(s)));
         Ok(())
     }

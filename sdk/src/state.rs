@@ -374,6 +374,11 @@ pub(crate) fn end_call() -> Result<(), Error> {
     Ok(())
 }
 
+/// Whether the call so far changed state or timers.
+pub(crate) fn call_has_changes() -> bool {
+    with_call_cache(|c| c.dirty || !c.timers.is_empty())
+}
+
 /// Forgets the call's changes (the call fails; the host undoes what reached it).
 pub(crate) fn discard_call() {
     with_call_cache(|c| *c = Cache::default());

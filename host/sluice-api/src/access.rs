@@ -43,16 +43,32 @@ fn bearer(req: &Request) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-pub async fn authorize(
-    State(auth): State<Option<Arc<sluice_auth::Auth>>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+/// What the authorization middleware decides with: the identities, and which topics the
+/// server keeps for itself (read with the state permission).
+#[derive(Clone)]
+pub struct Gate {
+    pub auth: Option<Arc<sluice_auth::Auth>>,
+    pub owned: sluice_auth::OwnedTopics,
+}
+
+impl Gate {
+    /// A gate for a surface that serves no topic's records (the worker's API).
+    pub fn without_topics(auth: Option<Arc<sluice_auth::Auth>>) -> Gate {
+        Gate {
+            auth,
+            owned: Arc::new(|_: &str| false),
+        }
+    }
+}
+
+pub async fn authorize(State(gate): State<Gate>, mut req: Request, next: Next) -> Response {
+    let auth = gate.auth;
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let Some(action) = classify(&method, &path) else {
         return next.run(req).await;
     };
+    let action = action.refine(&*gate.owned);
     let mut identity = "anonymous".to_string();
     if let Some(auth) = &auth {
         let Some(principal) = bearer(&req).and_then(|t| auth.authenticate(t)) else {

@@ -17,6 +17,9 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub retry_after: Option<u32>,
+    /// What a request that failed part way did do (e.g. the records of a produce that were
+    /// written before the disk filled).
+    pub details: Option<Box<serde_json::Value>>,
 }
 
 impl ApiError {
@@ -26,6 +29,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            details: None,
         }
     }
 
@@ -59,6 +63,10 @@ pub struct ErrorDetail {
     /// e.g. `unknown_topic`, `invalid_json`, `forbidden`.
     pub code: &'static str,
     pub message: String,
+    /// What a request that failed part way did do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<Box<serde_json::Value>>,
 }
 
 impl IntoResponse for ApiError {
@@ -67,6 +75,7 @@ impl IntoResponse for ApiError {
             error: ErrorDetail {
                 code: self.code,
                 message: self.message,
+                details: self.details,
             },
         };
         let mut resp = (self.status, axum::Json(body)).into_response();
@@ -103,6 +112,11 @@ impl From<LogError> for ApiError {
             LogError::Corrupt { .. } => {
                 tracing::error!(error = %msg, "corrupt data requested");
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "corrupt_data", msg)
+            }
+            LogError::StorageFull { .. } => {
+                let mut e = Self::new(StatusCode::INSUFFICIENT_STORAGE, "storage_full", msg);
+                e.retry_after = Some(5);
+                e
             }
             LogError::Io { .. } => {
                 Self::internal(format!("{msg}: {:?}", std::error::Error::source(&e)))

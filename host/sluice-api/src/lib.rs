@@ -93,6 +93,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ui", get(console))
         .route("/openapi.json", get(openapi::openapi))
         .route("/metrics", get(metrics::metrics))
+        .route("/v1/disk", get(disk))
         .route("/v1/topics", post(topics::create).get(topics::list))
         .route(
             "/v1/topics/{topic}",
@@ -124,13 +125,22 @@ pub fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(
-            state.auth.clone(),
+            access::Gate {
+                auth: state.auth.clone(),
+                owned: owned_topics(&state.log),
+            },
             access::authorize,
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .layer(axum::middleware::from_fn(json_newline))
         .layer(axum::middleware::from_fn(linger::linger))
         .with_state(state)
+}
+
+/// The topics the server keeps for itself ([`sluice_log::Log::kept_by_server`]).
+pub fn owned_topics(log: &Arc<sluice_log::Log>) -> sluice_auth::OwnedTopics {
+    let log = log.clone();
+    Arc::new(move |t: &str| log.kept_by_server(t))
 }
 
 /// The routes `sluice serve` and `sluice worker` share, over whatever runs their
@@ -214,6 +224,18 @@ async fn health() -> axum::Json<Health> {
 pub struct Health {
     /// Always `ok`.
     pub status: &'static str,
+}
+
+/// `GET /v1/disk`: the data directory's filesystem — free space, the thresholds, and
+/// `ok`, `low` (act now) or `full` (produce refused with `storage_full`).
+#[utoipa::path(
+    get,
+    path = "/v1/disk",
+    tag = "server",
+    responses((status = 200, description = "the data disk", body = sluice_log::space::DiskStatus))
+)]
+pub async fn disk(state: State) -> axum::Json<sluice_log::space::DiskStatus> {
+    axum::Json(state.log.space().status())
 }
 
 async fn not_found() -> ApiError {

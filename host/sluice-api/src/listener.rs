@@ -144,6 +144,7 @@ fn over_limit_response(max: usize) -> String {
         error: crate::error::ErrorDetail {
             code: "too_many_connections",
             message: format!("the server has {max} connections open, its limit; retry later"),
+            details: None,
         },
     })
     .unwrap_or_default();

@@ -48,6 +48,45 @@ pub(crate) fn process(out: &mut String) {
     }
 }
 
+/// The data directory's filesystem: free space, and the state (0 ok, 1 low, 2 full).
+fn disk(out: &mut String, d: &sluice_log::space::DiskStatus) {
+    use sluice_log::space::DiskState;
+    for (name, help, v) in [
+        (
+            "sluice_disk_free_bytes",
+            "Free bytes on the data directory's filesystem.",
+            d.free_bytes,
+        ),
+        (
+            "sluice_disk_total_bytes",
+            "Size of the data directory's filesystem.",
+            d.total_bytes,
+        ),
+        (
+            "sluice_disk_min_free_bytes",
+            "Produce is refused (storage_full) below this much free space.",
+            d.min_free_bytes,
+        ),
+        (
+            "sluice_disk_alert_free_bytes",
+            "The disk is reported low below this much free space.",
+            d.alert_free_bytes,
+        ),
+        (
+            "sluice_disk_state",
+            "0 ok, 1 low (act now), 2 full (produce refused).",
+            match d.state {
+                DiskState::Ok => 0,
+                DiskState::Low => 1,
+                DiskState::Full => 2,
+            },
+        ),
+    ] {
+        family(out, name, "gauge", help);
+        let _ = writeln!(out, "{name} {v}");
+    }
+}
+
 /// The remote tier: process-wide counters, and local vs remote bytes per tiered partition.
 fn tier(out: &mut String, topics: &[std::sync::Arc<sluice_log::Topic>]) {
     use std::sync::atomic::Ordering::Relaxed;
@@ -247,6 +286,7 @@ pub async fn metrics(state: State) -> Result<impl IntoResponse, super::ApiError>
 /// The whole exposition.
 fn render(state: &super::AppState) -> String {
     let mut out = String::with_capacity(4096);
+    disk(&mut out, &state.log.space().status());
     let topics = state.log.topics();
     for (name, help, pick) in [
         (

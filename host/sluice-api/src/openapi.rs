@@ -60,6 +60,7 @@ impl Modify for OpenComposed {
     paths(
         super::health,
         super::metrics::metrics,
+        super::disk,
         topics::create,
         topics::list,
         topics::describe,

@@ -11,6 +11,7 @@ use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use base64::Engine;
+use bytes::BytesMut;
 use base64::engine::general_purpose::STANDARD as B64;
 use futures::Stream;
 use serde::{Deserialize, Serialize};
@@ -224,7 +225,8 @@ fn encode_by_schema(
         (status = 400, description = "invalid request (body, path or query)", body = crate::error::ErrorBody),
         (status = 404, description = "unknown topic", body = crate::error::ErrorBody),
         (status = 413, description = "body or record count over the limit", body = crate::error::ErrorBody),
-        (status = 429, description = "too much produce data in flight", body = crate::error::ErrorBody)
+        (status = 429, description = "too much produce data in flight", body = crate::error::ErrorBody),
+        (status = 507, description = "the data disk is full (`storage_full`, retriable; `details` says which records were written when some were)", body = crate::error::ErrorBody)
     )
 )]
 pub async fn produce(
@@ -321,25 +323,64 @@ pub async fn produce(
     }
     // One batch per partition; partitions append (and fsync) in parallel.
     let now = now_ms();
-    let mut tasks = Vec::with_capacity(by_partition.len());
-    for (p, recs) in by_partition {
+    let batches: Vec<(u32, Vec<usize>, BytesMut)> = by_partition
+        .into_iter()
+        .map(|(p, recs)| {
+            let data = batch::build(recs.iter().map(|(_, r)| r), now);
+            (p, recs.into_iter().map(|(i, _)| i).collect(), data)
+        })
+        .collect();
+    // Room for all of it before any partition writes: a full disk refuses the request
+    // whole, and a client's retry duplicates nothing.
+    let total: usize = batches.iter().map(|(_, _, d)| d.len()).sum();
+    state
+        .log
+        .space()
+        .check(total as u64)
+        .map_err(|full| ApiError::from(state.log.full_error(full)))?;
+    let mut tasks = Vec::with_capacity(batches.len());
+    for (p, places, data) in batches {
         let part = topic.partitions[p as usize].clone();
         tasks.push(async move {
-            let data = batch::build(recs.iter().map(|(_, r)| r), now);
-            let appended = blocking(move || part.append(data)).await?;
-            Ok::<_, ApiError>((
-                p,
-                appended,
-                recs.into_iter().map(|(i, _)| i).collect::<Vec<_>>(),
-            ))
+            let appended = blocking(move || part.append(data)).await;
+            (p, places, appended)
         });
     }
     let mut offsets = Vec::new();
-    for result in futures::future::join_all(tasks).await {
-        let (p, appended, places) = result?;
-        for (k, i) in places.into_iter().enumerate() {
-            offsets.push((i, p, appended.base_offset + k as u64));
+    let mut failed: Vec<(ApiError, Vec<usize>)> = Vec::new();
+    for (p, places, result) in futures::future::join_all(tasks).await {
+        match result {
+            Ok(appended) => {
+                for (k, i) in places.into_iter().enumerate() {
+                    offsets.push((i, p, appended.base_offset + k as u64));
+                }
+            }
+            Err(e) => failed.push((e, places)),
         }
+    }
+    if !failed.is_empty() {
+        // Partitions write on their own: say exactly which records were stored (a retry
+        // sends only the others) and which were not.
+        offsets.sort_unstable_by_key(|(i, _, _)| *i);
+        let mut not_written: Vec<usize> = failed.iter().flat_map(|(_, v)| v.clone()).collect();
+        not_written.sort_unstable();
+        let (mut e, _) = failed.swap_remove(0);
+        if !offsets.is_empty() {
+            e.message = format!(
+                "{} ({} of the request's records were written, {} were not: see details)",
+                e.message,
+                offsets.len(),
+                not_written.len()
+            );
+        }
+        e.details = Some(Box::new(serde_json::json!({
+            "written": offsets
+                .iter()
+                .map(|(i, p, o)| serde_json::json!({"record": i, "partition": p, "offset": o}))
+                .collect::<Vec<_>>(),
+            "not_written": not_written,
+        })));
+        return Err(e);
     }
     offsets.sort_unstable_by_key(|(i, _, _)| *i);
     let offsets = offsets

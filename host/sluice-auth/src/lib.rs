@@ -35,6 +35,14 @@ pub enum Action {
     Describe(String),
     Produce(String),
     Consume(String),
+    /// Read the records of a topic the server keeps for itself (a transform's state
+    /// changelog, the transaction log, the schema registry's journal, workers' control
+    /// topics): their contents are state, read with the state permission whatever the
+    /// topic patterns match. See [`Action::refine`].
+    ConsumeOwned(String),
+    /// Write to a topic the server keeps for itself, where the server lets clients write at
+    /// all (workers' control topics, which workers obey): admins only.
+    ProduceOwned(String),
     /// Join/commit in a consumer group.
     Group,
     /// Read a stateful transform's state (it holds record contents).
@@ -57,6 +65,21 @@ pub fn subject_topic(subject: &str) -> Option<&str> {
         .or_else(|| subject.strip_suffix("-key"))
 }
 
+impl Action {
+    /// The action as it applies to a topic the server keeps (`owned` says which): reading
+    /// one needs the state permission. Every check of a topic action goes through here.
+    pub fn refine(self, owned: &dyn Fn(&str) -> bool) -> Action {
+        match self {
+            Action::Consume(t) if owned(&t) => Action::ConsumeOwned(t),
+            Action::Produce(t) if owned(&t) => Action::ProduceOwned(t),
+            a => a,
+        }
+    }
+}
+
+/// Which topics the server keeps for itself, for [`Action::refine`].
+pub type OwnedTopics = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 impl Principal {
     fn topic_ok(&self, topic: &str) -> bool {
         self.topics.iter().any(|p| p.matches(topic))
@@ -66,7 +89,9 @@ impl Principal {
         match (self.role, action) {
             (Role::Admin, _) | (_, Action::Identify) => true,
             (Role::Viewer | Role::Operator, Action::View | Action::Describe(_)) => true,
-            (Role::Operator, Action::ReadState | Action::Operate) => true,
+            (Role::Operator, Action::ReadState | Action::Operate | Action::ConsumeOwned(_)) => {
+                true
+            }
             (Role::Producer, Action::Produce(t) | Action::Describe(t)) => self.topic_ok(t),
             (Role::Consumer, Action::Consume(t) | Action::Describe(t)) => self.topic_ok(t),
             (Role::Consumer, Action::Group) => true,
@@ -88,6 +113,12 @@ impl Principal {
             Action::Describe(t) => format!("describe topic {t}"),
             Action::Produce(t) => format!("produce to topic {t}"),
             Action::Consume(t) => format!("consume topic {t}"),
+            Action::ProduceOwned(t) => format!(
+                "produce to topic {t}: the server keeps it, and only admins may write it"
+            ),
+            Action::ConsumeOwned(t) => format!(
+                "consume topic {t}: the server keeps it (it holds state), and reading it needs the state permission (admin or operator)"
+            ),
             Action::Group => "use consumer groups".to_string(),
             Action::ReadState => "read transform state".to_string(),
             Action::Operate => "pause or resume deployments".to_string(),

@@ -82,10 +82,12 @@ impl DataDirLock {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
         }
-        // Who holds it, for the message a second server prints.
-        file.set_len(0).map_err(io)?;
-        file.rewind().map_err(io)?;
-        write!(file, "{}", std::process::id()).map_err(io)?;
+        // Who holds it, for the message a second server prints. Best effort: the lock is
+        // the flock, and a server must start on a full disk.
+        let _ = file
+            .set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| write!(file, "{}", std::process::id()));
         Ok(DataDirLock { _file: file, path })
     }
 

@@ -139,12 +139,20 @@ impl Default for KafkaSettings {
 pub struct LogSettings {
     /// How often retention limits are enforced.
     pub retention_check_ms: u64,
+    /// Produce is refused (`storage_full`) when an append would leave less than this free
+    /// on the data directory's filesystem (0: 1% of it, at least 4 MiB, at most 1 GiB).
+    pub min_free_bytes: u64,
+    /// Below this much free space the disk is reported `low` (0: 5% of the filesystem,
+    /// at least twice `min_free_bytes`).
+    pub alert_free_bytes: u64,
 }
 
 impl Default for LogSettings {
     fn default() -> Self {
         LogSettings {
             retention_check_ms: 30_000,
+            min_free_bytes: 0,
+            alert_free_bytes: 0,
         }
     }
 }

@@ -50,6 +50,17 @@ pub fn state_topic(transform: &str) -> String {
     format!("{transform}.state")
 }
 
+/// The control topics of the workers of `group`: deployment specs (components and
+/// configs), and what each worker runs.
+pub fn control_topics(group: &str) -> (String, String) {
+    (format!("{group}.sluice.config"), format!("{group}.sluice.status"))
+}
+
+/// Whether `topic` is a worker group's control topic.
+pub fn is_control_topic(topic: &str) -> bool {
+    topic.ends_with(".sluice.config") || topic.ends_with(".sluice.status")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

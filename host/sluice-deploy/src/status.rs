@@ -19,6 +19,9 @@ use crate::spec::{
 pub enum RunState {
     Running,
     Paused,
+    /// It waits for something outside it (see `waiting_for`: the data disk is full) and
+    /// goes on by itself once that is back; nothing is dead-lettered meanwhile.
+    Waiting,
     /// It cannot run (see `last_error`); a re-PUT or a new plugin version may fix it.
     Failed,
 }
@@ -176,6 +179,9 @@ pub struct TransformStatus {
     pub partitions: Vec<PartitionStatus>,
     pub counters: CounterValues,
     pub last_error: Option<String>,
+    /// Why a `waiting` deployment waits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
     /// Workers: the consumer group whose committed offsets are the positions.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub consumer_group: Option<String>,
@@ -223,6 +229,7 @@ impl TransformStatus {
             partitions: Vec::new(),
             counters: CounterValues::default(),
             last_error: None,
+            waiting_for: None,
             consumer_group: None,
             created_ms: None,
             updated_ms: None,

@@ -36,21 +36,42 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use sluice_auth::{Action, Principal};
+use sluice_auth::{Action, OwnedTopics, Principal};
 
 use crate::admin::deleted_names;
 use crate::code;
 
 /// What a connection's identity may do.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Access {
     auth_on: bool,
     who: Option<Arc<Principal>>,
+    /// The topics the server keeps for itself: read with the state permission.
+    owned: Option<OwnedTopics>,
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Access")
+            .field("auth_on", &self.auth_on)
+            .field("who", &self.who)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Access {
     pub fn new(auth_on: bool, who: Option<Arc<Principal>>) -> Access {
-        Access { auth_on, who }
+        Access {
+            auth_on,
+            who,
+            owned: None,
+        }
+    }
+
+    /// The same access, with the server's own topics known (see [`Action::refine`]).
+    pub fn with_owned(mut self, owned: OwnedTopics) -> Access {
+        self.owned = Some(owned);
+        self
     }
 
     /// Everything allowed (auth off).
@@ -62,7 +83,10 @@ impl Access {
     pub fn allows(&self, action: &Action) -> bool {
         match (&self.who, self.auth_on) {
             (_, false) => true,
-            (Some(p), true) => p.allows(action),
+            (Some(p), true) => match &self.owned {
+                Some(owned) => p.allows(&action.clone().refine(&**owned)),
+                None => p.allows(action),
+            },
             (None, true) => false,
         }
     }
@@ -117,9 +141,14 @@ impl Denied {
             (Denied::Fetch(topics), ResponseKind::Fetch(r)) => {
                 r.responses.extend(topics.into_iter().map(|t| {
                     let parts = t.partitions.iter().map(|p| {
+                        // As Kafka answers a partition in error: no offsets (a high
+                        // watermark of 0 reads as "the end" to librdkafka).
                         PartitionData::default()
                             .with_partition_index(p.partition)
                             .with_error_code(denied_topic())
+                            .with_high_watermark(-1)
+                            .with_last_stable_offset(-1)
+                            .with_log_start_offset(-1)
                     });
                     FetchableTopicResponse::default()
                         .with_topic(t.topic)

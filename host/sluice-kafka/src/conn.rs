@@ -221,7 +221,8 @@ async fn answer(
             }
         },
         request => {
-            let access = Access::new(b.cfg.auth.is_some(), session.who.clone());
+            let access =
+                Access::new(b.cfg.auth.is_some(), session.who.clone()).with_owned(b.owned.clone());
             match authz::authorize(&access, request, version) {
                 Authorized::Refused(resp) => Ok(Some(resp)),
                 Authorized::Serve(request, denied) => {

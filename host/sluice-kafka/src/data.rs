@@ -318,6 +318,10 @@ fn produce_partition(
         Err(LogError::InvalidBatch(e)) => resp
             .with_error_code(code::CORRUPT_MESSAGE)
             .with_error_message(Some(StrBytes::from_string(e.to_string()))),
+        // Retriable for clients: they back off and send the batch again.
+        Err(e @ LogError::StorageFull { .. }) => resp
+            .with_error_code(code::KAFKA_STORAGE_ERROR)
+            .with_error_message(Some(StrBytes::from_string(e.to_string()))),
         Err(e) => {
             tracing::error!(topic, error = %e, "kafka produce failed");
             resp.with_error_code(code::UNKNOWN_SERVER_ERROR)

@@ -116,10 +116,20 @@ pub async fn sync_group(b: &Broker, r: SyncGroupRequest, version: i16) -> SyncGr
         .into_iter()
         .map(|a| (a.member_id.to_string(), a.assignment))
         .collect();
-    let res = b
-        .groups
-        .sync(&r.group_id.0, r.generation_id, &r.member_id, assignments)
-        .await;
+    let res = if b.groups.fenced(
+        &r.group_id.0,
+        &r.member_id,
+        r.group_instance_id.as_deref(),
+    ) {
+        crate::groups::SyncResult {
+            error: crate::groups::code::FENCED_INSTANCE_ID,
+            assignment: bytes::Bytes::new(),
+        }
+    } else {
+        b.groups
+            .sync(&r.group_id.0, r.generation_id, &r.member_id, assignments)
+            .await
+    };
     let body = SyncGroupResponse::default()
         .with_error_code(res.error)
         .with_assignment(res.assignment);
@@ -132,13 +142,37 @@ pub async fn sync_group(b: &Broker, r: SyncGroupRequest, version: i16) -> SyncGr
 }
 
 pub fn heartbeat(b: &Broker, r: HeartbeatRequest) -> HeartbeatResponse {
-    let e = b
-        .groups
-        .heartbeat(&r.group_id.0, r.generation_id, &r.member_id);
+    let e = if b.groups.fenced(
+        &r.group_id.0,
+        &r.member_id,
+        r.group_instance_id.as_deref(),
+    ) {
+        crate::groups::code::FENCED_INSTANCE_ID
+    } else {
+        b.groups
+            .heartbeat(&r.group_id.0, r.generation_id, &r.member_id)
+    };
     HeartbeatResponse::default().with_error_code(e)
 }
 
 pub fn leave_group(b: &Broker, r: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
+    // A static member leaving under an instance id another member now holds is fenced:
+    // it must not take the new member out of the group.
+    let fenced: Vec<bool> = if version >= 3 {
+        r.members
+            .iter()
+            .map(|m| {
+                !m.member_id.is_empty()
+                    && b.groups.fenced(
+                        &r.group_id.0,
+                        &m.member_id,
+                        m.group_instance_id.as_deref(),
+                    )
+            })
+            .collect()
+    } else {
+        vec![false]
+    };
     let ids: Vec<String> = if version >= 3 {
         r.members
             .iter()
@@ -154,7 +188,23 @@ pub fn leave_group(b: &Broker, r: LeaveGroupRequest, version: i16) -> LeaveGroup
     } else {
         vec![r.member_id.to_string()]
     };
-    let codes = b.groups.leave(&r.group_id.0, &ids);
+    let leaving: Vec<String> = ids
+        .iter()
+        .zip(&fenced)
+        .filter(|(_, f)| !**f)
+        .map(|(id, _)| id.clone())
+        .collect();
+    let mut left = b.groups.leave(&r.group_id.0, &leaving).into_iter();
+    let codes: Vec<i16> = fenced
+        .iter()
+        .map(|f| {
+            if *f {
+                crate::groups::code::FENCED_INSTANCE_ID
+            } else {
+                left.next().unwrap_or(crate::groups::code::UNKNOWN_MEMBER_ID)
+            }
+        })
+        .collect();
     if version < 3 {
         return LeaveGroupResponse::default()
             .with_error_code(codes.first().copied().unwrap_or(code::NONE));
@@ -185,9 +235,15 @@ pub async fn offset_commit(b: &Arc<Broker>, r: OffsetCommitRequest) -> OffsetCom
         r.generation_id_or_member_epoch,
         r.member_id.to_string(),
     );
-    let e = blocking(move || bb.groups.commit(&g, generation, &member, &offsets, &epochs))
-        .await
-        .unwrap_or(code::UNKNOWN_SERVER_ERROR);
+    let instance = r.group_instance_id.as_ref().map(|i| i.to_string());
+    let e = blocking(move || {
+        if bb.groups.fenced(&g, &member, instance.as_deref()) {
+            return crate::groups::code::FENCED_INSTANCE_ID;
+        }
+        bb.groups.commit(&g, generation, &member, &offsets, &epochs)
+    })
+    .await
+    .unwrap_or(code::UNKNOWN_SERVER_ERROR);
     let topics = r.topics.iter().map(|t| {
         let parts = t.partitions.iter().map(|p| {
             let e = if exists(&t.name.0, p.partition_index) {

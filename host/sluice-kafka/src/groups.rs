@@ -539,6 +539,20 @@ impl Coordinator {
         }
     }
 
+    /// Whether `member_id`, saying it is static member `instance_id`, has been replaced by
+    /// another member with that instance id (KIP-345): its requests get
+    /// `FENCED_INSTANCE_ID`, a fatal error for the client, so two consumers with one
+    /// `group.instance.id` never both believe they own its partitions.
+    pub fn fenced(&self, group_id: &str, member_id: &str, instance_id: Option<&str>) -> bool {
+        let Some(i) = instance_id else {
+            return false;
+        };
+        self.lock()
+            .get(group_id)
+            .and_then(|g| g.instances.get(i))
+            .is_some_and(|m| m != member_id)
+    }
+
     pub fn heartbeat(&self, group_id: &str, generation: i32, member_id: &str) -> i16 {
         let mut groups = self.lock();
         let Some(g) = groups.get_mut(group_id) else {

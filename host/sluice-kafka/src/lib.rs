@@ -197,6 +197,8 @@ pub struct Broker {
     pub(crate) cfg: KafkaConfig,
     pub(crate) next_producer_id: AtomicI64,
     pub(crate) shutdown: CancellationToken,
+    /// The topics the server keeps for itself (read with the state permission).
+    pub(crate) owned: sluice_auth::OwnedTopics,
 }
 
 impl std::fmt::Debug for Broker {
@@ -215,7 +217,12 @@ impl Broker {
         let groups =
             groups::Coordinator::open(cfg.groups_dir.clone(), cfg.group_initial_rebalance_delay)?;
         let txns = txn::Transactions::open(log.clone()).map_err(std::io::Error::other)?;
+        let owned: sluice_auth::OwnedTopics = {
+            let log = log.clone();
+            Arc::new(move |t: &str| log.kept_by_server(t))
+        };
         let b = Arc::new(Broker {
+            owned,
             log,
             producers: Default::default(),
             groups,

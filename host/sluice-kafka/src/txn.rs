@@ -94,11 +94,11 @@ impl Transactions {
     /// Opens (or creates) the state topic and reads every transaction back. Ends left
     /// half-done by a crash are finished with `finish` (write markers, apply offsets).
     pub fn open(log: Arc<Log>) -> Result<Transactions, LogError> {
+        // The server's, whether or not it exists yet (it is created by the first
+        // transaction): clients may not write it, and read it only with the state permission.
+        log.set_owner(TOPIC, Some(OWNER));
         let state = match log.topic(TOPIC) {
-            Ok(t) => {
-                log.set_owner(TOPIC, Some(OWNER));
-                t.partitions.first().cloned()
-            }
+            Ok(t) => t.partitions.first().cloned(),
             Err(_) => None,
         };
         let mut latest: HashMap<String, Option<Txn>> = HashMap::new();

@@ -125,7 +125,11 @@ pub async fn txn_offset_commit(
         r.producer_epoch,
     );
     let (generation, member) = (r.generation_id, r.member_id.to_string());
+    let instance = r.group_instance_id.as_ref().map(|i| i.to_string());
     let e = blocking(move || {
+        if bb.groups.fenced(&group, &member, instance.as_deref()) {
+            return crate::groups::code::FENCED_INSTANCE_ID;
+        }
         // A consumer that lost its partitions in a rebalance may not commit them (KIP-447).
         match bb.groups.check_generation(&group, generation, &member) {
             code::NONE => bb

@@ -7,6 +7,7 @@ pub mod batch;
 pub mod dead_letter;
 pub mod partition;
 pub mod segment;
+pub mod space;
 pub mod tier;
 pub mod txn;
 
@@ -55,6 +56,16 @@ pub enum LogError {
     TopicDeleted(String),
     #[error("topic {topic} belongs to {owner}: only the server writes or deletes it")]
     Owned { topic: String, owner: String },
+    #[error(
+        "the disk holding {} is full: {free_bytes} bytes free, {needed_bytes} needed, and the server keeps {min_free_bytes} free; nothing of this write was stored — retry once space is freed",
+        path.display()
+    )]
+    StorageFull {
+        path: PathBuf,
+        free_bytes: u64,
+        needed_bytes: u64,
+        min_free_bytes: u64,
+    },
     #[error("i/o error on {}", path.display())]
     Io {
         path: PathBuf,
@@ -314,6 +325,8 @@ pub struct Log {
     /// The object store of tiered topics, if the server has one.
     tier: Option<tier::TierBackend>,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
+    /// Free space on the data directory's filesystem (appends reserve from it).
+    space: Arc<space::Space>,
     /// Topics the server keeps for a purpose (e.g. a transform's state changelog), with
     /// who owns them: clients may read them but not produce to or delete them.
     owners: RwLock<HashMap<String, String>>,
@@ -339,6 +352,7 @@ impl Log {
             source: e,
         };
         std::fs::create_dir_all(&topics_dir).map_err(io)?;
+        let space = Arc::new(space::Space::new(&dir));
         let mut topics = HashMap::new();
         for entry in std::fs::read_dir(&topics_dir).map_err(io)? {
             let entry = entry.map_err(io)?;
@@ -356,13 +370,14 @@ impl Log {
             };
             let config: TopicConfig = serde_json::from_slice(&text)
                 .map_err(|e| LogError::InvalidConfig(format!("{}: {e}", meta.display())))?;
-            let topic = Self::open_topic(&entry.path(), &name, config)?;
+            let topic = Self::open_topic(&entry.path(), &name, config, &space)?;
             topics.insert(name, Arc::new(topic));
         }
         tracing::info!(dir = %dir.display(), topics = topics.len(), "log opened");
         let log = Log {
             dir,
             tier,
+            space,
             topics: RwLock::new(topics),
             owners: RwLock::default(),
         };
@@ -400,10 +415,22 @@ impl Log {
         Ok(())
     }
 
-    fn open_topic(dir: &Path, name: &str, config: TopicConfig) -> Result<Topic, LogError> {
+    fn open_topic(
+        dir: &Path,
+        name: &str,
+        config: TopicConfig,
+        space: &Arc<space::Space>,
+    ) -> Result<Topic, LogError> {
         let partitions = (0..config.partitions)
             .map(|p| {
-                Partition::open(name, p, dir.join(p.to_string()), config.clone()).map(Arc::new)
+                Partition::open(
+                    name,
+                    p,
+                    dir.join(p.to_string()),
+                    config.clone(),
+                    space.clone(),
+                )
+                .map(Arc::new)
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Topic {
@@ -417,6 +444,21 @@ impl Log {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Free space on the data directory's filesystem.
+    pub fn space(&self) -> &space::Space {
+        &self.space
+    }
+
+    /// The error of a write refused for space on the data directory.
+    pub fn full_error(&self, full: space::Full) -> LogError {
+        LogError::StorageFull {
+            path: self.dir.clone(),
+            free_bytes: full.free_bytes,
+            needed_bytes: full.needed_bytes,
+            min_free_bytes: full.min_free_bytes,
+        }
     }
 
     fn topics_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Topic>>> {
@@ -441,7 +483,7 @@ impl Log {
             std::fs::remove_dir_all(&dir).map_err(io)?;
         }
         std::fs::create_dir_all(&dir).map_err(io)?;
-        let topic = Arc::new(Self::open_topic(&dir, name, config.clone())?);
+        let topic = Arc::new(Self::open_topic(&dir, name, config.clone(), &self.space)?);
         let json = serde_json::to_vec_pretty(&config)
             .map_err(|e| LogError::InvalidConfig(e.to_string()))?;
         sluice_common::fs::write_file(&dir.join(TOPIC_META), &json).map_err(io)?;
@@ -488,6 +530,13 @@ impl Log {
             .cloned()
     }
 
+    /// Whether the server keeps `topic` for itself: an owned topic (a state changelog, the
+    /// transaction log, `_schemas`) or a worker group's control topic (deployment specs).
+    /// Their records are state: reading them needs the state permission.
+    pub fn kept_by_server(&self, topic: &str) -> bool {
+        self.owner(topic).is_some() || sluice_deploy::names::is_control_topic(topic)
+    }
+
     /// Whether clients may produce to `topic` (owned topics are written by the server only).
     pub fn check_writable(&self, topic: &str) -> Result<(), LogError> {
         match self.owner(topic) {
@@ -524,6 +573,7 @@ impl Log {
                 p,
                 old.dir.join(p.to_string()),
                 config.clone(),
+                self.space.clone(),
             )?));
         }
         self.write_meta(&old.dir, &config)?;

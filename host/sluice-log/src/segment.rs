@@ -65,6 +65,18 @@ impl Indexes {
     }
 }
 
+/// A segment's end at one moment (see [`Segment::mark`]).
+#[derive(Debug, Clone)]
+pub struct Mark {
+    size: u64,
+    offsets: usize,
+    times: usize,
+    max_timestamp: i64,
+    next_offset: u64,
+    since_offset_entry: u64,
+    since_time_entry: u64,
+}
+
 /// What a scan of a segment file found.
 #[derive(Debug)]
 pub struct ScanReport {
@@ -329,10 +341,45 @@ impl Segment {
         write_file(&dir.join(file_name(self.base, "timeindex")), &times)
     }
 
+    /// Where the segment ends now, to [`Segment::rollback`] to.
+    pub fn mark(&self) -> Mark {
+        let ix = self.lock_index();
+        Mark {
+            size: self.size.load(Ordering::Acquire),
+            offsets: ix.offsets.len(),
+            times: ix.times.len(),
+            max_timestamp: ix.max_timestamp,
+            next_offset: ix.next_offset,
+            since_offset_entry: ix.since_offset_entry,
+            since_time_entry: ix.since_time_entry,
+        }
+    }
+
+    /// Cuts the segment back to `mark` (an append that failed part way): the file, its
+    /// size and its indexes are as they were, so nothing of the failed append is ever
+    /// read, and no torn tail waits for the next restart.
+    pub fn rollback(&self, mark: &Mark) -> io::Result<()> {
+        let mut ix = self.lock_index();
+        ix.offsets.truncate(mark.offsets);
+        ix.times.truncate(mark.times);
+        ix.max_timestamp = mark.max_timestamp;
+        ix.next_offset = mark.next_offset;
+        ix.since_offset_entry = mark.since_offset_entry;
+        ix.since_time_entry = mark.since_time_entry;
+        self.size.store(mark.size, Ordering::Release);
+        drop(ix);
+        // Shrinking needs no space.
+        self.file.set_len(mark.size)
+    }
+
     /// Appends one validated batch (offsets already assigned) at the end of the file.
     pub fn append(&self, bytes: &[u8], h: &BatchHeader) -> io::Result<()> {
         let pos = self.size.load(Ordering::Acquire);
-        self.file.write_all_at(bytes, pos)?;
+        if let Err(e) = self.file.write_all_at(bytes, pos) {
+            // Part of it may be on disk: cut it off now rather than at the next restart.
+            let _ = self.file.set_len(pos);
+            return Err(e);
+        }
         self.lock_index().add(self.base, pos, h);
         self.size.store(pos + bytes.len() as u64, Ordering::Release);
         Ok(())

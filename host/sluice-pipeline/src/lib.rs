@@ -95,6 +95,8 @@ pub struct Transform {
     pub counters: Counters,
     history: Mutex<Vec<HistoryEntry>>,
     last_error: Mutex<Option<String>>,
+    /// Why the deployment waits instead of running (the data disk is full), while it does.
+    blocked: Mutex<Option<String>>,
     pub logs: Arc<LogRing>,
     tasks: Mutex<Vec<TaskHandle>>,
     /// Partition tasks record history concurrently; one writer at a time for the file.
@@ -151,6 +153,18 @@ impl Transform {
     fn fail(&self, e: String) {
         tracing::warn!(transform = %self.name, error = %e, "transform error");
         self.set_last_error(e);
+    }
+
+    /// Marks the deployment waiting for `why` (`None`: it runs again).
+    fn set_blocked(&self, why: Option<String>) {
+        let mut b = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        if b.is_some() != why.is_some() {
+            match &why {
+                Some(w) => tracing::warn!(transform = %self.name, reason = %w, "transform waits"),
+                None => tracing::info!(transform = %self.name, "transform runs again"),
+            }
+        }
+        *b = why;
     }
 
     fn record_history(&self, h: HistoryEntry) {
@@ -489,6 +503,7 @@ impl Pipelines {
             counters: Counters::default(),
             history: Mutex::new(history),
             last_error: Mutex::new(None),
+            blocked: Mutex::new(None),
             logs: Arc::default(),
             tasks: Mutex::new(Vec::new()),
             persist_lock: Mutex::new(()),

@@ -36,12 +36,20 @@ impl Pipelines {
             })
             .collect();
         let stateful = t.is_stateful();
+        let waiting_for = t
+            .blocked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         TransformStatus {
             status: if t.paused.load(Ordering::Acquire) {
                 RunState::Paused
+            } else if waiting_for.is_some() {
+                RunState::Waiting
             } else {
                 RunState::Running
             },
+            waiting_for,
             version: t.active_version(),
             history: t.history.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             partitions,

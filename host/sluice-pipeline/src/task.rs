@@ -238,8 +238,22 @@ impl TaskCtx {
     /// staged is dropped and read again; state is restored from the changelog.
     fn start_over(&mut self, l: &mut Loop, error: String) -> Step {
         l.staged = None;
-        self.t.fail(error);
-        self.pause_for(Duration::from_millis(500));
+        if self.input.space().status().state == sluice_log::space::DiskState::Full {
+            // The data disk is full: not the deployment's failure. It waits (the reason in
+            // its status) and goes on by itself once space returns; nothing is dead-lettered.
+            self.t.set_blocked(Some(format!(
+                "waiting for disk space: {error}; it resumes by itself once space is freed"
+            )));
+            while !self.shared.stop.load(Ordering::Acquire)
+                && self.input.space().check(STAGE_LIMIT as u64).is_err()
+            {
+                self.pause_for(Duration::from_millis(250));
+            }
+            self.t.set_blocked(None);
+        } else {
+            self.t.fail(error);
+            self.pause_for(Duration::from_millis(500));
+        }
         if let Some(cp) = checkpoint::read(&self.t.dir, self.shared.partition) {
             self.checkpoint = Some(cp);
         }

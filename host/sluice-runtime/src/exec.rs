@@ -764,8 +764,10 @@ impl Executor {
     /// Turns output entries into results, appended to `out` only if the whole output is
     /// valid (a malformed entry sequence fails the call and its records are retried).
     /// Each input gets one verdict: its emits, a rejection, or a failure — an input with
-    /// any bad entry (undeclared output, malformed record, too many outputs) fails as a
-    /// whole and none of its emits is kept.
+    /// any bad entry (undeclared output, a header key that is not UTF-8, too many outputs)
+    /// fails as a whole and none of its emits is kept. An entry that breaks the stream's
+    /// framing (a record whose lengths disagree, an unreadable entry, indices out of order)
+    /// fails the call: nothing after it can be attributed to an input with certainty.
     fn collect(
         &self,
         buf: Bytes,
@@ -791,13 +793,29 @@ impl Executor {
         for e in Entries::new(&buf, count) {
             let e = e.map_err(|e| e.to_string())?;
             let idx = e.input();
+            let abs = first as u32 + idx;
+            // A record that does not fill its own length exactly means the stream lost its
+            // framing: what follows it may be another input's entries read askew. The call
+            // fails as a whole (even if this input already has its verdict) and its records
+            // are retried alone, so no input's verdict rests on bytes read after it.
+            let content = match e {
+                Entry::Emit { record, .. } => match check_record(record.0) {
+                    Err(RecordFault::Framing(why)) => {
+                        return Err(format!(
+                            "malformed output for input {abs}: {why} (the entries after it cannot be read)"
+                        ));
+                    }
+                    Err(RecordFault::Content(why)) => Err(why),
+                    Ok(()) => Ok(()),
+                },
+                _ => Ok(()),
+            };
             if idx != cur {
                 (cur, cur_emits, cur_done, cur_start) = (idx, 0, false, emitted.len());
             }
             if cur_done {
                 continue;
             }
-            let abs = first as u32 + idx;
             let mut fail = |emitted: &mut Vec<Emitted>, reason: String| {
                 emitted.truncate(cur_start);
                 failed.push((abs, reason));
@@ -850,7 +868,7 @@ impl Executor {
                     });
                 }
                 Entry::Emit { output, record, .. } => {
-                    if let Err(why) = check_record(record.0) {
+                    if let Err(why) = content {
                         fail(&mut emitted, format!("malformed output: {why}"));
                         cur_done = true;
                         continue;
@@ -878,14 +896,23 @@ impl Executor {
 
 /// Checks an emitted record the way a Kafka consumer will read it: every length within
 /// the record, and header keys in UTF-8.
-fn check_record(raw: &[u8]) -> Result<(), String> {
-    let view = RecordView::read(&mut Reader::new(raw)).map_err(|e| e.to_string())?;
+fn check_record(raw: &[u8]) -> Result<(), RecordFault> {
+    let view = RecordView::read(&mut Reader::new(raw))
+        .map_err(|e| RecordFault::Framing(e.to_string()))?;
     for h in view.headers() {
         if std::str::from_utf8(h.key).is_err() {
-            return Err("a header key is not UTF-8".into());
+            return Err(RecordFault::Content("a header key is not UTF-8".into()));
         }
     }
     Ok(())
+}
+
+/// What is wrong with an emitted record.
+enum RecordFault {
+    /// Its lengths disagree: the entry stream's framing is lost from it on.
+    Framing(String),
+    /// It reads, but a consumer could not take it (the rest of the stream is sound).
+    Content(String),
 }
 
 /// Where `part`, a subslice of `whole`, starts in it.

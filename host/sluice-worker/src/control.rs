@@ -323,8 +323,7 @@ impl Control {
         group: &str,
         worker_id: &str,
     ) -> Result<Arc<Control>, ClusterError> {
-        let config_topic = format!("{group}.sluice.config");
-        let status_topic = format!("{group}.sluice.status");
+        let (config_topic, status_topic) = sluice_deploy::names::control_topics(group);
         ensure_topics(
             bootstrap,
             worker_id,

@@ -60,3 +60,13 @@ fn run() -> anyhow::Result<()> {
         }
     })
 }
+
+/// A line for whoever reads the server's stdout (the addresses it listens on). Never fails
+/// or panics: stdout may be a file on a full disk or a closed pipe, and the server goes on.
+pub(crate) fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_fmt(line);
+    let _ = out.write_all(b"\n");
+    let _ = out.flush();
+}

@@ -41,6 +41,10 @@ pub async fn run(
     let dir = config.data_dir.clone();
     let tier = open_tier(&config).await?;
     let log = tokio::task::spawn_blocking(move || Log::open_with(dir, tier)).await??;
+    log.space().configure(sluice_log::space::SpaceLimits {
+        min_free_bytes: config.log.min_free_bytes,
+        alert_free_bytes: config.log.alert_free_bytes,
+    });
     let stop = Arc::new(AtomicBool::new(false));
     let maint = log.spawn_maintenance(
         Duration::from_millis(config.log.retention_check_ms.max(10)),
@@ -123,7 +127,7 @@ pub async fn run(
                 ),
             };
             tracing::info!(%addr, "kafka listening");
-            println!("sluice: listening kafka={addr}");
+            crate::say(format_args!("sluice: listening kafka={addr}"));
             let t = token.clone();
             Some(tokio::spawn(sluice_kafka::run(
                 listener,
@@ -138,7 +142,7 @@ pub async fn run(
         Some(listener) => {
             let addr = listener.local_addr()?;
             tracing::info!(%addr, "schema registry listening");
-            println!("sluice: listening schema-registry={addr}");
+            crate::say(format_args!("sluice: listening schema-registry={addr}"));
             let app = sluice_api::registry::router(Arc::new(sluice_api::registry::RegistryApp {
                 registry: registry.clone(),
                 auth: config.auth.clone(),
@@ -180,7 +184,7 @@ pub async fn run(
     let addr = http.local_addr()?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "http listening");
     // Machine-readable line for scripts and tests that bind port 0.
-    println!("sluice: listening http={addr}");
+    crate::say(format_args!("sluice: listening http={addr}"));
     let serve_token = token.clone();
     let stopping = pipelines.clone();
     let drained = async move {

@@ -105,7 +105,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         Ok(Worker::start(settings, runtime)?)
     })
     .await??;
-    println!("sluice worker: {id} in group {}", args.group);
+    crate::say(format_args!("sluice worker: {id} in group {}", args.group));
     if let Some(path) = &args.plugin {
         let w = worker.clone();
         let spec = startup_deployment(&args, path)?;
@@ -125,7 +125,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
                 );
             }
             worker.set_http(local.to_string());
-            println!("sluice worker: http={local}");
+            crate::say(format_args!("sluice worker: http={local}"));
             let app = sluice_api::worker::router(Arc::new(sluice_api::worker::WorkerApp {
                 worker: worker.clone(),
                 auth,
@@ -167,7 +167,7 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
-    println!("sluice worker: stopping");
+    crate::say(format_args!("sluice worker: stopping"));
     token.cancel();
     worker.stop();
     if !work.is_finished() {
@@ -225,10 +225,10 @@ fn deploy_at_start(
         .and_then(|(_, vs)| vs.last().map(|v| v.digest.clone()));
     if latest.as_deref() != Some(digest.as_str()) {
         let (v, _) = w.upload_plugin(&spec.plugin, &bytes)?;
-        println!(
+        crate::say(format_args!(
             "sluice worker: uploaded {} version {}",
             spec.plugin, v.version
-        );
+        ));
     }
     let current = w.control.view().deployments.get(&name).cloned();
     let same = current.is_some_and(|d| {
@@ -242,7 +242,7 @@ fn deploy_at_start(
     if !same {
         w.deploy(&name, spec.clone())?;
     }
-    println!(
+    crate::say(format_args!(
         "sluice worker: deployment {name}: {} ({}) {} → {}",
         spec.plugin,
         match spec.version {
@@ -251,6 +251,6 @@ fn deploy_at_start(
         },
         spec.input,
         spec.outputs.join(", ")
-    );
+    ));
     Ok(())
 }

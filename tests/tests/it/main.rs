@@ -4,6 +4,7 @@
 mod common;
 mod connectors;
 mod console;
+mod disk;
 mod encryption;
 mod hostile;
 mod kafka;

@@ -500,3 +500,182 @@ fn graceful_shutdown_under_load_keeps_every_acknowledged_record() {
         );
     }
 }
+
+/// The topics the server keeps for itself hold state (a transform's changelog, the
+/// transaction log, the schema registry's journal, a worker group's specs): only identities
+/// that may read state read them, over HTTP and Kafka alike, whatever their topic patterns
+/// match; and only the server (or, for workers' control topics, an admin) writes them.
+#[test]
+fn server_owned_topics_follow_the_state_permission_over_http_and_kafka() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ids = [
+        ("ops", "admin", "", "ops-token-1"),
+        ("oper", "operator", "", "oper-token-5"),
+        ("watch", "viewer", "", "watch-token-4"),
+        // Patterns that match every topic: the server's own are still out of reach.
+        ("ingest", "producer", "[\"*\"]", "ingest-token-2"),
+        ("reader", "consumer", "[\"*\"]", "reader-token-3"),
+    ];
+    let mut cfg = String::new();
+    for (name, role, topics, token) in ids {
+        cfg.push_str(&format!(
+            "\n[[auth.identities]]\nname = \"{name}\"\nrole = \"{role}\"\ntoken_sha256 = \"{}\"\n",
+            sha256_hex(token)
+        ));
+        if !topics.is_empty() {
+            cfg.push_str(&format!("topics = {topics}\n"));
+        }
+    }
+    let config = tmp.path().join("sluice.toml");
+    std::fs::write(&config, cfg).unwrap();
+    let s = Server::start_in(&tmp.path().join("data"), &["--config", config.to_str().unwrap()]);
+    let c = crate::common::http();
+    let token = |who: &str| ids.iter().find(|i| i.0 == who).unwrap().3;
+    let call = |who: &str, method: &str, path: &str, body: Option<Value>| -> (u16, String) {
+        let mut req = c
+            .request(method.parse().unwrap(), s.url(path))
+            .bearer_auth(token(who));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    };
+    // A stateful deployment with a name the consumer's pattern matches, and state in it.
+    for t in ["c_in", "c_out"] {
+        let (st, b) = call("ops", "POST", "/v1/topics", Some(json!({"name": t})));
+        assert_eq!(st, 201, "{b}");
+    }
+    let up = c
+        .put(s.url("/v1/plugins/window-count"))
+        .bearer_auth(token("ops"))
+        .body(sluice::plugins::WINDOW_COUNT)
+        .send()
+        .unwrap();
+    assert!(up.status().is_success(), "{}", up.text().unwrap());
+    let (st, b) = call(
+        "ops",
+        "PUT",
+        "/v1/transforms/c_wc",
+        Some(json!({"plugin": "window-count", "input": "c_in", "outputs": ["c_out"]})),
+    );
+    assert_eq!(st, 201, "{b}");
+    let recs: Vec<Value> = (0..5)
+        .map(|i| json!({"key": "alice", "value": "{}", "timestamp": 1000 + i}))
+        .collect();
+    let (st, b) = call(
+        "ops",
+        "POST",
+        "/v1/topics/c_in/records",
+        Some(json!({ "records": recs })),
+    );
+    assert_eq!(st, 200, "{b}");
+    // A schema (the registry's journal), a worker group's control topic with a spec in it.
+    let (st, b) = call(
+        "ops",
+        "POST",
+        "/v1/registry/subjects/c_in-value/versions",
+        Some(json!({"schema": "\"string\""})),
+    );
+    assert_eq!(st, 200, "{b}");
+    let (st, b) = call(
+        "ops",
+        "POST",
+        "/v1/topics",
+        Some(json!({"name": "wg.sluice.config"})),
+    );
+    assert_eq!(st, 201, "{b}");
+    let (st, b) = call(
+        "ops",
+        "POST",
+        "/v1/topics/wg.sluice.config/records",
+        Some(json!({"records": [{"key": "deployment:x", "value": "{\"secret\":1}"}]})),
+    );
+    assert_eq!(st, 200, "{b}");
+    // The changelog has the state's records once the transform has run.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, b) = call("ops", "GET", "/v1/topics/c_wc.state", None);
+        let v: Value = serde_json::from_str(&b).unwrap();
+        if v["partitions"][0]["end_offset"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no state written: {v}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let owned = ["c_wc.state", "__sluice_transactions", "_schemas", "wg.sluice.config"];
+    let readers = ["ops", "oper"];
+    for (who, ..) in ids {
+        for t in owned {
+            let may_read = readers.contains(&who);
+            for path in [
+                format!("/v1/topics/{t}/partitions/0/records"),
+                format!("/v1/topics/{t}/keys/alice"),
+            ] {
+                let (st, b) = call(who, "GET", &path, None);
+                if may_read {
+                    // Allowed (a key lookup may still find the topic is not a table).
+                    assert!(st != 401 && st != 403, "{who} {path}: {st} {b}");
+                } else {
+                    assert_eq!(st, 403, "{who} {path}: {b}");
+                    assert!(b.contains("state permission"), "{who} {path}: {b}");
+                }
+            }
+            let (st, b) = call(
+                who,
+                "POST",
+                &format!("/v1/topics/{t}/records"),
+                Some(json!({"records": [{"value": "intruder"}]})),
+            );
+            let may_write = who == "ops" && t == "wg.sluice.config";
+            assert_eq!(st == 200, may_write, "{who} produce {t}: {st} {b}");
+        }
+    }
+    // The admin reads the changelog's records (the consumer of the same name may not).
+    let (_, b) = call("ops", "GET", "/v1/topics/c_wc.state/partitions/0/records", None);
+    let v: Value = serde_json::from_str(&b).unwrap();
+    assert!(!v["records"].as_array().unwrap().is_empty(), "{b}");
+
+    // Kafka, SASL/PLAIN with the same identities.
+    let users: serde_json::Map<String, Value> = ids
+        .iter()
+        .map(|i| (i.0.to_string(), json!(i.3)))
+        .collect();
+    let out = Command::new("python3")
+        .args([
+            &format!("{}/kafka/owned_topics.py", env!("CARGO_MANIFEST_DIR")),
+            s.kafka.as_deref().unwrap(),
+            &Value::Object(users).to_string(),
+            &json!(owned).to_string(),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    for (who, ..) in ids {
+        for t in owned {
+            let r = &v[who][t];
+            if readers.contains(&who) {
+                assert!(
+                    !r["fetch_error"].as_str().unwrap().contains("TOPIC_AUTHORIZATION"),
+                    "{who} {t}: {r}"
+                );
+            } else {
+                assert_eq!(r["fetched"], 0, "{who} {t}: {r}");
+                assert!(
+                    r["fetch_error"].as_str().unwrap().to_lowercase().contains("authoriz"),
+                    "{who} {t}: {r}"
+                );
+            }
+            let may_write = who == "ops" && t == "wg.sluice.config";
+            assert_eq!(r["produced"], may_write, "{who} {t}: {r}");
+        }
+    }
+    assert!(v["ops"]["c_wc.state"]["fetched"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["oper"]["_schemas"]["fetched"].as_u64().unwrap() > 0, "{v}");
+}

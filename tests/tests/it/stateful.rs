@@ -562,6 +562,19 @@ fn misused_state_and_timers_are_contained() {
                 .collect(),
         );
     }
+    // State written from an SDK plugin's `init` is refused at deploy, not dropped.
+    upload(&s, "state-ops", fixtures::STATE_OPS);
+    s.create_topic(json!({"name": "seeded-in", "partitions": 1}));
+    s.create_topic(json!({"name": "seeded-out", "partitions": 1}));
+    let r = deploy(
+        &s,
+        "seeded",
+        json!({"plugin": "state-ops", "input": "seeded-in", "outputs": ["seeded-out"],
+            "config": {"mode": "put_in_init"}}),
+    );
+    assert_eq!(r.status(), 400);
+    let body = r.text().unwrap();
+    assert!(body.contains("init wrote state"), "{body}");
     // A bad key or malformed operations fail only the poison record.
     for mode in ["huge_key", "bad_ops"] {
         let dlq = wait_for_count(&s, &format!("{mode}-in.dlq"), 1);

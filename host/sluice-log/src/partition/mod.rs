@@ -129,6 +129,7 @@ impl Partition {
         id: u32,
         dir: PathBuf,
         config: TopicConfig,
+        space: Arc<crate::space::Space>,
     ) -> Result<Partition, LogError> {
         let io = |e: std::io::Error| LogError::Io {
             path: dir.clone(),
@@ -208,6 +209,7 @@ impl Partition {
                 topic: topic.to_string(),
                 id,
                 dir,
+                space,
             },
         })
     }
@@ -266,6 +268,11 @@ impl Partition {
             }));
         }
         let config = self.config();
+        // Room first: a refusal before writing leaves nothing half written.
+        self.place
+            .space
+            .reserve(data.len() as u64)
+            .map_err(|full| self.place.full(full))?;
         let appended = self.writer.append(
             &mut data,
             &mut headers,
@@ -329,6 +336,11 @@ impl Partition {
 
     pub fn dir(&self) -> &Path {
         &self.place.dir
+    }
+
+    /// The free space of the filesystem the partition is on.
+    pub fn space(&self) -> &crate::space::Space {
+        &self.place.space
     }
 
     pub fn segment_count(&self) -> usize {

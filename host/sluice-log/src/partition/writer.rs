@@ -69,23 +69,40 @@ impl Writer {
     ) -> Result<Appended, LogError> {
         let mut w = lock(&self.0);
         let first = w.next_offset;
+        // One append goes whole into one segment (rolled first when it would not fit), so
+        // a write that fails part way is undone in that segment alone.
+        let active_size = w.active.size();
+        if active_size > 0
+            && (active_size + data.len() as u64 > config.segment_bytes
+                || now_ms() - w.active.created_ms >= config.segment_ms as i64)
+        {
+            roll(&mut w, segments, place)?;
+        }
+        let mark = w.active.mark();
         let mut pos = 0;
-        for h in headers {
+        for h in headers.iter_mut() {
             let bytes = &mut data[pos..pos + h.size];
             batch::set_base_offset(bytes, w.next_offset as i64);
             h.base_offset = w.next_offset as i64;
-            let active_size = w.active.size();
-            if active_size > 0
-                && (active_size + h.size as u64 > config.segment_bytes
-                    || now_ms() - w.active.created_ms >= config.segment_ms as i64)
-            {
-                roll(&mut w, segments, place)?;
-            }
-            w.active.append(bytes, h).map_err(|e| place.io_err(e))?;
-            if h.is_transactional() {
-                txns.observe(bytes, h).map_err(|e| place.io_err(e))?;
+            if let Err(e) = w.active.append(bytes, h) {
+                // Nothing of a failed append stays: not even its earlier batches, which
+                // a client's retry would otherwise write twice.
+                if let Err(undo) = w.active.rollback(&mark) {
+                    tracing::error!(topic = %place.topic, partition = place.id, error = %undo, "could not cut a failed append off the segment");
+                }
+                w.next_offset = first;
+                return Err(place.io_err(e));
             }
             w.next_offset += h.offset_count();
+            pos += h.size;
+        }
+        // Transaction markers are observed once every batch is in the segment.
+        let mut pos = 0;
+        for h in headers.iter() {
+            if h.is_transactional() {
+                txns.observe(&data[pos..pos + h.size], h)
+                    .map_err(|e| place.io_err(e))?;
+            }
             pos += h.size;
         }
         Ok(Appended {
