@@ -89,9 +89,7 @@ impl Principal {
         match (self.role, action) {
             (Role::Admin, _) | (_, Action::Identify) => true,
             (Role::Viewer | Role::Operator, Action::View | Action::Describe(_)) => true,
-            (Role::Operator, Action::ReadState | Action::Operate | Action::ConsumeOwned(_)) => {
-                true
-            }
+            (Role::Operator, Action::ReadState | Action::Operate | Action::ConsumeOwned(_)) => true,
             (Role::Producer, Action::Produce(t) | Action::Describe(t)) => self.topic_ok(t),
             (Role::Consumer, Action::Consume(t) | Action::Describe(t)) => self.topic_ok(t),
             (Role::Consumer, Action::Group) => true,
@@ -113,9 +111,9 @@ impl Principal {
             Action::Describe(t) => format!("describe topic {t}"),
             Action::Produce(t) => format!("produce to topic {t}"),
             Action::Consume(t) => format!("consume topic {t}"),
-            Action::ProduceOwned(t) => format!(
-                "produce to topic {t}: the server keeps it, and only admins may write it"
-            ),
+            Action::ProduceOwned(t) => {
+                format!("produce to topic {t}: the server keeps it, and only admins may write it")
+            }
             Action::ConsumeOwned(t) => format!(
                 "consume topic {t}: the server keeps it (it holds state), and reading it needs the state permission (admin or operator)"
             ),

@@ -53,7 +53,10 @@ pub fn state_topic(transform: &str) -> String {
 /// The control topics of the workers of `group`: deployment specs (components and
 /// configs), and what each worker runs.
 pub fn control_topics(group: &str) -> (String, String) {
-    (format!("{group}.sluice.config"), format!("{group}.sluice.status"))
+    (
+        format!("{group}.sluice.config"),
+        format!("{group}.sluice.status"),
+    )
 }
 
 /// Whether `topic` is a worker group's control topic.

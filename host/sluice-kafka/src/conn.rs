@@ -47,11 +47,11 @@ struct Session {
 }
 
 /// A decoded request frame.
-struct Frame {
-    api: ApiKey,
-    version: i16,
-    header: RequestHeader,
-    request: RequestKind,
+pub struct Frame {
+    pub api: ApiKey,
+    pub version: i16,
+    pub header: RequestHeader,
+    pub request: RequestKind,
 }
 
 /// Serves one connection until the client hangs up, the server shuts down or the client
@@ -125,29 +125,35 @@ async fn read_frame<S: AsyncRead + Unpin>(
     Ok(Some(Bytes::from(frame)))
 }
 
-/// Decodes a frame (at least 8 bytes), or answers a too-new ApiVersions with v0 and our
-/// ranges (the client retries with a version we serve) and returns none.
-async fn decode<S: AsyncWrite + Unpin>(
-    stream: &mut S,
-    mut buf: Bytes,
-) -> Result<Option<Frame>, KafkaError> {
+/// What a frame's bytes decode to.
+pub enum Decoded {
+    Frame(Box<Frame>),
+    /// An ApiVersions of a version we do not serve: answered with v0 and our ranges.
+    OldApiVersions {
+        correlation: i32,
+    },
+}
+
+/// Decodes a frame's bytes (what follows the length). Every input, however malformed,
+/// gives a value or an error: the codec reads lengths from the wire, so a decoding bug
+/// must cost this connection, never the process. Fuzzed (`fuzz/`).
+pub fn decode_frame(mut buf: Bytes) -> Result<Decoded, KafkaError> {
+    if buf.len() < 8 {
+        return Err(KafkaError::FrameLength(buf.len() as i32));
+    }
     let key = i16::from_be_bytes([buf[0], buf[1]]);
     let version = i16::from_be_bytes([buf[2], buf[3]]);
     let api = ApiKey::try_from(key).map_err(|_| KafkaError::UnknownApi(key))?;
     if !supported(api, version) {
         if api == ApiKey::ApiVersions {
             let correlation = i32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
-            let body = admin::api_versions(code::UNSUPPORTED_VERSION).into();
-            write_response(stream, api, correlation, 0, &body, 0).await?;
-            return Ok(None);
+            return Ok(Decoded::OldApiVersions { correlation });
         }
         return Err(KafkaError::UnsupportedVersion {
             api: api_name(api),
             version,
         });
     }
-    // The codec reads lengths from the wire; a decoding bug must cost this connection,
-    // never the process.
     let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let header = RequestHeader::decode(&mut buf, api.request_header_version(version))?;
         let request = RequestKind::decode(api, &mut buf, version)?;
@@ -160,12 +166,28 @@ async fn decode<S: AsyncWrite + Unpin>(
     let (header, request) = decoded
         .map_err(|_| undecodable("the decoder panicked".into()))?
         .map_err(|e| undecodable(e.to_string()))?;
-    Ok(Some(Frame {
+    Ok(Decoded::Frame(Box::new(Frame {
         api,
         version,
         header,
         request,
-    }))
+    })))
+}
+
+/// Decodes a frame (at least 8 bytes), or answers a too-new ApiVersions with v0 and our
+/// ranges (the client retries with a version we serve) and returns none.
+async fn decode<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    buf: Bytes,
+) -> Result<Option<Frame>, KafkaError> {
+    match decode_frame(buf)? {
+        Decoded::Frame(f) => Ok(Some(*f)),
+        Decoded::OldApiVersions { correlation } => {
+            let body = admin::api_versions(code::UNSUPPORTED_VERSION).into();
+            write_response(stream, ApiKey::ApiVersions, correlation, 0, &body, 0).await?;
+            Ok(None)
+        }
+    }
 }
 
 /// The response to one request (none for Produce with acks=0): SASL here, everything else

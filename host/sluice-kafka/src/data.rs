@@ -330,7 +330,7 @@ fn produce_partition(
 }
 
 /// Indexes (within their batch) of the records without a key.
-fn keyless_records(data: &Bytes) -> Vec<i32> {
+pub fn keyless_records(data: &Bytes) -> Vec<i32> {
     let mut out = Vec::new();
     for (h, b) in sluice_log::batch::split(data.clone()).unwrap_or_default() {
         if h.is_control() {
@@ -387,7 +387,7 @@ fn schema_refusals(
 }
 
 /// Checks that every record of every batch decodes and fits its batch's offset span.
-fn validate_records(data: &Bytes) -> Result<(), String> {
+pub fn validate_records(data: &Bytes) -> Result<(), String> {
     for (h, b) in sluice_log::batch::split(data.clone()).map_err(|e| e.to_string())? {
         let recs = sluice_log::batch::decode(&b).map_err(|e| e.to_string())?;
         if !h.is_control() && recs.len() != h.record_count as usize {

@@ -116,11 +116,10 @@ pub async fn sync_group(b: &Broker, r: SyncGroupRequest, version: i16) -> SyncGr
         .into_iter()
         .map(|a| (a.member_id.to_string(), a.assignment))
         .collect();
-    let res = if b.groups.fenced(
-        &r.group_id.0,
-        &r.member_id,
-        r.group_instance_id.as_deref(),
-    ) {
+    let res = if b
+        .groups
+        .fenced(&r.group_id.0, &r.member_id, r.group_instance_id.as_deref())
+    {
         crate::groups::SyncResult {
             error: crate::groups::code::FENCED_INSTANCE_ID,
             assignment: bytes::Bytes::new(),
@@ -142,11 +141,10 @@ pub async fn sync_group(b: &Broker, r: SyncGroupRequest, version: i16) -> SyncGr
 }
 
 pub fn heartbeat(b: &Broker, r: HeartbeatRequest) -> HeartbeatResponse {
-    let e = if b.groups.fenced(
-        &r.group_id.0,
-        &r.member_id,
-        r.group_instance_id.as_deref(),
-    ) {
+    let e = if b
+        .groups
+        .fenced(&r.group_id.0, &r.member_id, r.group_instance_id.as_deref())
+    {
         crate::groups::code::FENCED_INSTANCE_ID
     } else {
         b.groups
@@ -163,11 +161,8 @@ pub fn leave_group(b: &Broker, r: LeaveGroupRequest, version: i16) -> LeaveGroup
             .iter()
             .map(|m| {
                 !m.member_id.is_empty()
-                    && b.groups.fenced(
-                        &r.group_id.0,
-                        &m.member_id,
-                        m.group_instance_id.as_deref(),
-                    )
+                    && b.groups
+                        .fenced(&r.group_id.0, &m.member_id, m.group_instance_id.as_deref())
             })
             .collect()
     } else {
@@ -201,7 +196,8 @@ pub fn leave_group(b: &Broker, r: LeaveGroupRequest, version: i16) -> LeaveGroup
             if *f {
                 crate::groups::code::FENCED_INSTANCE_ID
             } else {
-                left.next().unwrap_or(crate::groups::code::UNKNOWN_MEMBER_ID)
+                left.next()
+                    .unwrap_or(crate::groups::code::UNKNOWN_MEMBER_ID)
             }
         })
         .collect();

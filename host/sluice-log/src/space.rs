@@ -232,9 +232,15 @@ impl Space {
         }
         let free = self.free.load(Ordering::Acquire);
         match state {
-            DiskState::Full => tracing::error!(dir = %self.dir.display(), free_bytes = free, "the data disk is full: produce is refused (storage_full) until space is freed"),
-            DiskState::Low => tracing::warn!(dir = %self.dir.display(), free_bytes = free, "the data disk is nearly full"),
-            DiskState::Ok => tracing::info!(dir = %self.dir.display(), free_bytes = free, "the data disk has room again"),
+            DiskState::Full => {
+                tracing::error!(dir = %self.dir.display(), free_bytes = free, "the data disk is full: produce is refused (storage_full) until space is freed")
+            }
+            DiskState::Low => {
+                tracing::warn!(dir = %self.dir.display(), free_bytes = free, "the data disk is nearly full")
+            }
+            DiskState::Ok => {
+                tracing::info!(dir = %self.dir.display(), free_bytes = free, "the data disk has room again")
+            }
         }
         *last = state;
     }
@@ -266,7 +272,15 @@ mod tests {
         let e = s.reserve(1).unwrap_err();
         assert_eq!(e.needed_bytes, 1);
         assert_eq!(s.status().state, DiskState::Full);
-        // The alert above the free space, the minimum below it: low, and appends pass.
+        // Refused a moment ago, the disk stays full while it is below the alert level.
+        s.configure(SpaceLimits {
+            min_free_bytes: 1,
+            alert_free_bytes: u64::MAX / 4,
+        });
+        assert_eq!(s.status().state, DiskState::Full);
+        // Without a refusal: the alert above the free space, the minimum below it: low,
+        // and appends pass.
+        let s = Space::new(dir.path());
         s.configure(SpaceLimits {
             min_free_bytes: 1,
             alert_free_bytes: u64::MAX / 4,

@@ -36,11 +36,7 @@ impl Pipelines {
             })
             .collect();
         let stateful = t.is_stateful();
-        let waiting_for = t
-            .blocked
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let waiting_for = t.blocked.lock().unwrap_or_else(|p| p.into_inner()).clone();
         TransformStatus {
             status: if t.paused.load(Ordering::Acquire) {
                 RunState::Paused

@@ -897,8 +897,8 @@ impl Executor {
 /// Checks an emitted record the way a Kafka consumer will read it: every length within
 /// the record, and header keys in UTF-8.
 fn check_record(raw: &[u8]) -> Result<(), RecordFault> {
-    let view = RecordView::read(&mut Reader::new(raw))
-        .map_err(|e| RecordFault::Framing(e.to_string()))?;
+    let view =
+        RecordView::read(&mut Reader::new(raw)).map_err(|e| RecordFault::Framing(e.to_string()))?;
     for h in view.headers() {
         if std::str::from_utf8(h.key).is_err() {
             return Err(RecordFault::Content("a header key is not UTF-8".into()));

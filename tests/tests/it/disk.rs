@@ -131,11 +131,15 @@ fn prefix(tag: &str, i: usize) -> String {
 
 /// One HTTP produce of `n` records of `size` bytes, `tag`-numbered from `from`, spread
 /// over the partitions: (status, body, Retry-After).
-fn produce(p: &Proc, tag: &str, from: usize, n: usize, size: usize) -> (u16, Value, Option<String>) {
+fn produce(
+    p: &Proc,
+    tag: &str,
+    from: usize,
+    n: usize,
+    size: usize,
+) -> (u16, Value, Option<String>) {
     let records: Vec<Value> = (from..from + n)
-        .map(|i| {
-            json!({"key": format!("k{i}"), "value": value(tag, i, size), "partition": i % 3})
-        })
+        .map(|i| json!({"key": format!("k{i}"), "value": value(tag, i, size), "partition": i % 3}))
         .collect();
     let r = http()
         .post(format!("{}/v1/topics/events/records", p.base))
@@ -158,7 +162,9 @@ fn stored(p: &Proc, topic: &str) -> std::collections::BTreeMap<(u64, u64), Strin
         loop {
             let v = get(
                 p,
-                &format!("/v1/topics/{topic}/partitions/{part}/records?offset={offset}&max=1000&wait_ms=0"),
+                &format!(
+                    "/v1/topics/{topic}/partitions/{part}/records?offset={offset}&max=1000&wait_ms=0"
+                ),
             );
             let recs = v["records"].as_array().cloned().unwrap_or_default();
             if recs.is_empty() {
@@ -209,7 +215,10 @@ fn a_full_disk_refuses_clearly_loses_nothing_and_everything_resumes_when_space_r
     let mut states = Vec::new();
     loop {
         let (st, body, _) = produce(&s, "http", next, 50, 4000);
-        assert_eq!(st, 200, "the disk refused before it was reported low: {body}");
+        assert_eq!(
+            st, 200,
+            "the disk refused before it was reported low: {body}"
+        );
         for (k, o) in body["offsets"].as_array().unwrap().iter().enumerate() {
             acked.push((
                 o["partition"].as_u64().unwrap(),
@@ -267,9 +276,16 @@ fn a_full_disk_refuses_clearly_loses_nothing_and_everything_resumes_when_space_r
     let (st, body, retry) = produce(&s, "refused", 0, 30, 4000);
     assert_eq!(st, 507, "{body}");
     assert_eq!(body["error"]["code"], "storage_full", "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("full"), "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("full"),
+        "{body}"
+    );
     assert!(retry.is_some());
-    assert_eq!(stored(&s, "events").len(), before, "part of a refused request was written");
+    assert_eq!(
+        stored(&s, "events").len(),
+        before,
+        "part of a refused request was written"
+    );
     assert_eq!(disk_state(&s), "full");
     assert!(
         c.get(format!("{}/metrics", s.base))
@@ -289,7 +305,10 @@ fn a_full_disk_refuses_clearly_loses_nothing_and_everything_resumes_when_space_r
             break;
         }
         // It may also have caught up before the disk filled; then more input makes it wait.
-        assert!(Instant::now() < deadline, "the transform never waited: {st}");
+        assert!(
+            Instant::now() < deadline,
+            "the transform never waited: {st}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 
@@ -301,12 +320,21 @@ fn a_full_disk_refuses_clearly_loses_nothing_and_everything_resumes_when_space_r
             let v = have
                 .get(&(*part, *off))
                 .unwrap_or_else(|| panic!("acknowledged {part}/{off} ({prefix}) is gone"));
-            assert!(v.starts_with(prefix.as_str()), "{part}/{off}: {v} is not {prefix}");
+            assert!(
+                v.starts_with(prefix.as_str()),
+                "{part}/{off}: {v} is not {prefix}"
+            );
         }
         have
     };
     check(&s, &acked);
-    assert!(c.get(format!("{}/healthz", s.base)).send().unwrap().status().is_success());
+    assert!(
+        c.get(format!("{}/healthz", s.base))
+            .send()
+            .unwrap()
+            .status()
+            .is_success()
+    );
 
     // SIGKILL on the full disk, and a restart on it.
     drop(s);
@@ -346,7 +374,11 @@ fn a_full_disk_refuses_clearly_loses_nothing_and_everything_resumes_when_space_r
     let dead = get(&s, "/v1/topics/events.dlq");
     let dead_count: u64 = dead["partitions"]
         .as_array()
-        .map(|ps| ps.iter().map(|p| p["end_offset"].as_u64().unwrap_or(0)).sum())
+        .map(|ps| {
+            ps.iter()
+                .map(|p| p["end_offset"].as_u64().unwrap_or(0))
+                .sum()
+        })
         .unwrap_or(0);
     assert_eq!(dead_count, 0, "records were dead-lettered: {dead}");
 }

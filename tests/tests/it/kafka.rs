@@ -117,6 +117,14 @@ fn malformed_frames_close_only_their_connection() {
             &[0, 3, 0, 9, 0, 0, 0, 1, 0xff, 0xff],
         ]
         .concat(), // metadata with no body
+        {
+            // Found by the fuzzer: a 27-byte Metadata request whose topic count reads as
+            // two billion; the codec allocated from it and the allocation abort killed
+            // the whole server.
+            let body =
+                b"\x00\x03\x00\x01\x00\x00\x00\x02\x00\x04-fuzz\x00\x00\x00\x01\x00\x06events";
+            [&(body.len() as i32).to_be_bytes()[..], &body[..]].concat()
+        },
     ];
     for c in &cases {
         assert!(closed_by_server(&addr, c), "{c:?} was not refused");
@@ -569,4 +577,30 @@ fn kafkajs_creates_partitions_and_sends_transactionally() {
             .env("NODE_PATH", format!("{node_dir}/node_modules")),
     );
     assert_eq!(r, json!({"partitions": 3, "committed": 20, "aborted": 0}));
+}
+
+/// Static membership (KIP-345): a second consumer joining with a `group.instance.id` already
+/// in use takes over, and the displaced one is told at once — a fatal FENCED_INSTANCE_ID —
+/// instead of both believing they own the partitions (librdkafka's 0102 case).
+#[test]
+fn a_displaced_static_member_is_fenced() {
+    let s = Server::start();
+    let k = s.kafka.clone().unwrap();
+    s.create_topic(json!({"name": "static_t", "partitions": 2}));
+    let v = script_json(Command::new("python3").args([
+        &format!("{}/kafka/static_fencing.py", env!("CARGO_MANIFEST_DIR")),
+        &k,
+        "static_t",
+        "static_g",
+    ]));
+    assert_eq!(v["a_assigned"], true, "{v}");
+    assert!(
+        v["fenced"]
+            .as_str()
+            .is_some_and(|e| e.to_lowercase().contains("fenced")),
+        "{v}"
+    );
+    assert_eq!(v["fatal"], true, "{v}");
+    assert!(v["seconds"].as_f64().unwrap() < 10.0, "{v}");
+    assert_eq!(v["b_assigned"], true, "{v}");
 }

@@ -1002,7 +1002,10 @@ fn every_input_gets_exactly_one_verdict_whatever_the_entry_stream() {
             let mut classes = vec![0u8; rest.len()];
             let mut emitted_to = std::collections::BTreeSet::new();
             for e in &out.emitted {
-                assert!(e.input < done, "round {round}: an emit for an input not done");
+                assert!(
+                    e.input < done,
+                    "round {round}: an emit for an input not done"
+                );
                 emitted_to.insert(e.input);
             }
             for i in emitted_to {
@@ -1040,5 +1043,8 @@ fn every_input_gets_exactly_one_verdict_whatever_the_entry_stream() {
             checked += 1;
         }
     }
-    assert!(checked > 10_000 && dirty_inputs > 3_000, "{checked} {dirty_inputs}");
+    assert!(
+        checked > 10_000 && dirty_inputs > 3_000,
+        "{checked} {dirty_inputs}"
+    );
 }

@@ -528,7 +528,10 @@ fn server_owned_topics_follow_the_state_permission_over_http_and_kafka() {
     }
     let config = tmp.path().join("sluice.toml");
     std::fs::write(&config, cfg).unwrap();
-    let s = Server::start_in(&tmp.path().join("data"), &["--config", config.to_str().unwrap()]);
+    let s = Server::start_in(
+        &tmp.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
     let c = crate::common::http();
     let token = |who: &str| ids.iter().find(|i| i.0 == who).unwrap().3;
     let call = |who: &str, method: &str, path: &str, body: Option<Value>| -> (u16, String) {
@@ -600,10 +603,18 @@ fn server_owned_topics_follow_the_state_permission_over_http_and_kafka() {
         if v["partitions"][0]["end_offset"].as_u64().unwrap_or(0) > 0 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "no state written: {v}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no state written: {v}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let owned = ["c_wc.state", "__sluice_transactions", "_schemas", "wg.sluice.config"];
+    let owned = [
+        "c_wc.state",
+        "__sluice_transactions",
+        "_schemas",
+        "wg.sluice.config",
+    ];
     let readers = ["ops", "oper"];
     for (who, ..) in ids {
         for t in owned {
@@ -632,15 +643,18 @@ fn server_owned_topics_follow_the_state_permission_over_http_and_kafka() {
         }
     }
     // The admin reads the changelog's records (the consumer of the same name may not).
-    let (_, b) = call("ops", "GET", "/v1/topics/c_wc.state/partitions/0/records", None);
+    let (_, b) = call(
+        "ops",
+        "GET",
+        "/v1/topics/c_wc.state/partitions/0/records",
+        None,
+    );
     let v: Value = serde_json::from_str(&b).unwrap();
     assert!(!v["records"].as_array().unwrap().is_empty(), "{b}");
 
     // Kafka, SASL/PLAIN with the same identities.
-    let users: serde_json::Map<String, Value> = ids
-        .iter()
-        .map(|i| (i.0.to_string(), json!(i.3)))
-        .collect();
+    let users: serde_json::Map<String, Value> =
+        ids.iter().map(|i| (i.0.to_string(), json!(i.3))).collect();
     let out = Command::new("python3")
         .args([
             &format!("{}/kafka/owned_topics.py", env!("CARGO_MANIFEST_DIR")),
@@ -662,13 +676,20 @@ fn server_owned_topics_follow_the_state_permission_over_http_and_kafka() {
             let r = &v[who][t];
             if readers.contains(&who) {
                 assert!(
-                    !r["fetch_error"].as_str().unwrap().contains("TOPIC_AUTHORIZATION"),
+                    !r["fetch_error"]
+                        .as_str()
+                        .unwrap()
+                        .contains("TOPIC_AUTHORIZATION"),
                     "{who} {t}: {r}"
                 );
             } else {
                 assert_eq!(r["fetched"], 0, "{who} {t}: {r}");
                 assert!(
-                    r["fetch_error"].as_str().unwrap().to_lowercase().contains("authoriz"),
+                    r["fetch_error"]
+                        .as_str()
+                        .unwrap()
+                        .to_lowercase()
+                        .contains("authoriz"),
                     "{who} {t}: {r}"
                 );
             }
@@ -676,6 +697,12 @@ fn server_owned_topics_follow_the_state_permission_over_http_and_kafka() {
             assert_eq!(r["produced"], may_write, "{who} {t}: {r}");
         }
     }
-    assert!(v["ops"]["c_wc.state"]["fetched"].as_u64().unwrap() > 0, "{v}");
-    assert!(v["oper"]["_schemas"]["fetched"].as_u64().unwrap() > 0, "{v}");
+    assert!(
+        v["ops"]["c_wc.state"]["fetched"].as_u64().unwrap() > 0,
+        "{v}"
+    );
+    assert!(
+        v["oper"]["_schemas"]["fetched"].as_u64().unwrap() > 0,
+        "{v}"
+    );
 }
