@@ -63,8 +63,12 @@ pub struct Space {
     /// Free bytes at the last measurement, less what appends reserved since.
     free: AtomicU64,
     total: AtomicU64,
-    limits: Mutex<SpaceLimits>,
-    measured: Mutex<Option<Instant>>,
+    /// `SpaceLimits`, as atomics: read on every append.
+    min_free: AtomicU64,
+    alert_free: AtomicU64,
+    born: Instant,
+    /// When the filesystem was last asked, in ms since `born` (`u64::MAX`: never).
+    measured_ms: AtomicU64,
     /// The state last reported, to log each change once.
     reported: Mutex<DiskState>,
     /// When an append was last refused: the disk counts as full while that is recent
@@ -81,8 +85,10 @@ impl Space {
             dir: dir.to_path_buf(),
             free: AtomicU64::new(u64::MAX),
             total: AtomicU64::new(0),
-            limits: Mutex::new(SpaceLimits::default()),
-            measured: Mutex::new(None),
+            min_free: AtomicU64::new(0),
+            alert_free: AtomicU64::new(0),
+            born: Instant::now(),
+            measured_ms: AtomicU64::new(u64::MAX),
             reported: Mutex::new(DiskState::Ok),
             refused: Mutex::new(None),
         };
@@ -91,7 +97,14 @@ impl Space {
     }
 
     pub fn configure(&self, limits: SpaceLimits) {
-        *self.limits.lock().unwrap_or_else(|p| p.into_inner()) = limits;
+        self.min_free
+            .store(limits.min_free_bytes, Ordering::Release);
+        self.alert_free
+            .store(limits.alert_free_bytes, Ordering::Release);
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
     }
 
     /// Asks the filesystem. On a filesystem that cannot say (an error), space is not
@@ -114,29 +127,26 @@ impl Space {
                 self.free.store(u64::MAX, Ordering::Release);
             }
         }
-        *self.measured.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        self.measured_ms.store(self.now_ms(), Ordering::Release);
     }
 
+    /// Asks the filesystem when the last answer is older than [`FRESH`] (one atomic
+    /// load on the append path otherwise).
     fn measure_if_stale(&self) {
-        let stale = self
-            .measured
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_none_or(|t| t.elapsed() >= FRESH);
-        if stale {
+        let last = self.measured_ms.load(Ordering::Acquire);
+        if last == u64::MAX || self.now_ms().saturating_sub(last) >= FRESH.as_millis() as u64 {
             self.measure();
         }
     }
 
     /// The thresholds in force (defaults worked out from the filesystem's size).
     fn thresholds(&self) -> (u64, u64) {
-        let l = *self.limits.lock().unwrap_or_else(|p| p.into_inner());
         let total = self.total.load(Ordering::Acquire);
-        let min = match l.min_free_bytes {
+        let min = match self.min_free.load(Ordering::Acquire) {
             0 => (total / 100).clamp(4 << 20, 1 << 30),
             n => n,
         };
-        let alert = match l.alert_free_bytes {
+        let alert = match self.alert_free.load(Ordering::Acquire) {
             0 => (total / 20).max(2 * min),
             n => n.max(min),
         };

@@ -293,7 +293,7 @@ impl TaskCtx {
     fn cx<'a>(
         t: &'a Transform,
         input: &'a Partition,
-        shared: &TaskShared,
+        shared: &'a TaskShared,
         sinks: &'a Sinks,
         seen: &'a Recovered,
         executor: &'a mut Executor,
@@ -312,6 +312,7 @@ impl TaskCtx {
             ),
             executor,
             codec,
+            starved: &shared.isolation_starved,
         }
     }
 

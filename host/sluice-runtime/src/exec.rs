@@ -369,6 +369,11 @@ impl Executor {
         self.chunk < MAX_CHUNK
     }
 
+    /// What stops this executor's calls (the partition task's interrupt once set).
+    pub fn interrupt(&self) -> &Arc<Interrupt> {
+        &self.interrupt
+    }
+
     /// Makes this executor's calls obey `interrupt` from now on (executors are built under
     /// the deployer's interrupt and run under their partition task's).
     pub fn set_interrupt(&mut self, interrupt: Arc<Interrupt>) {

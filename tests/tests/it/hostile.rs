@@ -650,3 +650,67 @@ fn early_answers_reach_clients_that_send_the_whole_body_first() {
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["error"]["code"], "too_many_connections");
 }
+
+/// With no idle CPU at all (six threads spinning at normal priority, on two or more
+/// cores), a failing plugin's records still get their verdicts in bounded time: the
+/// isolation thread at idle priority is seen waiting for a CPU it never gets, and its
+/// records run again at background priority (never starved). At idle priority alone they
+/// waited for minutes (a Python record's isolation once waited 300 s in CI).
+#[test]
+fn verdicts_of_a_failing_plugin_come_in_bounded_time_with_no_idle_cpu() {
+    let s = hostile_server();
+    s.create_topic(json!({"name": "starve.dlq"}));
+    deploy_ok(
+        &s,
+        "starve",
+        // Deadlines far away: the verdicts wait for CPU, not for a timeout to cut them.
+        json!({"plugin": "hostile", "input": "in", "outputs": ["out"], "dead_letter": "starve.dlq",
+               "config": {"mode": "work_trap"},
+               "limits": {"timeout_ms": 120000, "fuel_per_record": 100000000000u64}}),
+    );
+    // Warm: the isolation path (and the fuel-metered build it uses) is ready.
+    s.produce("in", vec![json!({"value": "POISON-warm"})]);
+    wait_for_count(&s, "starve.dlq", 1);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let spinners: Vec<_> = (0..6)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut x = 1u64;
+                while !stop.load(Ordering::Relaxed) {
+                    x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                }
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    s.produce(
+        "in",
+        (0..12)
+            .map(|i| {
+                let v = if i % 2 == 0 {
+                    format!("ok-{i}")
+                } else {
+                    format!("POISON-{i}")
+                };
+                json!({ "value": v })
+            })
+            .collect(),
+    );
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let dead =
+            crate::pipeline::wait_for_count_within(&s, "starve.dlq", 7, Duration::from_secs(90));
+        let out = crate::pipeline::wait_for_count_within(&s, "out", 6, Duration::from_secs(90));
+        (dead.len(), out.len())
+    }));
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for t in spinners {
+        t.join().unwrap();
+    }
+    let (dead, out) = outcome.expect("verdicts did not come");
+    assert_eq!((dead, out), (7, 6));
+    assert!(took < Duration::from_secs(75), "took {took:?}");
+    eprintln!("verdicts of 12 records with no idle CPU: {took:?}");
+}
