@@ -6,6 +6,7 @@
 mod appender;
 pub mod checkpoint;
 mod emit;
+mod grow;
 mod logs;
 mod operator;
 pub mod plugins;
@@ -315,6 +316,7 @@ impl Pipelines {
                 tracing::error!(transform = %name, error = %e, "transform could not restart");
             }
         }
+        Self::watch_partitions(&p);
         Ok(p)
     }
 
@@ -543,6 +545,10 @@ impl Pipelines {
             Ok(_) if fresh => Err(PipelineError::Invalid(format!(
                 "topic {topic} exists, but a stateful deployment named {name} keeps its state there; delete the topic or choose another name"
             ))),
+            // The input grew (while the server was down): the changelog grows with it.
+            Ok(t) if (t.partitions.len() as u32) < partitions => {
+                Ok(self.log.add_partitions(&topic, partitions)?)
+            }
             Ok(t) if t.partitions.len() as u32 != partitions => {
                 Err(PipelineError::Invalid(format!(
                     "state topic {topic} has {} partitions, the input {partitions}",
@@ -559,7 +565,7 @@ impl Pipelines {
         Ok(found)
     }
 
-    /// Starts a partition task per executor (one per input partition, in order).
+    /// Starts a partition task per executor (each for its input partition).
     fn spawn_tasks(
         &self,
         t: &Arc<Transform>,
@@ -626,7 +632,10 @@ impl Pipelines {
             SchemaCodec::new(self.schemas.clone(), spec.decode.is_some(), subjects).map(Arc::new);
         let sinks = Sinks { outputs, dlq, late };
         let mut ctxs = Vec::new();
-        for (p, executor) in input.partitions.iter().zip(executors) {
+        for executor in executors {
+            let Some(p) = input.partitions.get(executor.partition() as usize) else {
+                continue;
+            };
             let checkpoint: Option<Checkpoint> = checkpoint::read(&t.dir, p.id);
             let state = changelog.as_ref().and_then(|c| {
                 let part = c.partitions.get(p.id as usize)?.clone();

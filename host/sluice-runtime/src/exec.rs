@@ -369,6 +369,11 @@ impl Executor {
         self.chunk < MAX_CHUNK
     }
 
+    /// The input partition this executor runs for.
+    pub fn partition(&self) -> u32 {
+        self.partition
+    }
+
     /// What stops this executor's calls (the partition task's interrupt once set).
     pub fn interrupt(&self) -> &Arc<Interrupt> {
         &self.interrupt

@@ -741,3 +741,75 @@ fn plugin_logs_are_tagged_followable_and_rate_limited() {
         "the drop is reported in the log itself"
     );
 }
+
+/// Partitions added to an input while deployments run (Kafka's CreatePartitions) are
+/// processed without a redeploy: a stateless and a stateful deployment get tasks for them,
+/// and the stateful one's changelog grows to match.
+#[test]
+fn partitions_added_to_an_input_are_processed_without_a_redeploy() {
+    let s = Server::start();
+    for (t, n) in [("grow_in", 1), ("grow_out", 1), ("grow_counts", 1)] {
+        s.create_topic(json!({"name": t, "partitions": n}));
+    }
+    upload(&s, "mask", sluice::plugins::MASK);
+    upload(&s, "window-count", sluice::plugins::WINDOW_COUNT);
+    deploy_ok(
+        &s,
+        "grow_mask",
+        json!({"plugin": "mask", "input": "grow_in", "outputs": ["grow_out"]}),
+    );
+    deploy_ok(
+        &s,
+        "grow_wc",
+        json!({"plugin": "window-count", "input": "grow_in", "outputs": ["grow_counts"]}),
+    );
+    let script = format!(
+        "from confluent_kafka.admin import AdminClient, NewPartitions\n\
+         a = AdminClient({{'bootstrap.servers': '{}'}})\n\
+         for f in a.create_partitions([NewPartitions('grow_in', 3)]).values():\n    f.result(15)\n",
+        s.kafka.as_deref().unwrap()
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.produce(
+        "grow_in",
+        (0..30)
+            .map(|i| {
+                json!({"key": format!("k{i}"), "value": format!("{{\"n\":{i}}}"),
+                       "partition": i % 3, "timestamp": 1_000 + i})
+            })
+            .collect(),
+    );
+    assert_eq!(wait_for_count(&s, "grow_out", 30).len(), 30);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = status(&s, "grow_wc");
+        let parts = st["partitions"].as_array().cloned().unwrap_or_default();
+        let done = parts.len() == 3
+            && parts
+                .iter()
+                .all(|p| p["position"].as_u64().unwrap_or(0) == 10);
+        if done {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{st}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        s.describe("grow_wc.state")["partitions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    let st = status(&s, "grow_mask");
+    assert_eq!(st["partitions"].as_array().unwrap().len(), 3, "{st}");
+    assert!(st["last_error"].is_null(), "{st}");
+}
