@@ -271,21 +271,41 @@ fn a_full_disk_refuses_clearly_loses_nothing_and_everything_resumes_when_space_r
     }
     assert!(!k["delivered"].as_array().unwrap().is_empty(), "{k}");
 
-    // HTTP now: 507 storage_full, retriable, and nothing of the request written.
-    let before = stored(&s, "events").len();
-    let (st, body, retry) = produce(&s, "refused", 0, 30, 4000);
-    assert_eq!(st, 507, "{body}");
+    // HTTP until refused (a Kafka batch may be refused while a smaller request still
+    // fits): then 507 storage_full, retriable, and nothing of that request written.
+    let ends = |p: &Proc| -> u64 {
+        get(p, "/v1/topics/events")["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["end_offset"].as_u64().unwrap())
+            .sum()
+    };
+    let mut round = 0usize;
+    let (before, body, retry) = loop {
+        let before = ends(&s);
+        let (st, body, retry) = produce(&s, "fill", round * 30, 30, 4000);
+        if st == 507 {
+            break (before, body, retry);
+        }
+        assert_eq!(st, 200, "{body}");
+        for (k, o) in body["offsets"].as_array().unwrap().iter().enumerate() {
+            acked.push((
+                o["partition"].as_u64().unwrap(),
+                o["offset"].as_u64().unwrap(),
+                prefix("fill", round * 30 + k),
+            ));
+        }
+        round += 1;
+        assert!(round < 200, "the disk never refused a request");
+    };
+    assert_eq!(ends(&s), before, "part of a refused request was written");
     assert_eq!(body["error"]["code"], "storage_full", "{body}");
     assert!(
         body["error"]["message"].as_str().unwrap().contains("full"),
         "{body}"
     );
     assert!(retry.is_some());
-    assert_eq!(
-        stored(&s, "events").len(),
-        before,
-        "part of a refused request was written"
-    );
     assert_eq!(disk_state(&s), "full");
     assert!(
         c.get(format!("{}/metrics", s.base))
