@@ -219,6 +219,10 @@ fn session(settings: &EngineSettings, job: &Job<'_>, stop: &AtomicBool) -> Resul
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("session.timeout.ms", "10000")
         .set("statistics.interval.ms", "1000")
+        // Partitions added to the input (CreatePartitions) show in the metadata within
+        // seconds, not librdkafka's default five minutes: the group rebalances onto them
+        // without a redeploy.
+        .set("topic.metadata.refresh.interval.ms", "3000")
         .create_with_context(LagContext {
             topic: d.input.clone(),
             highs: Mutex::default(),

@@ -1139,3 +1139,50 @@ fn serve_and_worker_answer_the_deployment_cases_alike() {
     }
     assert_eq!(on_worker["consumer_group"], "cases.t");
 }
+
+/// Partitions added to a worker deployment's input (CreatePartitions) are processed without
+/// a redeploy: the group sees them within seconds and rebalances onto them.
+#[test]
+fn workers_pick_up_partitions_added_to_their_input() {
+    let s = Server::process();
+    let kafka = s.kafka.clone().unwrap();
+    s.create_topic(json!({"name": "w.in", "partitions": 1}));
+    s.create_topic(json!({"name": "w.out", "partitions": 3}));
+    s.create_topic(json!({"name": "w.in.dlq", "partitions": 1}));
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("identity.wasm");
+    std::fs::write(&plugin, sluice_tests::fixtures::IDENTITY).unwrap();
+    let w = Worker::start(&kafka, "a", &plugin);
+    produce(&s, 0, 100);
+    wait_for("the first 100 records", 60, || output(&s).len() == 100);
+    let script = format!(
+        "from confluent_kafka.admin import AdminClient, NewPartitions\n\
+         a = AdminClient({{'bootstrap.servers': '{kafka}'}})\n\
+         for f in a.create_partitions([NewPartitions('w.in', 3)]).values():\n    f.result(15)\n"
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Keyed records now land on all three partitions.
+    produce(&s, 100, 300);
+    let on_new: u64 = s.describe("w.in")["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .skip(1)
+        .map(|p| p["end_offset"].as_u64().unwrap())
+        .sum();
+    assert!(on_new > 0);
+    wait_for("all 400 records", 90, || output(&s).len() == 400);
+    assert!(
+        output(&s).values().all(|n| *n == 1),
+        "a record written twice"
+    );
+    drop(w);
+}
