@@ -13,19 +13,6 @@ def crc32c(data: bytes) -> int:
     return crc ^ 0xFFFFFFFF
 
 
-def zigzag(n: int) -> bytes:
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
 def uvarint(n: int) -> bytes:
     out = bytearray()
     while True:
@@ -36,6 +23,10 @@ def uvarint(n: int) -> bytes:
         else:
             out.append(b)
             return bytes(out)
+
+
+def zigzag(n: int) -> bytes:
+    return uvarint((n << 1) ^ (n >> 63))
 
 
 def record(delta: int, key, value, headers=()) -> bytes:

@@ -338,6 +338,22 @@ pub async fn produce(
         .space()
         .check(total as u64)
         .map_err(|full| ApiError::from(state.log.full_error(full)))?;
+    let mut offsets = append_batches(&topic, batches).await?;
+    offsets.sort_unstable_by_key(|(i, _, _)| *i);
+    let offsets = offsets
+        .into_iter()
+        .map(|(_, partition, offset)| RecordPosition { partition, offset })
+        .collect();
+    Ok(Json(ProduceResult { offsets }))
+}
+
+/// Appends one batch per partition (in parallel): each record's (index in the request,
+/// partition, offset). A partition that fails fails the request, its error saying exactly
+/// which records were written (a retry sends only the others) and which were not.
+async fn append_batches(
+    topic: &sluice_log::Topic,
+    batches: Vec<(u32, Vec<usize>, BytesMut)>,
+) -> Result<Vec<(usize, u32, u64)>, ApiError> {
     let mut tasks = Vec::with_capacity(batches.len());
     for (p, places, data) in batches {
         let part = topic.partitions[p as usize].clone();
@@ -382,12 +398,7 @@ pub async fn produce(
         })));
         return Err(e);
     }
-    offsets.sort_unstable_by_key(|(i, _, _)| *i);
-    let offsets = offsets
-        .into_iter()
-        .map(|(_, partition, offset)| RecordPosition { partition, offset })
-        .collect();
-    Ok(Json(ProduceResult { offsets }))
+    Ok(offsets)
 }
 
 /// Where a produced record went.

@@ -157,21 +157,7 @@ impl Space {
     /// that would leave less than the minimum. Asks the filesystem again before refusing
     /// (space may have come back) and at least every 250 ms.
     pub fn reserve(&self, bytes: u64) -> Result<(), Full> {
-        self.measure_if_stale();
-        let (min, _) = self.thresholds();
-        let fits = |free: u64| free >= bytes.saturating_add(min);
-        if !fits(self.free.load(Ordering::Acquire)) {
-            self.measure();
-            let free = self.free.load(Ordering::Acquire);
-            if !fits(free) {
-                self.refused_now();
-                return Err(Full {
-                    free_bytes: free,
-                    needed_bytes: bytes,
-                    min_free_bytes: min,
-                });
-            }
-        }
+        self.check(bytes)?;
         let _ = self
             .free
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |f| {

@@ -243,24 +243,14 @@ fn a_full_disk_refuses_clearly_loses_nothing_and_everything_resumes_when_space_r
     assert!(metrics.contains("sluice_disk_state 1"), "{metrics}");
 
     // Kafka until the broker refuses: KAFKA_STORAGE_ERROR, and what was delivered is known.
-    let out = Command::new("python3")
-        .args([
-            &format!("{}/kafka/disk_full.py", env!("CARGO_MANIFEST_DIR")),
-            &s.kafka,
-            "events",
-            "kafka",
-            "20000",
-            "4000",
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let k: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let k = crate::kafka::script_json(Command::new("python3").args([
+        &format!("{}/kafka/disk_full.py", env!("CARGO_MANIFEST_DIR")),
+        &s.kafka,
+        "events",
+        "kafka",
+        "20000",
+        "4000",
+    ]));
     assert_eq!(k["errors"], json!(["KAFKA_STORAGE_ERROR"]), "{k}");
     for d in k["delivered"].as_array().unwrap() {
         acked.push((

@@ -413,7 +413,7 @@ fn a_crashed_group_member_expires_and_the_survivor_takes_its_partitions() {
 
 /// Runs a client script that prints a JSON summary as its last line; fails with its
 /// output when it fails.
-fn script_json(cmd: &mut Command) -> Value {
+pub(crate) fn script_json(cmd: &mut Command) -> Value {
     let out = cmd
         .output()
         .expect("the client runtime (scripts/setup installs it)");

@@ -655,22 +655,12 @@ fn server_owned_topics_follow_the_state_permission_over_http_and_kafka() {
     // Kafka, SASL/PLAIN with the same identities.
     let users: serde_json::Map<String, Value> =
         ids.iter().map(|i| (i.0.to_string(), json!(i.3))).collect();
-    let out = Command::new("python3")
-        .args([
-            &format!("{}/kafka/owned_topics.py", env!("CARGO_MANIFEST_DIR")),
-            s.kafka.as_deref().unwrap(),
-            &Value::Object(users).to_string(),
-            &json!(owned).to_string(),
-        ])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let v = crate::kafka::script_json(Command::new("python3").args([
+        &format!("{}/kafka/owned_topics.py", env!("CARGO_MANIFEST_DIR")),
+        s.kafka.as_deref().unwrap(),
+        &Value::Object(users).to_string(),
+        &json!(owned).to_string(),
+    ]));
     for (who, ..) in ids {
         for t in owned {
             let r = &v[who][t];
