@@ -148,6 +148,30 @@ def main():
         expect(page.locator("#latency tr").nth(2)).to_contain_text("≤", timeout=10_000)
         shot(page, "metrics")
 
+        # Consumer groups: one made by resetting its offsets (to the start of `events`), and the
+        # transform's own position; reset it to the end (a dry run first), then delete it.
+        api(page, "POST", "/v1/groups/page-readers/offsets", {"to": "earliest", "topic": "events"})
+        visit(page, "groups", "Consumer groups")
+        expect(page.locator("#groups")).to_contain_text("transform:logins")
+        expect(page.locator("#groups tr", has_text="page-readers")).to_contain_text("Empty")
+        page.click("text=page-readers")
+        expect(page.locator("h2")).to_have_text("Group page-readers")
+        expect(page.locator("#offsets tr").nth(1)).to_contain_text("events")
+        expect(page.locator("#offsets tr").nth(1).locator("td").nth(4)).to_have_text("2")
+        page.select_option("#reset select[name=to]", "latest")
+        page.click("#reset button")
+        expect(page.locator("#reset-result")).to_contain_text("events/0: 0 → 2")
+        expect(page.locator("#offsets tr").nth(1).locator("td").nth(4)).to_have_text("2")
+        page.uncheck("#reset input[name=dry]")
+        page.click("#reset button")
+        ok_message(page, "reset page-readers")
+        expect(page.locator("#offsets tr").nth(1).locator("td").nth(4)).to_have_text("0")
+        shot(page, "group")
+        page.click("#delete-group")
+        ok_message(page, "deleted page-readers")
+        expect(page.locator("h2")).to_have_text("Consumer groups")
+        expect(page.locator("#groups")).not_to_contain_text("page-readers")
+
         # Schemas: two versions of a subject, a topic that requires it, the diff between them.
         v1 = '{"type":"record","name":"Order","fields":[{"name":"id","type":"string"}]}'
         v2 = ('{"type":"record","name":"Order","fields":[{"name":"id","type":"string"},'

@@ -4,6 +4,7 @@ mod access;
 mod contracts;
 mod deployments;
 mod error;
+pub mod groups;
 pub mod linger;
 pub mod listener;
 mod metrics;
@@ -53,6 +54,14 @@ pub struct AppState {
     produce_budget: Semaphore,
     /// Cancelled at shutdown so long polls and streams end and the server can drain.
     pub shutdown: CancellationToken,
+    /// The Kafka listener's consumer groups (set once the listener's broker is open).
+    pub groups: std::sync::OnceLock<Arc<dyn groups::GroupCoordinator>>,
+}
+
+impl std::fmt::Debug for dyn groups::GroupCoordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GroupCoordinator")
+    }
 }
 
 impl AppState {
@@ -75,6 +84,7 @@ impl AppState {
             produce_budget: Semaphore::new(kib),
             limits,
             shutdown,
+            groups: std::sync::OnceLock::new(),
         })
     }
 
@@ -107,6 +117,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/topics/{topic}/stream", get(records::stream))
         .route("/v1/topics/{topic}/keys/{key}", get(transforms::table_key))
+        .route("/v1/groups", get(groups::list))
+        .route(
+            "/v1/groups/{group}",
+            get(groups::describe).delete(groups::delete),
+        )
+        .route("/v1/groups/{group}/offsets", post(groups::reset_offsets))
         .merge(runner_routes::<_, Pipelines>(&state.pipelines))
         .route("/v1/transforms/{name}/state", get(state::read))
         .merge(deployments::routes::<_, Connectors>("/v1/connectors"))

@@ -384,10 +384,79 @@ fn render(state: &super::AppState) -> String {
         );
     }
     stateful(&mut out, &statuses);
+    groups(&mut out, state);
     connectors(&mut out, state);
     sluice_common::telemetry::telemetry().encode(&mut out);
     process(&mut out);
     out
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn label(v: &str) -> std::borrow::Cow<'_, str> {
+    if !v.contains(['\\', '"', '\n']) {
+        return v.into();
+    }
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+        .into()
+}
+
+/// The Kafka clients' consumer groups: members and the lag of every committed partition
+/// (transforms' own lag is `sluice_transform_lag`).
+fn groups(out: &mut String, state: &super::AppState) {
+    let Some(c) = state.groups.get() else {
+        return;
+    };
+    let all: Vec<_> = c
+        .list()
+        .into_iter()
+        .map(|g| {
+            let committed = c.committed(&g.id);
+            (g, committed)
+        })
+        .collect();
+    family(
+        out,
+        "sluice_consumer_group_members",
+        "gauge",
+        "Members of a Kafka consumer group.",
+    );
+    for (g, _) in &all {
+        let _ = writeln!(
+            out,
+            "sluice_consumer_group_members{{group=\"{}\"}} {}",
+            label(&g.id),
+            g.members
+        );
+    }
+    family(
+        out,
+        "sluice_consumer_group_lag",
+        "gauge",
+        "Records between a consumer group's committed offset and the partition's end.",
+    );
+    for (g, committed) in &all {
+        for (topic, partition, offset, _) in committed {
+            let Ok(o) = u64::try_from(*offset) else {
+                continue;
+            };
+            let Some(end) = state.log.topic(topic).ok().and_then(|t| {
+                t.partition(i64::from(*partition))
+                    .ok()
+                    .map(|p| p.high_watermark())
+            }) else {
+                continue;
+            };
+            let _ = writeln!(
+                out,
+                "sluice_consumer_group_lag{{group=\"{}\",topic=\"{}\",partition=\"{partition}\"}} {}",
+                label(&g.id),
+                label(topic),
+                end.saturating_sub(o)
+            );
+        }
+    }
 }
 
 /// Per-partition series of stateful transforms (partitions without state are skipped).

@@ -6,7 +6,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{deployments, plugins, records, state, topics, transforms};
+use crate::{deployments, groups, plugins, records, state, topics, transforms};
 
 struct BearerAuth;
 
@@ -70,6 +70,10 @@ impl Modify for OpenComposed {
         records::consume,
         records::stream,
         transforms::table_key,
+        groups::list,
+        groups::describe,
+        groups::delete,
+        groups::reset_offsets,
         plugins::list_plugins,
         plugins::upload_plugin,
         plugins::get_plugin,

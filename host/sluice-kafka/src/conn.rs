@@ -23,11 +23,15 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves an accepted TCP connection, after a TLS handshake when TLS is configured.
 pub async fn accept(b: Arc<Broker>, stream: tokio::net::TcpStream) -> Result<(), KafkaError> {
+    let host = stream
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
     match b.cfg.tls.clone() {
-        None => serve(b, stream).await,
+        None => serve(b, stream, host).await,
         Some(acceptor) => {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => serve(b, tls).await,
+                Ok(Ok(tls)) => serve(b, tls, host).await,
                 Ok(Err(e)) => Err(KafkaError::Tls(e.to_string())),
                 Err(_) => Err(KafkaError::Tls("timed out".into())),
             }
@@ -44,6 +48,8 @@ struct Session {
     raw_sasl: bool,
     /// Close after this response, for this reason (a failed SASL login hears why first).
     closing: Option<String>,
+    /// The address the client connected from (shown with its group memberships).
+    host: String,
 }
 
 /// A decoded request frame.
@@ -55,16 +61,18 @@ pub struct Frame {
 }
 
 /// Serves one connection until the client hangs up, the server shuts down or the client
-/// breaks the protocol.
+/// breaks the protocol; `host` is the client's address.
 pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
     b: Arc<Broker>,
     mut stream: S,
+    host: String,
 ) -> Result<(), KafkaError> {
     let mut session = Session {
         who: None,
         authenticated: b.cfg.auth.is_none(),
         raw_sasl: false,
         closing: None,
+        host,
     };
     loop {
         let Some(frame) = read_frame(&b, &mut stream).await? else {
@@ -248,7 +256,7 @@ async fn answer(
             match authz::authorize(&access, request, version) {
                 Authorized::Refused(resp) => Ok(Some(resp)),
                 Authorized::Serve(request, denied) => {
-                    let resp = crate::handle(b, &header, request, version).await?;
+                    let resp = crate::handle(b, &header, request, version, &session.host).await?;
                     Ok(resp.map(|mut r| {
                         denied.apply(&mut r);
                         r

@@ -61,6 +61,7 @@ pub async fn join_group(
     header: &RequestHeader,
     r: JoinGroupRequest,
     version: i16,
+    host: &str,
 ) -> JoinGroupResponse {
     let client = header
         .client_id
@@ -84,6 +85,7 @@ pub async fn join_group(
             &r.member_id,
             r.group_instance_id.as_deref(),
             &client,
+            host,
             &r.protocol_type,
             protocols,
             Duration::from_millis(u64::try_from(r.session_timeout_ms).unwrap_or(10_000)),
@@ -367,6 +369,7 @@ pub fn describe_groups(b: &Broker, r: DescribeGroupsRequest) -> DescribeGroupsRe
                     .with_member_id(StrBytes::from_string(m.member_id))
                     .with_group_instance_id(m.instance_id.map(StrBytes::from_string))
                     .with_client_id(StrBytes::from_string(m.client_id))
+                    .with_client_host(StrBytes::from_string(format!("/{}", m.client_host)))
                     .with_member_metadata(m.metadata)
                     .with_member_assignment(m.assignment)
             });
@@ -419,9 +422,16 @@ mod tests {
             ]);
         let header = RequestHeader::default();
         // A new member first learns its id (MEMBER_ID_REQUIRED), then joins with it.
-        let mut j = join_group(&t.b, &header, join.clone(), 7).await;
+        let mut j = join_group(&t.b, &header, join.clone(), 7, "127.0.0.1").await;
         if j.error_code != code::NONE {
-            j = join_group(&t.b, &header, join.with_member_id(j.member_id.clone()), 7).await;
+            j = join_group(
+                &t.b,
+                &header,
+                join.with_member_id(j.member_id.clone()),
+                7,
+                "127.0.0.1",
+            )
+            .await;
         }
         assert_eq!(j.error_code, code::NONE, "{j:?}");
         assert_eq!(j.leader, j.member_id);

@@ -62,8 +62,41 @@ pub struct DescribedMember {
     pub member_id: String,
     pub instance_id: Option<String>,
     pub client_id: String,
+    /// The address the member's client connected from.
+    pub client_host: String,
     pub metadata: Bytes,
     pub assignment: Bytes,
+}
+
+/// A group as a list shows it.
+#[derive(Debug, Clone)]
+pub struct GroupSummary {
+    pub id: String,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub state: &'static str,
+    pub members: usize,
+}
+
+/// The partitions a consumer-protocol assignment gives its member (topic, partitions),
+/// or none when the bytes are not one (another protocol type, a client's own format).
+pub fn assigned_partitions(assignment: &[u8]) -> Option<Vec<(String, Vec<i32>)>> {
+    use kafka_protocol::messages::ConsumerProtocolAssignment;
+    use kafka_protocol::protocol::Decodable;
+    if assignment.len() < 2 {
+        return None;
+    }
+    let mut buf = Bytes::copy_from_slice(assignment);
+    let version = i16::from_be_bytes([assignment[0], assignment[1]]);
+    bytes::Buf::advance(&mut buf, 2);
+    // Versions past the last we know keep the fields we read (the protocol only adds).
+    let a = ConsumerProtocolAssignment::decode(&mut buf, version.clamp(0, 3)).ok()?;
+    Some(
+        a.assigned_partitions
+            .into_iter()
+            .map(|tp| (tp.topic.0.to_string(), tp.partitions))
+            .collect(),
+    )
 }
 
 /// What a SyncGroup call gets back.
@@ -76,6 +109,7 @@ pub struct SyncResult {
 #[derive(Debug)]
 struct Member {
     client_id: String,
+    client_host: String,
     /// `group.instance.id` of a static member (KIP-345).
     instance_id: Option<String>,
     session_timeout: Duration,
@@ -342,6 +376,7 @@ impl Coordinator {
         member_id: &str,
         instance_id: Option<&str>,
         client_id: &str,
+        client_host: &str,
         protocol_type: &str,
         protocols: Vec<(String, Bytes)>,
         session_timeout: Duration,
@@ -391,6 +426,8 @@ impl Coordinator {
                         }
                         let same_protocols = m.protocols == protocols;
                         m.last_seen = now;
+                        m.client_id = client_id.to_string();
+                        m.client_host = client_host.to_string();
                         g.members.insert(new_id.clone(), m);
                         if let Some(i) = instance_id {
                             g.instances.insert(i.to_string(), new_id.clone());
@@ -439,6 +476,7 @@ impl Coordinator {
             let (tx, rx) = oneshot::channel();
             let m = g.members.entry(id.clone()).or_insert_with(|| Member {
                 client_id: client_id.to_string(),
+                client_host: client_host.to_string(),
                 instance_id: instance_id.map(str::to_string),
                 session_timeout,
                 rebalance_timeout,
@@ -812,6 +850,52 @@ impl Coordinator {
             .collect()
     }
 
+    /// Sets a group's committed offsets (what `kafka-consumer-groups --reset-offsets
+    /// --execute` does), creating the group if it has none: refused while it has members
+    /// (NON_EMPTY_GROUP), whose commits would race the new offsets. Persisted before it
+    /// answers.
+    pub fn set_offsets(&self, group_id: &str, offsets: &[(String, i32, i64)]) -> Result<(), i16> {
+        if group_id.is_empty() {
+            return Err(code::INVALID_GROUP_ID);
+        }
+        {
+            let mut groups = self.lock();
+            let g = groups
+                .entry(group_id.to_string())
+                .or_insert_with(|| Group::new(Offsets::default()));
+            if !g.members.is_empty() {
+                return Err(code::NON_EMPTY_GROUP);
+            }
+            for (t, p, o) in offsets {
+                let key = format!("{t}/{p}");
+                g.offsets.epochs.remove(&key);
+                g.offsets.committed.insert(key, (*o, None));
+            }
+        }
+        if let Err(e) = self.persist(group_id) {
+            tracing::error!(group = group_id, error = %e, "could not persist committed offsets");
+            return Err(-1);
+        }
+        Ok(())
+    }
+
+    /// Every group: its id, protocol type, chosen protocol, state and member count.
+    pub fn summaries(&self) -> Vec<GroupSummary> {
+        let mut all: Vec<GroupSummary> = self
+            .lock()
+            .iter()
+            .map(|(n, g)| GroupSummary {
+                id: n.clone(),
+                protocol_type: g.protocol_type.clone(),
+                protocol: g.protocol.clone().unwrap_or_default(),
+                state: g.state.name(),
+                members: g.members.len(),
+            })
+            .collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all
+    }
+
     /// (group, protocol type, state) of every group.
     pub fn list(&self) -> Vec<(String, String, &'static str)> {
         self.lock()
@@ -835,6 +919,7 @@ impl Coordinator {
                 member_id: id.clone(),
                 instance_id: m.instance_id.clone(),
                 client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
                 metadata: m.metadata_for(g.protocol.as_ref()),
                 assignment: m.assignment.clone(),
             })

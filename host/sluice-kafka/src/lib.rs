@@ -208,6 +208,11 @@ impl std::fmt::Debug for Broker {
 }
 
 impl Broker {
+    /// The group coordinator (consumer groups and their committed offsets).
+    pub fn groups(&self) -> &groups::Coordinator {
+        &self.groups
+    }
+
     /// A broker over `log`, with its group offsets under `cfg.groups_dir`.
     pub fn open(
         log: Arc<Log>,
@@ -239,12 +244,14 @@ impl Broker {
     }
 }
 
-/// Serves one decoded, authorized request: its response, or none (Produce with acks=0).
+/// Serves one decoded, authorized request from a client at `host`: its response, or none
+/// (Produce with acks=0).
 pub async fn handle(
     b: &Arc<Broker>,
     header: &RequestHeader,
     request: RequestKind,
     version: i16,
+    host: &str,
 ) -> Result<Option<ResponseKind>, KafkaError> {
     Ok(Some(match request {
         RequestKind::Produce(r) => {
@@ -264,7 +271,9 @@ pub async fn handle(
         RequestKind::TxnOffsetCommit(r) => txn_api::txn_offset_commit(b, r).await.into(),
         RequestKind::EndTxn(r) => txn_api::end_txn(b, r).await.into(),
         RequestKind::FindCoordinator(r) => group_api::find_coordinator(b, r, version).into(),
-        RequestKind::JoinGroup(r) => group_api::join_group(b, header, r, version).await.into(),
+        RequestKind::JoinGroup(r) => group_api::join_group(b, header, r, version, host)
+            .await
+            .into(),
         RequestKind::SyncGroup(r) => group_api::sync_group(b, r, version).await.into(),
         RequestKind::Heartbeat(r) => group_api::heartbeat(b, r).into(),
         RequestKind::LeaveGroup(r) => group_api::leave_group(b, r, version).into(),
@@ -301,14 +310,23 @@ pub async fn run(
     cfg: KafkaConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let token = CancellationToken::new();
-    let broker = match Broker::open(log, cfg, token.clone()) {
+    let broker = match Broker::open(log, cfg, CancellationToken::new()) {
         Ok(b) => b,
         Err(e) => {
             tracing::error!(error = %e, "kafka group offsets unreadable; kafka listener not started");
             return;
         }
     };
+    serve(listener, broker, shutdown).await
+}
+
+/// Accepts Kafka connections for `broker` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let token = broker.shutdown.clone();
     tokio::pin!(shutdown);
     let connections = Arc::new(tokio::sync::Semaphore::new(broker.cfg.max_connections));
     let ticker = broker.clone();

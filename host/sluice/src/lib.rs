@@ -8,12 +8,14 @@
 //! - [`cli`]: the `sluice` command line, a client of the HTTP API ([`client`]).
 //! - [`demo`]: `sluice demo`, the main job end to end.
 //! - [`plugins`]: the example plugins, built to components and embedded.
+//! - [`groups`]: the Kafka listener's consumer groups for the HTTP API.
 //! - [`schemas`]: the schema registry's `_schemas` topic (its journal and replay).
 
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod demo;
+pub mod groups;
 pub mod plugins;
 pub mod schemas;
 pub mod server;

@@ -126,13 +126,23 @@ pub async fn run(
                     config.kafka_settings.group_initial_rebalance_delay_ms,
                 ),
             };
+            let log_k = log.clone();
+            let broker = tokio::task::spawn_blocking(move || {
+                sluice_kafka::Broker::open(log_k, cfg, CancellationToken::new())
+            })
+            .await?
+            .map_err(|e| {
+                anyhow::anyhow!("cannot open the Kafka listener's groups and transactions: {e}")
+            })?;
+            let _ = state
+                .groups
+                .set(Arc::new(crate::groups::BrokerGroups(broker.clone())));
             tracing::info!(%addr, "kafka listening");
             crate::say(format_args!("sluice: listening kafka={addr}"));
             let t = token.clone();
-            Some(tokio::spawn(sluice_kafka::run(
+            Some(tokio::spawn(sluice_kafka::serve(
                 listener,
-                log.clone(),
-                cfg,
+                broker,
                 async move { t.cancelled().await },
             )))
         }

@@ -6,6 +6,7 @@ mod connectors;
 mod console;
 mod disk;
 mod encryption;
+mod groups;
 mod hostile;
 mod kafka;
 mod languages;

@@ -2,10 +2,11 @@
 //!
 //! `crate::client` talks to the server, `output` prints (closed pipes end quietly, progress only at
 //! a terminal, aligned tables), and one module per command family: `topics`, `records`
-//! (produce/consume), `plugins`, `deployments` (transforms and connectors share their
+//! (produce/consume), `plugins`, `groups`, `deployments` (transforms and connectors share their
 //! verbs).
 
 mod deployments;
+mod groups;
 mod output;
 mod plugins;
 mod records;
@@ -17,6 +18,7 @@ use clap::{Parser, Subcommand};
 use crate::client::{Client, server_url};
 pub use crate::config::ServeArgs;
 pub use deployments::{ConnectorCmd, TransformCmd};
+pub use groups::GroupCmd;
 pub use plugins::PluginCmd;
 pub use records::{ConsumeArgs, ProduceArgs};
 pub use schemas::SchemaCmd;
@@ -77,6 +79,9 @@ pub enum Command {
     /// Deploy and manage connectors (http-pull sources, http/postgres sinks).
     #[command(subcommand)]
     Connector(ConnectorCmd),
+    /// Consumer groups: members, lag, delete, reset offsets.
+    #[command(subcommand)]
+    Group(GroupCmd),
     /// Run the transform deployments of a worker group over an existing Kafka cluster, exactly once (transactions), with the plugins/transforms API.
     Worker(crate::worker::WorkerArgs),
 }
@@ -93,6 +98,7 @@ pub async fn run(command: Command, server: &str, registry: &str) -> anyhow::Resu
         Command::Plugin(cmd) => plugins::run(&c()?, cmd).await,
         Command::Transform(cmd) => deployments::transform(&c()?, cmd).await,
         Command::Connector(cmd) => deployments::connector(&c()?, cmd).await,
+        Command::Group(cmd) => groups::run(&c()?, cmd).await,
         Command::Schema(cmd) => schemas::run(&Client::new(&server_url(registry)?), cmd).await,
         Command::Serve(_) | Command::Demo | Command::Worker(_) => Ok(()),
     }
