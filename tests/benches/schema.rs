@@ -72,6 +72,7 @@ fn start(dir: &std::path::Path) -> Running {
             let config = ServerConfig {
                 tier: None,
                 restore_from_tier: false,
+                alerts: Default::default(),
                 data_dir: dir,
                 http: http.local_addr().unwrap(),
                 insecure: false,

@@ -150,7 +150,7 @@ def main():
 
         # Consumer groups: one made by resetting its offsets (to the start of `events`), and the
         # transform's own position; reset it to the end (a dry run first), then delete it.
-        api(page, "POST", "/v1/groups/page-readers/offsets", {"to": "earliest", "topic": "events"})
+        api(page, "POST", "/v1/groups/page-readers/reset", {"to": "earliest", "topic": "events"})
         visit(page, "groups", "Consumer groups")
         expect(page.locator("#groups")).to_contain_text("transform:logins")
         expect(page.locator("#groups tr", has_text="page-readers")).to_contain_text("Empty")

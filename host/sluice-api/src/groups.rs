@@ -132,7 +132,7 @@ pub struct GroupView {
     pub lag: u64,
 }
 
-/// Where `POST /v1/groups/{group}/offsets` moves the group.
+/// Where `POST /v1/groups/{group}/reset` moves the group.
 #[derive(Debug, Deserialize, Serialize, ToSchema, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum ResetTo {
@@ -149,7 +149,7 @@ pub enum ResetTo {
     ShiftBy(i64),
 }
 
-/// `POST /v1/groups/{group}/offsets`.
+/// `POST /v1/groups/{group}/reset`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResetOffsets {
@@ -338,6 +338,24 @@ fn transform_state(s: sluice_pipeline::RunState) -> String {
     .into()
 }
 
+/// Every Kafka group with the lag of its committed partitions together.
+pub fn kafka_lags(state: &crate::AppState) -> Vec<(String, u64)> {
+    let Some(c) = state.groups.get() else {
+        return Vec::new();
+    };
+    c.list()
+        .into_iter()
+        .map(|g| {
+            let lag = c
+                .committed(&g.id)
+                .into_iter()
+                .filter_map(|(t, p, o, _)| lag_of(Some(o), end_of(&state.log, &t, p)))
+                .sum();
+            (g.id, lag)
+        })
+        .collect()
+}
+
 /// Every group: the Kafka clients' and the transforms'.
 pub fn all_groups(state: &crate::AppState) -> Vec<GroupView> {
     let mut out = Vec::new();
@@ -501,7 +519,7 @@ fn target(
 
 #[utoipa::path(
     post,
-    path = "/v1/groups/{group}/offsets",
+    path = "/v1/groups/{group}/reset",
     tag = "groups",
     params(("group" = String, Path, description = "group id")),
     request_body = ResetOffsets,

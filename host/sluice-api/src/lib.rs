@@ -1,6 +1,7 @@
 //! The HTTP API: the only module that knows HTTP and JSON.
 
 mod access;
+pub mod alerts;
 mod contracts;
 mod deployments;
 mod error;
@@ -56,6 +57,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// The Kafka listener's consumer groups (set once the listener's broker is open).
     pub groups: std::sync::OnceLock<Arc<dyn groups::GroupCoordinator>>,
+    /// The built-in alerts (set once they started).
+    pub alerts: std::sync::OnceLock<Arc<alerts::Alerts>>,
 }
 
 impl std::fmt::Debug for dyn groups::GroupCoordinator {
@@ -85,6 +88,7 @@ impl AppState {
             limits,
             shutdown,
             groups: std::sync::OnceLock::new(),
+            alerts: std::sync::OnceLock::new(),
         })
     }
 
@@ -104,6 +108,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/openapi.json", get(openapi::openapi))
         .route("/metrics", get(metrics::metrics))
         .route("/v1/disk", get(disk))
+        .route("/v1/alerts", get(alerts::list))
         .route("/v1/topics", post(topics::create).get(topics::list))
         .route(
             "/v1/topics/{topic}",
@@ -122,7 +127,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/groups/{group}",
             get(groups::describe).delete(groups::delete),
         )
-        .route("/v1/groups/{group}/offsets", post(groups::reset_offsets))
+        .route("/v1/groups/{group}/reset", post(groups::reset_offsets))
         .merge(runner_routes::<_, Pipelines>(&state.pipelines))
         .route("/v1/transforms/{name}/state", get(state::read))
         .merge(deployments::routes::<_, Connectors>("/v1/connectors"))

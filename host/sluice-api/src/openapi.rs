@@ -6,7 +6,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{deployments, groups, plugins, records, state, topics, transforms};
+use crate::{alerts, deployments, groups, plugins, records, state, topics, transforms};
 
 struct BearerAuth;
 
@@ -61,6 +61,7 @@ impl Modify for OpenComposed {
         super::health,
         super::metrics::metrics,
         super::disk,
+        alerts::list,
         topics::create,
         topics::list,
         topics::describe,

@@ -25,6 +25,136 @@ pub struct FileConfig {
     pub tls: Option<TlsFiles>,
     /// The object store of tiered topics.
     pub tier: Option<TierStore>,
+    /// Built-in alerts and where they are sent.
+    pub alerts: AlertsConfig,
+}
+
+/// `[alerts]`: the built-in rules (each under `[alerts.rules.NAME]`, on unless `enabled =
+/// false`) and the webhook receivers (`[[alerts.receivers]]`) their notifications go to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// How often the rules are checked.
+    pub evaluation_interval_ms: u64,
+    /// The address put in notifications' links (`externalURL`, `generatorURL`); default
+    /// the HTTP listener's.
+    pub external_url: Option<String>,
+    pub rules: AlertRules,
+    pub receivers: Vec<AlertReceiver>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            evaluation_interval_ms: 5_000,
+            external_url: None,
+            rules: AlertRules::default(),
+            receivers: Vec::new(),
+        }
+    }
+}
+
+/// The built-in rules' settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertRules {
+    /// `SluiceTransformFailing`: a deployment that cannot run, or whose plugin trapped at
+    /// least `traps` times within `window_ms`.
+    pub transform_failing: TransformFailingRule,
+    /// `SluiceLagGrowing`: a transform's or sink's lag above zero and higher than it was
+    /// `for_ms` ago, at every check in between.
+    pub lag_growing: LagGrowingRule,
+    /// `SluiceDeadLetters`: a transform dead-lettering more than `per_second` over
+    /// `window_ms`.
+    pub dead_letters: DeadLettersRule,
+    /// `SluiceTierUploadsFailing`: tiered storage failed within the last `window_ms`.
+    pub tier_failing: TierFailingRule,
+    /// `SluiceDiskLow` / `SluiceDiskFull`: the data disk below `[log] alert_free_bytes`, or
+    /// refusing writes.
+    pub disk: DiskRule,
+    /// `SluiceConsumerGroupLag`: a Kafka consumer group's lag above `threshold` for `for_ms`.
+    pub group_lag: GroupLagRule,
+}
+
+fn yes() -> bool {
+    true
+}
+
+macro_rules! rule {
+    ($name:ident { $($field:ident: $ty:ty = $default:expr),* $(,)? }) => {
+        #[derive(Debug, Clone, Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct $name {
+            #[serde(default = "yes")]
+            pub enabled: bool,
+            $(pub $field: $ty,)*
+        }
+        impl Default for $name {
+            fn default() -> Self {
+                $name { enabled: true, $($field: $default,)* }
+            }
+        }
+    };
+}
+
+rule!(TransformFailingRule {
+    traps: u64 = 3,
+    window_ms: u64 = 60_000
+});
+rule!(LagGrowingRule {
+    for_ms: u64 = 300_000
+});
+rule!(DeadLettersRule {
+    per_second: f64 = 1.0,
+    window_ms: u64 = 60_000
+});
+rule!(TierFailingRule {
+    window_ms: u64 = 300_000
+});
+rule!(DiskRule {});
+rule!(GroupLagRule {
+    threshold: u64 = 10_000,
+    for_ms: u64 = 60_000
+});
+
+/// `[[alerts.receivers]]`: a webhook that gets notifications.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertReceiver {
+    pub name: String,
+    pub url: String,
+    /// `webhook` (Alertmanager's webhook payload, once when an alert fires and once when
+    /// it resolves: Slack and PagerDuty bridges take it) or `alertmanager` (its
+    /// `POST /api/v2/alerts`, firing alerts sent again every `resend_ms` as Prometheus does).
+    #[serde(default)]
+    pub format: ReceiverFormat,
+    /// Sent as `Authorization: Bearer TOKEN`.
+    #[serde(default)]
+    pub bearer_token: Option<String>,
+    /// Send a notification when an alert resolves (default true).
+    #[serde(default = "yes")]
+    pub send_resolved: bool,
+    #[serde(default = "default_receiver_timeout_ms")]
+    pub timeout_ms: u64,
+    /// `alertmanager`: how often firing alerts are sent again.
+    #[serde(default = "default_resend_ms")]
+    pub resend_ms: u64,
+}
+
+fn default_receiver_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_resend_ms() -> u64 {
+    60_000
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReceiverFormat {
+    #[default]
+    Webhook,
+    Alertmanager,
 }
 
 /// `[tier]` in the config file: where tiered topics put their sealed segments.

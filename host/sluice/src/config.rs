@@ -40,6 +40,8 @@ pub struct ServerConfig {
     pub tier: Option<sluice_config::TierStore>,
     /// Rebuild tiered topics missing from the data directory from the object store first.
     pub restore_from_tier: bool,
+    /// Built-in alerts and their receivers (`[alerts]`).
+    pub alerts: sluice_config::AlertsConfig,
 }
 
 impl ServerConfig {
@@ -85,7 +87,9 @@ impl ServerConfig {
             tls: file.tls,
             tier: file.tier,
             restore_from_tier: args.restore_from_tier,
+            alerts: file.alerts,
         };
+        sluice_api::alerts::check(&config.alerts).map_err(|e| anyhow::anyhow!(e))?;
         if config.restore_from_tier && config.tier.is_none() {
             anyhow::bail!(
                 "--restore-from-tier needs [tier] in the config file (the object store to restore from)"

@@ -43,6 +43,7 @@ pub async fn run() -> anyhow::Result<()> {
     let config = ServerConfig {
         tier: None,
         restore_from_tier: false,
+        alerts: Default::default(),
         data_dir: dir.path().to_path_buf(),
         http: addr,
         insecure: false,

@@ -101,6 +101,14 @@ pub async fn run(
         Some(files) => Some(sluice_auth::tls::acceptor(files)?),
         None => None,
     };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let alerts = sluice_api::alerts::Alerts::start(
+        state.clone(),
+        config.alerts.clone(),
+        format!("{scheme}://{}", http.local_addr()?),
+        token.clone(),
+    );
+    let _ = state.alerts.set(alerts);
     let kafka_task = match kafka {
         Some(listener) => {
             let addr = listener.local_addr()?;

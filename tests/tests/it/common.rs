@@ -87,6 +87,7 @@ impl Server {
                 let config = sluice::config::ServerConfig {
                     tier: None,
                     restore_from_tier: false,
+                    alerts: Default::default(),
                     data_dir: dir,
                     http: addrs.0,
                     insecure: false,

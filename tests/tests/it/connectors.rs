@@ -11,24 +11,24 @@ use crate::common::{Server, http};
 use crate::pipeline::{all, deploy_ok, upload, wait_for_count};
 
 /// What the handler of a test endpoint answers: status, body, headers.
-type Reply = (u16, String, Vec<(&'static str, String)>);
+pub(crate) type Reply = (u16, String, Vec<(&'static str, String)>);
 
 /// A local HTTP endpoint; every request is recorded (method+url, headers, body).
-struct Endpoint {
-    url: String,
+pub(crate) struct Endpoint {
+    pub(crate) url: String,
     server: Arc<tiny_http::Server>,
     requests: Arc<Mutex<Vec<Seen>>>,
 }
 
 #[derive(Clone, Debug)]
-struct Seen {
-    url: String,
-    headers: HashMap<String, String>,
-    body: String,
+pub(crate) struct Seen {
+    pub(crate) url: String,
+    pub(crate) headers: HashMap<String, String>,
+    pub(crate) body: String,
 }
 
 impl Endpoint {
-    fn start(handler: impl Fn(&Seen) -> Reply + Send + 'static) -> Endpoint {
+    pub(crate) fn start(handler: impl Fn(&Seen) -> Reply + Send + 'static) -> Endpoint {
         let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
         let url = format!("http://{}", server.server_addr().to_ip().unwrap());
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -67,7 +67,7 @@ impl Endpoint {
         }
     }
 
-    fn seen(&self) -> Vec<Seen> {
+    pub(crate) fn seen(&self) -> Vec<Seen> {
         self.requests.lock().unwrap().clone()
     }
 }
@@ -86,7 +86,7 @@ fn put_connector(s: &Server, name: &str, spec: Value) -> reqwest::blocking::Resp
         .unwrap()
 }
 
-fn connector_ok(s: &Server, name: &str, spec: Value) -> Value {
+pub(crate) fn connector_ok(s: &Server, name: &str, spec: Value) -> Value {
     let r = put_connector(s, name, spec);
     let status = r.status();
     let body: Value = r.json().unwrap();
@@ -94,7 +94,7 @@ fn connector_ok(s: &Server, name: &str, spec: Value) -> Value {
     body
 }
 
-fn connector(s: &Server, name: &str) -> Value {
+pub(crate) fn connector(s: &Server, name: &str) -> Value {
     http()
         .get(s.url(&format!("/v1/connectors/{name}")))
         .send()
@@ -103,7 +103,7 @@ fn connector(s: &Server, name: &str) -> Value {
         .unwrap()
 }
 
-fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");

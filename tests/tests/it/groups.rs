@@ -96,7 +96,7 @@ fn get(s: &Server, path: &str) -> (u16, Value) {
 
 fn reset(s: &Server, group: &str, body: Value) -> (u16, Value) {
     let r = http()
-        .post(s.url(&format!("/v1/groups/{group}/offsets")))
+        .post(s.url(&format!("/v1/groups/{group}/reset")))
         .json(&body)
         .send()
         .unwrap();

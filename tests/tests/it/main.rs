@@ -1,6 +1,7 @@
 //! End-to-end tests against the real `sluice` binary.
 #![allow(clippy::unwrap_used)]
 
+mod alerts;
 mod common;
 mod connectors;
 mod console;

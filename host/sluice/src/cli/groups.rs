@@ -148,7 +148,7 @@ pub async fn run(c: &Client, cmd: GroupCmd) -> anyhow::Result<()> {
                 body["partitions"] = json!(p);
             }
             let v = c
-                .post(&format!("/v1/groups/{}/offsets", urlencode(&group)), &body)
+                .post(&format!("/v1/groups/{}/reset", urlencode(&group)), &body)
                 .await?;
             let mut t = Table::new(
                 &["TOPIC", "PARTITION", "PREVIOUS", "NEW"],
