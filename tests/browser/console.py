@@ -138,9 +138,16 @@ def main():
             expect(page.locator("#logs")).to_contain_text(f"saw {word}", timeout=30_000)
         shot(page, "logs")
 
-        # The transformed record, browsed in its topic.
+        # The transformed record, browsed in its topic; its lineage leads back to `events`.
         visit(page, "topic/kept", "Topic kept")
         expect(page.locator("#records")).to_contain_text('"action": "login"')
+        page.click("#records a[title=lineage]")
+        expect(page.locator("h2")).to_contain_text("Lineage of kept/0@0")
+        expect(page.locator("#hops")).to_contain_text("logins")
+        expect(page.locator("#origin")).to_contain_text("events/0@0")
+        shot(page, "lineage")
+        page.click("#origin a")
+        expect(page.locator("#derived")).to_contain_text("kept/0@0")
         page.goto(f"{url}/ui#/metrics")
         expect(page.locator("#rates")).to_contain_text("records in/s", timeout=10_000)
         # Batches ran: the latency table shows a bound for them since start.

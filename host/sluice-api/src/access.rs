@@ -28,6 +28,8 @@ pub fn classify(method: &Method, path: &str) -> Option<Action> {
         ["v1", "topics", t, "partitions", _, "records"] if read => Action::Consume(topic(t)),
         ["v1", "topics", t, "stream"] if read => Action::Consume(topic(t)),
         ["v1", "topics", t, "keys", _] if read => Action::Consume(topic(t)),
+        // The record's key and value are shown (the rest of its lineage is offsets).
+        ["v1", "lineage", t, ..] if read => Action::Consume(topic(t)),
         ["v1", "transforms", _, "state"] if read => Action::ReadState,
         ["v1", "transforms" | "connectors", _, "pause" | "resume"] if method == Method::POST => {
             Action::Operate

@@ -6,6 +6,7 @@ mod contracts;
 mod deployments;
 mod error;
 pub mod groups;
+mod lineage;
 pub mod linger;
 pub mod listener;
 mod metrics;
@@ -122,6 +123,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/topics/{topic}/stream", get(records::stream))
         .route("/v1/topics/{topic}/keys/{key}", get(transforms::table_key))
+        .route(
+            "/v1/lineage/{topic}/{partition}/{offset}",
+            get(lineage::lineage),
+        )
         .route("/v1/groups", get(groups::list))
         .route(
             "/v1/groups/{group}",

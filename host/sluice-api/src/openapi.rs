@@ -6,7 +6,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{alerts, deployments, groups, plugins, records, state, topics, transforms};
+use crate::{alerts, deployments, groups, lineage, plugins, records, state, topics, transforms};
 
 struct BearerAuth;
 
@@ -71,6 +71,7 @@ impl Modify for OpenComposed {
         records::consume,
         records::stream,
         transforms::table_key,
+        lineage::lineage,
         groups::list,
         groups::describe,
         groups::delete,

@@ -12,6 +12,7 @@ mod hostile;
 mod kafka;
 mod languages;
 mod layers;
+mod lineage;
 mod log_http;
 mod pipeline;
 mod recovery;
