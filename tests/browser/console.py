@@ -138,6 +138,25 @@ def main():
             expect(page.locator("#logs")).to_contain_text(f"saw {word}", timeout=30_000)
         shot(page, "logs")
 
+        # A shadow: the same filter keeping logouts instead, compared record by record.
+        api(page, "PUT", "/v1/transforms/logins/shadow",
+            {"version": 1, "config": {"field": "action", "value": "logout"}})
+        api(page, "POST", "/v1/topics/events/records",
+            {"records": [{"value": '{"action":"login","user":"bo"}'}, {"value": '{"action":"logout","user":"cy"}'}]})
+        page.goto(f"{url}/ui#/transform/logins")
+        for _ in range(60):
+            page.reload()
+            cells = page.locator("#shadow-counts td")
+            if cells.count() and cells.nth(2).inner_text() == "1" and cells.nth(3).inner_text() == "1":
+                break
+            page.wait_for_timeout(500)
+        expect(page.locator("#shadow-counts")).to_contain_text("only live")
+        expect(page.locator("#shadow-examples")).to_contain_text('"user":"cy"')
+        shot(page, "shadow")
+        page.click("#unshadow")
+        ok_message(page, "dropped the shadow of logins")
+        expect(page.locator("#shadow")).to_have_count(0)
+
         # The transformed record, browsed in its topic; its lineage leads back to `events`.
         visit(page, "topic/kept", "Topic kept")
         expect(page.locator("#records")).to_contain_text('"action": "login"')
@@ -155,7 +174,7 @@ def main():
         expect(page.locator("#latency tr").nth(2)).to_contain_text("≤", timeout=10_000)
         shot(page, "metrics")
 
-        # Consumer groups: one made by resetting its offsets (to the start of `events`), and the
+        # Consumer groups: one made by resetting its offsets (to the start of `events`, 4 records), and the
         # transform's own position; reset it to the end (a dry run first), then delete it.
         api(page, "POST", "/v1/groups/page-readers/reset", {"to": "earliest", "topic": "events"})
         visit(page, "groups", "Consumer groups")
@@ -164,11 +183,11 @@ def main():
         page.click("text=page-readers")
         expect(page.locator("h2")).to_have_text("Group page-readers")
         expect(page.locator("#offsets tr").nth(1)).to_contain_text("events")
-        expect(page.locator("#offsets tr").nth(1).locator("td").nth(4)).to_have_text("2")
+        expect(page.locator("#offsets tr").nth(1).locator("td").nth(4)).to_have_text("4")
         page.select_option("#reset select[name=to]", "latest")
         page.click("#reset button")
-        expect(page.locator("#reset-result")).to_contain_text("events/0: 0 → 2")
-        expect(page.locator("#offsets tr").nth(1).locator("td").nth(4)).to_have_text("2")
+        expect(page.locator("#reset-result")).to_contain_text("events/0: 0 → 4")
+        expect(page.locator("#offsets tr").nth(1).locator("td").nth(4)).to_have_text("4")
         page.uncheck("#reset input[name=dry]")
         page.click("#reset button")
         ok_message(page, "reset page-readers")

@@ -198,6 +198,7 @@ impl From<PipelineError> for ApiError {
             PipelineError::Runtime(_) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "plugin_failed", msg)
             }
+            PipelineError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", msg),
         }
     }
 }

@@ -14,6 +14,7 @@ mod openapi;
 mod plugins;
 mod records;
 pub mod registry;
+mod shadow;
 mod state;
 mod topics;
 mod transforms;
@@ -135,6 +136,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/groups/{group}/reset", post(groups::reset_offsets))
         .merge(runner_routes::<_, Pipelines>(&state.pipelines))
         .route("/v1/transforms/{name}/state", get(state::read))
+        .route(
+            "/v1/transforms/{name}/shadow",
+            put(shadow::start).get(shadow::get).delete(shadow::delete),
+        )
+        .route(
+            "/v1/transforms/{name}/shadow/promote",
+            post(shadow::promote),
+        )
         .merge(deployments::routes::<_, Connectors>("/v1/connectors"))
         .route_layer(axum::middleware::from_fn(observe))
         // The schema registry's API also under the HTTP API's address (for the console:

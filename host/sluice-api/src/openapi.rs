@@ -6,7 +6,9 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{alerts, deployments, groups, lineage, plugins, records, state, topics, transforms};
+use crate::{
+    alerts, deployments, groups, lineage, plugins, records, shadow, state, topics, transforms,
+};
 
 struct BearerAuth;
 
@@ -88,6 +90,10 @@ impl Modify for OpenComposed {
         deployments::transforms::resume,
         transforms::logs,
         state::read,
+        shadow::start,
+        shadow::get,
+        shadow::delete,
+        shadow::promote,
         deployments::connectors::list,
         deployments::connectors::put,
         deployments::connectors::get,

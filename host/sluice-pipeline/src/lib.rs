@@ -12,6 +12,7 @@ mod operator;
 pub mod plugins;
 pub mod recover;
 mod schemas;
+pub mod shadow;
 mod shared;
 pub mod state;
 mod status;
@@ -106,6 +107,8 @@ pub struct Transform {
     budget: Arc<StateBudget>,
     /// Whether the running plugin version keeps state.
     stateful: AtomicBool,
+    /// A candidate version compared with the live one (`shadow`).
+    shadow: Mutex<Option<Arc<shadow::Shadow>>>,
 }
 
 impl std::fmt::Debug for Transform {
@@ -242,6 +245,9 @@ pub enum PipelineError {
     Log(#[from] LogError),
     #[error("{0}")]
     Runtime(String),
+    /// Not possible in the deployment's present state.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// All transforms of the server.
@@ -511,6 +517,7 @@ impl Pipelines {
             persist_lock: Mutex::new(()),
             budget: Arc::new(StateBudget::new(spec.limits.state_bytes)),
             stateful: AtomicBool::new(compiled.stateful()),
+            shadow: Mutex::new(None),
         });
         let cfg = self.instance_config(&t, &spec, version);
         // Instantiate (and init) every partition's executor before starting any task, so a
@@ -800,6 +807,9 @@ impl Pipelines {
             .unwrap_or_else(|p| p.into_inner())
             .remove(name)
             .ok_or_else(|| PipelineError::Unknown(name.to_string()))?;
+        if let Some(s) = t.shadow.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            s.stop();
+        }
         Self::stop_tasks(&t);
         // The state first: a crash half way leaves a deployment without state (which a
         // second DELETE removes), never state without a deployment.
@@ -838,6 +848,9 @@ impl Pipelines {
     pub fn shutdown(&self) {
         self.begin_shutdown();
         for t in self.list() {
+            if let Some(s) = t.shadow.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                s.stop();
+            }
             Self::stop_tasks(&t);
         }
     }

@@ -180,26 +180,34 @@ impl BatchOutput {
         self.base_timestamp
     }
 
-    /// One result per input record (convenient, allocates per record).
+    /// One result per input record among the first `count` (convenient, allocates per
+    /// record); verdicts of later inputs are left out.
     pub fn per_record(&self, count: usize) -> Vec<RecordResult> {
         let mut v = vec![RecordResult::Dropped; count];
         for e in &self.emitted {
+            let Some(slot) = v.get_mut(e.input as usize) else {
+                continue;
+            };
             let rec = EmittedRecord {
                 input: e.input,
                 output: e.output,
                 raw: self.record_bytes(e),
                 base_timestamp: self.base_timestamp,
             };
-            match &mut v[e.input as usize] {
+            match slot {
                 RecordResult::Emitted(list) => list.push(rec),
                 slot => *slot = RecordResult::Emitted(vec![rec]),
             }
         }
         for (i, r) in &self.rejected {
-            v[*i as usize] = RecordResult::Rejected(r.clone());
+            if let Some(slot) = v.get_mut(*i as usize) {
+                *slot = RecordResult::Rejected(r.clone());
+            }
         }
         for (i, r) in &self.failed {
-            v[*i as usize] = RecordResult::Failed(r.clone());
+            if let Some(slot) = v.get_mut(*i as usize) {
+                *slot = RecordResult::Failed(r.clone());
+            }
         }
         v
     }

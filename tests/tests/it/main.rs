@@ -19,6 +19,7 @@ mod recovery;
 mod runtime;
 mod schemas;
 mod security;
+mod shadow;
 mod stateful;
 mod tier;
 mod walkthrough;

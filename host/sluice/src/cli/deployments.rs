@@ -116,8 +116,56 @@ pub enum TransformCmd {
         #[arg(long, short = 'f')]
         follow: bool,
     },
+    /// Run a candidate version (and config) next to the live one on the same input,
+    /// writing nothing, and compare their outputs record by record; with `--status`,
+    /// show the comparison; with `--stop`, drop the candidate.
+    Shadow {
+        /// Deployment name.
+        name: String,
+        /// The candidate's plugin version, or `latest`.
+        #[arg(long, default_value = "latest")]
+        version: String,
+        /// The candidate's plugin config entry `key=value` (repeatable) [default: the
+        /// deployment's].
+        #[arg(long = "config")]
+        config: Vec<String>,
+        /// Show the running shadow's counts, examples and costs instead (JSON).
+        #[arg(long, conflicts_with_all = ["stop", "config"])]
+        status: bool,
+        /// Stop the shadow (the live version never changed).
+        #[arg(long, conflicts_with = "config")]
+        stop: bool,
+    },
+    /// Make the shadow's candidate live (at a batch boundary, nothing lost or doubled).
+    Promote {
+        /// Deployment name.
+        name: String,
+    },
     #[command(flatten)]
     Verb(Verb),
+}
+
+/// `key=value` entries as a JSON object.
+fn config_entries(config: &[String]) -> anyhow::Result<serde_json::Map<String, Value>> {
+    let mut cfg = serde_json::Map::new();
+    for kv in config {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--config {kv}: expected key=value"))?;
+        cfg.insert(k.to_string(), json!(v));
+    }
+    Ok(cfg)
+}
+
+/// `--version`: a number or `latest`.
+fn version_arg(version: &str) -> anyhow::Result<Value> {
+    Ok(match version {
+        "latest" => json!("latest"),
+        v => json!(
+            v.parse::<u32>()
+                .with_context(|| format!("--version {v}: a number or latest"))?
+        ),
+    })
 }
 
 #[derive(Debug, Subcommand)]
@@ -253,20 +301,8 @@ pub async fn transform(c: &Client, cmd: TransformCmd) -> anyhow::Result<()> {
             late_output,
             reset_state,
         } => {
-            let version = match version.as_str() {
-                "latest" => json!("latest"),
-                v => json!(
-                    v.parse::<u32>()
-                        .with_context(|| format!("--version {v}: a number or latest"))?
-                ),
-            };
-            let mut cfg = serde_json::Map::new();
-            for kv in config {
-                let (k, v) = kv
-                    .split_once('=')
-                    .with_context(|| format!("--config {kv}: expected key=value"))?;
-                cfg.insert(k.to_string(), json!(v));
-            }
+            let version = version_arg(&version)?;
+            let cfg = config_entries(&config)?;
             let mut spec = json!({"plugin": plugin, "version": version, "input": input,
                 "outputs": outputs, "config": cfg, "tables": tables, "start": start,
                 "allow_cycles": allow_cycles});
@@ -354,6 +390,38 @@ pub async fn transform(c: &Client, cmd: TransformCmd) -> anyhow::Result<()> {
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             }
+        }
+        TransformCmd::Shadow {
+            name,
+            version,
+            config,
+            status,
+            stop,
+        } => {
+            let path = format!("/v1/transforms/{name}/shadow");
+            if status {
+                let v = c.get(&path).await?;
+                line(serde_json::to_string_pretty(&v)?);
+            } else if stop {
+                c.delete(&path).await?;
+                line(format!("stopped the shadow of {name}"));
+            } else {
+                let mut body = json!({"version": version_arg(&version)?});
+                if !config.is_empty() {
+                    body["config"] = Value::Object(config_entries(&config)?);
+                }
+                let v = c.put(&path, &body).await?;
+                line(format!(
+                    "shadowing {name}: version {} next to live version {}; see `sluice transform shadow {name} --status`",
+                    v["version"], v["live_version"]
+                ));
+            }
+        }
+        TransformCmd::Promote { name } => {
+            let v = c
+                .post(&format!("/v1/transforms/{name}/shadow/promote"), &json!({}))
+                .await?;
+            line(format!("{name} now runs version {}", v["version"]));
         }
         TransformCmd::Verb(v) => verb(c, Kind::Transform, v).await?,
     }
