@@ -10,94 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sluice::config::ServerConfig;
-
-struct Running {
-    base: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    done: std::sync::mpsc::Receiver<()>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Running {
-    fn url(&self, p: &str) -> String {
-        format!("{}{p}", self.base)
-    }
-
-    /// Signals shutdown (as SIGTERM does) and returns how long `run` took to return.
-    fn shutdown(mut self) -> Duration {
-        let started = Instant::now();
-        let _ = self.stop.take().unwrap().send(());
-        self.done.recv().unwrap();
-        let took = started.elapsed();
-        self.thread.take().unwrap().join().unwrap();
-        took
-    }
-}
-
-fn start(dir: &std::path::Path) -> Running {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let (done_tx, done) = std::sync::mpsc::channel();
-    let dir = dir.to_path_buf();
-    let thread = std::thread::spawn(move || {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(async move {
-            let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            addr_tx.send(http.local_addr().unwrap()).unwrap();
-            let config = ServerConfig {
-                tier: None,
-                restore_from_tier: false,
-                alerts: Default::default(),
-                data_dir: dir,
-                http: http.local_addr().unwrap(),
-                insecure: false,
-                plugins_dir: None,
-                limits: Default::default(),
-                log: Default::default(),
-                kafka: None,
-                schema_registry: None,
-                advertise: None,
-                kafka_settings: Default::default(),
-                auth: None,
-                tls: None,
-            };
-            let listeners = sluice::server::Listeners {
-                http,
-                kafka: None,
-                schema_registry: None,
-            };
-            sluice::server::run(config, listeners, async move {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
-            done_tx.send(()).unwrap();
-        });
-    });
-    let addr = addr_rx.recv().unwrap();
-    Running {
-        base: format!("http://{addr}"),
-        stop: Some(tx),
-        done,
-        thread: Some(thread),
-    }
-}
-
-fn client() -> reqwest::blocking::Client {
-    sluice_auth::tls::install_provider();
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .build()
-        .unwrap()
-}
-
-fn ok(r: reqwest::blocking::Response) -> Value {
-    let status = r.status();
-    let body: Value = r.json().unwrap_or(Value::Null);
-    assert!(status.is_success(), "{status}: {body}");
-    body
-}
+use sluice_tests::bench::{Running, client, ok, percentiles, start};
 
 fn setup(s: &Running, c: &reqwest::blocking::Client) {
     c.put(s.url("/v1/plugins/hostile"))
@@ -132,12 +45,6 @@ fn runaway(s: &Running, c: &reqwest::blocking::Client, name: &str, timeout_ms: u
         .json(&json!({ "records": recs }))
         .send()
         .unwrap());
-}
-
-fn percentiles(v: &mut [f64]) -> (f64, f64, f64) {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let at = |p: f64| v[((v.len() as f64 * p) as usize).min(v.len() - 1)];
-    (at(0.5), at(0.99), at(1.0))
 }
 
 fn delete_and_shutdown(tries: usize) {

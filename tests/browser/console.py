@@ -138,6 +138,29 @@ def main():
             expect(page.locator("#logs")).to_contain_text(f"saw {word}", timeout=30_000)
         shot(page, "logs")
 
+        # A stateful transform: its watermark, state and timers per partition, and its state
+        # browsed by key; pause and resume enabled by its status.
+        page.goto(f"{url}/ui#/plugins")
+        page.fill("#upload input[name=name]", "window-count")
+        page.set_input_files("#upload input[type=file]", os.environ["WINDOW_WASM"])
+        page.click("#upload button")
+        ok_message(page, "uploaded window-count")
+        api(page, "POST", "/v1/topics", {"name": "counted"})
+        api(page, "PUT", "/v1/transforms/counts", {"plugin": "window-count", "input": "timed", "outputs": ["counted"]})
+        page.goto(f"{url}/ui#/transform/counts")
+        for _ in range(60):
+            page.reload()
+            keys = page.locator("#state tr").nth(1).locator("td").nth(4)
+            if keys.count() and keys.inner_text() not in ("", "0"):
+                break
+            page.wait_for_timeout(500)
+        expect(page.locator("#state tr").nth(1).locator("td").nth(1)).to_contain_text("20")
+        expect(page.locator("#resume")).to_be_disabled()
+        page.click("#state-browse button")
+        expect(page.locator("#state-entries")).to_contain_text("window_end")
+        expect(page.locator("#counters")).to_contain_text("records in")
+        shot(page, "stateful")
+
         # A shadow: the same filter keeping logouts instead, compared record by record.
         api(page, "PUT", "/v1/transforms/logins/shadow",
             {"version": 1, "config": {"field": "action", "value": "logout"}})

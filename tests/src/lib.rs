@@ -182,3 +182,121 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
+
+/// What the in-process benchmarks share: a server through `sluice::server::run` on a port
+/// of its own, a client, percentiles.
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+pub mod bench {
+    use std::time::{Duration, Instant};
+
+    use serde_json::Value;
+    use sluice::config::ServerConfig;
+
+    /// A server running in this process.
+    pub struct Running {
+        base: String,
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        done: std::sync::mpsc::Receiver<()>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl Running {
+        pub fn url(&self, p: &str) -> String {
+            format!("{}{p}", self.base)
+        }
+
+        /// Signals shutdown (as SIGTERM does) and returns how long `run` took to return.
+        pub fn shutdown(mut self) -> Duration {
+            let started = Instant::now();
+            let _ = self.stop.take().unwrap().send(());
+            self.done.recv().unwrap();
+            let took = started.elapsed();
+            self.thread.take().unwrap().join().unwrap();
+            took
+        }
+    }
+
+    /// Starts a server on `dir` (HTTP on a free port, no Kafka).
+    pub fn start(dir: &std::path::Path) -> Running {
+        start_with(dir, false)
+    }
+
+    /// Starts a server on `dir` with HTTP and, if `kafka`, a Kafka listener (consumer
+    /// groups live there) on free ports.
+    pub fn start_with(dir: &std::path::Path, kafka: bool) -> Running {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let dir = dir.to_path_buf();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async move {
+                let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let kafka = match kafka {
+                    true => Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
+                    false => None,
+                };
+                addr_tx.send(http.local_addr().unwrap()).unwrap();
+                let config = ServerConfig {
+                    tier: None,
+                    restore_from_tier: false,
+                    alerts: Default::default(),
+                    data_dir: dir,
+                    http: http.local_addr().unwrap(),
+                    insecure: false,
+                    plugins_dir: None,
+                    limits: Default::default(),
+                    log: Default::default(),
+                    kafka: kafka.as_ref().map(|k| k.local_addr().unwrap()),
+                    schema_registry: None,
+                    advertise: None,
+                    kafka_settings: Default::default(),
+                    auth: None,
+                    tls: None,
+                };
+                let listeners = sluice::server::Listeners {
+                    http,
+                    kafka,
+                    schema_registry: None,
+                };
+                sluice::server::run(config, listeners, async move {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+                done_tx.send(()).unwrap();
+            });
+        });
+        let addr = addr_rx.recv().unwrap();
+        Running {
+            base: format!("http://{addr}"),
+            stop: Some(tx),
+            done,
+            thread: Some(thread),
+        }
+    }
+
+    /// An HTTP client with a long timeout.
+    pub fn client() -> reqwest::blocking::Client {
+        sluice_auth::tls::install_provider();
+        reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .unwrap()
+    }
+
+    /// The JSON body of a successful response (panics on another).
+    pub fn ok(r: reqwest::blocking::Response) -> Value {
+        let status = r.status();
+        let body: Value = r.json().unwrap_or(Value::Null);
+        assert!(status.is_success(), "{status}: {body}");
+        body
+    }
+
+    /// p50, p99 and max of `v` (sorted in place).
+    pub fn percentiles(v: &mut [f64]) -> (f64, f64, f64) {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let at = |p: f64| v[((v.len() as f64 * p) as usize).min(v.len() - 1)];
+        (at(0.5), at(0.99), at(1.0))
+    }
+}

@@ -31,6 +31,8 @@ pub fn classify(method: &Method, path: &str) -> Option<Action> {
         // The record's key and value are shown (the rest of its lineage is offsets).
         ["v1", "lineage", t, ..] if read => Action::Consume(topic(t)),
         ["v1", "transforms", _, "state"] if read => Action::ReadState,
+        // A shadow's examples hold record contents, as state does.
+        ["v1", "transforms", _, "shadow"] if read => Action::ReadState,
         ["v1", "transforms" | "connectors", _, "pause" | "resume"] if method == Method::POST => {
             Action::Operate
         }
@@ -153,5 +155,21 @@ mod tests {
         );
         assert_eq!(c(Method::DELETE, "/v1/transforms/x"), Some(Action::Admin));
         assert_eq!(c(Method::GET, "/metrics"), Some(Action::View));
+        // Record contents: a shadow's examples, a lineage's record.
+        assert_eq!(
+            c(Method::GET, "/v1/transforms/x/shadow"),
+            Some(Action::ReadState)
+        );
+        assert_eq!(
+            c(Method::PUT, "/v1/transforms/x/shadow"),
+            Some(Action::Admin)
+        );
+        assert_eq!(
+            c(Method::GET, "/v1/lineage/t/0/5"),
+            Some(Action::Consume("t".into()))
+        );
+        assert_eq!(c(Method::GET, "/v1/groups"), Some(Action::View));
+        assert_eq!(c(Method::POST, "/v1/groups/g/reset"), Some(Action::Admin));
+        assert_eq!(c(Method::GET, "/v1/alerts"), Some(Action::View));
     }
 }

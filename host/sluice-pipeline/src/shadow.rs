@@ -775,7 +775,19 @@ impl crate::Pipelines {
             )));
         };
         let mut spec = t.spec();
-        spec.version = sluice_deploy::VersionSel::Exact(shadow.version);
+        // A deployment that follows `latest` goes on following it when the candidate is
+        // the latest version; else it is pinned to the candidate.
+        let latest = self
+            .plugins
+            .versions(&spec.plugin)?
+            .iter()
+            .map(|v| v.version)
+            .max();
+        let follows = matches!(spec.version, sluice_deploy::VersionSel::Latest)
+            && latest == Some(shadow.version);
+        if !follows {
+            spec.version = sluice_deploy::VersionSel::Exact(shadow.version);
+        }
         spec.config = shadow.config.clone();
         self.deploy(name, spec)?;
         self.shadow_stop(name)?;

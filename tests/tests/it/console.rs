@@ -28,10 +28,13 @@ fn the_console_works_in_a_browser_and_honours_roles_over_tls() {
         sluice_tests::new_build(sluice::plugins::FILTER, "v2"),
     )
     .unwrap();
+    let window = tmp.path().join("window-count.wasm");
+    std::fs::write(&window, sluice::plugins::WINDOW_COUNT).unwrap();
     let chatty = tmp.path().join("chatty.wasm");
     std::fs::write(&chatty, sluice_tests::fixtures::MISBEHAVE).unwrap();
     let out = std::process::Command::new(root.join("scripts/console-test"))
         .env("CHATTY_WASM", &chatty)
+        .env("WINDOW_WASM", &window)
         .env("FILTER2_WASM", &filter2)
         .arg(s.url(""))
         .arg(&filter)

@@ -1,5 +1,6 @@
 //! The README's walk-through, as a newcomer runs it: every `sh` block from "Five-minute
-//! walk-through" up to "Connectors", then those of "Schema Registry and data contracts", in
+//! walk-through" up to "Connectors", then those of "Schema Registry and data contracts"
+//! and "Consumer groups", in
 //! order and as written (but those marked
 //! `<!-- not run: … -->`), by bash in a fresh directory with `sluice` on the PATH and a
 //! fresh server on the default addresses (127.0.0.1:8080, :9092) — then what those
@@ -110,6 +111,10 @@ fn the_readme_walk_through_runs_as_written() {
         schema_blocks.len()
     );
     blocks.extend(schema_blocks);
+    // So does the consumer-groups part of the Kafka section.
+    let group_blocks = sh_blocks(&readme, "### Consumer groups", "\n## Schema Registry");
+    assert_eq!(group_blocks.len(), 1);
+    blocks.extend(group_blocks);
 
     let home = tempfile::tempdir().unwrap();
     // `sluice` on the PATH: the binary under test.
@@ -193,6 +198,21 @@ fn the_readme_walk_through_runs_as_written() {
             values(out).contains(&"HELLO".to_string())
         });
     }
+    // The shadow's candidate config went live (still following `latest`), and the group
+    // the README made and deleted is gone.
+    let st = get("/v1/transforms/shouter");
+    assert_eq!(st["config"]["style"], "loud", "{st}");
+    assert_eq!(st["version_selector"], "latest", "{st}");
+    eventually("loud holds AGAIN", || {
+        values("loud").contains(&"AGAIN".to_string())
+    });
+    assert!(
+        get("/v1/groups")["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|g| g["group"] != "replay")
+    );
     eventually("the record comes back decrypted", || {
         values("opened")
             .iter()
