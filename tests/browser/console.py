@@ -10,6 +10,7 @@ Usage: console.py URL FILTER_WASM SHOTS_DIR [AUTH_URL VIEWER_TOKEN ADMIN_TOKEN]
 
 import json
 import os
+import re
 import sys
 
 from playwright.sync_api import expect, sync_playwright
@@ -191,6 +192,8 @@ def main():
         page.click("#origin a")
         expect(page.locator("#derived")).to_contain_text("kept/0@0")
         page.goto(f"{url}/ui#/metrics")
+        # The chart starts from the server's recent history: a line at once.
+        expect(page.locator("#chart polyline").first).to_have_attribute("points", re.compile(r"\S+ \S+ \S+"), timeout=1_500)
         expect(page.locator("#rates")).to_contain_text("records in/s", timeout=10_000)
         # Batches ran: the latency table shows a bound for them since start.
         expect(page.locator("#latency")).to_contain_text("ms", timeout=10_000)

@@ -6,6 +6,7 @@ mod contracts;
 mod deployments;
 mod error;
 pub mod groups;
+pub mod history;
 mod lineage;
 pub mod linger;
 pub mod listener;
@@ -61,6 +62,8 @@ pub struct AppState {
     pub groups: std::sync::OnceLock<Arc<dyn groups::GroupCoordinator>>,
     /// The built-in alerts (set once they started).
     pub alerts: std::sync::OnceLock<Arc<alerts::Alerts>>,
+    /// The last minutes, for the console's charts (set once sampling started).
+    pub history: std::sync::OnceLock<Arc<history::History>>,
 }
 
 impl std::fmt::Debug for dyn groups::GroupCoordinator {
@@ -91,6 +94,7 @@ impl AppState {
             shutdown,
             groups: std::sync::OnceLock::new(),
             alerts: std::sync::OnceLock::new(),
+            history: std::sync::OnceLock::new(),
         })
     }
 
@@ -111,6 +115,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics::metrics))
         .route("/v1/disk", get(disk))
         .route("/v1/alerts", get(alerts::list))
+        .route("/v1/history", get(history::get))
         .route("/v1/topics", post(topics::create).get(topics::list))
         .route(
             "/v1/topics/{topic}",

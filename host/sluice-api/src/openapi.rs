@@ -7,7 +7,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::{
-    alerts, deployments, groups, lineage, plugins, records, shadow, state, topics, transforms,
+    alerts, deployments, groups, history, lineage, plugins, records, shadow, state, topics,
+    transforms,
 };
 
 struct BearerAuth;
@@ -64,6 +65,7 @@ impl Modify for OpenComposed {
         super::metrics::metrics,
         super::disk,
         alerts::list,
+        history::get,
         topics::create,
         topics::list,
         topics::describe,

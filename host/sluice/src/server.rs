@@ -109,6 +109,10 @@ pub async fn run(
         token.clone(),
     );
     let _ = state.alerts.set(alerts);
+    let _ = state.history.set(sluice_api::history::History::start(
+        state.clone(),
+        token.clone(),
+    ));
     let kafka_task = match kafka {
         Some(listener) => {
             let addr = listener.local_addr()?;
