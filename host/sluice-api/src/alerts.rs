@@ -295,12 +295,7 @@ impl Alerts {
             + ms(self.cfg.evaluation_interval_ms * 2);
         let ui = |what: &str| format!("{}/ui#/{what}", self.external_url);
         let mut out = Vec::new();
-        let transforms: Vec<_> = state
-            .pipelines
-            .list()
-            .iter()
-            .map(|t| state.pipelines.status(t))
-            .collect();
+        let transforms = state.pipelines.statuses();
         let sinks: Vec<Value> = state
             .connectors
             .list()

@@ -66,10 +66,9 @@ impl History {
     fn sample(&self, state: &AppState) {
         let transforms = state
             .pipelines
-            .list()
-            .iter()
-            .map(|t| {
-                let st = state.pipelines.status(t);
+            .statuses()
+            .into_iter()
+            .map(|st| {
                 (
                     st.name.clone(),
                     TransformSample {

@@ -342,12 +342,7 @@ fn forward(state: &AppState, root: RecordRef) -> Result<(Vec<Derived>, bool), Ap
     let mut out = Vec::new();
     let mut truncated = false;
     let mut queue = VecDeque::from([(root, 0usize)]);
-    let transforms: Vec<_> = state
-        .pipelines
-        .list()
-        .iter()
-        .map(|t| state.pipelines.status(t))
-        .collect();
+    let transforms = state.pipelines.statuses();
     while let Some((from, depth)) = queue.pop_front() {
         if depth >= MAX_HOPS || out.len() >= MAX_DERIVED {
             truncated |= !queue.is_empty() || depth >= MAX_HOPS;

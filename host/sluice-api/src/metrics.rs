@@ -319,10 +319,11 @@ fn render(state: &super::AppState) -> String {
         }
     }
     tier(&mut out, &topics);
-    let transforms = state.pipelines.list();
-    let statuses: Vec<_> = transforms
+    let statuses: Vec<_> = state
+        .pipelines
+        .statuses()
         .iter()
-        .map(|t| serde_json::to_value(state.pipelines.status(t)).unwrap_or_default())
+        .map(|st| serde_json::to_value(st).unwrap_or_default())
         .collect();
     for (key, help) in [
         ("records_in", "Input records processed."),

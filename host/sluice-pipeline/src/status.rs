@@ -12,6 +12,11 @@ use crate::{
 };
 
 impl Pipelines {
+    /// The status of every transform.
+    pub fn statuses(&self) -> Vec<TransformStatus> {
+        self.list().iter().map(|t| self.status(t)).collect()
+    }
+
     /// The status of one transform.
     pub fn status(&self, t: &Transform) -> TransformStatus {
         let spec = t.spec();

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use crate::common::{Server, http};
 use crate::connectors::{Endpoint, Seen, connector, connector_ok, wait_until};
+use crate::pipeline::{deploy_ok, upload};
 
 /// (alertname, what it is about, status) of every alert in the webhook payloads seen.
 fn notes(seen: &[Seen]) -> Vec<(String, String, String, Value)> {
@@ -113,20 +114,14 @@ url = "http://127.0.0.1:1/hook"
     for t in ["jobs", "jobs.out", "feed", "feed.out", "sinked"] {
         s.create_topic(json!({"name": t}));
     }
-    let r = http()
-        .put(s.url("/v1/plugins/misbehave"))
-        .body(sluice_tests::fixtures::MISBEHAVE.to_vec())
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    upload(&s, "misbehave", sluice_tests::fixtures::MISBEHAVE);
     let deploy = |name: &str, input: &str, mode: &str| {
-        let r = http()
-            .put(s.url(&format!("/v1/transforms/{name}")))
-            .json(&json!({"plugin": "misbehave", "input": input,
-                          "outputs": [format!("{input}.out")], "config": {"mode": mode}}))
-            .send()
-            .unwrap();
-        assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+        deploy_ok(
+            &s,
+            name,
+            json!({"plugin": "misbehave", "input": input,
+                   "outputs": [format!("{input}.out")], "config": {"mode": mode}}),
+        );
     };
 
     // A deployment whose plugin traps: failing, and dead-lettering above the rate.
@@ -345,18 +340,12 @@ fn shipped_rules_and_dashboard_check_and_name_exported_metrics() {
         json!({"to": "earliest", "topic": "m"}),
     );
     // Histograms show once they have a sample: a transform batch and a Kafka request.
-    let r = http()
-        .put(s.url("/v1/plugins/misbehave"))
-        .body(sluice_tests::fixtures::MISBEHAVE.to_vec())
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let r = http()
-        .put(s.url("/v1/transforms/pass"))
-        .json(&json!({"plugin": "misbehave", "input": "m", "outputs": ["m.out"]}))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    upload(&s, "misbehave", sluice_tests::fixtures::MISBEHAVE);
+    deploy_ok(
+        &s,
+        "pass",
+        json!({"plugin": "misbehave", "input": "m", "outputs": ["m.out"]}),
+    );
     s.produce("m", vec![json!({"value": "one"})]);
     wait_until("the transform's batch", 30, || {
         s.describe("m.out")["partitions"][0]["end_offset"] == 1

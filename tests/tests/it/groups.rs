@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::common::{Server, http};
+use crate::pipeline::{deploy_ok, upload};
 
 /// A group member running in its own process until its stdin closes.
 struct Member {
@@ -124,6 +125,16 @@ fn wait_for(s: &Server, group: &str, ok: impl Fn(&Value) -> bool) -> Value {
     }
 }
 
+/// Each partition's end offset.
+fn ends(s: &Server, topic: &str) -> Vec<u64> {
+    s.describe(topic)["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["end_offset"].as_u64().unwrap())
+        .collect()
+}
+
 fn sum(v: &Value, field: &str) -> u64 {
     v["offsets"]
         .as_array()
@@ -161,18 +172,12 @@ fn consumer_groups_show_members_and_lag_and_reset_their_offsets() {
     for (g, n, m) in &mut members {
         assert_eq!(m.line(), json!({"consumed": *n}), "{g}");
     }
-    let r = http()
-        .put(s.url("/v1/plugins/mask"))
-        .body(sluice::plugins::MASK.to_vec())
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let r = http()
-        .put(s.url("/v1/transforms/mask-gl"))
-        .json(&json!({"plugin": "mask", "input": "gl", "outputs": ["gl.masked"]}))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    upload(&s, "mask", sluice::plugins::MASK);
+    deploy_ok(
+        &s,
+        "mask-gl",
+        json!({"plugin": "mask", "input": "gl", "outputs": ["gl.masked"]}),
+    );
 
     // Each group: one member of its client, on every partition, lag = 300 - consumed.
     let clients = [
@@ -338,13 +343,7 @@ fn consumer_groups_show_members_and_lag_and_reset_their_offsets() {
     assert_eq!(code, 400, "{e}");
 
     // A dry run answers and changes nothing.
-    let ends: Vec<u64> = (0..3)
-        .map(|p| {
-            s.describe("gl")["partitions"][p]["end_offset"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
+    let ends = ends(&s, "gl");
     let (code, v) = reset(&s, "g-kp", json!({"to": "earliest", "dry_run": true}));
     assert_eq!(code, 200, "{v}");
     assert!(!v["offsets"].as_array().unwrap().is_empty(), "{v}");
@@ -403,13 +402,7 @@ fn consumer_groups_show_members_and_lag_and_reset_their_offsets() {
         json!({"to": {"timestamp": 4_102_444_800_000i64}, "dry_run": true}),
     );
     assert_eq!(code, 200, "{v}");
-    let new_ends: Vec<u64> = (0..3)
-        .map(|p| {
-            s.describe("gl")["partitions"][p]["end_offset"]
-                .as_u64()
-                .unwrap()
-        })
-        .collect();
+    let new_ends = crate::groups::ends(&s, "gl");
     for o in v["offsets"].as_array().unwrap() {
         let p = o["partition"].as_u64().unwrap() as usize;
         assert_eq!(o["offset"].as_u64().unwrap(), new_ends[p], "{v}");
