@@ -704,8 +704,13 @@ impl crate::Pipelines {
                 ))
             })?;
         let input = self.log.topic(&spec.input)?;
+        // The executors were built under the server's setup interrupt (shutdown raises it):
+        // the shadow's own interrupt stops them, and only them.
+        let own = Arc::new(sluice_runtime::Interrupt::default());
         let mut lanes = Vec::new();
-        for ((s, live), candidate) in tasks.iter().zip(lives).zip(candidates) {
+        for ((s, mut live), mut candidate) in tasks.iter().zip(lives).zip(candidates) {
+            live.set_interrupt(own.clone());
+            candidate.set_interrupt(own.clone());
             let Some(p) = input.partitions.get(s.partition as usize) else {
                 continue;
             };

@@ -266,6 +266,27 @@ fn a_trapping_candidate_shows_only_in_the_shadow_and_what_cannot_be_shadowed_say
         .unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(shadow(&s, "sb").0, 404);
+    // Stopping it stopped only its instances: new ones start (a redeploy, a new shadow).
+    deploy_ok(
+        &s,
+        "sb",
+        json!({"plugin": "misbehave", "input": "sb_in", "outputs": ["sb_out"], "config": {"mode": "log"}}),
+    );
+    s.produce("sb_in", vec![json!({"value": "after"})]);
+    assert_eq!(wait_for_count(&s, "sb_out", 31).len(), 31);
+    upload(&s, "mask", sluice::plugins::MASK);
+    s.create_topic(json!({"name": "sb_masked"}));
+    deploy_ok(
+        &s,
+        "sb_mask",
+        json!({"plugin": "mask", "input": "sb_in", "outputs": ["sb_masked"]}),
+    );
+    assert_eq!(put_shadow(&s, "sb", json!({})).0, 201);
+    let r = http()
+        .delete(s.url("/v1/transforms/sb/shadow"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 204);
     let r = http()
         .post(s.url("/v1/transforms/sb/shadow/promote"))
         .send()
