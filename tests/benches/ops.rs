@@ -37,10 +37,14 @@ fn deploy(s: &Running, c: &Client, name: &str, spec: Value) {
         .unwrap());
 }
 
+/// `n` records, one in 1,000 containing `POISON` (which a looping candidate loops on).
 fn produce(s: &Running, c: &Client, topic: &str, n: usize, batch: usize) {
     for start in (0..n).step_by(batch) {
         let recs: Vec<Value> = (start..(start + batch).min(n))
-            .map(|i| json!({"key": format!("k{i}"), "value": format!("User: u{i}, Password: secret{i}, note {i}")}))
+            .map(|i| {
+                let tag = if i % 1000 == 999 { "POISON" } else { "note" };
+                json!({"key": format!("k{i}"), "value": format!("User: u{i}, Password: secret{i}, {tag} {i}")})
+            })
             .collect();
         ok(c.post(s.url(&format!("/v1/topics/{topic}/records")))
             .json(&json!({"records": recs}))
@@ -62,8 +66,8 @@ fn lag(s: &Running, c: &Client, name: &str) -> u64 {
         .sum()
 }
 
-/// `candidate`: none, or the shadow's `rounds` (the live version does 2,000).
-fn shadow_run(candidate: Option<u64>) -> (f64, f64, f64, Option<Value>) {
+/// `candidate`: none, or the shadow's config (the live version does 2,000 rounds).
+fn shadow_run(candidate: Option<Value>) -> (f64, f64, f64, Option<Value>) {
     let c = client();
     let dir = tempfile::tempdir().unwrap();
     let s = start_with(dir.path(), false);
@@ -77,9 +81,9 @@ fn shadow_run(candidate: Option<u64>) -> (f64, f64, f64, Option<Value>) {
         json!({"plugin": "work", "input": "in", "outputs": ["out"],
                "config": {"mode": "slow", "rounds": "2000"}}),
     );
-    if let Some(rounds) = candidate {
+    if let Some(config) = &candidate {
         ok(c.put(s.url("/v1/transforms/live/shadow"))
-            .json(&json!({"config": {"mode": "slow", "rounds": rounds.to_string()}}))
+            .json(&json!({ "config": config }))
             .send()
             .unwrap());
     }
@@ -99,7 +103,14 @@ fn shadow_run(candidate: Option<u64>) -> (f64, f64, f64, Option<Value>) {
     for b in 0..1000u64 {
         let due = Instant::now() + Duration::from_millis(10);
         let recs: Vec<Value> = (0..10)
-            .map(|i| json!({"value": format!("{b}-{i}")}))
+            .map(|i| {
+                let tag = if b % 100 == 99 && i == 9 {
+                    "POISON"
+                } else {
+                    ""
+                };
+                json!({"value": format!("{b}-{i}{tag}")})
+            })
             .collect();
         let acked = ok(c
             .post(s.url("/v1/topics/in/records"))
@@ -133,20 +144,28 @@ fn shadows() {
     println!(
         "live transform alone: {r0:.0} records/s draining; at 1,000 records/s p50 {a50:.2} ms, p99 {a99:.2} ms"
     );
-    for (what, rounds) in [
-        ("the same plugin", 2_000u64),
-        ("a 10x costlier candidate", 20_000),
+    for (what, config) in [
+        ("the same plugin", json!({"mode": "slow", "rounds": "2000"})),
+        (
+            "a 10x costlier candidate",
+            json!({"mode": "slow", "rounds": "20000"}),
+        ),
+        (
+            "a candidate looping on 1 record in 1,000",
+            json!({"mode": "loop"}),
+        ),
     ] {
-        let (r, p50, p99, view) = shadow_run(Some(rounds));
+        let (r, p50, p99, view) = shadow_run(Some(config));
         let v = view.unwrap();
         println!(
             "with a shadow of {what}: {r:.0} records/s ({:.2}x alone); p50 {p50:.2} ms, p99 {p99:.2} ms ({:.2}x alone); \
-             shadow compared {} (CPU/record live {:.2} µs, candidate {:.2} µs)",
+             shadow compared {} (CPU/record live {:.2} µs, candidate {:.2} µs; candidate traps {})",
             r / r0,
             p99 / a99,
             v["compared"],
             v["live"]["cpu_us_per_record"].as_f64().unwrap_or(0.0),
             v["candidate"]["cpu_us_per_record"].as_f64().unwrap_or(0.0),
+            v["candidate"]["traps"],
         );
     }
 }

@@ -28,6 +28,9 @@ const MAX_HOPS: usize = 32;
 const MAX_DERIVED: usize = 1_000;
 /// Records one output partition's search reads at most.
 const MAX_SCAN: usize = 1_000_000;
+/// Records read at a time: a read decodes whole stored batches (a transform writes up to a
+/// few thousand records in one), so small reads would decode the same batch again and again.
+const SCAN_CHUNK: usize = 4_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct RecordRef {
@@ -257,9 +260,8 @@ fn backward(
 /// partition of one of its output topics; true when a limit cut the search short.
 ///
 /// The transform's outputs of one input partition are in input order in every output
-/// partition, so the first output of an input at or past `from` is found by bisection
-/// (each probe reads forward to the next output of that input partition), and the
-/// outputs of `from` follow it.
+/// partition, so the batch where `from`'s outputs start is found by bisection over stored
+/// batches (each probe decodes one record), and the outputs of `from` follow.
 fn search_partition(
     state: &AppState,
     topic: &str,
@@ -280,40 +282,59 @@ fn search_partition(
         rest.split(':').next()?.parse().ok()
     };
     let mut budget = MAX_SCAN;
-    // The first output (at or after `at`, before `end`) of an input of this partition:
-    // (its offset, its input's offset).
-    let mut next_output = |at: u64, end: u64| -> Result<Option<(u64, u64)>, ApiError> {
+    // The first stored batch starting at or after `at` (before `end`) that holds this
+    // transform's outputs of this input partition: (its base offset, the input offset of its
+    // first record). A transform writes a batch per task and output partition, so one
+    // record tells whose a batch is; only that record is decoded.
+    let mut next_batch = |at: u64, end: u64| -> Result<Option<(u64, u64)>, ApiError> {
         let mut next = at;
         while next < end && budget > 0 {
-            let (recs, after, _) = p.read_records(next, 500)?;
-            if recs.is_empty() {
+            // One batch at a time (a read returns at least one): a probe needs one record.
+            let r = p.read_committed(next, 1)?;
+            if r.data.is_empty() {
                 return Ok(None);
             }
-            for r in &recs {
+            let batches = sluice_log::batch::split(r.data)
+                .map_err(|e| ApiError::internal(format!("reading {topic}/{partition}: {e}")))?;
+            for (h, raw) in batches {
                 budget = budget.saturating_sub(1);
-                if r.offset as u64 >= end {
+                let base = h.base_offset as u64;
+                if base >= end {
                     return Ok(None);
                 }
-                if let Some(o) = input_of(r) {
-                    return Ok(Some((r.offset as u64, o)));
+                if base < at || h.is_control() || p.is_aborted(&h) {
+                    continue;
+                }
+                let first = sluice_log::batch::first_record(&raw)
+                    .map_err(|e| ApiError::internal(format!("reading {topic}/{partition}: {e}")))?;
+                if let Some(o) = first.as_ref().and_then(&input_of) {
+                    return Ok(Some((base, o)));
                 }
             }
-            next = after;
+            next = r.next_offset;
         }
         Ok(None)
     };
+    // The last of this input partition's batches whose first input is before `from` may
+    // hold `from`'s outputs further in: the scan starts at it (or at the partition's start
+    // when none is found).
     let (mut lo, mut hi) = (p.start_offset(), p.high_watermark());
+    let mut start = p.start_offset();
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        match next_output(mid, hi)? {
-            Some((at, o)) if o < from.offset => lo = at + 1,
+        match next_batch(mid, hi)? {
+            Some((base, o)) if o < from.offset => {
+                start = start.max(base);
+                lo = base + 1;
+            }
             _ => hi = mid,
         }
     }
+    let lo = start;
     let mut next = lo;
     let end = p.high_watermark();
     while next < end && budget > 0 {
-        let (recs, after, _) = p.read_records(next, 500)?;
+        let (recs, after, _) = p.read_records(next, SCAN_CHUNK)?;
         if recs.is_empty() {
             break;
         }

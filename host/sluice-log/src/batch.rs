@@ -378,6 +378,31 @@ pub fn decode(batch: &Bytes) -> Result<Vec<StoredRecord>, BatchError> {
     Ok(out)
 }
 
+/// Decodes the first record of one batch only (none for a control or empty batch): what a
+/// search that skips whole batches needs.
+pub fn first_record(batch: &Bytes) -> Result<Option<StoredRecord>, BatchError> {
+    let h = validate(batch)?;
+    if h.is_control() {
+        return Ok(None);
+    }
+    let section = records_section(batch, &h)?;
+    let Some(r) = Records::new(&section, h.record_count as usize).next() else {
+        return Ok(None);
+    };
+    let r: RecordView<'_> = r.map_err(|e| BatchError::Records(e.to_string()))?;
+    let slice = |s: &[u8]| section.slice_ref(s);
+    Ok(Some(StoredRecord {
+        offset: h.base_offset + i64::from(r.offset_delta),
+        timestamp: h.base_timestamp + r.timestamp_delta,
+        key: r.key.map(slice),
+        value: r.value.map(slice),
+        headers: r
+            .headers()
+            .map(|hv| (hv.key_str().to_owned(), hv.value.map(slice)))
+            .collect(),
+    }))
+}
+
 /// Splits concatenated batches into `(header, bytes)` pairs, validating each.
 pub fn split(mut data: Bytes) -> Result<Vec<(BatchHeader, Bytes)>, BatchError> {
     let mut out = Vec::new();
@@ -412,6 +437,19 @@ mod tests {
         assert_eq!(rs[1].value.as_deref(), Some(&b"2"[..]));
         assert_eq!(rs[0].headers[0].0, "h");
         assert_eq!(rs[0].timestamp, 1000);
+    }
+
+    #[test]
+    fn the_first_record_alone_is_the_first_of_a_full_decode() {
+        let b = build(&[rec("a", "1"), rec("b", "2")], 1000).freeze();
+        let first = first_record(&b).unwrap().unwrap();
+        let all = decode(&b).unwrap();
+        assert_eq!(
+            (first.offset, &first.key, &first.value, &first.headers),
+            (all[0].offset, &all[0].key, &all[0].value, &all[0].headers)
+        );
+        let control = control_batch(7, 0, true, 1000).freeze();
+        assert!(first_record(&control).unwrap().is_none());
     }
 
     #[test]
