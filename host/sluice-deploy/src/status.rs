@@ -46,7 +46,7 @@ pub struct PartitionStatus {
 }
 
 /// Event time and keyed state of one partition of a stateful deployment.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PartitionState {
     /// Event times before it are late (null until the partition has seen an event).
@@ -67,7 +67,7 @@ pub struct PartitionState {
 }
 
 /// The last durable commit of a partition's state.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StateCheckpoint {
     /// The input position the committed state covers.
@@ -81,7 +81,7 @@ pub struct StateCheckpoint {
 }
 
 /// How a partition's state was last restored.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RestoreInfo {
     pub took_ms: u64,

@@ -34,16 +34,6 @@ pub(crate) struct Sinks {
 }
 
 impl Sinks {
-    /// The dead-letter slot.
-    pub fn dead_letter_slot(&self) -> usize {
-        self.outputs.len()
-    }
-
-    /// The slot of late records: the late output if there is one, else the dead letters.
-    pub fn late_slot(&self) -> usize {
-        self.outputs.len() + usize::from(self.late.is_some())
-    }
-
     /// The topic of a slot.
     pub fn topic(&self, slot: usize) -> &Arc<Topic> {
         match self.outputs.get(slot) {
@@ -66,6 +56,54 @@ impl Sinks {
         std::iter::once(self.dlq.clone())
             .chain(self.late.clone())
             .collect()
+    }
+}
+
+/// The sinks as an operator sees them: how many partitions each slot's topic has, by slot
+/// (outputs, dead letters, then the late output if there is one). Serve's tasks take it
+/// from their `Sinks`; a worker from the cluster's metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// Partitions of each output topic, in output order.
+    pub outputs: Vec<u32>,
+    pub dead_letter: u32,
+    /// The late output's partitions, if the deployment has one.
+    pub late: Option<u32>,
+}
+
+impl Layout {
+    pub(crate) fn of(sinks: &Sinks) -> Layout {
+        let n = |t: &Arc<Topic>| t.partitions.len() as u32;
+        Layout {
+            outputs: sinks.outputs.iter().map(n).collect(),
+            dead_letter: n(&sinks.dlq),
+            late: sinks.late.as_ref().map(n),
+        }
+    }
+
+    /// The dead-letter slot.
+    pub fn dead_letter_slot(&self) -> usize {
+        self.outputs.len()
+    }
+
+    /// The slot of late records: the late output if there is one, else the dead letters.
+    pub fn late_slot(&self) -> usize {
+        self.outputs.len() + usize::from(self.late.is_some())
+    }
+
+    /// The partitions of a slot's topic.
+    pub fn partitions(&self, slot: usize) -> u32 {
+        match self.outputs.get(slot) {
+            Some(n) => *n,
+            None if slot == self.outputs.len() => self.dead_letter,
+            None => self.late.unwrap_or(self.dead_letter),
+        }
+    }
+
+    /// The partition of a verdict (dead letter or late record) of input partition
+    /// `partition` in slot `slot`.
+    pub fn verdict_partition(&self, slot: usize, partition: u32) -> u32 {
+        partition % self.partitions(slot).max(1)
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod appender;
 pub mod checkpoint;
+pub mod detached;
 mod emit;
 mod grow;
 mod logs;
@@ -30,17 +31,20 @@ pub use logs::LogRing;
 pub use recover::{SOURCE_HEADER, VERSION_HEADER};
 
 use checkpoint::Checkpoint;
+pub use emit::Layout;
 use emit::Sinks;
 use operator::{Operator, Stateful, Stateless};
 use plugins::{PluginError, PluginStore};
 use schemas::SchemaCodec;
-use shared::{StateShared, TaskShared};
+pub use shared::StateShared;
+use shared::TaskShared;
 use sluice_common::fs::write_file;
 use sluice_deploy::names::valid_name;
 use sluice_deploy::{Capabilities, prepare};
 use sluice_log::{Log, LogError, TopicConfig};
 use sluice_runtime::state::{StateBudget, StateStore};
 use sluice_runtime::{Compiled, Executor, InstanceConfig, Interrupt};
+pub use status::partition_state;
 use tables::TableRegistry;
 use task::TaskCtx;
 
@@ -120,6 +124,35 @@ impl std::fmt::Debug for Transform {
 }
 
 impl Transform {
+    /// A deployment run outside this server's pipelines (by `sluice worker`): its spec,
+    /// counters, errors and state budget; no tasks, no files.
+    pub fn detached(name: &str, spec: TransformSpec, logs: Arc<LogRing>) -> Arc<Transform> {
+        Arc::new(Transform {
+            name: name.to_string(),
+            dir: PathBuf::new(),
+            budget: Arc::new(StateBudget::new(spec.limits.state_bytes)),
+            spec: RwLock::new(spec),
+            paused: AtomicBool::new(false),
+            counters: Counters::default(),
+            history: Mutex::new(Vec::new()),
+            last_error: Mutex::new(None),
+            blocked: Mutex::new(None),
+            logs,
+            tasks: Mutex::new(Vec::new()),
+            persist_lock: Mutex::new(()),
+            stateful: AtomicBool::new(true),
+            shadow: Mutex::new(None),
+        })
+    }
+
+    /// The last error a partition met, if any.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub fn spec(&self) -> TransformSpec {
         self.spec.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -656,12 +689,13 @@ impl Pipelines {
                 state.as_ref().map(|(_, s)| s.clone()),
             ));
             let op: Box<dyn Operator> = match state {
-                Some((changelog, st)) => Box::new(Stateful::new(changelog, st, t)),
+                Some((changelog, st)) => Box::new(Stateful::new(Some(changelog), st, t)),
                 None => Box::new(Stateless),
             };
             ctxs.push(TaskCtx {
                 t: t.clone(),
                 input: p.clone(),
+                layout: Layout::of(&sinks),
                 sinks: sinks.clone(),
                 shared,
                 executor,

@@ -136,30 +136,63 @@ fn parse_change<'a>(key: &'a [u8], value: Option<&'a [u8]>) -> Option<Change<'a>
     }
 }
 
+/// The changelog records of a commit (key, value; `None` a tombstone): values, timers,
+/// then the meta record that closes it.
+pub fn records(commit: &Commit) -> impl Iterator<Item = (Vec<u8>, Option<Vec<u8>>)> + '_ {
+    let values = commit
+        .delta
+        .values
+        .iter()
+        .map(|(k, v)| (value_key(k), v.clone()));
+    let timers = commit
+        .delta
+        .timers
+        .iter()
+        .map(|((at, k), set)| (timer_key(*at, k), set.then(Vec::new)));
+    let meta = serde_json::to_vec(&commit.meta).unwrap_or_default();
+    values
+        .chain(timers)
+        .chain(std::iter::once((META.to_vec(), Some(meta))))
+}
+
 /// The changelog batches of a commit: values, timers, then the meta record.
 pub fn encode(commit: &Commit) -> Vec<BytesMut> {
     let now = now_ms();
     let mut batches = Vec::new();
     let mut b = Builder::new();
     let mut size = 0usize;
-    let mut push = |b: &mut Builder, k: &[u8], v: Option<&[u8]>| {
+    for (k, v) in records(commit) {
         if size > BATCH_BYTES {
-            batches.push(std::mem::take(b).finish());
+            batches.push(std::mem::take(&mut b).finish());
             size = 0;
         }
-        size += k.len() + v.map_or(0, <[u8]>::len) + 16;
-        b.push(now, Some(k), v, std::iter::empty());
-    };
-    for (k, v) in &commit.delta.values {
-        push(&mut b, &value_key(k), v.as_deref());
+        size += k.len() + v.as_ref().map_or(0, Vec::len) + 16;
+        b.push(now, Some(&k), v.as_deref(), std::iter::empty());
     }
-    for ((at, k), set) in &commit.delta.timers {
-        push(&mut b, &timer_key(*at, k), set.then_some(&[][..]));
-    }
-    let meta = serde_json::to_vec(&commit.meta).unwrap_or_default();
-    push(&mut b, META, Some(&meta));
     batches.push(b.finish());
     batches
+}
+
+/// Replays changelog records read from a transactional changelog (committed records
+/// only: every commit there is whole) into a store.
+#[derive(Debug, Default)]
+pub struct Replay {
+    /// The last meta record seen.
+    pub meta: Option<Meta>,
+    pub replayed: u64,
+}
+
+impl Replay {
+    /// Applies one changelog record.
+    pub fn apply(&mut self, store: &mut StateStore, key: &[u8], value: Option<&[u8]>) {
+        self.replayed += 1;
+        match parse_change(key, value) {
+            Some(Change::Value(k, v)) => store.restore_value(k.to_vec(), v.map(<[u8]>::to_vec)),
+            Some(Change::Timer(at, k, set)) => store.restore_timer(at, k.to_vec(), set),
+            Some(Change::Meta(m)) => self.meta = Some(m),
+            None => {}
+        }
+    }
 }
 
 /// What a restore found.

@@ -100,7 +100,7 @@ impl Catalog for Pipelines {
 }
 
 /// The status of one stateful partition.
-fn partition_state(st: &StateShared) -> PartitionState {
+pub fn partition_state(st: &StateShared) -> PartitionState {
     let some = |t: i64| (t != sluice_sdk::NO_WATERMARK).then_some(t);
     let (keys, bytes, timers, next_timer) = {
         let store = st.lock();

@@ -18,7 +18,7 @@ use sluice_runtime::Executor;
 
 use crate::appender::{Appended, Appender, ToAppender};
 use crate::checkpoint::{self, Checkpoint, CheckpointWriter};
-use crate::emit::{Outputs, STAGE_LIMIT, Sinks, Staged, input_from};
+use crate::emit::{Layout, Outputs, STAGE_LIMIT, Sinks, Staged, input_from};
 use crate::operator::{Cx, IDLE_WAIT, Operator, ProcessError};
 use crate::recover::{self, Recovered};
 use crate::schemas::SchemaCodec;
@@ -30,6 +30,8 @@ pub struct TaskCtx {
     pub t: Arc<Transform>,
     pub input: Arc<Partition>,
     pub sinks: Sinks,
+    /// The sinks' shape, as operators see it.
+    pub layout: Layout,
     pub shared: Arc<TaskShared>,
     pub executor: Executor,
     pub checkpoint: Option<Checkpoint>,
@@ -292,9 +294,9 @@ impl TaskCtx {
     /// An operator's context for one read (or one firing).
     fn cx<'a>(
         t: &'a Transform,
-        input: &'a Partition,
+        input: &'a str,
         shared: &'a TaskShared,
-        sinks: &'a Sinks,
+        sinks: &'a Layout,
         seen: &'a Recovered,
         executor: &'a mut Executor,
         codec: Option<&'a SchemaCodec>,
@@ -321,9 +323,9 @@ impl TaskCtx {
     fn fire_due(&mut self, l: &mut Loop) {
         let mut cx = Self::cx(
             &self.t,
-            &self.input,
+            &self.input.topic,
             &self.shared,
-            &self.sinks,
+            &self.layout,
             &l.seen,
             &mut self.executor,
             self.codec.as_deref(),
@@ -411,15 +413,22 @@ impl TaskCtx {
         let input_bytes = data.len();
         let mut cx = Self::cx(
             &self.t,
-            &self.input,
+            &self.input.topic,
             &self.shared,
-            &self.sinks,
+            &self.layout,
             seen,
             &mut self.executor,
             self.codec.as_deref(),
         );
         self.op.begin_read(&self.t);
-        let result = run_batches(&mut *self.op, &mut cx, data, position, next_position);
+        let result = run_batches(
+            &mut *self.op,
+            &mut cx,
+            &self.input,
+            data,
+            position,
+            next_position,
+        );
         let state = self.op.end_read(result.as_ref().ok().copied());
         let next_position = result?;
         Ok(cx.out.into_staged(next_position, input_bytes, state))
@@ -431,13 +440,14 @@ impl TaskCtx {
 fn run_batches(
     op: &mut dyn Operator,
     cx: &mut Cx<'_>,
+    partition: &Partition,
     data: Bytes,
     position: u64,
     mut next_position: u64,
 ) -> Result<u64, ProcessError> {
     let batches = batch::split(data).map_err(|e| ProcessError::Failed(e.to_string()))?;
     for (h, raw) in batches {
-        if h.is_control() || (h.last_offset() as u64) < position || cx.input.is_aborted(&h) {
+        if h.is_control() || (h.last_offset() as u64) < position || partition.is_aborted(&h) {
             continue;
         }
         let input = input_from(&raw, &h, position).map_err(ProcessError::Failed)?;

@@ -114,6 +114,12 @@ pub struct DeploymentReport {
     pub traps: u64,
     #[serde(default)]
     pub fuel: u64,
+    /// Records later than the watermark (stateful deployments).
+    #[serde(default)]
+    pub late: u64,
+    /// Whether the plugin keeps state.
+    #[serde(default)]
+    pub stateful: bool,
     pub transactions: u64,
     pub restarts: u64,
     pub rebalances: u64,
@@ -128,6 +134,9 @@ pub struct PartitionReport {
     /// The next input offset to process.
     pub position: i64,
     pub lag: i64,
+    /// Stateful deployments: event time and state of the partition, once restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<sluice_pipeline::PartitionState>,
 }
 
 /// Everything the control topics say, as applied so far.
@@ -631,6 +640,19 @@ impl Control {
             &self.bootstrap,
             &self.worker_id,
             &[(topic, partitions.max(1) as i32, false)],
+        )
+    }
+
+    /// Creates a compacted topic (a changelog) unless it exists.
+    pub fn create_compacted_topic(
+        &self,
+        topic: &str,
+        partitions: usize,
+    ) -> Result<(), ClusterError> {
+        ensure_topics(
+            &self.bootstrap,
+            &self.worker_id,
+            &[(topic, partitions.max(1) as i32, true)],
         )
     }
 

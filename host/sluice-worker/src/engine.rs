@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use sluice_pipeline::{HistoryEntry, LogRing, TransformSpec};
+use sluice_pipeline::{HistoryEntry, LogRing, StateShared, TransformSpec};
 use sluice_runtime::{
     BatchInput, Compiled, Executor, InstanceConfig, RecordResult, Runtime, Tables,
 };
@@ -65,6 +65,10 @@ pub struct Shared {
     pub restarts: AtomicU64,
     /// Times the set of held input partitions changed.
     pub rebalances: AtomicU64,
+    /// Records later than the watermark (stateful deployments).
+    pub late: AtomicU64,
+    /// Stateful deployments: the state of each held partition, once restored.
+    pub states: Mutex<BTreeMap<i32, Arc<StateShared>>>,
     /// The version running now (0: none yet).
     pub active_version: AtomicU32,
     pub logs: Arc<LogRing>,
@@ -98,8 +102,23 @@ impl Shared {
         lock(&self.target).as_ref().map(|t| t.version)
     }
 
+    /// The partitions held, each with its state once restored (stateful deployments).
     pub fn partitions(&self) -> Vec<PartitionReport> {
-        lock(&self.assigned).clone()
+        let states = lock(&self.states).clone();
+        let mut held = lock(&self.assigned).clone();
+        for p in &mut held {
+            p.state = states
+                .get(&p.partition)
+                .map(|st| sluice_pipeline::partition_state(st));
+        }
+        held
+    }
+
+    /// Whether the version to run keeps state.
+    pub fn stateful(&self) -> bool {
+        lock(&self.target)
+            .as_ref()
+            .is_some_and(|t| t.compiled.stateful())
     }
 
     pub fn last_error(&self) -> Option<String> {
@@ -121,8 +140,28 @@ impl Shared {
         }
     }
 
+    /// The version to run, when it changed since generation `seen` (which moves on).
+    pub(crate) fn new_target(&self, seen: &mut u64) -> Option<Target> {
+        let generation = self.target_gen.load(Ordering::Acquire);
+        if generation == *seen {
+            return None;
+        }
+        *seen = generation;
+        lock(&self.target).clone()
+    }
+
+    /// Publishes the state of the partitions held now (stateful deployments).
+    pub(crate) fn set_states(&self, states: BTreeMap<i32, Arc<StateShared>>) {
+        *lock(&self.states) = states;
+    }
+
+    /// The state of each held partition (stateful deployments).
+    pub fn states(&self) -> BTreeMap<i32, Arc<StateShared>> {
+        lock(&self.states).clone()
+    }
+
     /// Records the partitions held now; counts a change as a rebalance.
-    fn hold(&self, now: Vec<PartitionReport>) {
+    pub(crate) fn hold(&self, now: Vec<PartitionReport>) {
         let mut held = lock(&self.assigned);
         let before: Vec<i32> = held.iter().map(|p| p.partition).collect();
         let after: Vec<i32> = now.iter().map(|p| p.partition).collect();
@@ -134,7 +173,7 @@ impl Shared {
 
     /// Notes that `version` processed `partition` from `offset` on; a change of version is
     /// a history entry.
-    fn ran(&self, partition: i32, version: u32, offset: i64) {
+    pub(crate) fn ran(&self, partition: i32, version: u32, offset: i64) {
         let mut ran = lock(&self.ran);
         if ran.insert(partition, version) != Some(version) {
             lock(&self.history).push(HistoryEntry {
@@ -156,16 +195,16 @@ pub enum EngineError {
     NoGroupMetadata,
 }
 
-const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A consumed record, owned.
-struct In {
-    partition: i32,
-    offset: i64,
-    timestamp: i64,
-    key: Option<Vec<u8>>,
-    value: Option<Vec<u8>>,
-    headers: Vec<(String, Option<Vec<u8>>)>,
+pub(crate) struct In {
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) timestamp: i64,
+    pub(crate) key: Option<Vec<u8>>,
+    pub(crate) value: Option<Vec<u8>>,
+    pub(crate) headers: Vec<(String, Option<Vec<u8>>)>,
 }
 
 /// A deployment as one runner runs it.
@@ -177,11 +216,46 @@ pub struct Job<'a> {
     pub shared: &'a Shared,
 }
 
+impl Job<'_> {
+    /// How the plugin's instances are set up for `version`.
+    pub(crate) fn instance_config(&self, version: u32) -> Arc<InstanceConfig> {
+        let d = self.spec;
+        Arc::new(InstanceConfig {
+            plugin: d.plugin.clone(),
+            version,
+            config: d.config.clone(),
+            outputs: d.outputs.clone(),
+            limits: d.limits.clone(),
+            tables: self.tables.clone(),
+            tables_allowed: d.tables.clone(),
+            logs: self.shared.logs.clone(),
+            recycle_after: 100_000,
+        })
+    }
+}
+
 /// Runs the deployment until `stop` is set; a failed transaction is aborted and the work
-/// starts again from the committed offsets (new consumer and producer).
+/// starts again from the committed offsets (new consumer and producer; a stateful
+/// deployment's state restored from its changelog).
 pub fn run(settings: &EngineSettings, job: &Job<'_>, stop: &AtomicBool) {
+    // Whether the plugin keeps state is known once a version is there to run.
+    let stateful = loop {
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
+        if let Some(t) = lock(&job.shared.target).as_ref() {
+            break t.compiled.stateful();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     while !stop.load(Ordering::Acquire) {
-        match session(settings, job, stop) {
+        let ended = if stateful {
+            crate::stateful::session(settings, job, stop)
+        } else {
+            session(settings, job, stop)
+        };
+        lock(&job.shared.states).clear();
+        match ended {
             Ok(()) => return,
             Err(e) => {
                 job.shared.restarts.fetch_add(1, Ordering::Relaxed);
@@ -201,70 +275,79 @@ pub fn group_of(settings: &EngineSettings, deployment: &str) -> String {
     format!("{}.{deployment}", settings.group)
 }
 
-/// One consumer and one transactional producer, until an error or `stop`.
-fn session(settings: &EngineSettings, job: &Job<'_>, stop: &AtomicBool) -> Result<(), EngineError> {
+/// The deployment's consumer in its group: committed reads, offsets committed by the
+/// producer's transactions only.
+pub(crate) fn consumer(
+    settings: &EngineSettings,
+    job: &Job<'_>,
+) -> Result<BaseConsumer<LagContext>, EngineError> {
     let d = job.spec;
-    let client = || client_config(&settings.bootstrap_servers, &settings.id);
-    let consumer: BaseConsumer<LagContext> = client()
-        .set("group.id", group_of(settings, job.name))
-        .set("enable.auto.commit", "false")
-        .set(
-            "auto.offset.reset",
-            match d.start {
-                sluice_pipeline::Start::Latest => "latest",
-                _ => "earliest",
-            },
-        )
-        .set("isolation.level", "read_committed")
-        .set("partition.assignment.strategy", "cooperative-sticky")
-        .set("session.timeout.ms", "10000")
-        .set("statistics.interval.ms", "1000")
-        // Partitions added to the input (CreatePartitions) show in the metadata within
-        // seconds, not librdkafka's default five minutes: the group rebalances onto them
-        // without a redeploy.
-        .set("topic.metadata.refresh.interval.ms", "3000")
-        .create_with_context(LagContext {
-            topic: d.input.clone(),
-            highs: Mutex::default(),
-        })?;
+    let consumer: BaseConsumer<LagContext> =
+        client_config(&settings.bootstrap_servers, &settings.id)
+            .set("group.id", group_of(settings, job.name))
+            .set("enable.auto.commit", "false")
+            .set(
+                "auto.offset.reset",
+                match d.start {
+                    sluice_pipeline::Start::Latest => "latest",
+                    _ => "earliest",
+                },
+            )
+            .set("isolation.level", "read_committed")
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("session.timeout.ms", "10000")
+            .set("statistics.interval.ms", "1000")
+            // Partitions added to the input (CreatePartitions) show in the metadata within
+            // seconds, not librdkafka's default five minutes: the group rebalances onto them
+            // without a redeploy.
+            .set("topic.metadata.refresh.interval.ms", "3000")
+            .create_with_context(LagContext {
+                topic: d.input.clone(),
+                highs: Mutex::default(),
+                assigned: Mutex::default(),
+            })?;
     consumer.subscribe(&[&d.input])?;
-    let producer: BaseProducer = client()
+    Ok(consumer)
+}
+
+/// The worker's transactional producer for a deployment (its id fences an earlier
+/// instance of the same worker); `timeout`: how long a transaction may stay open before
+/// the cluster aborts it — after a crash, how long its partitions wait for the next owner.
+pub(crate) fn producer(
+    settings: &EngineSettings,
+    job: &Job<'_>,
+    timeout: Duration,
+) -> Result<BaseProducer, EngineError> {
+    let producer: BaseProducer = client_config(&settings.bootstrap_servers, &settings.id)
         .set(
             "transactional.id",
             format!("{}.{}.{}", settings.group, job.name, settings.id),
         )
-        .set("transaction.timeout.ms", "60000")
+        .set("transaction.timeout.ms", timeout.as_millis().to_string())
         .set("partitioner", "murmur2_random")
         .set("linger.ms", "5")
         .create()?;
     producer.init_transactions(TXN_TIMEOUT)?;
+    Ok(producer)
+}
+
+/// One consumer and one transactional producer, until an error or `stop`.
+fn session(settings: &EngineSettings, job: &Job<'_>, stop: &AtomicBool) -> Result<(), EngineError> {
+    let d = job.spec;
+    let consumer = consumer(settings, job)?;
+    let producer = producer(settings, job, Duration::from_secs(60))?;
     let dead_letter = d.dead_letter_topic();
     let mut executors: HashMap<i32, Executor> = HashMap::new();
     let mut seen_gen = u64::MAX;
     let mut current: Option<(u32, Arc<InstanceConfig>, Arc<Compiled>)> = None;
     while !stop.load(Ordering::Acquire) {
         // A new version takes over here, between two transactions.
-        let generation = job.shared.target_gen.load(Ordering::Acquire);
-        if generation != seen_gen {
-            seen_gen = generation;
-            if let Some(t) = lock(&job.shared.target).clone() {
-                executors.clear();
-                let cfg = Arc::new(InstanceConfig {
-                    plugin: d.plugin.clone(),
-                    version: t.version,
-                    config: d.config.clone(),
-                    outputs: d.outputs.clone(),
-                    limits: d.limits.clone(),
-                    tables: job.tables.clone(),
-                    tables_allowed: d.tables.clone(),
-                    logs: job.shared.logs.clone(),
-                    recycle_after: 100_000,
-                });
-                job.shared
-                    .active_version
-                    .store(t.version, Ordering::Release);
-                current = Some((t.version, cfg, t.compiled));
-            }
+        if let Some(t) = job.shared.new_target(&mut seen_gen) {
+            executors.clear();
+            job.shared
+                .active_version
+                .store(t.version, Ordering::Release);
+            current = Some((t.version, job.instance_config(t.version), t.compiled));
         }
         let Some((version, instance, compiled)) = current.clone() else {
             std::thread::sleep(Duration::from_millis(50));
@@ -323,9 +406,19 @@ fn session(settings: &EngineSettings, job: &Job<'_>, stop: &AtomicBool) -> Resul
 /// The input partitions' last stable offsets, from the consumer's statistics (every
 /// second, no request of their own: a request of ours would queue behind the consumer's
 /// long-poll fetches on the same connection).
-struct LagContext {
+pub(crate) struct LagContext {
     topic: String,
     highs: Mutex<HashMap<i32, i64>>,
+    /// How many times each input partition was assigned here: a partition taken away and
+    /// given back between two looks may have been processed elsewhere meanwhile.
+    assigned: Mutex<HashMap<i32, u64>>,
+}
+
+impl LagContext {
+    /// The assignment count of `partition` (see `assigned`).
+    pub(crate) fn assignment_of(&self, partition: i32) -> u64 {
+        lock(&self.assigned).get(&partition).copied().unwrap_or(0)
+    }
 }
 
 impl ClientContext for LagContext {
@@ -347,10 +440,19 @@ impl ClientContext for LagContext {
     }
 }
 
-impl ConsumerContext for LagContext {}
+impl ConsumerContext for LagContext {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance {
+            let mut assigned = lock(&self.assigned);
+            for e in list.elements_for_topic(&self.topic) {
+                *assigned.entry(e.partition()).or_default() += 1;
+            }
+        }
+    }
+}
 
 /// The input partitions held now, with their positions and lag.
-fn held(
+pub(crate) fn held(
     consumer: &BaseConsumer<LagContext>,
     topic: &str,
 ) -> Result<Vec<PartitionReport>, EngineError> {
@@ -374,6 +476,7 @@ fn held(
                     Some(pos) if high >= pos => high - pos,
                     _ => -1,
                 },
+                state: None,
             }
         })
         .collect();
@@ -382,7 +485,7 @@ fn held(
 }
 
 /// Up to `max` records, for at most `interval`.
-fn gather(
+pub(crate) fn gather(
     consumer: &BaseConsumer<LagContext>,
     interval: Duration,
     max: usize,
@@ -419,7 +522,10 @@ fn gather(
 }
 
 /// Sends one record, waiting while the producer's queue is full.
-fn send(producer: &BaseProducer, mut rec: BaseRecord<'_, [u8], [u8]>) -> Result<(), EngineError> {
+pub(crate) fn send(
+    producer: &BaseProducer,
+    mut rec: BaseRecord<'_, [u8], [u8]>,
+) -> Result<(), EngineError> {
     loop {
         match producer.send(rec) {
             Ok(()) => return Ok(()),

@@ -13,6 +13,7 @@
 
 pub mod control;
 pub mod engine;
+pub mod stateful;
 pub mod tables;
 
 use std::collections::{BTreeMap, HashMap};
@@ -58,10 +59,10 @@ impl From<DeployError> for WorkerError {
     }
 }
 
-/// What a worker can run: stateless plugins, without secrets (its deployments live in the
-/// cluster's control topic).
+/// What a worker can run: stateless and stateful plugins, without secrets (its deployments
+/// live in the cluster's control topic).
 pub const CAPABILITIES: Capabilities = Capabilities {
-    stateful: false,
+    stateful: true,
     secrets: false,
     schemas: false,
     runner: "sluice worker",
@@ -376,6 +377,8 @@ impl Worker {
                         failed: s.failed.load(Ordering::Relaxed),
                         traps: s.traps.load(Ordering::Relaxed),
                         fuel: s.fuel.load(Ordering::Relaxed),
+                        late: s.late.load(Ordering::Relaxed),
+                        stateful: s.stateful(),
                         transactions: s.transactions.load(Ordering::Relaxed),
                         restarts: s.restarts.load(Ordering::Relaxed),
                         rebalances: s.rebalances.load(Ordering::Relaxed),
@@ -521,6 +524,15 @@ impl Worker {
                 .create_topic(&dlq, prepared.input_partitions as usize)
                 .map_err(WorkerError::Cluster)?;
         }
+        if target.compiled.stateful() {
+            // The state's changelog: compacted, one partition per input partition.
+            self.control
+                .create_compacted_topic(
+                    &stateful::changelog_topic(&self.settings.group, name),
+                    prepared.input_partitions as usize,
+                )
+                .map_err(WorkerError::Cluster)?;
+        }
         self.control.put_deployment(name, &record)?;
         Ok(existing.is_none())
     }
@@ -602,6 +614,7 @@ impl Worker {
         };
         let mut workers = Vec::new();
         let mut history = Vec::new();
+        let mut stateful = false;
         for r in reports {
             let Some(dr) = r.deployments.get(name) else {
                 continue;
@@ -618,7 +631,7 @@ impl Worker {
                     position: u64::try_from(p.position).ok(),
                     lag: u64::try_from(p.lag).ok(),
                     version: dr.version,
-                    state: None,
+                    state: p.state.clone(),
                     worker: Some(r.id.clone()),
                 });
             }
@@ -629,6 +642,8 @@ impl Worker {
             c.failed += dr.failed;
             c.traps += dr.traps;
             c.fuel += dr.fuel;
+            c.late += dr.late;
+            stateful |= dr.stateful;
             let add = |a: &mut Option<u64>, b: u64| *a = Some(a.unwrap_or(0) + b);
             add(&mut c.transactions, dr.transactions);
             add(&mut c.restarts, dr.restarts);
@@ -647,6 +662,15 @@ impl Worker {
                     .map(|p| p.partition.max(0) as u32)
                     .collect(),
             });
+        }
+        // Before any worker reports it: what the plugin to run says.
+        stateful = stateful || self.target(&d.spec).is_ok_and(|t| t.compiled.stateful());
+        if stateful {
+            let of = TransformStatus::of_spec(name, &d.spec, true);
+            st.stateful = true;
+            st.state_topic = Some(stateful::changelog_topic(&self.settings.group, name));
+            st.allowed_lateness_ms = of.allowed_lateness_ms;
+            st.idle_timeout_ms = of.idle_timeout_ms;
         }
         st.partitions.sort_by_key(|p| p.partition);
         st.history = merge_history(history);

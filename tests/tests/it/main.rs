@@ -24,3 +24,4 @@ mod stateful;
 mod tier;
 mod walkthrough;
 mod worker;
+mod worker_stateful;

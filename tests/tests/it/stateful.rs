@@ -21,8 +21,8 @@ pub(crate) struct Workload {
     /// NDJSON produce bodies, partitions interleaved.
     pub(crate) bodies: Vec<String>,
     /// (key, window start) → count, from the events that are not late.
-    windows: BTreeMap<(String, i64), u64>,
-    late: usize,
+    pub(crate) windows: BTreeMap<(String, i64), u64>,
+    pub(crate) late: usize,
 }
 
 /// `per_partition` events on each of 3 partitions, users `u<n>` on partition n % 3. Event
@@ -132,11 +132,22 @@ pub(crate) fn check_counts(s: &Server, w: &Workload) {
         .map(|(k, n)| (k.clone(), *n, got.get(k).copied()))
         .take(10)
         .collect();
+    let extra: Vec<_> = got
+        .iter()
+        .filter(|(k, _)| !w.windows.contains_key(*k))
+        .take(10)
+        .collect();
     assert!(
         wrong.is_empty() && got.len() == w.windows.len(),
-        "{} windows expected, {} emitted; (window, expected, got): {wrong:?}",
+        "{} windows expected, {} emitted; (window, expected, got): {wrong:?}; not expected: {extra:?}; \
+         dead letters: {:?}",
         w.windows.len(),
-        got.len()
+        got.len(),
+        all(s, "events.dlq")
+            .iter()
+            .filter(|d| !d["value"].as_str().unwrap_or("").starts_with("late"))
+            .take(5)
+            .collect::<Vec<_>>()
     );
     let dlq = all(s, "events.dlq");
     assert_eq!(dlq.len(), w.late, "every late event dead-lettered once");

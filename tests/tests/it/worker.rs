@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::common::{Server, http, sluice_bin};
 
-struct Worker {
+pub(crate) struct Worker {
     child: Child,
     /// The worker's status address.
     http: String,
@@ -33,7 +33,7 @@ impl Worker {
     }
 
     /// A worker with only the flags given (besides the cluster, id and API address).
-    fn spawn(kafka: &str, id: &str, extra: &[std::ffi::OsString]) -> Worker {
+    pub(crate) fn spawn(kafka: &str, id: &str, extra: &[std::ffi::OsString]) -> Worker {
         let mut child = Command::new(sluice_bin())
             .args([
                 "worker",
@@ -64,12 +64,12 @@ impl Worker {
         Worker { child, http }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.http)
     }
 
     /// `GET path` as JSON.
-    fn get(&self, path: &str) -> Value {
+    pub(crate) fn get(&self, path: &str) -> Value {
         http().get(self.url(path)).send().unwrap().json().unwrap()
     }
 
@@ -98,9 +98,20 @@ impl Worker {
             .unwrap()
     }
 
-    fn kill9(mut self) {
+    pub(crate) fn kill9(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+    }
+}
+
+impl Worker {
+    /// A graceful stop (SIGTERM), and wait for a clean exit.
+    pub(crate) fn stop(mut self) {
+        use nix::sys::signal::{Signal, kill};
+        use nix::unistd::Pid;
+        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "worker exited with {status}");
     }
 }
 
@@ -365,7 +376,7 @@ fn workers_on_a_mock_cluster_share_partitions_and_survive_a_broker_outage() {
     );
 }
 
-fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !ok() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -518,19 +529,6 @@ fn any_workers_api_deploys_and_every_worker_follows() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 400);
-    // A stateful plugin is refused by workers (they keep no local state store).
-    http()
-        .put(a.url("/v1/plugins/wc"))
-        .body(sluice::plugins::WINDOW_COUNT.to_vec())
-        .send()
-        .unwrap();
-    assert_eq!(
-        a.put(
-            "/v1/transforms/wc",
-            &json!({"plugin": "wc", "input": "w.in", "outputs": ["w.out"]})
-        ),
-        400
-    );
 
     // Deploy version 1 (identity) on b: both workers run it.
     assert_eq!(
@@ -1083,21 +1081,31 @@ fn serve_and_worker_answer_the_deployment_cases_alike() {
         assert_eq!(a, b, "{body:?}");
         assert_eq!(a.0, 400, "{body:?}");
     }
+    // Stateful plugins run on both, with the same answer and the same status fields.
+    let stateful = json!({"plugin": "wc", "input": "c.in", "outputs": ["c.out2"],
+        "event_time": {"field": "ts"}, "allowed_lateness_ms": 2000});
+    for url in [&serve as &dyn Fn(&str) -> String, &worker] {
+        let (status, _, message) = answer(url, "counting", &stateful);
+        assert_eq!(status, 201, "{message}");
+        let st: Value = http()
+            .get(url("/v1/transforms/counting"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(st["stateful"], true, "{st}");
+        assert_eq!(st["allowed_lateness_ms"], 2000, "{st}");
+        let r = http()
+            .delete(url("/v1/transforms/counting"))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 204);
+    }
     // What only `sluice serve` runs: the worker refuses it and says why.
-    for (what, body) in [
-        (
-            "a stateful plugin",
-            json!({"plugin": "wc", "input": "c.in", "outputs": ["c.out2"]}),
-        ),
-        (
-            "secrets",
-            with(json!({"outputs": ["c.out2"], "secrets": {"key": "k"}})),
-        ),
-        (
-            "event time",
-            with(json!({"outputs": ["c.out2"], "event_time": {"field": "ts"}})),
-        ),
-    ] {
+    for (what, body) in [(
+        "secrets",
+        with(json!({"outputs": ["c.out2"], "secrets": {"key": "k"}})),
+    )] {
         let (status, code, message) = answer(&worker, "only-serve", &body);
         assert_eq!(
             (status, code.as_str()),

@@ -27,7 +27,7 @@ use sluice_runtime::{BatchInput, BatchOutput, Early, Executor};
 use sluice_sdk::codec::Records;
 
 use crate::Transform;
-use crate::emit::{Answered, InputBatch, Outputs, Sinks};
+use crate::emit::{Answered, InputBatch, Layout, Outputs};
 use crate::recover::{Recovered, SOURCE_HEADER, VERSION_HEADER};
 use crate::schemas::SchemaCodec;
 use crate::shared::{StateShared, TaskShared};
@@ -82,9 +82,10 @@ pub(crate) trait Operator: Send {
 /// what recovery found already written.
 pub(crate) struct Cx<'a> {
     pub t: &'a Transform,
-    pub input: &'a Partition,
+    /// The input topic's name.
+    pub input: &'a str,
     pub partition: u32,
-    pub sinks: &'a Sinks,
+    pub sinks: &'a Layout,
     pub seen: &'a Recovered,
     pub out: Outputs,
     pub executor: &'a mut Executor,
@@ -295,7 +296,7 @@ impl Cx<'_> {
             if !self.seen.is_empty() && answered.seen(self.seen, e.input, k) {
                 continue;
             }
-            let Some(topic) = self.sinks.outputs.get(e.output as usize) else {
+            let Some(&n_parts) = self.sinks.outputs.get(e.output as usize) else {
                 continue;
             };
             // The executor checked every emitted record; one that does not read is not
@@ -305,7 +306,6 @@ impl Cx<'_> {
                 Some(Some(v)) => Some(v.as_slice()),
                 _ => view.value,
             };
-            let n_parts = topic.partitions.len() as u32;
             let p = match view.key {
                 Some(key) => partition_for_key(key, n_parts),
                 None => part % n_parts,
@@ -417,11 +417,10 @@ impl Cx<'_> {
             (SOURCE_HEADER, format!("{}{offset}:0", self.out.src_prefix)),
         ];
         ours.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
-        let rec = dead_letter::record(original, reason, &self.input.topic, part, &ours);
-        let topic = self.sinks.topic(slot);
+        let rec = dead_letter::record(original, reason, self.input, part, &ours);
         self.out
             .pending
-            .entry((slot, dead_letter::partition_for(part, topic)))
+            .entry((slot, self.sinks.verdict_partition(slot, part)))
             .or_default()
             .push_record(&rec, timestamp);
     }

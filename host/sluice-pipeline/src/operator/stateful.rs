@@ -81,7 +81,9 @@ struct Prepared {
 
 /// A plugin with keyed state, event time and timers, on one input partition.
 pub(crate) struct Stateful {
-    changelog: Arc<Partition>,
+    /// The changelog in this server's log (none: the caller keeps the changelog, as
+    /// `sluice worker` does on the cluster — see `detached`).
+    changelog: Option<Arc<Partition>>,
     shared: Arc<StateShared>,
     /// The event-time settings of the read in progress.
     settings: EventTimeSettings,
@@ -98,7 +100,11 @@ pub(crate) struct Stateful {
 }
 
 impl Stateful {
-    pub fn new(changelog: Arc<Partition>, shared: Arc<StateShared>, t: &Transform) -> Stateful {
+    pub fn new(
+        changelog: Option<Arc<Partition>>,
+        shared: Arc<StateShared>,
+        t: &Transform,
+    ) -> Stateful {
         Stateful {
             changelog,
             shared,
@@ -120,6 +126,24 @@ impl Stateful {
         self.shared
             .max_event_time
             .store(self.clock.max_event_time, Ordering::Relaxed);
+    }
+
+    /// Starts from restored state committed at `meta` (none: nothing was committed): the
+    /// event clock as committed, and the timers due at its watermark fire first.
+    pub fn start_at(&mut self, meta: Option<Meta>) {
+        self.clock = meta.map_or(EventClock::NONE, |m| EventClock {
+            watermark: m.watermark,
+            max_event_time: m.max_event_time,
+        });
+        self.publish_clock();
+        if let Some(m) = meta {
+            let st = &self.shared;
+            st.committed_position.store(m.position, Ordering::Relaxed);
+            st.committed_at.store(m.committed_at, Ordering::Relaxed);
+        }
+        self.fire_due = true;
+        self.idle_base = self.clock.watermark;
+        self.last_input = Instant::now();
     }
 
     /// Fires the timers due at `watermark` at input position `position`: calls
@@ -144,7 +168,7 @@ impl Stateful {
                 kind: CallKind::Timers,
                 watermark,
                 ..BatchInput::records(
-                    &cx.input.topic,
+                    cx.input,
                     cx.partition,
                     position as i64,
                     watermark,
@@ -194,10 +218,11 @@ impl Operator for Stateful {
     /// changelog is repaired by a commit sent now, before anything else.
     fn restore(&mut self, t: &Transform, task: &TaskShared) -> Option<u64> {
         let part = task.partition;
-        let st = &self.shared;
+        let changelog = self.changelog.clone()?;
+        let st = self.shared.clone();
         let restored = {
             let mut store = st.lock();
-            let r = durable::restore(&mut store, &self.changelog, &t.dir, part);
+            let r = durable::restore(&mut store, &changelog, &t.dir, part);
             r.map(|r| (r, store.keys() as u64, store.timer_count() as u64))
         };
         let (restored, keys, timers) = match restored {
@@ -222,17 +247,9 @@ impl Operator for Stateful {
             "state restored");
         *st.restore.lock().unwrap_or_else(|p| p.into_inner()) = Some(info);
         let meta = restored.meta;
-        self.clock = meta.map_or(EventClock::NONE, |m| EventClock {
-            watermark: m.watermark,
-            max_event_time: m.max_event_time,
-        });
-        self.publish_clock();
+        self.start_at(meta);
         st.changelog_end
-            .store(self.changelog.high_watermark(), Ordering::Relaxed);
-        if let Some(m) = meta {
-            st.committed_position.store(m.position, Ordering::Relaxed);
-            st.committed_at.store(m.committed_at, Ordering::Relaxed);
-        }
+            .store(changelog.high_watermark(), Ordering::Relaxed);
         if let Some(off) = restored.snapshot {
             st.snapshot_offset.store(off, Ordering::Relaxed);
         }
@@ -244,16 +261,13 @@ impl Operator for Stateful {
                 delta: restored.repair,
                 meta: meta.unwrap_or_else(|| Meta::starting_at(position)),
             };
-            if let Err(e) = durable::append(&self.changelog, &commit) {
+            if let Err(e) = durable::append(&changelog, &commit) {
                 t.fail(format!(
                     "partition {part}: repairing the state changelog: {e}"
                 ));
                 task.stop.store(true, Ordering::SeqCst);
             }
         }
-        self.fire_due = true;
-        self.idle_base = self.clock.watermark;
-        self.last_input = Instant::now();
         meta.map(|m| m.position)
     }
 
@@ -263,7 +277,7 @@ impl Operator for Stateful {
     }
 
     fn changelog(&self) -> Option<(Arc<Partition>, Arc<StateShared>)> {
-        Some((self.changelog.clone(), self.shared.clone()))
+        Some((self.changelog.clone()?, self.shared.clone()))
     }
 
     fn begin_read(&mut self, t: &Transform) {
@@ -295,7 +309,7 @@ impl Operator for Stateful {
                 watermark: self.clock.watermark,
                 event_times: field_times,
                 ..BatchInput::records(
-                    &cx.input.topic,
+                    cx.input,
                     cx.partition,
                     kept.base_offset,
                     kept.base_timestamp,
@@ -425,7 +439,10 @@ impl Operator for Stateful {
         if since == 0 || (!force && since < SNAPSHOT_AFTER) {
             return;
         }
-        let end = self.changelog.high_watermark();
+        let Some(changelog) = &self.changelog else {
+            return;
+        };
+        let end = changelog.high_watermark();
         let store = st.lock();
         if !force && since < store.keys() as u64 {
             return;
@@ -521,7 +538,7 @@ fn timer_dead_letters(
             value: None,
             headers: vec![
                 header(dead_letter::ERROR_HEADER, reason.clone()),
-                header(dead_letter::SOURCE_TOPIC_HEADER, cx.input.topic.clone()),
+                header(dead_letter::SOURCE_TOPIC_HEADER, cx.input.to_string()),
                 header(
                     dead_letter::SOURCE_PARTITION_HEADER,
                     cx.partition.to_string(),
@@ -534,7 +551,7 @@ fn timer_dead_letters(
             timestamp: Some(*at),
         };
         let slot = cx.sinks.dead_letter_slot();
-        let p = dead_letter::partition_for(cx.partition, &cx.sinks.dlq);
+        let p = cx.sinks.verdict_partition(slot, cx.partition);
         cx.out
             .pending
             .entry((slot, p))

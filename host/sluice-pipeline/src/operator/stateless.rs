@@ -36,7 +36,7 @@ impl Operator for Stateless {
     ) -> Result<Option<u64>, ProcessError> {
         let (seen_by_plugin, ids) = cx.plugin_input(input);
         let batch = BatchInput::records(
-            &cx.input.topic,
+            cx.input,
             cx.partition,
             input.base_offset,
             input.base_timestamp,

@@ -1,0 +1,232 @@
+//! Stateful deployments on `sluice worker`s (real processes) over Sluice's Kafka listener:
+//! the changelog, outputs, dead letters and input offsets of each read in one
+//! transaction, so windows come out exactly once and exactly right while workers are
+//! SIGKILLed, added and stopped.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::common::{Server, http};
+use crate::pipeline::all;
+use crate::stateful::{
+    PARTITIONS, Workload, check_counts, produce_ndjson, window_count_spec, workload_in,
+};
+use crate::worker::{Worker, wait_for};
+
+fn worker(kafka: &str, id: &str) -> Worker {
+    Worker::spawn(kafka, id, &["--group".into(), "sg".into()])
+}
+
+/// Waits until `n` windows are in `counts` (each fires once the watermark passes it).
+fn wait_windows(s: &Server, n: usize, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = all(s, "counts").len();
+        if got >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{got} of {n} windows in the output"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+const GAP_MS: i64 = 100;
+
+/// Sessions of the workload's events that are not late, per user: (user, start) → (end,
+/// count), where a session is events less than GAP_MS apart and ends GAP_MS after its last.
+fn sessions_of(w: &Workload) -> BTreeMap<(String, i64), (i64, u64)> {
+    let mut times: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for body in &w.bodies {
+        for line in body.lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            if v["value"].as_str().unwrap().starts_with('e') {
+                let user = v["key"].as_str().unwrap().to_string();
+                times
+                    .entry(user)
+                    .or_default()
+                    .push(v["timestamp"].as_i64().unwrap());
+            }
+        }
+    }
+    let mut sessions = BTreeMap::new();
+    for (user, mut ts) in times {
+        ts.sort_unstable();
+        let (mut start, mut last, mut count) = (ts[0], ts[0], 0u64);
+        for t in ts {
+            if t - last >= GAP_MS {
+                sessions.insert((user.clone(), start), (last + GAP_MS, count));
+                (start, count) = (t, 0);
+            }
+            last = t;
+            count += 1;
+        }
+        sessions.insert((user, start), (last + GAP_MS, count));
+    }
+    sessions
+}
+
+/// The sessions in the output, each once, are the reference's.
+fn check_sessions(s: &Server, w: &Workload) {
+    let want = sessions_of(w);
+    let mut got = BTreeMap::new();
+    let mut twice = Vec::new();
+    for r in all(s, "sessions") {
+        let v: Value = serde_json::from_str(r["value"].as_str().unwrap()).unwrap();
+        let key = (
+            v["key"].as_str().unwrap().to_string(),
+            v["session_start"].as_i64().unwrap(),
+        );
+        let val = (
+            v["session_end"].as_i64().unwrap(),
+            v["count"].as_u64().unwrap(),
+        );
+        if got.insert(key.clone(), val).is_some() {
+            twice.push(key);
+        }
+    }
+    assert!(
+        twice.is_empty(),
+        "sessions emitted twice: {:?}",
+        &twice[..twice.len().min(10)]
+    );
+    let wrong: Vec<_> = want
+        .iter()
+        .filter(|(k, v)| got.get(*k) != Some(v))
+        .take(10)
+        .collect();
+    assert!(
+        wrong.is_empty() && got.len() == want.len(),
+        "{} sessions expected, {} emitted; wrong or missing: {wrong:?}",
+        want.len(),
+        got.len()
+    );
+}
+
+fn wait_sessions(s: &Server, n: usize, within: Duration) {
+    let deadline = Instant::now() + within;
+    while all(s, "sessions").len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "fewer than {n} sessions in the output"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn stateful_workers_count_windows_exactly_through_a_sigkill_a_join_and_a_stop() {
+    let s = Server::process();
+    let kafka = s.kafka.clone().unwrap();
+    s.create_topic(json!({"name": "events", "partitions": PARTITIONS}));
+    s.create_topic(json!({"name": "counts", "partitions": PARTITIONS}));
+    s.create_topic(json!({"name": "sessions", "partitions": PARTITIONS}));
+    let a = worker(&kafka, "a");
+    let b = worker(&kafka, "b");
+    let c = worker(&kafka, "c");
+
+    // Two thirds of the events wait before the deployment exists: the workers start on a
+    // backlog (late events among it, which are late whatever a read gathers).
+    let w = workload_in(20_000, 11, 1000);
+    let (backlog, rest) = w.bodies.split_at(w.bodies.len() * 2 / 3);
+    for body in backlog {
+        produce_ndjson(&s, "events", body);
+    }
+
+    // Upload and deploy through one worker's API, as on a single server.
+    let r = http()
+        .put(a.url("/v1/plugins/window-count"))
+        .body(sluice::plugins::WINDOW_COUNT.to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // The test pauses the input (a worker joins, another stops) for longer than the
+    // usual idle timeout, and an idle partition's watermark moves with the clock: the
+    // timeout here outlasts those pauses, so the reference holds.
+    let mut spec = window_count_spec();
+    spec["idle_timeout_ms"] = json!(10_000);
+    let r = http()
+        .put(a.url("/v1/transforms/wc"))
+        .json(&spec)
+        .send()
+        .unwrap();
+    let status = r.status();
+    let body: Value = r.json().unwrap();
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["stateful"], true, "{body}");
+    // Sessions of the same events, on the same workers, through c's API.
+    let r = http()
+        .put(c.url("/v1/plugins/sessionize"))
+        .body(sluice::plugins::SESSIONIZE.to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = http()
+        .put(c.url("/v1/transforms/sess"))
+        .json(
+            &json!({"plugin": "sessionize", "input": "events", "outputs": ["sessions"],
+            "dead_letter": "sessions.dlq", "config": {"gap_ms": GAP_MS.to_string()},
+            "allowed_lateness_ms": spec["allowed_lateness_ms"], "idle_timeout_ms": 10_000}),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    assert_eq!(body["state_topic"], "sg.wc.state", "{body}");
+    // The changelog exists, compacted, one partition per input partition.
+    let changelog = s.describe("sg.wc.state");
+    assert_eq!(
+        changelog["partitions"].as_array().unwrap().len(),
+        PARTITIONS
+    );
+    assert_eq!(changelog["cleanup"], "compact", "{changelog}");
+
+    // Some windows have fired: a dies mid-run, with state in memory and a transaction
+    // open.
+    wait_windows(&s, 20, Duration::from_secs(120));
+    a.kill9();
+    let (more, last) = rest.split_at(rest.len() / 2);
+    for body in more {
+        produce_ndjson(&s, "events", body);
+    }
+    // Another worker joins; one of the first stops cleanly.
+    let d = worker(&kafka, "d");
+    std::thread::sleep(Duration::from_secs(2));
+    b.stop();
+    for body in last {
+        produce_ndjson(&s, "events", body);
+    }
+    wait_windows(&s, w.windows.len(), Duration::from_secs(240));
+    // Nothing more arrives once every window fired.
+    std::thread::sleep(Duration::from_secs(3));
+    check_counts(&s, &w);
+    wait_sessions(&s, sessions_of(&w).len(), Duration::from_secs(120));
+    std::thread::sleep(Duration::from_secs(1));
+    check_sessions(&s, &w);
+    assert_eq!(
+        all(&s, "sessions.dlq").len(),
+        w.late,
+        "late events dead-lettered once"
+    );
+
+    // The deployment's status on any live worker shows each partition's event time and
+    // state, held by c and d.
+    wait_for("c and d to hold every partition", 60, || {
+        let st: Value = c.get("/v1/transforms/wc");
+        let parts = st["partitions"].as_array().cloned().unwrap_or_default();
+        parts.len() == PARTITIONS
+            && parts.iter().all(|p| {
+                p["watermark"].is_i64()
+                    && p["state_keys"] == 0
+                    && p["timers"] == 0
+                    && p["restore"]["took_ms"].is_u64()
+                    && matches!(p["worker"].as_str(), Some("c" | "d"))
+            })
+    });
+    let st: Value = d.get("/v1/transforms/wc");
+    assert_eq!(st["stateful"], true, "{st}");
+    assert!(st["counters"]["late"].as_u64().unwrap() >= 1, "{st}");
+}
