@@ -279,11 +279,11 @@ impl Alerts {
         self.notify(&fired, &resolved, now);
     }
 
-    /// The conditions that hold now (and the samples the rules need, recorded).
-    fn conditions(&self, state: &AppState, now: Instant) -> Vec<Condition> {
+    /// How much history the rules need.
+    fn keep(&self) -> Duration {
         let r = &self.cfg.rules;
         let ms = Duration::from_millis;
-        let keep = [
+        [
             r.transform_failing.window_ms,
             r.lag_growing.for_ms,
             r.dead_letters.window_ms,
@@ -292,8 +292,17 @@ impl Alerts {
         .into_iter()
         .max()
         .map_or(Duration::ZERO, ms)
-            + ms(self.cfg.evaluation_interval_ms * 2);
-        let ui = |what: &str| format!("{}/ui#/{what}", self.external_url);
+            + ms(self.cfg.evaluation_interval_ms * 2)
+    }
+
+    /// A link into the console.
+    fn ui(&self, what: &str) -> String {
+        format!("{}/ui#/{what}", self.external_url)
+    }
+
+    /// The conditions that hold now (and the samples the rules need, recorded).
+    fn conditions(&self, state: &AppState, now: Instant) -> Vec<Condition> {
+        let keep = self.keep();
         let mut out = Vec::new();
         let transforms = state.pipelines.statuses();
         let sinks: Vec<Value> = state
@@ -304,131 +313,165 @@ impl Alerts {
             .collect();
         let disk = state.log.space().status();
         let tier_errors = sluice_log::tier::METRICS.errors.load(Ordering::Relaxed);
-        let groups: Vec<(String, u64)> = crate::groups::kafka_lags(state);
-
+        let groups = crate::groups::kafka_lags(state);
         let mut book = self.book();
         for st in &transforms {
-            let name = st.name.as_str();
-            let lag: u64 = st.partitions.iter().filter_map(|p| p.lag).sum();
-            book.sample(format!("traps/{name}"), now, st.counters.traps, keep);
-            book.sample(
-                format!("dead/{name}"),
-                now,
-                st.counters.rejected + st.counters.failed,
-                keep,
-            );
-            book.sample(format!("lag/transform/{name}"), now, lag, keep);
-            let rule = &r.transform_failing;
-            let traps = book.increase(&format!("traps/{name}"), now, ms(rule.window_ms));
-            let failed = st.status == sluice_pipeline::RunState::Failed;
-            if rule.enabled && (failed || (rule.traps > 0 && traps >= rule.traps)) {
-                let why = st
-                    .last_error
-                    .clone()
-                    .unwrap_or_else(|| "no error recorded".into());
-                out.push(Condition {
-                    labels: labels("SluiceTransformFailing", "critical", &[("transform", name)]),
-                    annotations: annotations(
-                        if failed {
-                            format!("transform {name} cannot run")
-                        } else {
-                            format!(
-                                "transform {name}'s plugin trapped {traps} times in {} s",
-                                rule.window_ms / 1000
-                            )
-                        },
-                        why,
-                    ),
-                    hold: Duration::ZERO,
-                    link: ui(&format!("transform/{name}")),
-                });
-            }
-            let rule = &r.dead_letters;
-            let dead = book.increase(&format!("dead/{name}"), now, ms(rule.window_ms));
-            let per_s = dead as f64 / (rule.window_ms.max(1) as f64 / 1000.0);
-            if rule.enabled && per_s > rule.per_second {
-                out.push(Condition {
-                    labels: labels("SluiceDeadLetters", "warning", &[("transform", name)]),
-                    annotations: annotations(
-                        format!("transform {name} dead-letters {per_s:.2} records/s"),
-                        format!(
-                            "{dead} records went to {} in the last {} s (threshold {}/s)",
-                            st.dead_letter,
-                            rule.window_ms / 1000,
-                            rule.per_second
-                        ),
-                    ),
-                    hold: Duration::ZERO,
-                    link: ui(&format!("transform/{name}")),
-                });
-            }
-            let rule = &r.lag_growing;
-            if rule.enabled
-                && book.growing_for(&format!("lag/transform/{name}"), now, ms(rule.for_ms))
-            {
-                out.push(Condition {
-                    labels: labels("SluiceLagGrowing", "warning", &[("transform", name)]),
-                    annotations: annotations(
-                        format!("transform {name} falls behind: lag {lag}"),
-                        format!(
-                            "its lag has grown for {} s without a break{}",
-                            rule.for_ms / 1000,
-                            if st.status == sluice_pipeline::RunState::Paused {
-                                " (it is paused)"
-                            } else {
-                                ""
-                            }
-                        ),
-                    ),
-                    hold: Duration::ZERO,
-                    link: ui(&format!("transform/{name}")),
-                });
-            }
+            self.transform_conditions(&mut book, st, now, keep, &mut out);
         }
         for st in &sinks {
-            let name = st["name"].as_str().unwrap_or_default();
-            if st["status"] == "failed" && r.transform_failing.enabled {
-                let why = st["last_error"]["message"]
-                    .as_str()
-                    .unwrap_or("no error recorded")
-                    .to_string();
-                out.push(Condition {
-                    labels: labels("SluiceConnectorFailing", "critical", &[("connector", name)]),
-                    annotations: annotations(
-                        format!("connector {name} cannot reach its store"),
-                        why,
-                    ),
-                    hold: Duration::ZERO,
-                    link: ui("connectors"),
-                });
-            }
-            let lag: u64 = st["lag"].as_u64().unwrap_or_else(|| {
-                st["partitions"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|p| p["lag"].as_u64())
-                    .sum()
-            });
-            book.sample(format!("lag/connector/{name}"), now, lag, keep);
-            let rule = &r.lag_growing;
-            if rule.enabled
-                && book.growing_for(&format!("lag/connector/{name}"), now, ms(rule.for_ms))
-            {
-                out.push(Condition {
-                    labels: labels("SluiceLagGrowing", "warning", &[("connector", name)]),
-                    annotations: annotations(
-                        format!("connector {name} falls behind: lag {lag}"),
-                        format!(
-                            "its lag has grown for {} s without a break",
-                            rule.for_ms / 1000
-                        ),
-                    ),
-                    hold: Duration::ZERO,
-                    link: ui("connectors"),
-                });
-            }
+            self.sink_conditions(&mut book, st, now, keep, &mut out);
         }
+        self.tier_condition(&mut book, tier_errors, now, keep, &mut out);
+        drop(book);
+        self.disk_condition(&disk, &mut out);
+        self.group_conditions(&groups, &mut out);
+        out
+    }
+
+    /// A deployment failing or trapping, dead-lettering, falling behind.
+    fn transform_conditions(
+        &self,
+        book: &mut Book,
+        st: &sluice_pipeline::TransformStatus,
+        now: Instant,
+        keep: Duration,
+        out: &mut Vec<Condition>,
+    ) {
+        let r = &self.cfg.rules;
+        let ms = Duration::from_millis;
+        let ui = |what: &str| self.ui(what);
+        let name = st.name.as_str();
+        let lag: u64 = st.partitions.iter().filter_map(|p| p.lag).sum();
+        book.sample(format!("traps/{name}"), now, st.counters.traps, keep);
+        book.sample(
+            format!("dead/{name}"),
+            now,
+            st.counters.rejected + st.counters.failed,
+            keep,
+        );
+        book.sample(format!("lag/transform/{name}"), now, lag, keep);
+        let rule = &r.transform_failing;
+        let traps = book.increase(&format!("traps/{name}"), now, ms(rule.window_ms));
+        let failed = st.status == sluice_pipeline::RunState::Failed;
+        if rule.enabled && (failed || (rule.traps > 0 && traps >= rule.traps)) {
+            let why = st
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "no error recorded".into());
+            out.push(Condition {
+                labels: labels("SluiceTransformFailing", "critical", &[("transform", name)]),
+                annotations: annotations(
+                    if failed {
+                        format!("transform {name} cannot run")
+                    } else {
+                        format!(
+                            "transform {name}'s plugin trapped {traps} times in {} s",
+                            rule.window_ms / 1000
+                        )
+                    },
+                    why,
+                ),
+                hold: Duration::ZERO,
+                link: ui(&format!("transform/{name}")),
+            });
+        }
+        let rule = &r.dead_letters;
+        let dead = book.increase(&format!("dead/{name}"), now, ms(rule.window_ms));
+        let per_s = dead as f64 / (rule.window_ms.max(1) as f64 / 1000.0);
+        if rule.enabled && per_s > rule.per_second {
+            out.push(Condition {
+                labels: labels("SluiceDeadLetters", "warning", &[("transform", name)]),
+                annotations: annotations(
+                    format!("transform {name} dead-letters {per_s:.2} records/s"),
+                    format!(
+                        "{dead} records went to {} in the last {} s (threshold {}/s)",
+                        st.dead_letter,
+                        rule.window_ms / 1000,
+                        rule.per_second
+                    ),
+                ),
+                hold: Duration::ZERO,
+                link: ui(&format!("transform/{name}")),
+            });
+        }
+        let rule = &r.lag_growing;
+        if rule.enabled && book.growing_for(&format!("lag/transform/{name}"), now, ms(rule.for_ms))
+        {
+            out.push(Condition {
+                labels: labels("SluiceLagGrowing", "warning", &[("transform", name)]),
+                annotations: annotations(
+                    format!("transform {name} falls behind: lag {lag}"),
+                    format!(
+                        "its lag has grown for {} s without a break{}",
+                        rule.for_ms / 1000,
+                        if st.status == sluice_pipeline::RunState::Paused {
+                            " (it is paused)"
+                        } else {
+                            ""
+                        }
+                    ),
+                ),
+                hold: Duration::ZERO,
+                link: ui(&format!("transform/{name}")),
+            });
+        }
+    }
+
+    /// A sink that cannot reach its store, or falls behind.
+    fn sink_conditions(
+        &self,
+        book: &mut Book,
+        st: &Value,
+        now: Instant,
+        keep: Duration,
+        out: &mut Vec<Condition>,
+    ) {
+        let r = &self.cfg.rules;
+        let ms = Duration::from_millis;
+        let ui = |what: &str| self.ui(what);
+        let name = st["name"].as_str().unwrap_or_default();
+        if st["status"] == "failed" && r.transform_failing.enabled {
+            let why = st["last_error"]["message"]
+                .as_str()
+                .unwrap_or("no error recorded")
+                .to_string();
+            out.push(Condition {
+                labels: labels("SluiceConnectorFailing", "critical", &[("connector", name)]),
+                annotations: annotations(format!("connector {name} cannot reach its store"), why),
+                hold: Duration::ZERO,
+                link: ui("connectors"),
+            });
+        }
+        let lag: u64 = st["lag"].as_u64().unwrap_or_else(|| {
+            st["partitions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["lag"].as_u64())
+                .sum()
+        });
+        book.sample(format!("lag/connector/{name}"), now, lag, keep);
+        let rule = &r.lag_growing;
+        if rule.enabled && book.growing_for(&format!("lag/connector/{name}"), now, ms(rule.for_ms))
+        {
+            out.push(Condition {
+                labels: labels("SluiceLagGrowing", "warning", &[("connector", name)]),
+                annotations: annotations(
+                    format!("connector {name} falls behind: lag {lag}"),
+                    format!(
+                        "its lag has grown for {} s without a break",
+                        rule.for_ms / 1000
+                    ),
+                ),
+                hold: Duration::ZERO,
+                link: ui("connectors"),
+            });
+        }
+    }
+
+    /// The data disk low or full.
+    fn disk_condition(&self, disk: &sluice_log::space::DiskStatus, out: &mut Vec<Condition>) {
+        let r = &self.cfg.rules;
         if r.disk.enabled {
             use sluice_log::space::DiskState;
             let (name, severity, summary) = match disk.state {
@@ -458,6 +501,19 @@ impl Alerts {
                 });
             }
         }
+    }
+
+    /// Tiered storage failing lately.
+    fn tier_condition(
+        &self,
+        book: &mut Book,
+        tier_errors: u64,
+        now: Instant,
+        keep: Duration,
+        out: &mut Vec<Condition>,
+    ) {
+        let r = &self.cfg.rules;
+        let ms = Duration::from_millis;
         book.sample("tier/errors".into(), now, tier_errors, keep);
         let rule = &r.tier_failing;
         let errors = book.increase("tier/errors", now, ms(rule.window_ms));
@@ -475,13 +531,20 @@ impl Alerts {
                 link: format!("{}/metrics", self.external_url),
             });
         }
-        drop(book);
+    }
+
+    /// Kafka consumer groups behind by more than the threshold.
+    fn group_conditions(&self, groups: &[crate::groups::GroupLag], out: &mut Vec<Condition>) {
+        let r = &self.cfg.rules;
+        let ms = Duration::from_millis;
+        let ui = |what: &str| self.ui(what);
         let rule = &r.group_lag;
         if rule.enabled {
-            for (group, lag) in groups {
+            for g in groups {
+                let (group, lag) = (&g.group, g.total());
                 if lag > rule.threshold {
                     out.push(Condition {
-                        labels: labels("SluiceConsumerGroupLag", "warning", &[("group", &group)]),
+                        labels: labels("SluiceConsumerGroupLag", "warning", &[("group", group)]),
                         annotations: annotations(
                             format!("consumer group {group} is {lag} records behind"),
                             format!("above the threshold of {}", rule.threshold),
@@ -492,7 +555,6 @@ impl Alerts {
                 }
             }
         }
-        out
     }
 
     /// Moves alerts between pending, firing and resolved; returns the ones that fired and

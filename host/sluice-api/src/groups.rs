@@ -338,20 +338,39 @@ fn transform_state(s: sluice_pipeline::RunState) -> String {
     .into()
 }
 
-/// Every Kafka group with the lag of its committed partitions together.
-pub fn kafka_lags(state: &crate::AppState) -> Vec<(String, u64)> {
+/// A Kafka group's members and the lag of each committed partition still in the log.
+#[derive(Debug)]
+pub struct GroupLag {
+    pub group: String,
+    pub members: usize,
+    /// (topic, partition, lag).
+    pub partitions: Vec<(String, i32, u64)>,
+}
+
+impl GroupLag {
+    pub fn total(&self) -> u64 {
+        self.partitions.iter().map(|p| p.2).sum()
+    }
+}
+
+/// Every Kafka group's members and lag per committed partition (for metrics and alerts).
+pub fn kafka_lags(state: &crate::AppState) -> Vec<GroupLag> {
     let Some(c) = state.groups.get() else {
         return Vec::new();
     };
     c.list()
         .into_iter()
-        .map(|g| {
-            let lag = c
+        .map(|g| GroupLag {
+            partitions: c
                 .committed(&g.id)
                 .into_iter()
-                .filter_map(|(t, p, o, _)| lag_of(Some(o), end_of(&state.log, &t, p)))
-                .sum();
-            (g.id, lag)
+                .filter_map(|(t, p, o, _)| {
+                    let lag = lag_of(Some(o), end_of(&state.log, &t, p))?;
+                    Some((t, p, lag))
+                })
+                .collect(),
+            group: g.id,
+            members: g.members,
         })
         .collect()
 }

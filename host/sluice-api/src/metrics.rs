@@ -406,28 +406,21 @@ fn label(v: &str) -> std::borrow::Cow<'_, str> {
 /// The Kafka clients' consumer groups: members and the lag of every committed partition
 /// (transforms' own lag is `sluice_transform_lag`).
 fn groups(out: &mut String, state: &super::AppState) {
-    let Some(c) = state.groups.get() else {
+    if state.groups.get().is_none() {
         return;
-    };
-    let all: Vec<_> = c
-        .list()
-        .into_iter()
-        .map(|g| {
-            let committed = c.committed(&g.id);
-            (g, committed)
-        })
-        .collect();
+    }
+    let all = super::groups::kafka_lags(state);
     family(
         out,
         "sluice_consumer_group_members",
         "gauge",
         "Members of a Kafka consumer group.",
     );
-    for (g, _) in &all {
+    for g in &all {
         let _ = writeln!(
             out,
             "sluice_consumer_group_members{{group=\"{}\"}} {}",
-            label(&g.id),
+            label(&g.group),
             g.members
         );
     }
@@ -437,24 +430,13 @@ fn groups(out: &mut String, state: &super::AppState) {
         "gauge",
         "Records between a consumer group's committed offset and the partition's end.",
     );
-    for (g, committed) in &all {
-        for (topic, partition, offset, _) in committed {
-            let Ok(o) = u64::try_from(*offset) else {
-                continue;
-            };
-            let Some(end) = state.log.topic(topic).ok().and_then(|t| {
-                t.partition(i64::from(*partition))
-                    .ok()
-                    .map(|p| p.high_watermark())
-            }) else {
-                continue;
-            };
+    for g in &all {
+        for (topic, partition, lag) in &g.partitions {
             let _ = writeln!(
                 out,
-                "sluice_consumer_group_lag{{group=\"{}\",topic=\"{}\",partition=\"{partition}\"}} {}",
-                label(&g.id),
+                "sluice_consumer_group_lag{{group=\"{}\",topic=\"{}\",partition=\"{partition}\"}} {lag}",
+                label(&g.group),
                 label(topic),
-                end.saturating_sub(o)
             );
         }
     }

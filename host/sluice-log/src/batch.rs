@@ -362,20 +362,29 @@ pub fn decode(batch: &Bytes) -> Result<Vec<StoredRecord>, BatchError> {
     let section = records_section(batch, &h)?;
     let mut out = Vec::with_capacity((h.record_count as usize).min(section.len()));
     for r in Records::new(&section, h.record_count as usize) {
-        let r: RecordView<'_> = r.map_err(|e| BatchError::Records(e.to_string()))?;
-        let slice = |s: &[u8]| section.slice_ref(s);
-        out.push(StoredRecord {
-            offset: h.base_offset + i64::from(r.offset_delta),
-            timestamp: h.base_timestamp + r.timestamp_delta,
-            key: r.key.map(slice),
-            value: r.value.map(slice),
-            headers: r
-                .headers()
-                .map(|hv| (hv.key_str().to_owned(), hv.value.map(slice)))
-                .collect(),
-        });
+        out.push(stored(&h, &section, r)?);
     }
     Ok(out)
+}
+
+/// A record of `section` (the records of the batch `h` heads) as stored, sharing its bytes.
+fn stored(
+    h: &BatchHeader,
+    section: &Bytes,
+    r: Result<RecordView<'_>, sluice_sdk::codec::CodecError>,
+) -> Result<StoredRecord, BatchError> {
+    let r = r.map_err(|e| BatchError::Records(e.to_string()))?;
+    let slice = |s: &[u8]| section.slice_ref(s);
+    Ok(StoredRecord {
+        offset: h.base_offset + i64::from(r.offset_delta),
+        timestamp: h.base_timestamp + r.timestamp_delta,
+        key: r.key.map(slice),
+        value: r.value.map(slice),
+        headers: r
+            .headers()
+            .map(|hv| (hv.key_str().to_owned(), hv.value.map(slice)))
+            .collect(),
+    })
 }
 
 /// Decodes the first record of one batch only (none for a control or empty batch): what a
@@ -386,21 +395,10 @@ pub fn first_record(batch: &Bytes) -> Result<Option<StoredRecord>, BatchError> {
         return Ok(None);
     }
     let section = records_section(batch, &h)?;
-    let Some(r) = Records::new(&section, h.record_count as usize).next() else {
-        return Ok(None);
-    };
-    let r: RecordView<'_> = r.map_err(|e| BatchError::Records(e.to_string()))?;
-    let slice = |s: &[u8]| section.slice_ref(s);
-    Ok(Some(StoredRecord {
-        offset: h.base_offset + i64::from(r.offset_delta),
-        timestamp: h.base_timestamp + r.timestamp_delta,
-        key: r.key.map(slice),
-        value: r.value.map(slice),
-        headers: r
-            .headers()
-            .map(|hv| (hv.key_str().to_owned(), hv.value.map(slice)))
-            .collect(),
-    }))
+    Records::new(&section, h.record_count as usize)
+        .next()
+        .map(|r| stored(&h, &section, r))
+        .transpose()
 }
 
 /// Splits concatenated batches into `(header, bytes)` pairs, validating each.

@@ -114,50 +114,18 @@ pub async fn run(
         token.clone(),
     ));
     let kafka_task = match kafka {
-        Some(listener) => {
-            let addr = listener.local_addr()?;
-            let advertise = match &config.advertise {
-                Some(a) => {
-                    let (h, p) = a
-                        .rsplit_once(':')
-                        .ok_or_else(|| anyhow::anyhow!("--advertise {a}: expected HOST:PORT"))?;
-                    (h.to_string(), p.parse::<i32>()?)
-                }
-                None => (addr.ip().to_string(), i32::from(addr.port())),
-            };
-            let cfg = sluice_kafka::KafkaConfig {
-                advertise,
-                auto_create: config.kafka_settings.auto_create_topics,
-                default_partitions: config.kafka_settings.default_partitions.max(1),
-                groups_dir: config.data_dir.join("kafka-groups"),
-                auth: config.auth.clone(),
-                tls: tls.clone(),
-                max_connections: config.limits.max_kafka_connections.max(1),
-                schemas: Some(registry.clone()),
-                group_initial_rebalance_delay: std::time::Duration::from_millis(
-                    config.kafka_settings.group_initial_rebalance_delay_ms,
-                ),
-            };
-            let log_k = log.clone();
-            let broker = tokio::task::spawn_blocking(move || {
-                sluice_kafka::Broker::open(log_k, cfg, CancellationToken::new())
-            })
-            .await?
-            .map_err(|e| {
-                anyhow::anyhow!("cannot open the Kafka listener's groups and transactions: {e}")
-            })?;
-            let _ = state
-                .groups
-                .set(Arc::new(crate::groups::BrokerGroups(broker.clone())));
-            tracing::info!(%addr, "kafka listening");
-            crate::say(format_args!("sluice: listening kafka={addr}"));
-            let t = token.clone();
-            Some(tokio::spawn(sluice_kafka::serve(
+        Some(listener) => Some(
+            start_kafka(
                 listener,
-                broker,
-                async move { t.cancelled().await },
-            )))
-        }
+                &config,
+                tls.clone(),
+                log.clone(),
+                registry.clone(),
+                &state,
+                token.clone(),
+            )
+            .await?,
+        ),
         None => None,
     };
     let registry_task = match schema_registry {
@@ -252,6 +220,60 @@ pub async fn run(
     tracing::info!("stopped; log flushed");
     drop(lock);
     Ok(())
+}
+
+/// Opens the Kafka listener's broker (its groups and transactions), hands its group
+/// coordinator to the HTTP API, and serves Kafka connections until `token` is cancelled.
+async fn start_kafka(
+    listener: TcpListener,
+    config: &ServerConfig,
+    tls: Option<sluice_auth::tls::TlsAcceptor>,
+    log: Arc<Log>,
+    registry: Arc<sluice_schema::Registry>,
+    state: &AppState,
+    token: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let addr = listener.local_addr()?;
+    let advertise = match &config.advertise {
+        Some(a) => {
+            let (h, p) = a
+                .rsplit_once(':')
+                .ok_or_else(|| anyhow::anyhow!("--advertise {a}: expected HOST:PORT"))?;
+            (h.to_string(), p.parse::<i32>()?)
+        }
+        None => (addr.ip().to_string(), i32::from(addr.port())),
+    };
+    let cfg = sluice_kafka::KafkaConfig {
+        advertise,
+        auto_create: config.kafka_settings.auto_create_topics,
+        default_partitions: config.kafka_settings.default_partitions.max(1),
+        groups_dir: config.data_dir.join("kafka-groups"),
+        auth: config.auth.clone(),
+        tls,
+        max_connections: config.limits.max_kafka_connections.max(1),
+        schemas: Some(registry.clone()),
+        group_initial_rebalance_delay: std::time::Duration::from_millis(
+            config.kafka_settings.group_initial_rebalance_delay_ms,
+        ),
+    };
+    let log_k = log.clone();
+    let broker = tokio::task::spawn_blocking(move || {
+        sluice_kafka::Broker::open(log_k, cfg, CancellationToken::new())
+    })
+    .await?
+    .map_err(|e| {
+        anyhow::anyhow!("cannot open the Kafka listener's groups and transactions: {e}")
+    })?;
+    let _ = state
+        .groups
+        .set(Arc::new(crate::groups::BrokerGroups(broker.clone())));
+    tracing::info!(%addr, "kafka listening");
+    crate::say(format_args!("sluice: listening kafka={addr}"));
+    Ok(tokio::spawn(sluice_kafka::serve(
+        listener,
+        broker,
+        async move { token.cancelled().await },
+    )))
 }
 
 /// `sluice serve`: binds the listeners (saying what to do when an address is taken) and
