@@ -6,6 +6,8 @@
 //! lookup answers every partition that holds it, a listing walks the partitions in order
 //! and hands back a cursor (`next`) for the following page.
 
+use std::sync::{Arc, Mutex};
+
 use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query};
@@ -13,6 +15,7 @@ use axum::http::StatusCode;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
+use sluice_runtime::state::StateStore;
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, State, blocking};
@@ -205,50 +208,65 @@ pub async fn read(
     let q = query?.0;
     let t = state.pipelines.get(&name)?;
     if !t.is_stateful() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_stateful",
-            format!("transform {name} runs a plugin that keeps no state"),
-        ));
-    }
-    let key = either(q.key, q.key_base64, "key")?;
-    let prefix = either(q.prefix, q.prefix_base64, "prefix")?;
-    let after = either(q.after, q.after_base64, "after")?;
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_request(format!(
-            "limit must be 1..={MAX_LIMIT}, not {limit}"
-        )));
-    }
-    if key.is_some() && (prefix.is_some() || after.is_some()) {
-        return Err(ApiError::bad_request(
-            "give `key` for one key or `prefix`/`after` for a listing, not both",
-        ));
+        return Err(not_stateful(&name));
     }
     let mut partitions = t.partitions();
     partitions.sort_unstable();
-    for p in [q.partition, q.from_partition].into_iter().flatten() {
-        if !partitions.contains(&p) {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "unknown_partition",
-                format!("transform {name} has no partition {p}"),
+    let ask = Ask::of(&name, q, partitions)?;
+    // Reading takes the stores' locks, which plugin calls hold briefly: off the reactor.
+    Ok(Json(
+        blocking(move || collect(&|p| t.state_of(p), name, ask)).await?,
+    ))
+}
+
+pub(crate) fn not_stateful(name: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "not_stateful",
+        format!("transform {name} runs a plugin that keeps no state"),
+    )
+}
+
+/// A partition's store, if this process holds it.
+pub(crate) type Stores<'a> = dyn Fn(u32) -> Option<Arc<Mutex<StateStore>>> + 'a;
+
+impl Ask {
+    /// Checks a state query against the deployment's `partitions` (sorted).
+    pub(crate) fn of(name: &str, q: StateQuery, partitions: Vec<u32>) -> Result<Ask, ApiError> {
+        let key = either(q.key, q.key_base64, "key")?;
+        let prefix = either(q.prefix, q.prefix_base64, "prefix")?;
+        let after = either(q.after, q.after_base64, "after")?;
+        let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(ApiError::bad_request(format!(
+                "limit must be 1..={MAX_LIMIT}, not {limit}"
+            )));
+        }
+        if key.is_some() && (prefix.is_some() || after.is_some()) {
+            return Err(ApiError::bad_request(
+                "give `key` for one key or `prefix`/`after` for a listing, not both",
             ));
         }
+        for p in [q.partition, q.from_partition].into_iter().flatten() {
+            if !partitions.contains(&p) {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown_partition",
+                    format!("transform {name} has no partition {p}"),
+                ));
+            }
+        }
+        let first = q.from_partition.or(q.partition).unwrap_or(0);
+        Ok(Ask {
+            key,
+            prefix,
+            after,
+            only: q.partition,
+            first,
+            partitions,
+            limit,
+        })
     }
-    let first = q.from_partition.or(q.partition).unwrap_or(0);
-
-    let ask = Ask {
-        key,
-        prefix,
-        after,
-        only: q.partition,
-        first,
-        partitions,
-        limit,
-    };
-    // Reading takes the stores' locks, which plugin calls hold briefly: off the reactor.
-    Ok(Json(blocking(move || collect(&t, name, ask)).await?))
 }
 
 /// Keys visited at most by one search for a record key (a walk over the state; ~1 s).
@@ -257,7 +275,7 @@ const MAX_WALK: usize = 5_000_000;
 /// The entries whose composite key (see `key_parts`) is about record key `key`, up to
 /// `limit`.
 fn by_record_key(
-    t: &sluice_pipeline::Transform,
+    stores: &Stores<'_>,
     partitions: &[u32],
     only: Option<u32>,
     key: &[u8],
@@ -269,7 +287,7 @@ fn by_record_key(
         if only.is_some_and(|only| only != p) {
             continue;
         }
-        let Some(store) = t.state_of(p) else { continue };
+        let Some(store) = stores(p) else { continue };
         let mut after: Option<Vec<u8>> = None;
         loop {
             let page =
@@ -298,20 +316,22 @@ fn by_record_key(
 }
 
 /// A validated state read.
-struct Ask {
-    key: Option<Vec<u8>>,
-    prefix: Option<Vec<u8>>,
-    after: Option<Vec<u8>>,
+#[derive(Debug, Clone)]
+pub(crate) struct Ask {
+    pub key: Option<Vec<u8>>,
+    pub prefix: Option<Vec<u8>>,
+    pub after: Option<Vec<u8>>,
     /// Only this partition.
-    only: Option<u32>,
+    pub only: Option<u32>,
     /// The listing's first partition.
-    first: u32,
+    pub first: u32,
     /// Every partition of the deployment, in order.
-    partitions: Vec<u32>,
-    limit: usize,
+    pub partitions: Vec<u32>,
+    pub limit: usize,
 }
 
-fn collect(t: &sluice_pipeline::Transform, name: String, ask: Ask) -> Result<StatePage, ApiError> {
+/// Answers a state read from the stores `stores` finds.
+pub(crate) fn collect(stores: &Stores<'_>, name: String, ask: Ask) -> Result<StatePage, ApiError> {
     let Ask {
         key,
         prefix,
@@ -327,7 +347,7 @@ fn collect(t: &sluice_pipeline::Transform, name: String, ask: Ask) -> Result<Sta
             if only.is_some_and(|only| only != p) {
                 continue;
             }
-            let Some(store) = t.state_of(p) else { continue };
+            let Some(store) = stores(p) else { continue };
             let v = store
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -339,7 +359,7 @@ fn collect(t: &sluice_pipeline::Transform, name: String, ask: Ask) -> Result<Sta
         if entries.is_empty() {
             // Not a whole key: the record key inside the helpers' composite keys (every
             // window of `alice`, her sessions), found by a walk over the state.
-            entries = by_record_key(t, &partitions, only, &key, limit);
+            entries = by_record_key(stores, &partitions, only, &key, limit);
         }
         if entries.is_empty() {
             return Err(ApiError::new(
@@ -367,7 +387,7 @@ fn collect(t: &sluice_pipeline::Transform, name: String, ask: Ask) -> Result<Sta
         .filter(|p| *p >= first && only.is_none_or(|only| only == *p))
         .collect();
     for (i, &p) in listed.iter().enumerate() {
-        let Some(store) = t.state_of(p) else { continue };
+        let Some(store) = stores(p) else { continue };
         let want = limit - entries.len();
         let from = if p == first { after.as_deref() } else { None };
         // One more than needed tells whether the partition has more.

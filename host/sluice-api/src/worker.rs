@@ -52,6 +52,7 @@ pub fn router(app: Arc<WorkerApp>) -> Router {
         .route("/healthz", get(crate::health))
         .route("/metrics", get(metrics))
         .route("/v1/worker", get(report))
+        .route("/v1/transforms/{name}/state", get(state))
         .merge(crate::runner_routes::<_, Worker>(&app.worker))
         .route_layer(axum::middleware::from_fn(crate::observe))
         .fallback(crate::not_found)
@@ -64,6 +65,238 @@ pub fn router(app: Arc<WorkerApp>) -> Router {
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .layer(axum::middleware::from_fn(crate::json_newline))
         .with_state(app)
+}
+
+/// `GET /v1/transforms/{name}/state` on a worker: the same reads as on `sluice serve`,
+/// each partition's part answered by the worker that holds it (this one, or another of the
+/// group asked over its API with the caller's credentials), merged in partition order.
+async fn state(
+    s: St,
+    name: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
+    query: Result<
+        axum::extract::Query<crate::state::StateQuery>,
+        axum::extract::rejection::QueryRejection,
+    >,
+    headers: axum::http::HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let name = name?.0;
+    let q = query?.0;
+    let w = s.worker.clone();
+    let (status, input_partitions) = {
+        let (w, n) = (w.clone(), name.clone());
+        blocking(move || {
+            let st = w.status(&n)?;
+            let parts = w.partitions_of(&st.input);
+            Ok::<_, sluice_worker::WorkerError>((st, parts))
+        })
+        .await?
+    };
+    if !status.stateful {
+        return Err(crate::state::not_stateful(&name));
+    }
+    // Every partition of the input, and who holds each (as the group's reports say).
+    let mut holders: std::collections::BTreeMap<u32, Option<String>> = status
+        .partitions
+        .iter()
+        .map(|p| (p.partition, p.worker.clone()))
+        .collect();
+    for p in 0..input_partitions {
+        holders.entry(p).or_insert(None);
+    }
+    let partitions: Vec<u32> = holders.keys().copied().collect();
+    let ask = crate::state::Ask::of(&name, q, partitions)?;
+    let http_of: std::collections::HashMap<String, String> = status
+        .workers
+        .iter()
+        .flatten()
+        .filter_map(|s| Some((s.id.clone(), s.http.clone()?)))
+        .collect();
+    let me = w.settings.id.clone();
+    let auth = headers.get(axum::http::header::AUTHORIZATION).cloned();
+    let forwarded = headers.contains_key(FORWARDED);
+    // One partition's part of the answer: here, or from its holder.
+    let part = |p: u32, ask: crate::state::Ask| {
+        let (w, name, me, auth) = (w.clone(), name.clone(), me.clone(), auth.clone());
+        // This worker's own stores first (the reports may lag a rebalance); a read another
+        // worker forwarded here is answered from them only, never forwarded again.
+        let holder = if w.state_of(&name, p).is_some() {
+            Some(me.clone())
+        } else if forwarded {
+            None
+        } else {
+            holders.get(&p).cloned().flatten()
+        };
+        let http: Option<String> = holder
+            .as_ref()
+            .and_then(|h| http_of.get(h.as_str()).cloned());
+        async move {
+            match holder {
+                Some(h) if h == me => {
+                    let page = blocking(move || {
+                        crate::state::collect(&|p| w.state_of(&name, p), name.clone(), ask)
+                    })
+                    .await?;
+                    serde_json::to_value(page).map_err(|e| ApiError::internal(e.to_string()))
+                }
+                Some(h) => match http {
+                    Some(addr) => forward(&addr, &name, p, &ask, auth).await,
+                    None => Err(unavailable(p, &format!("worker {h} serves no API"))),
+                },
+                None => Err(unavailable(p, "no worker holds it now")),
+            }
+        }
+    };
+    let only =
+        |p: u32, ask: &crate::state::Ask, after: Option<Vec<u8>>, limit: usize| crate::state::Ask {
+            only: Some(p),
+            first: p,
+            after,
+            limit,
+            ..ask.clone()
+        };
+    let listed: Vec<u32> = ask
+        .partitions
+        .iter()
+        .copied()
+        .filter(|p| *p >= ask.first && ask.only.is_none_or(|o| o == *p))
+        .collect();
+    let mut entries: Vec<serde_json::Value> = Vec::new();
+    let mut next = serde_json::Value::Null;
+    if ask.key.is_some() {
+        for p in ask.partitions.iter().copied() {
+            if ask.only.is_some_and(|o| o != p) {
+                continue;
+            }
+            match part(p, only(p, &ask, None, ask.limit)).await {
+                Ok(page) => entries.extend(page["entries"].as_array().cloned().unwrap_or_default()),
+                Err(e) if e.status == axum::http::StatusCode::NOT_FOUND => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if entries.is_empty() {
+            return Err(ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "unknown_key",
+                format!(
+                    "transform {name} holds no state under that key, nor composite keys (windows, sessions) of it"
+                ),
+            ));
+        }
+        entries.truncate(ask.limit);
+    } else {
+        for (i, &p) in listed.iter().enumerate() {
+            let want = ask.limit - entries.len();
+            let after = if p == ask.first {
+                ask.after.clone()
+            } else {
+                None
+            };
+            let page = part(p, only(p, &ask, after, want)).await?;
+            entries.extend(page["entries"].as_array().cloned().unwrap_or_default());
+            if !page["next"].is_null() {
+                next = page["next"].clone();
+                break;
+            }
+            if entries.len() >= ask.limit {
+                if let Some(&from) = listed.get(i + 1) {
+                    next = serde_json::json!({ "from_partition": from });
+                }
+                break;
+            }
+        }
+    }
+    Ok(Json(serde_json::json!({
+        "transform": name,
+        "entries": entries,
+        "next": next,
+    })))
+}
+
+/// Marks a state read one worker forwarded to another.
+const FORWARDED: &str = "x-sluice-forwarded";
+
+fn unavailable(partition: u32, why: &str) -> ApiError {
+    let mut e = ApiError::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "partition_unavailable",
+        format!("partition {partition}'s state cannot be read now: {why}; try again shortly"),
+    );
+    e.retry_after = Some(2);
+    e
+}
+
+/// Asks the worker at `addr` for one partition's part of a state read.
+async fn forward(
+    addr: &str,
+    name: &str,
+    partition: u32,
+    ask: &crate::state::Ask,
+    auth: Option<axum::http::HeaderValue>,
+) -> Result<serde_json::Value, ApiError> {
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let mut query: Vec<(&str, String)> = vec![
+        ("partition", partition.to_string()),
+        ("limit", ask.limit.to_string()),
+    ];
+    if let Some(k) = &ask.key {
+        query.push(("key_base64", b64(k)));
+    }
+    if let Some(p) = &ask.prefix {
+        query.push(("prefix_base64", b64(p)));
+    }
+    if let Some(a) = &ask.after {
+        query.push(("after_base64", b64(a)));
+    }
+    let mut url = reqwest::Url::parse(&format!("http://{addr}/v1/transforms/{name}/state"))
+        .map_err(|e| unavailable(partition, &format!("its worker's address {addr}: {e}")))?;
+    for (k, v) in &query {
+        url.query_pairs_mut().append_pair(k, v);
+    }
+    let mut req = reqwest::Client::new()
+        .get(url)
+        .timeout(std::time::Duration::from_secs(10));
+    if let Some(a) = auth {
+        req = req.header(reqwest::header::AUTHORIZATION, a.as_bytes());
+    }
+    req = req.header(FORWARDED, "1");
+    let resp = req.send().await.map_err(|e| {
+        unavailable(
+            partition,
+            &format!("its worker at {addr} did not answer: {e}"),
+        )
+    })?;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.map_err(|e| {
+        unavailable(
+            partition,
+            &format!("its worker at {addr} answered badly: {e}"),
+        )
+    })?;
+    if status.is_success() {
+        return Ok(body);
+    }
+    // The codes a partition's read can answer with, as this API names them.
+    let code = match body["error"]["code"].as_str().unwrap_or_default() {
+        "unknown_key" => "unknown_key",
+        "unknown_partition" => "unknown_partition",
+        "unknown_transform" => "unknown_transform",
+        "not_stateful" => "not_stateful",
+        "bad_request" => "bad_request",
+        "unauthorized" => "unauthorized",
+        "forbidden" => "forbidden",
+        _ => "partition_unavailable",
+    };
+    let message = body["error"]["message"]
+        .as_str()
+        .unwrap_or("the partition's worker refused the read")
+        .to_string();
+    Err(ApiError::new(
+        axum::http::StatusCode::from_u16(status.as_u16())
+            .unwrap_or(axum::http::StatusCode::BAD_GATEWAY),
+        code,
+        message,
+    ))
 }
 
 async fn report(s: St) -> Json<WorkerReport> {

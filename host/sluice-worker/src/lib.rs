@@ -392,6 +392,28 @@ impl Worker {
     }
 
     /// The counters and logs of the deployments this worker runs.
+    /// How many partitions `topic` has on the cluster (0: unknown).
+    pub fn partitions_of(&self, topic: &str) -> u32 {
+        self.control
+            .topics()
+            .ok()
+            .and_then(|t| t.get(topic).copied())
+            .map_or(0, |n| n as u32)
+    }
+
+    /// The state store of `partition` of deployment `name`, if this worker holds it.
+    pub fn state_of(
+        &self,
+        name: &str,
+        partition: u32,
+    ) -> Option<Arc<Mutex<sluice_runtime::state::StateStore>>> {
+        let shared = lock(&self.shared).get(name).cloned()?;
+        let states = shared.states();
+        states
+            .get(&i32::try_from(partition).ok()?)
+            .map(|s| s.store.clone())
+    }
+
     pub fn local(&self) -> Vec<(String, Arc<Shared>)> {
         let mut v: Vec<_> = lock(&self.shared)
             .iter()

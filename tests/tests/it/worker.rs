@@ -74,7 +74,7 @@ impl Worker {
     }
 
     /// `GET path`'s status.
-    fn status_of(&self, path: &str) -> u16 {
+    pub(crate) fn status_of(&self, path: &str) -> u16 {
         http().get(self.url(path)).send().unwrap().status().as_u16()
     }
 
@@ -1102,10 +1102,11 @@ fn serve_and_worker_answer_the_deployment_cases_alike() {
         assert_eq!(r.status(), 204);
     }
     // What only `sluice serve` runs: the worker refuses it and says why.
-    for (what, body) in [(
-        "secrets",
-        with(json!({"outputs": ["c.out2"], "secrets": {"key": "k"}})),
-    )] {
+    {
+        let (what, body) = (
+            "secrets",
+            with(json!({"outputs": ["c.out2"], "secrets": {"key": "k"}})),
+        );
         let (status, code, message) = answer(&worker, "only-serve", &body);
         assert_eq!(
             (status, code.as_str()),

@@ -175,6 +175,18 @@ fn stateful_workers_count_windows_exactly_through_a_sigkill_a_join_and_a_stop() 
         .send()
         .unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    // Day-long windows, which never close here: their state stays to be read.
+    s.create_topic(json!({"name": "daily", "partitions": PARTITIONS}));
+    let r = http()
+        .put(b.url("/v1/transforms/day"))
+        .json(
+            &json!({"plugin": "window-count", "input": "events", "outputs": ["daily"],
+            "dead_letter": "daily.dlq", "config": {"window_ms": "86400000"},
+            "allowed_lateness_ms": spec["allowed_lateness_ms"], "idle_timeout_ms": 10_000}),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
     assert_eq!(body["state_topic"], "sg.wc.state", "{body}");
     // The changelog exists, compacted, one partition per input partition.
     let changelog = s.describe("sg.wc.state");
@@ -228,5 +240,84 @@ fn stateful_workers_count_windows_exactly_through_a_sigkill_a_join_and_a_stop() 
     });
     let st: Value = d.get("/v1/transforms/wc");
     assert_eq!(st["stateful"], true, "{st}");
+    check_state_reads(&s, &w, &c, &d);
     assert!(st["counters"]["late"].as_u64().unwrap() >= 1, "{st}");
+}
+
+/// Day windows' counts per user, from the workload's events that are not late.
+fn daily(w: &Workload) -> BTreeMap<String, u64> {
+    let mut per_user = BTreeMap::new();
+    for ((user, _), n) in &w.windows {
+        *per_user.entry(user.clone()).or_insert(0) += n;
+    }
+    per_user
+}
+
+/// `GET /v1/transforms/day/state` on any worker reads every partition's state, each from
+/// the worker that holds it.
+fn check_state_reads(s: &Server, w: &Workload, c: &Worker, d: &Worker) {
+    let want = daily(w);
+    wait_for("the day windows to hold every event", 60, || {
+        let st: Value = d.get("/v1/transforms/day");
+        st["partitions"].as_array().is_some_and(|ps| {
+            ps.len() == PARTITIONS && ps.iter().all(|p| p["lag"] == 0 && p["worker"].is_string())
+        })
+    });
+    // One user's windows, asked of both workers: the same answer, from its partition.
+    for user in ["u4", "u5", "u9"] {
+        let partition = user[1..].parse::<usize>().unwrap() % PARTITIONS;
+        for worker in [c, d] {
+            let page: Value = worker.get(&format!("/v1/transforms/day/state?key={user}"));
+            let entries = page["entries"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{page}"));
+            assert!(!entries.is_empty(), "{page}");
+            let mut total = 0;
+            for e in entries {
+                assert_eq!(e["partition"], partition, "{e}");
+                assert_eq!(e["parts"]["key"], user, "{e}");
+                total += e["value"].as_u64().unwrap_or_else(|| panic!("{e}"));
+            }
+            assert_eq!(Some(&total), want.get(user), "{user}: {page}");
+        }
+    }
+    // A listing pages through every partition's keys, whichever worker holds them.
+    let mut seen = BTreeMap::new();
+    let mut query = "limit=25".to_string();
+    loop {
+        let page: Value = c.get(&format!("/v1/transforms/day/state?{query}"));
+        for e in page["entries"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{page}"))
+        {
+            let user = e["parts"]["key"].as_str().unwrap().to_string();
+            *seen.entry(user).or_insert(0) += e["value"].as_u64().unwrap();
+        }
+        let next = &page["next"];
+        if next.is_null() {
+            break;
+        }
+        query = format!("limit=25&from_partition={}", next["from_partition"]);
+        if let Some(a) = next["after"].as_str() {
+            query.push_str(&format!("&after={}", urlencode(a)));
+        }
+        if let Some(a) = next["after_base64"].as_str() {
+            query.push_str(&format!("&after_base64={}", urlencode(a)));
+        }
+    }
+    assert_eq!(seen, want, "the listing covers every partition's state");
+    // Not a stateful deployment, not a partition: the same errors as on sluice serve.
+    assert_eq!(c.status_of("/v1/transforms/day/state?partition=9"), 404);
+    let _ = s;
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
