@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -668,6 +668,52 @@ impl Control {
         }
         self.producer.flush(Duration::from_secs(5)).ok();
     }
+}
+
+/// Grows `topic` to at least `partitions` partitions (CreatePartitions); one that has as
+/// many or more is left alone.
+pub fn grow_topic(
+    bootstrap: &str,
+    worker_id: &str,
+    topic: &str,
+    partitions: usize,
+) -> Result<(), ClusterError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap, worker_id).create()?;
+    let have = |admin: &AdminClient<DefaultClientContext>| -> Result<usize, ClusterError> {
+        let md = admin
+            .inner()
+            .fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        Ok(md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .map_or(0, |t| t.partitions().len()))
+    };
+    if have(&admin)? >= partitions {
+        return Ok(());
+    }
+    let results = futures::executor::block_on(admin.create_partitions(
+        &[NewPartitions::new(topic, partitions)],
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+    ))?;
+    for r in results {
+        match r {
+            Ok(t) => tracing::info!(topic = %t, partitions, "grew topic"),
+            // Another worker grew it first.
+            Err((_, RDKafkaErrorCode::InvalidPartitions)) => {}
+            Err((t, e)) => return Err(ClusterError(format!("growing {t}: {e}"))),
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while have(&admin)? < partitions {
+        if Instant::now() > deadline {
+            return Err(ClusterError(format!(
+                "topic {topic} did not reach {partitions} partitions"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
 }
 
 /// Creates the topics `(name, partitions, compacted)` that do not exist yet.

@@ -72,7 +72,7 @@ pub struct Shared {
     /// The version running now (0: none yet).
     pub active_version: AtomicU32,
     pub logs: Arc<LogRing>,
-    target: Mutex<Option<Target>>,
+    pub(crate) target: Mutex<Option<Target>>,
     target_gen: AtomicU64,
     assigned: Mutex<Vec<PartitionReport>>,
     last_error: Mutex<Option<String>>,
@@ -87,7 +87,7 @@ impl std::fmt::Debug for Shared {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -234,42 +234,6 @@ impl Job<'_> {
     }
 }
 
-/// Runs the deployment until `stop` is set; a failed transaction is aborted and the work
-/// starts again from the committed offsets (new consumer and producer; a stateful
-/// deployment's state restored from its changelog).
-pub fn run(settings: &EngineSettings, job: &Job<'_>, stop: &AtomicBool) {
-    // Whether the plugin keeps state is known once a version is there to run.
-    let stateful = loop {
-        if stop.load(Ordering::Acquire) {
-            return;
-        }
-        if let Some(t) = lock(&job.shared.target).as_ref() {
-            break t.compiled.stateful();
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    while !stop.load(Ordering::Acquire) {
-        let ended = if stateful {
-            crate::stateful::session(settings, job, stop)
-        } else {
-            session(settings, job, stop)
-        };
-        lock(&job.shared.states).clear();
-        match ended {
-            Ok(()) => return,
-            Err(e) => {
-                job.shared.restarts.fetch_add(1, Ordering::Relaxed);
-                job.shared.set_error(e.to_string());
-                tracing::warn!(deployment = %job.name, error = %e, "worker session ended; starting again from the committed offsets");
-                let until = Instant::now() + Duration::from_millis(500);
-                while Instant::now() < until && !stop.load(Ordering::Acquire) {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
-        }
-    }
-}
-
 /// The consumer group of a deployment's workers.
 pub fn group_of(settings: &EngineSettings, deployment: &str) -> String {
     format!("{}.{deployment}", settings.group)
@@ -332,7 +296,11 @@ pub(crate) fn producer(
 }
 
 /// One consumer and one transactional producer, until an error or `stop`.
-fn session(settings: &EngineSettings, job: &Job<'_>, stop: &AtomicBool) -> Result<(), EngineError> {
+pub(crate) fn session(
+    settings: &EngineSettings,
+    job: &Job<'_>,
+    stop: &AtomicBool,
+) -> Result<(), EngineError> {
     let d = job.spec;
     let consumer = consumer(settings, job)?;
     let producer = producer(settings, job, Duration::from_secs(60))?;
@@ -415,6 +383,11 @@ pub(crate) struct LagContext {
 }
 
 impl LagContext {
+    /// The last stable offset of an input partition, as of the last statistics.
+    pub(crate) fn high_of(&self, partition: i32) -> Option<i64> {
+        lock(&self.highs).get(&partition).copied()
+    }
+
     /// The assignment count of `partition` (see `assigned`).
     pub(crate) fn assignment_of(&self, partition: i32) -> u64 {
         lock(&self.assigned).get(&partition).copied().unwrap_or(0)

@@ -13,6 +13,7 @@
 
 pub mod control;
 pub mod engine;
+mod runner;
 pub mod stateful;
 pub mod tables;
 
@@ -338,7 +339,7 @@ impl Worker {
                         tables: w.tables.clone(),
                         shared: &s,
                     };
-                    engine::run(&w.settings, &job, &st);
+                    runner::run(&w.settings, &job, &st);
                 });
             match handle {
                 Ok(handle) => {

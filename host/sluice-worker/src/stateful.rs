@@ -61,6 +61,8 @@ struct Part {
     run: Detached,
     /// The consumer's assignment count of the partition when it was restored.
     assigned: u64,
+    /// The input offset its state covers (-1: none committed yet).
+    committed: i64,
 }
 
 /// The plugin version a session runs.
@@ -106,9 +108,8 @@ pub(crate) fn session(
             continue;
         };
         let mut batch = gather(&consumer, settings.commit_interval, settings.max_batch)?;
-        let held = held(&consumer, &d.input)?;
+        let mut held = held(&consumer, &d.input)?;
         batch.retain(|m| held.iter().any(|p| p.partition == m.partition));
-        job.shared.hold(held.clone());
         // State of partitions given away (or given away and back) is stale.
         let ctx = consumer.context();
         parts.retain(|p, part| {
@@ -131,6 +132,20 @@ pub(crate) fn session(
                 )?);
             }
         }
+        // A partition that has consumed nothing since it came here stands at its committed
+        // offset (the consumer knows no position for it yet).
+        for h in &mut held {
+            if let Some(part) = parts.get(&h.partition)
+                && h.position < 0
+                && part.committed >= 0
+            {
+                h.position = part.committed;
+                h.lag = ctx
+                    .high_of(h.partition)
+                    .map_or(-1, |high| (high - h.position).max(-1));
+            }
+        }
+        job.shared.hold(held.clone());
         job.shared.set_states(
             parts
                 .iter()
@@ -220,9 +235,11 @@ pub(crate) fn session(
                 .get(p)
                 .copied()
                 .or_else(|| held.iter().find(|h| h.partition == *p).map(|h| h.position));
-            if let Some(part) = parts.get(p) {
-                part.run
-                    .committed(position.unwrap_or(0).max(0) as u64, read.late);
+            if let Some(part) = parts.get_mut(p)
+                && let Some(position) = position.filter(|o| *o >= 0)
+            {
+                part.committed = position;
+                part.run.committed(position as u64, read.late);
             }
         }
         let s = job.shared;
@@ -301,16 +318,22 @@ fn restore(
     // A transaction still open on the partition's offsets ends first (KIP-447).
     let mut input = TopicPartitionList::new();
     input.add_partition(&d.input, p);
-    loop {
+    let committed = loop {
         match consumer.committed_offsets(input.clone(), Duration::from_secs(2)) {
-            Ok(_) => break,
+            Ok(list) => {
+                break list
+                    .find_partition(&d.input, p)
+                    .and_then(|e| e.offset().to_raw())
+                    .filter(|o| *o >= 0)
+                    .unwrap_or(-1);
+            }
             Err(e) if started.elapsed() < RESTORE_TIMEOUT && !stop.load(Ordering::Acquire) => {
                 tracing::debug!(deployment = %job.name, partition = p, error = %e,
                     "waiting for the partition's committed offset to be stable");
             }
             Err(e) => return Err(e.into()),
         }
-    }
+    };
     let executor = job
         .runtime
         .executor(run.compiled.clone(), run.instance.clone(), p as u32)
@@ -325,8 +348,17 @@ fn restore(
             layout.clone(),
         ),
         assigned,
+        committed,
     };
     let changelog = changelog_topic(&settings.group, job.name);
+    // A partition added to the input (CreatePartitions) gets its changelog partition.
+    crate::control::grow_topic(
+        &settings.bootstrap_servers,
+        &settings.id,
+        &changelog,
+        p as usize + 1,
+    )
+    .map_err(|e| EngineError::Plugin(e.to_string()))?;
     let reader: BaseConsumer = client_config(&settings.bootstrap_servers, &settings.id)
         .set("group.id", format!("{}.restore", settings.group))
         .set("enable.auto.commit", "false")
@@ -358,6 +390,9 @@ fn restore(
         }
     }
     let info = part.run.restored();
+    if committed >= 0 {
+        part.run.committed(committed as u64, 0);
+    }
     tracing::info!(deployment = %job.name, partition = p, keys = info.keys, timers = info.timers,
         replayed = info.replayed, took_ms = started.elapsed().as_millis() as u64, "state restored");
     Ok(part)

@@ -1162,6 +1162,18 @@ fn workers_pick_up_partitions_added_to_their_input() {
     let plugin = dir.path().join("identity.wasm");
     std::fs::write(&plugin, sluice_tests::fixtures::IDENTITY).unwrap();
     let w = Worker::start(&kafka, "a", &plugin);
+    // A stateful deployment on the same input: hour-long windows by record key, which stay
+    // open through the test (their state is what is checked).
+    s.create_topic(json!({"name": "w.counts", "partitions": 1}));
+    let r = http()
+        .put(w.url("/v1/plugins/wc"))
+        .body(sluice::plugins::WINDOW_COUNT.to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let wc = json!({"plugin": "wc", "input": "w.in", "outputs": ["w.counts"],
+        "dead_letter": "w.counts.dlq", "config": {"window_ms": "3600000"}});
+    assert_eq!(w.put("/v1/transforms/wc", &wc), 201);
     produce(&s, 0, 100);
     wait_for("the first 100 records", 60, || output(&s).len() == 100);
     let script = format!(
@@ -1193,5 +1205,64 @@ fn workers_pick_up_partitions_added_to_their_input() {
         output(&s).values().all(|n| *n == 1),
         "a record written twice"
     );
+    // The stateful deployment processed the new partitions too (one window per key), its
+    // changelog grown to match; after a SIGKILL their state is restored from it.
+    let keys_on = |w: &Worker, restored: bool| -> Option<u64> {
+        let st: Value = w.get("/v1/transforms/wc");
+        let parts = st["partitions"].as_array()?.clone();
+        if parts.len() != 3 || parts.iter().any(|p| p["lag"] != 0) {
+            return None;
+        }
+        if restored && parts.iter().any(|p| !p["restore"]["keys"].is_u64()) {
+            return None;
+        }
+        // Committed: the state's changelog and offsets are in the cluster.
+        if parts
+            .iter()
+            .any(|p| p["checkpoint"]["position"] != p["position"])
+        {
+            return None;
+        }
+        Some(
+            parts
+                .iter()
+                .map(|p| p["state_keys"].as_u64().unwrap_or(0))
+                .sum(),
+        )
+    };
+    wait_for("400 keys of state on three partitions", 60, || {
+        keys_on(&w, false) == Some(400)
+    });
+    assert_eq!(
+        s.describe("g.wc.state")["partitions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    w.kill9();
+    let w = Worker::start(&kafka, "a", &plugin);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while keys_on(&w, true) != Some(400) {
+        assert!(
+            Instant::now() < deadline,
+            "state not restored on three partitions: {}",
+            w.get("/v1/transforms/wc")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let st: Value = w.get("/v1/transforms/wc");
+    let restored: u64 = st["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["restore"]["keys"].as_u64().unwrap())
+        .sum();
+    assert_eq!(restored, 400, "{st}");
+    // Each key counted once: nothing was processed twice across the kill.
+    let page: Value = w.get("/v1/transforms/wc/state?limit=1000");
+    let entries = page["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 400, "{page}");
+    assert!(entries.iter().all(|e| e["value"] == 1), "{page}");
     drop(w);
 }
