@@ -219,7 +219,7 @@ fn check_spec(
     }
     if !caps.secrets && !spec.secrets.is_empty() {
         return Err(DeployError::Unsupported(format!(
-            "secrets are not kept by {}: its deployments are stored where the cluster's clients can read them; pass them in `config` only if that is acceptable",
+            "secrets are not kept by {} without a secrets key: its deployments are stored where the cluster's clients can read them; start the workers with --secrets-key-file to seal them there, or pass them in `config` if that is acceptable",
             caps.runner
         )));
     }

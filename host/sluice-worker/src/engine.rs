@@ -37,6 +37,9 @@ pub struct EngineSettings {
     pub commit_interval: Duration,
     /// Most records in one transaction.
     pub max_batch: usize,
+    /// Seals deployment secrets in the control topic (none: deployments with secrets are
+    /// refused, and those others deployed do not run here).
+    pub secrets_key: Option<crate::SecretsKey>,
 }
 
 /// Defaults of [`EngineSettings::commit_interval`] and [`EngineSettings::max_batch`].
@@ -223,7 +226,7 @@ impl Job<'_> {
         Arc::new(InstanceConfig {
             plugin: d.plugin.clone(),
             version,
-            config: d.config.clone(),
+            config: d.plugin_config(),
             outputs: d.outputs.clone(),
             limits: d.limits.clone(),
             tables: self.tables.clone(),

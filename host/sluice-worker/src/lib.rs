@@ -13,6 +13,8 @@
 
 pub mod control;
 pub mod engine;
+mod secrets;
+pub use secrets::SecretsKey;
 mod runner;
 pub mod stateful;
 pub mod tables;
@@ -232,6 +234,14 @@ impl Worker {
     }
 
     /// The version a deployment runs and its compiled plugin.
+    /// What this worker runs: secrets only with a secrets key.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            secrets: self.settings.secrets_key.is_some(),
+            ..CAPABILITIES
+        }
+    }
+
     fn target(&self, spec: &TransformSpec) -> Result<engine::Target, PipelineError> {
         let (version, bytes, digest) = {
             let view = self.control.view();
@@ -309,6 +319,20 @@ impl Worker {
             if !tables_ready {
                 continue;
             }
+            let spec = match secrets::open_spec(
+                self.settings.secrets_key.as_ref(),
+                name,
+                d.spec.clone(),
+            ) {
+                Ok(spec) => spec,
+                Err(msg) => {
+                    if lock(&self.errors).insert(name.clone(), msg.clone()) != Some(msg.clone()) {
+                        tracing::warn!(deployment = %name, error = %msg, "deployment cannot run");
+                        shared.set_error(msg);
+                    }
+                    continue;
+                }
+            };
             shared.set_target(target);
             // A restarted worker continues the history it reported before.
             if let Some(h) = self
@@ -322,13 +346,7 @@ impl Worker {
                 shared.seed_history(h);
             }
             let stop = Arc::new(AtomicBool::new(false));
-            let (w, n, spec, s, st) = (
-                self.clone(),
-                name.clone(),
-                d.spec.clone(),
-                shared.clone(),
-                stop.clone(),
-            );
+            let (w, n, s, st) = (self.clone(), name.clone(), shared.clone(), stop.clone());
             let handle = std::thread::Builder::new()
                 .name(format!("sluice-run-{name}"))
                 .spawn(move || {
@@ -517,15 +535,21 @@ impl Worker {
                 ClusterCatalog::of(&view, topics),
             )
         };
-        let prepared = prepare(
-            name,
-            spec,
-            existing.as_ref().map(|d| &d.spec),
-            &catalog,
-            CAPABILITIES,
-        )?;
+        // The stored spec with its secrets opened: a re-PUT's `***` keeps their values.
+        let old = match &existing {
+            Some(d) => Some(
+                secrets::open_spec(self.settings.secrets_key.as_ref(), name, d.spec.clone())
+                    .map_err(DeployError::Invalid)?,
+            ),
+            None => None,
+        };
+        let prepared = prepare(name, spec, old.as_ref(), &catalog, self.capabilities())?;
         let target = self.target(&prepared.spec)?;
-        check_plugin(&prepared, target.compiled.stateful(), CAPABILITIES)?;
+        check_plugin(&prepared, target.compiled.stateful(), self.capabilities())?;
+        let mut prepared = prepared;
+        if let Some(key) = &self.settings.secrets_key {
+            prepared.spec = secrets::seal_spec(key, name, prepared.spec);
+        }
         let now = control::now_ms();
         let dlq = prepared.spec.dead_letter_topic();
         let record = match &existing {

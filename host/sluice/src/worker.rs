@@ -48,6 +48,11 @@ pub struct WorkerArgs {
     /// Most records in one transaction.
     #[arg(long, default_value_t = sluice_worker::DEFAULT_MAX_BATCH)]
     pub max_batch: usize,
+    /// A file holding the group's secrets key (32 bytes: 64 hex digits or base64, e.g.
+    /// `openssl rand -hex 32`): deployment secrets are sealed with it in the control topic.
+    /// Give every worker of the group the same key; never the cluster.
+    #[arg(long)]
+    pub secrets_key_file: Option<PathBuf>,
     /// Deploy at start: the deployment's name [default: the plugin file's name].
     #[arg(long, requires = "plugin")]
     pub name: Option<String>,
@@ -92,6 +97,10 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         id: id.clone(),
         commit_interval: Duration::from_millis(args.commit_interval_ms.max(1)),
         max_batch: args.max_batch.max(1),
+        secrets_key: match &args.secrets_key_file {
+            Some(path) => Some(sluice_worker::SecretsKey::load(path).map_err(anyhow::Error::msg)?),
+            None => None,
+        },
     };
     let max_plugin_bytes = file.limits.max_plugin_bytes;
     let worker = tokio::task::spawn_blocking(move || -> anyhow::Result<Arc<Worker>> {

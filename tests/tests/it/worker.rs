@@ -305,6 +305,7 @@ fn workers_on_a_mock_cluster_share_partitions_and_survive_a_broker_outage() {
                 id: id.to_string(),
                 commit_interval: sluice_worker::DEFAULT_COMMIT_INTERVAL,
                 max_batch: 1000,
+                secrets_key: None,
             };
             let runtime = sluice_runtime::Runtime::new(&dir.path().join(id)).unwrap();
             let w = sluice_worker::Worker::start(settings, runtime).unwrap();
@@ -1265,4 +1266,139 @@ fn workers_pick_up_partitions_added_to_their_input() {
     assert_eq!(entries.len(), 400, "{page}");
     assert!(entries.iter().all(|e| e["value"] == 1), "{page}");
     drop(w);
+}
+
+/// Deployment secrets on workers given a secrets key: sealed in the group's control topic
+/// (the cluster never sees them), shown as `***`, opened by the workers that run the
+/// deployment; a worker without the key refuses to run it and says why.
+#[test]
+fn worker_secrets_are_sealed_in_the_control_topic_and_opened_by_the_workers() {
+    const K1: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let s = Server::process();
+    let kafka = s.kafka.clone().unwrap();
+    for t in ["pii", "sealed", "opened"] {
+        s.create_topic(json!({"name": t, "partitions": 1}));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("secrets.key");
+    std::fs::write(&key, format!("{}\n", "5e".repeat(32))).unwrap();
+    let with_key = |id: &str| {
+        Worker::spawn(
+            &kafka,
+            id,
+            &[
+                "--group".into(),
+                "sec".into(),
+                "--secrets-key-file".into(),
+                key.clone().into(),
+            ],
+        )
+    };
+    let a = with_key("a");
+    let b = with_key("b");
+    let r = http()
+        .put(a.url("/v1/plugins/encrypt"))
+        .body(sluice::plugins::ENCRYPT.to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let keyring = format!("k1:{K1}");
+    let spec = json!({"plugin": "encrypt", "input": "pii", "outputs": ["sealed"],
+        "config": {"fields": "ssn", "key_id": "k1"}, "secrets": {"keys": keyring}});
+    assert_eq!(a.put("/v1/transforms/seal", &spec), 201);
+    let st: Value = b.get("/v1/transforms/seal");
+    assert_eq!(st["secrets"], json!({"keys": "***"}), "{st}");
+    // The control topic holds the deployment, but not the key.
+    let control: Vec<Value> = s.read_all("sec.sluice.config", 0, 0);
+    assert!(control.iter().any(|r| r.to_string().contains("seal")));
+    assert!(
+        control.iter().all(|r| !r.to_string().contains(K1)),
+        "the secret in the control topic in the clear"
+    );
+    // A worker without the key joins the group: it does not run the deployment, and says why.
+    let nokey = Worker::spawn(&kafka, "nokey", &["--group".into(), "sec".into()]);
+    wait_for(
+        "the keyless worker to say why it does not run seal",
+        30,
+        || {
+            nokey.status()["deployments"]["seal"]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("--secrets-key-file"))
+        },
+    );
+    // The workers with the key encrypt with it: serve's decrypt, given the same keyring,
+    // opens every record.
+    upload_to(&s, "decrypt", sluice::plugins::DECRYPT);
+    let r = http()
+        .put(s.url("/v1/transforms/open"))
+        .json(
+            &json!({"plugin": "decrypt", "input": "sealed", "outputs": ["opened"],
+            "secrets": {"keys": keyring}}),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let originals: Vec<Value> = (0..50)
+        .map(|i| json!({"user": format!("u{i}"), "ssn": format!("123-45-{i:04}")}))
+        .collect();
+    s.produce(
+        "pii",
+        originals
+            .iter()
+            .map(|v| json!({"value": v.to_string()}))
+            .collect(),
+    );
+    wait_for("50 records through seal and open", 60, || {
+        s.read_all("opened", 0, 0).len() == 50
+    });
+    let sealed = s.read_all("sealed", 0, 0);
+    assert!(
+        sealed
+            .iter()
+            .all(|r| !r["value"].as_str().unwrap().contains("123-45-"))
+    );
+    let opened: Vec<Value> = s
+        .read_all("opened", 0, 0)
+        .iter()
+        .map(|r| serde_json::from_str(r["value"].as_str().unwrap()).unwrap())
+        .collect();
+    assert_eq!(opened, originals);
+    // A re-PUT with `***` keeps the secret; the keyless worker refuses a spec with secrets.
+    let mut again = spec.clone();
+    again["secrets"] = json!({"keys": "***"});
+    again["config"]["fields"] = json!("ssn,user");
+    assert_eq!(b.put("/v1/transforms/seal", &again), 200);
+    s.produce(
+        "pii",
+        vec![json!({"value": json!({"user": "late", "ssn": "123-45-9999"}).to_string()})],
+    );
+    wait_for("the re-PUT version's record opened", 60, || {
+        s.read_all("opened", 0, 0).len() == 51
+    });
+    let last: Value =
+        serde_json::from_str(s.read_all("opened", 0, 50)[0]["value"].as_str().unwrap()).unwrap();
+    assert_eq!(last, json!({"user": "late", "ssn": "123-45-9999"}));
+    let r = http()
+        .put(nokey.url("/v1/transforms/other"))
+        .json(&spec)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--secrets-key-file"),
+        "{body}"
+    );
+}
+
+fn upload_to(s: &Server, name: &str, bytes: &[u8]) {
+    let r = http()
+        .put(s.url(&format!("/v1/plugins/{name}")))
+        .body(bytes.to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
 }
