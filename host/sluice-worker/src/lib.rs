@@ -242,6 +242,22 @@ impl Worker {
         }
     }
 
+    /// Whether the plugin version `spec` runs keeps state, if this worker compiled it
+    /// already (status never compiles).
+    fn stateful_compiled(&self, spec: &TransformSpec) -> bool {
+        let view = self.control.view();
+        let catalog = ClusterCatalog::of(&view, HashMap::new());
+        let Ok(version) = sluice_deploy::validate::resolve_version(spec, &catalog) else {
+            return false;
+        };
+        let digest = view
+            .versions(&spec.plugin)
+            .and_then(|vs| vs.iter().find(|p| p.meta.version == version))
+            .map(|p| p.meta.digest.clone());
+        drop(view);
+        digest.is_some_and(|d| lock(&self.compiled).get(&d).is_some_and(|c| c.stateful()))
+    }
+
     fn target(&self, spec: &TransformSpec) -> Result<engine::Target, PipelineError> {
         let (version, bytes, digest) = {
             let view = self.control.view();
@@ -711,7 +727,7 @@ impl Worker {
             });
         }
         // Before any worker reports it: what the plugin to run says.
-        stateful = stateful || self.target(&d.spec).is_ok_and(|t| t.compiled.stateful());
+        stateful = stateful || self.stateful_compiled(&d.spec);
         if stateful {
             let of = TransformStatus::of_spec(name, &d.spec, true);
             st.stateful = true;
