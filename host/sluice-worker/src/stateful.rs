@@ -115,22 +115,18 @@ pub(crate) fn session(
         parts.retain(|p, part| {
             held.iter().any(|h| h.partition == *p) && ctx.assignment_of(*p) == part.assigned
         });
-        for h in &held {
-            if stop.load(Ordering::Acquire) {
-                return Ok(());
-            }
-            if let std::collections::btree_map::Entry::Vacant(v) = parts.entry(h.partition) {
-                v.insert(restore(
-                    settings,
-                    job,
-                    &consumer,
-                    &t,
-                    run,
-                    &layout,
-                    h.partition,
-                    stop,
-                )?);
-            }
+        if stop.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let missing: Vec<i32> = held
+            .iter()
+            .map(|h| h.partition)
+            .filter(|p| !parts.contains_key(p))
+            .collect();
+        if !missing.is_empty() {
+            parts.extend(restore(
+                settings, job, &consumer, &t, run, &layout, &missing, stop,
+            )?);
         }
         // A partition that has consumed nothing since it came here stands at its committed
         // offset (the consumer knows no position for it yet).
@@ -300,7 +296,8 @@ fn layout(
     })
 }
 
-/// Restores input partition `p`'s state from the changelog (see the module's doc).
+/// Restores input partitions `ps`' state from the changelog (see the module's doc), all
+/// at once: one stable offset fetch, one reader over their changelog partitions.
 #[allow(clippy::too_many_arguments)]
 fn restore(
     settings: &EngineSettings,
@@ -309,93 +306,106 @@ fn restore(
     t: &Arc<Transform>,
     run: &Running,
     layout: &Layout,
-    p: i32,
+    ps: &[i32],
     stop: &AtomicBool,
-) -> Result<Part, EngineError> {
+) -> Result<BTreeMap<i32, Part>, EngineError> {
     let d = job.spec;
     let started = Instant::now();
-    let assigned = consumer.context().assignment_of(p);
-    // A transaction still open on the partition's offsets ends first (KIP-447).
+    let ctx = consumer.context();
+    // A transaction still open on the partitions' offsets ends first (KIP-447).
     let mut input = TopicPartitionList::new();
-    input.add_partition(&d.input, p);
+    for p in ps {
+        input.add_partition(&d.input, *p);
+    }
     let committed = loop {
         match consumer.committed_offsets(input.clone(), Duration::from_secs(2)) {
-            Ok(list) => {
-                break list
-                    .find_partition(&d.input, p)
-                    .and_then(|e| e.offset().to_raw())
-                    .filter(|o| *o >= 0)
-                    .unwrap_or(-1);
-            }
+            Ok(list) => break list,
             Err(e) if started.elapsed() < RESTORE_TIMEOUT && !stop.load(Ordering::Acquire) => {
-                tracing::debug!(deployment = %job.name, partition = p, error = %e,
-                    "waiting for the partition's committed offset to be stable");
+                tracing::debug!(deployment = %job.name, partitions = ?ps, error = %e,
+                    "waiting for the partitions' committed offsets to be stable");
             }
             Err(e) => return Err(e.into()),
         }
     };
-    let executor = job
-        .runtime
-        .executor(run.compiled.clone(), run.instance.clone(), p as u32)
-        .map_err(|e| EngineError::Plugin(e.to_string()))?;
-    let mut part = Part {
-        run: Detached::new(
-            t.clone(),
-            &d.input,
-            p as u32,
-            executor,
-            run.version,
-            layout.clone(),
-        ),
-        assigned,
-        committed,
-    };
     let changelog = changelog_topic(&settings.group, job.name);
     // A partition added to the input (CreatePartitions) gets its changelog partition.
+    let highest = ps.iter().copied().max().unwrap_or(0);
     crate::control::grow_topic(
         &settings.bootstrap_servers,
         &settings.id,
         &changelog,
-        p as usize + 1,
+        highest as usize + 1,
     )
     .map_err(|e| EngineError::Plugin(e.to_string()))?;
+    let mut parts = BTreeMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for &p in ps {
+        let executor = job
+            .runtime
+            .executor(run.compiled.clone(), run.instance.clone(), p as u32)
+            .map_err(|e| EngineError::Plugin(e.to_string()))?;
+        let offset = committed
+            .find_partition(&d.input, p)
+            .and_then(|e| e.offset().to_raw())
+            .filter(|o| *o >= 0)
+            .unwrap_or(-1);
+        parts.insert(
+            p,
+            Part {
+                run: Detached::new(
+                    t.clone(),
+                    &d.input,
+                    p as u32,
+                    executor,
+                    run.version,
+                    layout.clone(),
+                ),
+                assigned: ctx.assignment_of(p),
+                committed: offset,
+            },
+        );
+        tpl.add_partition_offset(&changelog, p, Offset::Beginning)?;
+    }
     let reader: BaseConsumer = client_config(&settings.bootstrap_servers, &settings.id)
         .set("group.id", format!("{}.restore", settings.group))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
+        // The end is known from the first empty fetch: do not hold it open on the broker.
+        .set("fetch.wait.max.ms", "10")
         .set("isolation.level", "read_committed")
         .create()?;
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&changelog, p, Offset::Beginning)?;
     reader.assign(&tpl)?;
-    loop {
+    let mut open: Vec<i32> = ps.to_vec();
+    while !open.is_empty() {
         if stop.load(Ordering::Acquire) {
             return Err(EngineError::Plugin("stopped while restoring".into()));
         }
         if started.elapsed() > RESTORE_TIMEOUT {
             return Err(EngineError::Plugin(format!(
-                "restoring partition {p} from {changelog}: not at its end after {} s",
+                "restoring partitions {open:?} from {changelog}: not at their end after {} s",
                 RESTORE_TIMEOUT.as_secs()
             )));
         }
         match reader.poll(Duration::from_millis(200)) {
             None => {}
             Some(Ok(m)) => {
-                if let Some(k) = m.key() {
+                if let (Some(k), Some(part)) = (m.key(), parts.get_mut(&m.partition())) {
                     part.run.restore_change(k, m.payload());
                 }
             }
-            Some(Err(KafkaError::PartitionEOF(_))) => break,
+            Some(Err(KafkaError::PartitionEOF(p))) => open.retain(|o| *o != p),
             Some(Err(e)) => return Err(e.into()),
         }
     }
-    let info = part.run.restored();
-    if committed >= 0 {
-        part.run.committed(committed as u64, 0);
+    for (p, part) in &mut parts {
+        let info = part.run.restored();
+        if part.committed >= 0 {
+            part.run.committed(part.committed as u64, 0);
+        }
+        tracing::info!(deployment = %job.name, partition = *p, keys = info.keys, timers = info.timers,
+            replayed = info.replayed, took_ms = started.elapsed().as_millis() as u64, "state restored");
     }
-    tracing::info!(deployment = %job.name, partition = p, keys = info.keys, timers = info.timers,
-        replayed = info.replayed, took_ms = started.elapsed().as_millis() as u64, "state restored");
-    Ok(part)
+    Ok(parts)
 }
 
 /// A consumed record as the operator takes it.
