@@ -598,7 +598,7 @@ impl Control {
 
     /// Deletes a consumer group once it is empty (the last worker to leave it succeeds),
     /// retrying for up to a minute; a later deployment of the same name starts afresh.
-    pub fn delete_group_when_empty(&self, group: String) {
+    pub fn delete_group_when_empty(&self, group: String, changelog: Option<String>) {
         let (bootstrap, id) = (self.bootstrap.clone(), self.worker_id.clone());
         let spawned = std::thread::Builder::new()
             .name("sluice-delete-group".into())
@@ -613,14 +613,27 @@ impl Control {
                     };
                 let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
                 let deadline = Instant::now() + Duration::from_secs(60);
+                // Once no member is left: the state's changelog goes with the offsets (a
+                // deployment of the same name later starts from nothing, as on serve).
+                let drop_changelog = || {
+                    let Some(topic) = &changelog else { return };
+                    match futures::executor::block_on(admin.delete_topics(&[topic], &opts)) {
+                        Ok(_) => tracing::info!(%topic, "deleted the changelog of a deleted deployment"),
+                        Err(e) => tracing::warn!(%topic, error = %e, "cannot delete the changelog of a deleted deployment"),
+                    }
+                };
                 while Instant::now() < deadline {
                     match futures::executor::block_on(admin.delete_groups(&[&group], &opts)) {
                         Ok(results) => match results.first() {
                             Some(Ok(_)) => {
                                 tracing::info!(%group, "deleted the consumer group of a deleted deployment");
+                                drop_changelog();
                                 return;
                             }
-                            Some(Err((_, RDKafkaErrorCode::GroupIdNotFound))) => return,
+                            Some(Err((_, RDKafkaErrorCode::GroupIdNotFound))) => {
+                                drop_changelog();
+                                return;
+                            }
                             _ => {}
                         },
                         Err(e) => tracing::debug!(%group, error = %e, "deleting the group failed"),
@@ -689,8 +702,13 @@ pub fn grow_topic(
             .find(|t| t.name() == topic)
             .map_or(0, |t| t.partitions().len()))
     };
-    if have(&admin)? >= partitions {
+    let now = have(&admin)?;
+    if now >= partitions {
         return Ok(());
+    }
+    if now == 0 {
+        // Gone (a deployment of the same name was deleted meanwhile): created again.
+        return ensure_topics(bootstrap, worker_id, &[(topic, partitions as i32, true)]);
     }
     let results = futures::executor::block_on(admin.create_partitions(
         &[NewPartitions::new(topic, partitions)],

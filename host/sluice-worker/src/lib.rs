@@ -294,8 +294,13 @@ impl Worker {
                 let _ = r.handle.join();
                 if !desired.contains_key(&name) {
                     // Deleted: its committed offsets go too.
-                    self.control
-                        .delete_group_when_empty(engine::group_of(&self.settings, &name));
+                    let stateful = lock(&self.shared).get(&name).is_some_and(|s| s.stateful());
+                    let changelog =
+                        stateful.then(|| stateful::changelog_topic(&self.settings.group, &name));
+                    self.control.delete_group_when_empty(
+                        engine::group_of(&self.settings, &name),
+                        changelog,
+                    );
                 }
             }
         }

@@ -241,6 +241,18 @@ fn stateful_workers_count_windows_exactly_through_a_sigkill_a_join_and_a_stop() 
     let st: Value = d.get("/v1/transforms/wc");
     assert_eq!(st["stateful"], true, "{st}");
     check_state_reads(&s, &w, &c, &d);
+    // Deleting a deployment deletes its changelog once its workers left the group: a new
+    // deployment of the same name starts from nothing, as on sluice serve.
+    let r = http().delete(c.url("/v1/transforms/day")).send().unwrap();
+    assert_eq!(r.status(), 204);
+    wait_for("the deleted deployment's changelog to go", 60, || {
+        http()
+            .get(s.url("/v1/topics/sg.day.state"))
+            .send()
+            .unwrap()
+            .status()
+            == 404
+    });
     assert!(st["counters"]["late"].as_u64().unwrap() >= 1, "{st}");
 }
 
