@@ -354,16 +354,7 @@ pub(crate) fn session(
                 job.shared.ran(p, version, records[0].offset);
                 transform(ex, &producer, job, &dead_letter, p, &records)?;
             }
-            let mut offsets = TopicPartitionList::new();
-            for (p, o) in &next {
-                offsets.add_partition_offset(&d.input, *p, Offset::Offset(*o))?;
-            }
-            let meta = consumer
-                .group_metadata()
-                .ok_or(EngineError::NoGroupMetadata)?;
-            producer.send_offsets_to_transaction(&offsets, &meta, TXN_TIMEOUT)?;
-            producer.commit_transaction(TXN_TIMEOUT)?;
-            Ok::<_, EngineError>(())
+            commit(&producer, &consumer, &d.input, &next)
         })();
         if let Err(e) = result {
             let _ = producer.abort_transaction(TXN_TIMEOUT);
@@ -371,6 +362,28 @@ pub(crate) fn session(
         }
         job.shared.transactions.fetch_add(1, Ordering::Relaxed);
     }
+    Ok(())
+}
+
+/// Sends the consumed positions `next` (input partition → next offset) with the group's
+/// metadata (KIP-447: a fenced member's commit fails) and commits the open transaction.
+pub(crate) fn commit(
+    producer: &BaseProducer,
+    consumer: &BaseConsumer<LagContext>,
+    input: &str,
+    next: &BTreeMap<i32, i64>,
+) -> Result<(), EngineError> {
+    if !next.is_empty() {
+        let mut offsets = TopicPartitionList::new();
+        for (p, o) in next {
+            offsets.add_partition_offset(input, *p, Offset::Offset(*o))?;
+        }
+        let meta = consumer
+            .group_metadata()
+            .ok_or(EngineError::NoGroupMetadata)?;
+        producer.send_offsets_to_transaction(&offsets, &meta, TXN_TIMEOUT)?;
+    }
+    producer.commit_transaction(TXN_TIMEOUT)?;
     Ok(())
 }
 

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use sluice_log::batch::StoredRecord;
 use sluice_pipeline::detached::{Detached, DetachedError, Read};
@@ -31,7 +31,7 @@ use sluice_runtime::{Compiled, InstanceConfig};
 
 use crate::control::client_config;
 use crate::engine::{
-    EngineError, EngineSettings, In, Job, LagContext, TXN_TIMEOUT, consumer, gather, held,
+    EngineError, EngineSettings, In, Job, LagContext, TXN_TIMEOUT, commit, consumer, gather, held,
     producer, send,
 };
 
@@ -191,37 +191,8 @@ pub(crate) fn session(
             }
         }
         producer.begin_transaction()?;
-        let result = (|| {
-            for (p, read) in &reads {
-                for e in &read.records {
-                    let Some(topic) = sinks.get(e.slot) else {
-                        continue;
-                    };
-                    send(&producer, record(topic, e.partition as i32, &e.record))?;
-                }
-                for (k, v) in &read.changelog {
-                    let mut rec = BaseRecord::to(&changelog).partition(*p).key(k.as_slice());
-                    if let Some(v) = v {
-                        rec = rec.payload(v.as_slice());
-                    }
-                    send(&producer, rec)?;
-                }
-            }
-            {
-                let mut offsets = TopicPartitionList::new();
-                for (p, o) in &next {
-                    offsets.add_partition_offset(&d.input, *p, Offset::Offset(*o))?;
-                }
-                if offsets.count() > 0 {
-                    let meta = consumer
-                        .group_metadata()
-                        .ok_or(EngineError::NoGroupMetadata)?;
-                    producer.send_offsets_to_transaction(&offsets, &meta, TXN_TIMEOUT)?;
-                }
-            }
-            producer.commit_transaction(TXN_TIMEOUT)?;
-            Ok::<_, EngineError>(())
-        })();
+        let result = send_reads(&producer, &sinks, &changelog, &reads)
+            .and_then(|()| commit(&producer, &consumer, &d.input, &next));
         if let Err(e) = result {
             let _ = producer.abort_transaction(TXN_TIMEOUT);
             return Err(e);
@@ -238,29 +209,57 @@ pub(crate) fn session(
                 part.run.committed(position as u64, read.late);
             }
         }
-        let s = job.shared;
-        for (_, read) in &reads {
-            let [records_in, records_out, rejected, failed] = read.counts;
-            s.records_in.fetch_add(records_in, Ordering::Relaxed);
-            s.records_out.fetch_add(records_out, Ordering::Relaxed);
-            s.rejected.fetch_add(rejected, Ordering::Relaxed);
-            s.failed.fetch_add(failed, Ordering::Relaxed);
-            s.late.fetch_add(read.late, Ordering::Relaxed);
-        }
-        s.fuel.fetch_add(
-            t.counters.fuel.swap(0, Ordering::Relaxed),
-            Ordering::Relaxed,
-        );
-        s.traps.fetch_add(
-            t.counters.traps.swap(0, Ordering::Relaxed),
-            Ordering::Relaxed,
-        );
-        if let Some(e) = t.last_error() {
-            s.set_error(e);
-        }
-        s.transactions.fetch_add(1, Ordering::Relaxed);
+        count(job, &t, &reads);
     }
     Ok(())
+}
+
+/// Sends what the reads emit (to the sinks by slot) and their changelog records (to the
+/// changelog partition of their input partition) into the open transaction.
+fn send_reads(
+    producer: &BaseProducer,
+    sinks: &[String],
+    changelog: &str,
+    reads: &[(i32, Read)],
+) -> Result<(), EngineError> {
+    for (p, read) in reads {
+        for e in &read.records {
+            let Some(topic) = sinks.get(e.slot) else {
+                continue;
+            };
+            send(producer, record(topic, e.partition as i32, &e.record))?;
+        }
+        for (k, v) in &read.changelog {
+            let mut rec = BaseRecord::to(changelog).partition(*p).key(k.as_slice());
+            if let Some(v) = v {
+                rec = rec.payload(v.as_slice());
+            }
+            send(producer, rec)?;
+        }
+    }
+    Ok(())
+}
+
+/// Adds a committed transaction's reads to the deployment's counters.
+fn count(job: &Job<'_>, t: &Transform, reads: &[(i32, Read)]) {
+    let s = job.shared;
+    for (_, read) in reads {
+        let [records_in, records_out, rejected, failed] = read.counts;
+        s.records_in.fetch_add(records_in, Ordering::Relaxed);
+        s.records_out.fetch_add(records_out, Ordering::Relaxed);
+        s.rejected.fetch_add(rejected, Ordering::Relaxed);
+        s.failed.fetch_add(failed, Ordering::Relaxed);
+        s.late.fetch_add(read.late, Ordering::Relaxed);
+    }
+    let c = &t.counters;
+    s.fuel
+        .fetch_add(c.fuel.swap(0, Ordering::Relaxed), Ordering::Relaxed);
+    s.traps
+        .fetch_add(c.traps.swap(0, Ordering::Relaxed), Ordering::Relaxed);
+    if let Some(e) = t.last_error() {
+        s.set_error(e);
+    }
+    s.transactions.fetch_add(1, Ordering::Relaxed);
 }
 
 /// The partitions of each sink topic, from the cluster's metadata.

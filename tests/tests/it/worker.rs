@@ -1328,7 +1328,7 @@ fn worker_secrets_are_sealed_in_the_control_topic_and_opened_by_the_workers() {
     );
     // The workers with the key encrypt with it: serve's decrypt, given the same keyring,
     // opens every record.
-    upload_to(&s, "decrypt", sluice::plugins::DECRYPT);
+    crate::pipeline::upload(&s, "decrypt", sluice::plugins::DECRYPT);
     let r = http()
         .put(s.url("/v1/transforms/open"))
         .json(
@@ -1392,13 +1392,4 @@ fn worker_secrets_are_sealed_in_the_control_topic_and_opened_by_the_workers() {
             .contains("--secrets-key-file"),
         "{body}"
     );
-}
-
-fn upload_to(s: &Server, name: &str, bytes: &[u8]) {
-    let r = http()
-        .put(s.url(&format!("/v1/plugins/{name}")))
-        .body(bytes.to_vec())
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 201);
 }
