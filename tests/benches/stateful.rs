@@ -225,7 +225,9 @@ fn restore(keys: usize) {
             let key = format!("count\0user-{k:08}").into_bytes();
             let value = (k as u64).to_string().into_bytes();
             bytes += (key.len() + value.len()) as u64;
-            store.restore_value(key.clone(), Some(value.clone()));
+            store
+                .restore_value(key.clone(), Some(value.clone()))
+                .unwrap();
             delta.values.insert(key, Some(value));
         }
         let commit = Commit {

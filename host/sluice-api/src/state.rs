@@ -280,7 +280,7 @@ fn by_record_key(
     only: Option<u32>,
     key: &[u8],
     limit: usize,
-) -> Vec<StateEntry> {
+) -> Result<Vec<StateEntry>, ApiError> {
     let mut found = Vec::new();
     let mut walked = 0;
     for &p in partitions {
@@ -290,17 +290,17 @@ fn by_record_key(
         let Some(store) = stores(p) else { continue };
         let mut after: Option<Vec<u8>> = None;
         loop {
-            let page =
-                store
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .page(&[], after.as_deref(), 1000);
+            let page = store
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .page(&[], after.as_deref(), 1000)
+                .map_err(store_failed)?;
             walked += page.len();
             for (k, v) in &page {
                 if key_parts(k).is_some_and(|(_, _, user)| user == key) {
                     found.push(entry(p, k, v));
                     if found.len() == limit {
-                        return found;
+                        return Ok(found);
                     }
                 }
             }
@@ -312,7 +312,12 @@ fn by_record_key(
             }
         }
     }
-    found
+    Ok(found)
+}
+
+/// A state store on disk that could not be read.
+fn store_failed(e: String) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "state_store", e)
 }
 
 /// A validated state read.
@@ -351,7 +356,8 @@ pub(crate) fn collect(stores: &Stores<'_>, name: String, ask: Ask) -> Result<Sta
             let v = store
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .committed_get(&key);
+                .committed_get(&key)
+                .map_err(store_failed)?;
             if let Some(v) = v {
                 entries.push(entry(p, &key, &v));
             }
@@ -359,7 +365,7 @@ pub(crate) fn collect(stores: &Stores<'_>, name: String, ask: Ask) -> Result<Sta
         if entries.is_empty() {
             // Not a whole key: the record key inside the helpers' composite keys (every
             // window of `alice`, her sessions), found by a walk over the state.
-            entries = by_record_key(stores, &partitions, only, &key, limit);
+            entries = by_record_key(stores, &partitions, only, &key, limit)?;
         }
         if entries.is_empty() {
             return Err(ApiError::new(
@@ -391,11 +397,11 @@ pub(crate) fn collect(stores: &Stores<'_>, name: String, ask: Ask) -> Result<Sta
         let want = limit - entries.len();
         let from = if p == first { after.as_deref() } else { None };
         // One more than needed tells whether the partition has more.
-        let mut page =
-            store
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .page(&prefix, from, want + 1);
+        let mut page = store
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .page(&prefix, from, want + 1)
+            .map_err(store_failed)?;
         let more = page.len() > want;
         page.truncate(want);
         for (k, v) in &page {

@@ -16,11 +16,11 @@ pub mod spec;
 pub mod status;
 pub mod validate;
 
-pub use limits::{Limits, MAX_MEMORY_BYTES, MAX_STATE_BYTES};
+pub use limits::{Limits, MAX_DISK_STATE_BYTES, MAX_MEMORY_BYTES, MAX_STATE_BYTES};
 pub use names::{valid_name, valid_topic_name};
 pub use spec::{
     DEFAULT_ALLOWED_LATENESS_MS, DEFAULT_IDLE_TIMEOUT_MS, Decode, EventTime, EventTimeSettings,
-    MAX_TIME_SETTING_MS, REDACTED, Start, StateMode, TransformSpec, VersionSel,
+    MAX_TIME_SETTING_MS, REDACTED, Start, StateMode, StateStoreKind, TransformSpec, VersionSel,
 };
 pub use status::{
     CounterValues, HistoryEntry, PartitionState, PartitionStatus, RestoreInfo, RunState,

@@ -5,8 +5,12 @@ use serde::{Deserialize, Serialize};
 /// Largest memory limit a deployment may ask for. The runtime reserves address space for
 /// it (and asserts at compile time that the reservation covers it).
 pub const MAX_MEMORY_BYTES: usize = 1 << 30;
-/// Largest state limit a deployment may ask for (state is held in memory).
+/// Largest state limit of a deployment whose state is held in memory.
 pub const MAX_STATE_BYTES: u64 = 16 << 30;
+/// Largest state limit of a deployment whose state is on disk (`"state_store": "disk"`).
+pub const MAX_DISK_STATE_BYTES: u64 = 1 << 40;
+/// Bounds of `state_cache_bytes`.
+pub const MIN_STATE_CACHE_BYTES: u64 = 16 << 20;
 /// Largest `timeout_ms` and `init_timeout_ms`.
 pub const MAX_TIMEOUT_MS: u64 = 600_000;
 
@@ -30,8 +34,12 @@ pub struct Limits {
     /// Output bytes one batch may return.
     pub max_output_bytes: usize,
     /// Keyed state the deployment may hold over all its partitions (values and timers,
-    /// with a per-entry overhead); a write past it traps the call.
+    /// with a per-entry overhead); a write past it traps the call. Up to 16 GiB in
+    /// memory, 1 TiB with `"state_store": "disk"`.
     pub state_bytes: u64,
+    /// `"state_store": "disk"`: the memory the state may use over all partitions (cached
+    /// values, changes not yet on disk, the disk store's block cache and memtables).
+    pub state_cache_bytes: u64,
 }
 
 impl Default for Limits {
@@ -46,6 +54,7 @@ impl Default for Limits {
             max_outputs_per_record: 100,
             max_output_bytes: 64 << 20,
             state_bytes: 256 << 20,
+            state_cache_bytes: 256 << 20,
         }
     }
 }
@@ -74,9 +83,16 @@ impl Limits {
                 "limits.max_outputs_per_record and limits.max_output_bytes must be positive".into(),
             );
         }
-        if self.state_bytes < (1 << 20) || self.state_bytes > MAX_STATE_BYTES {
+        if self.state_bytes < (1 << 20) || self.state_bytes > MAX_DISK_STATE_BYTES {
             return Err(format!(
-                "limits.state_bytes must be 1 MiB..={MAX_STATE_BYTES}"
+                "limits.state_bytes must be 1 MiB..={MAX_DISK_STATE_BYTES}"
+            ));
+        }
+        if self.state_cache_bytes < MIN_STATE_CACHE_BYTES
+            || self.state_cache_bytes > MAX_STATE_BYTES
+        {
+            return Err(format!(
+                "limits.state_cache_bytes must be {MIN_STATE_CACHE_BYTES}..={MAX_STATE_BYTES}"
             ));
         }
         Ok(())

@@ -101,6 +101,11 @@ pub struct TransformSpec {
     /// `sluice-error: late`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub late_output: Option<String>,
+    /// Stateful plugins: where the state lives — `"memory"` (the default) or `"disk"` (an
+    /// embedded store per deployment with `limits.state_cache_bytes` of memory, for state
+    /// larger than memory). Cannot change on a deployed transform.
+    #[serde(default, skip_serializing_if = "StateStoreKind::is_memory")]
+    pub state_store: StateStoreKind,
     /// `"reset"` on a re-PUT: the new version starts with empty state. Not kept.
     #[serde(default, skip_serializing)]
     pub state: Option<StateMode>,
@@ -133,6 +138,31 @@ pub struct EventTime {
     /// A JSON field of the record value (a name, dotted path or JSON pointer) holding ms
     /// since the epoch or an RFC 3339 time; records without it are dead-lettered.
     pub field: String,
+}
+
+/// Where a stateful deployment keeps its state.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateStoreKind {
+    /// In memory (snapshots and the changelog on disk).
+    #[default]
+    Memory,
+    /// In an embedded LSM store on disk, with a bounded cache in memory.
+    Disk,
+}
+
+impl StateStoreKind {
+    pub fn is_memory(&self) -> bool {
+        *self == StateStoreKind::Memory
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            StateStoreKind::Memory => "memory",
+            StateStoreKind::Disk => "disk",
+        }
+    }
 }
 
 /// What a re-PUT does with the state.

@@ -163,6 +163,15 @@ pub struct TransformStatus {
     pub stateful: bool,
     /// Stateful: the changelog topic of the state.
     pub state_topic: Option<String>,
+    /// Stateful: where the state lives (`memory` or `disk`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_store: Option<crate::spec::StateStoreKind>,
+    /// `"state_store": "disk"`: memory the cached values and unwritten changes hold
+    /// (bounded by half of `limits.state_cache_bytes`), and the store's bytes on disk.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_memory_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_disk_bytes: Option<u64>,
     /// Stateful: the event-time settings in force.
     pub event_time: Option<EventTime>,
     pub allowed_lateness_ms: Option<u64>,
@@ -215,6 +224,9 @@ impl TransformStatus {
             allow_cycles: spec.allow_cycles,
             stateful,
             state_topic: stateful.then(|| state_topic(name)),
+            state_store: stateful.then_some(spec.state_store),
+            state_memory_bytes: None,
+            state_disk_bytes: None,
             event_time: spec.event_time.clone(),
             allowed_lateness_ms: stateful.then_some(
                 spec.allowed_lateness_ms

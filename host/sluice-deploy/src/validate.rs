@@ -6,8 +6,9 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::limits::MAX_STATE_BYTES;
 use crate::names::{topic_name_error, valid_name};
-use crate::spec::{MAX_TIME_SETTING_MS, StateMode, TransformSpec, VersionSel};
+use crate::spec::{MAX_TIME_SETTING_MS, StateMode, StateStoreKind, TransformSpec, VersionSel};
 
 /// Why a deployment is refused. Messages are for the operator who sent the spec.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -175,6 +176,11 @@ fn check_spec(
         }
     }
     spec.limits.validate().map_err(DeployError::Invalid)?;
+    if spec.state_store == StateStoreKind::Memory && spec.limits.state_bytes > MAX_STATE_BYTES {
+        return invalid(format!(
+            "limits.state_bytes above {MAX_STATE_BYTES} (16 GiB) needs \"state_store\": \"disk\""
+        ));
+    }
     if let Some(e) = &spec.event_time
         && e.field.trim().is_empty()
     {
@@ -248,6 +254,12 @@ fn check_update(old: &TransformSpec, new: &TransformSpec) -> Result<(), DeployEr
         return Err(DeployError::Invalid(
             "input, outputs, dead_letter and late_output of a deployment cannot change; delete it and deploy anew".into(),
         ));
+    }
+    if old.state_store != new.state_store {
+        return Err(DeployError::Invalid(format!(
+            "state_store of a deployment cannot change (it is {:?}); delete it and deploy anew",
+            old.state_store.name()
+        )));
     }
     Ok(())
 }

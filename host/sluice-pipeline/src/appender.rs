@@ -14,10 +14,11 @@ use crate::Transform;
 use crate::checkpoint::CheckpointWriter;
 use crate::emit::{Sinks, Staged};
 use crate::shared::{StateShared, TaskShared};
-use crate::state;
+use crate::state::{self, Commit};
+use sluice_runtime::state::{StateDelta, write_committed};
 
 pub enum ToAppender {
-    Batch(Staged),
+    Batch(Box<Staged>),
     /// The task has started over after a failure: append again.
     Resume,
 }
@@ -37,6 +38,9 @@ pub struct Appender {
     pub changelog: Option<(Arc<Partition>, Arc<StateShared>)>,
     pub shared: Arc<TaskShared>,
     pub checkpoints: CheckpointWriter,
+    /// A disk state store's changes the changelog has but the disk does not (its write
+    /// failed): written with the next commit's.
+    pub unwritten: Option<StateDelta>,
 }
 
 impl Appender {
@@ -53,7 +57,7 @@ impl Appender {
                 ToAppender::Batch(_) if broken => Appended::Discarded,
                 ToAppender::Batch(staged) => {
                     let position = staged.next_position;
-                    match self.commit(staged) {
+                    match self.commit(*staged) {
                         Ok(()) => {
                             committed = Some(position);
                             Appended::Committed
@@ -102,6 +106,8 @@ impl Appender {
                 .since_snapshot
                 .fetch_add(end.saturating_sub(before), Ordering::Relaxed);
             shared.changelog_end.store(end, Ordering::Relaxed);
+            let shared = shared.clone();
+            self.write_to_disk(&shared, commit, end);
             shared
                 .committed_position
                 .store(commit.meta.position, Ordering::Relaxed);
@@ -125,5 +131,30 @@ impl Appender {
         sluice_common::telemetry::telemetry()
             .transform_batch(&self.t.name, staged.started.elapsed());
         Ok(())
+    }
+
+    /// A disk state store takes the changes of a commit the changelog now has, with the
+    /// changelog offset after it: the disk is never ahead of the changelog, and a restore
+    /// replays only what follows. A failed write is carried to the next commit (restore
+    /// replays from the last written checkpoint meanwhile).
+    fn write_to_disk(&mut self, shared: &StateShared, commit: &Commit, end: u64) {
+        if !shared.lock().is_on_disk() {
+            return;
+        }
+        let merged;
+        let delta = match self.unwritten.take() {
+            Some(mut earlier) => {
+                earlier.merge(commit.delta.clone());
+                merged = earlier;
+                &merged
+            }
+            None => &commit.delta,
+        };
+        let cp = state::disk_checkpoint(Some(end), &commit.meta);
+        if let Err(e) = write_committed(&shared.store, delta, &cp) {
+            tracing::warn!(transform = %self.t.name, partition = self.shared.partition, error = %e,
+                "state changes not written to disk; retried with the next commit");
+            self.unwritten = Some(delta.clone());
+        }
     }
 }

@@ -17,7 +17,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use sluice_log::batch::{self, StoredRecord};
 use sluice_runtime::Executor;
-use sluice_runtime::state::StateStore;
+use sluice_runtime::state::write_committed;
 
 use crate::emit::{InputBatch, Layout, Outputs};
 use crate::operator::{Cx, Operator, ProcessError, Stateful};
@@ -50,10 +50,12 @@ pub struct Read {
     /// Records in, out, rejected, failed.
     pub counts: [u64; 4],
     pub late: u64,
+    /// The state changes, for a store on disk (written there once committed).
+    commit: Option<Commit>,
 }
 
 impl Read {
-    fn add(&mut self, out: Outputs, commit: Option<&Commit>) {
+    fn add(&mut self, out: Outputs, commit: Option<&Commit>, on_disk: bool) {
         for ((slot, partition), b) in out.pending {
             let batch = b.finish().freeze();
             for record in batch::decode(&batch).unwrap_or_default() {
@@ -72,6 +74,12 @@ impl Read {
             // A later meta record supersedes an earlier one of the same read.
             self.changelog.retain(|(k, _)| k.as_slice() != b"m");
             self.changelog.extend(durable::records(commit));
+            if on_disk {
+                match &mut self.commit {
+                    Some(c) => c.merge(commit.clone()),
+                    None => self.commit = Some(commit.clone()),
+                }
+            }
         }
     }
 
@@ -106,6 +114,8 @@ pub struct Detached {
     run: Parts,
     replay: Replay,
     restore_started: Instant,
+    /// The state store is on disk.
+    on_disk: bool,
 }
 
 /// What an operator's context borrows.
@@ -139,19 +149,26 @@ impl Parts {
 impl Detached {
     /// Partition `partition` of `input`, run by `executor` (of plugin version `version`)
     /// into the sinks of `layout`, with an empty state to restore into.
+    /// A store on disk starts empty too (what a worker held of the partition before may
+    /// be stale). `partitions`: of the input, to size a disk store.
     pub fn new(
         t: Arc<Transform>,
         input: &str,
-        partition: u32,
+        (partition, partitions): (u32, u32),
         mut executor: Executor,
         version: u32,
         layout: Layout,
-    ) -> Detached {
-        let store = Arc::new(Mutex::new(StateStore::new(t.budget.clone())));
+    ) -> Result<Detached, String> {
+        let mut store = t.new_store(partition, partitions)?;
+        if store.is_on_disk() {
+            store.clear()?;
+        }
+        let on_disk = store.is_on_disk();
+        let store = Arc::new(Mutex::new(store));
         let state = Arc::new(StateShared::new(store));
         let op = Stateful::new(None, state.clone(), &t);
         op.attach(&mut executor);
-        Detached {
+        Ok(Detached {
             op,
             state,
             run: Parts {
@@ -166,7 +183,8 @@ impl Detached {
             },
             replay: Replay::default(),
             restore_started: Instant::now(),
-        }
+            on_disk,
+        })
     }
 
     /// The partition's state and event clock, for status.
@@ -179,10 +197,19 @@ impl Detached {
         self.run.executor.interrupt()
     }
 
-    /// The caller committed what the reads so far returned, up to input `position`, with
-    /// `late` late records: for status.
-    pub fn committed(&self, position: u64, late: u64) {
+    /// The caller committed `read` (none: a restore), up to input `position`: for status,
+    /// and a store on disk takes its state changes.
+    pub fn committed(&self, position: u64, read: Option<&Read>) {
         let st = &self.state;
+        let late = read.map_or(0, |r| r.late);
+        if let Some(c) = read.and_then(|r| r.commit.as_ref()) {
+            let cp = durable::disk_checkpoint(None, &c.meta);
+            if let Err(e) = write_committed(&st.store, &c.delta, &cp) {
+                // Reads still see the changes (held in memory until written).
+                tracing::warn!(transform = %self.run.t.name, partition = self.run.partition,
+                    error = %e, "state changes not written to disk");
+            }
+        }
         st.committed_position.store(position, Ordering::Relaxed);
         st.committed_at
             .store(sluice_log::now_ms(), Ordering::Relaxed);
@@ -190,17 +217,18 @@ impl Detached {
     }
 
     /// Applies one committed changelog record to the state being restored.
-    pub fn restore_change(&mut self, key: &[u8], value: Option<&[u8]>) {
+    pub fn restore_change(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {
         let mut store = self.state.lock();
-        self.replay.apply(&mut store, key, value);
+        self.replay.apply(&mut store, key, value)
     }
 
     /// The changelog is replayed: the event clock starts where it was committed, and the
     /// timers due at its watermark fire at the next read or turn.
-    pub fn restored(&mut self) -> RestoreInfo {
+    pub fn restored(&mut self) -> Result<RestoreInfo, String> {
         let replay = std::mem::take(&mut self.replay);
         let (keys, timers) = {
-            let store = self.state.lock();
+            let mut store = self.state.lock();
+            replay.finish(&mut store)?;
             (store.keys() as u64, store.timer_count() as u64)
         };
         let info = RestoreInfo {
@@ -212,7 +240,7 @@ impl Detached {
         };
         *self.state.restore.lock().unwrap_or_else(|p| p.into_inner()) = Some(info.clone());
         self.op.start_at(replay.meta);
-        info
+        Ok(info)
     }
 
     /// Fires what is due without input (after a restore or an idle advance) at `position`.
@@ -224,7 +252,7 @@ impl Detached {
         let fired = self.op.fire_due(&mut cx, position);
         let out = cx.out;
         let commit = fired?;
-        read.add(out, commit.as_ref());
+        read.add(out, commit.as_ref(), self.on_disk);
         Ok(())
     }
 
@@ -263,7 +291,7 @@ impl Detached {
         let out = cx.out;
         let commit = self.op.end_read(result.is_ok().then_some(after));
         result?;
-        read.add(out, commit.as_ref());
+        read.add(out, commit.as_ref(), self.on_disk);
         Ok(read)
     }
 
@@ -280,7 +308,7 @@ impl Detached {
         };
         if let Some(commit) = idle {
             let nothing = Outputs::new(&self.run.t.name, self.run.partition, self.run.version);
-            read.add(nothing, Some(&commit));
+            read.add(nothing, Some(&commit), self.on_disk);
         }
         self.fire_due(position, &mut read)?;
         Ok(read)

@@ -42,6 +42,7 @@ use sluice_common::fs::write_file;
 use sluice_deploy::names::valid_name;
 use sluice_deploy::{Capabilities, prepare};
 use sluice_log::{Log, LogError, TopicConfig};
+use sluice_runtime::state::disk::StateDb;
 use sluice_runtime::state::{StateBudget, StateStore};
 use sluice_runtime::{Compiled, Executor, InstanceConfig, Interrupt};
 pub use status::partition_state;
@@ -89,6 +90,15 @@ struct Persisted {
     history: Vec<HistoryEntry>,
 }
 
+/// Where a deployment's disk state store lives, in its directory.
+const STATE_DB_DIR: &str = "state-db";
+
+/// A deployment's disk state store and the memory its partitions' caches share.
+struct DiskState {
+    db: StateDb,
+    memory: Arc<StateBudget>,
+}
+
 /// A partition task's shared state and its thread.
 type TaskHandle = (Arc<TaskShared>, Option<std::thread::JoinHandle<()>>);
 
@@ -109,6 +119,8 @@ pub struct Transform {
     persist_lock: Mutex<()>,
     /// The state memory of all partitions (stateful plugins).
     budget: Arc<StateBudget>,
+    /// `"state_store": "disk"`: the deployment's disk store, opened at first use.
+    disk: Mutex<Option<DiskState>>,
     /// Whether the running plugin version keeps state.
     stateful: AtomicBool,
     /// A candidate version compared with the live one (`shadow`).
@@ -126,10 +138,17 @@ impl std::fmt::Debug for Transform {
 impl Transform {
     /// A deployment run outside this server's pipelines (by `sluice worker`): its spec,
     /// counters, errors and state budget; no tasks, no files.
-    pub fn detached(name: &str, spec: TransformSpec, logs: Arc<LogRing>) -> Arc<Transform> {
+    /// `dir` holds a disk state store (`"state_store": "disk"`).
+    pub fn detached(
+        name: &str,
+        spec: TransformSpec,
+        logs: Arc<LogRing>,
+        dir: PathBuf,
+    ) -> Arc<Transform> {
         Arc::new(Transform {
             name: name.to_string(),
-            dir: PathBuf::new(),
+            dir,
+            disk: Mutex::new(None),
             budget: Arc::new(StateBudget::new(spec.limits.state_bytes)),
             spec: RwLock::new(spec),
             paused: AtomicBool::new(false),
@@ -168,6 +187,55 @@ impl Transform {
 
     pub fn is_stateful(&self) -> bool {
         self.stateful.load(Ordering::Acquire)
+    }
+
+    /// An empty state store for `partition` (of `partitions`) as the spec asks: in memory,
+    /// or on disk (the deployment's store in `state-db/`, opened at first use, with half of
+    /// `limits.state_cache_bytes` for cached values and half for the store itself).
+    pub fn new_store(&self, partition: u32, partitions: u32) -> Result<StateStore, String> {
+        let spec = self.spec();
+        if spec.state_store.is_memory() {
+            return Ok(StateStore::new(self.budget.clone()));
+        }
+        let mut disk = self.disk.lock().unwrap_or_else(|p| p.into_inner());
+        let d = match &mut *disk {
+            Some(d) => d,
+            None => {
+                let half = spec.limits.state_cache_bytes / 2;
+                let db = StateDb::open(&self.dir.join(STATE_DB_DIR), half, partitions)?;
+                disk.insert(DiskState {
+                    db,
+                    memory: Arc::new(StateBudget::new(half)),
+                })
+            }
+        };
+        let (store, _) = StateStore::on_disk(
+            self.budget.clone(),
+            d.memory.clone(),
+            d.db.partition(partition)?,
+        )?;
+        Ok(store)
+    }
+
+    /// The disk store, when the deployment's state is on disk and it is open.
+    pub fn state_db(&self) -> Option<StateDb> {
+        let disk = self.disk.lock().unwrap_or_else(|p| p.into_inner());
+        disk.as_ref().map(|d| d.db.clone())
+    }
+
+    /// Memory the disk store's cached values and unwritten changes hold.
+    pub fn state_memory(&self) -> Option<u64> {
+        let disk = self.disk.lock().unwrap_or_else(|p| p.into_inner());
+        disk.as_ref().map(|d| d.memory.used())
+    }
+
+    /// Closes and removes the disk store (a reset, or a version without state).
+    fn remove_state_db(&self) -> std::io::Result<()> {
+        self.disk.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match std::fs::remove_dir_all(self.dir.join(STATE_DB_DIR)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// The live state of one partition, for the state API.
@@ -549,6 +617,7 @@ impl Pipelines {
             tasks: Mutex::new(Vec::new()),
             persist_lock: Mutex::new(()),
             budget: Arc::new(StateBudget::new(spec.limits.state_bytes)),
+            disk: Mutex::new(None),
             stateful: AtomicBool::new(compiled.stateful()),
             shadow: Mutex::new(None),
         });
@@ -677,11 +746,19 @@ impl Pipelines {
                 continue;
             };
             let checkpoint: Option<Checkpoint> = checkpoint::read(&t.dir, p.id);
-            let state = changelog.as_ref().and_then(|c| {
-                let part = c.partitions.get(p.id as usize)?.clone();
-                let store = Arc::new(Mutex::new(StateStore::new(t.budget.clone())));
-                Some((part, Arc::new(StateShared::new(store))))
-            });
+            let state = match changelog.as_ref() {
+                Some(c) => match c.partitions.get(p.id as usize) {
+                    Some(part) => {
+                        let store = t
+                            .new_store(p.id, input.partitions.len() as u32)
+                            .map_err(|e| PipelineError::Runtime(format!("state store: {e}")))?;
+                        let store = Arc::new(Mutex::new(store));
+                        Some((part.clone(), Arc::new(StateShared::new(store))))
+                    }
+                    None => None,
+                },
+                None => None,
+            };
             let shared = Arc::new(TaskShared::new(
                 p.id,
                 checkpoint.as_ref().map_or(0, |c| c.position),
@@ -788,6 +865,8 @@ impl Pipelines {
         for p in partitions {
             state::remove_snapshot(&t.dir, *p);
         }
+        t.remove_state_db()
+            .map_err(|e| PipelineError::Runtime(format!("removing the state store: {e}")))?;
         let topic = state::topic_name(&t.name);
         self.log.set_owner(&topic, None);
         match self.log.delete_topic(&topic) {

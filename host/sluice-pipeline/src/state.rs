@@ -184,13 +184,33 @@ pub struct Replay {
 
 impl Replay {
     /// Applies one changelog record.
-    pub fn apply(&mut self, store: &mut StateStore, key: &[u8], value: Option<&[u8]>) {
+    pub fn apply(
+        &mut self,
+        store: &mut StateStore,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), String> {
         self.replayed += 1;
         match parse_change(key, value) {
             Some(Change::Value(k, v)) => store.restore_value(k.to_vec(), v.map(<[u8]>::to_vec)),
             Some(Change::Timer(at, k, set)) => store.restore_timer(at, k.to_vec(), set),
-            Some(Change::Meta(m)) => self.meta = Some(m),
-            None => {}
+            Some(Change::Meta(m)) => {
+                self.meta = Some(m);
+                // A store on disk writes what it replayed at whole commits.
+                if store.should_write() {
+                    store.write_all(&disk_checkpoint(None, &m))?;
+                }
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Ends a replay: a store on disk writes what it replayed.
+    pub fn finish(&self, store: &mut StateStore) -> Result<(), String> {
+        match &self.meta {
+            Some(m) => store.write_all(&disk_checkpoint(None, m)),
+            None => Ok(()),
         }
     }
 }
@@ -216,7 +236,24 @@ enum Before {
     Timer(i64, Vec<u8>, bool),
 }
 
-/// Rebuilds a partition's state (into an empty `store`) from its snapshot and changelog.
+/// The checkpoint a store on disk keeps with its writes: the changelog offset its state
+/// stands at (none: a changelog elsewhere, replayed in full on restore) and the meta.
+pub fn disk_checkpoint(offset: Option<u64>, meta: &Meta) -> Vec<u8> {
+    let mut b = offset.unwrap_or(u64::MAX).to_le_bytes().to_vec();
+    b.extend(serde_json::to_vec(meta).unwrap_or_default());
+    b
+}
+
+fn parse_disk_checkpoint(b: &[u8]) -> Option<(u64, Meta)> {
+    let (offset, meta) = b.split_first_chunk::<8>()?;
+    Some((
+        u64::from_le_bytes(*offset),
+        serde_json::from_slice(meta).ok()?,
+    ))
+}
+
+/// Rebuilds a partition's state from its snapshot (or, on disk, its last checkpoint) and
+/// changelog.
 pub fn restore(
     store: &mut StateStore,
     changelog: &Partition,
@@ -224,10 +261,35 @@ pub fn restore(
     partition: u32,
 ) -> Result<Restored, String> {
     let started = Instant::now();
-    store.clear();
     let mut out = Restored::default();
     let mut from = changelog.start_offset();
     let hw = changelog.high_watermark();
+    if store.is_on_disk() {
+        match store
+            .checkpoint()
+            .map(|c| c.as_deref().and_then(parse_disk_checkpoint))
+        {
+            Ok(Some((offset, meta))) if offset >= from && offset <= hw => {
+                out.meta = Some(meta);
+                out.snapshot = Some(offset);
+                from = offset;
+            }
+            found => {
+                if let Ok(Some((offset, _))) = found {
+                    tracing::warn!(
+                        partition,
+                        checkpoint = offset,
+                        changelog_start = from,
+                        changelog_end = hw,
+                        "state on disk does not fit the changelog; replaying all of it"
+                    );
+                }
+                store.clear()?;
+            }
+        }
+        return replay(store, changelog, from, hw, out, started);
+    }
+    store.clear()?;
     match read_snapshot(dir, partition, store) {
         Ok(Some(snap)) if snap.offset >= from && snap.offset <= hw => {
             out.meta = Some(snap.meta);
@@ -242,14 +304,30 @@ pub fn restore(
                 changelog_end = hw,
                 "state snapshot does not fit the changelog; replaying all of it"
             );
-            store.clear();
+            store.clear()?;
         }
-        Ok(None) => store.clear(),
+        Ok(None) => store.clear()?,
         Err(e) => {
             tracing::warn!(partition, error = %e, "state snapshot unusable; replaying the changelog");
-            store.clear();
+            store.clear()?;
         }
     }
+    replay(store, changelog, from, hw, out, started)
+}
+
+/// Replays the changelog from `from` to `hw` into `store`; an unfinished commit at the end
+/// is undone (and listed for repair). A store on disk writes what it replayed at whole
+/// commits as it goes, and at the end, with the changelog offset it stands at.
+fn replay(
+    store: &mut StateStore,
+    changelog: &Partition,
+    from: u64,
+    hw: u64,
+    mut out: Restored,
+    started: Instant,
+) -> Result<Restored, String> {
+    // The offset just after the last meta record (where the state stands).
+    let mut standing = from;
     // Changes since the last meta record, with the values they replaced.
     let mut tail: Vec<Before> = Vec::new();
     let mut off = from;
@@ -274,16 +352,21 @@ pub fn restore(
                 out.replayed += 1;
                 match parse_change(key, r.value) {
                     Some(Change::Value(k, v)) => {
-                        tail.push(Before::Value(k.to_vec(), store.get(k).map(<[u8]>::to_vec)));
-                        store.restore_value(k.to_vec(), v.map(<[u8]>::to_vec));
+                        let before = store.get(k).map_err(|e| e.to_string())?;
+                        tail.push(Before::Value(k.to_vec(), before));
+                        store.restore_value(k.to_vec(), v.map(<[u8]>::to_vec))?;
                     }
                     Some(Change::Timer(at, k, set)) => {
-                        tail.push(Before::Timer(at, k.to_vec(), store.has_timer(at, k)));
-                        store.restore_timer(at, k.to_vec(), set);
+                        tail.push(Before::Timer(at, k.to_vec(), store.has_timer(at, k)?));
+                        store.restore_timer(at, k.to_vec(), set)?;
                     }
                     Some(Change::Meta(m)) => {
                         out.meta = Some(m);
                         tail.clear();
+                        standing = (h.base_offset + i64::from(r.offset_delta)) as u64 + 1;
+                        if store.should_write() {
+                            store.write_all(&disk_checkpoint(Some(standing), &m))?;
+                        }
                     }
                     None => {}
                 }
@@ -296,13 +379,16 @@ pub fn restore(
         match b {
             Before::Value(k, v) => {
                 out.repair.values.insert(k.clone(), v.clone());
-                store.restore_value(k, v);
+                store.restore_value(k, v)?;
             }
             Before::Timer(at, k, set) => {
                 out.repair.timers.insert((at, k.clone()), set);
-                store.restore_timer(at, k, set);
+                store.restore_timer(at, k, set)?;
             }
         }
+    }
+    if let Some(m) = &out.meta {
+        store.write_all(&disk_checkpoint(Some(standing), m))?;
     }
     out.took = started.elapsed();
     Ok(out)
@@ -390,12 +476,12 @@ fn read_snapshot(
         let k = r.bytes(n).map_err(bad)?;
         let n = r.uvarint().map_err(bad)? as usize;
         let v = r.bytes(n).map_err(bad)?;
-        store.restore_value(k.to_vec(), Some(v.to_vec()));
+        store.restore_value(k.to_vec(), Some(v.to_vec()))?;
     }
     let timers = r.u64_le().map_err(bad)?;
     for _ in 0..timers {
         let (at, k) = sluice_sdk::state::read_timer(&mut r).map_err(bad)?;
-        store.restore_timer(at, k.to_vec(), true);
+        store.restore_timer(at, k.to_vec(), true)?;
     }
     Ok(Some(Snapshot { offset, meta }))
 }
@@ -423,6 +509,16 @@ mod tests {
         StateStore::new(Arc::new(StateBudget::new(1 << 30)))
     }
 
+    fn get(s: &mut StateStore, k: &str) -> Option<String> {
+        s.get(k.as_bytes())
+            .unwrap()
+            .map(|v| String::from_utf8(v).unwrap())
+    }
+
+    fn some(v: &str) -> Option<String> {
+        Some(v.to_string())
+    }
+
     fn commit(values: &[(&str, Option<&str>)], timers: &[(i64, &str, bool)], pos: u64) -> Commit {
         Commit {
             delta: StateDelta {
@@ -434,6 +530,7 @@ mod tests {
                     .iter()
                     .map(|(at, k, s)| ((*at, k.as_bytes().to_vec()), *s))
                     .collect(),
+                ..StateDelta::default()
             },
             meta: Meta {
                 position: pos,
@@ -464,9 +561,9 @@ mod tests {
         let mut s = store();
         let r = restore(&mut s, p, dir.path(), 0).unwrap();
         assert_eq!(r.meta.unwrap().position, 20);
-        assert_eq!(s.get(b"a"), Some(&b"1"[..]));
-        assert_eq!(s.get(b"b"), None);
-        assert!(s.has_timer(7, b"a"));
+        assert_eq!(get(&mut s, "a"), some("1"));
+        assert_eq!(get(&mut s, "b"), None);
+        assert!(s.has_timer(7, b"a").unwrap());
         assert_eq!(
             r.repair.values.get(b"a".as_slice()),
             Some(&Some(b"1".to_vec()))
@@ -484,8 +581,12 @@ mod tests {
         assert_eq!(r2.meta.unwrap().position, 30);
         assert!(r2.repair.is_empty());
         assert_eq!(
-            (s2.get(b"a"), s2.get(b"c"), s2.has_timer(7, b"a")),
-            (Some(&b"1"[..]), Some(&b"3"[..]), true)
+            (
+                get(&mut s2, "a"),
+                get(&mut s2, "c"),
+                s2.has_timer(7, b"a").unwrap()
+            ),
+            (some("1"), some("3"), true)
         );
     }
 
@@ -506,10 +607,10 @@ mod tests {
         assert_eq!(r.snapshot, Some(3));
         assert_eq!(r.replayed, 2, "only the commit after the snapshot");
         assert_eq!(
-            (s2.get(b"a"), s2.get(b"b")),
-            (Some(&b"1"[..]), Some(&b"2"[..]))
+            (get(&mut s2, "a"), get(&mut s2, "b")),
+            (some("1"), some("2"))
         );
-        assert!(s2.has_timer(3, b"k"));
+        assert!(s2.has_timer(3, b"k").unwrap());
         assert_eq!(r.meta.unwrap().position, 11);
         // A damaged snapshot is not trusted: the changelog alone gives the same state.
         let path = snapshot_path(dir.path(), 0);
@@ -520,8 +621,99 @@ mod tests {
         let r = restore(&mut s3, p, dir.path(), 0).unwrap();
         assert_eq!(r.snapshot, None);
         assert_eq!(
-            (s3.get(b"a"), s3.get(b"b")),
-            (Some(&b"1"[..]), Some(&b"2"[..]))
+            (get(&mut s3, "a"), get(&mut s3, "b")),
+            (some("1"), some("2"))
+        );
+    }
+
+    /// A store on disk restores from its last checkpoint and replays only what follows;
+    /// a checkpoint the changelog does not have (a changelog that lost its tail, or was
+    /// replaced) is not trusted.
+    #[test]
+    fn a_disk_store_restores_from_its_checkpoint_and_the_changelog_after_it() {
+        use sluice_runtime::state::disk::StateDb;
+        use sluice_runtime::state::write_committed;
+        let dir = tempfile::tempdir().unwrap();
+        let log = sluice_log::Log::open(dir.path().join("log")).unwrap();
+        let t = log.create_topic("x.state", topic_config(1)).unwrap();
+        let p = &t.partitions[0];
+        let budget = Arc::new(StateBudget::new(1 << 30));
+        let memory = Arc::new(StateBudget::new(1 << 20));
+        let db = StateDb::open(&dir.path().join("db"), 8 << 20, 1).unwrap();
+        let open = || {
+            let (s, _) =
+                StateStore::on_disk(budget.clone(), memory.clone(), db.partition(0).unwrap())
+                    .unwrap();
+            std::sync::Mutex::new(s)
+        };
+        // A run puts a and b; its commit reaches the changelog, then the disk.
+        let s = open();
+        let mut first = {
+            let mut st = s.lock().unwrap();
+            restore(&mut st, p, dir.path(), 0).unwrap();
+            st.begin_run();
+            st.put(b"a", b"1").unwrap();
+            st.put(b"b", b"2").unwrap();
+            st.set_timer(b"a", 7).unwrap();
+            commit(&[], &[], 10)
+        };
+        first.delta = s.lock().unwrap().end_run(true);
+        let end = append(p, &first).unwrap();
+        write_committed(&s, &first.delta, &disk_checkpoint(Some(end), &first.meta)).unwrap();
+        // The next commit reaches the changelog but not the disk (a crash between).
+        let mut second = {
+            let mut st = s.lock().unwrap();
+            st.begin_run();
+            st.delete(b"b").unwrap();
+            st.put(b"c", b"3").unwrap();
+            commit(&[], &[], 20)
+        };
+        second.delta = s.lock().unwrap().end_run(true);
+        append(p, &second).unwrap();
+        drop(s);
+        let s = open();
+        let mut st = s.lock().unwrap();
+        assert_eq!(
+            (st.keys(), st.timer_count()),
+            (2, 1),
+            "as of the checkpoint"
+        );
+        let r = restore(&mut st, p, dir.path(), 0).unwrap();
+        assert_eq!(r.snapshot, Some(end));
+        assert_eq!(r.replayed, 3, "only the commit after the checkpoint");
+        assert_eq!(r.meta.unwrap().position, 20);
+        assert_eq!(
+            (get(&mut st, "a"), get(&mut st, "b"), get(&mut st, "c")),
+            (some("1"), None, some("3"))
+        );
+        assert_eq!((st.keys(), st.timer_count()), (2, 1));
+        assert!(st.has_timer(7, b"a").unwrap());
+        drop(st);
+        drop(s);
+        // The restore wrote what it replayed: the next one replays nothing.
+        let s = open();
+        let mut st = s.lock().unwrap();
+        let r = restore(&mut st, p, dir.path(), 0).unwrap();
+        assert_eq!((r.replayed, r.snapshot), (0, Some(p.high_watermark())));
+        assert_eq!(get(&mut st, "c"), some("3"));
+        drop(st);
+        drop(s);
+        // Against a changelog that does not reach the checkpoint: all of it is replayed.
+        let t2 = log.create_topic("y.state", topic_config(1)).unwrap();
+        let p2 = &t2.partitions[0];
+        append(p2, &commit(&[("z", Some("9"))], &[], 5)).unwrap();
+        let s = open();
+        let mut st = s.lock().unwrap();
+        let r = restore(&mut st, p2, dir.path(), 0).unwrap();
+        assert_eq!(r.snapshot, None);
+        assert_eq!(
+            (
+                get(&mut st, "a"),
+                get(&mut st, "z"),
+                st.keys(),
+                st.timer_count()
+            ),
+            (None, some("9"), 1, 0)
         );
     }
 }

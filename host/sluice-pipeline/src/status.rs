@@ -60,6 +60,10 @@ impl Pipelines {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
+            state_memory_bytes: stateful.then(|| t.state_memory()).flatten(),
+            state_disk_bytes: stateful
+                .then(|| t.state_db().map(|d| d.disk_space()))
+                .flatten(),
             ..TransformStatus::of_spec(&t.name, &spec, stateful)
         }
     }
@@ -103,7 +107,7 @@ impl Catalog for Pipelines {
 pub fn partition_state(st: &StateShared) -> PartitionState {
     let some = |t: i64| (t != sluice_sdk::NO_WATERMARK).then_some(t);
     let (keys, bytes, timers, next_timer) = {
-        let store = st.lock();
+        let mut store = st.lock();
         (
             store.keys() as u64,
             store.bytes(),

@@ -147,6 +147,7 @@ impl TaskCtx {
             changelog: self.op.changelog(),
             shared: self.shared.clone(),
             checkpoints: CheckpointWriter::new(self.t.dir.clone(), part),
+            unwritten: None,
         };
         let appender = match std::thread::Builder::new()
             .name(format!("sluice-append-{}-{part}", self.t.name))
@@ -161,7 +162,7 @@ impl TaskCtx {
             if l.in_flight {
                 let _ = l.done.recv();
             }
-            let _ = l.work.send(ToAppender::Batch(s));
+            let _ = l.work.send(ToAppender::Batch(Box::new(s)));
         }
         let position = l.position;
         drop(l);
@@ -186,7 +187,7 @@ impl TaskCtx {
             && let Some(s) = l.staged.take()
         {
             let small = s.input_bytes < STAGE_LIMIT / 4;
-            if l.work.send(ToAppender::Batch(s)).is_err() {
+            if l.work.send(ToAppender::Batch(Box::new(s))).is_err() {
                 return Step::End;
             }
             l.in_flight = true;

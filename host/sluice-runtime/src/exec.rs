@@ -754,7 +754,12 @@ impl Executor {
             Err(e) => {
                 // A trapped store refuses every later call: start over with a new one.
                 trapped = true;
-                if matches!(e.downcast_ref::<Stop>(), Some(Stop::Interrupted)) {
+                if let Some(Stop::StateStore { message }) = e.downcast_ref::<Stop>() {
+                    // Not the records' fault: nothing is decided and the read is retried.
+                    tracing::error!(error = %message, "state store failed; retrying the read");
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    Err(CallError::Interrupted)
+                } else if matches!(e.downcast_ref::<Stop>(), Some(Stop::Interrupted)) {
                     Err(CallError::Interrupted)
                 } else {
                     let why = describe_failure(

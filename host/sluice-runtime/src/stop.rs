@@ -20,6 +20,9 @@ pub enum Stop {
          limits.fuel_per_record per record)"
     )]
     HostWork { limit: u64 },
+    /// The state store on disk failed (the call is retried; nothing is decided).
+    #[error("{message}")]
+    StateStore { message: String },
     #[error("the plugin used the network ({import}), which plugins may not")]
     Network { import: String },
 }

@@ -40,6 +40,10 @@ pub struct EngineSettings {
     /// Seals deployment secrets in the control topic (none: deployments with secrets are
     /// refused, and those others deployed do not run here).
     pub secrets_key: Option<crate::SecretsKey>,
+    /// Where deployments with `"state_store": "disk"` keep their state (a directory per
+    /// deployment, emptied when a session starts: the changelog on the cluster is the
+    /// state's home).
+    pub state_dir: std::path::PathBuf,
 }
 
 /// Defaults of [`EngineSettings::commit_interval`] and [`EngineSettings::max_batch`].

@@ -85,7 +85,18 @@ pub(crate) fn session(
     let changelog = changelog_topic(&settings.group, job.name);
     let sinks = sink_topics(d);
     let layout = layout(&consumer, d)?;
-    let t = Transform::detached(job.name, d.clone(), job.shared.logs.clone());
+    // A disk store's files from an earlier session are stale: its partitions restore.
+    let dir = settings.state_dir.join(job.name);
+    match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(EngineError::Plugin(format!(
+                "state directory {}: {e}",
+                dir.display()
+            )));
+        }
+        _ => {}
+    }
+    let t = Transform::detached(job.name, d.clone(), job.shared.logs.clone(), dir);
     let mut parts: BTreeMap<i32, Part> = BTreeMap::new();
     let mut seen_gen = u64::MAX;
     let mut running: Option<Running> = None;
@@ -206,7 +217,7 @@ pub(crate) fn session(
                 && let Some(position) = position.filter(|o| *o >= 0)
             {
                 part.committed = position;
-                part.run.committed(position as u64, read.late);
+                part.run.committed(position as u64, Some(read));
             }
         }
         count(job, &t, &reads);
@@ -354,11 +365,12 @@ fn restore(
                 run: Detached::new(
                     t.clone(),
                     &d.input,
-                    p as u32,
+                    (p as u32, highest as u32 + 1),
                     executor,
                     run.version,
                     layout.clone(),
-                ),
+                )
+                .map_err(|e| EngineError::Plugin(format!("partition {p}: state store: {e}")))?,
                 assigned: ctx.assignment_of(p),
                 committed: offset,
             },
@@ -389,7 +401,9 @@ fn restore(
             None => {}
             Some(Ok(m)) => {
                 if let (Some(k), Some(part)) = (m.key(), parts.get_mut(&m.partition())) {
-                    part.run.restore_change(k, m.payload());
+                    part.run
+                        .restore_change(k, m.payload())
+                        .map_err(|e| EngineError::Plugin(format!("restoring state: {e}")))?;
                 }
             }
             Some(Err(KafkaError::PartitionEOF(p))) => open.retain(|o| *o != p),
@@ -397,9 +411,12 @@ fn restore(
         }
     }
     for (p, part) in &mut parts {
-        let info = part.run.restored();
+        let info = part
+            .run
+            .restored()
+            .map_err(|e| EngineError::Plugin(format!("restoring state: {e}")))?;
         if part.committed >= 0 {
-            part.run.committed(part.committed as u64, 0);
+            part.run.committed(part.committed as u64, None);
         }
         tracing::info!(deployment = %job.name, partition = *p, keys = info.keys, timers = info.timers,
             replayed = info.replayed, took_ms = started.elapsed().as_millis() as u64, "state restored");

@@ -41,6 +41,11 @@ pub struct WorkerArgs {
     /// Where compiled plugins are cached [default: a temporary directory].
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
+    /// Where deployments with `"state_store": "disk"` keep their state while this worker
+    /// holds their partitions (restored from the changelog on the cluster)
+    /// [default: a temporary directory].
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
     /// How long records are gathered into one transaction (ms): throughput against
     /// end-to-end latency.
     #[arg(long, default_value_t = sluice_worker::DEFAULT_COMMIT_INTERVAL.as_millis() as u64)]
@@ -91,7 +96,12 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         .cache_dir
         .clone()
         .unwrap_or_else(|| tmp.path().to_path_buf());
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| tmp.path().join("state"));
     let settings = EngineSettings {
+        state_dir,
         bootstrap_servers: args.bootstrap_servers.clone(),
         group: args.group.clone(),
         id: id.clone(),

@@ -20,6 +20,7 @@ mod runtime;
 mod schemas;
 mod security;
 mod shadow;
+mod state_disk;
 mod stateful;
 mod tier;
 mod walkthrough;

@@ -306,6 +306,7 @@ fn workers_on_a_mock_cluster_share_partitions_and_survive_a_broker_outage() {
                 commit_interval: sluice_worker::DEFAULT_COMMIT_INTERVAL,
                 max_batch: 1000,
                 secrets_key: None,
+                state_dir: dir.path().join(id).join("state"),
             };
             let runtime = sluice_runtime::Runtime::new(&dir.path().join(id)).unwrap();
             let w = sluice_worker::Worker::start(settings, runtime).unwrap();

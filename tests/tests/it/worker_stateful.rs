@@ -170,7 +170,9 @@ fn stateful_workers_count_windows_exactly_through_a_sigkill_a_join_and_a_stop() 
         .json(
             &json!({"plugin": "sessionize", "input": "events", "outputs": ["sessions"],
             "dead_letter": "sessions.dlq", "config": {"gap_ms": GAP_MS.to_string()},
-            "allowed_lateness_ms": spec["allowed_lateness_ms"], "idle_timeout_ms": 10_000}),
+            "allowed_lateness_ms": spec["allowed_lateness_ms"], "idle_timeout_ms": 10_000,
+            // Its state in each worker's disk store (restored there from the changelog).
+            "state_store": "disk"}),
         )
         .send()
         .unwrap();

@@ -158,7 +158,10 @@ impl Stateful {
         let mut first = 0u32;
         let mut rounds_left = true;
         for _ in 0..MAX_TIMER_ROUNDS {
-            let (list, count) = shared.lock().take_due(watermark, TIMERS_PER_CALL);
+            let (list, count) = shared
+                .lock()
+                .take_due(watermark, TIMERS_PER_CALL)
+                .map_err(ProcessError::Failed)?;
             if count == 0 {
                 rounds_left = false;
                 break;
@@ -444,6 +447,21 @@ impl Operator for Stateful {
         };
         let end = changelog.high_watermark();
         let store = st.lock();
+        if store.is_on_disk() {
+            // The disk store has every commit (the appender writes each one there): a
+            // checkpoint makes them durable.
+            drop(store);
+            let Some(db) = t.state_db() else { return };
+            match db.persist() {
+                Ok(()) => {
+                    st.since_snapshot.store(0, Ordering::Relaxed);
+                    st.snapshot_offset.store(end, Ordering::Relaxed);
+                }
+                Err(e) => tracing::warn!(transform = %t.name, partition, error = %e,
+                    "state store not persisted; a machine failure would replay more of the changelog"),
+            }
+            return;
+        }
         if !force && since < store.keys() as u64 {
             return;
         }

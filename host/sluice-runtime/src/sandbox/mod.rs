@@ -508,7 +508,7 @@ impl v2::types::Host for HostState {}
 
 impl v2::state::Host for HostState {
     fn get(&mut self, key: Vec<u8>) -> wasmtime::Result<Option<Vec<u8>>> {
-        Ok(self.state()?.get(&key).map(<[u8]>::to_vec))
+        self.state()?.get(&key)
     }
 
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> wasmtime::Result<()> {
@@ -516,8 +516,7 @@ impl v2::state::Host for HostState {
     }
 
     fn delete(&mut self, key: Vec<u8>) -> wasmtime::Result<()> {
-        self.state()?.delete(&key);
-        Ok(())
+        self.state()?.delete(&key)
     }
 
     fn scan(
@@ -526,7 +525,7 @@ impl v2::state::Host for HostState {
         start_after: Option<Vec<u8>>,
         limit: u32,
     ) -> wasmtime::Result<Vec<u8>> {
-        Ok(self.state()?.scan(&prefix, start_after.as_deref(), limit))
+        self.state()?.scan(&prefix, start_after.as_deref(), limit)
     }
 
     fn set_timer(&mut self, key: Vec<u8>, at_ms: i64) -> wasmtime::Result<()> {
@@ -534,8 +533,7 @@ impl v2::state::Host for HostState {
     }
 
     fn cancel_timer(&mut self, key: Vec<u8>, at_ms: i64) -> wasmtime::Result<()> {
-        self.state()?.cancel_timer(&key, at_ms);
-        Ok(())
+        self.state()?.cancel_timer(&key, at_ms)
     }
 
     fn apply(&mut self, ops: Vec<u8>) -> wasmtime::Result<()> {
