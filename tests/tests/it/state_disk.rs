@@ -100,7 +100,10 @@ fn a_disk_store_several_times_its_cache_counts_exactly_across_sigkills() {
     let r = deploy(&s, "wc", in_memory);
     assert_eq!(r.status(), 400);
     let body = r.text().unwrap();
-    assert!(body.contains("state_store") && body.contains("disk"), "{body}");
+    assert!(
+        body.contains("state_store") && body.contains("disk"),
+        "{body}"
+    );
     let mut small_cache = spec();
     small_cache["limits"]["state_cache_bytes"] = json!(1 << 20);
     assert_eq!(deploy(&s, "wc", small_cache).status(), 400);
