@@ -6,6 +6,10 @@
 //!   operations on 10% of the keys), a commit written every 1,000 operations;
 //! - `window-count` end to end on state 10× the cache (2.4 M keys in hour-long windows,
 //!   3 M events, 2 partitions), disk against memory; the memory the disk store holds;
+//! - the embedded store chosen by measurement: fjall (LSM) against redb (copy-on-write
+//!   B-tree) on the store's own work — 2 M keys written in batches of 1,000 (one atomic
+//!   commit each, made durable every 100), then random updates in batches, then random
+//!   point reads, each with a 64 MiB cache: ns per key and bytes on disk;
 //! - what checkpointing costs on disk: the store's bytes on disk per input record (each
 //!   commit's changes are written with the changelog offset they reach).
 //!
@@ -204,6 +208,129 @@ fn window_count() {
     );
 }
 
+/// One embedded store under the state's work.
+trait Kv {
+    fn name(&self) -> &'static str;
+    /// One atomic batch, not yet durable.
+    fn batch(&mut self, items: &[(Vec<u8>, Vec<u8>)]);
+    /// Makes every batch so far durable.
+    fn checkpoint(&mut self);
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>>;
+    fn disk_bytes(&self) -> u64;
+}
+
+struct Fjall(StateDb, sluice_runtime::state::disk::DiskPart);
+
+impl Kv for Fjall {
+    fn name(&self) -> &'static str {
+        "fjall"
+    }
+    fn batch(&mut self, items: &[(Vec<u8>, Vec<u8>)]) {
+        use sluice_runtime::state::disk::{Change, Counts};
+        let changes = items.iter().map(|(k, v)| Change::Value(k, Some(v)));
+        self.1.write(changes, Counts::default(), b"").unwrap();
+    }
+    fn checkpoint(&mut self) {
+        self.0.persist().unwrap();
+    }
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.1.get(key).unwrap()
+    }
+    fn disk_bytes(&self) -> u64 {
+        self.0.disk_space()
+    }
+}
+
+const TABLE: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("state");
+
+struct Redb(redb::Database, std::path::PathBuf);
+
+impl Kv for Redb {
+    fn name(&self) -> &'static str {
+        "redb"
+    }
+    fn batch(&mut self, items: &[(Vec<u8>, Vec<u8>)]) {
+        let mut tx = self.0.begin_write().unwrap();
+        tx.set_durability(redb::Durability::None).unwrap();
+        {
+            let mut t = tx.open_table(TABLE).unwrap();
+            for (k, v) in items {
+                t.insert(k.as_slice(), v.as_slice()).unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+    fn checkpoint(&mut self) {
+        let mut tx = self.0.begin_write().unwrap();
+        tx.set_durability(redb::Durability::Immediate).unwrap();
+        tx.commit().unwrap();
+    }
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        use redb::{ReadableDatabase, ReadableTable};
+        let tx = self.0.begin_read().unwrap();
+        let t = tx.open_table(TABLE).unwrap();
+        t.get(key).unwrap().map(|g| g.value().to_vec())
+    }
+    fn disk_bytes(&self) -> u64 {
+        std::fs::metadata(&self.1).map_or(0, |m| m.len())
+    }
+}
+
+/// ns per key written (insert, then update) and read, and bytes on disk per key.
+fn exercise(kv: &mut dyn Kv) -> String {
+    let mut rng = fastrand::Rng::with_seed(3);
+    let timed = |kv: &mut dyn Kv, n: usize, rng: &mut fastrand::Rng, fresh: bool| {
+        let start = Instant::now();
+        for b in 0..n / PER_COMMIT {
+            let items: Vec<(Vec<u8>, Vec<u8>)> = (0..PER_COMMIT)
+                .map(|i| {
+                    let k = if fresh {
+                        b * PER_COMMIT + i
+                    } else {
+                        rng.usize(0..KEYS)
+                    };
+                    (key(k), rng.u64(..).to_le_bytes().to_vec())
+                })
+                .collect();
+            kv.batch(&items);
+            if b % 100 == 99 {
+                kv.checkpoint();
+            }
+        }
+        kv.checkpoint();
+        start.elapsed().as_nanos() as f64 / n as f64
+    };
+    let insert = timed(kv, KEYS, &mut rng, true);
+    let update = timed(kv, OPS, &mut rng, false);
+    let start = Instant::now();
+    for _ in 0..OPS / 2 {
+        std::hint::black_box(kv.get(&key(rng.usize(0..KEYS))));
+    }
+    let get = start.elapsed().as_nanos() as f64 / (OPS / 2) as f64;
+    format!(
+        "{}: insert {insert:.0} ns/key, random update {update:.0} ns/key, random get {get:.0} ns/key, {:.0} bytes on disk per key",
+        kv.name(),
+        kv.disk_bytes() as f64 / KEYS as f64
+    )
+}
+
+fn compare_stores() {
+    let base = std::env::var_os("SLUICE_BENCH_DIR").map_or_else(std::env::temp_dir, Into::into);
+    let dir = tempfile::tempdir_in(base).unwrap();
+    let db = StateDb::open(&dir.path().join("fjall"), 128 << 20, 1).unwrap();
+    let part = db.partition(0).unwrap();
+    let fjall = exercise(&mut Fjall(db, part));
+    let path = dir.path().join("redb");
+    let redb = redb::Database::builder()
+        .set_cache_size(64 << 20)
+        .create(&path)
+        .unwrap();
+    let redb = exercise(&mut Redb(redb, path));
+    println!(
+        "embedded stores, {KEYS} keys, batches of {PER_COMMIT}, durable every 100 batches:\n  {fjall}\n  {redb}"
+    );
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -211,8 +338,10 @@ fn main() {
     match std::env::var("SLUICE_BENCH_ONLY").as_deref() {
         Ok("ops") => return store_ops(),
         Ok("window-count") => return window_count(),
+        Ok("stores") => return compare_stores(),
         _ => {}
     }
+    compare_stores();
     store_ops();
     window_count();
 }

@@ -106,6 +106,11 @@ pub struct TransformSpec {
     /// larger than memory). Cannot change on a deployed transform.
     #[serde(default, skip_serializing_if = "StateStoreKind::is_memory")]
     pub state_store: StateStoreKind,
+    /// Stateful plugins on `sluice worker`: how many other workers of the group keep a
+    /// warm copy of each partition's state (following its changelog), so that one taking
+    /// the partition over restores only the tail. No effect on one `sluice serve`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub standby_replicas: u32,
     /// `"reset"` on a re-PUT: the new version starts with empty state. Not kept.
     #[serde(default, skip_serializing)]
     pub state: Option<StateMode>,
@@ -139,6 +144,13 @@ pub struct EventTime {
     /// since the epoch or an RFC 3339 time; records without it are dead-lettered.
     pub field: String,
 }
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Most `standby_replicas`.
+pub const MAX_STANDBY_REPLICAS: u32 = 3;
 
 /// Where a stateful deployment keeps its state.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -170,6 +170,9 @@ pub struct TransformStatus {
     /// (bounded by half of `limits.state_cache_bytes`), and the store's bytes on disk.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state_memory_bytes: Option<u64>,
+    /// Workers: other workers keeping a warm copy of each partition's state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub standby_replicas: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state_disk_bytes: Option<u64>,
     /// Stateful: the event-time settings in force.
@@ -226,6 +229,8 @@ impl TransformStatus {
             state_topic: stateful.then(|| state_topic(name)),
             state_store: stateful.then_some(spec.state_store),
             state_memory_bytes: None,
+            standby_replicas: (stateful && spec.standby_replicas > 0)
+                .then_some(spec.standby_replicas),
             state_disk_bytes: None,
             event_time: spec.event_time.clone(),
             allowed_lateness_ms: stateful.then_some(

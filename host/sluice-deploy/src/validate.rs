@@ -8,7 +8,9 @@ use std::collections::{HashMap, HashSet};
 
 use crate::limits::MAX_STATE_BYTES;
 use crate::names::{topic_name_error, valid_name};
-use crate::spec::{MAX_TIME_SETTING_MS, StateMode, StateStoreKind, TransformSpec, VersionSel};
+use crate::spec::{
+    MAX_STANDBY_REPLICAS, MAX_TIME_SETTING_MS, StateMode, StateStoreKind, TransformSpec, VersionSel,
+};
 
 /// Why a deployment is refused. Messages are for the operator who sent the spec.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -176,6 +178,11 @@ fn check_spec(
         }
     }
     spec.limits.validate().map_err(DeployError::Invalid)?;
+    if spec.standby_replicas > MAX_STANDBY_REPLICAS {
+        return invalid(format!(
+            "standby_replicas must be 0..={MAX_STANDBY_REPLICAS}"
+        ));
+    }
     if spec.state_store == StateStoreKind::Memory && spec.limits.state_bytes > MAX_STATE_BYTES {
         return invalid(format!(
             "limits.state_bytes above {MAX_STATE_BYTES} (16 GiB) needs \"state_store\": \"disk\""

@@ -17,7 +17,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use sluice_log::batch::{self, StoredRecord};
 use sluice_runtime::Executor;
-use sluice_runtime::state::write_committed;
+use sluice_runtime::state::{StateStore, write_committed};
 
 use crate::emit::{InputBatch, Layout, Outputs};
 use crate::operator::{Cx, Operator, ProcessError, Stateful};
@@ -107,6 +107,47 @@ impl From<ProcessError> for DetachedError {
     }
 }
 
+/// A partition's state followed from its changelog while another worker processes the
+/// partition (a standby replica): what a restore would have replayed so far, ready to take
+/// over with only the rest to read.
+pub struct Warm {
+    store: StateStore,
+    replay: Replay,
+    /// The next changelog offset to apply (-1: from the beginning).
+    pub next: i64,
+}
+
+impl Warm {
+    /// An empty state for `partition` (of `partitions`) as the deployment asks.
+    pub fn new(t: &Transform, partition: u32, partitions: u32) -> Result<Warm, String> {
+        let mut store = t.new_store(partition, partitions)?;
+        if store.is_on_disk() {
+            store.clear()?;
+        }
+        Ok(Warm {
+            store,
+            replay: Replay::default(),
+            next: -1,
+        })
+    }
+
+    /// Applies the committed changelog record at `offset`.
+    pub fn apply(&mut self, offset: i64, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {
+        self.replay.apply(&mut self.store, key, value)?;
+        self.next = offset + 1;
+        Ok(())
+    }
+
+    pub fn keys(&self) -> usize {
+        self.store.keys()
+    }
+
+    /// Changelog records applied so far.
+    pub fn replayed(&self) -> u64 {
+        self.replay.replayed
+    }
+}
+
 /// One input partition of a stateful deployment, run by a caller that keeps its topics.
 pub struct Detached {
     op: Stateful,
@@ -114,6 +155,10 @@ pub struct Detached {
     run: Parts,
     replay: Replay,
     restore_started: Instant,
+    /// Records a standby copy had applied before this restore, and the changelog offset
+    /// the restore went on from (none: the beginning).
+    restore_base: u64,
+    restore_from: Option<u64>,
     /// The state store is on disk.
     on_disk: bool,
 }
@@ -150,7 +195,8 @@ impl Detached {
     /// Partition `partition` of `input`, run by `executor` (of plugin version `version`)
     /// into the sinks of `layout`, with an empty state to restore into.
     /// A store on disk starts empty too (what a worker held of the partition before may
-    /// be stale). `partitions`: of the input, to size a disk store.
+    /// be stale) — or from `warm`, a standby's state, which the restore goes on from.
+    /// `partitions`: of the input, to size a disk store.
     pub fn new(
         t: Arc<Transform>,
         input: &str,
@@ -158,11 +204,16 @@ impl Detached {
         mut executor: Executor,
         version: u32,
         layout: Layout,
+        warm: Option<Warm>,
     ) -> Result<Detached, String> {
-        let mut store = t.new_store(partition, partitions)?;
-        if store.is_on_disk() {
-            store.clear()?;
-        }
+        let (store, replay, from) = match warm {
+            Some(w) => (w.store, w.replay, (w.next >= 0).then_some(w.next as u64)),
+            None => (
+                Warm::new(&t, partition, partitions)?.store,
+                Replay::default(),
+                None,
+            ),
+        };
         let on_disk = store.is_on_disk();
         let store = Arc::new(Mutex::new(store));
         let state = Arc::new(StateShared::new(store));
@@ -181,8 +232,10 @@ impl Detached {
                 seen: Recovered::default(),
                 starved: AtomicBool::new(false),
             },
-            replay: Replay::default(),
+            restore_base: replay.replayed,
+            replay,
             restore_started: Instant::now(),
+            restore_from: from,
             on_disk,
         })
     }
@@ -235,8 +288,8 @@ impl Detached {
             took_ms: self.restore_started.elapsed().as_millis() as u64,
             keys,
             timers,
-            snapshot_offset: None,
-            replayed: replay.replayed,
+            snapshot_offset: self.restore_from,
+            replayed: replay.replayed - self.restore_base,
         };
         *self.state.restore.lock().unwrap_or_else(|p| p.into_inner()) = Some(info.clone());
         self.op.start_at(replay.meta);

@@ -545,6 +545,11 @@ impl Pipelines {
                 let (spec, version) = (prepared.spec, prepared.version);
                 let compiled = self.plugins.compiled(&spec.plugin, version)?;
                 t.budget.set_limit(spec.limits.state_bytes);
+                if let Some(d) = &*t.disk.lock().unwrap_or_else(|p| p.into_inner()) {
+                    // Cached values follow a new cache limit at once; the store's own
+                    // block cache at the next start.
+                    d.memory.set_limit(spec.limits.state_cache_bytes / 2);
+                }
                 let old = t.spec();
                 // A change of how records cross the schema registry takes new tasks.
                 let recoded =

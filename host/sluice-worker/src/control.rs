@@ -126,6 +126,20 @@ pub struct DeploymentReport {
     pub last_error: Option<String>,
     /// Versions that took over on this worker, and where.
     pub history: Vec<HistoryEntry>,
+    /// Partitions whose state this worker follows as a standby replica.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub standbys: Vec<StandbyReport>,
+}
+
+/// A standby copy of one partition's state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StandbyReport {
+    pub partition: i32,
+    /// The next changelog offset it applies.
+    pub changelog_offset: i64,
+    pub keys: u64,
+    /// Changelog records applied since it started following.
+    pub replayed: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

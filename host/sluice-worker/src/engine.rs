@@ -86,6 +86,39 @@ pub struct Shared {
     history: Mutex<Vec<HistoryEntry>>,
     /// The version that last processed each partition here.
     ran: Mutex<HashMap<i32, u32>>,
+    /// Who holds which input partition, and the live workers (from the group's reports).
+    peers: Mutex<Peers>,
+    /// Stateful deployments with standby replicas: the partitions whose state this worker
+    /// follows for another.
+    standbys: Mutex<Vec<crate::control::StandbyReport>>,
+}
+
+/// The group as this worker sees it: each input partition's holder, the live workers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Peers {
+    pub owners: BTreeMap<i32, String>,
+    /// Sorted.
+    pub live: Vec<String>,
+}
+
+impl Peers {
+    /// The input partitions worker `me` keeps a standby copy of, with `replicas` per
+    /// partition: a partition held by another worker is followed by the `replicas` live
+    /// workers after its holder, in id order.
+    pub fn standby_for(&self, me: &str, replicas: u32) -> Vec<i32> {
+        let n = self.live.len();
+        let replicas = (replicas as usize).min(n.saturating_sub(1));
+        self.owners
+            .iter()
+            .filter(|(_, owner)| owner.as_str() != me)
+            .filter(|(_, owner)| {
+                self.live.iter().position(|w| w == *owner).is_some_and(|i| {
+                    (1..=replicas).any(|k| self.live.get((i + k) % n).is_some_and(|w| w == me))
+                })
+            })
+            .map(|(p, _)| *p)
+            .collect()
+    }
 }
 
 impl std::fmt::Debug for Shared {
@@ -110,6 +143,22 @@ impl Shared {
     }
 
     /// The partitions held, each with its state once restored (stateful deployments).
+    pub fn set_peers(&self, peers: Peers) {
+        *lock(&self.peers) = peers;
+    }
+
+    pub fn peers(&self) -> Peers {
+        lock(&self.peers).clone()
+    }
+
+    pub(crate) fn set_standbys(&self, s: Vec<crate::control::StandbyReport>) {
+        *lock(&self.standbys) = s;
+    }
+
+    pub fn standbys(&self) -> Vec<crate::control::StandbyReport> {
+        lock(&self.standbys).clone()
+    }
+
     pub fn partitions(&self) -> Vec<PartitionReport> {
         let states = lock(&self.states).clone();
         let mut held = lock(&self.assigned).clone();

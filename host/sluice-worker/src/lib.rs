@@ -16,6 +16,7 @@ pub mod engine;
 mod secrets;
 pub use secrets::SecretsKey;
 mod runner;
+mod standby;
 pub mod stateful;
 pub mod tables;
 
@@ -190,6 +191,7 @@ impl Worker {
                 seen = generation;
                 self.reconcile();
             }
+            self.update_peers();
             if reported.elapsed() >= REPORT_INTERVAL {
                 reported = std::time::Instant::now();
                 // Deployments that could not start (a table not loaded yet) try again.
@@ -215,6 +217,40 @@ impl Worker {
 
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Release);
+    }
+
+    /// Tells each deployment who holds which partition (its standby replicas follow
+    /// from that), from the live workers' reports and this worker's own partitions.
+    fn update_peers(&self) {
+        let now = control::now_ms();
+        let me = &self.settings.id;
+        let local = self.local();
+        let view = self.control.view();
+        let live: Vec<&WorkerReport> = view
+            .workers
+            .values()
+            .filter(|r| &r.id != me && !r.stopped && now - r.at_ms <= LIVE_FOR.as_millis() as i64)
+            .collect();
+        let mut ids: Vec<String> = live.iter().map(|r| r.id.clone()).collect();
+        ids.push(me.clone());
+        ids.sort();
+        for (name, shared) in local {
+            let mut owners = BTreeMap::new();
+            for r in &live {
+                if let Some(d) = r.deployments.get(&name) {
+                    for p in &d.partitions {
+                        owners.insert(p.partition, r.id.clone());
+                    }
+                }
+            }
+            for p in shared.partitions() {
+                owners.insert(p.partition, me.clone());
+            }
+            shared.set_peers(engine::Peers {
+                owners,
+                live: ids.clone(),
+            });
+        }
     }
 
     fn compile(&self, bytes: &[u8], digest: &str) -> Result<Arc<Compiled>, PluginError> {
@@ -424,6 +460,7 @@ impl Worker {
                         rebalances: s.rebalances.load(Ordering::Relaxed),
                         last_error: s.last_error(),
                         history: s.history(),
+                        standbys: if stopped { Vec::new() } else { s.standbys() },
                     };
                     (name, r)
                 })
@@ -739,6 +776,8 @@ impl Worker {
             st.state_topic = Some(stateful::changelog_topic(&self.settings.group, name));
             st.allowed_lateness_ms = of.allowed_lateness_ms;
             st.idle_timeout_ms = of.idle_timeout_ms;
+            st.state_store = of.state_store;
+            st.standby_replicas = of.standby_replicas;
         }
         st.partitions.sort_by_key(|p| p.partition);
         st.history = merge_history(history);

@@ -34,6 +34,7 @@ use crate::engine::{
     EngineError, EngineSettings, In, Job, LagContext, TXN_TIMEOUT, commit, consumer, gather, held,
     producer, send,
 };
+use crate::standby::Standbys;
 
 /// How long a transaction of a stateful deployment may stay open: after a worker dies
 /// mid-transaction, its partitions wait this long for the cluster to abort it before the
@@ -42,6 +43,8 @@ const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for a partition's committed offset to become stable or its changelog to
 /// be read to the end.
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest a session spends per turn applying changelog records to standby copies.
+const STANDBY_BUDGET: Duration = Duration::from_millis(20);
 
 /// The changelog topic of a stateful deployment run by the workers of `group`.
 pub fn changelog_topic(group: &str, deployment: &str) -> String {
@@ -98,6 +101,7 @@ pub(crate) fn session(
     }
     let t = Transform::detached(job.name, d.clone(), job.shared.logs.clone(), dir);
     let mut parts: BTreeMap<i32, Part> = BTreeMap::new();
+    let mut standbys = Standbys::new(changelog.clone());
     let mut seen_gen = u64::MAX;
     let mut running: Option<Running> = None;
     while !stop.load(Ordering::Acquire) {
@@ -136,8 +140,25 @@ pub(crate) fn session(
             .collect();
         if !missing.is_empty() {
             parts.extend(restore(
-                settings, job, &consumer, &t, run, &layout, &missing, stop,
+                settings,
+                job,
+                &consumer,
+                (&t, run, &layout),
+                &missing,
+                &mut standbys,
+                stop,
             )?);
+        }
+        if d.standby_replicas > 0 {
+            let want: Vec<i32> = job
+                .shared
+                .peers()
+                .standby_for(&settings.id, d.standby_replicas)
+                .into_iter()
+                .filter(|p| !held.iter().any(|h| h.partition == *p))
+                .collect();
+            standbys.follow(settings, &t, &want, STANDBY_BUDGET)?;
+            job.shared.set_standbys(standbys.reports());
         }
         // A partition that has consumed nothing since it came here stands at its committed
         // offset (the consumer knows no position for it yet).
@@ -307,16 +328,15 @@ fn layout(
 }
 
 /// Restores input partitions `ps`' state from the changelog (see the module's doc), all
-/// at once: one stable offset fetch, one reader over their changelog partitions.
-#[allow(clippy::too_many_arguments)]
+/// at once: one stable offset fetch, one reader over their changelog partitions — from
+/// where a standby copy stands, for a partition this worker followed.
 fn restore(
     settings: &EngineSettings,
     job: &Job<'_>,
     consumer: &BaseConsumer<LagContext>,
-    t: &Arc<Transform>,
-    run: &Running,
-    layout: &Layout,
+    (t, run, layout): (&Arc<Transform>, &Running, &Layout),
     ps: &[i32],
+    standbys: &mut Standbys,
     stop: &AtomicBool,
 ) -> Result<BTreeMap<i32, Part>, EngineError> {
     let d = job.spec;
@@ -359,6 +379,11 @@ fn restore(
             .and_then(|e| e.offset().to_raw())
             .filter(|o| *o >= 0)
             .unwrap_or(-1);
+        let warm = standbys.take(p);
+        let from = match &warm {
+            Some(w) if w.next >= 0 => Offset::Offset(w.next),
+            _ => Offset::Beginning,
+        };
         parts.insert(
             p,
             Part {
@@ -369,13 +394,14 @@ fn restore(
                     executor,
                     run.version,
                     layout.clone(),
+                    warm,
                 )
                 .map_err(|e| EngineError::Plugin(format!("partition {p}: state store: {e}")))?,
                 assigned: ctx.assignment_of(p),
                 committed: offset,
             },
         );
-        tpl.add_partition_offset(&changelog, p, Offset::Beginning)?;
+        tpl.add_partition_offset(&changelog, p, from)?;
     }
     let reader: BaseConsumer = client_config(&settings.bootstrap_servers, &settings.id)
         .set("group.id", format!("{}.restore", settings.group))

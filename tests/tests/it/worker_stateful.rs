@@ -335,3 +335,146 @@ fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+/// Each partition held by `w` (of deployment `name`) with its state, from `/v1/worker`.
+fn held(w: &Worker, name: &str) -> Vec<Value> {
+    w.get("/v1/worker")["deployments"][name]["partitions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The standby copies `w` keeps for deployment `name`, from `/v1/worker`.
+fn standbys(w: &Worker, name: &str) -> Vec<Value> {
+    w.get("/v1/worker")["deployments"][name]["standbys"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_standby_replica_takes_a_killed_workers_partitions_over_from_its_copy() {
+    let s = Server::process();
+    let kafka = s.kafka.clone().unwrap();
+    s.create_topic(json!({"name": "events", "partitions": PARTITIONS}));
+    s.create_topic(json!({"name": "daily", "partitions": PARTITIONS}));
+    let group = |id: &str| Worker::spawn(&kafka, id, &["--group".into(), "sb".into()]);
+    let a = group("a");
+    let b = group("b");
+    let r = http()
+        .put(a.url("/v1/plugins/window-count"))
+        .body(sluice::plugins::WINDOW_COUNT.to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // Day-long windows: the state stays, to be compared.
+    let spec = json!({"plugin": "window-count", "input": "events", "outputs": ["daily"],
+        "config": {"window_ms": "86400000"}, "allowed_lateness_ms": 5000,
+        "idle_timeout_ms": 3_600_000, "standby_replicas": 1});
+    let r = http()
+        .put(a.url("/v1/transforms/day"))
+        .json(&spec)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    let w = workload_in(10_000, 17, 1000);
+    let (first, second) = w.bodies.split_at(w.bodies.len() / 2);
+    for body in first {
+        produce_ndjson(&s, "events", body);
+    }
+    // Both workers hold partitions, and each keeps a copy of the other's, caught up.
+    let mut a_held = Vec::new();
+    wait_for("standby copies caught up", 90, || {
+        let (ha, hb) = (held(&a, "day"), held(&b, "day"));
+        let (sa, sb) = (standbys(&a, "day"), standbys(&b, "day"));
+        if ha.is_empty() || hb.is_empty() || ha.len() + hb.len() != PARTITIONS {
+            return false;
+        }
+        let changelog = s.describe("sb.day.state");
+        let caught_up = |holder: &[Value], copies: &[Value]| {
+            holder.iter().all(|h| {
+                let p = h["partition"].as_u64().unwrap();
+                let end = changelog["partitions"][p as usize]["end_offset"].as_i64();
+                h["lag"] == 0
+                    && copies.iter().any(|c| {
+                        c["partition"] == p
+                            && c["keys"] == h["state"]["state_keys"]
+                            && c["changelog_offset"].as_i64() >= end.map(|e| e - 1)
+                    })
+            })
+        };
+        a_held = ha
+            .iter()
+            .map(|h| h["partition"].as_u64().unwrap())
+            .collect();
+        caught_up(&ha, &sb) && caught_up(&hb, &sa)
+    });
+    let status: Value = a.get("/v1/transforms/day");
+    assert_eq!(status["standby_replicas"], 1, "{status}");
+
+    // a dies; b takes its partitions over from its copies: the restore goes on from the
+    // copy's changelog offset and replays (almost) nothing.
+    a.kill9();
+    let mut restored = Vec::new();
+    wait_for("b holds every partition", 90, || {
+        let hb = held(&b, "day");
+        restored = hb
+            .iter()
+            .filter(|h| a_held.contains(&h["partition"].as_u64().unwrap()))
+            .filter(|h| h["state"]["restore"].is_object())
+            .cloned()
+            .collect();
+        hb.len() == PARTITIONS && restored.len() == a_held.len()
+    });
+    for h in &restored {
+        let r = &h["state"]["restore"];
+        assert!(r["snapshot_offset"].is_u64(), "restored from the copy: {h}");
+        assert!(
+            r["replayed"].as_u64().unwrap() < h["state"]["state_keys"].as_u64().unwrap(),
+            "replayed less than a full restore: {h}"
+        );
+    }
+    assert!(
+        standbys(&b, "day").is_empty(),
+        "no other worker to copy for"
+    );
+
+    // The rest of the events; every user's day counts are the reference's.
+    for body in second {
+        produce_ndjson(&s, "events", body);
+    }
+    let mut want: BTreeMap<String, BTreeMap<i64, u64>> = BTreeMap::new();
+    for body in &w.bodies {
+        for line in body.lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            if v["value"].as_str().unwrap().starts_with('e') {
+                let day = v["timestamp"].as_i64().unwrap().div_euclid(86_400_000) * 86_400_000;
+                *want
+                    .entry(v["key"].as_str().unwrap().to_string())
+                    .or_default()
+                    .entry(day + 86_400_000)
+                    .or_default() += 1;
+            }
+        }
+    }
+    let got = |user: &str| -> BTreeMap<i64, u64> {
+        let r: Value = b.get(&format!("/v1/transforms/day/state?key={user}"));
+        r["entries"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|e| {
+                (
+                    e["parts"]["window_end"].as_i64().unwrap(),
+                    e["value"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    wait_for("every count as the reference", 90, || {
+        want.iter().all(|(user, days)| got(user) == *days)
+    });
+    let dead = all(&s, "events.dlq");
+    assert_eq!(dead.len(), w.late, "late events dead-lettered once each");
+}
