@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use sluice_common::fs::{sync_dir, write_file};
 use sluice_log::batch::{self, Builder};
 use sluice_log::{Cleanup, Partition, TopicConfig, now_ms};
+use sluice_runtime::state::disk::{TIMER, VALUE, time_from, timer_key, value_key};
 use sluice_runtime::state::{StateDelta, StateStore};
 use sluice_sdk::NO_WATERMARK;
 use sluice_sdk::codec::{Reader, Records, put_uvarint};
@@ -86,36 +87,9 @@ impl Commit {
     }
 }
 
-const VALUE: u8 = b's';
-const TIMER: u8 = b't';
 const META: &[u8] = b"m";
 /// Largest changelog batch written (a commit may span several).
 const BATCH_BYTES: usize = 8 << 20;
-
-/// Order-preserving bytes of a time (big-endian with the sign bit flipped).
-fn time_bytes(t: i64) -> [u8; 8] {
-    ((t as u64) ^ (1 << 63)).to_be_bytes()
-}
-
-fn time_from(b: &[u8]) -> Option<i64> {
-    let b: [u8; 8] = b.try_into().ok()?;
-    Some((u64::from_be_bytes(b) ^ (1 << 63)) as i64)
-}
-
-fn value_key(key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(key.len() + 1);
-    k.push(VALUE);
-    k.extend_from_slice(key);
-    k
-}
-
-fn timer_key(at: i64, key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(key.len() + 9);
-    k.push(TIMER);
-    k.extend_from_slice(&time_bytes(at));
-    k.extend_from_slice(key);
-    k
-}
 
 /// A changelog record, decoded.
 enum Change<'a> {

@@ -5,16 +5,19 @@
 //! is always a state the changelog passed through, never a mix. A write reaches the OS at
 //! once (it survives the process being killed); `persist` makes it survive the machine.
 //!
-//! Keys in a partition's keyspace: `v<key>` a value, `t<at: 8 bytes, order-preserving>
-//! <key>` a timer (empty value), `m` the checkpoint (counts, then the caller's bytes).
+//! Keys in a partition's keyspace are those of the changelog records ([`value_key`],
+//! [`timer_key`]): `s<key>` a value, `t<at: 8 bytes, order-preserving><key>` a timer
+//! (empty value); and `m` the checkpoint (counts, then the caller's bytes).
 
 use std::ops::Bound;
 use std::path::Path;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
-const VALUE: u8 = b'v';
-const TIMER: u8 = b't';
+/// The first byte of a value's key.
+pub const VALUE: u8 = b's';
+/// The first byte of a timer's key.
+pub const TIMER: u8 = b't';
 const META: &[u8] = b"m";
 
 /// Order-preserving bytes of a time (big-endian with the sign bit flipped).
@@ -31,14 +34,16 @@ fn err(e: fjall::Error) -> String {
     format!("state store on disk: {e}")
 }
 
-fn tagged(tag: u8, key: &[u8]) -> Vec<u8> {
+/// The stored key of a value.
+pub fn value_key(key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(key.len() + 1);
-    k.push(tag);
+    k.push(VALUE);
     k.extend_from_slice(key);
     k
 }
 
-fn timer_key(at: i64, key: &[u8]) -> Vec<u8> {
+/// The stored key of a timer.
+pub fn timer_key(at: i64, key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(key.len() + 9);
     k.push(TIMER);
     k.extend_from_slice(&time_bytes(at));
@@ -136,7 +141,7 @@ impl DiskPart {
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
         Ok(self
             .ks
-            .get(tagged(VALUE, key))
+            .get(value_key(key))
             .map_err(err)?
             .map(|v| v.to_vec()))
     }
@@ -152,11 +157,11 @@ impl DiskPart {
         from: Bound<&[u8]>,
     ) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), String>> + use<> {
         let lower = match from {
-            Bound::Included(k) => Bound::Included(tagged(VALUE, k)),
-            Bound::Excluded(k) => Bound::Excluded(tagged(VALUE, k)),
-            Bound::Unbounded => Bound::Included(tagged(VALUE, prefix)),
+            Bound::Included(k) => Bound::Included(value_key(k)),
+            Bound::Excluded(k) => Bound::Excluded(value_key(k)),
+            Bound::Unbounded => Bound::Included(value_key(prefix)),
         };
-        let upper = match prefix_end(&tagged(VALUE, prefix)) {
+        let upper = match prefix_end(&value_key(prefix)) {
             Some(end) => Bound::Excluded(end),
             None => Bound::Unbounded,
         };
@@ -195,8 +200,8 @@ impl DiskPart {
         let mut b = self.db.batch();
         for c in changes {
             match c {
-                Change::Value(k, Some(v)) => b.insert(&self.ks, tagged(VALUE, k), v),
-                Change::Value(k, None) => b.remove(&self.ks, tagged(VALUE, k)),
+                Change::Value(k, Some(v)) => b.insert(&self.ks, value_key(k), v),
+                Change::Value(k, None) => b.remove(&self.ks, value_key(k)),
                 Change::Timer(at, k, true) => b.insert(&self.ks, timer_key(at, k), b""),
                 Change::Timer(at, k, false) => b.remove(&self.ks, timer_key(at, k)),
             }
