@@ -268,7 +268,9 @@ fn workers_on_a_mock_cluster_share_partitions_and_survive_a_broker_outage() {
     for (t, n) in [
         ("in", 4),
         ("out", 4),
+        ("out-day", 4),
         ("in.dlq", 1),
+        ("mg.day.state", 4),
         ("mg.sluice.config", 1),
         ("mg.sluice.status", 1),
     ] {
@@ -323,6 +325,17 @@ fn workers_on_a_mock_cluster_share_partitions_and_survive_a_broker_outage() {
         serde_json::from_value(json!({"plugin": "identity", "input": "in", "outputs": ["out"]}))
             .unwrap();
     assert!(first.deploy("copy", spec).unwrap());
+    // A stateful deployment on the same input: a count per key in day-long windows, its
+    // state on disk with a standby copy on the other worker.
+    first
+        .upload_plugin("window-count", sluice::plugins::WINDOW_COUNT)
+        .unwrap();
+    let day: sluice_pipeline::TransformSpec = serde_json::from_value(json!({
+        "plugin": "window-count", "input": "in", "outputs": ["out-day"],
+        "dead_letter": "in.dlq", "config": {"window_ms": "86400000"},
+        "idle_timeout_ms": 3_600_000, "state_store": "disk", "standby_replicas": 1}))
+    .unwrap();
+    assert!(first.deploy("day", day).unwrap());
 
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
@@ -356,6 +369,26 @@ fn workers_on_a_mock_cluster_share_partitions_and_survive_a_broker_outage() {
             *seen.entry(v["seq"].as_u64().unwrap()).or_insert(0) += 1;
         }
     }
+    // Every key counted once in the stateful deployment's state, across the outage.
+    let mut counted: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while counted.len() < total && Instant::now() < deadline {
+        counted.clear();
+        for (w, _) in &workers {
+            for p in 0..4 {
+                if let Some(store) = w.state_of("day", p) {
+                    let page = store.lock().unwrap().page(&[], None, 10 * total).unwrap();
+                    counted.extend(page);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(counted.len(), total, "every key counted");
+    assert!(
+        counted.values().all(|v| v.as_slice() == b"1"),
+        "every key counted once"
+    );
     let mut per_worker = Vec::new();
     let mut aborts = 0;
     for (w, h) in workers {
