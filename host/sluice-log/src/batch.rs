@@ -236,6 +236,11 @@ impl Builder {
         self.count
     }
 
+    /// Bytes of the batch so far.
+    pub fn size(&self) -> usize {
+        self.buf.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.count == 0
     }

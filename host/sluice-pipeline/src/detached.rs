@@ -56,14 +56,16 @@ pub struct Read {
 
 impl Read {
     fn add(&mut self, out: Outputs, commit: Option<&Commit>, on_disk: bool) {
-        for ((slot, partition), b) in out.pending {
-            let batch = b.finish().freeze();
-            for record in batch::decode(&batch).unwrap_or_default() {
-                self.records.push(Emitted {
-                    slot,
-                    partition,
-                    record,
-                });
+        for ((slot, partition), builders) in out.pending {
+            for b in builders {
+                let batch = b.finish().freeze();
+                for record in batch::decode(&batch).unwrap_or_default() {
+                    self.records.push(Emitted {
+                        slot,
+                        partition,
+                        record,
+                    });
+                }
             }
         }
         for (c, n) in self.counts.iter_mut().zip(out.counts) {

@@ -140,11 +140,7 @@ impl Outputs {
         state: Option<Commit>,
     ) -> Staged {
         Staged {
-            batches: self
-                .pending
-                .into_iter()
-                .map(|(k, b)| (k, vec![b]))
-                .collect(),
+            batches: self.pending,
             next_position,
             counts: self.counts,
             late: self.late,
@@ -208,7 +204,22 @@ impl Answered<'_> {
 
 /// Output batches being built, by (output slot, partition); slot = outputs.len() is the
 /// dead-letter topic, outputs.len() + 1 the late output.
-pub type Pending = BTreeMap<(usize, u32), batch::Builder>;
+pub type Pending = BTreeMap<(usize, u32), Vec<batch::Builder>>;
+
+/// Largest output batch built (Kafka's default `max.message.bytes`): a read that emits
+/// more — timers closing a million windows at once — writes several batches, so no
+/// consumer is sent one batch it cannot take.
+pub const MAX_BATCH_BYTES: usize = 1 << 20;
+
+/// The batch to add the next record for `key` to.
+pub(crate) fn batch_for(pending: &mut Pending, key: (usize, u32)) -> &mut batch::Builder {
+    let list = pending.entry(key).or_default();
+    if list.last().is_none_or(|b| b.size() >= MAX_BATCH_BYTES) {
+        list.push(batch::Builder::new());
+    }
+    let last = list.len() - 1;
+    &mut list[last]
+}
 
 /// Input bytes staged while the appender is busy before the task waits for it.
 pub const STAGE_LIMIT: usize = 1 << 20;

@@ -108,6 +108,9 @@ pub struct Partition {
     /// The high watermark: offsets below it are visible to readers.
     hw: watch::Sender<u64>,
     deleted: AtomicBool,
+    /// Compacted topics: the first offset no compaction pass has mapped yet (passes go on
+    /// from here, each mapping at most `upkeep::MAX_COMPACTION_KEYS` keys).
+    compacted_to: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Partition {
@@ -205,6 +208,7 @@ impl Partition {
             tiering: Tiering::new(),
             hw,
             deleted: AtomicBool::new(false),
+            compacted_to: std::sync::atomic::AtomicU64::new(0),
             place: Place {
                 topic: topic.to_string(),
                 id,

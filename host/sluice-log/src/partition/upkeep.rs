@@ -1,6 +1,7 @@
 //! Upkeep of a partition: retention, DeleteRecords and compaction.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
@@ -9,6 +10,20 @@ use super::{Partition, START_FILE};
 use crate::LogError;
 use crate::batch;
 use crate::segment::{self, Segment};
+
+/// Most keys one compaction pass maps (~50 MB of map).
+pub const MAX_COMPACTION_KEYS: usize = 1 << 21;
+
+/// A key's 128-bit hash (two SipHash-1-3 over different inputs). A collision would drop
+/// the earlier key's record; among the ≤ 2^21 keys of a pass its odds are ~2^-87.
+fn key_hash(k: &[u8]) -> u128 {
+    use std::hash::{Hash, Hasher};
+    let mut a = std::hash::DefaultHasher::new();
+    k.hash(&mut a);
+    let mut b = std::hash::DefaultHasher::new();
+    (0x5a_u8, k).hash(&mut b);
+    (u128::from(a.finish()) << 64) | u128::from(b.finish())
+}
 
 impl Partition {
     /// Deletes whole sealed segments that fall outside the retention limits.
@@ -89,15 +104,31 @@ impl Partition {
     /// the latest record (and tombstones younger than `tombstone_retention_ms`). Offsets are
     /// kept (batches keep their offset span), so positions held by readers stay valid.
     /// Returns the number of segments rewritten.
+    ///
+    /// Memory is bounded as in Kafka's log cleaner: a pass maps (128-bit hash of the key →
+    /// latest offset) the records from where the last pass stopped, at most
+    /// [`MAX_COMPACTION_KEYS`] keys, and drops every earlier record of a mapped key; keys
+    /// past the map are compacted by the next passes.
     pub fn compact(&self, now: i64) -> Result<usize, LogError> {
+        self.compact_mapping(now, MAX_COMPACTION_KEYS)
+    }
+
+    /// [`Partition::compact`] with a map of at most `max_keys` keys.
+    pub fn compact_mapping(&self, now: i64, max_keys: usize) -> Result<usize, LogError> {
         let active_base = self.segments.active_base();
         // Only decided data is compacted: records of open transactions stay as they are,
         // aborted ones go.
         let lso = self.last_stable_offset();
-        // Pass 1: the latest committed offset of every key.
-        let mut latest: std::collections::HashMap<Bytes, u64> = std::collections::HashMap::new();
-        let mut off = self.start_offset();
-        while off < lso {
+        // Pass 1: the latest committed offset of each key from the dirty part on.
+        let mut latest: std::collections::HashMap<u128, u64> = std::collections::HashMap::new();
+        let start = self.start_offset();
+        let mut off = self.compacted_to.load(Ordering::Relaxed).max(start);
+        if off >= lso {
+            // Everything was mapped: start over (tombstones age, aborted data goes).
+            off = start;
+        }
+        let mut mapped_end = off;
+        'map: while off < lso {
             let r = self.read_below(off, 4 << 20, lso)?;
             if r.data.is_empty() {
                 break;
@@ -106,22 +137,30 @@ impl Partition {
                 if self.is_aborted(&h) {
                     continue;
                 }
+                if latest.len() >= max_keys {
+                    mapped_end = h.base_offset as u64;
+                    break 'map;
+                }
                 for rec in batch::decode(&b)? {
                     if let Some(k) = rec.key {
-                        latest.insert(k, rec.offset as u64);
+                        latest.insert(key_hash(&k), rec.offset as u64);
                     }
                 }
             }
             off = r.next_offset;
+            mapped_end = off;
         }
+        self.compacted_to.store(mapped_end, Ordering::Relaxed);
         let grace = self.config().tombstone_retention_ms as i64;
         let keep = |rec: &batch::StoredRecord| match &rec.key {
             None => true,
-            Some(_) if rec.offset as u64 >= lso => true,
-            Some(k) => {
-                latest.get(k) == Some(&(rec.offset as u64))
-                    && (rec.value.is_some() || rec.timestamp >= now - grace)
-            }
+            Some(_) if rec.offset as u64 >= lso.min(mapped_end) => true,
+            Some(k) => match latest.get(&key_hash(k)) {
+                // A later record of the key: this one goes.
+                Some(o) if *o > rec.offset as u64 => false,
+                // The latest known: kept, a tombstone while young.
+                _ => rec.value.is_some() || rec.timestamp >= now - grace,
+            },
         };
         // Pass 2: rewrite sealed segments that hold anything to drop.
         let sealed = self.segments.local_below(active_base);

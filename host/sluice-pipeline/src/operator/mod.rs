@@ -324,7 +324,7 @@ impl Cx<'_> {
                 (SOURCE_HEADER.as_bytes(), Some(&src[..])),
                 (VERSION_HEADER.as_bytes(), Some(out.version.as_bytes())),
             ];
-            out.pending.entry((e.output as usize, p)).or_default().push(
+            crate::emit::batch_for(&mut out.pending, (e.output as usize, p)).push(
                 result.base_timestamp().saturating_add(view.timestamp_delta),
                 view.key,
                 value,
@@ -418,11 +418,8 @@ impl Cx<'_> {
         ];
         ours.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
         let rec = dead_letter::record(original, reason, self.input, part, &ours);
-        self.out
-            .pending
-            .entry((slot, self.sinks.verdict_partition(slot, part)))
-            .or_default()
-            .push_record(&rec, timestamp);
+        let key = (slot, self.sinks.verdict_partition(slot, part));
+        crate::emit::batch_for(&mut self.out.pending, key).push_record(&rec, timestamp);
     }
 }
 

@@ -570,11 +570,7 @@ fn timer_dead_letters(
         };
         let slot = cx.sinks.dead_letter_slot();
         let p = cx.sinks.verdict_partition(slot, cx.partition);
-        cx.out
-            .pending
-            .entry((slot, p))
-            .or_default()
-            .push_record(&rec, *at);
+        crate::emit::batch_for(&mut cx.out.pending, (slot, p)).push_record(&rec, *at);
     }
 }
 
