@@ -59,6 +59,10 @@ pub struct Meta {
     pub max_event_time: i64,
     /// Wall-clock time of the commit (ms).
     pub committed_at: i64,
+    /// Timers fired so far at this position and watermark (a firing of more than one
+    /// read's worth goes on over several commits; outputs are named by this count).
+    #[serde(default)]
+    pub fired: u32,
 }
 
 impl Meta {
@@ -68,6 +72,7 @@ impl Meta {
             watermark: NO_WATERMARK,
             max_event_time: NO_WATERMARK,
             committed_at: 0,
+            fired: 0,
         }
     }
 }
@@ -511,6 +516,7 @@ mod tests {
                 watermark: 5,
                 max_event_time: 9,
                 committed_at: 1,
+                fired: 0,
             },
         }
     }

@@ -25,9 +25,14 @@ use crate::{EventTimeSettings, RestoreInfo, Transform};
 
 /// Timers one `on-timers` call gets at most.
 const TIMERS_PER_CALL: usize = 10_000;
-/// Rounds of firing at one point (a handler may set timers that are due at once); the
-/// rest wait for the next batch or idle turn.
-const MAX_TIMER_ROUNDS: usize = 100;
+/// Rounds of firing in one read (a handler may set timers that are due at once): at most
+/// 100,000 timers a commit, so a watermark that makes millions due at once fires them
+/// over several commits, memory bounded; the next turn goes on.
+const MAX_TIMER_ROUNDS: usize = 10;
+/// Timers fired at one position and watermark beyond those pending when the firing
+/// began, after which the firing stops as a loop (a handler re-arming timers at or
+/// before the watermark).
+const MAX_REARMED: u64 = 1_000_000;
 /// Changelog records after which a drained task writes a new snapshot (or more when the
 /// state has more keys than that: restore then replays at most about the state's size).
 const SNAPSHOT_AFTER: u64 = 100_000;
@@ -53,6 +58,7 @@ impl EventClock {
             watermark: self.watermark,
             max_event_time: self.max_event_time,
             committed_at: sluice_log::now_ms(),
+            fired: 0,
         }
     }
 }
@@ -97,6 +103,19 @@ pub(crate) struct Stateful {
     last_input: Instant,
     idle_base: i64,
     last_idle_check: Instant,
+    /// The firing in progress: its position, watermark, timers fired so far, and how
+    /// many it may fire at most (those pending when it began, plus MAX_REARMED).
+    firing: Firing,
+    /// The firing before the read in progress (restored when it fails).
+    firing_before: Firing,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Firing {
+    position: u64,
+    watermark: i64,
+    fired: u32,
+    most: u64,
 }
 
 impl Stateful {
@@ -115,7 +134,19 @@ impl Stateful {
             last_input: Instant::now(),
             idle_base: NO_WATERMARK,
             last_idle_check: Instant::now(),
+            firing: Firing::default(),
+            firing_before: Firing::default(),
         }
+    }
+
+    /// Where a commit leaves the partition at `position`, with the firing in progress.
+    fn meta(&self, position: u64) -> Meta {
+        let mut m = self.clock.meta(position);
+        let f = &self.firing;
+        if f.position == position && f.watermark == m.watermark {
+            m.fired = f.fired;
+        }
+        m
     }
 
     /// Publishes the clock for status and metrics.
@@ -144,6 +175,12 @@ impl Stateful {
         self.fire_due = true;
         self.idle_base = self.clock.watermark;
         self.last_input = Instant::now();
+        self.firing = meta.map_or(Firing::default(), |m| Firing {
+            position: m.position,
+            watermark: m.watermark,
+            fired: m.fired,
+            most: 0,
+        });
     }
 
     /// Fires the timers due at `watermark` at input position `position`: calls
@@ -155,7 +192,17 @@ impl Stateful {
             return Ok(());
         }
         let shared = self.shared.clone();
-        let mut first = 0u32;
+        let f = self.firing;
+        let mut first = if f.position == position && f.watermark == watermark {
+            f.fired
+        } else {
+            0
+        };
+        let most = if first == 0 || f.most == 0 {
+            shared.lock().timer_count() as u64 + MAX_REARMED
+        } else {
+            f.most
+        };
         let mut rounds_left = true;
         for _ in 0..MAX_TIMER_ROUNDS {
             let (list, count) = shared
@@ -205,11 +252,22 @@ impl Stateful {
             timer_dead_letters(cx, &timers, &result, done, &answered);
             first += done as u32;
         }
+        self.firing = Firing {
+            position,
+            watermark,
+            fired: first,
+            most,
+        };
         if rounds_left && shared.lock().next_timer().is_some_and(|at| at <= watermark) {
-            // A handler that re-arms timers at or before the watermark would loop for ever.
-            cx.t.fail(format!(
-                "timers keep coming due at watermark {watermark}: after {MAX_TIMER_ROUNDS} rounds of on-timers the rest wait until the watermark moves (does a timer handler set timers at or before the watermark?)"
-            ));
+            if u64::from(first) > most {
+                // A handler that re-arms timers at or before the watermark would loop for ever.
+                cx.t.fail(format!(
+                    "timers keep coming due at watermark {watermark}: after {first} fired the rest wait until the watermark moves (does a timer handler set timers at or before the watermark?)"
+                ));
+            } else {
+                // More are due than one read fires: the next turn goes on.
+                self.fire_due = true;
+            }
         }
         Ok(())
     }
@@ -286,6 +344,7 @@ impl Operator for Stateful {
     fn begin_read(&mut self, t: &Transform) {
         self.settings = t.event_time_settings();
         self.before = self.clock;
+        self.firing_before = self.firing;
         self.shared.lock().begin_run();
     }
 
@@ -370,13 +429,14 @@ impl Operator for Stateful {
                 self.idle_base = self.clock.watermark;
                 Some(Commit {
                     delta,
-                    meta: self.clock.meta(position),
+                    meta: self.meta(position),
                 })
             }
             None => {
                 store.end_run(false);
                 drop(store);
                 self.clock = self.before;
+                self.firing = self.firing_before;
                 self.publish_clock();
                 None
             }
@@ -405,7 +465,7 @@ impl Operator for Stateful {
         self.fire_due = true;
         Some(Commit {
             delta: StateDelta::default(),
-            meta: self.clock.meta(position),
+            meta: self.meta(position),
         })
     }
 
@@ -417,18 +477,18 @@ impl Operator for Stateful {
     /// restore or an idle advance).
     fn fire_due(&mut self, cx: &mut Cx<'_>, position: u64) -> Result<Option<Commit>, ProcessError> {
         self.shared.lock().begin_run();
+        // Set again by `fire` when more are due than one read fires.
+        self.fire_due = false;
         let fired = self.fire(cx, position, self.clock.watermark);
         let mut store = self.shared.lock();
         match fired {
-            Ok(()) => {
-                self.fire_due = false;
-                Ok(Some(Commit {
-                    delta: store.end_run(true),
-                    meta: self.clock.meta(position),
-                }))
-            }
+            Ok(()) => Ok(Some(Commit {
+                delta: store.end_run(true),
+                meta: self.meta(position),
+            })),
             Err(e) => {
                 store.end_run(false);
+                self.fire_due = true;
                 Err(e)
             }
         }
@@ -468,7 +528,7 @@ impl Operator for Stateful {
         let started = Instant::now();
         let meta = Meta {
             committed_at: st.committed_at.load(Ordering::Relaxed),
-            ..self.clock.meta(position)
+            ..self.meta(position)
         };
         match durable::write_snapshot(&t.dir, partition, &store, &meta, end) {
             Ok(()) => {
