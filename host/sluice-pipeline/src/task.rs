@@ -206,8 +206,15 @@ impl TaskCtx {
             std::thread::sleep(Duration::from_millis(20));
             return Step::Again;
         }
-        if self.op.due() && !l.in_flight && l.staged.is_none() {
-            self.fire_due(l);
+        if self.op.due() {
+            // Due timers fire before anything new is read, once what is staged is durable:
+            // their outputs are named by the position and watermark they fire at, which a
+            // replay after a crash repeats only if no read came in between.
+            if !l.in_flight && l.staged.is_none() {
+                self.fire_due(l);
+            } else {
+                l.wait_now = true;
+            }
             return Step::Again;
         }
         self.read_and_run(l);
