@@ -29,7 +29,7 @@ use sluice_pipeline::detached::{Detached, DetachedError, Read};
 use sluice_pipeline::{Layout, Transform};
 use sluice_runtime::{Compiled, InstanceConfig};
 
-use crate::control::client_config;
+use crate::control::{PartitionReport, client_config};
 use crate::engine::{
     EngineError, EngineSettings, In, Job, LagContext, TXN_TIMEOUT, commit, consumer, gather, held,
     producer, send,
@@ -150,15 +150,8 @@ pub(crate) fn session(
             )?);
         }
         if d.standby_replicas > 0 {
-            let want: Vec<i32> = job
-                .shared
-                .peers()
-                .standby_for(&settings.id, d.standby_replicas)
-                .into_iter()
-                .filter(|p| !held.iter().any(|h| h.partition == *p))
-                .collect();
-            standbys.follow(settings, &t, &want, STANDBY_BUDGET)?;
-            job.shared.set_standbys(standbys.reports());
+            let held: Vec<i32> = held.iter().map(|h| h.partition).collect();
+            follow_standbys(settings, job, &t, &held, &mut standbys)?;
         }
         // A partition that has consumed nothing since it came here stands at its committed
         // offset (the consumer knows no position for it yet).
@@ -229,20 +222,52 @@ pub(crate) fn session(
             let _ = producer.abort_transaction(TXN_TIMEOUT);
             return Err(e);
         }
-        for (p, read) in &reads {
-            let position = next
-                .get(p)
-                .copied()
-                .or_else(|| held.iter().find(|h| h.partition == *p).map(|h| h.position));
-            if let Some(part) = parts.get_mut(p)
-                && let Some(position) = position.filter(|o| *o >= 0)
-            {
-                part.committed = position;
-                part.run.committed(position as u64, Some(read));
-            }
-        }
+        committed(&mut parts, &reads, &next, &held);
         count(job, &t, &reads);
     }
+    Ok(())
+}
+
+/// After a commit: each partition read stands at its new position (status, and a disk
+/// store takes the read's state changes).
+fn committed(
+    parts: &mut BTreeMap<i32, Part>,
+    reads: &[(i32, Read)],
+    next: &BTreeMap<i32, i64>,
+    held: &[PartitionReport],
+) {
+    for (p, read) in reads {
+        let position = next
+            .get(p)
+            .copied()
+            .or_else(|| held.iter().find(|h| h.partition == *p).map(|h| h.position));
+        if let Some(part) = parts.get_mut(p)
+            && let Some(position) = position.filter(|o| *o >= 0)
+        {
+            part.committed = position;
+            part.run.committed(position as u64, Some(read));
+        }
+    }
+}
+
+/// Keeps this worker's standby copies: the partitions others hold that it follows, given
+/// the group's holders, fed what their changelog has for a bounded time.
+fn follow_standbys(
+    settings: &EngineSettings,
+    job: &Job<'_>,
+    t: &Transform,
+    held: &[i32],
+    standbys: &mut Standbys,
+) -> Result<(), EngineError> {
+    let want: Vec<i32> = job
+        .shared
+        .peers()
+        .standby_for(&settings.id, job.spec.standby_replicas)
+        .into_iter()
+        .filter(|p| !held.contains(p))
+        .collect();
+    standbys.follow(settings, t, &want, STANDBY_BUDGET)?;
+    job.shared.set_standbys(standbys.reports());
     Ok(())
 }
 
