@@ -832,6 +832,14 @@ fn stats_and_tier_passes_beside_rolling_appends_never_deadlock() {
 /// last stopped; together they leave the latest record of every key and drop the rest.
 #[test]
 fn compaction_with_a_bounded_map_takes_passes_and_keeps_every_latest_record() {
+    // Segments read a batch at a time (each batch is longer than 60 bytes), a few at a
+    // time, and whole.
+    for chunk in [60, 200, crate::partition::CLEAN_CHUNK] {
+        compaction_takes_passes(chunk);
+    }
+}
+
+fn compaction_takes_passes(chunk: usize) {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path()).unwrap();
     let t = log
@@ -861,7 +869,7 @@ fn compaction_with_a_bounded_map_takes_passes_and_keeps_every_latest_record() {
     }
     let before = p.stats().size_bytes;
     for _ in 0..30 {
-        p.compact_mapping(now_ms(), 8).unwrap();
+        p.compact_mapping(now_ms(), 8, chunk).unwrap();
     }
     assert!(
         p.stats().size_bytes < before / 2,

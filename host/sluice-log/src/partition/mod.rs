@@ -38,6 +38,7 @@ use crate::txn::TxnIndex;
 use crate::{FlushPolicy, LogError, TopicConfig, now_ms};
 
 pub use self::tiering::{TierProgress, TierStats};
+pub use self::upkeep::CLEAN_CHUNK;
 pub use self::writer::Appended;
 
 /// Whole batches read from one partition.

@@ -110,11 +110,17 @@ impl Partition {
     /// [`MAX_COMPACTION_KEYS`] keys, and drops every earlier record of a mapped key; keys
     /// past the map are compacted by the next passes.
     pub fn compact(&self, now: i64) -> Result<usize, LogError> {
-        self.compact_mapping(now, MAX_COMPACTION_KEYS)
+        self.compact_mapping(now, MAX_COMPACTION_KEYS, CLEAN_CHUNK)
     }
 
-    /// [`Partition::compact`] with a map of at most `max_keys` keys.
-    pub fn compact_mapping(&self, now: i64, max_keys: usize) -> Result<usize, LogError> {
+    /// [`Partition::compact`] with a map of at most `max_keys` keys, reading segments
+    /// `chunk` bytes at a time.
+    pub fn compact_mapping(
+        &self,
+        now: i64,
+        max_keys: usize,
+        chunk: usize,
+    ) -> Result<usize, LogError> {
         let active_base = self.segments.active_base();
         // Only decided data is compacted: records of open transactions stay as they are,
         // aborted ones go.
@@ -164,66 +170,19 @@ impl Partition {
         };
         // Pass 2: rewrite sealed segments that hold anything to drop.
         let sealed = self.segments.local_below(active_base);
-        let (place, dir) = (&self.place, &self.place.dir);
+        let dir = &self.place.dir;
         let mut rewritten = 0;
         for seg in sealed {
-            let data = Bytes::from(
-                seg.read_at(0, seg.size() as usize)
-                    .map_err(|e| place.io_err(e))?,
-            );
-            let batches = batch::split(data).map_err(|e| place.corrupt(seg.base, e))?;
-            let mut out = Vec::new();
-            let mut dropped = 0usize;
-            for (h, b) in &batches {
-                if self.is_aborted(h) {
-                    dropped += h.record_count.max(0) as usize;
-                    continue;
-                }
-                if h.last_offset() as u64 >= lso {
-                    out.extend_from_slice(b);
-                    continue;
-                }
-                let recs = batch::decode(b).map_err(|e| place.corrupt(h.base_offset as u64, e))?;
-                let kept: Vec<&batch::StoredRecord> = recs.iter().filter(|r| keep(r)).collect();
-                dropped += recs.len() - kept.len();
-                if kept.is_empty() {
-                    continue;
-                }
-                let mut section = Vec::new();
-                for r in &kept {
-                    sluice_sdk::codec::put_record(
-                        &mut section,
-                        r.timestamp - h.base_timestamp,
-                        (r.offset - h.base_offset) as i32,
-                        r.key.as_deref(),
-                        r.value.as_deref(),
-                        r.headers.iter().map(|(k, v)| (k.as_bytes(), v.as_deref())),
-                    );
-                }
-                out.extend_from_slice(&batch::build_section(
-                    &section,
-                    kept.len(),
-                    h.base_offset,
-                    h.last_offset_delta,
-                    h.base_timestamp,
-                    h.max_timestamp,
-                ));
-            }
-            if dropped == 0 {
+            if !self.clean_segment(&seg, lso, &keep, chunk)? {
                 continue;
-            }
-            let path = seg.path().to_path_buf();
-            let tmp = path.with_extension("cleaned");
-            {
-                let mut f = std::fs::File::create(&tmp).map_err(|e| place.io_err(e))?;
-                std::io::Write::write_all(&mut f, &out).map_err(|e| place.io_err(e))?;
-                f.sync_all().map_err(|e| place.io_err(e))?;
             }
             for ext in ["index", "timeindex"] {
                 let _ = std::fs::remove_file(dir.join(segment::file_name(seg.base, ext)));
             }
-            std::fs::rename(&tmp, &path).map_err(|e| place.io_err(e))?;
-            sluice_common::fs::sync_dir(dir).map_err(|e| place.io_err(e))?;
+            let path = seg.path().to_path_buf();
+            std::fs::rename(path.with_extension("cleaned"), &path)
+                .map_err(|e| self.place.io_err(e))?;
+            sluice_common::fs::sync_dir(dir).map_err(|e| self.place.io_err(e))?;
             let (fresh, _) = Segment::open(dir, seg.base, false, now)?;
             let _ = fresh.write_indexes();
             self.segments.insert_local(Arc::new(fresh));
@@ -231,4 +190,120 @@ impl Partition {
         }
         Ok(rewritten)
     }
+
+    /// Writes sealed segment `seg` without the records `keep` rejects (and aborted
+    /// batches) to `<segment>.cleaned`, synced; false (and no file) when nothing in it goes.
+    /// Reads and writes `chunk` bytes of whole batches at a time: memory is bounded by the
+    /// chunk (or one batch larger than it), not by the segment (up to 2 GiB).
+    fn clean_segment(
+        &self,
+        seg: &Segment,
+        lso: u64,
+        keep: &dyn Fn(&batch::StoredRecord) -> bool,
+        chunk: usize,
+    ) -> Result<bool, LogError> {
+        use std::io::Write;
+        let place = &self.place;
+        let io = |e: std::io::Error| place.io_err(e);
+        let size = seg.size();
+        let tmp = seg.path().with_extension("cleaned");
+        // Opened at the first record that goes; what came before is copied then.
+        let mut out: Option<std::io::BufWriter<std::fs::File>> = None;
+        let mut pos = 0u64;
+        while pos < size {
+            let want = chunk.max(1).min((size - pos) as usize);
+            let mut data = Bytes::from(seg.read_at(pos, want).map_err(io)?);
+            let mut whole = 0usize;
+            let mut batches = Vec::new();
+            while !data.is_empty() {
+                match batch::validate(&data) {
+                    Ok(h) => {
+                        whole += h.size;
+                        batches.push((h, data.split_to(h.size)));
+                    }
+                    Err(batch::BatchError::Truncated { need, .. })
+                        if pos + (whole + need) as u64 <= size =>
+                    {
+                        if !batches.is_empty() {
+                            // The rest of this batch is the next chunk's.
+                            break;
+                        }
+                        // A batch longer than a chunk: read it whole.
+                        data = Bytes::from(seg.read_at(pos, need).map_err(io)?);
+                    }
+                    Err(e) => return Err(place.corrupt(seg.base, e)),
+                }
+            }
+            for (h, b) in batches {
+                let kept = if self.is_aborted(&h) {
+                    None
+                } else if h.last_offset() as u64 >= lso {
+                    Some(b.clone())
+                } else {
+                    let recs =
+                        batch::decode(&b).map_err(|e| place.corrupt(h.base_offset as u64, e))?;
+                    let kept: Vec<&batch::StoredRecord> = recs.iter().filter(|r| keep(r)).collect();
+                    if kept.len() == recs.len() {
+                        Some(b.clone())
+                    } else if kept.is_empty() {
+                        None
+                    } else {
+                        Some(rebuild(&h, &kept).freeze())
+                    }
+                };
+                let unchanged = kept.as_ref().is_some_and(|k| k.len() == b.len());
+                if out.is_none() && !unchanged {
+                    // The first change: what came before it is copied as it is.
+                    let mut w = std::io::BufWriter::with_capacity(
+                        1 << 20,
+                        std::fs::File::create(&tmp).map_err(io)?,
+                    );
+                    let mut at = 0u64;
+                    while at < pos {
+                        let n = chunk.max(1).min((pos - at) as usize);
+                        w.write_all(&seg.read_at(at, n).map_err(io)?).map_err(io)?;
+                        at += n as u64;
+                    }
+                    out = Some(w);
+                }
+                if let (Some(w), Some(k)) = (out.as_mut(), kept.as_ref()) {
+                    w.write_all(k).map_err(io)?;
+                }
+                pos += b.len() as u64;
+            }
+        }
+        let Some(w) = out else {
+            return Ok(false);
+        };
+        let f = w.into_inner().map_err(|e| io(e.into_error()))?;
+        f.sync_all().map_err(io)?;
+        Ok(true)
+    }
+}
+
+/// How much of a segment compaction reads at a time.
+pub const CLEAN_CHUNK: usize = 4 << 20;
+
+/// Batch `h` with only the records `kept`, its offset span and timestamps as they were
+/// (so positions held by readers stay valid).
+fn rebuild(h: &batch::BatchHeader, kept: &[&batch::StoredRecord]) -> bytes::BytesMut {
+    let mut section = Vec::new();
+    for r in kept {
+        sluice_sdk::codec::put_record(
+            &mut section,
+            r.timestamp - h.base_timestamp,
+            (r.offset - h.base_offset) as i32,
+            r.key.as_deref(),
+            r.value.as_deref(),
+            r.headers.iter().map(|(k, v)| (k.as_bytes(), v.as_deref())),
+        );
+    }
+    batch::build_section(
+        &section,
+        kept.len(),
+        h.base_offset,
+        h.last_offset_delta,
+        h.base_timestamp,
+        h.max_timestamp,
+    )
 }

@@ -867,9 +867,9 @@ pub fn write_committed(
             && *seq <= delta.seq
             && let Some((v, _)) = t.dirty.remove(k)
         {
-            t.release(value_cost(k, v.as_deref().unwrap_or_default()));
+            t.release(budget::held_value(k, v.as_deref().unwrap_or_default()));
             if let Some(v) = v {
-                t.hold(value_cost(k, &v));
+                t.hold(budget::held_value(k, &v));
                 t.cache.put(k.clone(), v);
             }
         }
@@ -877,12 +877,12 @@ pub fn write_committed(
     for tk in delta.timers.keys() {
         if t.set.get(tk).is_some_and(|s| *s <= delta.seq) {
             t.set.remove(tk);
-            t.release(timer_cost(&tk.1));
+            t.release(budget::held_timer(&tk.1));
             t.lower_cursor(tk);
         }
         if t.gone.get(tk).is_some_and(|s| *s <= delta.seq) {
             t.gone.remove(tk);
-            t.release(timer_cost(&tk.1));
+            t.release(budget::held_timer(&tk.1));
         }
     }
     t.evict();

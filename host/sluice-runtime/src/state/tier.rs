@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use lru::LruCache;
 
-use super::budget::{Entry, Prev, StateBudget, timer_cost, value_cost};
+use super::budget::{Entry, Prev, StateBudget, held_timer, held_value};
 use super::disk::{Counts, DiskPart};
 use crate::stop::Stop;
 
@@ -72,7 +72,7 @@ impl Tier {
         }
         let v = self.disk.get(key)?;
         if let Some(v) = &v {
-            self.hold(value_cost(key, v));
+            self.hold(held_value(key, v));
             self.cache.put(key.to_vec(), v.clone());
         }
         Ok((v, Prev::Clean))
@@ -92,31 +92,31 @@ impl Tier {
     /// Makes `key` dirty with `value` at `seq`.
     pub(super) fn set_dirty(&mut self, key: &[u8], value: Option<Vec<u8>>, seq: u64) {
         if let Some(v) = self.cache.pop(key) {
-            self.release(value_cost(key, &v));
+            self.release(held_value(key, &v));
         }
-        let cost = value_cost(key, value.as_deref().unwrap_or_default());
+        let cost = held_value(key, value.as_deref().unwrap_or_default());
         self.hold(cost);
         if let Some((old, _)) = self.dirty.insert(key.to_vec(), (value, seq)) {
-            self.release(value_cost(key, old.as_deref().unwrap_or_default()));
+            self.release(held_value(key, old.as_deref().unwrap_or_default()));
         }
     }
 
     /// Puts back what a key was before a change.
     pub(super) fn restore_entry(&mut self, key: Vec<u8>, value: Option<Vec<u8>>, prev: Prev) {
         if let Some((old, _)) = self.dirty.remove(&key) {
-            self.release(value_cost(&key, old.as_deref().unwrap_or_default()));
+            self.release(held_value(&key, old.as_deref().unwrap_or_default()));
         }
         match prev {
             Prev::Dirty(seq) if seq > self.written_seq => {
-                self.hold(value_cost(&key, value.as_deref().unwrap_or_default()));
+                self.hold(held_value(&key, value.as_deref().unwrap_or_default()));
                 self.dirty.insert(key, (value, seq));
             }
             // Clean, or dirty with a change the disk has since received.
             _ => {
                 if let Some(v) = value {
-                    self.hold(value_cost(&key, &v));
+                    self.hold(held_value(&key, &v));
                     if let Some(old) = self.cache.put(key.clone(), v) {
-                        self.release(value_cost(&key, &old));
+                        self.release(held_value(&key, &old));
                     }
                 }
             }
@@ -143,7 +143,7 @@ impl Tier {
     /// Marks a timer set (`true`) or removed, changed at `seq` (`Prev::Dirty`), or clean
     /// as on disk (`Prev::Clean`, or a change the disk has since received).
     pub(super) fn timer_to(&mut self, t: (i64, Vec<u8>), set: bool, state: Prev) {
-        let cost = timer_cost(&t.1);
+        let cost = held_timer(&t.1);
         if self.set.remove(&t).is_some() {
             self.release(cost);
             self.lower_cursor(&t);
@@ -282,17 +282,17 @@ impl Tier {
     pub(super) fn all_written(&mut self, seq: u64) {
         let dirty = std::mem::take(&mut self.dirty);
         for (k, (v, _)) in dirty {
-            self.release(value_cost(&k, v.as_deref().unwrap_or_default()));
+            self.release(held_value(&k, v.as_deref().unwrap_or_default()));
             if let Some(v) = v {
-                self.hold(value_cost(&k, &v));
+                self.hold(held_value(&k, &v));
                 self.cache.put(k, v);
             }
         }
         for t in std::mem::take(&mut self.set).into_keys() {
-            self.release(timer_cost(&t.1));
+            self.release(held_timer(&t.1));
         }
         for t in std::mem::take(&mut self.gone).into_keys() {
-            self.release(timer_cost(&t.1));
+            self.release(held_timer(&t.1));
         }
         self.cursor = None;
         self.written_seq = self.written_seq.max(seq);
@@ -304,7 +304,7 @@ impl Tier {
             let Some((k, v)) = self.cache.pop_lru() else {
                 break;
             };
-            self.release(value_cost(&k, &v));
+            self.release(held_value(&k, &v));
         }
     }
 }
