@@ -1,7 +1,8 @@
 //! Hostile plugins, measured: how long `DELETE` and a graceful shutdown (what SIGTERM
 //! starts) take while a runaway plugin burns its whole budget on every record of a large
-//! batch, and the latency of a well-behaved transform alone and next to three runaways.
-//! In process, through `server::run` and real HTTP. Run:
+//! batch (in process, through `server::run` and real HTTP), and the latency of a
+//! well-behaved transform alone and next to three runaways (the real `sluice` binary over
+//! real HTTP), with the runaways' verdicts counted. Run:
 //! `cargo bench -p sluice-tests --bench hostile`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,7 +13,74 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sluice_tests::bench::{Running, client, ok, percentiles, start};
 
-fn setup(s: &Running, c: &reqwest::blocking::Client) {
+/// Where a server answers: in this process, or the real binary.
+trait Server {
+    fn url(&self, p: &str) -> String;
+}
+
+impl Server for Running {
+    fn url(&self, p: &str) -> String {
+        Running::url(self, p)
+    }
+}
+
+/// `sluice serve` (the binary built with the tests), on a free port, killed on drop.
+struct Binary {
+    base: String,
+    child: std::process::Child,
+}
+
+impl Server for Binary {
+    fn url(&self, p: &str) -> String {
+        format!("{}{p}", self.base)
+    }
+}
+
+impl Binary {
+    fn start(dir: &std::path::Path) -> Binary {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice-under-test"))
+            .args([
+                "serve",
+                "--kafka",
+                "off",
+                "--schema-registry",
+                "off",
+                "--http",
+            ])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let b = Binary {
+            base: format!("http://127.0.0.1:{port}"),
+            child,
+        };
+        let c = client();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while c.get(b.url("/healthz")).send().is_err() {
+            assert!(Instant::now() < deadline, "the server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        b
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn setup(s: &impl Server, c: &reqwest::blocking::Client) {
     c.put(s.url("/v1/plugins/hostile"))
         .body(sluice_tests::fixtures::HOSTILE.to_vec())
         .send()
@@ -24,7 +92,7 @@ fn setup(s: &Running, c: &reqwest::blocking::Client) {
 }
 
 /// Deploys a runaway transform `name` on its own input with a 1,000-record backlog.
-fn runaway(s: &Running, c: &reqwest::blocking::Client, name: &str, timeout_ms: u64) {
+fn runaway(s: &impl Server, c: &reqwest::blocking::Client, name: &str, timeout_ms: u64) {
     let input = format!("{name}.in");
     for t in [&input, &format!("{name}.out")] {
         ok(c.post(s.url("/v1/topics"))
@@ -77,11 +145,12 @@ fn delete_and_shutdown(tries: usize) {
 
 /// Acknowledgement-to-readable latency of an identity transform at 1,000 records/s
 /// (batches of 10 every 10 ms over HTTP, 15 s), with `hostile` runaway transforms beside
-/// it (each fails every record after burning a whole second of CPU).
-fn calm_latency(hostile: usize) -> (f64, f64) {
+/// it (each fails every record after burning a whole second of CPU); and the runaways'
+/// dead letters (verdicts) written meanwhile.
+fn calm_latency(hostile: usize) -> (f64, f64, u64) {
     let c = client();
     let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path());
+    let s = Binary::start(dir.path());
     setup(&s, &c);
     for t in ["calm", "calm.out"] {
         ok(c.post(s.url("/v1/topics"))
@@ -151,7 +220,16 @@ fn calm_latency(hostile: usize) -> (f64, f64) {
     }
     producer.join().unwrap();
     stop.store(true, Ordering::Relaxed);
-    s.shutdown();
+    let verdicts: u64 = (0..hostile)
+        .map(|i| {
+            let st = ok(c
+                .get(s.url(&format!("/v1/transforms/h{i}")))
+                .send()
+                .unwrap());
+            st["counters"]["failed"].as_u64().unwrap_or(0)
+        })
+        .sum();
+    drop(s);
     let mut lat: Vec<f64> = acks
         .lock()
         .unwrap()
@@ -179,7 +257,7 @@ fn calm_latency(hostile: usize) -> (f64, f64) {
         );
     }
     let (p50, p99, _) = percentiles(&mut lat);
-    (p50, p99)
+    (p50, p99, verdicts)
 }
 
 fn main() {
@@ -189,13 +267,16 @@ fn main() {
     if std::env::var("SLUICE_BENCH_ONLY").as_deref() != Ok("latency") {
         delete_and_shutdown(20);
     }
-    let (a50, a99) = calm_latency(0);
-    let (h50, h99) = calm_latency(3);
+    let (a50, a99, _) = calm_latency(0);
+    let (h50, h99, verdicts) = calm_latency(3);
     println!(
         "well-behaved transform at 1,000 records/s over HTTP: alone p50 {a50:.2} ms, p99 {a99:.2} ms"
     );
     println!(
         "                    next to 3 runaway transforms: p50 {h50:.2} ms, p99 {h99:.2} ms ({:.2}x the p99 alone)",
         h99 / a99
+    );
+    println!(
+        "                    the runaways' verdicts meanwhile: {verdicts} records failed and dead-lettered (each burns 1 s of CPU first)"
     );
 }

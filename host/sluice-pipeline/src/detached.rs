@@ -10,7 +10,7 @@
 //! partition and restores it again (the store is only ever ahead of the changelog by
 //! uncommitted reads).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -20,6 +20,7 @@ use sluice_runtime::Executor;
 use sluice_runtime::state::{StateStore, write_committed};
 
 use crate::emit::{InputBatch, Layout, Outputs};
+use crate::isolate::Isolator;
 use crate::operator::{Cx, Operator, ProcessError, Stateful};
 use crate::recover::Recovered;
 use crate::shared::StateShared;
@@ -174,7 +175,7 @@ struct Parts {
     layout: Layout,
     version: u32,
     seen: Recovered,
-    starved: AtomicBool,
+    isolator: Isolator,
 }
 
 impl Parts {
@@ -188,7 +189,7 @@ impl Parts {
             out: Outputs::new(&self.t.name, self.partition, self.version),
             executor: &mut self.executor,
             codec: None,
-            starved: &self.starved,
+            isolator: &self.isolator,
         }
     }
 }
@@ -232,7 +233,7 @@ impl Detached {
                 layout,
                 version,
                 seen: Recovered::default(),
-                starved: AtomicBool::new(false),
+                isolator: Isolator::default(),
             },
             restore_base: replay.replayed,
             replay,

@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod detached;
 mod emit;
 mod grow;
+mod isolate;
 mod logs;
 mod operator;
 pub mod plugins;

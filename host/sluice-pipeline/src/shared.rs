@@ -67,9 +67,8 @@ pub struct TaskShared {
     pub interrupt: Arc<Interrupt>,
     /// Stateful deployments: the partition's state and event time.
     pub state: Option<Arc<StateShared>>,
-    /// The isolation of a failing plugin got no CPU at idle priority (the machine has none
-    /// idle): it runs at background priority until the plugin stops failing.
-    pub isolation_starved: AtomicBool,
+    /// Where the calls of a failing plugin run.
+    pub isolator: crate::isolate::Isolator,
 }
 
 impl TaskShared {
@@ -87,7 +86,7 @@ impl TaskShared {
             pending: Mutex::new(None),
             interrupt: Arc::default(),
             state,
-            isolation_starved: AtomicBool::new(false),
+            isolator: crate::isolate::Isolator::default(),
         }
     }
 

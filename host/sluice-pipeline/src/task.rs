@@ -322,7 +322,7 @@ impl TaskCtx {
             ),
             executor,
             codec,
-            starved: &shared.isolation_starved,
+            isolator: &shared.isolator,
         }
     }
 

@@ -18,8 +18,8 @@ pub(crate) use stateful::Stateful;
 pub(crate) use stateless::Stateless;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use sluice_log::batch::StoredRecord;
 use sluice_log::{Partition, dead_letter, partition_for_key};
@@ -28,6 +28,7 @@ use sluice_sdk::codec::Records;
 
 use crate::Transform;
 use crate::emit::{Answered, InputBatch, Layout, Outputs};
+use crate::isolate::Isolator;
 use crate::recover::{Recovered, SOURCE_HEADER, VERSION_HEADER};
 use crate::schemas::SchemaCodec;
 use crate::shared::{StateShared, TaskShared};
@@ -92,129 +93,30 @@ pub(crate) struct Cx<'a> {
     /// Schema-aware deployments: how values are decoded for the plugin and its outputs
     /// encoded or checked.
     pub codec: Option<&'a SchemaCodec>,
-    /// The partition's isolation got no CPU at idle priority (see `Cx::run`).
-    pub starved: &'a AtomicBool,
-}
-
-/// How long a run isolating a failing plugin is watched at a time: one that spent more than
-/// [`STARVED_WAITING`] of such a window runnable but waiting for a CPU is starved.
-const STARVED_WINDOW: Duration = Duration::from_secs(2);
-const STARVED_WAITING: f64 = 0.5;
-
-/// How long thread `tid` of this process has been runnable but waiting for a CPU (the
-/// scheduler's `run_delay`), or none where the kernel does not say.
-fn run_delay(tid: i32) -> Option<Duration> {
-    let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
-    let waited: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
-    Some(Duration::from_nanos(waited))
-}
-
-/// Watches an isolating run on its `SCHED_IDLE` thread (`tid`, once it has said) until it
-/// ends; raises `interrupt` and answers true when, over a window, the thread spent most
-/// of its time waiting for a CPU it never got — the machine has no idle CPU, and at idle
-/// priority its records would wait for their verdicts without bound. A run that burns
-/// its CPU (a runaway) or sleeps (waiting for its turn in the isolation queue) is not
-/// starved: it stays where it is.
-fn watch_for_starvation<T>(
-    run: &std::thread::ScopedJoinHandle<'_, T>,
-    tid: &std::sync::atomic::AtomicI32,
-    interrupt: &sluice_runtime::Interrupt,
-) -> bool {
-    let mut since = Instant::now();
-    let mut waited_since = None;
-    while !run.is_finished() {
-        std::thread::sleep(Duration::from_millis(50));
-        let t = tid.load(Ordering::Acquire);
-        if t == 0 {
-            continue;
-        }
-        let waited = run_delay(t);
-        let (Some(now), Some(then)) = (waited, waited_since) else {
-            (since, waited_since) = (Instant::now(), waited);
-            continue;
-        };
-        let window = since.elapsed();
-        if window < STARVED_WINDOW {
-            continue;
-        }
-        if run.is_finished() {
-            break;
-        }
-        if now.saturating_sub(then).as_secs_f64() > STARVED_WAITING * window.as_secs_f64() {
-            interrupt.raise();
-            return true;
-        }
-        (since, waited_since) = (Instant::now(), Some(now));
-    }
-    false
-}
-
-/// The calling thread's id (for `/proc/self/task/{tid}`).
-#[allow(unsafe_code)]
-fn current_tid() -> i32 {
-    // SAFETY: a plain syscall without arguments.
-    unsafe { libc::gettid() }
-}
-
-/// Moves the calling thread to `SCHED_IDLE`: it runs only on CPU nobody else wants, and
-/// any other thread that wakes up preempts it at once. (A low nice value is not enough:
-/// the scheduler lets the running thread finish a slice of ~3 ms before a waking one
-/// preempts it, which adds up over the hops of a record through the server.) An
-/// unprivileged thread cannot leave `SCHED_IDLE`, so the caller is a thread of its own.
-#[allow(unsafe_code)]
-fn lowest_cpu_priority() {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: `sched_setscheduler` only reads `param`, which lives across the call; pid 0
-    // is the calling thread.
-    let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
-    if r != 0 {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "could not move the isolating thread to SCHED_IDLE");
-    }
+    /// Where the calls of a failing plugin run (see `Cx::run`).
+    pub isolator: &'a Isolator,
 }
 
 impl Cx<'_> {
-    /// Runs one input through the executor — on a `SCHED_IDLE` thread of its own when
-    /// the executor is isolating a plugin that failed, so a runaway gets only idle CPU and
-    /// the transforms that behave keep their latency (a thread per run: cheap next to a
-    /// failing call).
+    /// Runs one input through the executor — on the partition's isolating thread, at idle
+    /// priority, when the executor is isolating a plugin that failed, so a runaway gets
+    /// only idle CPU and the transforms that behave keep their latency.
     pub fn run(&mut self, batch: &BatchInput<'_>) -> Result<BatchOutput, ProcessError> {
         let part = self.partition;
         let out = if self.executor.isolating() {
-            // Starved before: no idle CPU to wait for. Background priority is never
-            // starved, and still yields to every latency-sensitive thread.
-            let starved = self.starved.load(Ordering::Acquire);
-            let interrupt = self.executor.interrupt().clone();
-            let executor = &mut *self.executor;
-            let tid = std::sync::atomic::AtomicI32::new(0);
-            let (out, fired) = std::thread::scope(|s| {
-                let tid_ref = &tid;
-                let run = std::thread::Builder::new()
-                    .name(format!("sluice-{}-{part}-isolating", self.t.name))
-                    .spawn_scoped(s, move || {
-                        tid_ref.store(current_tid(), Ordering::Release);
-                        if starved {
-                            sluice_common::sched::background_priority();
-                        } else {
-                            lowest_cpu_priority();
-                        }
-                        executor.run(batch)
-                    })
-                    .map_err(|e| e.to_string())?;
-                let fired = !starved && watch_for_starvation(&run, &tid, &interrupt);
-                let out = run
-                    .join()
-                    .map_err(|_| "the isolating thread panicked".to_string())?;
-                Ok::<_, String>((out, fired))
-            })
-            .map_err(ProcessError::Failed)?;
+            let name = || format!("sluice-{}-{part}-isolating", self.t.name);
+            let (out, fired) = self
+                .isolator
+                .run(name, self.executor, batch)
+                .map_err(ProcessError::Failed)?;
             if fired {
                 // The run stops (interrupted: nothing moves) and runs again, at once.
                 tracing::warn!(transform = %self.t.name, partition = part, "isolating a failing plugin got no CPU at idle priority: its records run again at background priority");
-                self.starved.store(true, Ordering::Release);
+                self.isolator.starved.store(true, Ordering::Release);
             }
             out
         } else {
-            self.starved.store(false, Ordering::Release);
+            self.isolator.starved.store(false, Ordering::Release);
             self.executor.run(batch)
         };
         let c = &self.t.counters;
