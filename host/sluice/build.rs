@@ -13,6 +13,8 @@ fn main() {
             "sessionize",
             "encrypt",
             "decrypt",
+            "nexmark-queries",
+            "nexmark-stateless",
         ],
         "example_plugins.rs",
     );

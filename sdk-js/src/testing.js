@@ -18,6 +18,8 @@ import { NO_WATERMARK, bind, inCall, path, runBatch, runTimers } from './index.j
 import { id, putTimer } from './state.js';
 
 const DEFAULT_TIMESTAMP = 1_700_000_000_000;
+/** The topic of records that name none (`record.topic`, or a case input's `topic`). */
+const DEFAULT_TOPIC = 'input';
 /** Most rounds of timer firing at one watermark, as on the host. */
 export const MAX_TIMER_ROUNDS = 100;
 const encoder = new TextEncoder();
@@ -48,6 +50,17 @@ function encodeBatch(records, baseTimestamp) {
     );
   }
   return batch.finish();
+}
+
+/** Runs of records of one topic: the batches the host hands over (one input each). */
+function topicRuns(records) {
+  const runs = [];
+  for (const r of records) {
+    const last = runs.at(-1);
+    if (last && (last[0].topic ?? null) === (r.topic ?? null)) last.push(r);
+    else runs.push([r]);
+  }
+  return runs;
 }
 
 export class Harness {
@@ -92,24 +105,28 @@ export class Harness {
     return this.run(values.map((v) => ({ value: asBytes(v) })));
   }
 
-  /** Runs records ({value, key, headers, timestamp}) as one batch through a fresh instance
-   * (state starts empty); one outcome each. */
+  /** Runs records ({value, key, headers, timestamp, topic}) as one batch (one per run of
+   * records of one topic) through a fresh instance (state starts empty); one outcome each. */
   run(records) {
     this.env.state = new Map();
     this.env.timers = new Set();
     const [fn] = this.bound();
-    const ctx = {
-      topic: 'input',
-      partition: 0,
-      baseOffset: 0n,
-      baseTimestamp: BigInt(DEFAULT_TIMESTAMP),
-      recordCount: records.length,
-      watermark: BigInt(NO_WATERMARK),
-      eventTimes: [],
-    };
-    const bytes = encodeBatch(records, DEFAULT_TIMESTAMP);
-    const entries = inCall(() => runBatch(ctx, bytes, fn));
-    return decodeEntries(entries, codec.readRecords(bytes, records.length), this.env.outputs, ctx);
+    const got = [];
+    for (const run of topicRuns(records)) {
+      const ctx = {
+        topic: run[0].topic ?? DEFAULT_TOPIC,
+        partition: 0,
+        baseOffset: BigInt(got.length),
+        baseTimestamp: BigInt(DEFAULT_TIMESTAMP),
+        recordCount: run.length,
+        watermark: BigInt(NO_WATERMARK),
+        eventTimes: [],
+      };
+      const bytes = encodeBatch(run, DEFAULT_TIMESTAMP);
+      const entries = inCall(() => runBatch(ctx, bytes, fn));
+      got.push(...decodeEntries(entries, codec.readRecords(bytes, run.length), this.env.outputs, ctx));
+    }
+    return got;
   }
 
   /** A stream of batches over one partition, as the host runs a stateful deployment. */
@@ -135,6 +152,7 @@ export class Harness {
         key: asBytes(c.input.key ?? null),
         headers: Object.entries(c.input.headers ?? {}),
         timestamp: c.input.timestamp ?? DEFAULT_TIMESTAMP,
+        topic: c.input.topic ?? null,
       }));
       const dflt = this.env.outputs[0];
       if (!suite.stream) {
@@ -213,14 +231,26 @@ export class Stream {
     return t;
   }
 
-  /** One batch: records before the watermark are late (not processed), the rest go
-   * through the transform; then the watermark moves and due timers fire. */
+  /** One batch (one per run of records of one topic): records before the watermark are
+   * late (not processed), the rest go through the transform; then the watermark moves and
+   * due timers fire. */
   push(records) {
+    if (!records.length) return this.pushBatch(records);
+    const pushed = { outcomes: [], fired: [] };
+    for (const run of topicRuns(records)) {
+      const p = this.pushBatch(run);
+      pushed.outcomes.push(...p.outcomes);
+      pushed.fired.push(...p.fired);
+    }
+    return pushed;
+  }
+
+  pushBatch(records) {
     const times = records.map((r) => this.eventTime(r));
     const onTime = times.flatMap((t, i) => (t >= this.watermark ? [i] : []));
     const batch = onTime.map((i) => records[i]);
     const ctx = {
-      topic: 'input',
+      topic: records[0]?.topic ?? DEFAULT_TOPIC,
       partition: 0,
       baseOffset: BigInt(this.offset),
       baseTimestamp: BigInt(DEFAULT_TIMESTAMP),

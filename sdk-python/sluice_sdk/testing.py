@@ -21,12 +21,14 @@ fired = s.advance(10_000)   # [Fired(at, key, outcome)]
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass, field
 
 from . import NO_WATERMARK, bind, codec, in_call, path, run_batch, run_timers
 
 DEFAULT_TIMESTAMP = 1_700_000_000_000
+DEFAULT_TOPIC = "input"
 
 MAX_TIMER_ROUNDS = 100
 """Most rounds of timer firing at one watermark, as on the host."""
@@ -47,7 +49,7 @@ ENV = Env()
 
 @dataclass
 class Ctx:
-    topic: str = "input"
+    topic: str = DEFAULT_TOPIC
     partition: int = 0
     base_offset: int = 0
     base_timestamp: int = DEFAULT_TIMESTAMP
@@ -62,6 +64,12 @@ class TestRecord:
     key: bytes | None = None
     headers: list = field(default_factory=list)
     timestamp: int = DEFAULT_TIMESTAMP
+    topic: str | None = None  # the input topic it comes from; None: DEFAULT_TOPIC
+
+
+def _topic_runs(records):
+    """Runs of records of one topic: the batches the host hands over (one input each)."""
+    return [list(run) for _, run in itertools.groupby(records, key=lambda r: r.topic)]
 
 
 @dataclass
@@ -164,16 +172,20 @@ class Harness:
         return self.run([TestRecord(value=_as_bytes(v)) for v in values])
 
     def run(self, records: list[TestRecord]) -> list[TestOutcome]:
-        """One batch through a fresh instance (state starts empty)."""
+        """One batch (one per run of records of one topic) through a fresh instance (state
+        starts empty)."""
         global ENV
         self.env.state, self.env.timers = {}, set()
         ENV = self.env
         fn, _ = self._bound()
-        ctx = Ctx(record_count=len(records))
-        batch = _encode(records, ctx)
-        entries = in_call(lambda: run_batch(ctx, batch, fn))
-        inputs = codec.read_records(batch, len(records))
-        return _decode_entries(entries, inputs, self.env.outputs, ctx)
+        got = []
+        for run in _topic_runs(records):
+            ctx = Ctx(run[0].topic or DEFAULT_TOPIC, base_offset=len(got), record_count=len(run))
+            batch = _encode(run, ctx)
+            entries = in_call(lambda: run_batch(ctx, batch, fn))
+            inputs = codec.read_records(batch, len(run))
+            got += _decode_entries(entries, inputs, self.env.outputs, ctx)
+        return got
 
     def stream(self) -> "Stream":
         """A stream of batches over one partition, as the host runs a stateful deployment."""
@@ -199,6 +211,7 @@ class Harness:
                     key=_as_bytes(c["input"].get("key")),
                     headers=[(k, v.encode()) for k, v in c["input"].get("headers", {}).items()],
                     timestamp=c["input"].get("timestamp", DEFAULT_TIMESTAMP),
+                    topic=c["input"].get("topic"),
                 )
                 for c in cases
             ]
@@ -267,12 +280,24 @@ class Stream:
         return t
 
     def push(self, records: list[TestRecord]) -> Pushed:
-        """One batch: records before the watermark are late (not processed), the rest go
-        through the transform; then the watermark moves and due timers fire."""
+        """One batch (one per run of records of one topic): records before the watermark
+        are late (not processed), the rest go through the transform; then the watermark
+        moves and due timers fire."""
+        if not records:
+            return self._push_batch(records)
+        pushed = Pushed([], [])
+        for run in _topic_runs(records):
+            p = self._push_batch(run)
+            pushed.outcomes += p.outcomes
+            pushed.fired += p.fired
+        return pushed
+
+    def _push_batch(self, records: list[TestRecord]) -> Pushed:
         times = [self._event_time(r) for r in records]
         on_time = [i for i, t in enumerate(times) if t >= self.watermark]
         batch_records = [records[i] for i in on_time]
         ctx = Ctx(
+            topic=(records[0].topic if records else None) or DEFAULT_TOPIC,
             base_offset=self.offset,
             record_count=len(batch_records),
             watermark=self.watermark,

@@ -15,19 +15,26 @@
 //!     {"name": "drops", "input": {"value": ""}, "expect": "drop"},
 //!     {"name": "rejects", "input": {"value": "?"}, "expect": {"reject": "part of the reason"}}]}]
 //! ```
+//!
+//! A case's input may name the topic it comes from (`"topic": "bids"`; default
+//! [`DEFAULT_TOPIC`]), for plugins that read several inputs: as on the host, where each
+//! batch comes from one input, consecutive records of one topic make one batch.
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::entries::{Entries, Entry};
+use crate::entries::{Entries, Entry, RawRecord};
 use crate::{
     BatchContext, Error, Level, NO_WATERMARK, Outcome, Record, Timer, codec, run_batch, run_timers,
 };
 
 pub use crate::native::Env;
 use crate::native::with_env;
+
+/// The topic of test records that name none (what [`Record::topic`] returns).
+pub const DEFAULT_TOPIC: &str = "test";
 
 /// A record to feed a transform.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -36,6 +43,8 @@ pub struct TestRecord {
     pub value: Option<Vec<u8>>,
     pub headers: Vec<(String, Option<Vec<u8>>)>,
     pub timestamp: i64,
+    /// The input topic it comes from; `None` is [`DEFAULT_TOPIC`].
+    pub topic: Option<String>,
 }
 
 impl TestRecord {
@@ -60,6 +69,17 @@ impl TestRecord {
         self.headers.push((k.to_owned(), Some(v.into())));
         self
     }
+
+    pub fn with_topic(mut self, topic: &str) -> Self {
+        self.topic = Some(topic.into());
+        self
+    }
+}
+
+/// Splits records into the batches the host would hand over: runs of one topic (each
+/// batch comes from one input).
+pub fn topic_runs(records: &[TestRecord]) -> impl Iterator<Item = &[TestRecord]> {
+    records.chunk_by(|a, b| a.topic == b.topic)
 }
 
 /// An emitted record, with its output resolved to a name.
@@ -124,7 +144,8 @@ impl TestOutcome {
     }
 }
 
-/// Encodes records as the records section of one batch, the way the host does.
+/// Encodes records as the records section of one batch, the way the host does. A batch
+/// comes from one topic, the first record's (split records of several with [`topic_runs`]).
 pub fn encode_batch(records: &[TestRecord]) -> (BatchContext, Vec<u8>) {
     let base_ts = records.iter().map(|r| r.timestamp).min().unwrap_or(0);
     let mut buf = Vec::new();
@@ -138,8 +159,9 @@ pub fn encode_batch(records: &[TestRecord]) -> (BatchContext, Vec<u8>) {
             r.headers.iter().map(|(k, v)| (k.as_bytes(), v.as_deref())),
         );
     }
+    let topic = records.first().and_then(|r| r.topic.as_deref());
     let ctx = BatchContext {
-        topic: "test".into(),
+        topic: topic.unwrap_or(DEFAULT_TOPIC).into(),
         partition: 0,
         base_offset: 0,
         base_timestamp: base_ts,
@@ -161,50 +183,81 @@ pub fn decode_outcomes(
     for _ in 0..ctx.record_count {
         inputs.push(codec::next_raw(&mut r).map_err(|e| e.to_string())?);
     }
+    decode_entries(ctx, Some(&inputs), out, outputs)
+}
+
+/// Decodes output entries into one outcome per input record (`inputs`, their bytes) or,
+/// without inputs, per fired timer.
+fn decode_entries(
+    ctx: &BatchContext,
+    inputs: Option<&[&[u8]]>,
+    out: &[u8],
+    outputs: &[String],
+) -> Result<Vec<TestOutcome>, String> {
     let mut res = vec![TestOutcome::Dropped; ctx.record_count as usize];
     for e in Entries::new(out, ctx.record_count) {
-        let e = e.map_err(|e| e.to_string())?;
-        let e = match e {
-            Entry::Pass { input, output } => Entry::Emit {
-                input,
-                output,
-                record: crate::entries::RawRecord(inputs[input as usize]),
+        let (input, output, record) = match e.map_err(|e| e.to_string())? {
+            Entry::Pass { input, output } => match inputs {
+                Some(inputs) => (input, output, RawRecord(inputs[input as usize])),
+                None => return Err(format!("timer {input}: a pass entry, but no record")),
             },
-            other => other,
-        };
-        match e {
-            Entry::Pass { .. } => unreachable!("mapped above"),
             Entry::Reject { input, reason } => {
-                res[input as usize] = TestOutcome::Rejected(reason.into())
+                res[input as usize] = TestOutcome::Rejected(reason.into());
+                continue;
             }
             Entry::Emit {
                 input,
                 output,
                 record,
-            } => {
-                let record = record.view().map_err(|e| e.to_string())?;
-                let name = outputs
-                    .get(output as usize)
-                    .cloned()
-                    .unwrap_or_else(|| format!("#{output}"));
-                let em = Emitted {
-                    output: name,
-                    key: record.key.map(<[u8]>::to_vec),
-                    value: record.value.map(<[u8]>::to_vec),
-                    headers: record
-                        .headers()
-                        .map(|h| (h.key_str().to_owned(), h.value.map(<[u8]>::to_vec)))
-                        .collect(),
-                    timestamp: ctx.base_timestamp + record.timestamp_delta,
-                };
-                match &mut res[input as usize] {
-                    TestOutcome::Emitted(v) => v.push(em),
-                    slot => *slot = TestOutcome::Emitted(vec![em]),
-                }
-            }
-        }
+            } => (input, output, record),
+        };
+        add_emitted(&mut res[input as usize], record, output, outputs, ctx)?;
     }
     Ok(res)
+}
+
+/// Adds an emitted record (output entries are in input order) to its input's outcome.
+fn add_emitted(
+    slot: &mut TestOutcome,
+    record: RawRecord<'_>,
+    output: u32,
+    outputs: &[String],
+    ctx: &BatchContext,
+) -> Result<(), String> {
+    let record = record.view().map_err(|e| e.to_string())?;
+    let em = Emitted {
+        output: outputs
+            .get(output as usize)
+            .cloned()
+            .unwrap_or_else(|| format!("#{output}")),
+        key: record.key.map(<[u8]>::to_vec),
+        value: record.value.map(<[u8]>::to_vec),
+        headers: record
+            .headers()
+            .map(|h| (h.key_str().to_owned(), h.value.map(<[u8]>::to_vec)))
+            .collect(),
+        timestamp: ctx.base_timestamp + record.timestamp_delta,
+    };
+    match slot {
+        TestOutcome::Emitted(v) => v.push(em),
+        slot => *slot = TestOutcome::Emitted(vec![em]),
+    }
+    Ok(())
+}
+
+/// Runs one call of the plugin as the host does: its state changes are applied when it
+/// succeeds and dropped when it fails. Returns the output entries `body` wrote.
+fn one_call(body: impl FnOnce(&mut Vec<u8>) -> Result<(), String>) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    crate::state::begin_call();
+    match body(&mut out) {
+        Ok(()) => crate::state::end_call().map_err(|e| e.to_string())?,
+        Err(e) => {
+            crate::state::discard_call();
+            return Err(e);
+        }
+    }
+    Ok(out)
 }
 
 type Transform<S> = Box<dyn for<'a, 'b> Fn(&'a S, &'b Record<'_>) -> Result<Outcome, Error>>;
@@ -309,7 +362,8 @@ impl<S: 'static> Harness<S> {
         self
     }
 
-    /// Runs `init`, then the transform over `records` as one batch.
+    /// Runs `init`, then the transform over `records` as one batch (one per run of
+    /// records of one topic, in order, with state carried over).
     pub fn try_run(&self, records: &[TestRecord]) -> Result<Vec<TestOutcome>, String> {
         let mut env = self.env.clone();
         if env.outputs.is_empty() {
@@ -318,20 +372,16 @@ impl<S: 'static> Harness<S> {
         let outputs = env.outputs.clone();
         with_env(|e| *e = env);
         let state = (self.init)().map_err(|e| format!("init failed: {e}"))?;
-        let (ctx, input) = encode_batch(records);
-        let mut out = Vec::new();
-        crate::state::begin_call();
-        let r = run_batch(&ctx, &input, &mut out, &crate::outputs, |r| {
-            (self.f)(&state, r)
-        });
-        match r {
-            Ok(()) => crate::state::end_call().map_err(|e| e.to_string())?,
-            Err(e) => {
-                crate::state::discard_call();
-                return Err(e);
-            }
+        let mut outcomes = Vec::with_capacity(records.len());
+        for run in topic_runs(records) {
+            let (mut ctx, input) = encode_batch(run);
+            ctx.base_offset = outcomes.len() as i64;
+            let out = one_call(|out| {
+                run_batch(&ctx, &input, out, &crate::outputs, |r| (self.f)(&state, r))
+            })?;
+            outcomes.extend(decode_outcomes(&ctx, &input, &out, &outputs)?);
         }
-        decode_outcomes(&ctx, &input, &out, &outputs)
+        Ok(outcomes)
     }
 
     /// Like `try_run`, panicking on an init or batch error.
@@ -487,9 +537,26 @@ impl<S> Stream<'_, S> {
         &self.env.logs
     }
 
-    /// One batch: records before the watermark are late (not processed), the rest go
-    /// through the transform; then the watermark moves and due timers fire.
+    /// One batch (one per run of records of one topic, as the host hands them over):
+    /// records before the watermark are late (not processed), the rest go through the
+    /// transform; then the watermark moves and due timers fire.
     pub fn push(&mut self, records: &[TestRecord]) -> Result<Pushed, String> {
+        if records.is_empty() {
+            return self.push_batch(records);
+        }
+        let mut all = Pushed {
+            outcomes: Vec::with_capacity(records.len()),
+            fired: Vec::new(),
+        };
+        for run in topic_runs(records) {
+            let p = self.push_batch(run)?;
+            all.outcomes.extend(p.outcomes);
+            all.fired.extend(p.fired);
+        }
+        Ok(all)
+    }
+
+    fn push_batch(&mut self, records: &[TestRecord]) -> Result<Pushed, String> {
         let field = self.h.event_time_field.clone();
         let mut times = Vec::with_capacity(records.len());
         for r in records {
@@ -512,17 +579,7 @@ impl<S> Stream<'_, S> {
         let outputs = self.env.outputs.clone();
         let h = self.h;
         let out = self.with(|inst| {
-            let mut out = Vec::new();
-            crate::state::begin_call();
-            let r = run_batch(&ctx, &input, &mut out, &crate::outputs, |r| (h.f)(inst, r));
-            match r {
-                Ok(()) => crate::state::end_call().map_err(|e| e.to_string())?,
-                Err(e) => {
-                    crate::state::discard_call();
-                    return Err(e);
-                }
-            }
-            Ok(out)
+            one_call(|out| run_batch(&ctx, &input, out, &crate::outputs, |r| (h.f)(inst, r)))
         })?;
         let processed = decode_outcomes(&ctx, &input, &out, &outputs)?;
         let mut outcomes = vec![TestOutcome::Late; records.len()];
@@ -564,7 +621,7 @@ impl<S> Stream<'_, S> {
                 crate::state::put_timer(&mut list, *at, key);
             }
             let ctx = BatchContext {
-                topic: "test".into(),
+                topic: DEFAULT_TOPIC.into(),
                 base_offset: self.offset,
                 base_timestamp: self.watermark,
                 record_count: due.len() as u32,
@@ -577,72 +634,16 @@ impl<S> Stream<'_, S> {
                 continue;
             };
             let out = self.with(|inst| {
-                let mut out = Vec::new();
-                crate::state::begin_call();
-                let r = run_timers(&ctx, &list, &mut out, &crate::outputs, |t| handler(inst, t));
-                match r {
-                    Ok(()) => crate::state::end_call().map_err(|e| e.to_string())?,
-                    Err(e) => {
-                        crate::state::discard_call();
-                        return Err(e);
-                    }
-                }
-                Ok(out)
+                one_call(|out| run_timers(&ctx, &list, out, &crate::outputs, |t| handler(inst, t)))
             })?;
-            let outcomes = decode_timer_outcomes(&ctx, &out, &outputs)?;
+            // Timers have no input records: a pass entry is an error.
+            let outcomes = decode_entries(&ctx, None, &out, &outputs)?;
             for ((at, key), outcome) in due.into_iter().zip(outcomes) {
                 fired.push(Fired { at, key, outcome });
             }
         }
         Ok(fired)
     }
-}
-
-/// Decodes the entries `on-timers` returned into one outcome per timer.
-fn decode_timer_outcomes(
-    ctx: &BatchContext,
-    out: &[u8],
-    outputs: &[String],
-) -> Result<Vec<TestOutcome>, String> {
-    // Timers have no input records: a pass entry is an error.
-    let mut res = vec![TestOutcome::Dropped; ctx.record_count as usize];
-    for e in Entries::new(out, ctx.record_count) {
-        match e.map_err(|e| e.to_string())? {
-            Entry::Pass { input, .. } => {
-                return Err(format!(
-                    "timer {input}: a pass entry, but a timer has no record"
-                ));
-            }
-            Entry::Reject { input, reason } => {
-                res[input as usize] = TestOutcome::Rejected(reason.into())
-            }
-            Entry::Emit {
-                input,
-                output,
-                record,
-            } => {
-                let record = record.view().map_err(|e| e.to_string())?;
-                let em = Emitted {
-                    output: outputs
-                        .get(output as usize)
-                        .cloned()
-                        .unwrap_or_else(|| format!("#{output}")),
-                    key: record.key.map(<[u8]>::to_vec),
-                    value: record.value.map(<[u8]>::to_vec),
-                    headers: record
-                        .headers()
-                        .map(|h| (h.key_str().to_owned(), h.value.map(<[u8]>::to_vec)))
-                        .collect(),
-                    timestamp: ctx.base_timestamp + record.timestamp_delta,
-                };
-                match &mut res[input as usize] {
-                    TestOutcome::Emitted(v) => v.push(em),
-                    slot => *slot = TestOutcome::Emitted(vec![em]),
-                }
-            }
-        }
-    }
-    Ok(res)
 }
 
 /// One group of cases sharing config, tables and outputs.
@@ -699,6 +700,9 @@ pub struct CaseInput {
     /// The record's timestamp (ms); default 1700000000000.
     #[serde(default)]
     pub timestamp: Option<i64>,
+    /// The input topic it comes from; default [`DEFAULT_TOPIC`].
+    #[serde(default)]
+    pub topic: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -770,6 +774,7 @@ impl Suite {
                     .map(|(k, v)| (k.clone(), Some(v.clone().into_bytes())))
                     .collect(),
                 timestamp: c.input.timestamp.unwrap_or(1_700_000_000_000),
+                topic: c.input.topic.clone(),
             })
             .collect()
     }
@@ -951,6 +956,31 @@ mod tests {
             ]
         );
         assert_eq!(e[0].timestamp, 1_700_000_000_123);
+    }
+
+    fn topic_of(r: &Record) -> Result<Outcome, Error> {
+        Ok(Outcome::keep_with_value(r.topic()))
+    }
+
+    #[test]
+    fn each_run_of_one_topic_is_a_batch_of_its_own() {
+        let rec = |topic: &str, t| TestRecord {
+            timestamp: t,
+            ..TestRecord::value("x").with_topic(topic)
+        };
+        let out = Harness::new(topic_of).run(&[TestRecord::value("x"), rec("a", 1), rec("b", 2)]);
+        let topics: Vec<&str> = out.iter().flat_map(TestOutcome::values).collect();
+        assert_eq!(topics, [DEFAULT_TOPIC, "a", "b"]);
+        // In a stream the watermark moves after each batch: `a` at 3 comes after `b`'s.
+        let h = Harness::new(topic_of);
+        let mut s = h.stream().unwrap();
+        let recs = [rec("a", 1), rec("b", 5), rec("a", 3)];
+        let o = s.push(&recs).unwrap().outcomes;
+        assert_eq!((o[1].values(), &o[2]), (vec!["b"], &TestOutcome::Late));
+        let table = r#"[{"cases": [
+            {"name": "a", "input": {"value": "x", "topic": "bids"}, "expect": {"emit": [{"value": "bids"}]}},
+            {"name": "b", "input": {"value": "x"}, "expect": {"emit": [{"value": "test"}]}}]}]"#;
+        Harness::new(topic_of).run_suites(table);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! the same transaction as the rows (`postgres.rs`).
 
 mod http_sink;
+pub mod nexmark;
 mod postgres;
 mod pull;
 mod sink;
@@ -28,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use sluice_log::{Log, LogError, now_ms};
 
 pub use http_sink::HttpSinkSpec;
+pub use nexmark::NexmarkSpec;
 pub use postgres::PostgresSinkSpec;
 pub use pull::PullSpec;
 
@@ -39,6 +41,7 @@ pub enum ConnectorSpec {
     HttpPull(PullSpec),
     HttpSink(HttpSinkSpec),
     PostgresSink(PostgresSinkSpec),
+    Nexmark(NexmarkSpec),
 }
 
 impl ConnectorSpec {
@@ -47,6 +50,15 @@ impl ConnectorSpec {
             ConnectorSpec::HttpPull(s) => &s.topic,
             ConnectorSpec::HttpSink(s) => &s.topic,
             ConnectorSpec::PostgresSink(s) => &s.topic,
+            ConnectorSpec::Nexmark(s) => s.topics().first().copied().unwrap_or_default(),
+        }
+    }
+
+    /// Every topic the connector reads or writes.
+    pub fn topics(&self) -> Vec<&str> {
+        match self {
+            ConnectorSpec::Nexmark(s) => s.topics(),
+            _ => vec![self.topic()],
         }
     }
 
@@ -55,6 +67,7 @@ impl ConnectorSpec {
             ConnectorSpec::HttpPull(_) => "http-pull",
             ConnectorSpec::HttpSink(_) => "http-sink",
             ConnectorSpec::PostgresSink(_) => "postgres-sink",
+            ConnectorSpec::Nexmark(_) => "nexmark",
         }
     }
 
@@ -63,6 +76,7 @@ impl ConnectorSpec {
             ConnectorSpec::HttpPull(s) => s.validate(),
             ConnectorSpec::HttpSink(s) => s.validate(),
             ConnectorSpec::PostgresSink(s) => s.validate(),
+            ConnectorSpec::Nexmark(s) => s.validate(),
         }
     }
 
@@ -79,6 +93,7 @@ impl ConnectorSpec {
                 h.url = redact_url(&h.url);
             }
             ConnectorSpec::PostgresSink(p) => p.dsn = redact_dsn(&p.dsn),
+            ConnectorSpec::Nexmark(_) => {}
         }
         s
     }
@@ -153,6 +168,10 @@ pub enum ConnectorDetail {
         /// When the next poll is due (ms since the epoch).
         next_run_ms: Option<i64>,
     },
+    Generator {
+        /// Events generated so far (all types; the next event's number).
+        generated: u64,
+    },
     Sink {
         partitions: Vec<SinkPartition>,
         /// Records not delivered yet, over all partitions.
@@ -208,6 +227,8 @@ pub struct Health {
     pub failures: AtomicU64,
     /// Successful requests / transactions.
     pub requests: AtomicU64,
+    /// Events generated (the `nexmark` source).
+    pub generated: AtomicU64,
     /// Next scheduled poll (sources), ms since the epoch; 0 = none.
     pub next_run_ms: AtomicI64,
     /// Positions of a sink per partition (next offset to deliver).
@@ -433,9 +454,11 @@ impl Connectors {
             return Err(ConnectorError::BadName(name.to_string()));
         }
         spec.validate().map_err(ConnectorError::Invalid)?;
-        self.log
-            .topic(spec.topic())
-            .map_err(|_| ConnectorError::UnknownTopic(spec.topic().to_string()))?;
+        for t in spec.topics() {
+            self.log
+                .topic(t)
+                .map_err(|_| ConnectorError::UnknownTopic(t.to_string()))?;
+        }
         Ok(())
     }
 
@@ -515,6 +538,10 @@ impl Connectors {
             ConnectorSpec::HttpPull(s) => {
                 tasks.push(self.rt.spawn(pull::run(env, s, topic)));
             }
+            ConnectorSpec::Nexmark(s) => {
+                nexmark::own(&self.log, &s, name, true);
+                tasks.push(self.rt.spawn(nexmark::run(env, s, self.log.clone())));
+            }
             ConnectorSpec::HttpSink(s) => {
                 let dlq = self.dead_letter_topic(&s.dead_letter_topic(), &topic)?;
                 for p in &topic.partitions {
@@ -571,6 +598,9 @@ impl Connectors {
         let tasks = std::mem::take(&mut *c.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         for t in tasks {
             let _ = t.await;
+        }
+        if let ConnectorSpec::Nexmark(s) = &c.spec {
+            nexmark::own(&self.log, s, &c.name, false);
         }
     }
 
@@ -654,6 +684,9 @@ impl Connectors {
                     next_run_ms: (next > 0).then_some(next),
                 }
             }
+            ConnectorSpec::Nexmark(_) => ConnectorDetail::Generator {
+                generated: h.generated.load(Ordering::Relaxed),
+            },
             ConnectorSpec::HttpSink(_) | ConnectorSpec::PostgresSink(_) => {
                 let topic = self.log.topic(c.spec.topic()).ok();
                 let positions = h

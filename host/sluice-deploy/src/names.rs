@@ -50,6 +50,11 @@ pub fn state_topic(transform: &str) -> String {
     format!("{transform}.state")
 }
 
+/// The topic the server merges a two-input transform's inputs into (what its tasks read).
+pub fn merged_inputs_topic(transform: &str) -> String {
+    format!("{transform}.inputs")
+}
+
 /// The control topics of the workers of `group`: deployment specs (components and
 /// configs), and what each worker runs.
 pub fn control_topics(group: &str) -> (String, String) {

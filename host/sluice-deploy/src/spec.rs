@@ -64,7 +64,14 @@ pub struct TransformSpec {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Value))]
     pub version: VersionSel,
+    /// The input topic. A deployment over two inputs (`inputs`) reads the topic the server
+    /// merges them into, `<name>.inputs`, and shows it here.
+    #[serde(default)]
     pub input: String,
+    /// Two co-partitioned input topics instead of `input`: one keyed state and one set of
+    /// timers over both, the watermark the lower of theirs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<String>,
     pub outputs: Vec<String>,
     #[serde(default)]
     pub dead_letter: Option<String>,
@@ -201,6 +208,8 @@ pub struct EventTimeSettings {
     pub field: Option<String>,
     pub allowed_lateness_ms: i64,
     pub idle_timeout_ms: u64,
+    /// How many inputs the watermark is the minimum of (1 or 2).
+    pub inputs: usize,
 }
 
 impl TransformSpec {
@@ -212,6 +221,16 @@ impl TransformSpec {
                 .unwrap_or(DEFAULT_ALLOWED_LATENESS_MS)
                 .min(i64::MAX as u64) as i64,
             idle_timeout_ms: self.idle_timeout_ms.unwrap_or(DEFAULT_IDLE_TIMEOUT_MS),
+            inputs: self.inputs.len().max(1),
+        }
+    }
+
+    /// The topics the deployment reads: `inputs`, or `input`.
+    pub fn input_topics(&self) -> Vec<&str> {
+        if self.inputs.is_empty() {
+            vec![self.input.as_str()]
+        } else {
+            self.inputs.iter().map(String::as_str).collect()
         }
     }
 

@@ -150,6 +150,9 @@ pub struct TransformStatus {
     #[cfg_attr(feature = "openapi", schema(value_type = serde_json::Value))]
     pub version_selector: VersionSel,
     pub input: String,
+    /// Over two inputs: their topics (`input` is the topic they are merged into).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<String>,
     pub outputs: Vec<String>,
     pub dead_letter: String,
     pub config: BTreeMap<String, String>,
@@ -218,6 +221,7 @@ impl TransformStatus {
             version: 0,
             version_selector: spec.version,
             input: spec.input.clone(),
+            inputs: spec.inputs.clone(),
             outputs: spec.outputs.clone(),
             dead_letter: spec.dead_letter_topic(),
             config: spec.config.clone(),

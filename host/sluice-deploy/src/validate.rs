@@ -52,6 +52,8 @@ pub struct Capabilities {
     /// Schema-aware processing (`decode`, `output_schemas`): the runner has a schema
     /// registry.
     pub schemas: bool,
+    /// Deployments over two inputs (`inputs`).
+    pub two_inputs: bool,
     /// Who the runner is, for the messages of what it cannot do.
     pub runner: &'static str,
 }
@@ -62,6 +64,7 @@ impl Capabilities {
         stateful: true,
         secrets: true,
         schemas: true,
+        two_inputs: true,
         runner: "sluice serve",
     };
 }
@@ -93,7 +96,11 @@ pub fn prepare(
     if !valid_name(name) {
         return Err(DeployError::BadName(name.to_string()));
     }
-    let input_partitions = check_spec(&spec, catalog, caps)?;
+    let input_partitions = match spec.inputs.is_empty() {
+        true => None,
+        false => Some(settle_inputs(name, &mut spec, catalog, caps)?),
+    };
+    let input_partitions = check_spec(&spec, input_partitions, catalog, caps)?;
     spec.settle_secrets(old).map_err(DeployError::Invalid)?;
     let reset_state = spec.state == Some(StateMode::Reset);
     match old {
@@ -131,16 +138,72 @@ pub fn check_plugin(
     Ok(())
 }
 
-/// The checks of a spec alone and against the catalog; returns the input's partitions.
-fn check_spec(
-    spec: &TransformSpec,
+/// Checks the two inputs of a deployment over `inputs` (they exist, are co-partitioned
+/// and the runner can merge them) and names what it reads: `input` becomes the merged
+/// topic, and the dead letters go to `<name>.dlq` unless named. Returns the partitions.
+fn settle_inputs(
+    name: &str,
+    spec: &mut TransformSpec,
     catalog: &dyn Catalog,
     caps: Capabilities,
 ) -> Result<u32, DeployError> {
     let invalid = |m: String| Err(DeployError::Invalid(m));
-    let input_partitions = catalog
-        .partitions(&spec.input)
-        .ok_or_else(|| DeployError::UnknownInput(spec.input.clone()))?;
+    if !caps.two_inputs {
+        return Err(DeployError::Unsupported(format!(
+            "deployments over two inputs do not run in {} yet; run them in sluice serve",
+            caps.runner
+        )));
+    }
+    let merged = crate::names::merged_inputs_topic(name);
+    if !spec.input.is_empty() && spec.input != merged {
+        return invalid("give either input or inputs, not both".into());
+    }
+    let [a, b] = spec.inputs.as_slice() else {
+        return invalid(format!(
+            "inputs takes two topics, not {}",
+            spec.inputs.len()
+        ));
+    };
+    if a == b {
+        return invalid(format!("inputs names {a} twice"));
+    }
+    let pa = catalog
+        .partitions(a)
+        .ok_or_else(|| DeployError::UnknownInput(a.clone()))?;
+    let pb = catalog
+        .partitions(b)
+        .ok_or_else(|| DeployError::UnknownInput(b.clone()))?;
+    if pa != pb {
+        return invalid(format!(
+            "inputs must be co-partitioned (the same keys in the same partitions): {a} has {pa} partitions, {b} {pb}; repartition one with a transform that re-keys into a topic of {pa}"
+        ));
+    }
+    spec.input = merged;
+    if spec.dead_letter.is_none() {
+        spec.dead_letter = Some(format!("{name}.dlq"));
+    }
+    Ok(pa)
+}
+
+/// The checks of a spec alone and against the catalog; returns the input's partitions
+/// (`merged`: those of a two-input deployment's inputs, already checked).
+fn check_spec(
+    spec: &TransformSpec,
+    merged: Option<u32>,
+    catalog: &dyn Catalog,
+    caps: Capabilities,
+) -> Result<u32, DeployError> {
+    let invalid = |m: String| Err(DeployError::Invalid(m));
+    if spec.input.is_empty() {
+        return invalid("input (a topic) or inputs (two topics) is required".into());
+    }
+    let input_partitions = match merged {
+        Some(p) => p,
+        None => catalog
+            .partitions(&spec.input)
+            .ok_or_else(|| DeployError::UnknownInput(spec.input.clone()))?,
+    };
+    let inputs = spec.input_topics();
     if spec.outputs.is_empty() {
         return invalid("at least one output topic is required".into());
     }
@@ -149,7 +212,7 @@ fn check_spec(
         if catalog.partitions(o).is_none() {
             return Err(DeployError::UnknownOutput(o.clone()));
         }
-        if *o == spec.input {
+        if inputs.contains(&o.as_str()) || *o == spec.input {
             return invalid(format!("output {o} is the input topic"));
         }
         if !seen.insert(o) {
@@ -162,7 +225,7 @@ fn check_spec(
             "dead_letter {dlq:?} is not a valid topic name: {reason}"
         ));
     }
-    if dlq == spec.input {
+    if dlq == spec.input || inputs.contains(&dlq.as_str()) {
         return invalid(format!(
             "dead_letter {dlq} is the input topic: rejected records would be processed again"
         ));
@@ -211,7 +274,11 @@ fn check_spec(
         if catalog.partitions(late).is_none() {
             return Err(DeployError::UnknownOutput(late.clone()));
         }
-        if *late == spec.input || spec.outputs.contains(late) || *late == dlq {
+        if *late == spec.input
+            || inputs.contains(&late.as_str())
+            || spec.outputs.contains(late)
+            || *late == dlq
+        {
             return invalid(format!(
                 "late_output {late} must be a topic apart from the input, the outputs and the dead-letter topic"
             ));
@@ -254,12 +321,13 @@ fn check_spec(
 /// What a re-PUT may not change.
 fn check_update(old: &TransformSpec, new: &TransformSpec) -> Result<(), DeployError> {
     if old.input != new.input
+        || old.inputs != new.inputs
         || old.outputs != new.outputs
         || old.dead_letter_topic() != new.dead_letter_topic()
         || old.late_output != new.late_output
     {
         return Err(DeployError::Invalid(
-            "input, outputs, dead_letter and late_output of a deployment cannot change; delete it and deploy anew".into(),
+            "input(s), outputs, dead_letter and late_output of a deployment cannot change; delete it and deploy anew".into(),
         ));
     }
     if old.state_store != new.state_store {
@@ -309,21 +377,23 @@ pub fn check_cycles(
         to
     };
     for (n, s) in others.iter().filter(|(n, _)| n != name) {
-        edges.entry(&s.input).or_default().push((n, writes(s)));
+        for i in s.input_topics() {
+            edges.entry(i).or_default().push((n, writes(s)));
+        }
     }
-    edges
-        .entry(&spec.input)
-        .or_default()
-        .push((name, writes(spec)));
-    // Depth-first from the input: a path back to it is a cycle; name it.
-    let mut stack: Vec<(&str, Vec<String>)> = vec![(&spec.input, vec![])];
+    let inputs = spec.input_topics();
+    for i in &inputs {
+        edges.entry(i).or_default().push((name, writes(spec)));
+    }
+    // Depth-first from the inputs: a path back to one is a cycle; name it.
+    let mut stack: Vec<(&str, Vec<String>)> = inputs.iter().map(|i| (*i, vec![])).collect();
     let mut visited: HashSet<String> = HashSet::new();
     while let Some((topic, path)) = stack.pop() {
         for (via, to) in edges.get(topic).into_iter().flatten() {
             for next in to {
                 let mut p = path.clone();
                 p.push(format!("{topic} -[{via}]-> {next}"));
-                if *next == spec.input {
+                if inputs.contains(&next.as_str()) {
                     return Err(DeployError::Invalid(format!(
                         "deploying {name} would make a cycle: {}; set \"allow_cycles\": true if it is meant",
                         p.join(", ")

@@ -183,6 +183,7 @@ impl Parts {
         Cx {
             t: &self.t,
             input: &self.input,
+            input_index: None,
             partition: self.partition,
             sinks: &self.layout,
             seen: &self.seen,

@@ -8,8 +8,10 @@ pub mod checkpoint;
 pub mod detached;
 mod emit;
 mod grow;
+mod inputs;
 mod isolate;
 mod logs;
+mod merge;
 mod operator;
 pub mod plugins;
 pub mod recover;
@@ -117,6 +119,8 @@ pub struct Transform {
     stateful: AtomicBool,
     /// A candidate version compared with the live one (`shadow`).
     shadow: Mutex<Option<Arc<shadow::Shadow>>>,
+    /// Over two inputs: the threads merging them into the topic the tasks read.
+    merger: Mutex<Option<merge::Merger>>,
 }
 
 impl std::fmt::Debug for Transform {
@@ -153,6 +157,7 @@ impl Transform {
             persist_lock: Mutex::new(()),
             stateful: AtomicBool::new(true),
             shadow: Mutex::new(None),
+            merger: Mutex::new(None),
         })
     }
 
@@ -545,10 +550,7 @@ impl Pipelines {
         history: Vec<HistoryEntry>,
         fresh: bool,
     ) -> Result<(), PipelineError> {
-        let input = self
-            .log
-            .topic(&spec.input)
-            .map_err(|_| PipelineError::UnknownInput(spec.input.clone()))?;
+        let input = self.task_input(name, &spec, fresh)?;
         let version = self.resolve_version(&spec)?;
         let compiled = self.plugins.compiled(&spec.plugin, version)?;
         let dir = self.dir.join(name);
@@ -568,6 +570,7 @@ impl Pipelines {
             disk: Mutex::new(None),
             stateful: AtomicBool::new(compiled.stateful()),
             shadow: Mutex::new(None),
+            merger: Mutex::new(None),
         });
         let cfg = self.instance_config(&t, &spec, version);
         // Instantiate (and init) every partition's executor before starting any task, so a
@@ -581,6 +584,7 @@ impl Pipelines {
         }
         std::fs::create_dir_all(&dir).map_err(|e| PipelineError::Runtime(e.to_string()))?;
         self.spawn_tasks(&t, &spec, version, executors)?;
+        self.start_merge(&t, &spec, &input)?;
         self.transforms
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -728,6 +732,7 @@ impl Pipelines {
                 start_latest: spec.start == Start::Latest,
                 op,
                 codec: codec.clone(),
+                inputs: spec.inputs.clone(),
             });
         }
         {
@@ -871,7 +876,9 @@ impl Pipelines {
         if let Some(s) = t.shadow.lock().unwrap_or_else(|p| p.into_inner()).take() {
             s.stop();
         }
+        Self::stop_merge(&t);
         Self::stop_tasks(&t);
+        self.remove_merged(&t)?;
         // The state first: a crash half way leaves a deployment without state (which a
         // second DELETE removes), never state without a deployment.
         if t.is_stateful() {
@@ -912,6 +919,7 @@ impl Pipelines {
             if let Some(s) = t.shadow.lock().unwrap_or_else(|p| p.into_inner()).take() {
                 s.stop();
             }
+            Self::stop_merge(&t);
             Self::stop_tasks(&t);
         }
     }

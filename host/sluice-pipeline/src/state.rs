@@ -63,6 +63,10 @@ pub struct Meta {
     /// read's worth goes on over several commits; outputs are named by this count).
     #[serde(default)]
     pub fired: u32,
+    /// Over two inputs: the largest event time read from each (the watermark follows the
+    /// lower).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_times: Option<[i64; 2]>,
 }
 
 impl Meta {
@@ -73,6 +77,7 @@ impl Meta {
             max_event_time: NO_WATERMARK,
             committed_at: 0,
             fired: 0,
+            input_times: None,
         }
     }
 }
@@ -517,6 +522,7 @@ mod tests {
                 max_event_time: 9,
                 committed_at: 1,
                 fired: 0,
+                input_times: Some([7, 9]),
             },
         }
     }

@@ -21,6 +21,7 @@ impl Pipelines {
     pub fn status(&self, t: &Transform) -> TransformStatus {
         let spec = t.spec();
         let input = self.log.topic(&spec.input).ok();
+        let merger = t.merger.lock().unwrap_or_else(|p| p.into_inner());
         let partitions = t
             .task_states()
             .iter()
@@ -33,13 +34,18 @@ impl Pipelines {
                 PartitionStatus {
                     partition: s.partition,
                     position: Some(position),
-                    lag: Some(hw.saturating_sub(position)),
+                    // Over two inputs, what is not merged yet is lag too.
+                    lag: Some(
+                        hw.saturating_sub(position)
+                            + merger.as_ref().map_or(0, |m| m.behind(s.partition)),
+                    ),
                     version: s.version.load(Ordering::Acquire),
                     state: s.state.as_ref().map(|st| partition_state(st)),
                     worker: None,
                 }
             })
             .collect();
+        drop(merger);
         let stateful = t.is_stateful();
         let waiting_for = t.blocked.lock().unwrap_or_else(|p| p.into_inner()).clone();
         TransformStatus {

@@ -39,6 +39,8 @@ pub struct TaskCtx {
     pub op: Box<dyn Operator>,
     /// Schema-aware deployments: decoding for the plugin, encoding and checks of outputs.
     pub codec: Option<Arc<SchemaCodec>>,
+    /// Over two inputs (`input` is the topic they are merged into): their names.
+    pub inputs: Vec<String>,
 }
 
 /// The state of a running task loop.
@@ -312,6 +314,7 @@ impl TaskCtx {
         Cx {
             t,
             input,
+            input_index: None,
             partition: shared.partition,
             sinks,
             seen,
@@ -432,7 +435,7 @@ impl TaskCtx {
         let result = run_batches(
             &mut *self.op,
             &mut cx,
-            &self.input,
+            (&self.input, &self.inputs),
             data,
             position,
             next_position,
@@ -444,11 +447,12 @@ impl TaskCtx {
 }
 
 /// The stored batches of one read through the operator, in order, until one is cut
-/// short; the position after what was done.
-fn run_batches(
+/// short; the position after what was done. Over two inputs (`inputs` names them), each
+/// batch of the merged topic goes to the plugin as coming from its own input.
+fn run_batches<'a>(
     op: &mut dyn Operator,
-    cx: &mut Cx<'_>,
-    partition: &Partition,
+    cx: &mut Cx<'a>,
+    (partition, inputs): (&Partition, &'a [String]),
     data: Bytes,
     position: u64,
     mut next_position: u64,
@@ -457,6 +461,18 @@ fn run_batches(
     for (h, raw) in batches {
         if h.is_control() || (h.last_offset() as u64) < position || partition.is_aborted(&h) {
             continue;
+        }
+        if !inputs.is_empty() {
+            let i = crate::merge::input_of(&raw).ok_or_else(|| {
+                ProcessError::Failed(format!(
+                    "batch at {}/{} without a {} header: not written by the merge",
+                    partition.topic,
+                    h.base_offset,
+                    crate::merge::INPUT_HEADER
+                ))
+            })?;
+            cx.input = inputs.get(i).map_or(cx.input, String::as_str);
+            cx.input_index = Some(i);
         }
         let input = input_from(&raw, &h, position).map_err(ProcessError::Failed)?;
         let after = (h.last_offset() + 1) as u64;

@@ -69,6 +69,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     stateful: true,
     secrets: false,
     schemas: false,
+    two_inputs: false,
     runner: "sluice worker",
 };
 

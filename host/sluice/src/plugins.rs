@@ -3,7 +3,7 @@
 include!(concat!(env!("OUT_DIR"), "/example_plugins.rs"));
 
 /// Every embedded example plugin by name (`plugins/<name>`).
-pub fn examples() -> [(&'static str, &'static [u8]); 9] {
+pub fn examples() -> [(&'static str, &'static [u8]); 11] {
     [
         ("mask", MASK),
         ("filter", FILTER),
@@ -14,6 +14,8 @@ pub fn examples() -> [(&'static str, &'static [u8]); 9] {
         ("sessionize", SESSIONIZE),
         ("encrypt", ENCRYPT),
         ("decrypt", DECRYPT),
+        ("nexmark", NEXMARK_QUERIES),
+        ("nexmark-stateless", NEXMARK_STATELESS),
     ]
 }
 

@@ -14,6 +14,7 @@ mod languages;
 mod layers;
 mod lineage;
 mod log_http;
+mod nexmark;
 mod pipeline;
 mod recovery;
 mod runtime;

@@ -234,6 +234,12 @@ fn example_plugins_pass_their_case_tables_as_components() {
         sluice::plugins::DECRYPT,
         include_str!("../../../plugins/decrypt/cases.json"),
     );
+    run_table(
+        &rt,
+        "nexmark-stateless",
+        sluice::plugins::NEXMARK_STATELESS,
+        include_str!("../../../plugins/nexmark-stateless/cases.json"),
+    );
 }
 
 /// A component built against `sluice:transform@0.1.0` (before state and timers; kept

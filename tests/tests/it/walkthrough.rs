@@ -229,6 +229,18 @@ fn the_readme_walk_through_runs_as_written() {
                 .any(|e| e["value"] == 3 && e["parts"]["key"] == "alice")
         })
     });
+    // The join over two inputs: new users of the generated auction site.
+    eventually("q8 finds new users", || {
+        values("new-users")
+            .iter()
+            .any(|v| v.contains("\"starttime\""))
+    });
+    let st = get("/v1/transforms/new-users");
+    assert_eq!(
+        st["inputs"],
+        serde_json::json!(["persons", "auctions"]),
+        "{st}"
+    );
     // The registry section: a subject, a validated topic, a schema-aware mask.
     let sr: Value = http()
         .get("http://127.0.0.1:8081/subjects/orders-value/versions")

@@ -83,8 +83,10 @@ pub(crate) trait Operator: Send {
 /// what recovery found already written.
 pub(crate) struct Cx<'a> {
     pub t: &'a Transform,
-    /// The input topic's name.
+    /// The input topic's name (over two inputs: the one the batch in hand came from).
     pub input: &'a str,
+    /// Over two inputs: which one the batch in hand came from.
+    pub input_index: Option<usize>,
     pub partition: u32,
     pub sinks: &'a Layout,
     pub seen: &'a Recovered,

@@ -44,12 +44,15 @@ const IDLE_CHECK: Duration = Duration::from_millis(100);
 struct EventClock {
     watermark: i64,
     max_event_time: i64,
+    /// Over two inputs: the largest event time of each.
+    inputs: Option<[i64; 2]>,
 }
 
 impl EventClock {
     const NONE: EventClock = EventClock {
         watermark: NO_WATERMARK,
         max_event_time: NO_WATERMARK,
+        inputs: None,
     };
 
     fn meta(&self, position: u64) -> Meta {
@@ -59,6 +62,31 @@ impl EventClock {
             max_event_time: self.max_event_time,
             committed_at: sluice_log::now_ms(),
             fired: 0,
+            input_times: self.inputs,
+        }
+    }
+
+    /// Event times up to `max` were read (from input `input`, over two inputs).
+    fn read(&mut self, max: i64, input: Option<usize>) {
+        self.max_event_time = self.max_event_time.max(max);
+        if let Some(i) = input {
+            let times = self.inputs.get_or_insert([NO_WATERMARK; 2]);
+            if let Some(t) = times.get_mut(i) {
+                *t = (*t).max(max);
+            }
+        }
+    }
+
+    /// Moves the watermark to `lateness` behind the event time reached — over `inputs`
+    /// inputs, the lower of theirs (nothing moves until both have had records).
+    fn advance(&mut self, lateness: i64, inputs: usize) {
+        let reached = match (inputs, self.inputs) {
+            (2, Some([a, b])) => a.min(b),
+            (2, None) => NO_WATERMARK,
+            _ => self.max_event_time,
+        };
+        if reached != NO_WATERMARK {
+            self.watermark = self.watermark.max(reached.saturating_sub(lateness));
         }
     }
 }
@@ -165,6 +193,7 @@ impl Stateful {
         self.clock = meta.map_or(EventClock::NONE, |m| EventClock {
             watermark: m.watermark,
             max_event_time: m.max_event_time,
+            inputs: m.input_times,
         });
         self.publish_clock();
         if let Some(m) = meta {
@@ -401,19 +430,14 @@ impl Operator for Stateful {
             }
         }
         if let Some(max) = prepared.times.get(..done).and_then(|t| t.iter().max()) {
-            self.clock.max_event_time = self.clock.max_event_time.max(*max);
+            self.clock.read(*max, cx.input_index);
         }
         if cut < input.offsets.len() {
             return Ok(Some(input.offsets[cut]));
         }
         // The whole stored batch is done: the watermark moves, due timers fire.
-        if self.clock.max_event_time != NO_WATERMARK {
-            self.clock.watermark = self.clock.watermark.max(
-                self.clock
-                    .max_event_time
-                    .saturating_sub(self.settings.allowed_lateness_ms),
-            );
-        }
+        self.clock
+            .advance(self.settings.allowed_lateness_ms, self.settings.inputs);
         self.fire(cx, after, self.clock.watermark)?;
         Ok(None)
     }

@@ -51,9 +51,9 @@ pub enum TransformCmd {
         /// A version number, or `latest` to follow new uploads.
         #[arg(long, default_value = "latest")]
         version: String,
-        /// Input topic.
-        #[arg(long)]
-        input: String,
+        /// Input topic; give it twice for a deployment over two co-partitioned inputs.
+        #[arg(long = "input", required = true)]
+        inputs: Vec<String>,
         /// Output topic (repeat for several; the first is the default).
         #[arg(long = "output", required = true)]
         outputs: Vec<String>,
@@ -231,7 +231,10 @@ impl Kind {
                         s(&d["status"]),
                         s(&d["plugin"]),
                         d["version"].to_string(),
-                        s(&d["input"]),
+                        match d["inputs"].as_array() {
+                            Some(two) => two.iter().map(s).collect::<Vec<_>>().join("+"),
+                            None => s(&d["input"]),
+                        },
                         lag(d),
                     ]);
                 }
@@ -288,7 +291,7 @@ pub async fn transform(c: &Client, cmd: TransformCmd) -> anyhow::Result<()> {
             name,
             plugin,
             version,
-            input,
+            inputs,
             outputs,
             dead_letter,
             config,
@@ -303,9 +306,13 @@ pub async fn transform(c: &Client, cmd: TransformCmd) -> anyhow::Result<()> {
         } => {
             let version = version_arg(&version)?;
             let cfg = config_entries(&config)?;
-            let mut spec = json!({"plugin": plugin, "version": version, "input": input,
+            let mut spec = json!({"plugin": plugin, "version": version,
                 "outputs": outputs, "config": cfg, "tables": tables, "start": start,
                 "allow_cycles": allow_cycles});
+            match inputs.as_slice() {
+                [one] => spec["input"] = json!(one),
+                more => spec["inputs"] = json!(more),
+            }
             if let Some(d) = dead_letter {
                 spec["dead_letter"] = json!(d);
             }

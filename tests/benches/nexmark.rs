@@ -1,0 +1,352 @@
+//! Nexmark q0–q8 (without q6) on Sluice and on Flink SQL, same events, same run.
+//!
+//! Sluice (the release binary): the `nexmark` connector writes N events into persons,
+//! auctions and bids (4 partitions each, durable, fsynced per batch); then each query runs
+//! as its deployments (`plugins/nexmark`, `plugins/nexmark-stateless`; the joins over two
+//! inputs) from the first offset, timed from the deploy until every deployment of the
+//! query has read all of its input (what waits for an idle advance after the last event is
+//! not counted: with an endless stream it fires as the stream goes on).
+//! Flink (PyFlink from PyPI, `tests/benches/nexmark_flink.py`, local mini-cluster with
+//! parallelism = cores, exactly-once checkpoints every 10 s): the same events from JSON
+//! files, each query into a blackhole sink, timed around the job.
+//! Both rates are over all N events (all types, as Nexmark counts), per core over the
+//! machine's cores. `SLUICE_NEXMARK_EVENTS` (default 2,000,000), `SLUICE_NEXMARK_QUERIES`
+//! (default all), `SLUICE_NEXMARK_PYTHON` (a python with `pyflink`; none: Sluice only).
+//! Run with `scripts/bench-nexmark`, which installs PyFlink and a JRE.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use nexmark::event::Event;
+use serde_json::{Value, json};
+
+const BASE_TIME: u64 = 1_800_000_000_000;
+const PARTITIONS: u32 = 4;
+
+struct Binary {
+    base: String,
+    child: std::process::Child,
+}
+
+impl Binary {
+    fn start(dir: &std::path::Path) -> Binary {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice-under-test"))
+            .args([
+                "serve",
+                "--kafka",
+                "off",
+                "--schema-registry",
+                "off",
+                "--http",
+            ])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let b = Binary {
+            base: format!("http://127.0.0.1:{port}"),
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while client().get(b.url("/healthz")).send().is_err() {
+            assert!(Instant::now() < deadline, "the server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        b
+    }
+
+    fn url(&self, p: &str) -> String {
+        format!("{}{p}", self.base)
+    }
+
+    fn put(&self, path: &str, body: Value) -> Value {
+        let r = client().put(self.url(path)).json(&body).send().unwrap();
+        let status = r.status();
+        let v: Value = r.json().unwrap_or(Value::Null);
+        assert!(status.is_success(), "PUT {path}: {status} {v}");
+        v
+    }
+
+    fn get(&self, path: &str) -> Value {
+        client().get(self.url(path)).send().unwrap().json().unwrap()
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .unwrap()
+}
+
+/// One query's deployments: (name, spec), in order; outputs named after the query.
+fn deployments(q: &str) -> Vec<(String, Value)> {
+    let stateless = |name: &str, input: &str, out: &str, config: Value| {
+        (
+            name.to_string(),
+            json!({"plugin": "nexmark-stateless", "input": input, "outputs": [out], "config": config}),
+        )
+    };
+    let stateful = |name: &str, input: Value, out: &str, config: Value| {
+        let mut spec = json!({"plugin": "nexmark", "outputs": [out], "config": config,
+            "idle_timeout_ms": 600_000});
+        match input {
+            Value::Array(_) => spec["inputs"] = input,
+            other => spec["input"] = other,
+        }
+        (name.to_string(), spec)
+    };
+    let pa = json!(["persons", "auctions"]);
+    match q {
+        "q0" | "q1" | "q2" => vec![stateless(q, "bids", q, json!({"query": q}))],
+        "q3" => vec![stateful("q3", pa, "q3", json!({"query": "q3"}))],
+        "q4" => vec![
+            stateless(
+                "q4-rekey",
+                "auctions",
+                "q4-auctions",
+                json!({"query": "rekey", "field": "id"}),
+            ),
+            stateful(
+                "q4-join",
+                json!(["q4-auctions", "bids"]),
+                "q4-finals",
+                json!({"query": "q4-join", "auctions": "q4-auctions"}),
+            ),
+            stateful("q4", json!("q4-finals"), "q4", json!({"query": "q4-avg"})),
+        ],
+        "q5" => vec![
+            stateful(
+                "q5-count",
+                json!("bids"),
+                "q5-counts",
+                json!({"query": "q5-count"}),
+            ),
+            stateful("q5", json!("q5-counts"), "q5", json!({"query": "q5-hot"})),
+        ],
+        "q7" => vec![
+            stateful(
+                "q7-local",
+                json!("bids"),
+                "q7-local",
+                json!({"query": "q7-local"}),
+            ),
+            stateful("q7", json!("q7-local"), "q7", json!({"query": "q7-max"})),
+        ],
+        "q8" => vec![stateful("q8", pa, "q8", json!({"query": "q8"}))],
+        other => panic!("unknown query {other}"),
+    }
+}
+
+/// Topics the query writes.
+fn outputs(specs: &[(String, Value)]) -> Vec<String> {
+    specs
+        .iter()
+        .map(|(_, s)| s["outputs"][0].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Whether every deployment read all its input.
+fn caught_up(s: &Binary, specs: &[(String, Value)]) -> bool {
+    specs.iter().all(|(name, _)| {
+        let st = s.get(&format!("/v1/transforms/{name}"));
+        st["partitions"].as_array().is_some_and(|ps| {
+            !ps.is_empty() && ps.iter().all(|p| p["lag"] == 0 && p["position"] != 0)
+        })
+    })
+}
+
+fn run_sluice(s: &Binary, q: &str) -> (f64, u64) {
+    let specs = deployments(q);
+    for t in outputs(&specs) {
+        let _ = client()
+            .post(s.url("/v1/topics"))
+            .json(&json!({"name": t, "partitions": PARTITIONS}))
+            .send();
+    }
+    let started = Instant::now();
+    for (name, spec) in &specs {
+        s.put(&format!("/v1/transforms/{name}"), spec.clone());
+    }
+    let deadline = started + Duration::from_secs(1800);
+    while !caught_up(s, &specs) {
+        assert!(Instant::now() < deadline, "{q} did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = started.elapsed().as_secs_f64();
+    let last = outputs(&specs).pop().unwrap_or_default();
+    let out: u64 = s.get(&format!("/v1/topics/{last}"))["partitions"]
+        .as_array()
+        .map_or(0, |ps| {
+            ps.iter()
+                .map(|p| p["end_offset"].as_u64().unwrap_or(0))
+                .sum()
+        });
+    for (name, _) in specs.iter().rev() {
+        let _ = client()
+            .delete(s.url(&format!("/v1/transforms/{name}")))
+            .send();
+    }
+    (took, out)
+}
+
+/// The events as Flink's JSON files (one per type).
+fn write_files(dir: &std::path::Path, events: u64) {
+    let open = |n: &str| std::io::BufWriter::new(std::fs::File::create(dir.join(n)).unwrap());
+    let (mut p, mut a, mut b) = (open("person.json"), open("auction.json"), open("bid.json"));
+    let config = sluice_connect::nexmark::config_at(BASE_TIME);
+    for e in sluice_connect::nexmark::events(&config, 0, events) {
+        let f = match &e {
+            Event::Person(_) => &mut p,
+            Event::Auction(_) => &mut a,
+            Event::Bid(_) => &mut b,
+        };
+        f.write_all(&sluice_connect::nexmark::event_json(&e))
+            .unwrap();
+        f.write_all(b"\n").unwrap();
+    }
+    for mut f in [p, a, b] {
+        f.flush().unwrap();
+    }
+}
+
+fn run_flink(python: &str, dir: &std::path::Path, cores: usize, queries: &[&str]) -> Vec<f64> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/nexmark_flink.py");
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .arg(dir)
+        .arg(cores.to_string())
+        .args(queries)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "PyFlink failed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    queries
+        .iter()
+        .map(|q| {
+            text.lines()
+                .find_map(|l| {
+                    let mut w = l.split_whitespace();
+                    (w.next() == Some("flink") && w.next() == Some(q))
+                        .then(|| w.next()?.parse().ok())
+                        .flatten()
+                })
+                .unwrap_or(f64::NAN)
+        })
+        .collect()
+}
+
+/// Flink 1.13's published per-core figures (github.com/nexmark/nexmark), events/s.
+fn published(q: &str) -> u64 {
+    match q {
+        "q0" => 155_000,
+        "q1" => 158_000,
+        "q2" => 175_000,
+        "q3" => 152_000,
+        "q4" => 34_000,
+        "q5" => 22_000,
+        "q7" => 12_000,
+        "q8" => 146_000,
+        _ => 0,
+    }
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let events: u64 = std::env::var("SLUICE_NEXMARK_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000_000);
+    let all = "q0,q1,q2,q3,q4,q5,q7,q8".to_string();
+    let wanted = std::env::var("SLUICE_NEXMARK_QUERIES").unwrap_or(all);
+    let queries: Vec<&str> = wanted.split(',').map(str::trim).collect();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let tmp = tempfile::tempdir().unwrap();
+
+    let s = Binary::start(&tmp.path().join("data"));
+    for t in ["persons", "auctions", "bids"] {
+        s.put("/v1/topics", json!({"name": t, "partitions": PARTITIONS}));
+    }
+    for (name, bytes) in [
+        ("nexmark", sluice::plugins::NEXMARK_QUERIES),
+        ("nexmark-stateless", sluice::plugins::NEXMARK_STATELESS),
+    ] {
+        let r = client()
+            .put(s.url(&format!("/v1/plugins/{name}")))
+            .body(bytes.to_vec())
+            .send()
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+    let started = Instant::now();
+    s.put(
+        "/v1/connectors/gen",
+        json!({"kind": "nexmark", "persons": "persons", "auctions": "auctions", "bids": "bids",
+            "events": events, "base_time_ms": BASE_TIME}),
+    );
+    while s.get("/v1/connectors/gen")["generated"].as_u64() != Some(events) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let generated = started.elapsed().as_secs_f64();
+    println!(
+        "nexmark: {events} events generated into durable topics in {generated:.2} s ({:.0} events/s); {cores} cores",
+        events as f64 / generated
+    );
+    let mut sluice = Vec::new();
+    for q in &queries {
+        let (took, out) = run_sluice(&s, q);
+        println!("sluice {q}: {took:.2} s, {out} results");
+        sluice.push(took);
+    }
+    drop(s);
+
+    let flink = match std::env::var("SLUICE_NEXMARK_PYTHON") {
+        Ok(python) if !python.is_empty() => {
+            write_files(tmp.path(), events);
+            run_flink(&python, tmp.path(), cores, &queries)
+        }
+        _ => vec![f64::NAN; queries.len()],
+    };
+    println!(
+        "\n{:<5} {:>14} {:>14} {:>14} {:>14} {:>8} {:>16}",
+        "query",
+        "sluice ev/s",
+        "sluice /core",
+        "flink ev/s",
+        "flink /core",
+        "ratio",
+        "flink 1.13 /core"
+    );
+    for (i, q) in queries.iter().enumerate() {
+        let rate = |t: f64| events as f64 / t;
+        println!(
+            "{q:<5} {:>14.0} {:>14.0} {:>14.0} {:>14.0} {:>7.2}x {:>16}",
+            rate(sluice[i]),
+            rate(sluice[i]) / cores as f64,
+            rate(flink[i]),
+            rate(flink[i]) / cores as f64,
+            flink[i] / sluice[i],
+            published(q)
+        );
+    }
+}
