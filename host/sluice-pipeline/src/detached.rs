@@ -171,6 +171,8 @@ struct Parts {
     t: Arc<Transform>,
     executor: Executor,
     input: String,
+    /// Over two inputs: which one the records of the next reads come from.
+    input_index: Option<usize>,
     partition: u32,
     layout: Layout,
     version: u32,
@@ -183,7 +185,7 @@ impl Parts {
         Cx {
             t: &self.t,
             input: &self.input,
-            input_index: None,
+            input_index: self.input_index,
             partition: self.partition,
             sinks: &self.layout,
             seen: &self.seen,
@@ -230,6 +232,7 @@ impl Detached {
                 t,
                 executor,
                 input: input.to_string(),
+                input_index: None,
                 partition,
                 layout,
                 version,
@@ -349,6 +352,27 @@ impl Detached {
         let commit = self.op.end_read(result.is_ok().then_some(after));
         result?;
         read.add(out, commit.as_ref(), self.on_disk);
+        Ok(read)
+    }
+
+    /// Over two inputs: the records of the next `process` calls come from input `index`
+    /// (none: neither), topic `topic` (the plugin sees that topic; the watermark follows
+    /// the lower input).
+    pub fn from_input(&mut self, index: Option<usize>, topic: &str) {
+        self.run.input_index = index;
+        self.run.input = topic.to_string();
+    }
+
+    /// Moves the watermark to `to` at `position` (if later), as an idle advance would, and
+    /// fires what that makes due: event time driven by the caller (case tables run
+    /// through the runtime).
+    pub fn advance(&mut self, position: u64, to: i64) -> Result<Read, DetachedError> {
+        let mut read = Read::default();
+        if let Some(commit) = self.op.advance_to(to, position) {
+            let nothing = Outputs::new(&self.run.t.name, self.run.partition, self.run.version);
+            read.add(nothing, Some(&commit), self.on_disk);
+        }
+        self.fire_due(position, &mut read)?;
         Ok(read)
     }
 

@@ -11,7 +11,7 @@ use sluice_runtime::{
 use sluice_sdk::testing::{Emitted, Suite, TestOutcome, TestRecord, encode_batch, load_suites};
 use sluice_tests::fixtures;
 
-struct MapTables(HashMap<String, HashMap<Vec<u8>, Vec<u8>>>);
+pub(crate) struct MapTables(pub HashMap<String, HashMap<Vec<u8>, Vec<u8>>>);
 
 impl Tables for MapTables {
     fn lookup(&self, table: &str, key: &[u8]) -> Option<Vec<u8>> {
@@ -29,7 +29,7 @@ impl LogSink for Logs {
 }
 
 /// One runtime per test process, its compiled-code cache kept between runs.
-fn runtime() -> ((), Arc<Runtime>) {
+pub(crate) fn runtime() -> ((), Arc<Runtime>) {
     static RT: std::sync::OnceLock<Arc<Runtime>> = std::sync::OnceLock::new();
     let rt = RT.get_or_init(|| {
         Runtime::new(&std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache"))

@@ -187,6 +187,23 @@ impl Stateful {
             .store(self.clock.max_event_time, Ordering::Relaxed);
     }
 
+    /// Moves the watermark to `to` (if later) at `position`, as an idle advance does: the
+    /// new watermark is committed on its own, and the timers it makes due fire next
+    /// (`fire_due`). For callers that drive event time themselves (case tables run through
+    /// the runtime).
+    pub fn advance_to(&mut self, to: i64, position: u64) -> Option<Commit> {
+        if to <= self.clock.watermark {
+            return None;
+        }
+        self.clock.watermark = to;
+        self.shared.watermark.store(to, Ordering::Relaxed);
+        self.fire_due = true;
+        Some(Commit {
+            delta: StateDelta::default(),
+            meta: self.meta(position),
+        })
+    }
+
     /// Starts from restored state committed at `meta` (none: nothing was committed): the
     /// event clock as committed, and the timers due at its watermark fire first.
     pub fn start_at(&mut self, meta: Option<Meta>) {
