@@ -18,7 +18,7 @@ use sluice_connect::{ConnectorSpec, ConnectorStatus, Connectors};
 use sluice_pipeline::{Pipelines, TransformSpec, TransformStatus};
 
 use crate::error::ErrorBody;
-use crate::{ApiError, AppState, blocking, parse_json};
+use crate::{ApiError, AppState, blocking, parse_json, parse_spec};
 
 /// An app state (what axum hands every handler) that reaches a `D`.
 pub trait Reach<D: ?Sized>: Clone + Send + Sync + 'static {
@@ -95,7 +95,7 @@ impl Deployments for Pipelines {
     }
 
     async fn deploy(self: Arc<Self>, name: String, spec: Bytes) -> Result<bool, ApiError> {
-        let spec: TransformSpec = parse_json(&spec)?;
+        let spec: TransformSpec = parse_spec(&spec)?;
         blocking(move || Pipelines::deploy(&self, &name, spec)).await
     }
 

@@ -311,6 +311,19 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
     })
 }
 
+/// A deployment spec: JSON, with an input (`input`, or two in `inputs`).
+fn parse_spec(body: &[u8]) -> Result<sluice_pipeline::TransformSpec, ApiError> {
+    let spec: sluice_pipeline::TransformSpec = parse_json(body)?;
+    if spec.input.is_empty() && spec.inputs.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+            "invalid request body: missing field `input` (a topic), or `inputs` (two topics)",
+        ));
+    }
+    Ok(spec)
+}
+
 /// Runs blocking log work off the reactor.
 async fn blocking<T: Send + 'static, E: Into<ApiError> + Send + 'static>(
     f: impl FnOnce() -> Result<T, E> + Send + 'static,

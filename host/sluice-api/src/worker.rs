@@ -22,7 +22,7 @@ use sluice_worker::{Worker, WorkerReport};
 use crate::deployments::{Deployments, Reach};
 use crate::plugins::{Follower, PluginHost, Uploaded};
 use crate::transforms::TransformLogs;
-use crate::{ApiError, blocking, parse_json};
+use crate::{ApiError, blocking, parse_spec};
 
 /// What the worker's handlers reach.
 #[derive(Debug)]
@@ -325,7 +325,7 @@ impl Deployments for Worker {
     }
 
     async fn deploy(self: Arc<Self>, name: String, spec: Bytes) -> Result<bool, ApiError> {
-        let spec: TransformSpec = parse_json(&spec)?;
+        let spec: TransformSpec = parse_spec(&spec)?;
         blocking(move || Worker::deploy(&self, &name, spec)).await
     }
 

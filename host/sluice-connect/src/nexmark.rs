@@ -80,6 +80,9 @@ struct GenState {
     base_time_ms: u64,
     /// The first event of the chunk being appended (or next to generate).
     next: u64,
+    /// The end (exclusive) of the chunk being appended, while `ends` is set.
+    #[serde(default)]
+    end: u64,
     /// End offsets before that chunk's appends: topic → partition → offset.
     ends: BTreeMap<String, BTreeMap<u32, u64>>,
 }
@@ -116,19 +119,13 @@ pub(super) async fn run(mut env: TaskEnv, spec: NexmarkSpec, log: Arc<Log>) {
         bids: topic(&spec.bids),
     });
     let path = env.dir.join("nexmark.json");
-    let mut state = match tokio::fs::read(&path).await {
-        Ok(b) => match serde_json::from_slice::<GenState>(&b) {
-            Ok(s) => s,
-            Err(e) => {
-                env.health
-                    .failed(&env.name, &format!("{}: {e}; not started", path.display()));
-                return;
-            }
-        },
-        Err(_) => GenState {
+    let mut state = match read_state(&path).await {
+        Ok(Some(s)) => s,
+        Ok(None) => GenState {
             base_time_ms: spec.base_time_ms.unwrap_or(now_ms().max(0) as u64),
             ..GenState::default()
         },
+        Err(e) => return env.health.failed(&env.name, &format!("{e}; not started")),
     };
     let config = Arc::new(nexmark_config(state.base_time_ms));
     let started = tokio::time::Instant::now();
@@ -155,9 +152,14 @@ pub(super) async fn run(mut env: TaskEnv, spec: NexmarkSpec, log: Arc<Log>) {
                 return;
             }
         }
-        let end = match spec.events {
-            0 => state.next + chunk,
-            n => (state.next + chunk).min(n),
+        // A chunk cut short by a crash (or a failed append) is completed as it was saved.
+        let end = if state.ends.is_empty() {
+            match spec.events {
+                0 => state.next + chunk,
+                n => (state.next + chunk).min(n),
+            }
+        } else {
+            state.end
         };
         let (t, cfg, dir, s) = (
             targets.clone(),
@@ -177,6 +179,13 @@ pub(super) async fn run(mut env: TaskEnv, spec: NexmarkSpec, log: Arc<Log>) {
             }
             Ok(Err(e)) => {
                 env.health.failed(&env.name, &e);
+                // The retry completes the chunk the saved place names (some partitions may
+                // have it already).
+                match read_state(&path).await {
+                    Ok(Some(saved)) => state = saved,
+                    Ok(None) => {}
+                    Err(e) => return env.health.failed(&env.name, &e),
+                }
                 if !env.sleep(Duration::from_secs(1)).await {
                     return;
                 }
@@ -186,6 +195,17 @@ pub(super) async fn run(mut env: TaskEnv, spec: NexmarkSpec, log: Arc<Log>) {
         if env.cancel.is_cancelled() {
             return;
         }
+    }
+}
+
+/// The saved place, if there is one (an unreadable one is an error, not a fresh start).
+async fn read_state(path: &std::path::Path) -> Result<Option<GenState>, String> {
+    match tokio::fs::read(path).await {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", path.display())),
     }
 }
 
@@ -259,8 +279,10 @@ fn write_chunk(
                 .collect();
             state.ends.insert(t.name.clone(), ends);
         }
+        state.end = end;
         let bytes = serde_json::to_vec(&state).map_err(|e| e.to_string())?;
         sluice_common::fs::write_file(&dir.join("nexmark.json"), &bytes)
+            .and_then(|()| sluice_common::fs::sync_dir(dir))
             .map_err(|e| format!("saving the generator's place: {e}"))?;
     }
     let mut written = 0;

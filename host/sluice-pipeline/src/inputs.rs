@@ -11,6 +11,11 @@ use sluice_log::{LogError, Topic, TopicConfig};
 use crate::merge::Merger;
 use crate::{PipelineError, Pipelines, Transform};
 
+/// Who owns a deployment's merged topic.
+fn owner(name: &str) -> String {
+    format!("transform {name} (its merged inputs)")
+}
+
 impl Pipelines {
     /// The topic a deployment's tasks read: its input, or — over two inputs — the topic
     /// they are merged into, created if missing (a new deployment, `fresh`, refuses one
@@ -49,11 +54,17 @@ impl Pipelines {
                 },
             )?,
         };
-        self.log.set_owner(
-            &merged,
-            Some(&format!("transform {name} (its merged inputs)")),
-        );
+        self.log.set_owner(&merged, Some(&owner(name)));
         Ok(topic)
+    }
+
+    /// After a new deployment failed to start: its merged topic, if this attempt made it.
+    pub(crate) fn forget_merged(&self, name: &str) {
+        let merged = names::merged_inputs_topic(name);
+        if self.log.owner(&merged) == Some(owner(name)) {
+            self.log.set_owner(&merged, None);
+            let _ = self.log.delete_topic(&merged);
+        }
     }
 
     /// Starts copying a two-input deployment's inputs into its merged topic.

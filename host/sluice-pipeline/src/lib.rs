@@ -483,6 +483,9 @@ impl Pipelines {
         match existing {
             None => {
                 let started = self.start(name, prepared.spec, false, Vec::new(), true);
+                if started.is_err() {
+                    self.forget_merged(name);
+                }
                 self.reserved
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -583,8 +586,11 @@ impl Pipelines {
             self.state_topic(name, input.partitions.len() as u32, fresh)?;
         }
         std::fs::create_dir_all(&dir).map_err(|e| PipelineError::Runtime(e.to_string()))?;
-        self.spawn_tasks(&t, &spec, version, executors)?;
         self.start_merge(&t, &spec, &input)?;
+        if let Err(e) = self.spawn_tasks(&t, &spec, version, executors) {
+            Self::stop_merge(&t);
+            return Err(e);
+        }
         self.transforms
             .write()
             .unwrap_or_else(|p| p.into_inner())

@@ -142,24 +142,51 @@ impl Copier {
                 return tracing::error!(transform = %self.name, error = %e, "merge cannot start");
             }
         };
-        let mut place = match self.recover(start_latest) {
-            Ok(p) => p,
-            Err(e) => {
-                return tracing::error!(transform = %self.name, partition = self.out.id, error = %e, "merge cannot read its place");
+        // Until the place is known, nothing is copied (a guess would copy twice or skip).
+        let mut place = loop {
+            match self.recover(start_latest) {
+                Ok(p) => break p,
+                Err(e) => {
+                    tracing::error!(transform = %self.name, partition = self.out.id, error = %e, "merge cannot find its place; retrying");
+                    if self.pause(Duration::from_secs(5)) {
+                        return;
+                    }
+                }
             }
         };
         // The largest event time copied of each input.
         let mut times = [i64::MIN; 2];
+        // Copies in a row from one input while the other had data waiting.
+        let mut streak = 0;
         let mut saved = Instant::now();
         let mut trimmed = Instant::now();
         while !self.stop.load(Ordering::Acquire) {
-            // The input behind in event time first; the other when it has nothing.
-            let first = usize::from(times[1] < times[0]);
+            if let Some(gone) = self.inputs.iter().find(|p| p.is_deleted()) {
+                tracing::warn!(transform = %self.name, topic = %gone.topic, "an input of the deployment was deleted; nothing is merged until it is deployed anew");
+                if self.pause(Duration::from_secs(10)) {
+                    break;
+                }
+                continue;
+            }
+            // The input behind in event time first; the other when it has nothing — or
+            // when the first was taken 16 times in a row while the other waited (inputs
+            // whose clocks differ must not starve one another).
+            let mut first = usize::from(times[1] < times[0]);
+            let other_waits = place.inputs[1 - first] < self.inputs[1 - first].high_watermark();
+            if streak >= 16 && other_waits {
+                first = 1 - first;
+                streak = 0;
+            }
             let mut copied = false;
             for i in [first, 1 - first] {
                 match self.copy(i, &mut place, &mut times[i]) {
                     Ok(true) => {
                         copied = true;
+                        streak = if i == first && other_waits {
+                            streak + 1
+                        } else {
+                            0
+                        };
                         break;
                     }
                     Ok(false) => {}
@@ -192,6 +219,18 @@ impl Copier {
             }
         }
         self.save(place);
+    }
+
+    /// Sleeps up to `d`; true when the merge is stopping.
+    fn pause(&self, d: Duration) -> bool {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            if self.stop.load(Ordering::Acquire) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.stop.load(Ordering::Acquire)
     }
 
     /// Copies what input `i` has from its place as one batch; whether there was any.
@@ -238,9 +277,12 @@ impl Copier {
             // The input's end rides on the batch's last record.
             let last =
                 (j + 1 == n).then_some((INPUT_END_HEADER.as_bytes(), Some(end_text.as_bytes())));
+            // A record merged before (an input that is itself a merged topic, a forwarded
+            // header) loses its old tags: only this merge's count.
             let headers = r
                 .headers
                 .iter()
+                .filter(|(k, _)| k != INPUT_HEADER && k != INPUT_END_HEADER)
                 .map(|(k, v)| (k.as_bytes(), v.as_deref()))
                 .chain(std::iter::once((INPUT_HEADER.as_bytes(), Some(tag))))
                 .chain(last);
@@ -253,10 +295,15 @@ impl Copier {
     }
 
     /// Where each input stands: the saved place, moved on by the batches appended after it.
-    fn recover(&self, start_latest: bool) -> Result<Place, LogError> {
-        let saved = std::fs::read(&self.file)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Place>(&b).ok());
+    fn recover(&self, start_latest: bool) -> Result<Place, String> {
+        let saved = match std::fs::read(&self.file) {
+            Ok(b) => Some(
+                serde_json::from_slice::<Place>(&b)
+                    .map_err(|e| format!("{}: {e}", self.file.display()))?,
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(format!("{}: {e}", self.file.display())),
+        };
         let mut place = match saved {
             Some(p) => p,
             None => {
@@ -272,15 +319,17 @@ impl Copier {
                     inputs: [at(&self.inputs[0]), at(&self.inputs[1])],
                 };
                 // Durably, before anything is copied: a `latest` start holds.
-                self.save_durably(first);
+                if !self.save_durably(first) {
+                    return Err("the merge place cannot be saved".into());
+                }
                 first
             }
         };
         let mut from = place.merged_end.max(self.out.start_offset());
         while from < self.out.high_watermark() {
-            let read = self.out.read(from, 1 << 20)?;
-            for (_, raw) in batch::split(read.data)? {
-                let records = batch::decode(&raw)?;
+            let read = self.out.read(from, 1 << 20).map_err(|e| e.to_string())?;
+            for (_, raw) in batch::split(read.data).map_err(|e| e.to_string())? {
+                let records = batch::decode(&raw).map_err(|e| e.to_string())?;
                 let Some(last) = records.last() else { continue };
                 let header = |k: &str| {
                     last.headers
@@ -316,7 +365,9 @@ impl Copier {
         let Some(cp) = crate::checkpoint::read(dir, self.out.id) else {
             return;
         };
-        self.save_durably(place);
+        if !self.save_durably(place) {
+            return;
+        }
         let to = cp.position.min(place.merged_end);
         if to > self.out.start_offset()
             && let Err(e) = self.out.delete_records(to)
@@ -325,17 +376,32 @@ impl Copier {
         }
     }
 
+    /// Saves the place (a lower bound: a crash finds the batches after it), replacing the
+    /// file whole, without waiting for the disk.
     fn save(&self, place: Place) {
-        if let Ok(b) = serde_json::to_vec(&place) {
-            let _ = std::fs::write(&self.file, b);
+        let tmp = self.file.with_extension("tmp");
+        if let Ok(b) = serde_json::to_vec(&place)
+            && std::fs::write(&tmp, b).is_ok()
+        {
+            let _ = std::fs::rename(&tmp, &self.file);
         }
     }
 
-    fn save_durably(&self, place: Place) {
-        if let Ok(b) = serde_json::to_vec(&place)
-            && let Err(e) = sluice_common::fs::write_file(&self.file, &b)
-        {
-            tracing::warn!(transform = %self.name, error = %e, "merge place not saved");
+    /// Saves the place on disk (before anything it covers is deleted); whether it is.
+    fn save_durably(&self, place: Place) -> bool {
+        let saved = serde_json::to_vec(&place)
+            .map_err(std::io::Error::other)
+            .and_then(|b| sluice_common::fs::write_file(&self.file, &b))
+            .and_then(|()| match self.file.parent() {
+                Some(d) => sluice_common::fs::sync_dir(d),
+                None => Ok(()),
+            });
+        match saved {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(transform = %self.name, error = %e, "merge place not saved");
+                false
+            }
         }
     }
 }

@@ -208,6 +208,9 @@ impl TaskCtx {
             std::thread::sleep(Duration::from_millis(20));
             return Step::Again;
         }
+        if let Some(commit) = self.op.input_idle(&self.t, l.position) {
+            l.stage(Staged::state_only(commit));
+        }
         if self.op.due() {
             // Due timers fire before anything new is read, once what is staged is durable:
             // their outputs are named by the position and watermark they fire at, which a

@@ -271,3 +271,35 @@ fn q3_q4_and_q8_over_a_million_events_are_exact_across_a_sigkill() {
     assert_eq!(st["input"], "q3.inputs", "{st}");
     assert_eq!(st["inputs"], json!(["persons", "auctions"]), "{st}");
 }
+
+/// Over two inputs, one that stays silent does not hold the watermark of the other for
+/// ever: after `idle_timeout_ms` it is left out, and windows close while the other flows.
+#[test]
+fn a_silent_input_is_left_out_of_the_watermark_while_the_other_flows() {
+    let s = Server::start();
+    for t in ["busy", "silent", "counts"] {
+        s.create_topic(json!({"name": t, "partitions": 1}));
+    }
+    upload(&s, "window-count", sluice::plugins::WINDOW_COUNT);
+    deploy_ok(
+        &s,
+        "per-second",
+        json!({"plugin": "window-count", "inputs": ["busy", "silent"], "outputs": ["counts"],
+            "config": {"window_ms": "1000"}, "allowed_lateness_ms": 0, "idle_timeout_ms": 1000}),
+    );
+    let t0 = 1_800_000_000_000i64;
+    for i in 0..40 {
+        s.produce(
+            "busy",
+            vec![json!({"key": "k", "value": "x", "timestamp": t0 + i * 1000})],
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Still flowing (the last record is fresh): only leaving the silent input out can have
+    // closed these windows.
+    let counts = values(&s, "counts");
+    assert!(counts.len() >= 10, "{} windows closed", counts.len());
+    for (_, v) in &counts {
+        assert_eq!(v["count"], 1, "{v}");
+    }
+}

@@ -69,6 +69,11 @@ pub(crate) trait Operator: Send {
     fn end_read(&mut self, done: Option<u64>) -> Option<Commit>;
     /// The read found nothing: a commit to stage now (an idle watermark advance), if any.
     fn idle(&mut self, t: &Transform, position: u64) -> Option<Commit>;
+    /// Over two inputs, one silent while the other flows: a commit to stage now (the
+    /// watermark leaving the silent input out), if any.
+    fn input_idle(&mut self, _t: &Transform, _position: u64) -> Option<Commit> {
+        None
+    }
     /// Whether work is due without input (timers after a restore or an idle advance).
     fn due(&self) -> bool;
     /// Does the due work at `position`; the state commit that goes with its outputs (none:

@@ -131,6 +131,11 @@ pub(crate) struct Stateful {
     last_input: Instant,
     idle_base: i64,
     last_idle_check: Instant,
+    /// Over two inputs: when each last had a record (an input silent for
+    /// `idle_timeout_ms` while the other flows is left out of the watermark), and when
+    /// that was last looked at.
+    input_seen: [Instant; 2],
+    input_idle_check: Instant,
     /// The firing in progress: its position, watermark, timers fired so far, and how
     /// many it may fire at most (those pending when it began, plus MAX_REARMED).
     firing: Firing,
@@ -162,6 +167,8 @@ impl Stateful {
             last_input: Instant::now(),
             idle_base: NO_WATERMARK,
             last_idle_check: Instant::now(),
+            input_seen: [Instant::now(); 2],
+            input_idle_check: Instant::now(),
             firing: Firing::default(),
             firing_before: Firing::default(),
         }
@@ -221,6 +228,7 @@ impl Stateful {
         self.fire_due = true;
         self.idle_base = self.clock.watermark;
         self.last_input = Instant::now();
+        self.input_seen = [Instant::now(); 2];
         self.firing = meta.map_or(Firing::default(), |m| Firing {
             position: m.position,
             watermark: m.watermark,
@@ -408,6 +416,11 @@ impl Operator for Stateful {
         } else {
             &[]
         };
+        if let Some(seen) = cx.input_index.and_then(|i| self.input_seen.get_mut(i))
+            && !input.offsets.is_empty()
+        {
+            *seen = Instant::now();
+        }
         let (seen_by_plugin, ids) = cx.plugin_input(kept);
         let result = if kept.offsets.is_empty() {
             BatchOutput::default()
@@ -499,6 +512,36 @@ impl Operator for Stateful {
         let target = self.idle_base.saturating_add(beyond.as_millis() as i64);
         let due = self.shared.lock().next_timer().is_some_and(|t| t <= target);
         if !due || target <= self.clock.watermark {
+            return None;
+        }
+        self.clock.watermark = target;
+        self.shared.watermark.store(target, Ordering::Relaxed);
+        self.fire_due = true;
+        Some(Commit {
+            delta: StateDelta::default(),
+            meta: self.meta(position),
+        })
+    }
+
+    /// Over two inputs, one silent for `idle_timeout_ms` while the other flows: the
+    /// watermark follows the other (less the lateness), committed on its own like the
+    /// idle advance, so that a replay fires the same timers at the same watermark.
+    fn input_idle(&mut self, t: &Transform, position: u64) -> Option<Commit> {
+        if self.input_idle_check.elapsed() < IDLE_CHECK {
+            return None;
+        }
+        self.input_idle_check = Instant::now();
+        let settings = t.event_time_settings();
+        let times = self.clock.inputs.filter(|_| settings.inputs == 2)?;
+        let timeout = Duration::from_millis(settings.idle_timeout_ms);
+        let silent = |i: usize| self.input_seen[i].elapsed() >= timeout;
+        let target = (0..2)
+            .filter(|&i| silent(i) && !silent(1 - i))
+            .map(|i| times[1 - i])
+            .filter(|t| *t != NO_WATERMARK)
+            .max()?
+            .saturating_sub(settings.allowed_lateness_ms);
+        if target <= self.clock.watermark {
             return None;
         }
         self.clock.watermark = target;
