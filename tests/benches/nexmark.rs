@@ -96,15 +96,17 @@ fn client() -> reqwest::blocking::Client {
         .unwrap()
 }
 
-/// One query's deployments: (name, spec), in order; outputs named after the query.
+/// One query's deployments: (name, spec), in order; its topics named after the query
+/// (`q4.bids`, `q4.finals`, …).
 fn deployments(q: &str) -> Vec<(String, Value)> {
-    let stateless = |name: &str, input: &str, out: &str, config: Value| {
+    let t = |name: &str| format!("{q}.{name}");
+    let stateless = |name: &str, input: String, out: String, config: Value| {
         (
             name.to_string(),
             json!({"plugin": "nexmark-stateless", "input": input, "outputs": [out], "config": config}),
         )
     };
-    let stateful = |name: &str, input: Value, out: &str, config: Value| {
+    let stateful = |name: &str, input: Value, out: String, config: Value| {
         let mut spec = json!({"plugin": "nexmark", "outputs": [out], "config": config,
             "idle_timeout_ms": 600_000});
         match input {
@@ -113,53 +115,62 @@ fn deployments(q: &str) -> Vec<(String, Value)> {
         }
         (name.to_string(), spec)
     };
-    let pa = json!(["persons", "auctions"]);
+    let pa = json!([t("persons"), t("auctions")]);
+    let config =
+        |query: &str| json!({"query": query, "persons": t("persons"), "auctions": t("auctions")});
     match q {
-        "q0" | "q1" | "q2" => vec![stateless(q, "bids", q, json!({"query": q}))],
-        "q3" => vec![stateful("q3", pa, "q3", json!({"query": "q3"}))],
+        "q0" | "q1" | "q2" => vec![stateless(q, t("bids"), t("out"), json!({"query": q}))],
+        "q3" | "q8" => vec![stateful(q, pa, t("out"), config(q))],
         "q4" => vec![
             stateless(
                 "q4-rekey",
-                "auctions",
-                "q4-auctions",
+                t("auctions"),
+                t("auctions-by-id"),
                 json!({"query": "rekey", "field": "id"}),
             ),
             stateful(
                 "q4-join",
-                json!(["q4-auctions", "bids"]),
-                "q4-finals",
-                json!({"query": "q4-join", "auctions": "q4-auctions"}),
+                json!([t("auctions-by-id"), t("bids")]),
+                t("finals"),
+                json!({"query": "q4-join", "auctions": t("auctions-by-id"), "bids": t("bids")}),
             ),
-            stateful("q4", json!("q4-finals"), "q4", json!({"query": "q4-avg"})),
-        ],
-        "q5" => vec![
             stateful(
-                "q5-count",
-                json!("bids"),
-                "q5-counts",
-                json!({"query": "q5-count"}),
+                "q4",
+                json!(t("finals")),
+                t("out"),
+                json!({"query": "q4-avg"}),
             ),
-            stateful("q5", json!("q5-counts"), "q5", json!({"query": "q5-hot"})),
         ],
-        "q7" => vec![
-            stateful(
-                "q7-local",
-                json!("bids"),
-                "q7-local",
-                json!({"query": "q7-local"}),
-            ),
-            stateful("q7", json!("q7-local"), "q7", json!({"query": "q7-max"})),
-        ],
-        "q8" => vec![stateful("q8", pa, "q8", json!({"query": "q8"}))],
+        "q5" | "q7" => {
+            let (first, second) = if q == "q5" {
+                ("q5-count", "q5-hot")
+            } else {
+                ("q7-local", "q7-max")
+            };
+            vec![
+                stateful(
+                    first,
+                    json!(t("bids")),
+                    t("stage1"),
+                    json!({"query": first}),
+                ),
+                stateful(q, json!(t("stage1")), t("out"), json!({"query": second})),
+            ]
+        }
         other => panic!("unknown query {other}"),
     }
 }
 
-/// Topics the query writes.
-fn outputs(specs: &[(String, Value)]) -> Vec<String> {
-    specs
+/// Topics the query reads and writes.
+fn topics(q: &str, specs: &[(String, Value)]) -> Vec<String> {
+    ["persons", "auctions", "bids"]
         .iter()
-        .map(|(_, s)| s["outputs"][0].as_str().unwrap().to_string())
+        .map(|t| format!("{q}.{t}"))
+        .chain(
+            specs
+                .iter()
+                .map(|(_, s)| s["outputs"][0].as_str().unwrap().to_string()),
+        )
         .collect()
 }
 
@@ -168,31 +179,53 @@ fn caught_up(s: &Binary, specs: &[(String, Value)]) -> bool {
     specs.iter().all(|(name, _)| {
         let st = s.get(&format!("/v1/transforms/{name}"));
         st["partitions"].as_array().is_some_and(|ps| {
-            !ps.is_empty() && ps.iter().all(|p| p["lag"] == 0 && p["position"] != 0)
+            ps.iter().all(|p| p["lag"] == 0) && ps.iter().any(|p| p["position"] != 0)
         })
     })
 }
 
-fn run_sluice(s: &Binary, q: &str) -> (f64, u64) {
+/// Runs query `q` while the generator writes `events` into its own topics: from the
+/// generator's start until it wrote everything and every stage has read all its input.
+fn run_sluice(s: &Binary, q: &str, events: u64) -> (f64, u64, u64) {
     let specs = deployments(q);
-    for t in outputs(&specs) {
-        let _ = client()
+    for t in topics(q, &specs) {
+        let r = client()
             .post(s.url("/v1/topics"))
             .json(&json!({"name": t, "partitions": PARTITIONS}))
-            .send();
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().unwrap_or_default());
     }
-    let started = Instant::now();
     for (name, spec) in &specs {
         s.put(&format!("/v1/transforms/{name}"), spec.clone());
     }
+    let gen_name = format!("gen-{q}");
+    let started = Instant::now();
+    s.put(
+        &format!("/v1/connectors/{gen_name}"),
+        json!({"kind": "nexmark", "persons": format!("{q}.persons"),
+            "auctions": format!("{q}.auctions"), "bids": format!("{q}.bids"),
+            "events": events, "base_time_ms": BASE_TIME}),
+    );
     let deadline = started + Duration::from_secs(1800);
-    while !caught_up(s, &specs) {
+    loop {
+        let generated = s.get(&format!("/v1/connectors/{gen_name}"))["generated"].as_u64();
+        if generated == Some(events) && caught_up(s, &specs) {
+            break;
+        }
         assert!(Instant::now() < deadline, "{q} did not finish");
         std::thread::sleep(Duration::from_millis(20));
     }
     let took = started.elapsed().as_secs_f64();
-    let last = outputs(&specs).pop().unwrap_or_default();
-    let out: u64 = s.get(&format!("/v1/topics/{last}"))["partitions"]
+    let late: u64 = specs
+        .iter()
+        .map(|(name, _)| {
+            s.get(&format!("/v1/transforms/{name}"))["counters"]["late"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .sum();
+    let out: u64 = s.get(&format!("/v1/topics/{q}.out"))["partitions"]
         .as_array()
         .map_or(0, |ps| {
             ps.iter()
@@ -204,7 +237,13 @@ fn run_sluice(s: &Binary, q: &str) -> (f64, u64) {
             .delete(s.url(&format!("/v1/transforms/{name}")))
             .send();
     }
-    (took, out)
+    let _ = client()
+        .delete(s.url(&format!("/v1/connectors/{gen_name}")))
+        .send();
+    for t in topics(q, &specs) {
+        let _ = client().delete(s.url(&format!("/v1/topics/{t}"))).send();
+    }
+    (took, out, late)
 }
 
 /// The events as Flink's JSON files (one per type).
@@ -273,6 +312,7 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
+    sluice_auth::tls::install_provider();
     let events: u64 = std::env::var("SLUICE_NEXMARK_EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -284,9 +324,6 @@ fn main() {
     let tmp = tempfile::tempdir().unwrap();
 
     let s = Binary::start(&tmp.path().join("data"));
-    for t in ["persons", "auctions", "bids"] {
-        s.put("/v1/topics", json!({"name": t, "partitions": PARTITIONS}));
-    }
     for (name, bytes) in [
         ("nexmark", sluice::plugins::NEXMARK_QUERIES),
         ("nexmark-stateless", sluice::plugins::NEXMARK_STATELESS),
@@ -297,6 +334,15 @@ fn main() {
             .send()
             .unwrap();
         assert!(r.status().is_success());
+    }
+    // The generator alone: events into durable topics, no query.
+    for t in ["persons", "auctions", "bids"] {
+        let r = client()
+            .post(s.url("/v1/topics"))
+            .json(&json!({"name": t, "partitions": PARTITIONS}))
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().unwrap_or_default());
     }
     let started = Instant::now();
     s.put(
@@ -314,8 +360,8 @@ fn main() {
     );
     let mut sluice = Vec::new();
     for q in &queries {
-        let (took, out) = run_sluice(&s, q);
-        println!("sluice {q}: {took:.2} s, {out} results");
+        let (took, out, late) = run_sluice(&s, q, events);
+        println!("sluice {q}: {took:.2} s, {out} results, {late} late");
         sluice.push(took);
     }
     drop(s);
