@@ -194,9 +194,9 @@ impl Stateful {
             .store(self.clock.max_event_time, Ordering::Relaxed);
     }
 
-    /// Moves the watermark to `to` (if later) at `position`, as an idle advance does: the
-    /// new watermark is committed on its own, and the timers it makes due fire next
-    /// (`fire_due`). For callers that drive event time themselves (case tables run through
+    /// Moves the watermark to `to` (if later) at `position`: the new watermark is committed
+    /// on its own, and the timers it makes due fire next (`fire_due`). The idle advances
+    /// come here, and callers that drive event time themselves (case tables run through
     /// the runtime).
     pub fn advance_to(&mut self, to: i64, position: u64) -> Option<Commit> {
         if to <= self.clock.watermark {
@@ -511,16 +511,10 @@ impl Operator for Stateful {
         let beyond = idle.checked_sub(Duration::from_millis(settings.idle_timeout_ms))?;
         let target = self.idle_base.saturating_add(beyond.as_millis() as i64);
         let due = self.shared.lock().next_timer().is_some_and(|t| t <= target);
-        if !due || target <= self.clock.watermark {
+        if !due {
             return None;
         }
-        self.clock.watermark = target;
-        self.shared.watermark.store(target, Ordering::Relaxed);
-        self.fire_due = true;
-        Some(Commit {
-            delta: StateDelta::default(),
-            meta: self.meta(position),
-        })
+        self.advance_to(target, position)
     }
 
     /// Over two inputs, one silent for `idle_timeout_ms` while the other flows: the
@@ -541,16 +535,7 @@ impl Operator for Stateful {
             .filter(|t| *t != NO_WATERMARK)
             .max()?
             .saturating_sub(settings.allowed_lateness_ms);
-        if target <= self.clock.watermark {
-            return None;
-        }
-        self.clock.watermark = target;
-        self.shared.watermark.store(target, Ordering::Relaxed);
-        self.fire_due = true;
-        Some(Commit {
-            delta: StateDelta::default(),
-            meta: self.meta(position),
-        })
+        self.advance_to(target, position)
     }
 
     fn due(&self) -> bool {
