@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sluice_tests::bench::{Running, client, ok, percentiles, start};
 
+mod common;
+use common::Binary;
+
 /// Where a server answers: in this process, or the real binary.
 trait Server {
     fn url(&self, p: &str) -> String;
@@ -25,58 +28,9 @@ impl Server for Running {
 }
 
 /// `sluice serve` (the binary built with the tests), on a free port, killed on drop.
-struct Binary {
-    base: String,
-    child: std::process::Child,
-}
-
 impl Server for Binary {
     fn url(&self, p: &str) -> String {
-        format!("{}{p}", self.base)
-    }
-}
-
-impl Binary {
-    fn start(dir: &std::path::Path) -> Binary {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice-under-test"))
-            .args([
-                "serve",
-                "--kafka",
-                "off",
-                "--schema-registry",
-                "off",
-                "--http",
-            ])
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let b = Binary {
-            base: format!("http://127.0.0.1:{port}"),
-            child,
-        };
-        let c = client();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while c.get(b.url("/healthz")).send().is_err() {
-            assert!(Instant::now() < deadline, "the server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        b
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        Binary::url(self, p)
     }
 }
 

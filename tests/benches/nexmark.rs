@@ -20,55 +20,22 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use nexmark::event::Event;
+
+mod common;
+use common::Binary;
 use serde_json::{Value, json};
 
 const BASE_TIME: u64 = 1_800_000_000_000;
 const PARTITIONS: u32 = 4;
 
-struct Binary {
-    base: String,
-    child: std::process::Child,
+/// What the bench asks of the server.
+trait Api {
+    fn put(&self, path: &str, body: Value) -> Value;
+    fn get(&self, path: &str) -> Value;
+    fn create_topic(&self, name: &str);
 }
 
-impl Binary {
-    fn start(dir: &std::path::Path) -> Binary {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice-under-test"))
-            .args([
-                "serve",
-                "--kafka",
-                "off",
-                "--schema-registry",
-                "off",
-                "--http",
-            ])
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let b = Binary {
-            base: format!("http://127.0.0.1:{port}"),
-            child,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while client().get(b.url("/healthz")).send().is_err() {
-            assert!(Instant::now() < deadline, "the server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        b
-    }
-
-    fn url(&self, p: &str) -> String {
-        format!("{}{p}", self.base)
-    }
-
+impl Api for Binary {
     fn put(&self, path: &str, body: Value) -> Value {
         let r = client().put(self.url(path)).json(&body).send().unwrap();
         let status = r.status();
@@ -80,12 +47,14 @@ impl Binary {
     fn get(&self, path: &str) -> Value {
         client().get(self.url(path)).send().unwrap().json().unwrap()
     }
-}
 
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn create_topic(&self, name: &str) {
+        let r = client()
+            .post(self.url("/v1/topics"))
+            .json(&json!({"name": name, "partitions": PARTITIONS}))
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().unwrap_or_default());
     }
 }
 
@@ -189,12 +158,7 @@ fn caught_up(s: &Binary, specs: &[(String, Value)]) -> bool {
 fn run_sluice(s: &Binary, q: &str, events: u64) -> (f64, u64, u64) {
     let specs = deployments(q);
     for t in topics(q, &specs) {
-        let r = client()
-            .post(s.url("/v1/topics"))
-            .json(&json!({"name": t, "partitions": PARTITIONS}))
-            .send()
-            .unwrap();
-        assert!(r.status().is_success(), "{}", r.text().unwrap_or_default());
+        s.create_topic(&t);
     }
     for (name, spec) in &specs {
         s.put(&format!("/v1/transforms/{name}"), spec.clone());
@@ -337,12 +301,7 @@ fn main() {
     }
     // The generator alone: events into durable topics, no query.
     for t in ["persons", "auctions", "bids"] {
-        let r = client()
-            .post(s.url("/v1/topics"))
-            .json(&json!({"name": t, "partitions": PARTITIONS}))
-            .send()
-            .unwrap();
-        assert!(r.status().is_success(), "{}", r.text().unwrap_or_default());
+        s.create_topic(t);
     }
     let started = Instant::now();
     s.put(

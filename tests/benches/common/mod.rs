@@ -65,3 +65,62 @@ pub fn total_end(log: &Log, topic: &str) -> u64 {
         .map(|p| p.high_watermark())
         .sum()
 }
+
+/// The real `sluice` binary (`sluice-under-test`) serving HTTP on a free port in `dir`, with
+/// Kafka and the schema registry off; killed when dropped.
+pub struct Binary {
+    pub base: String,
+    child: std::process::Child,
+}
+
+impl Binary {
+    /// Starts it and waits until it answers.
+    pub fn start(dir: &std::path::Path) -> Binary {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("a free port")
+            .local_addr()
+            .expect("its address")
+            .port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice-under-test"))
+            .args([
+                "serve",
+                "--kafka",
+                "off",
+                "--schema-registry",
+                "off",
+                "--http",
+            ])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the sluice binary starts");
+        let b = Binary {
+            base: format!("http://127.0.0.1:{port}"),
+            child,
+        };
+        let c = reqwest::blocking::Client::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while c.get(b.url("/healthz")).send().is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        b
+    }
+
+    pub fn url(&self, p: &str) -> String {
+        format!("{}{p}", self.base)
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
