@@ -4,6 +4,7 @@
 export const EMIT = 0;
 export const REJECT = 1;
 export const PASS = 2;
+export const SPLICE = 3;
 
 export class CodecError extends Error {}
 
@@ -64,6 +65,36 @@ export function putUvarint(out, n) {
 
 export function putVarint(out, n) {
   putUvarint(out, n >= 0 ? n * 2 : -n * 2 - 1);
+}
+
+/** Where each record lies, without copying: six numbers per record (start, end, key
+ * start, key end, value start, value end; a null key's or value's -1). */
+export function recordSpans(buf, count) {
+  const spans = new Int32Array(6 * count);
+  let pos = 0;
+  for (let i = 0; i < count; i++) {
+    const [length, start] = readVarint(buf, pos);
+    const end = start + length;
+    if (length < 0 || end > buf.length) throw new CodecError(`input record ${i} does not decode`);
+    let p = start + 1; // attributes
+    while (buf[p] & 0x80) p++; // timestamp delta
+    p++;
+    while (buf[p] & 0x80) p++; // offset delta
+    p++;
+    let kl, vl;
+    [kl, p] = readVarint(buf, p);
+    spans[6 * i + 2] = kl < 0 ? -1 : p;
+    spans[6 * i + 3] = kl < 0 ? -1 : p + kl;
+    if (kl > 0) p += kl;
+    [vl, p] = readVarint(buf, p);
+    spans[6 * i + 4] = vl < 0 ? -1 : p;
+    spans[6 * i + 5] = vl < 0 ? -1 : p + vl;
+    if (p > end || (vl > 0 && p + vl > end)) throw new CodecError(`input record ${i} does not decode`);
+    spans[6 * i] = pos;
+    spans[6 * i + 1] = end;
+    pos = end;
+  }
+  return spans;
 }
 
 function nullable(buf, pos) {

@@ -61,6 +61,8 @@ export class Outcome {
   static keep(): Outcome;
   static keepTo(output: string): Outcome;
   static keepWithValue(value: Value): Outcome;
+  /** The input with spans of its value replaced (byte offsets, in order). */
+  static keepSpliced(spans: [number, number, Bytes | string][]): Outcome;
   static emit(record: OutRecord): Outcome;
   static emitTo(output: string, record: OutRecord): Outcome;
   static drop(): Outcome;
@@ -116,7 +118,7 @@ export interface StateHost {
   apply(ops: Bytes): void;
 }
 
-/** Binds the component's `sluice:transform/state@0.2.1` import. */
+/** Binds the component's `sluice:transform/state@0.2.2` import. */
 export function bindState(host: StateHost): void;
 
 /** The element at a name, dotted path or JSON pointer of a parsed JSON value. */
@@ -135,4 +137,67 @@ export interface Exports {
   init(): void;
   process(ctx: BatchContext, records: Bytes): Bytes;
   onTimers(ctx: BatchContext, timers: Bytes): Bytes;
+}
+
+/** The records of one `process` call (`transformBatch`): unanswered records are kept. */
+export class Batch {
+  readonly length: number;
+  readonly ctx: BatchContext;
+  value(i: number): Bytes | null;
+  key(i: number): Bytes | null;
+  keep(i: number, output?: string | null): void;
+  /** Spans of record i's value replaced: [start, end, replacement], byte offsets in order. */
+  splice(i: number, spans: [number, number, Bytes | string][], output?: string | null): void;
+  emit(i: number, record: OutRecord, output?: string | null): void;
+  reject(i: number, reason: string): void;
+  drop(i: number): void;
+}
+
+export function transformBatch(
+  fn: (batch: Batch) => void,
+  options?: { onTimer?: (timer: Timer) => Outcome },
+): Exports;
+export function transformBatch<S>(
+  fn: (instance: S, batch: Batch) => void,
+  options: { init: () => S; onTimer?: (instance: S, timer: Timer) => Outcome },
+): Exports;
+
+/** Binds the component's `sluice:transform/text@0.2.2` import. */
+export function bindText(host: unknown): void;
+
+/** The host's text primitives; flat number arrays (Uint32Array in the component). */
+export namespace text {
+  const KEY: 0;
+  const VALUE: 1;
+  const OBJECT: 0;
+  const ARRAY: 1;
+  const KEY_TOKEN: 2;
+  const STRING: 3;
+  const SCALAR: 4;
+  const INVALID: 5;
+  const ESCAPED: 16;
+  class Pattern {
+    constructor(sources: string | string[]);
+    isMatch(haystack: Bytes): boolean;
+    /** [index, start, end, ...] */
+    findAll(haystack: Bytes): ArrayLike<number>;
+    /** [record, index, start, end, ...] over the running call's records. */
+    findInBatch(part?: 0 | 1): ArrayLike<number>;
+    /** The same aware of JSON: strings searched on their own, members under `names` as
+     * [record, MEMBER + kind, start, end], a JSON record with escapes as [record, ESCAPES, 0, 0]. */
+    findInJsonBatch(part?: 0 | 1, names?: Pattern | null): ArrayLike<number>;
+  }
+  /** [record, kind, start, end, ...] over the running call's records. */
+  function jsonIndexBatch(part?: 0 | 1): ArrayLike<number>;
+  /** [kind, start, end, ...] */
+  function jsonIndex(document: Bytes): ArrayLike<number>;
+  /** [start, end, ...] of each record's key (0) or value (1) in the call's records (null part
+   * 2**32 - 1); null natively. */
+  function partSpansBatch(part: 0 | 1): ArrayLike<number> | null;
+  const MEMBER: 64;
+  const ESCAPES: 255;
+  function looksLikeJson(b: Bytes): boolean;
+  function sha256(data: Bytes): Bytes;
+  function base64Encode(data: Bytes): string;
+  function hexEncode(data: Bytes): string;
 }

@@ -8,14 +8,14 @@
 //   }
 //
 //   // app.js — the component's entry (componentize-js)
-//   import * as host from 'sluice:transform/host@0.2.1';
+//   import * as host from 'sluice:transform/host@0.2.2';
 //   import { bindHost, transform } from 'sluice-sdk';
 //   import { shout } from './shout.js';
 //   bindHost(host);
 //   export const { init, process, onTimers } = transform(shout);
 //
 // Stateful transforms use keyed state and event-time timers (`state`, `timers`; see
-// state.js): the entry also binds `sluice:transform/state@0.2.1` with `bindState`, passes
+// state.js): the entry also binds `sluice:transform/state@0.2.2` with `bindState`, passes
 // `onTimer` to `transform`, and is built with `--stateful` (the `transform` world).
 //
 // `scripts/build-js-plugin [--stateful] DIR OUT.wasm` bundles app.js (esbuild) and builds
@@ -23,11 +23,15 @@
 // Throwing `SluiceError` rejects the record with its message; any other exception rejects
 // it with `Name: message`. Runaway loops and memory exhaustion are stopped by the host.
 
+import { Batch } from './batch.js';
 import * as codec from './codec.js';
 import { ENV } from './env.js';
 import * as stateModule from './state.js';
+import * as text from './text.js';
 
 export { bindState, state, timers } from './state.js';
+export { bindText } from './text.js';
+export { Batch, text };
 
 let host = null;
 
@@ -84,7 +88,7 @@ export function log(level, message) {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder('utf-8', { fatal: true });
 
-function text(b) {
+function textOf(b) {
   if (b === null) return null;
   try {
     return decoder.decode(b);
@@ -117,15 +121,15 @@ export class Record {
     return this.raw.headers.slice();
   }
   keyStr() {
-    return text(this.raw.key);
+    return textOf(this.raw.key);
   }
   /** The value as text, or null if it is not UTF-8. */
   valueStr() {
-    return text(this.raw.value);
+    return textOf(this.raw.value);
   }
   /** The value parsed as JSON; throws SluiceError (rejecting the record) if it is not. */
   json() {
-    const t = this.raw.value === null ? 'null' : text(this.raw.value);
+    const t = this.raw.value === null ? 'null' : textOf(this.raw.value);
     try {
       if (t === null) throw new Error('not UTF-8');
       return JSON.parse(t);
@@ -197,7 +201,7 @@ export class Timer {
     this.watermark = watermark;
   }
   keyStr() {
-    return text(this.key);
+    return textOf(this.key);
   }
 }
 
@@ -227,6 +231,12 @@ export class Outcome {
   /** The input with a new value (key, headers and timestamp kept). */
   static keepWithValue(value) {
     return new Outcome(null, [['value', null, bytes(value)]]);
+  }
+  /** The input with spans of its value replaced: `[start, end, replacement]` byte offsets
+   * into the value, in increasing order; only the edits leave the plugin. */
+  static keepSpliced(spans) {
+    if (spans.length === 0) return Outcome.keep();
+    return new Outcome(null, [['splice', null, spans.map(([s, e, r]) => [s, e, bytes(r) ?? new Uint8Array(0)])]]);
   }
   static emit(record) {
     return new Outcome(null, [['record', null, record]]);
@@ -286,6 +296,15 @@ function answer(out, i, outcome, names, ctx, raw, timestamp) {
       codec.putUvarint(out, o);
       continue;
     }
+    if (kind === 'splice') {
+      out.push(codec.SPLICE);
+      for (const n of [i, o, what.length]) codec.putUvarint(out, n);
+      for (const [start, end, r] of what) {
+        for (const n of [start, end, r.length]) codec.putUvarint(out, n);
+        out.bytes(r);
+      }
+      continue;
+    }
     out.push(codec.EMIT);
     codec.putUvarint(out, i);
     codec.putUvarint(out, o);
@@ -322,6 +341,25 @@ export function runBatch(ctx, records, fn) {
     answer(out, i, call(fn, rec), names, ctx, raws[i], rec.timestamp);
   }
   return out.finish();
+}
+
+/** Runs `fn(batch)` over a batch (`transformBatch`) and returns its entries. */
+export function runWholeBatch(ctx, records, fn) {
+  let names = null;
+  const batch = new Batch(ctx, records, () => (names ??= outputs()));
+  if (!host) {
+    const s = codec.recordSpans(records, ctx.recordCount);
+    const part = (a, b) => (a < 0 ? null : records.subarray(a, b));
+    text.setBatch(
+      Array.from({ length: ctx.recordCount }, (_, i) => [part(s[6 * i + 2], s[6 * i + 3]), part(s[6 * i + 4], s[6 * i + 5])]),
+    );
+  }
+  try {
+    fn(batch);
+  } finally {
+    if (!host) text.setBatch(null);
+  }
+  return batch.entries();
 }
 
 /** Runs `fn(timer)` over fired timers (the contract's `on-timers`); a record emitted
@@ -364,7 +402,18 @@ export function bind(fn, onTimer, instance, hasInit) {
  * (`onTimer(instance, timer)` with `init`) answers fired timers with an outcome like a
  * record's; without it, fired timers are dropped.
  */
-export function transform(fn, { init = null, onTimer = null } = {}) {
+/**
+ * The component's exports for `fn(batch)` — or `fn(instance, batch)` with `init`: one call
+ * per batch with a `Batch`, for plugins whose work per record must stay small (with
+ * `text`'s batch-wide calls, a record the plugin does not touch costs it nothing).
+ * Records `fn` does not answer are kept. An exception fails the batch: the host then runs
+ * its records one at a time and dead-letters the one that throws, with the reason.
+ */
+export function transformBatch(fn, { init = null, onTimer = null } = {}) {
+  return transform(fn, { init, onTimer, whole: true });
+}
+
+export function transform(fn, { init = null, onTimer = null, whole = false } = {}) {
   let bound = bind(fn, onTimer, null, false);
   return {
     init() {
@@ -384,7 +433,7 @@ export function transform(fn, { init = null, onTimer = null } = {}) {
     },
     process(ctx, records) {
       try {
-        return inCall(() => runBatch(ctx, records, bound[0]));
+        return inCall(() => (whole ? runWholeBatch : runBatch)(ctx, records, bound[0]));
       } catch (e) {
         throw reasonOf(e);
       }

@@ -3,8 +3,8 @@
 // restored after a restart or a crash. A plugin that uses them binds the host's state
 // interface in its entry and is built against the `transform` world:
 //
-//   import * as host from 'sluice:transform/host@0.2.1';
-//   import * as stateHost from 'sluice:transform/state@0.2.1';
+//   import * as host from 'sluice:transform/host@0.2.2';
+//   import * as stateHost from 'sluice:transform/state@0.2.2';
 //   bindHost(host);
 //   bindState(stateHost);      // scripts/build-js-plugin --stateful
 //

@@ -14,7 +14,7 @@
 
 import * as codec from './codec.js';
 import { ENV } from './env.js';
-import { NO_WATERMARK, bind, inCall, path, runBatch, runTimers } from './index.js';
+import { NO_WATERMARK, bind, inCall, path, runBatch, runTimers, runWholeBatch } from './index.js';
 import { id, putTimer } from './state.js';
 
 const DEFAULT_TIMESTAMP = 1_700_000_000_000;
@@ -64,8 +64,10 @@ function topicRuns(records) {
 }
 
 export class Harness {
-  constructor(fn, { init = null, onTimer = null } = {}) {
+  /** `batch: true` for a `transformBatch` function (`fn(batch)`). */
+  constructor(fn, { init = null, onTimer = null, batch = false } = {}) {
     this.fn = fn;
+    this.batch = batch;
     this.init = init;
     this.onTimer = onTimer;
     this.env = freshEnv();
@@ -122,11 +124,34 @@ export class Harness {
         watermark: BigInt(NO_WATERMARK),
         eventTimes: [],
       };
-      const bytes = encodeBatch(run, DEFAULT_TIMESTAMP);
-      const entries = inCall(() => runBatch(ctx, bytes, fn));
-      got.push(...decodeEntries(entries, codec.readRecords(bytes, run.length), this.env.outputs, ctx));
+      got.push(...this.callBatch(run, ctx, fn, inCall));
     }
     return got;
+  }
+
+  /** One `process` call and its outcomes. A whole-batch function that throws fails the
+   * call: as on the host, each record then runs alone, and one that throws alone is
+   * dead-lettered with the reason. */
+  callBatch(records, ctx, fn, call) {
+    const bytes = encodeBatch(records, Number(ctx.baseTimestamp));
+    const inputs = codec.readRecords(bytes, records.length);
+    if (!this.batch) {
+      return decodeEntries(call(() => runBatch(ctx, bytes, fn)), inputs, this.env.outputs, ctx);
+    }
+    try {
+      return decodeEntries(call(() => runWholeBatch(ctx, bytes, fn)), inputs, this.env.outputs, ctx);
+    } catch (e) {
+      if (records.length === 1) throw e;
+    }
+    return records.flatMap((r, k) => {
+      const one = { ...ctx, baseOffset: ctx.baseOffset + BigInt(k), recordCount: 1, eventTimes: ctx.eventTimes.slice(k, k + 1) };
+      try {
+        return this.callBatch([r], one, fn, call);
+      } catch (e) {
+        const reason = e instanceof Error && e.constructor.name !== 'SluiceError' ? `${e.name}: ${e.message}` : String(e?.message ?? e);
+        return [{ kind: 'reject', reason, emitted: [], values: () => [] }];
+      }
+    });
   }
 
   /** A stream of batches over one partition, as the host runs a stateful deployment. */
@@ -259,9 +284,7 @@ export class Stream {
       eventTimes: this.h.timeField === null ? [] : onTime.map((i) => BigInt(times[i])),
     };
     this.offset += records.length;
-    const bytes = encodeBatch(batch, DEFAULT_TIMESTAMP);
-    const entries = this.call(() => runBatch(ctx, bytes, this.fn));
-    const processed = decodeEntries(entries, codec.readRecords(bytes, batch.length), this.env.outputs, ctx);
+    const processed = this.h.callBatch(batch, ctx, this.fn, (body) => this.call(body));
     const outcomes = records.map(() => late());
     onTime.forEach((i, k) => {
       outcomes[i] = processed[k];
@@ -347,9 +370,10 @@ function decodeEntries(buf, inputs, outputs, ctx, count = 0) {
     }
     [o, pos] = codec.readUvarint(buf, pos);
     let r;
-    if (kind === codec.PASS) {
-      if (inputs === null) throw new Error(`timer ${i}: a pass entry, but a timer has no record`);
+    if (kind === codec.PASS || kind === codec.SPLICE) {
+      if (inputs === null) throw new Error(`timer ${i}: a pass or splice entry, but a timer has no record`);
       r = inputs[i];
+      if (kind === codec.SPLICE) [r, pos] = spliced(buf, pos, r);
     } else {
       const [length, body] = codec.readVarint(buf, pos);
       [r] = codec.readRecords(buf.subarray(pos, body + length), 1);
@@ -368,6 +392,36 @@ function decodeEntries(buf, inputs, outputs, ctx, count = 0) {
     ...g,
     values: () => g.emitted.map((e) => (e.value === null ? null : decoder.decode(e.value))),
   }));
+}
+
+/** The record `r` with the spans of a splice entry (at `pos`) applied, and where the entry
+ * ends; throws when they do not fit its value, as the host refuses them. */
+function spliced(buf, pos, r) {
+  let count, start, end, n;
+  [count, pos] = codec.readUvarint(buf, pos);
+  const v = r.value;
+  const parts = [];
+  let last = 0;
+  for (let k = 0; k < count; k++) {
+    [start, pos] = codec.readUvarint(buf, pos);
+    [end, pos] = codec.readUvarint(buf, pos);
+    [n, pos] = codec.readUvarint(buf, pos);
+    if (v === null || start < last || end < start || end > v.length) {
+      throw new Error(`splice span ${start}..${end} does not fit a value of ${v === null ? 'null' : v.length} bytes`);
+    }
+    parts.push(v.subarray(last, start), buf.subarray(pos, pos + n));
+    last = end;
+    pos += n;
+  }
+  if (v === null) return [r, pos];
+  parts.push(v.subarray(last));
+  const value = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    value.set(p, at);
+    at += p.length;
+  }
+  return [{ ...r, value }, pos];
 }
 
 function check(c, got, defaultOutput) {

@@ -67,9 +67,12 @@ from enum import IntEnum
 
 from . import codec
 from . import state as state
+from . import text as text
+from .batch import Batch
 from .state import timers as timers
 
 __all__ = [
+    "Batch",
     "Error",
     "Level",
     "OutRecord",
@@ -81,8 +84,10 @@ __all__ = [
     "lookup",
     "outputs",
     "state",
+    "text",
     "timers",
     "transform",
+    "transform_batch",
 ]
 
 try:  # Inside a component: the host's imports (bindings made by componentize-py).
@@ -323,6 +328,15 @@ class Outcome:
         return Outcome(emissions=[("value", None, _bytes(value))])
 
     @staticmethod
+    def keep_spliced(spans) -> "Outcome":
+        """The input with spans of its value replaced: `(start, end, replacement)` byte
+        offsets into the value, in increasing order; only the edits leave the plugin."""
+        spans = [(s, e, _bytes(r) or b"") for s, e, r in spans]
+        if not spans:
+            return Outcome.keep()
+        return Outcome(emissions=[("splice", None, spans)])
+
+    @staticmethod
     def emit(record: OutRecord) -> "Outcome":
         return Outcome(emissions=[("record", None, record)])
 
@@ -379,6 +393,15 @@ def _answer(out: bytearray, i: int, outcome, index: dict, names, ctx, raw, times
             codec.put_uvarint(entries, i)
             codec.put_uvarint(entries, o)
             continue
+        if kind == "splice":
+            entries.append(codec.SPLICE)
+            for n in (i, o, len(what)):
+                codec.put_uvarint(entries, n)
+            for start, end, repl in what:
+                for n in (start, end, len(repl)):
+                    codec.put_uvarint(entries, n)
+                entries += repl
+            continue
         entries.append(codec.EMIT)
         codec.put_uvarint(entries, i)
         codec.put_uvarint(entries, o)
@@ -409,6 +432,33 @@ def run_batch(ctx, records: bytes, fn) -> bytes:
         rec = Record(raw, ctx, i)
         _answer(out, i, _call(fn, rec), index, names, ctx, raw, rec.timestamp)
     return bytes(out)
+
+
+def run_whole_batch(ctx, records: bytes, fn) -> bytes:
+    """Runs `fn(batch)` over a batch (`transform_batch`) and encodes its answers."""
+    index = None
+
+    def outputs_index():
+        nonlocal index
+        if index is None:
+            index = {n: i for i, n in enumerate(outputs())}
+        return index
+
+    batch = Batch(ctx, records, outputs_index)
+    if text._host is None:
+        buf = records
+        text._set_batch(
+            [
+                (None if ks < 0 else buf[ks:ke], None if vs < 0 else buf[vs:ve])
+                for _, _, ks, ke, vs, ve in codec.record_spans(buf, ctx.record_count)
+            ]
+        )
+    try:
+        fn(batch)
+    finally:
+        if text._host is None:
+            text._set_batch(None)
+    return batch._entries()
 
 
 def run_timers(ctx, timers_bytes: bytes, fn) -> bytes:
@@ -445,7 +495,17 @@ def bind(fn, on_timer, instance, has_init: bool):
     )
 
 
-def transform(fn, init=None, on_timer=None):
+def transform_batch(fn, init=None, on_timer=None):
+    """The component's `WitWorld` for `fn(batch)` — or `fn(instance, batch)` with `init`:
+    one call per batch with a `sluice_sdk.Batch`, for plugins whose work per record must
+    stay small (with `sluice_sdk.text`'s batch-wide calls, a record the plugin does not
+    touch costs it nothing). Records `fn` does not answer are kept. An exception fails the
+    batch: the host then runs its records one at a time, and dead-letters the one that
+    raises with the reason. `on_timer` as for `transform`."""
+    return transform(fn, init=init, on_timer=on_timer, _whole=True)
+
+
+def transform(fn, init=None, on_timer=None, _whole=False):
     """The component's `WitWorld` class for `fn(record)` — or `fn(instance, record)` with
     `init`, whose result (built once per instance from the config) is `instance`.
     `on_timer(timer)` (`on_timer(instance, timer)` with `init`) answers fired timers
@@ -475,8 +535,9 @@ def transform(fn, init=None, on_timer=None):
 
         def process(self, ctx, records: bytes) -> bytes:
             f, _ = WitWorld.bound
+            run = run_whole_batch if _whole else run_batch
             try:
-                return in_call(lambda: run_batch(ctx, records, f))
+                return in_call(lambda: run(ctx, records, f))
             except Exception as e:  # noqa: BLE001 - the batch fails with the reason
                 raise _err(_reason(e)) from None
 

@@ -90,6 +90,57 @@ def read_records(buf: bytes, count: int) -> list[RawRecord]:
     return records
 
 
+def _length(buf: bytes, pos: int) -> tuple[int, int]:
+    """A zigzag varint length (one byte in the common case)."""
+    b = buf[pos]
+    if b < 0x80:
+        return (b >> 1) ^ -(b & 1), pos + 1
+    c = buf[pos + 1]
+    if c < 0x80:
+        n = (b & 0x7F) | (c << 7)
+        return (n >> 1) ^ -(n & 1), pos + 2
+    return read_varint(buf, pos)
+
+
+def record_spans(buf: bytes, count: int) -> list[tuple[int, int, int, int, int, int]]:
+    """Where each record lies, without copying a byte: (start, end, key start, key end,
+    value start, value end) per record, the key's or value's start -1 when it is null."""
+    spans = []
+    pos = 0
+    n = len(buf)
+    try:
+        for i in range(count):
+            length, p = _length(buf, pos)
+            end = p + length
+            if length < 0 or end > n:
+                raise CodecError(f"input record {i} does not decode")
+            q = p + 1  # attributes
+            while buf[q] & 0x80:  # timestamp delta
+                q += 1
+            q += 1
+            while buf[q] & 0x80:  # offset delta
+                q += 1
+            kl, q = _length(buf, q + 1)
+            if kl < 0:
+                ks = ke = -1
+            else:
+                ks = q
+                q = ke = q + kl
+            vl, q = _length(buf, q)
+            if vl < 0:
+                vs = ve = -1
+            else:
+                vs = q
+                ve = q + vl
+            if ke > end or ve > end:
+                raise CodecError(f"input record {i} does not decode")
+            spans.append((pos, end, ks, ke, vs, ve))
+            pos = end
+    except IndexError:
+        raise CodecError(f"input record {len(spans)} does not decode") from None
+    return spans
+
+
 def _put_nullable(out: bytearray, b: bytes | None) -> None:
     if b is None:
         put_varint(out, -1)
@@ -112,7 +163,7 @@ def put_record(out: bytearray, timestamp_delta: int, key, value, headers) -> Non
     out += body
 
 
-EMIT, REJECT, PASS = 0, 1, 2
+EMIT, REJECT, PASS, SPLICE = 0, 1, 2, 3
 
 
 def read_timers(buf: bytes, count: int) -> list[tuple[int, bytes]]:

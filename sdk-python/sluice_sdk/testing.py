@@ -25,7 +25,17 @@ import itertools
 import json
 from dataclasses import dataclass, field
 
-from . import NO_WATERMARK, bind, codec, in_call, path, run_batch, run_timers
+from . import (
+    NO_WATERMARK,
+    _reason,
+    bind,
+    codec,
+    in_call,
+    path,
+    run_batch,
+    run_timers,
+    run_whole_batch,
+)
 
 DEFAULT_TIMESTAMP = 1_700_000_000_000
 DEFAULT_TOPIC = "input"
@@ -138,8 +148,10 @@ def _encode(records, ctx) -> bytes:
 class Harness:
     """A transform (with its `init` and timer handler, if any) run natively."""
 
-    def __init__(self, fn, init=None, on_timer=None):
+    def __init__(self, fn, init=None, on_timer=None, batch=False):
+        """`batch=True` for a `transform_batch` function (`fn(batch)`)."""
         self.fn = fn
+        self.batch = batch
         self.init = init
         self.on_timer = on_timer
         self.env = Env(outputs=["output"])
@@ -181,10 +193,38 @@ class Harness:
         got = []
         for run in _topic_runs(records):
             ctx = Ctx(run[0].topic or DEFAULT_TOPIC, base_offset=len(got), record_count=len(run))
-            batch = _encode(run, ctx)
-            entries = in_call(lambda: run_batch(ctx, batch, fn))
-            inputs = codec.read_records(batch, len(run))
-            got += _decode_entries(entries, inputs, self.env.outputs, ctx)
+            got += self._call_batch(run, ctx, fn, in_call)
+        return got
+
+    def _call_batch(self, records, ctx, fn, call) -> list[TestOutcome]:
+        """One `process` call and its outcomes. A whole-batch function that raises fails
+        the call: as on the host, each record then runs alone, and one that raises alone
+        is dead-lettered with the reason."""
+        batch = _encode(records, ctx)
+        inputs = codec.read_records(batch, len(records))
+        if not self.batch:
+            entries = call(lambda: run_batch(ctx, batch, fn))
+            return _decode_entries(entries, inputs, self.env.outputs, ctx)
+        try:
+            entries = call(lambda: run_whole_batch(ctx, batch, fn))
+            return _decode_entries(entries, inputs, self.env.outputs, ctx)
+        except Exception:  # noqa: BLE001 - isolated below
+            if len(records) == 1:
+                raise
+        got = []
+        for k, r in enumerate(records):
+            one = Ctx(
+                ctx.topic,
+                base_offset=ctx.base_offset + k,
+                base_timestamp=ctx.base_timestamp,
+                record_count=1,
+                watermark=ctx.watermark,
+                event_times=ctx.event_times[k : k + 1],
+            )
+            try:
+                got += self._call_batch([r], one, fn, call)
+            except Exception as e:  # noqa: BLE001 - the record's verdict
+                got.append(TestOutcome("reject", reason=_reason(e)))
         return got
 
     def stream(self) -> "Stream":
@@ -304,10 +344,7 @@ class Stream:
             event_times=[times[i] for i in on_time] if self.h.time_field else [],
         )
         self.offset += len(records)
-        batch = _encode(batch_records, ctx)
-        entries = self._call(lambda: run_batch(ctx, batch, self.fn))
-        inputs = codec.read_records(batch, len(batch_records))
-        processed = _decode_entries(entries, inputs, self.env.outputs, ctx)
+        processed = self.h._call_batch(batch_records, ctx, self.fn, self._call)
         outcomes = [TestOutcome("late") for _ in records]
         for i, o in zip(on_time, processed):
             outcomes[i] = o
@@ -390,10 +427,12 @@ def _decode_entries(buf: bytes, inputs, outputs, ctx, count=None) -> list[TestOu
             pos += n
             continue
         o, pos = codec.read_uvarint(buf, pos)
-        if kind == codec.PASS:
+        if kind in (codec.PASS, codec.SPLICE):
             if inputs is None:
-                raise AssertionError(f"timer {i}: a pass entry, but a timer has no record")
+                raise AssertionError(f"timer {i}: a pass or splice entry, but a timer has no record")
             r = inputs[i]
+            if kind == codec.SPLICE:
+                r, pos = _spliced(buf, pos, r)
         else:
             length, body = codec.read_varint(buf, pos)
             (r,) = codec.read_records(buf[pos : body + length], 1)
@@ -403,6 +442,29 @@ def _decode_entries(buf: bytes, inputs, outputs, ctx, count=None) -> list[TestOu
             got[i] = TestOutcome("emit")
         got[i].emitted.append(e)
     return got
+
+
+def _spliced(buf, pos, r):
+    """The record `r` with the spans of a splice entry (at `pos`) applied, and where the
+    entry ends; AssertionError when they do not fit its value, as the host refuses them."""
+    count, pos = codec.read_uvarint(buf, pos)
+    value = r.value
+    parts, last = [], 0
+    for _ in range(count):
+        start, pos = codec.read_uvarint(buf, pos)
+        end, pos = codec.read_uvarint(buf, pos)
+        n, pos = codec.read_uvarint(buf, pos)
+        if value is None or start < last or end < start or end > len(value):
+            raise AssertionError(
+                f"splice span {start}..{end} does not fit a value of {None if value is None else len(value)} bytes"
+            )
+        parts += (value[last:start], buf[pos : pos + n])
+        last = end
+        pos += n
+    if value is not None:
+        parts.append(value[last:])
+        value = b"".join(parts)
+    return codec.RawRecord(r.timestamp_delta, r.offset_delta, r.key, value, r.headers), pos
 
 
 def _check(case, got: TestOutcome, default_output: str) -> None:

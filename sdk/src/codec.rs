@@ -66,6 +66,11 @@ impl<'a> Reader<'a> {
         Reader { buf, pos: 0 }
     }
 
+    /// The bytes read since position `start`.
+    pub fn since(&self, start: usize) -> &'a [u8] {
+        &self.buf[start.min(self.pos)..self.pos]
+    }
+
     pub fn position(&self) -> usize {
         self.pos
     }
@@ -386,12 +391,31 @@ pub fn put_record<'h>(
 /// Appends `rec` in v2 layout with `value` in place of its own: its headers are copied as
 /// they are encoded, not decoded and written again.
 pub fn put_record_with_value(out: &mut Vec<u8>, rec: &RecordView<'_>, value: Option<&[u8]>) {
+    let len = value.map(<[u8]>::len);
+    put_record_with_value_of(out, rec, len, |out| {
+        if let Some(v) = value {
+            out.extend_from_slice(v);
+        }
+    });
+}
+
+/// Appends the record `rec` with a value of `len` bytes (None: null) that `write` appends.
+pub fn put_record_with_value_of(
+    out: &mut Vec<u8>,
+    rec: &RecordView<'_>,
+    len: Option<usize>,
+    write: impl FnOnce(&mut Vec<u8>),
+) {
     let count = i64::from(rec.header_count);
+    let value_len = match len {
+        None => 1,
+        Some(n) => varlong_len(n as i64) + n,
+    };
     let body_len = 1
         + varlong_len(rec.timestamp_delta)
         + 1 // offset delta 0: the host ignores it
         + nullable_len(rec.key)
-        + nullable_len(value)
+        + value_len
         + varlong_len(count)
         + rec.headers_raw.len();
     out.reserve(body_len + 5);
@@ -400,7 +424,13 @@ pub fn put_record_with_value(out: &mut Vec<u8>, rec: &RecordView<'_>, value: Opt
     put_varlong(out, rec.timestamp_delta);
     put_varint(out, 0);
     put_nullable(out, rec.key);
-    put_nullable(out, value);
+    match len {
+        None => put_varint(out, -1),
+        Some(n) => {
+            put_varlong(out, n as i64);
+            write(out);
+        }
+    }
     put_varlong(out, count);
     out.extend_from_slice(rec.headers_raw);
 }

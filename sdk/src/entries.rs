@@ -1,10 +1,13 @@
 //! The output of one `process` call: entries that answer input records (see `wit/`).
 //!
 //! ```text
-//! entry := kind u8 (0 emit, 1 reject, 2 pass) | input uvarint |
+//! entry := kind u8 (0 emit, 1 reject, 2 pass, 3 splice) | input uvarint |
 //!          emit:   output uvarint | record (v2 layout)
 //!          reject: reasonLength uvarint | reason bytes
 //!          pass:   output uvarint  (the input record, unchanged)
+//!          splice: output uvarint | spanCount uvarint |
+//!                  (start uvarint | end uvarint | replacementLength uvarint | bytes)*
+//!                  (the input record with spans of its value replaced; 0.2.2)
 //! ```
 
 use crate::codec::{self, CodecError, Reader, RecordView};
@@ -22,6 +25,81 @@ impl<'a> RawRecord<'a> {
 pub const EMIT: u8 = 0;
 pub const REJECT: u8 = 1;
 pub const PASS: u8 = 2;
+pub const SPLICE: u8 = 3;
+
+/// The replacements of a splice entry: spans of the input record's value (byte offsets,
+/// in increasing order, not overlapping) and what replaces each. Their framing was
+/// checked when the entry was read; whether they fit the value is [`Spans::check`]'s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spans<'a> {
+    raw: &'a [u8],
+    count: u32,
+}
+
+/// One replacement: `value[start..end]` becomes `replacement`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span<'a> {
+    pub start: usize,
+    pub end: usize,
+    pub replacement: &'a [u8],
+}
+
+impl<'a> Spans<'a> {
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Span<'a>> + use<'a> {
+        let mut r = Reader::new(self.raw);
+        (0..self.count).map_while(move |_| Span::read(&mut r).ok())
+    }
+
+    /// The length of a value of `len` bytes once spliced, or why the spans do not fit it
+    /// (out of order, overlapping, or past its end).
+    pub fn check(&self, len: usize) -> Result<usize, String> {
+        let (mut at, mut out) = (0usize, len);
+        for s in self.iter() {
+            if s.start < at || s.end < s.start || s.end > len {
+                return Err(format!(
+                    "splice span {}..{} of a {len}-byte value (spans must be in order, not overlapping, within the value)",
+                    s.start, s.end
+                ));
+            }
+            out = out - (s.end - s.start) + s.replacement.len();
+            at = s.end;
+        }
+        Ok(out)
+    }
+
+    /// Appends `value` with the spans replaced (checked with [`Spans::check`] first).
+    pub fn apply(&self, value: &[u8], out: &mut Vec<u8>) {
+        let mut last = 0;
+        for s in self.iter() {
+            out.extend_from_slice(&value[last..s.start]);
+            out.extend_from_slice(s.replacement);
+            last = s.end;
+        }
+        out.extend_from_slice(&value[last..]);
+    }
+}
+
+impl<'a> Span<'a> {
+    fn read(r: &mut Reader<'a>) -> Result<Self, CodecError> {
+        let start = usize::try_from(r.uvarint()?).map_err(|_| CodecError::BadLength)?;
+        let end = usize::try_from(r.uvarint()?).map_err(|_| CodecError::BadLength)?;
+        let n = usize::try_from(r.uvarint()?).map_err(|_| CodecError::BadLength)?;
+        let replacement = r.bytes(n)?;
+        Ok(Span {
+            start,
+            end,
+            replacement,
+        })
+    }
+}
 
 /// One decoded entry, borrowing from the output buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,14 +118,21 @@ pub enum Entry<'a> {
         input: u32,
         output: u32,
     },
+    /// The input record goes to `output` with spans of its value replaced.
+    Splice {
+        input: u32,
+        output: u32,
+        spans: Spans<'a>,
+    },
 }
 
 impl Entry<'_> {
     pub fn input(&self) -> u32 {
         match self {
-            Entry::Emit { input, .. } | Entry::Reject { input, .. } | Entry::Pass { input, .. } => {
-                *input
-            }
+            Entry::Emit { input, .. }
+            | Entry::Reject { input, .. }
+            | Entry::Pass { input, .. }
+            | Entry::Splice { input, .. } => *input,
         }
     }
 }
@@ -139,6 +224,20 @@ impl<'a> Entries<'a> {
                 let output = u32::try_from(self.r.uvarint()?).map_err(|_| CodecError::BadVarint)?;
                 Ok(Entry::Pass { input, output })
             }
+            SPLICE => {
+                let output = u32::try_from(self.r.uvarint()?).map_err(|_| CodecError::BadVarint)?;
+                let count = u32::try_from(self.r.uvarint()?).map_err(|_| CodecError::BadLength)?;
+                let start = self.r.position();
+                for _ in 0..count {
+                    Span::read(&mut self.r)?;
+                }
+                let raw = self.r.since(start);
+                Ok(Entry::Splice {
+                    input,
+                    output,
+                    spans: Spans { raw, count },
+                })
+            }
             REJECT => {
                 let len = usize::try_from(self.r.uvarint()?).map_err(|_| CodecError::BadLength)?;
                 let reason = core::str::from_utf8(self.r.bytes(len)?)
@@ -170,6 +269,52 @@ pub fn put_pass(out: &mut Vec<u8>, input: u32, output: u32) {
     out.push(PASS);
     codec::put_uvarint(out, u64::from(input));
     codec::put_uvarint(out, u64::from(output));
+}
+
+/// The input record `raw` (v2 layout) with the spans of its value replaced, in v2 layout;
+/// an error when they do not fit its value (a null value takes no spans).
+pub fn splice_record(raw: &[u8], spans: &Spans<'_>) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    splice_record_into(raw, spans, &mut out)?;
+    Ok(out)
+}
+
+/// [`splice_record`], appending to `out` (unchanged on an error).
+pub fn splice_record_into(raw: &[u8], spans: &Spans<'_>, out: &mut Vec<u8>) -> Result<(), String> {
+    let rec = RecordView::read(&mut Reader::new(raw)).map_err(|e| e.to_string())?;
+    match rec.value {
+        None if spans.is_empty() => {
+            out.extend_from_slice(raw);
+            Ok(())
+        }
+        None => Err("a splice of a null value".into()),
+        Some(value) => {
+            let len = spans.check(value.len())?;
+            codec::put_record_with_value_of(out, &rec, Some(len), |o| spans.apply(value, o));
+            Ok(())
+        }
+    }
+}
+
+/// Appends a splice entry: the input record goes to `output` with each `(start, end,
+/// replacement)` span of its value replaced (spans in increasing order, not overlapping);
+/// the value's other bytes do not cross the boundary again (0.2.2).
+pub fn put_splice<'s>(
+    out: &mut Vec<u8>,
+    input: u32,
+    output: u32,
+    spans: impl ExactSizeIterator<Item = (usize, usize, &'s [u8])>,
+) {
+    out.push(SPLICE);
+    codec::put_uvarint(out, u64::from(input));
+    codec::put_uvarint(out, u64::from(output));
+    codec::put_uvarint(out, spans.len() as u64);
+    for (start, end, replacement) in spans {
+        codec::put_uvarint(out, start as u64);
+        codec::put_uvarint(out, end as u64);
+        codec::put_uvarint(out, replacement.len() as u64);
+        out.extend_from_slice(replacement);
+    }
 }
 
 /// Appends an emit entry whose record bytes are already in v2 layout.
@@ -266,6 +411,54 @@ mod tests {
         ));
         assert!(matches!(
             Entries::new(&[0, 0, 0, 99], 3).next(),
+            Some(Err(EntryError::Codec(_)))
+        ));
+    }
+
+    #[test]
+    fn splices_apply_to_the_value_and_bad_spans_are_refused() {
+        let h: Vec<(&[u8], Option<&[u8]>)> = vec![(b"h", Some(b"1"))];
+        let mut input = Vec::new();
+        codec::put_record(
+            &mut input,
+            7,
+            0,
+            Some(b"k"),
+            Some(b"pw=secret;ok"),
+            h.into_iter(),
+        );
+        let mut out = Vec::new();
+        let spans: [(usize, usize, &[u8]); 2] = [(3, 9, b"***"), (12, 12, b"!")];
+        put_splice(&mut out, 0, 0, spans.into_iter());
+        let e = Entries::new(&out, 1).next().unwrap().unwrap();
+        let Entry::Splice { spans, .. } = e else {
+            panic!("{e:?}")
+        };
+        let rec = splice_record(&input, &spans).unwrap();
+        let view = RawRecord(&rec).view().unwrap();
+        assert_eq!(view.value, Some(&b"pw=***;ok!"[..]));
+        assert_eq!((view.key, view.timestamp_delta), (Some(&b"k"[..]), 7));
+        assert_eq!(view.header("h").and_then(|h| h.value), Some(&b"1"[..]));
+        // Out of order, past the end, on a null value: refused, nothing written.
+        for bad in [
+            vec![(5usize, 6usize, &b"x"[..]), (1, 2, &b"y"[..])],
+            vec![(3, 99, &b""[..])],
+        ] {
+            let mut out = Vec::new();
+            put_splice(&mut out, 0, 0, bad.into_iter());
+            let Some(Ok(Entry::Splice { spans, .. })) = Entries::new(&out, 1).next() else {
+                panic!()
+            };
+            let mut into = Vec::new();
+            assert!(splice_record_into(&input, &spans, &mut into).is_err());
+            assert!(into.is_empty());
+        }
+        let mut null = Vec::new();
+        codec::put_record(&mut null, 0, 0, None, None, std::iter::empty());
+        assert!(splice_record(&null, &spans).is_err());
+        // A truncated span is a framing error.
+        assert!(matches!(
+            Entries::new(&[SPLICE, 0, 0, 1, 0, 1, 5, b'a'], 1).next(),
             Some(Err(EntryError::Codec(_)))
         ));
     }

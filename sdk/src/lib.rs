@@ -118,6 +118,7 @@ pub mod entries;
 mod host;
 pub mod json;
 mod native;
+mod outcome;
 pub mod state;
 pub mod testing;
 pub mod text;
@@ -127,6 +128,10 @@ use std::borrow::Cow;
 use std::fmt;
 
 pub use host::{Level, config, log, lookup, outputs};
+#[cfg(target_arch = "wasm32")]
+pub(crate) use outcome::batch_number;
+use outcome::{Emission, OutcomeKind, SCRATCH, reset_scratch};
+pub use outcome::{Outcome, Splice, Target};
 
 /// A config entry that is a positive number of milliseconds, or `default` when absent.
 pub fn config_ms(name: &str, default: i64) -> Result<i64, Error> {
@@ -392,163 +397,6 @@ impl OutRecord {
     }
 }
 
-/// Which output an emitted record goes to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// The first declared output.
-    Default,
-    /// An output topic by name; it must be one the deployment declared.
-    Named(String),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Emission {
-    /// The input record, byte for byte.
-    Input(Target),
-    /// The input record's key, headers and timestamp with a new value.
-    InputValue(Target, Vec<u8>),
-    /// The same, with the value at `start..end` of the batch's scratch buffer.
-    InputScratch(Target, usize, usize),
-    Record(Target, OutRecord),
-}
-
-thread_local! {
-    /// New values written by [`Outcome::keep_rewritten`] during one batch; emptied (its
-    /// capacity kept) when the next batch starts.
-    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-thread_local! {
-    /// Counts `process` calls, so per-batch caches (see [`text::Pattern::find_in`]) know
-    /// when they are stale.
-    static BATCH: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-}
-
-/// The number of the running `process` call.
-#[cfg(target_arch = "wasm32")]
-pub(crate) fn batch_number() -> u64 {
-    BATCH.with(std::cell::Cell::get)
-}
-
-/// Empties the scratch buffer for a new batch, giving back memory after an outsized one.
-fn reset_scratch() {
-    BATCH.with(|b| b.set(b.get() + 1));
-    SCRATCH.with(|s| {
-        let mut s = s.borrow_mut();
-        if s.capacity() > 64 << 20 {
-            *s = Vec::new();
-        } else {
-            s.clear();
-        }
-    });
-}
-
-/// What happens to one input record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome(OutcomeKind);
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum OutcomeKind {
-    Drop,
-    Reject(String),
-    /// One emission (the common case, without a heap allocation for the list).
-    One(Emission),
-    Many(Vec<Emission>),
-}
-
-impl Outcome {
-    /// Pass the input record on unchanged to the default output (no copy is made of it
-    /// until it is written to the output buffer).
-    pub fn keep() -> Self {
-        Outcome(OutcomeKind::One(Emission::Input(Target::Default)))
-    }
-
-    /// Pass the input record on unchanged to a named output.
-    pub fn keep_to(output: &str) -> Self {
-        Outcome(OutcomeKind::One(Emission::Input(Target::Named(
-            output.into(),
-        ))))
-    }
-
-    /// Emit the input record with a new value (key, headers and timestamp kept) to the
-    /// default output: `Outcome::emit(record.to_owned().with_value(v))` without copying
-    /// the rest of the record first.
-    pub fn keep_with_value(value: impl Into<Vec<u8>>) -> Self {
-        Outcome(OutcomeKind::One(Emission::InputValue(
-            Target::Default,
-            value.into(),
-        )))
-    }
-
-    /// Emit the input record with a new value (key, headers and timestamp kept) that
-    /// `write` appends to a buffer the SDK reuses batch after batch — no allocation per
-    /// record. `write` returns whether it wrote a new value; when it returns false the
-    /// input is kept unchanged (what it appended is ignored).
-    ///
-    /// ```
-    /// # use sluice_sdk::Outcome;
-    /// let upper = |v: &[u8]| Outcome::keep_rewritten(|buf| {
-    ///     buf.extend(v.iter().map(u8::to_ascii_uppercase));
-    ///     true
-    /// });
-    /// # let _ = upper(b"x");
-    /// ```
-    pub fn keep_rewritten(write: impl FnOnce(&mut Vec<u8>) -> bool) -> Self {
-        SCRATCH.with(|s| {
-            let mut buf = s.borrow_mut();
-            let start = buf.len();
-            if write(&mut buf) {
-                let end = buf.len();
-                Outcome(OutcomeKind::One(Emission::InputScratch(
-                    Target::Default,
-                    start,
-                    end,
-                )))
-            } else {
-                buf.truncate(start);
-                Outcome::keep()
-            }
-        })
-    }
-
-    /// Emit a record to the default output.
-    pub fn emit(record: OutRecord) -> Self {
-        Outcome(OutcomeKind::One(Emission::Record(Target::Default, record)))
-    }
-
-    /// Emit a record to a named output.
-    pub fn emit_to(output: &str, record: OutRecord) -> Self {
-        Outcome(OutcomeKind::One(Emission::Record(
-            Target::Named(output.into()),
-            record,
-        )))
-    }
-
-    /// Also emit another record (fan-out).
-    pub fn and_emit(mut self, target: Target, record: OutRecord) -> Self {
-        let new = Emission::Record(target, record);
-        self.0 = match std::mem::replace(&mut self.0, OutcomeKind::Drop) {
-            OutcomeKind::Many(mut v) => {
-                v.push(new);
-                OutcomeKind::Many(v)
-            }
-            OutcomeKind::One(first) => OutcomeKind::Many(vec![first, new]),
-            OutcomeKind::Drop | OutcomeKind::Reject(_) => OutcomeKind::One(new),
-        };
-        self
-    }
-
-    /// Drop the record: nothing is emitted and nothing is dead-lettered.
-    pub fn drop() -> Self {
-        Outcome(OutcomeKind::Drop)
-    }
-
-    /// Send the record to the dead-letter topic with a reason.
-    pub fn reject(reason: impl Into<String>) -> Self {
-        Outcome(OutcomeKind::Reject(reason.into()))
-    }
-}
-
 /// A timer that fired: the watermark reached the time it was set for.
 #[derive(Debug, Clone, Copy)]
 pub struct Timer<'a> {
@@ -718,6 +566,7 @@ fn emit_one(
         Emission::Input(t)
         | Emission::InputValue(t, _)
         | Emission::InputScratch(t, ..)
+        | Emission::InputSplice(t, ..)
         | Emission::Record(t, _) => t,
     };
     let output = match names.resolve(target) {
@@ -741,8 +590,24 @@ fn emit_one(
             }),
             None => entries::put_reject(out, i, "the input record does not decode"),
         },
+        (Emission::InputSplice(_, start, end, count), Source::Record(_)) => SCRATCH.with(|s| {
+            let s = s.borrow();
+            match s.get(start..end) {
+                Some(spans) => {
+                    out.push(entries::SPLICE);
+                    codec::put_uvarint(out, u64::from(i));
+                    codec::put_uvarint(out, u64::from(output));
+                    codec::put_uvarint(out, u64::from(count));
+                    out.extend_from_slice(spans);
+                }
+                None => entries::put_reject(out, i, "a splice from another batch"),
+            }
+        }),
         (
-            Emission::Input(_) | Emission::InputValue(..) | Emission::InputScratch(..),
+            Emission::Input(_)
+            | Emission::InputValue(..)
+            | Emission::InputScratch(..)
+            | Emission::InputSplice(..),
             Source::Timer(_),
         ) => entries::put_reject(out, i, "a timer has no input record to keep; emit a record"),
         (Emission::Record(_, r), src) => {

@@ -214,6 +214,25 @@ fn decode_entries(
                 output,
                 record,
             } => (input, output, record),
+            Entry::Splice {
+                input,
+                output,
+                spans,
+            } => {
+                let Some(inputs) = inputs else {
+                    return Err(format!("timer {input}: a splice entry, but no record"));
+                };
+                let spliced = crate::entries::splice_record(inputs[input as usize], &spans)
+                    .map_err(|e| format!("input {input}: {e}"))?;
+                add_emitted(
+                    &mut res[input as usize],
+                    RawRecord(&spliced),
+                    output,
+                    outputs,
+                    ctx,
+                )?;
+                continue;
+            }
         };
         add_emitted(&mut res[input as usize], record, output, outputs, ctx)?;
     }

@@ -1,7 +1,7 @@
 //! Native primitives for hot loops: regular expressions, substring and byte-set search,
 //! JSON by path, base64, hex and SHA-256.
 //!
-//! In a plugin (wasm) these are host calls (`sluice:transform/text@0.2.1`): the host runs
+//! In a plugin (wasm) these are host calls (`sluice:transform/text@0.2.2`): the host runs
 //! them at native speed, so a plugin keeps its policy in the sandbox and leaves the
 //! scanning to the host. Natively (tests, the harness) the same functions run the code
 //! in [`native`] — the very code the host runs — so a plugin behaves the same in both.
@@ -540,6 +540,51 @@ pub mod native {
             }
         }
 
+        /// Calls `f(index, start, end)` for every match the contract's
+        /// `find-in-json-batch` reports in the document `b`: in JSON (an object or array),
+        /// matches inside string values only, each string searched on its own, and with
+        /// `names` the members whose name it matches as `JSON_MEMBER + kind` with their
+        /// value's span (their inside not searched); a JSON document with escapes as one
+        /// `JSON_ESCAPES`; anything else searched whole. `tokens` is scratch.
+        pub fn find_in_json(
+            &self,
+            b: &[u8],
+            names: Option<&Compiled>,
+            tokens: &mut Vec<u32>,
+            mut f: impl FnMut(u32, u32, u32),
+        ) {
+            tokens.clear();
+            if looks_like_json(b) {
+                json_index(b, 0, tokens);
+            }
+            if tokens.get(1).is_none_or(|&k| k == JSON_INVALID) {
+                return self.find_all(b, f);
+            }
+            if tokens.chunks_exact(4).any(|t| t[1] >= JSON_ESCAPED) {
+                return f(JSON_ESCAPES, 0, 0);
+            }
+            let (mut skip_until, mut member) = (0, false);
+            for t in tokens.chunks_exact(4) {
+                let (kind, s, e) = (t[1], t[2], t[3]);
+                if s < skip_until {
+                    continue;
+                }
+                let named = std::mem::take(&mut member);
+                let text = &b[s as usize..e as usize];
+                match kind {
+                    JSON_KEY => member = names.is_some_and(|n| n.is_match(text)),
+                    _ if named => {
+                        f(JSON_MEMBER + kind, s, e);
+                        if kind <= JSON_ARRAY {
+                            skip_until = e;
+                        }
+                    }
+                    JSON_STRING => self.find_all(text, |i, ms, me| f(i, s + ms, s + me)),
+                    _ => {}
+                }
+            }
+        }
+
         pub fn replace_all(&self, h: &[u8], replacement: &str) -> Vec<u8> {
             let mut out = Vec::with_capacity(h.len());
             let mut last = 0;
@@ -568,6 +613,10 @@ pub mod native {
     pub const JSON_INVALID: u32 = 5;
     /// Added to a key's or string's kind when it holds escapes.
     pub const JSON_ESCAPED: u32 = 16;
+    /// In `find-in-json-batch` answers: a member under a matching name is `JSON_MEMBER +`
+    /// its value's kind; a JSON document with escapes is one `JSON_ESCAPES`.
+    pub const JSON_MEMBER: u32 = 64;
+    pub const JSON_ESCAPES: u32 = 255;
     /// Deepest nesting indexed (serde_json's default limit too).
     pub const MAX_JSON_DEPTH: usize = 128;
 

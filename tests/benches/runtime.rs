@@ -96,8 +96,13 @@ fn rate(ex: &mut Executor, bytes: &[u8], base_ts: i64, secs: f64) -> (f64, u64) 
     );
     let start = Instant::now();
     let (mut n, mut fuel) = (0u64, 0u64);
+    let mut reported = false;
     while start.elapsed().as_secs_f64() < secs {
         let out = ex.run(&input);
+        if out.traps > 0 && !reported && std::env::var_os("SLUICE_BENCH_DEBUG").is_some() {
+            println!("  (run {n}: {} traps: {:?})", out.traps, out.trap_reasons);
+            reported = true;
+        }
         fuel += out.fuel_used;
         n += BATCH as u64;
     }
@@ -233,6 +238,26 @@ fn main() {
             t.elapsed().as_secs_f64() * 1e6 / 20.0
         }
     );
+    // The same mask built from an earlier version of the source (contract 0.2.1: it
+    // rewrites values in the guest rather than splicing), for an A/B in one run:
+    // `SLUICE_BENCH_OLD_MASK=path/to/mask.wasm`.
+    if let Some(old) = std::env::var_os("SLUICE_BENCH_OLD_MASK") {
+        let old_c = rt.compile(&std::fs::read(old).unwrap()).unwrap();
+        for format in ["json", "text", "invalid"] {
+            let (fctx, fbytes) = encode_batch(&records_of(format));
+            let mut new_ex = rt.executor(mask_c.clone(), cfg("mask", &[]), 0).unwrap();
+            let mut old_ex = rt.executor(old_c.clone(), cfg("mask", &[]), 0).unwrap();
+            let (mut a, mut b) = (0f64, 0f64);
+            for _ in 0..3 {
+                a = a.max(rate(&mut old_ex, &fbytes, fctx.base_timestamp, 0.7).0);
+                b = b.max(rate(&mut new_ex, &fbytes, fctx.base_timestamp, 0.7).0);
+            }
+            println!(
+                "mask {format:<8} rewriting (older build) {a:>10.0}/s  splicing {b:>10.0}/s  ({:.2}x)",
+                b / a
+            );
+        }
+    }
     println!(
         "mask ({} KiB): cold compile {:.0} ms, cached load {:.1} ms",
         sluice::plugins::MASK.len() / 1024,
@@ -269,7 +294,9 @@ fn main() {
             let compiled = rt.compile(bytes).unwrap();
             let compile = t.elapsed();
             let t = Instant::now();
-            let ex = rt.executor(compiled, cfg("mask-other", &[]), 0).unwrap();
+            let ex = rt
+                .executor(compiled.clone(), cfg("mask-other", &[]), 0)
+                .unwrap();
             println!(
                 "mask {lang} component: {} KiB, compile {:.1} s (both engines), instantiate + init {:.1} ms, linear memory {} MiB",
                 bytes.len() / 1024,
@@ -277,19 +304,94 @@ fn main() {
                 t.elapsed().as_secs_f64() * 1e3,
                 ex.memory_bytes() >> 20
             );
+            // What each further instance costs the server: resident memory over eight
+            // more, each having run a batch (the snapshot's pages are shared copy-on-write
+            // until written).
+            let (rctx, rbytes) = encode_batch(&records_of("json"));
+            let before = rss_bytes();
+            let more: Vec<Executor> = (0..8)
+                .map(|_| {
+                    let mut e = rt
+                        .executor(compiled.clone(), cfg("mask-other", &[]), 0)
+                        .unwrap();
+                    rate(&mut e, &rbytes, rctx.base_timestamp, 0.0);
+                    e
+                })
+                .collect();
+            println!(
+                "mask {lang}: {:.1} MiB resident per further instance (8 instances, a batch each)",
+                (rss_bytes().saturating_sub(before)) as f64 / 8.0 / (1 << 20) as f64
+            );
+            drop(more);
             execs.push((*lang, ex));
+        }
+        // Another plugin of the same toolchain (the `filter` example): what an upload of a
+        // new plugin or version costs once the interpreter's functions are cached.
+        for (lang, bytes) in [
+            (
+                "Python",
+                sluice_tests::python_plugin("sdk-python/examples/filter"),
+            ),
+            ("JS", sluice_tests::js_plugin("sdk-js/examples/filter")),
+        ] {
+            let t = Instant::now();
+            let compiled = rt.compile(&bytes).unwrap();
+            let compile = t.elapsed();
+            let t2 = Instant::now();
+            rt.executor(
+                compiled,
+                cfg("filter-other", &[("field", "id"), ("op", "exists")]),
+                0,
+            )
+            .unwrap();
+            println!(
+                "filter {lang} component after mask's: compile {:.1} s, instantiate + init {:.0} ms",
+                compile.as_secs_f64(),
+                t2.elapsed().as_secs_f64() * 1e3
+            );
         }
         for format in ["json", "text", "invalid"] {
             let (fctx, fbytes) = encode_batch(&records_of(format));
             let (r, _) = rate(&mut rust_ex, &fbytes, fctx.base_timestamp, 0.7);
             let mut line = format!("mask {format:<8} Rust {r:>10.0}/s");
             for (lang, ex) in &mut execs {
+                let t1 = Instant::now();
+                let one = ex.run(&BatchInput::records(
+                    "bench",
+                    0,
+                    0,
+                    fctx.base_timestamp,
+                    bytes::Bytes::copy_from_slice(&fbytes),
+                    BATCH as u32,
+                ));
+                if one.calls > 1
+                    || one.traps > 0
+                    || std::env::var_os("SLUICE_BENCH_DEBUG").is_some()
+                {
+                    println!(
+                        "  ({lang} {format}: {:?}, {} calls, done {} {:?}, {} traps: {:?})",
+                        t1.elapsed(),
+                        one.calls,
+                        one.done,
+                        one.early,
+                        one.traps,
+                        one.trap_reasons
+                    );
+                }
                 let (p, _) = rate(ex, &fbytes, fctx.base_timestamp, 2.0);
                 line += &format!("  {lang} {p:>8.0}/s ({:.1}% of Rust)", p / r * 100.0);
             }
             println!("{line}");
         }
     }
+}
+
+/// The process's resident memory (Linux).
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
 }
 
 /// `encrypt` (AES-256-GCM, one field) on ~150-byte JSON records, natively and as the

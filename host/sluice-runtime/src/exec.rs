@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sluice_sdk::codec::{Reader, RecordView};
-use sluice_sdk::entries::{Entries, Entry};
+use sluice_sdk::entries::{Entries, Entry, splice_record_into};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::sandbox::{CallBound, HostState, Interrupt, Stop, bound_str, bound_string};
@@ -810,6 +810,8 @@ impl Executor {
         let mut emitted = Vec::with_capacity(count as usize);
         let mut rejected = Vec::new();
         let mut failed = Vec::new();
+        // The records of splice entries, built here (buffer `buffer + 1`).
+        let mut spliced = Vec::new();
         // Emits of the current input so far, and whether it already has its verdict.
         let (mut cur, mut cur_emits, mut cur_done) = (u32::MAX, 0usize, false);
         let mut cur_start = 0usize;
@@ -849,7 +851,11 @@ impl Executor {
                     rejected.push((abs, bound_str(reason)));
                     cur_done = true;
                 }
-                Entry::Emit { output, .. } | Entry::Pass { output, .. } if output >= outputs => {
+                Entry::Emit { output, .. }
+                | Entry::Pass { output, .. }
+                | Entry::Splice { output, .. }
+                    if output >= outputs =>
+                {
                     fail(
                         &mut emitted,
                         format!(
@@ -858,7 +864,9 @@ impl Executor {
                     );
                     cur_done = true;
                 }
-                Entry::Emit { .. } | Entry::Pass { .. } if cur_emits >= max_per => {
+                Entry::Emit { .. } | Entry::Pass { .. } | Entry::Splice { .. }
+                    if cur_emits >= max_per =>
+                {
                     fail(
                         &mut emitted,
                         format!(
@@ -867,13 +875,44 @@ impl Executor {
                     );
                     cur_done = true;
                 }
-                Entry::Pass { .. } if input.kind == CallKind::Timers => {
+                Entry::Pass { .. } | Entry::Splice { .. } if input.kind == CallKind::Timers => {
                     fail(
                         &mut emitted,
-                        "malformed output: a pass entry for a timer, which has no input record"
+                        "malformed output: a pass or splice entry for a timer, which has no input record"
                             .into(),
                     );
                     cur_done = true;
+                }
+                Entry::Splice { output, spans, .. } => {
+                    let b = bounds.get_or_insert_with(|| item_bounds(input));
+                    let (Some(&s), Some(&e)) = (b.get(abs as usize), b.get(abs as usize + 1))
+                    else {
+                        return Err(format!(
+                            "splice entry for input {abs}, which does not decode"
+                        ));
+                    };
+                    let start = spliced.len();
+                    if let Err(why) = input
+                        .records
+                        .get(s..e)
+                        .ok_or_else(|| "input out of range".to_string())
+                        .and_then(|raw| splice_record_into(raw, &spans, &mut spliced))
+                    {
+                        fail(&mut emitted, format!("malformed output: {why}"));
+                        cur_done = true;
+                        continue;
+                    }
+                    if spliced.len() > u32::MAX as usize {
+                        return Err("spliced records past 4 GiB".into());
+                    }
+                    cur_emits += 1;
+                    emitted.push(Emitted {
+                        input: abs,
+                        output,
+                        buffer: buffer + 1,
+                        start: start as u32,
+                        end: spliced.len() as u32,
+                    });
                 }
                 Entry::Pass { output, .. } => {
                     let b = bounds.get_or_insert_with(|| item_bounds(input));
@@ -910,6 +949,9 @@ impl Executor {
             }
         }
         out.buffers.push(buf);
+        if !spliced.is_empty() {
+            out.buffers.push(Bytes::from(spliced));
+        }
         out.emitted.append(&mut emitted);
         out.rejected.append(&mut rejected);
         out.failed.append(&mut failed);

@@ -602,7 +602,7 @@ impl Runtime {
                 Ok(p) => Pre::V1(p),
                 Err(v1) => {
                     return Err(RuntimeError::WrongWorld(format!(
-                        "as sluice:transform@0.2.1: {v2:#}; as sluice:transform@0.1.0: {v1:#}"
+                        "as sluice:transform@0.2.2: {v2:#}; as sluice:transform@0.1.0: {v1:#}"
                     )));
                 }
             },

@@ -1,5 +1,5 @@
 // The component's entry: binds the host imports and exports the transform.
-import * as host from 'sluice:transform/host@0.2.1';
+import * as host from 'sluice:transform/host@0.2.2';
 import { bindHost, transform } from 'sluice-sdk';
 import { filter, setup } from './filter.js';
 

@@ -1,7 +1,9 @@
 // The component's entry: binds the host imports and exports the transform.
-import * as host from 'sluice:transform/host@0.2.1';
-import { bindHost, transform } from 'sluice-sdk';
-import { mask, setup } from './mask.js';
+import * as host from 'sluice:transform/host@0.2.2';
+import * as textHost from 'sluice:transform/text@0.2.2';
+import { bindHost, bindText, transformBatch } from 'sluice-sdk';
+import { maskBatch, setup } from './mask.js';
 
 bindHost(host);
-export const { init, process, onTimers } = transform(mask, { init: setup });
+bindText(textHost);
+export const { init, process, onTimers } = transformBatch(maskBatch, { init: setup });

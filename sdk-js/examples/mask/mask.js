@@ -1,15 +1,23 @@
 // Masks secrets in plain-text and JSON values — the Rust `mask` example in JavaScript,
 // passing the same plugins/mask/cases.json. Config and detectors as in Rust (`pairs`,
-// `json`, `email`, `card`; `mask_char`, `mask_length`, `fields`). The text detectors are
-// one regular expression, one pass (pairs, then email, then card where several match);
-// word classes are ASCII (JavaScript's `\w` and `\b`). JSON is walked token by token over
-// its text, so what is not masked is copied as it was.
+// `json`, `email`, `card`; `mask_char`, `mask_length`, `fields`).
+//
+// `maskBatch` (what the component runs) works on one host pass per batch (`text`): it
+// finds, in every record, the members under secret names and the text detectors' matches
+// inside JSON strings (or in the whole value when it is not JSON); what stays here is the
+// policy — which part of a match to mask, the Luhn check — and a masked record leaves as a
+// splice (only the masks cross back; a record with nothing to mask passes untouched). JSON
+// with escapes takes the slower walk of `mask` (one regular expression in JavaScript, JSON
+// walked token by token over its text).
 
-import { Outcome, SluiceError, config } from 'sluice-sdk';
+import { Outcome, SluiceError, config, text } from 'sluice-sdk';
 
 const DEFAULT_FIELDS =
   'password,passwd,pwd,secret,token,api_key,apikey,access_key,private_key,authorization,credential';
 const escape = (s) => s.replace(/[.*+?^${}()|[\]\\-]/g, '\\$&');
+const escapeRust = (s) => s.replace(/[\\.+*?()|[\]{}^$#&\-~]/g, '\\$&');
+const encoder = new TextEncoder();
+const utf8 = new TextDecoder('utf-8', { fatal: true });
 const normalize = (name) => name.replace(/[_\- ]/g, '').toLowerCase();
 
 export function luhn(s) {
@@ -49,7 +57,38 @@ export function setup() {
   }
   if (detectors.includes('email')) alts.push('(?<local>\\b[A-Za-z0-9._%+-]+)@(?:[A-Za-z0-9-]+\\.)+[A-Za-z]{2,}\\b');
   if (detectors.includes('card')) alts.push('(?<card>\\b[0-9](?:[ -]?[0-9]){12,18}\\b)');
+  // The same detectors for the host, in the syntax of Rust's `regex` (as the Rust plugin).
+  const sources = [];
+  const kinds = [];
+  if (detectors.includes('pairs') && raw.length) {
+    const names = raw.map((n) => n.split(/[_\- ]/).map(escapeRust).join('[_\\- ]?')).join('|');
+    sources.push(`(?i)(?:^|[^\\w])(?:${names})\\w*\\s*[:=]\\s*"?[^\\s,;&"']+`);
+    kinds.push('pairs');
+  }
+  if (detectors.includes('email')) {
+    sources.push('(?-u:\\b)[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9-]+\\.)+[A-Za-z]{2,}(?-u:\\b)');
+    kinds.push('email');
+  }
+  if (detectors.includes('card')) {
+    sources.push('(?-u:\\b)[0-9](?:[ -]?[0-9]){12,18}(?-u:\\b)');
+    kinds.push('card');
+  }
+  const fixed = maskLength === null ? null : encoder.encode(maskChar.repeat(maskLength));
+  const hostPattern = sources.length ? new text.Pattern(sources) : null;
+  const normalized = raw.map(normalize);
   return {
+    host: hostPattern,
+    // The batch pass needs a pattern even with no text detector: one that never matches.
+    scan: hostPattern ?? new text.Pattern(['\\b\\B']),
+    // Secret field names as the host matches them: a name's letters with `_`, `-` or spaces
+    // between them, any case (what `normalize` then `includes` means).
+    namesRe:
+      detectors.includes('json') && normalized.length
+        ? new text.Pattern([`(?i)${normalized.map((nm) => [...nm].map(escapeRust).join('[_\\- ]*')).join('|')}`])
+        : null,
+    kinds,
+    fixed,
+    quoted: maskLength === null ? null : encoder.encode(`"${maskChar.repeat(maskLength)}"`),
     maskChar,
     maskLength,
     names: raw.map(normalize),
@@ -175,11 +214,109 @@ function maskJson(m, text) {
   return out.join('');
 }
 
-export function mask(m, record) {
-  const text = record.valueStr();
-  if (text === null) return Outcome.keep();
+/** The masked text, or null when nothing changed. */
+function maskValue(m, value) {
   let masked = null;
-  if (/^[ \t\r\n]*[{[]/.test(text)) masked = maskJson(m, text);
-  if (masked === null) masked = maskText(m, text);
-  return masked === text ? Outcome.keep() : Outcome.keepWithValue(masked);
+  if (/^[ \t\r\n]*[{[]/.test(value)) masked = maskJson(m, value);
+  if (masked === null) masked = maskText(m, value);
+  return masked === value ? null : masked;
+}
+
+export function mask(m, record) {
+  const value = record.valueStr();
+  if (value === null) return Outcome.keep();
+  const masked = maskValue(m, value);
+  return masked === null ? Outcome.keep() : Outcome.keepWithValue(masked);
+}
+
+// --- the batch path ----------------------------------------------------------------------
+
+const maskBytes = (m, n) => m.fixed ?? encoder.encode(m.maskChar.repeat(n));
+/** Pushes the span that masks what the text detector `kind` found at `b[start..end]`. */
+function textSpan(m, b, kind, start, end, spans) {
+  const found = b.subarray(start, end);
+  if (kind === 'email') {
+    const at = found.indexOf(0x40);
+    spans.push([start, start + at, maskBytes(m, at)]);
+  } else if (kind === 'pairs') {
+    // The separator, then spaces and an optional quote before the value (bytes: the
+    // value is UTF-8 already, and `\s` before it ASCII unless it is not).
+    let j = 1;
+    while (j < found.length && found[j] !== 0x3a && found[j] !== 0x3d) j++;
+    if (j >= found.length) return;
+    j++;
+    while (j < found.length && (found[j] === 0x20 || (found[j] >= 0x09 && found[j] <= 0x0d))) j++;
+    if (j < found.length && found[j] >= 0x80) {
+      // Other (Unicode) spaces: decode.
+      const value = utf8.decode(found.slice(j)).trimStart();
+      const v = value.startsWith('"') ? value.slice(1) : value;
+      const n = encoder.encode(v).length;
+      spans.push([end - n, end, maskBytes(m, [...v].length)]);
+      return;
+    }
+    if (found[j] === 0x22) j++;
+    let chars = 0;
+    for (let x = j; x < found.length; x++) if ((found[x] & 0xc0) !== 0x80) chars++;
+    spans.push([start + j, end, maskBytes(m, chars)]);
+  } else {
+    const card = String.fromCharCode(...found);
+    if (!luhn(card)) return;
+    const total = [...card].filter((c) => c >= '0' && c <= '9').length;
+    let seen = 0;
+    const masked = [...card].map((c) => (c >= '0' && c <= '9' && ++seen <= total - 4 ? m.maskChar : c)).join('');
+    spans.push([start, end, encoder.encode(masked)]);
+  }
+}
+
+/** Whether `b` is UTF-8: ASCII byte by byte, a decoder only past it. */
+function isUtf8(b) {
+  let i = 0;
+  while (i < b.length && b[i] < 0x80) i++;
+  if (i === b.length) return true;
+  try {
+    utf8.decode(b.subarray(i));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** One batch: one host pass finds, in every record, the members under secret names and the
+ * text detectors' matches inside JSON strings (or in the whole value when it is not JSON);
+ * JavaScript then only decides what each of those becomes. */
+export function maskBatch(m, batch) {
+  const q = m.scan.findInJsonBatch(text.VALUE, m.namesRe);
+  const n = q.length;
+  let k = 0;
+  while (k < n) {
+    const r = q[k];
+    const b = batch.value(r);
+    let spans = [];
+    let checked = false;
+    while (k < n && q[k] === r) {
+      const code = q[k + 1];
+      const s = q[k + 2];
+      const e = q[k + 3];
+      k += 4;
+      if (code < text.MEMBER) {
+        if (!checked) {
+          if (!isUtf8(b)) {
+            spans = null; // text that is not UTF-8 is left alone
+            break;
+          }
+          checked = true;
+        }
+        textSpan(m, b, m.kinds[code], s, e, spans);
+      } else if (code === text.ESCAPES) {
+        const masked = maskValue(m, utf8.decode(b));
+        if (masked !== null) spans.push([0, b.length, encoder.encode(masked)]);
+      } else if (code === text.MEMBER + text.STRING) {
+        spans.push([s, e, m.fixed ?? maskBytes(m, [...utf8.decode(b.subarray(s, e))].length)]);
+      } else if (code !== text.MEMBER + text.SCALAR || !(e - s === 4 && b[s] === 0x6e)) {
+        spans.push([s, e, m.quoted ?? encoder.encode(`"${m.maskChar.repeat(e - s)}"`)]);
+      }
+    }
+    while (k < n && q[k] === r) k += 4; // the rest of a record left alone
+    if (spans && spans.length) batch.splice(r, spans);
+  }
 }

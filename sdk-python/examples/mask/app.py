@@ -8,16 +8,20 @@ whatever their value; other JSON strings get the text detectors), `email` (the l
 (default `*`), `mask_length` (default 8; `preserve` keeps the length), `fields` (secret
 names, comma-separated).
 
-The text detectors are one regular expression, one pass, at a place where several match
-the first of pairs, email, card wins (as in Rust). JSON is walked token by token over its
-text, so what is not masked is copied as it was (spacing, order, numbers).
+It runs on the host's passes (`sluice_sdk.text`): one host call per batch finds, in
+every record, the members under secret names and the text detectors' matches inside
+JSON strings (or in the whole value when it is not JSON); what stays in Python is the
+policy — which part of a match to mask, the Luhn check — and each masked record leaves as
+a splice (only the masks cross back; a record with nothing to mask is passed untouched).
+JSON with escapes goes through the slower walk below (`Masker.mask_value`), which is
+also what `mask` (record by record) runs.
 """
 
 import json
 import re
 
 import sluice_sdk
-from sluice_sdk import Error, Outcome
+from sluice_sdk import Error, Outcome, text
 
 DEFAULT_FIELDS = (
     "password,passwd,pwd,secret,token,api_key,apikey,access_key,private_key,authorization,credential"
@@ -76,6 +80,32 @@ class Masker:
             alts.append(f"(?P<card>{CARD})")
         self.text = re.compile("|".join(alts)) if alts else None
         self.seen = {}
+        # The same detectors for the host, in the syntax of Rust's `regex` (as the Rust
+        # plugin has them), and what each of its patterns finds.
+        sources, self.kinds = [], []
+        if "pairs" in detectors and raw:
+            names = "|".join(r"[_\- ]?".join(_escape(p) for p in re.split(r"[_\- ]", n)) for n in raw)
+            sources.append(rf"""(?i)(?:^|[^\w])(?:{names})\w*\s*[:=]\s*"?[^\s,;&"']+""")
+            self.kinds.append("pairs")
+        if "email" in detectors:
+            sources.append(HOST_EMAIL)
+            self.kinds.append("email")
+        if "card" in detectors:
+            sources.append(HOST_CARD)
+            self.kinds.append("card")
+        self.host = text.Pattern(sources) if sources else None
+        # The batch pass needs a pattern even with no text detector: one that never matches.
+        self.scan = self.host or text.Pattern([r"\b\B"])
+        # Secret field names as the host matches them: a name's letters with `_`, `-` or
+        # spaces between them, any case (what `normalize` then `in` means).
+        self.names_re = None
+        if self.json and self.names:
+            alts = "|".join(r"[_\- ]*".join(_escape(c) for c in n) for n in self.names)
+            self.names_re = text.Pattern([f"(?i){alts}"])
+        self.fixed = (
+            None if self.mask_length is None else (self.mask_char * self.mask_length).encode()
+        )
+        self.quoted = None if self.fixed is None else b'"' + self.fixed + b'"'
 
     def mask(self, n):
         return self.mask_char * (self.mask_length if self.mask_length is not None else n)
@@ -204,8 +234,95 @@ def _container_end(text, i):
         i += 1
 
 
+HOST_EMAIL = r"(?-u:\b)[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}(?-u:\b)"
+HOST_CARD = r"(?-u:\b)[0-9](?:[ -]?[0-9]){12,18}(?-u:\b)"
+
+
+def _escape(s):
+    return "".join("\\" + c if c in "\\.+*?()|[]{}^$#&-~" else c for c in s)
+
+
+def _mask_bytes(m, n):
+    return m.fixed or (m.mask_char * n).encode()
+
+
+def text_span(m, b, kind, start, end, spans):
+    """Appends the span that masks what the text detector `kind` found at `b[start:end]`."""
+    found = b[start:end]
+    if kind == "email":
+        at = found.find(b"@")
+        spans.append((start, start + at, _mask_bytes(m, at)))
+    elif kind == "pairs":
+        cut = [i for i in (found.find(b":", 1), found.find(b"=", 1)) if i > 0]
+        if not cut:
+            return
+        try:
+            value = found[min(cut) + 1 :].decode("utf-8").lstrip()
+        except UnicodeDecodeError:
+            return
+        if value.startswith('"'):
+            value = value[1:]
+        n = len(value.encode("utf-8"))
+        spans.append((end - n, end, _mask_bytes(m, len(value))))
+    else:
+        card = found.decode("ascii")
+        if not luhn(card):
+            return
+        total = sum(c.isdigit() for c in card)
+        out, seen = [], 0
+        for c in card:
+            if c.isdigit():
+                seen += 1
+                if seen <= total - 4:
+                    out.append(m.mask_char)
+                    continue
+            out.append(c)
+        spans.append((start, end, "".join(out).encode()))
+
+
+def mask_batch(m, batch):
+    """One batch: one host pass finds, in every record, the members under secret names
+    and the text detectors' matches inside JSON strings (or in the whole value when it is
+    not JSON); Python then only decides what each of those becomes."""
+    q = m.scan.find_in_json_batch(text.VALUE, m.names_re)
+    kinds = m.kinds
+    value = batch.value
+    n = len(q)
+    k = 0
+    while k < n:
+        r = q[k]
+        b = value(r)
+        spans = []
+        text_checked = False
+        while k < n and q[k] == r:
+            code, s, e = q[k + 1], q[k + 2], q[k + 3]
+            k += 4
+            if code < text.MEMBER:
+                if not text_checked:
+                    try:
+                        b.decode("utf-8")  # text that is not UTF-8 is left alone
+                    except UnicodeDecodeError:
+                        spans = None
+                        break
+                    text_checked = True
+                text_span(m, b, kinds[code], s, e, spans)
+            elif code == text.ESCAPES:  # JSON with escapes: the slower walk decides
+                masked = m.mask_value(b).encode("utf-8")
+                if masked != b:
+                    spans.append((0, len(b), masked))
+            elif code == text.MEMBER + text.STRING:
+                spans.append((s, e, m.fixed or _mask_bytes(m, len(b[s:e].decode("utf-8")))))
+            elif code != text.MEMBER + text.SCALAR or b[s:e] != b"null":
+                spans.append((s, e, m.quoted or ('"' + m.mask_char * (e - s) + '"').encode()))
+        while k < n and q[k] == r:  # the rest of a record left alone
+            k += 4
+        if spans:
+            batch.splice(r, spans)
+
+
 def setup():
-    return Masker(sluice_sdk.config)
+    m = Masker(sluice_sdk.config)
+    return m
 
 
 def mask(m, record):
@@ -221,4 +338,4 @@ def mask(m, record):
     return Outcome.keep_with_value(masked)
 
 
-WitWorld = sluice_sdk.transform(mask, init=setup)
+WitWorld = sluice_sdk.transform_batch(mask_batch, init=setup)

@@ -1,7 +1,7 @@
 // A JavaScript plugin that misbehaves on records whose value contains `POISON`, in the
 // way config `mode` names: `loop` (never returns), `memhog` (allocates until stopped),
 // `throw` (an exception). Other records pass. Test fixture, not an example.
-import * as host from 'sluice:transform/host@0.2.1';
+import * as host from 'sluice:transform/host@0.2.2';
 import { Outcome, bindHost, config, transform } from 'sluice-sdk';
 
 bindHost(host);

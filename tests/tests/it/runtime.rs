@@ -268,7 +268,7 @@ fn components_built_for_the_0_1_contract_keep_working() {
             .unwrap()
             .stateful()
     );
-    // Built against 0.2.0: its imports resolve semver-compatibly to the 0.2.1 host.
+    // Built against 0.2.0: its imports resolve semver-compatibly to the 0.2.2 host.
     let v020 = rt
         .compile(include_bytes!("../../prebuilt/window-count-v0.2.0.wasm"))
         .unwrap();
@@ -328,6 +328,15 @@ fn contained_on(rt: &Arc<Runtime>, mode: &str, limits: Limits, expect: &str) -> 
         "{mode}: {again:?}"
     );
     results.iter().map(verdict).collect()
+}
+
+#[test]
+fn a_splice_that_does_not_fit_its_value_fails_that_record_alone() {
+    contained(
+        "bad_splice",
+        Limits::default(),
+        "splice span 3..10000 of a 8-byte value",
+    );
 }
 
 #[test]

@@ -214,7 +214,7 @@ fn a_million_shuffled_events_count_exactly_per_window_and_late_ones_are_dead_let
 }
 
 /// A stateful component built against `sluice:transform@0.2.0` (kept prebuilt in
-/// tests/prebuilt) links against the 0.2.1 host unchanged and counts exactly.
+/// tests/prebuilt) links against the 0.2.2 host unchanged and counts exactly.
 #[test]
 fn a_stateful_plugin_built_for_contract_0_2_0_still_counts_exactly() {
     let w = workload(20_000, 11);

@@ -1,4 +1,4 @@
-//! The `text` interface (contract 0.2.1): native primitives a plugin calls instead of
+//! The `text` interface (contract 0.2.1; `find-in-json-batch` 0.2.2): native primitives a plugin calls instead of
 //! running hot loops in wasm. The work itself is the SDK's [`sluice_sdk::text::native`]
 //! (what the SDK runs natively too); this file bounds it: every call is checked against
 //! the call's deadline and charged against its work budget, inputs are capped, and an
@@ -140,6 +140,28 @@ impl HostPattern for HostState {
         Ok(out)
     }
 
+    fn find_in_json_batch(
+        &mut self,
+        p: Resource<Pattern>,
+        part: Part,
+        names: Option<Resource<Pattern>>,
+    ) -> wasmtime::Result<Vec<u32>> {
+        let Some(batch) = self.batch.clone() else {
+            return Ok(Vec::new());
+        };
+        self.charge(batch.parts(part).flatten().map(<[u8]>::len).sum())?;
+        let re = self.pattern(&p)?;
+        let names = names.as_ref().map(|n| self.pattern(n)).transpose()?;
+        let (mut out, mut tokens) = (Vec::new(), Vec::new());
+        for (n, h) in batch.parts(part).enumerate() {
+            if let Some(h) = h {
+                let n = n as u32;
+                re.find_in_json(h, names, &mut tokens, |i, s, e| out.extend([n, i, s, e]));
+            }
+        }
+        Ok(out)
+    }
+
     fn replace_all(
         &mut self,
         p: Resource<Pattern>,
@@ -169,6 +191,25 @@ impl Host for HostState {
                 native::json_index(h, n as u32, &mut out);
             }
         }
+        Ok(out)
+    }
+
+    fn part_spans_batch(&mut self, part: Part) -> wasmtime::Result<Vec<u32>> {
+        let Some(batch) = self.batch.clone() else {
+            return Ok(Vec::new());
+        };
+        let base = batch.bytes.as_ptr() as usize;
+        let mut out = Vec::new();
+        for p in batch.parts(part) {
+            match p {
+                Some(b) => {
+                    let start = b.as_ptr() as usize - base;
+                    out.extend([start as u32, (start + b.len()) as u32]);
+                }
+                None => out.extend([u32::MAX, u32::MAX]),
+            }
+        }
+        self.charge(out.len() * 4)?;
         Ok(out)
     }
 

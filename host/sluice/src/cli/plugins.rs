@@ -332,7 +332,7 @@ export function transform(record) {
 "#;
 
 const JS_APP: &str = r#"// The component's entry: binds the host imports and exports the transform.
-import * as host from 'sluice:transform/host@0.2.1';
+import * as host from 'sluice:transform/host@0.2.2';
 import { bindHost, transform as exportTransform } from 'sluice-sdk';
 import { transform } from './transform.js';
 
