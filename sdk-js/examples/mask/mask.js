@@ -118,16 +118,15 @@ function maskText(m, text) {
     const found = args[0];
     if (g.pairs !== undefined) return g.pairs + maskOf(m, [...g.pv].length);
     if (g.local !== undefined) return maskOf(m, g.local.length) + found.slice(g.local.length);
-    if (!luhn(found)) return found;
-    const total = [...found].filter((c) => c >= '0' && c <= '9').length;
-    let seen = 0;
-    return [...found]
-      .map((c) => {
-        if (c >= '0' && c <= '9' && ++seen <= total - 4) return m.maskChar;
-        return c;
-      })
-      .join('');
+    return luhn(found) ? maskedCard(found, m.maskChar) : found;
   });
+}
+
+/** A card number with all but its last four digits masked (separators kept). */
+function maskedCard(card, maskChar) {
+  const total = [...card].filter((c) => c >= '0' && c <= '9').length;
+  let seen = 0;
+  return [...card].map((c) => (c >= '0' && c <= '9' && ++seen <= total - 4 ? maskChar : c)).join('');
 }
 
 const STRING = /"(?:[^"\\]|\\.)*"/y;
@@ -260,11 +259,7 @@ function textSpan(m, b, kind, start, end, spans) {
     spans.push([start + j, end, maskBytes(m, chars)]);
   } else {
     const card = String.fromCharCode(...found);
-    if (!luhn(card)) return;
-    const total = [...card].filter((c) => c >= '0' && c <= '9').length;
-    let seen = 0;
-    const masked = [...card].map((c) => (c >= '0' && c <= '9' && ++seen <= total - 4 ? m.maskChar : c)).join('');
-    spans.push([start, end, encoder.encode(masked)]);
+    if (luhn(card)) spans.push([start, end, encoder.encode(maskedCard(card, m.maskChar))]);
   }
 }
 

@@ -46,6 +46,20 @@ def luhn(s):
     return total % 10 == 0
 
 
+def masked_card(card, mask_char):
+    """A card number with all but its last four digits masked (separators kept)."""
+    total = sum(c.isdigit() for c in card)
+    out, seen = [], 0
+    for c in card:
+        if c.isdigit():
+            seen += 1
+            if seen <= total - 4:
+                out.append(mask_char)
+                continue
+        out.append(c)
+    return "".join(out)
+
+
 class Masker:
     def __init__(self, get):
         mc = get("mask_char")
@@ -125,18 +139,7 @@ class Masker:
             local = m.group("local")
             return self.mask(len(local)) + m.group(0)[len(local):]
         found = m.group(0)
-        if not luhn(found):
-            return found
-        total = sum(c.isdigit() for c in found)
-        out, seen = [], 0
-        for c in found:
-            if c.isdigit():
-                seen += 1
-                if seen <= total - 4:
-                    out.append(self.mask_char)
-                    continue
-            out.append(c)
-        return "".join(out)
+        return masked_card(found, self.mask_char) if luhn(found) else found
 
     def mask_text(self, text):
         if self.text is None:
@@ -266,18 +269,8 @@ def text_span(m, b, kind, start, end, spans):
         spans.append((end - n, end, _mask_bytes(m, len(value))))
     else:
         card = found.decode("ascii")
-        if not luhn(card):
-            return
-        total = sum(c.isdigit() for c in card)
-        out, seen = [], 0
-        for c in card:
-            if c.isdigit():
-                seen += 1
-                if seen <= total - 4:
-                    out.append(m.mask_char)
-                    continue
-            out.append(c)
-        spans.append((start, end, "".join(out).encode()))
+        if luhn(card):
+            spans.append((start, end, masked_card(card, m.mask_char).encode()))
 
 
 def mask_batch(m, batch):
