@@ -525,9 +525,9 @@ pub async fn fetch(b: &Arc<Broker>, r: FetchRequest, version: i16) -> FetchRespo
         {
             return resp;
         }
-        for w in &mut watches {
-            w.borrow_and_update();
-        }
+        // The receivers were made before the read (an append since then is unseen and
+        // wakes this at once): marking them seen here would lose that append's wake-up
+        // and sleep until `max_wait_ms`.
         let changed =
             futures::future::select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
         tokio::select! {
