@@ -34,12 +34,11 @@ def _grow_uv(n):
         _UV.append(bytes(b))
 
 
-_grow_uv(1 << 14)
 _SPLICE = bytes((codec.SPLICE,))
 
 
 def uv(n: int) -> bytes:
-    if n < 16384:
+    if n < len(_UV):
         return _UV[n]
     b = bytearray()
     codec.put_uvarint(b, n)
@@ -78,6 +77,8 @@ class Batch:
         self._parts = [None, None]
         self._answers = {}
         self._index = output_index
+        if len(_UV) < 4096:  # built on first use, not at import (a smaller snapshot)
+            _grow_uv(4096)
 
     def __len__(self):
         return self._n

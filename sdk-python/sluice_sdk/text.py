@@ -22,8 +22,6 @@ matching on the text as decoded UTF-8), the JSON index by a port of the host's.
 
 from __future__ import annotations
 
-import base64 as _b64
-import hashlib as _hashlib
 import re as _re
 
 try:  # Inside a component: the host's `text` interface.
@@ -190,7 +188,11 @@ def json_get(document: bytes, pointer: str):
 
 
 def base64_encode(data: bytes) -> str:
-    return _host.base64_encode(data) if _host is not None else _b64.b64encode(data).decode()
+    if _host is not None:
+        return _host.base64_encode(data)
+    import base64  # natively only: a component asks the host
+
+    return base64.b64encode(data).decode()
 
 
 def base64_decode(s: str) -> bytes:
@@ -199,7 +201,9 @@ def base64_decode(s: str) -> bytes:
             return _host.base64_decode(s)
         except Exception as e:  # noqa: BLE001
             raise _err(e) from None
-    return _b64.b64decode(s, validate=True)
+    import base64
+
+    return base64.b64decode(s, validate=True)
 
 
 def hex_encode(data: bytes) -> str:
@@ -216,7 +220,11 @@ def hex_decode(s: str) -> bytes:
 
 
 def sha256(data: bytes) -> bytes:
-    return _host.sha256(data) if _host is not None else _hashlib.sha256(data).digest()
+    if _host is not None:
+        return _host.sha256(data)
+    import hashlib
+
+    return hashlib.sha256(data).digest()
 
 
 # --- natively: the same answers in Python ------------------------------------------------
@@ -313,15 +321,28 @@ def _skip_ws(b, i):
     return i
 
 
-_STR_RUN = _re.compile(rb'[^"\\\x00-\x1f]*')
-_SCALAR = _re.compile(rb"true|false|null|-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+_RES = {}
+
+
+def _pattern(name):
+    """The native JSON index's expressions, compiled on first use (not at import: a
+    component never needs them)."""
+    got = _RES.get(name)
+    if got is None:
+        got = _RES[name] = _re.compile(
+            {
+                "run": rb'[^"\\\x00-\x1f]*',
+                "scalar": rb"true|false|null|-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?",
+            }[name]
+        )
+    return got
 
 
 def _string(b, j):
     """(end of the string whose content starts at j, escaped?)"""
     escaped = False
     while True:
-        k = _STR_RUN.match(b, j).end()
+        k = _pattern("run").match(b, j).end()
         try:
             b[j:k].decode("utf-8")
         except UnicodeDecodeError as e:
@@ -405,7 +426,7 @@ def _index_json(b, record, out):
                 out += (record, STRING + (ESCAPED if esc else 0), i + 1, end)
                 i = end + 1
             else:
-                m = _SCALAR.match(b, i)
+                m = _pattern("scalar").match(b, i)
                 if m is None or m.end() == i:
                     raise _Invalid(i)
                 out += (record, SCALAR, i, m.end())
