@@ -335,6 +335,9 @@ pub fn client_config(bootstrap: &str, worker_id: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap);
     c.set("client.id", format!("sluice-worker-{worker_id}"));
+    if let Ok(debug) = std::env::var("SLUICE_KAFKA_DEBUG") {
+        c.set("debug", debug);
+    }
     c
 }
 

@@ -1,8 +1,12 @@
 //! One deployment on one worker: a consumer in the deployment's group and a transactional
-//! producer. Every gathered read goes out as one Kafka transaction — its outputs, its dead
-//! letters and the consumed offsets (`send_offsets_to_transaction` with the group metadata,
-//! KIP-447) — so outputs are exactly once for `read_committed` consumers across worker
-//! crashes and rebalances. A new plugin version takes over between two transactions.
+//! producer. A transaction stays open for the commit interval and takes in chunk after
+//! chunk of records as they arrive — transformed and sent at once, so consuming,
+//! transforming and producing overlap — then commits its outputs, its dead letters and the
+//! consumed offsets (`send_offsets_to_transaction` with the group metadata, KIP-447), so
+//! outputs are exactly once for `read_committed` consumers across worker crashes and
+//! rebalances. A rebalance that takes a partition the open transaction read from aborts
+//! it; the partitions still held are read again from where it began. A new plugin version
+//! takes over between two transactions.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -249,6 +253,10 @@ pub enum EngineError {
     Plugin(String),
     #[error("the consumer has no group metadata yet")]
     NoGroupMetadata,
+    /// A rebalance took a partition the open transaction read from (handled inside the
+    /// session: the transaction is aborted).
+    #[error("a rebalance took a partition of the open transaction")]
+    Rebalanced,
 }
 
 pub(crate) const TXN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -335,6 +343,7 @@ pub(crate) fn consumer(
                 topic: d.input.clone(),
                 highs: Mutex::default(),
                 assigned: Mutex::default(),
+                rebalances: AtomicU64::new(0),
             })?;
     consumer.subscribe(&[&d.input])?;
     Ok(consumer)
@@ -369,6 +378,13 @@ pub(crate) fn producer(
     Ok(producer)
 }
 
+/// Most records taken from the consumer before they are transformed and sent: the
+/// transaction stays open for the commit interval, taking in chunk after chunk, so
+/// consuming, transforming and producing overlap instead of taking turns.
+const CHUNK: usize = 20_000;
+/// How long a chunk waits for more records once it has one.
+const CHUNK_WAIT: Duration = Duration::from_millis(5);
+
 /// One consumer and one transactional producer, until an error or `stop`.
 pub(crate) fn session(
     settings: &EngineSettings,
@@ -378,62 +394,215 @@ pub(crate) fn session(
     let d = job.spec;
     let consumer = consumer(settings, job)?;
     let producer = producer(settings, job, Duration::from_secs(60))?;
-    let dead_letter = d.dead_letter_topic();
-    let mut executors: HashMap<i32, Executor> = HashMap::new();
+    let mut turn = Turn {
+        job,
+        producer: &producer,
+        consumer: &consumer,
+        dead_letter: d.dead_letter_topic(),
+        executors: HashMap::new(),
+        open: Open::default(),
+    };
     let mut seen_gen = u64::MAX;
     let mut current: Option<(u32, Arc<InstanceConfig>, Arc<Compiled>)> = None;
     while !stop.load(Ordering::Acquire) {
         // A new version takes over here, between two transactions.
         if let Some(t) = job.shared.new_target(&mut seen_gen) {
-            executors.clear();
+            turn.executors.clear();
             job.shared
                 .active_version
                 .store(t.version, Ordering::Release);
             current = Some((t.version, job.instance_config(t.version), t.compiled));
         }
-        let Some((version, instance, compiled)) = current.clone() else {
+        let Some(running) = current.clone() else {
             std::thread::sleep(Duration::from_millis(50));
             continue;
         };
-        let mut batch = gather(&consumer, settings.commit_interval, settings.max_batch)?;
-        // A rebalance during the gather may have taken partitions away: their records
-        // are the new owner's to process (from the committed offsets), not ours.
+        // Transactions end every commit interval, counted from when this one began to
+        // wait for records: a record that arrives in an idle stream waits half an interval
+        // on average, not a whole one.
+        let deadline = Instant::now() + settings.commit_interval;
+        let mut chunk = take(&consumer, settings.commit_interval, CHUNK)?;
+        // A rebalance while waiting may have taken partitions away: their records are
+        // the new owner's to process (from the committed offsets), not ours.
         let held = held(&consumer, &d.input)?;
-        batch.retain(|m| held.iter().any(|p| p.partition == m.partition));
+        chunk.retain(|m| held.iter().any(|p| p.partition == m.partition));
         job.shared.hold(held);
-        if batch.is_empty() {
+        if chunk.is_empty() {
             producer.poll(Duration::ZERO);
             continue;
         }
         producer.begin_transaction()?;
-        let result = (|| {
-            let mut next: BTreeMap<i32, i64> = BTreeMap::new();
-            let mut by_partition: BTreeMap<i32, Vec<In>> = BTreeMap::new();
-            for m in batch {
-                next.insert(m.partition, m.offset + 1);
-                by_partition.entry(m.partition).or_default().push(m);
+        turn.open = Open::default();
+        match turn
+            .fill(settings, deadline, &running, chunk, stop)
+            .and_then(|()| commit(&producer, &consumer, &d.input, &turn.open.next))
+        {
+            Ok(()) => turn.open.tally.add_to(job.shared),
+            Err(EngineError::Rebalanced) => {
+                // A partition of the open transaction was taken away: its records are
+                // the new owner's. Abort, and read the partitions still held again from
+                // where this transaction began.
+                let (began, records) = (Instant::now(), turn.open.records);
+                abort(&producer)?;
+                turn.rewind(&d.input)?;
+                tracing::info!(
+                    deployment = job.name,
+                    records,
+                    took_ms = began.elapsed().as_millis() as u64,
+                    "a rebalance took a partition of the open transaction: aborted, reading again"
+                );
             }
-            for (p, records) in by_partition {
-                let ex = match executors.entry(p) {
-                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(v) => v.insert(
-                        job.runtime
-                            .executor(compiled.clone(), instance.clone(), p as u32)
-                            .map_err(|e| EngineError::Plugin(e.to_string()))?,
-                    ),
-                };
-                job.shared.ran(p, version, records[0].offset);
-                transform(ex, &producer, job, &dead_letter, p, &records)?;
+            Err(e) => {
+                let _ = abort(&producer);
+                return Err(e);
             }
-            commit(&producer, &consumer, &d.input, &next)
-        })();
-        if let Err(e) = result {
-            let _ = producer.abort_transaction(TXN_TIMEOUT);
-            return Err(e);
         }
-        job.shared.transactions.fetch_add(1, Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// What the open transaction has consumed.
+#[derive(Default)]
+struct Open {
+    /// Input partition → the first offset this transaction consumed, and the partition's
+    /// assignment count then (see [`LagContext::assignment_of`]).
+    first: BTreeMap<i32, (i64, u64)>,
+    /// Input partition → the next offset to consume (what the commit stores).
+    next: BTreeMap<i32, i64>,
+    records: usize,
+    tally: Tally,
+}
+
+/// What a transaction did, added to the deployment's counters when it commits (an
+/// aborted transaction's records are read and counted again).
+#[derive(Default)]
+struct Tally {
+    records_in: u64,
+    records_out: u64,
+    rejected: u64,
+    failed: u64,
+}
+
+impl Tally {
+    fn add_to(&self, shared: &Shared) {
+        shared
+            .records_in
+            .fetch_add(self.records_in, Ordering::Relaxed);
+        shared
+            .records_out
+            .fetch_add(self.records_out, Ordering::Relaxed);
+        shared.rejected.fetch_add(self.rejected, Ordering::Relaxed);
+        shared.failed.fetch_add(self.failed, Ordering::Relaxed);
+        shared.transactions.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One session's transactions: the clients, the plugin's executors and what the open
+/// transaction holds.
+struct Turn<'a, 'j> {
+    job: &'a Job<'j>,
+    producer: &'a BaseProducer,
+    consumer: &'a BaseConsumer<LagContext>,
+    dead_letter: String,
+    executors: HashMap<i32, Executor>,
+    open: Open,
+}
+
+impl Turn<'_, '_> {
+    /// Transforms and sends `chunk`, then chunk after chunk as records arrive, until
+    /// `deadline`, until the transaction holds `max_batch` records or `stop` is set. [`EngineError::Rebalanced`] when a rebalance took a
+    /// partition the transaction has read from.
+    fn fill(
+        &mut self,
+        settings: &EngineSettings,
+        deadline: Instant,
+        running: &(u32, Arc<InstanceConfig>, Arc<Compiled>),
+        mut chunk: Vec<In>,
+        stop: &AtomicBool,
+    ) -> Result<(), EngineError> {
+        let input = &self.job.spec.input;
+        let mut rebalances = self.consumer.context().rebalances();
+        loop {
+            self.run(running, chunk)?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let room = settings.max_batch.saturating_sub(self.open.records);
+            if left.is_zero() || room == 0 || stop.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            chunk = take(self.consumer, left, CHUNK.min(room))?;
+            let ctx = self.consumer.context();
+            if ctx.rebalances() != rebalances {
+                rebalances = ctx.rebalances();
+                let held = held(self.consumer, input)?;
+                let kept = |p: i32| held.iter().any(|h| h.partition == p);
+                if self
+                    .open
+                    .first
+                    .iter()
+                    .any(|(p, (_, a))| !kept(*p) || ctx.assignment_of(*p) != *a)
+                {
+                    return Err(EngineError::Rebalanced);
+                }
+                chunk.retain(|m| kept(m.partition));
+                self.job.shared.hold(held);
+            }
+        }
+    }
+
+    /// Runs the plugin over one chunk, partition by partition, and sends what it emits.
+    fn run(
+        &mut self,
+        (version, instance, compiled): &(u32, Arc<InstanceConfig>, Arc<Compiled>),
+        chunk: Vec<In>,
+    ) -> Result<(), EngineError> {
+        let job = self.job;
+        let ctx = self.consumer.context();
+        let mut by_partition: BTreeMap<i32, Vec<In>> = BTreeMap::new();
+        for m in chunk {
+            self.open
+                .first
+                .entry(m.partition)
+                .or_insert_with(|| (m.offset, ctx.assignment_of(m.partition)));
+            self.open.next.insert(m.partition, m.offset + 1);
+            self.open.records += 1;
+            by_partition.entry(m.partition).or_default().push(m);
+        }
+        for (p, records) in by_partition {
+            let ex = match self.executors.entry(p) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => v.insert(
+                    job.runtime
+                        .executor(compiled.clone(), instance.clone(), p as u32)
+                        .map_err(|e| EngineError::Plugin(e.to_string()))?,
+                ),
+            };
+            job.shared.ran(p, *version, records[0].offset);
+            transform(
+                ex,
+                self.producer,
+                job,
+                &self.dead_letter,
+                p,
+                &records,
+                &mut self.open.tally,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// After an abort: the partitions still held (and not given away and back meanwhile)
+    /// are read again from the aborted transaction's first offsets.
+    fn rewind(&mut self, input: &str) -> Result<(), EngineError> {
+        let ctx = self.consumer.context();
+        let held = held(self.consumer, input)?;
+        for (p, (first, assigned)) in std::mem::take(&mut self.open).first {
+            if held.iter().any(|h| h.partition == p) && ctx.assignment_of(p) == assigned {
+                self.consumer
+                    .seek(input, p, Offset::Offset(first), Duration::from_secs(10))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Sends the consumed positions `next` (input partition → next offset) with the group's
@@ -459,6 +628,25 @@ pub(crate) fn commit(
     Ok(())
 }
 
+/// Aborts the open transaction. librdkafka's abort waits for the delivery reports of the
+/// records it purges, and a `BaseProducer` only receives them when polled: without
+/// polling in between, an abort with records in flight hangs for its whole timeout.
+pub(crate) fn abort(producer: &BaseProducer) -> Result<(), EngineError> {
+    let deadline = Instant::now() + TXN_TIMEOUT;
+    loop {
+        match producer.abort_transaction(Duration::from_millis(100)) {
+            Ok(()) => return Ok(()),
+            Err(KafkaError::Transaction(e))
+                if (e.is_retriable() || e.code() == RDKafkaErrorCode::OperationTimedOut)
+                    && Instant::now() < deadline =>
+            {
+                producer.poll(Duration::from_millis(1));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Waits until every record sent is acknowledged, a millisecond at a time (rdkafka's own
 /// flush polls in steps of 100 ms that each run to their end: a tenth of a second per
 /// commit for nothing).
@@ -482,9 +670,17 @@ pub(crate) struct LagContext {
     /// How many times each input partition was assigned here: a partition taken away and
     /// given back between two looks may have been processed elsewhere meanwhile.
     assigned: Mutex<HashMap<i32, u64>>,
+    /// Rebalance events seen (assignments and revocations).
+    rebalances: AtomicU64,
 }
 
 impl LagContext {
+    /// How many rebalance events this consumer has seen: unchanged means the assignment
+    /// is as it was.
+    pub(crate) fn rebalances(&self) -> u64 {
+        self.rebalances.load(Ordering::Acquire)
+    }
+
     /// The last stable offset of an input partition, as of the last statistics.
     pub(crate) fn high_of(&self, partition: i32) -> Option<i64> {
         lock(&self.highs).get(&partition).copied()
@@ -517,6 +713,7 @@ impl ClientContext for LagContext {
 
 impl ConsumerContext for LagContext {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.rebalances.fetch_add(1, Ordering::AcqRel);
         if let Rebalance::Assign(list) = rebalance {
             let mut assigned = lock(&self.assigned);
             for e in list.elements_for_topic(&self.topic) {
@@ -575,25 +772,51 @@ pub(crate) fn gather(
         let Some(m) = consumer.poll(left) else {
             break;
         };
-        let m = m?;
-        let headers = m
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|x| (x.key.to_string(), x.value.map(<[u8]>::to_vec)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.push(In {
-            partition: m.partition(),
-            offset: m.offset(),
-            timestamp: m.timestamp().to_millis().unwrap_or(0),
-            key: m.key().map(<[u8]>::to_vec),
-            value: m.payload().map(<[u8]>::to_vec),
-            headers,
-        });
+        out.push(owned(&m?));
     }
     Ok(out)
+}
+
+/// Up to `max` records: waits at most `wait` for the first, then takes what arrives
+/// within [`CHUNK_WAIT`] (and before `wait` ends).
+fn take(
+    consumer: &BaseConsumer<LagContext>,
+    wait: Duration,
+    max: usize,
+) -> Result<Vec<In>, EngineError> {
+    let deadline = Instant::now() + wait;
+    let Some(first) = consumer.poll(wait) else {
+        return Ok(Vec::new());
+    };
+    let mut out = vec![owned(&first?)];
+    let until = deadline.min(Instant::now() + CHUNK_WAIT);
+    while out.len() < max {
+        let Some(m) = consumer.poll(until.saturating_duration_since(Instant::now())) else {
+            break;
+        };
+        out.push(owned(&m?));
+    }
+    Ok(out)
+}
+
+/// A consumed message, copied out of the consumer's buffers.
+fn owned(m: &rdkafka::message::BorrowedMessage<'_>) -> In {
+    let headers = m
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|x| (x.key.to_string(), x.value.map(<[u8]>::to_vec)))
+                .collect()
+        })
+        .unwrap_or_default();
+    In {
+        partition: m.partition(),
+        offset: m.offset(),
+        timestamp: m.timestamp().to_millis().unwrap_or(0),
+        key: m.key().map(<[u8]>::to_vec),
+        value: m.payload().map(<[u8]>::to_vec),
+        headers,
+    }
 }
 
 /// Sends one record, waiting while the producer's queue is full.
@@ -622,6 +845,7 @@ fn transform(
     dead_letter: &str,
     partition: i32,
     records: &[In],
+    tally: &mut Tally,
 ) -> Result<(), EngineError> {
     let d = job.spec;
     let shared = job.shared;
@@ -686,16 +910,16 @@ fn transform(
                             rec = rec.payload(v);
                         }
                         send(producer, rec)?;
-                        shared.records_out.fetch_add(1, Ordering::Relaxed);
+                        tally.records_out += 1;
                     }
                     continue;
                 }
                 RecordResult::Rejected(reason) => {
-                    shared.rejected.fetch_add(1, Ordering::Relaxed);
+                    tally.rejected += 1;
                     reason
                 }
                 RecordResult::Failed(reason) => {
-                    shared.failed.fetch_add(1, Ordering::Relaxed);
+                    tally.failed += 1;
                     reason
                 }
             };
@@ -737,7 +961,7 @@ fn transform(
             }
             send(producer, rec)?;
         }
-        shared.records_in.fetch_add(done as u64, Ordering::Relaxed);
+        tally.records_in += done as u64;
         start += done;
     }
     Ok(())

@@ -31,7 +31,7 @@ use sluice_runtime::{Compiled, InstanceConfig};
 
 use crate::control::{PartitionReport, client_config};
 use crate::engine::{
-    EngineError, EngineSettings, In, Job, LagContext, TXN_TIMEOUT, commit, consumer, gather, held,
+    EngineError, EngineSettings, In, Job, LagContext, abort, commit, consumer, gather, held,
     producer, send,
 };
 use crate::standby::Standbys;
@@ -219,7 +219,7 @@ pub(crate) fn session(
         let result = send_reads(&producer, &sinks, &changelog, &reads)
             .and_then(|()| commit(&producer, &consumer, &d.input, &next));
         if let Err(e) = result {
-            let _ = producer.abort_transaction(TXN_TIMEOUT);
+            let _ = abort(&producer);
             return Err(e);
         }
         committed(&mut parts, &reads, &next, &held);
