@@ -110,6 +110,79 @@ impl Pattern {
         out.clear();
         self.inner.find_in(record, part, out);
     }
+
+    /// [`Pattern::find_in`] aware of JSON, for plugins that decide per match. When `part`
+    /// is a JSON object or array, only its string values are searched, each on its own
+    /// (offsets are in the whole part), and with `names` every member whose name matches
+    /// `names` whole comes back as [`JsonMatch::Member`] with its value's span (its inside
+    /// not searched). A JSON document with escapes in a key or string comes back as one
+    /// [`JsonMatch::Escapes`] (decode it and search the text); anything else is searched
+    /// whole. In a plugin, the first call in a batch does every record of the batch in one
+    /// host call (`find-in-json-batch`).
+    pub fn find_in_json(
+        &self,
+        record: &Record,
+        part: Part,
+        names: Option<&Pattern>,
+    ) -> Vec<JsonMatch> {
+        let mut out = Vec::new();
+        self.find_in_json_into(record, part, names, &mut out);
+        out
+    }
+
+    /// Like [`Pattern::find_in_json`], into `out` (cleared first).
+    pub fn find_in_json_into(
+        &self,
+        record: &Record,
+        part: Part,
+        names: Option<&Pattern>,
+        out: &mut Vec<JsonMatch>,
+    ) {
+        out.clear();
+        self.inner
+            .find_in_json(record, part, names.map(|n| &n.inner), &mut |q| {
+                out.push(json_match(q))
+            });
+    }
+}
+
+/// What [`Pattern::find_in_json`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonMatch {
+    /// A match, inside a string value of a JSON document or anywhere in other text.
+    Text(Match),
+    /// A member whose name matched `names`: its value's kind and span (a string's
+    /// content between the quotes; an object or array whole).
+    Member {
+        kind: JsonKind,
+        start: usize,
+        end: usize,
+    },
+    /// The document is JSON with escapes in a key or string: nothing was searched.
+    Escapes,
+}
+
+/// The contract's numbers in `find-in-json-batch` quadruples.
+const JSON_MEMBER: u32 = 64;
+const JSON_ESCAPES: u32 = 255;
+
+fn json_match([which, start, end]: [u32; 3]) -> JsonMatch {
+    match which {
+        JSON_ESCAPES => JsonMatch::Escapes,
+        k if k >= JSON_MEMBER => {
+            let t = token(k - JSON_MEMBER, start, end);
+            JsonMatch::Member {
+                kind: t.kind,
+                start: t.start,
+                end: t.end,
+            }
+        }
+        pattern => JsonMatch::Text(Match {
+            pattern,
+            start: start as usize,
+            end: end as usize,
+        }),
+    }
 }
 
 fn triples(flat: &[u32]) -> Vec<Match> {
@@ -299,6 +372,8 @@ mod imp {
     pub struct Pattern {
         handle: t::Pattern,
         cache: RefCell<BatchCache>,
+        /// `find-in-json-batch`'s, for the `names` set it was asked with (its address).
+        json_cache: RefCell<(Option<usize>, BatchCache)>,
     }
 
     impl Pattern {
@@ -307,6 +382,7 @@ mod imp {
             Ok(Pattern {
                 handle: t::Pattern::compile(&owned)?,
                 cache: RefCell::default(),
+                json_cache: RefCell::default(),
             })
         }
 
@@ -331,6 +407,22 @@ mod imp {
                     end: q[3] as usize,
                 })
             });
+        }
+
+        pub fn find_in_json(
+            &self,
+            record: &Record,
+            part: Part,
+            names: Option<&Pattern>,
+            f: &mut dyn FnMut([u32; 3]),
+        ) {
+            let key = names.map(|n| std::ptr::from_ref(n) as usize);
+            let mut cache = self.json_cache.borrow_mut();
+            if cache.0 != key {
+                *cache = (key, BatchCache::default());
+            }
+            let fetch = |p| self.handle.find_in_json_batch(p, names.map(|n| &n.handle));
+            cache.1.each(record, part, fetch, |q| f([q[1], q[2], q[3]]));
         }
     }
 
@@ -479,8 +571,77 @@ mod imp {
                 });
             }
         }
+
+        pub fn find_in_json(
+            &self,
+            record: &Record,
+            part: Part,
+            names: Option<&Pattern>,
+            f: &mut dyn FnMut([u32; 3]),
+        ) {
+            if let Some(h) = part_of(record, part) {
+                QUADS.with(|q| {
+                    let mut tokens = q.borrow_mut();
+                    self.0
+                        .find_in_json(h, names.map(|n| &n.0), &mut tokens, |i, s, e| f([i, s, e]));
+                });
+            }
+        }
     }
 }
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod native;
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_contracts_numbers_are_the_hosts() {
+        assert_eq!(JSON_MEMBER, native::JSON_MEMBER);
+        assert_eq!(JSON_ESCAPES, native::JSON_ESCAPES);
+    }
+
+    fn setup() -> Result<(Pattern, Pattern), crate::Error> {
+        Ok((Pattern::new("[0-9]+")?, Pattern::new("^pin$")?))
+    }
+
+    fn report(
+        (digits, names): &(Pattern, Pattern),
+        r: &Record,
+    ) -> Result<crate::Outcome, crate::Error> {
+        let found = digits.find_in_json(r, Part::Value, Some(names));
+        Ok(crate::Outcome::emit(crate::OutRecord::new(format!(
+            "{found:?}"
+        ))))
+    }
+
+    #[test]
+    fn find_in_json_searches_string_values_and_names_members() {
+        let v = r#"{"k1":"a 12","pin":4321,"n":7}"#;
+        let h = crate::testing::Harness::with_init(setup, report);
+        let out = h.run_values(&[v, "x 5", r#"["\\u0041 9"]"#]);
+        let at = |what: &str| v.find(what).unwrap();
+        let expect = [
+            JsonMatch::Text(Match {
+                pattern: 0,
+                start: at("12"),
+                end: at("12") + 2,
+            }),
+            JsonMatch::Member {
+                kind: JsonKind::Scalar,
+                start: at("4321"),
+                end: at("4321") + 4,
+            },
+        ];
+        assert_eq!(out[0].values(), [format!("{expect:?}")]);
+        let text = [JsonMatch::Text(Match {
+            pattern: 0,
+            start: 2,
+            end: 3,
+        })];
+        assert_eq!(out[1].values(), [format!("{text:?}")]);
+        assert_eq!(out[2].values(), [format!("{:?}", [JsonMatch::Escapes])]);
+    }
+}

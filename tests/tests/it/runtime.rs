@@ -330,6 +330,76 @@ fn contained_on(rt: &Arc<Runtime>, mode: &str, limits: Limits, expect: &str) -> 
     results.iter().map(verdict).collect()
 }
 
+/// The values `find_in_json` runs on in [`find_in_json_answers_in_wasm_as_the_contract_says`],
+/// with what it must report for each (digits, members named `password`).
+fn json_find_cases() -> Vec<(String, String)> {
+    let at = |v: &str, what: &str| {
+        let s = v.find(what).unwrap();
+        format!("{s}-{}", s + what.len())
+    };
+    let r0 = r#"{"user":"u1","password":"hunter2","note":"call 555-1234"}"#;
+    let r3 = r#"{"password":{"pin":1234},"n":[5],"k9":"v"}"#;
+    // The digit of "u1" (a string value; keys are not searched).
+    let u1 = r0.find("u1").unwrap() + 1;
+    vec![
+        (
+            r0.into(),
+            format!(
+                "T0:{u1}-{},MString:{},T0:{},T0:{}",
+                u1 + 1,
+                at(r0, "hunter2"),
+                at(r0, "555"),
+                at(r0, "1234")
+            ),
+        ),
+        ("plain 42 text".into(), "T0:6-8".into()),
+        (r#"{"a":"x\"y 7"}"#.into(), "E".into()),
+        (r3.into(), format!("MObject:{}", at(r3, r#"{"pin":1234}"#))),
+        ("no digits here".into(), String::new()),
+    ]
+}
+
+#[test]
+fn find_in_json_answers_in_wasm_as_the_contract_says() {
+    let (_d, rt) = runtime();
+    let compiled = rt.compile(fixtures::MISBEHAVE).unwrap();
+    let logs = Arc::new(Logs::default());
+    let mut ex = rt
+        .executor(
+            compiled,
+            config(
+                "misbehave",
+                &[("mode", "json_find")],
+                &["out"],
+                Limits::default(),
+                logs,
+            ),
+            0,
+        )
+        .unwrap();
+    let cases = json_find_cases();
+    // Twice, in two orders: each batch is one host call, read record by record.
+    for order in [vec![0, 1, 2, 3, 4], vec![3, 4, 0, 2, 1, 0]] {
+        let records: Vec<TestRecord> = order
+            .iter()
+            .map(|&i| TestRecord::value(cases[i].0.as_str()))
+            .collect();
+        let results = run(&mut ex, &records);
+        for (r, &i) in results.iter().zip(&order) {
+            let RecordResult::Emitted(v) = r else {
+                panic!("case {i}: {r:?}");
+            };
+            let got = v[0].view().unwrap().value.unwrap_or_default();
+            assert_eq!(
+                String::from_utf8_lossy(got),
+                cases[i].1,
+                "case {i}: {}",
+                cases[i].0
+            );
+        }
+    }
+}
+
 #[test]
 fn a_splice_that_does_not_fit_its_value_fails_that_record_alone() {
     contained(
