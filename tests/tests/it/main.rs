@@ -18,6 +18,7 @@ mod nexmark;
 mod pipeline;
 mod recovery;
 mod runtime;
+mod runtime_entries;
 mod runtime_stream;
 mod schemas;
 mod security;
