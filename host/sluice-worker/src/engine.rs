@@ -403,7 +403,7 @@ pub(crate) fn session(
         open: Open::default(),
     };
     let mut seen_gen = u64::MAX;
-    let mut current: Option<(u32, Arc<InstanceConfig>, Arc<Compiled>)> = None;
+    let mut current: Option<Running> = None;
     while !stop.load(Ordering::Acquire) {
         // A new version takes over here, between two transactions.
         if let Some(t) = job.shared.new_target(&mut seen_gen) {
@@ -461,6 +461,9 @@ pub(crate) fn session(
     Ok(())
 }
 
+/// The plugin version a session runs: its number, instance config and compiled code.
+type Running = (u32, Arc<InstanceConfig>, Arc<Compiled>);
+
 /// What the open transaction has consumed.
 #[derive(Default)]
 struct Open {
@@ -516,7 +519,7 @@ impl Turn<'_, '_> {
         &mut self,
         settings: &EngineSettings,
         deadline: Instant,
-        running: &(u32, Arc<InstanceConfig>, Arc<Compiled>),
+        running: &Running,
         mut chunk: Vec<In>,
         stop: &AtomicBool,
     ) -> Result<(), EngineError> {
@@ -552,7 +555,7 @@ impl Turn<'_, '_> {
     /// Runs the plugin over one chunk, partition by partition, and sends what it emits.
     fn run(
         &mut self,
-        (version, instance, compiled): &(u32, Arc<InstanceConfig>, Arc<Compiled>),
+        (version, instance, compiled): &Running,
         chunk: Vec<In>,
     ) -> Result<(), EngineError> {
         let job = self.job;
