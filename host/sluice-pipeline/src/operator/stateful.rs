@@ -31,8 +31,9 @@ const TIMERS_PER_CALL: usize = 10_000;
 const MAX_TIMER_ROUNDS: usize = 10;
 /// Timers fired at one position and watermark beyond those pending when the firing
 /// began, after which the firing stops as a loop (a handler re-arming timers at or
-/// before the watermark).
-const MAX_REARMED: u64 = 1_000_000;
+/// before the watermark). A hundred thousand is far more than any chain of timers a
+/// handler means to fire at one instant, and a loop is caught within seconds.
+const MAX_REARMED: u64 = 100_000;
 /// Changelog records after which a drained task writes a new snapshot (or more when the
 /// state has more keys than that: restore then replays at most about the state's size).
 const SNAPSHOT_AFTER: u64 = 100_000;
