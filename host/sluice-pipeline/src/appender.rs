@@ -56,10 +56,10 @@ impl Appender {
                 }
                 ToAppender::Batch(_) if broken => Appended::Discarded,
                 ToAppender::Batch(staged) => {
-                    let position = staged.next_position;
+                    let at = (staged.next_position, staged.replaying.clone());
                     match self.commit(*staged) {
                         Ok(()) => {
-                            committed = Some(position);
+                            committed = Some(at);
                             Appended::Committed
                         }
                         Err(e) => {
@@ -73,8 +73,11 @@ impl Appender {
                 break;
             }
         }
-        if let Some(position) = committed {
-            self.checkpoints.write(self.sinks.all(), position, true);
+        // After a failed append (not started over), the partitions' ends may hold part of
+        // it: the file keeps the last checkpoint written, which the next recovery scans from.
+        if let Some((position, replaying)) = committed.filter(|_| !broken) {
+            self.checkpoints
+                .write(self.sinks.all(), position, replaying.as_deref(), true);
         }
     }
 
@@ -126,8 +129,12 @@ impl Appender {
         c.rejected.fetch_add(rejected, Ordering::Relaxed);
         c.failed.fetch_add(failed, Ordering::Relaxed);
         c.late.fetch_add(staged.late, Ordering::Relaxed);
-        self.checkpoints
-            .write(self.sinks.all(), staged.next_position, false);
+        self.checkpoints.write(
+            self.sinks.all(),
+            staged.next_position,
+            staged.replaying.as_deref(),
+            false,
+        );
         sluice_common::telemetry::telemetry()
             .transform_batch(&self.t.name, staged.started.elapsed());
         Ok(())

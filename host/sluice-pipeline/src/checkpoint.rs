@@ -4,6 +4,13 @@
 //! crash recovery scans the outputs written since the last checkpoint (they name their
 //! source, see `recover`), so an older checkpoint costs a longer scan, never a lost or
 //! doubled output.
+//!
+//! The invariant: every output already written for an input at or after a checkpoint's
+//! `position` lies at or after its `output_ends`. While a task replays inputs whose
+//! outputs recovery found (and skips them), the ends a checkpoint records are therefore
+//! those the recovery scanned from, not the partitions' current ends: otherwise a crash in
+//! the replay would hide the outputs still ahead of the position from the next scan, and
+//! they would be written twice.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -44,16 +51,25 @@ pub fn read(dir: &Path, partition: u32) -> Option<Checkpoint> {
 }
 
 /// Writes a partition's checkpoint durably now; false (and a warning) if it failed.
+/// `replaying`: the ends the last recovery scanned from, while outputs it found lie ahead
+/// of `position` (recorded instead of the current ends, whichever is lower).
 pub fn write<'a>(
     dir: &Path,
     partition: u32,
     outputs: impl Iterator<Item = &'a Arc<Topic>>,
     position: u64,
+    replaying: Option<&BTreeMap<String, u64>>,
 ) -> bool {
     let mut ends = BTreeMap::new();
     for topic in outputs {
         for p in &topic.partitions {
-            ends.insert(key_of(&topic.name, p.id), p.high_watermark());
+            let key = key_of(&topic.name, p.id);
+            let end = match replaying {
+                // A partition the scan started at its beginning has no entry.
+                Some(from) => from.get(&key).copied().unwrap_or(0),
+                None => u64::MAX,
+            };
+            ends.insert(key, end.min(p.high_watermark()));
         }
     }
     let cp = Checkpoint {
@@ -88,10 +104,12 @@ impl CheckpointWriter {
     }
 
     /// Records that the position reached `position`; writes it when due (or `force`).
+    /// `replaying` as for [`write`].
     pub fn write<'a>(
         &mut self,
         outputs: impl Iterator<Item = &'a Arc<Topic>>,
         position: u64,
+        replaying: Option<&BTreeMap<String, u64>>,
         force: bool,
     ) {
         if let Some((at, pos)) = self.last
@@ -99,8 +117,11 @@ impl CheckpointWriter {
         {
             return;
         }
-        if write(&self.dir, self.partition, outputs, position) {
+        if write(&self.dir, self.partition, outputs, position, replaying) {
             self.last = Some((Instant::now(), position));
+            if replaying.is_some() {
+                sluice_log::tier::failpoint("checkpoint-while-replaying");
+            }
         }
     }
 }
@@ -114,15 +135,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert!(read(dir.path(), 0).is_none());
         let mut w = CheckpointWriter::new(dir.path().to_path_buf(), 0);
-        w.write(std::iter::empty(), 10, false);
+        w.write(std::iter::empty(), 10, None, false);
         assert_eq!(read(dir.path(), 0).unwrap().position, 10);
         // Not due yet: the file keeps the last durable position.
-        w.write(std::iter::empty(), 20, false);
+        w.write(std::iter::empty(), 20, None, false);
         assert_eq!(read(dir.path(), 0).unwrap().position, 10);
-        w.write(std::iter::empty(), 30, true);
+        w.write(std::iter::empty(), 30, None, true);
         assert_eq!(read(dir.path(), 0).unwrap().position, 30);
         std::thread::sleep(CHECKPOINT_EVERY);
-        w.write(std::iter::empty(), 40, false);
+        w.write(std::iter::empty(), 40, None, false);
         assert_eq!(read(dir.path(), 0).unwrap().position, 40);
     }
 }

@@ -147,6 +147,7 @@ impl Outputs {
             input_bytes,
             started: self.started,
             state,
+            replaying: None,
         }
     }
 }
@@ -240,6 +241,9 @@ pub struct Staged {
     /// Stateful: the state changes of these reads and where they leave the partition,
     /// committed after the outputs.
     pub state: Option<Commit>,
+    /// Replaying after a recovery: the ends its scan started from, for the checkpoint
+    /// (see [`crate::recover::Recovered::replaying`]).
+    pub replaying: Option<Arc<BTreeMap<String, u64>>>,
 }
 
 impl Staged {
@@ -253,6 +257,7 @@ impl Staged {
             input_bytes: 0,
             started: Instant::now(),
             state: Some(commit),
+            replaying: None,
         }
     }
 
@@ -262,6 +267,7 @@ impl Staged {
             self.batches.entry(k).or_default().append(&mut v);
         }
         self.next_position = next.next_position;
+        self.replaying = next.replaying;
         for (a, b) in self.counts.iter_mut().zip(next.counts) {
             *a += b;
         }

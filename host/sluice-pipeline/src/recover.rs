@@ -36,6 +36,8 @@ pub struct Recovered {
     timer_dead: HashSet<(u64, i64, u32)>,
     /// The largest input offset found (nothing to skip past it).
     until: Option<u64>,
+    /// The ends the scan started from (see [`Recovered::replaying`]).
+    from: Arc<BTreeMap<String, u64>>,
 }
 
 impl Recovered {
@@ -76,6 +78,13 @@ impl Recovered {
     /// Whether the task has moved past everything found (the set can be dropped).
     pub fn passed(&self, position: u64) -> bool {
         self.until.is_none_or(|u| position > u)
+    }
+
+    /// While outputs found lie ahead of `position`: the ends the scan started from, which
+    /// a checkpoint at `position` must record (see `checkpoint`), so that a crash in the
+    /// replay finds them again.
+    pub fn replaying(&self, position: u64) -> Option<Arc<BTreeMap<String, u64>>> {
+        (!self.is_empty() && !self.passed(position)).then(|| self.from.clone())
     }
 
     fn add(&mut self, dead_letter: bool, slot: Slot) {
@@ -151,7 +160,10 @@ pub fn scan(
     ends: &BTreeMap<String, u64>,
 ) -> Recovered {
     let me = format!("{transform}:{partition}:");
-    let mut found = Recovered::default();
+    let mut found = Recovered {
+        from: Arc::new(ends.clone()),
+        ..Recovered::default()
+    };
     for t in outputs.iter().chain(verdicts) {
         let is_dlq = verdicts.iter().any(|v| v.name == t.name);
         for p in &t.partitions {
@@ -185,6 +197,7 @@ pub fn scan(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checkpoint;
 
     #[test]
     fn slots_are_matched_wherever_they_are_and_a_dead_letter_is_the_whole_verdict() {
@@ -224,5 +237,60 @@ mod tests {
             "a dead letter covers every slot"
         );
         assert!(!r.passed(9) && r.passed(10));
+    }
+
+    /// A crash while replaying what a recovery found: the checkpoint written meanwhile
+    /// keeps the ends the scan started from, so the next scan finds the outputs still
+    /// ahead of its position (the current ends would hide them and they would be doubled).
+    #[test]
+    fn a_checkpoint_written_during_a_replay_keeps_the_outputs_ahead_of_it_in_sight() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = sluice_log::Log::open(dir.path().join("log")).unwrap();
+        let out = log
+            .create_topic("out", crate::state::topic_config(2))
+            .unwrap();
+        let outputs = [out.clone()];
+        // The first run: a checkpoint at input 10 before any output, then the outputs
+        // of inputs 10..20 over both partitions, and a crash before the next checkpoint.
+        let cps = dir.path().join("cp");
+        std::fs::create_dir_all(&cps).unwrap();
+        assert!(checkpoint::write(&cps, 0, outputs.iter(), 10, None));
+        for offset in 10u64..20 {
+            let mut b = batch::Builder::new();
+            let src = format!("t:0:{offset}:0");
+            let headers = [(SOURCE_HEADER.as_bytes(), Some(src.as_bytes()))];
+            b.push(0, None, Some(b"v"), headers.into_iter());
+            out.partitions[(offset % 2) as usize]
+                .append(b.finish())
+                .unwrap();
+        }
+        let scan_from_file = || {
+            let cp = checkpoint::read(&cps, 0).unwrap();
+            (cp.position, scan("t", 0, &outputs, &[], &cp.output_ends))
+        };
+        let (position, found) = scan_from_file();
+        assert_eq!(position, 10);
+        assert!((10..20).all(|o| found.has_output(o, 0)));
+        // The replay skips inputs 10..15 and checkpoints at 15, then crashes again.
+        let replaying = found.replaying(15);
+        assert!(replaying.is_some());
+        assert!(checkpoint::write(
+            &cps,
+            0,
+            outputs.iter(),
+            15,
+            replaying.as_deref()
+        ));
+        let (position, again) = scan_from_file();
+        assert_eq!(position, 15);
+        assert!(
+            (15..20).all(|o| again.has_output(o, 0)),
+            "outputs ahead of the checkpoint were hidden from the scan"
+        );
+        // The current ends would have hidden them: this is what the replay guards against.
+        assert!(checkpoint::write(&cps, 0, outputs.iter(), 15, None));
+        assert!(scan_from_file().1.is_empty());
+        // Past everything found, a checkpoint records the current ends.
+        assert!(again.replaying(20).is_none() && again.replaying(19).is_some());
     }
 }

@@ -62,8 +62,13 @@ struct Loop {
 }
 
 impl Loop {
-    /// Adds a read's outputs to what waits for the appender.
-    fn stage(&mut self, next: Staged) {
+    /// Adds a read's outputs to what waits for the appender, with the ends to checkpoint
+    /// while a replay is under way.
+    fn stage(&mut self, mut next: Staged) {
+        next.replaying = self.seen.replaying(next.next_position);
+        if next.replaying.is_none() && !self.seen.is_empty() {
+            self.seen = Recovered::default();
+        }
         match self.staged.as_mut() {
             Some(s) => s.merge(next),
             None => self.staged = Some(next),
@@ -100,7 +105,14 @@ impl TaskCtx {
         if self.checkpoint.is_none() {
             // Record a `latest` start now (durably), so a restart does not skip what
             // arrives meanwhile.
-            checkpoint::write(&self.t.dir, part, self.sinks.all(), position);
+            let replaying = found.replaying(position);
+            checkpoint::write(
+                &self.t.dir,
+                part,
+                self.sinks.all(),
+                position,
+                replaying.as_deref(),
+            );
         }
         if !found.is_empty() {
             tracing::info!(transform = %self.t.name, partition = part, resume = position, "recovered");
@@ -387,7 +399,7 @@ impl TaskCtx {
                 if !l.in_flight
                     && let Some(commit) = self.op.idle(&self.t, l.position)
                 {
-                    l.staged = Some(Staged::state_only(commit));
+                    l.stage(Staged::state_only(commit));
                     return;
                 }
                 let _ = l.rt.block_on(self.input.wait_for(l.position, IDLE_WAIT));
@@ -398,9 +410,6 @@ impl TaskCtx {
             Ok(next) => {
                 l.position = next.next_position;
                 l.stage(next);
-                if !l.seen.is_empty() && l.seen.passed(l.position) {
-                    l.seen = Recovered::default();
-                }
             }
             // Stopped, paused or swapped mid-call: nothing moved; the top of the loop sees
             // why, and the read is run again when the task goes on.

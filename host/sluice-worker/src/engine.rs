@@ -896,16 +896,21 @@ fn transform(
                         let Some(topic) = d.outputs.get(e.output as usize) else {
                             continue;
                         };
-                        let mut headers = OwnedHeaders::new();
-                        for h in view.headers() {
-                            headers = headers.insert(Header {
-                                key: h.key_str(),
-                                value: h.value,
-                            });
-                        }
                         let mut rec = BaseRecord::to(topic)
-                            .timestamp(e.base_timestamp + view.timestamp_delta)
-                            .headers(headers);
+                            .timestamp(e.base_timestamp + view.timestamp_delta);
+                        // No header list for a record without headers (an allocation
+                        // in librdkafka per record, for nothing).
+                        let mut hs = view.headers().peekable();
+                        if hs.peek().is_some() {
+                            let mut headers = OwnedHeaders::new();
+                            for h in hs {
+                                headers = headers.insert(Header {
+                                    key: h.key_str(),
+                                    value: h.value,
+                                });
+                            }
+                            rec = rec.headers(headers);
+                        }
                         if let Some(k) = view.key {
                             rec = rec.key(k);
                         }

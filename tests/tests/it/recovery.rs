@@ -4,11 +4,12 @@ use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::{Server, http};
+use crate::common::{Server, http, sluice_bin};
+use crate::pipeline::{all, deploy_ok, upload};
 
 #[test]
 fn sigkill_under_load_loses_no_acknowledged_record() {
@@ -164,4 +165,109 @@ fn garbage_tail_torn_batch_and_mid_segment_damage_recover_on_restart() {
     // New appends go after the recovered ends.
     let o = s.produce("dmg", vec![json!({"value": "new", "partition": 1})]);
     assert_eq!(o[0], (1, 16));
+}
+
+/// A crash while a restarted transform replays what its last run wrote past the
+/// checkpoint (skipping those outputs), then another crash: the checkpoints the replay
+/// writes keep the outputs ahead of them in the next recovery's sight, so nothing is
+/// written twice. `SLUICE_FAILPOINT=checkpoint-while-replaying` aborts the server right
+/// after such a checkpoint.
+#[test]
+fn a_crash_during_the_replay_after_a_crash_doubles_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut s = Server::start_in(tmp.path(), &[]);
+    s.create_topic(json!({"name": "src", "partitions": 1}));
+    s.create_topic(json!({"name": "dst", "partitions": 2}));
+    upload(&s, "id", sluice_tests::fixtures::IDENTITY);
+    deploy_ok(
+        &s,
+        "m",
+        json!({"plugin": "id", "input": "src", "outputs": ["dst"]}),
+    );
+    let end = |s: &Server| -> u64 {
+        let t: Value = http()
+            .get(s.url("/v1/topics/dst"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        t["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["end_offset"].as_u64().unwrap())
+            .sum()
+    };
+    // Values of 2 KB: a read of 1 MiB is about 500 records, so the outputs of the last
+    // quarter second before a kill span several reads of the replay.
+    let pad = "x".repeat(2000);
+    let (mut n, mut cut) = (0usize, 0);
+    let logs = tempfile::tempdir().unwrap();
+    let stderr = logs.path().join("stderr");
+    for _ in 0..8 {
+        for _ in 0..10 {
+            let recs: Vec<Value> = (n..n + 1000)
+                .map(|i| json!({"key": format!("k{}", i % 7), "value": format!("{i}:{pad}")}))
+                .collect();
+            s.produce("src", recs);
+            n += 1000;
+        }
+        // Kill in the middle of the backlog.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while end(&s) < (n - 6000) as u64 {
+            assert!(Instant::now() < deadline, "the transform did not get going");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        s.kill9();
+        // A restart that aborts after its replay's first checkpoint (or is killed when
+        // it found nothing to replay).
+        let mut child = std::process::Command::new(sluice_bin())
+            .args(["serve", "--http", "127.0.0.1:0", "--kafka", "127.0.0.1:0"])
+            .args(["--schema-registry", "127.0.0.1:0", "--data-dir"])
+            .arg(tmp.path())
+            .env("RUST_LOG", "warn")
+            .env("SLUICE_FAILPOINT", "checkpoint-while-replaying")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        // A replay begins within seconds of the start.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let aborted = loop {
+            if child.try_wait().unwrap().is_some() {
+                let log = std::fs::read_to_string(&stderr).unwrap();
+                assert!(
+                    log.contains("failpoint checkpoint-while-replaying"),
+                    "the server ended otherwise: {log}"
+                );
+                break true;
+            }
+            if Instant::now() > deadline {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        cut += usize::from(aborted);
+        s = Server::start_in(tmp.path(), &[]);
+        if cut > 0 {
+            break;
+        }
+    }
+    assert!(cut >= 1, "no restart ever replayed past its checkpoint");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while end(&s) < n as u64 {
+        assert!(Instant::now() < deadline, "{} of {n} outputs", end(&s));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let out = all(&s, "dst");
+    let mut seen = HashSet::new();
+    for r in &out {
+        let v = r["value"].as_str().unwrap();
+        let i = v.split(':').next().unwrap().to_string();
+        assert!(seen.insert(i.clone()), "input {i} has two outputs");
+    }
+    assert_eq!(out.len(), n, "every input has its output");
 }
