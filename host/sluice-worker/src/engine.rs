@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -26,6 +25,7 @@ use sluice_runtime::{
     BatchInput, Compiled, Executor, InstanceConfig, RecordResult, Runtime, Tables,
 };
 
+use crate::chunk::{Chunk, Part, take};
 use crate::control::{PartitionReport, client_config};
 
 /// How a worker runs its deployments.
@@ -382,8 +382,6 @@ pub(crate) fn producer(
 /// transaction stays open for the commit interval, taking in chunk after chunk, so
 /// consuming, transforming and producing overlap instead of taking turns.
 const CHUNK: usize = 20_000;
-/// How long a chunk waits for more records once it has one.
-const CHUNK_WAIT: Duration = Duration::from_millis(5);
 
 /// One consumer and one transactional producer, until an error or `stop`.
 pub(crate) fn session(
@@ -425,7 +423,7 @@ pub(crate) fn session(
         // A rebalance while waiting may have taken partitions away: their records are
         // the new owner's to process (from the committed offsets), not ours.
         let held = held(&consumer, &d.input)?;
-        chunk.retain(|m| held.iter().any(|p| p.partition == m.partition));
+        chunk.retain(|p| held.iter().any(|h| h.partition == p));
         job.shared.hold(held);
         if chunk.is_empty() {
             producer.poll(Duration::ZERO);
@@ -520,7 +518,7 @@ impl Turn<'_, '_> {
         settings: &EngineSettings,
         deadline: Instant,
         running: &Running,
-        mut chunk: Vec<In>,
+        mut chunk: Chunk,
         stop: &AtomicBool,
     ) -> Result<(), EngineError> {
         let input = &self.job.spec.input;
@@ -546,7 +544,7 @@ impl Turn<'_, '_> {
                 {
                     return Err(EngineError::Rebalanced);
                 }
-                chunk.retain(|m| kept(m.partition));
+                chunk.retain(kept);
                 self.job.shared.hold(held);
             }
         }
@@ -556,21 +554,17 @@ impl Turn<'_, '_> {
     fn run(
         &mut self,
         (version, instance, compiled): &Running,
-        chunk: Vec<In>,
+        chunk: Chunk,
     ) -> Result<(), EngineError> {
         let job = self.job;
         let ctx = self.consumer.context();
-        let mut by_partition: BTreeMap<i32, Vec<In>> = BTreeMap::new();
-        for m in chunk {
+        self.open.records += chunk.records;
+        for (p, part) in chunk.parts {
             self.open
                 .first
-                .entry(m.partition)
-                .or_insert_with(|| (m.offset, ctx.assignment_of(m.partition)));
-            self.open.next.insert(m.partition, m.offset + 1);
-            self.open.records += 1;
-            by_partition.entry(m.partition).or_default().push(m);
-        }
-        for (p, records) in by_partition {
+                .entry(p)
+                .or_insert_with(|| (part.base_offset, ctx.assignment_of(p)));
+            self.open.next.insert(p, part.last_offset + 1);
             let ex = match self.executors.entry(p) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(v) => v.insert(
@@ -579,14 +573,14 @@ impl Turn<'_, '_> {
                         .map_err(|e| EngineError::Plugin(e.to_string()))?,
                 ),
             };
-            job.shared.ran(p, *version, records[0].offset);
+            job.shared.ran(p, *version, part.base_offset);
             transform(
                 ex,
                 self.producer,
                 job,
                 &self.dead_letter,
                 p,
-                &records,
+                part,
                 &mut self.open.tally,
             )?;
         }
@@ -780,28 +774,6 @@ pub(crate) fn gather(
     Ok(out)
 }
 
-/// Up to `max` records: waits at most `wait` for the first, then takes what arrives
-/// within [`CHUNK_WAIT`] (and before `wait` ends).
-fn take(
-    consumer: &BaseConsumer<LagContext>,
-    wait: Duration,
-    max: usize,
-) -> Result<Vec<In>, EngineError> {
-    let deadline = Instant::now() + wait;
-    let Some(first) = consumer.poll(wait) else {
-        return Ok(Vec::new());
-    };
-    let mut out = vec![owned(&first?)];
-    let until = deadline.min(Instant::now() + CHUNK_WAIT);
-    while out.len() < max {
-        let Some(m) = consumer.poll(until.saturating_duration_since(Instant::now())) else {
-            break;
-        };
-        out.push(owned(&m?));
-    }
-    Ok(out)
-}
-
 /// A consumed message, copied out of the consumer's buffers.
 fn owned(m: &rdkafka::message::BorrowedMessage<'_>) -> In {
     let headers = m
@@ -847,47 +819,29 @@ fn transform(
     job: &Job<'_>,
     dead_letter: &str,
     partition: i32,
-    records: &[In],
+    part: Part,
     tally: &mut Tally,
 ) -> Result<(), EngineError> {
     let d = job.spec;
     let shared = job.shared;
-    let mut start = 0usize;
-    while start < records.len() {
-        let chunk = &records[start..];
-        let base_offset = chunk[0].offset;
-        let base_ts = chunk[0].timestamp;
-        let mut section = Vec::new();
-        for r in chunk {
-            sluice_sdk::codec::put_record(
-                &mut section,
-                r.timestamp - base_ts,
-                (r.offset - base_offset) as i32,
-                r.key.as_deref(),
-                r.value.as_deref(),
-                r.headers.iter().map(|(k, v)| (k.as_bytes(), v.as_deref())),
-            );
-        }
+    let bad = |e: sluice_sdk::codec::CodecError| EngineError::Plugin(format!("input batch: {e}"));
+    let mut batch = part.into_batch();
+    loop {
+        let count = batch.len();
         let out = ex.run(&BatchInput::records(
             &d.input,
             partition as u32,
-            base_offset,
-            base_ts,
-            Bytes::from(section),
-            chunk.len() as u32,
+            batch.base_offset,
+            batch.base_timestamp,
+            batch.section.clone(),
+            count as u32,
         ));
         shared
             .traps
             .fetch_add(u64::from(out.traps), Ordering::Relaxed);
         shared.fuel.fetch_add(out.fuel_used, Ordering::Relaxed);
-        let done = (out.done as usize).clamp(1, chunk.len());
-        for (i, result) in out
-            .per_record(chunk.len())
-            .into_iter()
-            .enumerate()
-            .take(done)
-        {
-            let input = &chunk[i];
+        let done = (out.done as usize).clamp(1, count);
+        for (i, result) in out.per_record(count).into_iter().enumerate().take(done) {
             let reason = match result {
                 RecordResult::Dropped => continue,
                 RecordResult::Emitted(list) => {
@@ -931,13 +885,14 @@ fn transform(
                     reason
                 }
             };
+            let input = batch.record(i).map_err(bad)?;
             let partition_s = partition.to_string();
             let offset_s = input.offset.to_string();
             let mut headers = OwnedHeaders::new();
-            for (k, v) in &input.headers {
+            for h in input.view.headers() {
                 headers = headers.insert(Header {
-                    key: k,
-                    value: v.as_deref(),
+                    key: h.key_str(),
+                    value: h.value,
                 });
             }
             for (k, v) in [
@@ -961,16 +916,19 @@ fn transform(
             let mut rec = BaseRecord::to(dead_letter)
                 .timestamp(input.timestamp)
                 .headers(headers);
-            if let Some(k) = input.key.as_deref() {
+            if let Some(k) = input.view.key {
                 rec = rec.key(k);
             }
-            if let Some(v) = input.value.as_deref() {
+            if let Some(v) = input.view.value {
                 rec = rec.payload(v);
             }
             send(producer, rec)?;
         }
         tally.records_in += done as u64;
-        start += done;
+        if done == count {
+            return Ok(());
+        }
+        // The run was cut short (a trap, a limit): the rest goes again on its own.
+        batch = batch.rest(done).map_err(bad)?;
     }
-    Ok(())
 }

@@ -11,6 +11,7 @@
 //! - [`Worker`]: runs what the deployments say (reconciling whenever the view changes),
 //!   reports what it runs, and answers the API's questions.
 
+mod chunk;
 pub mod control;
 pub mod engine;
 mod secrets;
