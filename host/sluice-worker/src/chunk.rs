@@ -7,11 +7,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rdkafka::consumer::BaseConsumer;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext};
+use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use sluice_sdk::codec::{CodecError, Reader, RecordView, put_record};
-
-use crate::engine::{EngineError, LagContext};
 
 /// How long a chunk waits for more records once it has one.
 const CHUNK_WAIT: Duration = Duration::from_millis(5);
@@ -165,11 +164,11 @@ impl Chunk {
 /// Up to `max` records: waits at most `wait` for the first, then takes what arrives within
 /// [`CHUNK_WAIT`] (and before `wait` ends). While records are waiting in the consumer's
 /// queue they are taken without a timeout (no clock read per record).
-pub(crate) fn take(
-    consumer: &BaseConsumer<LagContext>,
+pub(crate) fn take<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
     wait: Duration,
     max: usize,
-) -> Result<Chunk, EngineError> {
+) -> KafkaResult<Chunk> {
     let deadline = Instant::now() + wait;
     let mut chunk = Chunk::default();
     let Some(first) = consumer.poll(wait) else {
