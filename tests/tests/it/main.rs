@@ -28,4 +28,5 @@ mod stateful;
 mod tier;
 mod walkthrough;
 mod worker;
+mod worker_records;
 mod worker_stateful;

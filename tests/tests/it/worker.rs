@@ -1340,7 +1340,12 @@ fn worker_secrets_are_sealed_in_the_control_topic_and_opened_by_the_workers() {
     let spec = json!({"plugin": "encrypt", "input": "pii", "outputs": ["sealed"],
         "config": {"fields": "ssn", "key_id": "k1"}, "secrets": {"keys": keyring}});
     assert_eq!(a.put("/v1/transforms/seal", &spec), 201);
-    let st: Value = b.get("/v1/transforms/seal");
+    // The other worker learns of it when its view applies the control topic's record.
+    let mut st = Value::Null;
+    wait_for("the other worker to know the deployment", 30, || {
+        st = b.get("/v1/transforms/seal");
+        st.get("error").is_none()
+    });
     assert_eq!(st["secrets"], json!({"keys": "***"}), "{st}");
     // The control topic holds the deployment, but not the key.
     let control: Vec<Value> = s.read_all("sec.sluice.config", 0, 0);
