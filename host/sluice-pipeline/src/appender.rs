@@ -45,7 +45,9 @@ pub struct Appender {
 
 impl Appender {
     /// Serves the task until it hangs up; writes the last position reached at the end.
-    pub fn run(mut self, rx: Receiver<ToAppender>, done: Sender<Appended>) {
+    /// True when it ends with everything it was given committed (false after a failed
+    /// append the task did not start over from).
+    pub fn run(mut self, rx: Receiver<ToAppender>, done: Sender<Appended>) -> bool {
         let mut broken = false;
         let mut committed = None;
         for msg in rx {
@@ -63,7 +65,10 @@ impl Appender {
                             Appended::Committed
                         }
                         Err(e) => {
+                            // The last commit's position with the current ends would
+                            // cover this append's half: no final checkpoint from it.
                             broken = true;
+                            committed = None;
                             Appended::Failed(e)
                         }
                     }
@@ -79,6 +84,7 @@ impl Appender {
             self.checkpoints
                 .write(self.sinks.all(), position, replaying.as_deref(), true);
         }
+        !broken
     }
 
     fn commit(&mut self, staged: Staged) -> Result<(), String> {

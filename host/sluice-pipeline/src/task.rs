@@ -180,9 +180,12 @@ impl TaskCtx {
         }
         let position = l.position;
         drop(l);
-        let _ = appender.join();
-        // Everything is committed: a snapshot now makes the next start quick.
-        self.op.checkpoint(&self.t, part, position, true);
+        // Everything is committed (unless the last append failed: then the state in
+        // memory is ahead of the changelog, and no snapshot may record it): a snapshot
+        // now makes the next start quick.
+        if let Ok(true) = appender.join() {
+            self.op.checkpoint(&self.t, part, position, true);
+        }
     }
 
     /// One turn of the loop: take the appender's answers, hand over what is staged, take

@@ -198,23 +198,24 @@ fn a_crash_during_the_replay_after_a_crash_doubles_nothing() {
             .map(|p| p["end_offset"].as_u64().unwrap())
             .sum()
     };
-    // Values of 2 KB: a read of 1 MiB is about 500 records, so the outputs of the last
-    // quarter second before a kill span several reads of the replay.
-    let pad = "x".repeat(2000);
+    // Values of 8 KB: a read of 1 MiB is about 128 records, so the outputs of the last
+    // quarter second before a kill span several reads of the replay, even on a loaded
+    // machine.
+    let pad = "x".repeat(8000);
     let (mut n, mut cut) = (0usize, 0);
     let logs = tempfile::tempdir().unwrap();
     let stderr = logs.path().join("stderr");
-    for _ in 0..8 {
+    for _ in 0..10 {
         for _ in 0..10 {
-            let recs: Vec<Value> = (n..n + 1000)
+            let recs: Vec<Value> = (n..n + 300)
                 .map(|i| json!({"key": format!("k{}", i % 7), "value": format!("{i}:{pad}")}))
                 .collect();
             s.produce("src", recs);
-            n += 1000;
+            n += 300;
         }
         // Kill in the middle of the backlog.
         let deadline = Instant::now() + Duration::from_secs(60);
-        while end(&s) < (n - 6000) as u64 {
+        while end(&s) < (n - 1800) as u64 {
             assert!(Instant::now() < deadline, "the transform did not get going");
             std::thread::sleep(Duration::from_millis(5));
         }
