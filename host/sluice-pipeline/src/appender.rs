@@ -78,9 +78,10 @@ impl Appender {
                 break;
             }
         }
-        // After a failed append (not started over), the partitions' ends may hold part of
-        // it: the file keeps the last checkpoint written, which the next recovery scans from.
-        if let Some((position, replaying)) = committed.filter(|_| !broken) {
+        // After a failed append (`committed` dropped until the next good one), the
+        // partitions' ends may hold part of it: the file keeps the last checkpoint written,
+        // which the next recovery scans from.
+        if let Some((position, replaying)) = committed {
             self.checkpoints
                 .write(self.sinks.all(), position, replaying.as_deref(), true);
         }
